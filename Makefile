@@ -1,0 +1,150 @@
+# genesys-notify build.
+#
+# Variables (override on the command line, e.g. `make LUA=luajit`):
+#   LUA          interpreter the C module is built for: lua5.4 (default) or luajit
+#   LUA_INCDIR   Lua headers (found with pkg-config from LUA when empty)
+#   PREFIX       install prefix for `make install`
+#   SAN          sanitizer build: "" (none), asan (ASan+UBSan) or tsan
+#   BUILD        output folder (default build/<LUA>[-<SAN>])
+#   CFLAGS       extra compiler flags (LuaRocks passes its own; ours are appended with override)
+LUA        ?= lua5.4
+SAN        ?=
+PREFIX     ?= /usr/local
+CC         ?= cc
+CFLAGS     ?= -O2 -g
+BUSTED     ?= busted
+
+ifeq ($(LUA),luajit)
+  LUA_PC := luajit
+  LUA_ABI := 5.1
+else
+  LUA_PC := $(LUA)
+  LUA_ABI := $(patsubst lua%,%,$(LUA))
+endif
+LUA_INCDIR ?= $(patsubst -I%,%,$(filter -I%,$(shell pkg-config --cflags $(LUA_PC))))
+
+ifeq ($(SAN),asan)
+  SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  SAN_PRELOAD := $(shell $(CC) -print-file-name=libasan.so)
+else ifeq ($(SAN),tsan)
+  SAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
+  SAN_PRELOAD := $(shell $(CC) -print-file-name=libtsan.so)
+else
+  SAN_FLAGS :=
+  SAN_PRELOAD :=
+endif
+
+BUILD  ?= build/$(LUA)$(if $(SAN),-$(SAN))
+BINDIR := $(BUILD)/bin
+OBJDIR := $(BUILD)/obj
+
+DEP_PCS := libwebsockets libcurl libuv openssl jansson
+DEP_CFLAGS := $(shell pkg-config --cflags $(DEP_PCS))
+DEP_LIBS := $(shell pkg-config --libs $(DEP_PCS)) -lpthread -lm
+
+override CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -Wall -Wextra -Wno-unused-parameter \
+	$(SAN_FLAGS) $(DEP_CFLAGS) -Icsrc
+LUA_CFLAGS := $(addprefix -I,$(LUA_INCDIR))
+override LDFLAGS += $(SAN_FLAGS)
+
+# The Lua-free core (linkable into a C program) and the Lua binding.
+CORE_SRCS := csrc/backoff.c csrc/schedule.c
+BIND_SRCS := csrc/lbind_core.c csrc/lbind_backoff.c
+# Later parts add their sources in their own fragments.
+-include csrc/client.mk
+CORE_OBJS := $(CORE_SRCS:csrc/%.c=$(OBJDIR)/%.o)
+BIND_OBJS := $(BIND_SRCS:csrc/%.c=$(OBJDIR)/%.o)
+MODULE := $(BUILD)/genesys/notify/core.so
+
+CTESTS := $(patsubst spec/c/%.c,$(BINDIR)/%,$(wildcard spec/c/test_*.c))
+
+.PHONY: all module ctests deps test test-c test-lua check asan tsan lint install clean certs bench
+all: module ctests
+module: $(MODULE)
+ctests: $(CTESTS)
+
+$(OBJDIR)/%.o: csrc/%.c $(wildcard csrc/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(OBJDIR)/lbind_%.o: csrc/lbind_%.c $(wildcard csrc/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LUA_CFLAGS) -c $< -o $@
+
+$(MODULE): $(CORE_OBJS) $(BIND_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
+
+$(BINDIR)/test_%: spec/c/test_%.c $(CORE_OBJS) spec/c/ctest.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Ispec/c $(LDFLAGS) -o $@ $< $(CORE_OBJS) $(DEP_LIBS)
+
+-include emulator/emulator.mk
+-include bench/bench.mk
+
+# ---------------------------------------------------------------------------------------------
+# Dependencies: Debian packages, installed only when missing (apt-get update only then too).
+DEB_PKGS := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted luarocks lua-cjson \
+	lua-check libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libcurl4-openssl-dev \
+	libssl-dev libjansson-dev luajit2 libluajit2-5.1-dev valgrind clang libclang-rt-14-dev \
+	cppcheck openssl curl nodejs npm
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing" $$missing; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "make deps: all Debian packages present"; fi
+	@$(MAKE) --no-print-directory deps-extra
+
+# Later parts (the emulator's npm conformance packages) hook in here.
+deps-extra::
+	@true
+
+# ---------------------------------------------------------------------------------------------
+# Tests. `make test` builds for Lua 5.4 and LuaJIT and runs the C tests and the busted specs
+# under both. `make asan` / `make tsan` run the same in sanitizer builds.
+test:
+	$(MAKE) --no-print-directory LUA=lua5.4 check
+	$(MAKE) --no-print-directory LUA=luajit check-lua
+
+SPEC_ENV = GN_BUILD=$(abspath $(BUILD)) GN_BINDIR=$(abspath $(BINDIR)) GN_SAN=$(SAN)
+SAN_ENV = $(if $(SAN_PRELOAD),LD_PRELOAD=$(SAN_PRELOAD)) \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	LSAN_OPTIONS=suppressions=$(abspath spec/lsan.supp):print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(abspath spec/tsan.supp)
+
+# C tests and specs for the current LUA.
+check: all test-c check-lua
+check-lua: all
+	$(SPEC_ENV) $(SAN_ENV) $(BUSTED) --lua=$(LUA) $(BUSTED_ARGS)
+
+test-c: ctests
+	@set -e; for t in $(CTESTS); do echo "== $$t"; $(SAN_ENV) $$t; done
+
+asan:
+	$(MAKE) --no-print-directory SAN=asan LUA=lua5.4 check
+tsan:
+	$(MAKE) --no-print-directory SAN=tsan LUA=lua5.4 check
+
+lint:
+	luacheck lua spec bench
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	  --inline-suppr --suppress=missingIncludeSystem -Icsrc csrc emulator spec/c
+
+# ---------------------------------------------------------------------------------------------
+# Install (used by the rockspec's make backend, which passes LUA_LIBDIR/LUA_LUADIR).
+LUA_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
+LUA_LUADIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
+install: module
+	install -d $(DESTDIR)$(LUA_LIBDIR)/genesys/notify $(DESTDIR)$(LUA_LUADIR)/genesys/notify
+	install -m 755 $(MODULE) $(DESTDIR)$(LUA_LIBDIR)/genesys/notify/core.so
+	install -m 644 lua/genesys/notify/*.lua $(DESTDIR)$(LUA_LUADIR)/genesys/notify/
+	for f in lua/genesys/*.lua; do [ -e "$$f" ] && install -m 644 $$f $(DESTDIR)$(LUA_LUADIR)/genesys/ || true; done
+
+clean:
+	rm -rf build
