@@ -37,6 +37,8 @@ typedef struct {
                                 cycle's first failure; 0 = never */
   double reset_after_ms;     /* a connection must stay up this long to reset the counter */
   double retry_after_max_ms; /* cap on a server's Retry-After floor */
+  int has_seed;              /* 1: seed the generator with `seed` (reproducible runs) */
+  uint64_t seed;             /* 0 with has_seed = 0: OS entropy */
 } gn_backoff_policy_t;
 
 /* Why next() gave up (or did not). */
@@ -71,7 +73,7 @@ int gn_jitter_parse(const char *name, gn_jitter_t *out);
 const char *gn_jitter_name(gn_jitter_t j);
 
 /* Initialises b with a copy of *p (validated: -1 and err on a bad policy), the system monotonic
- * clock, and a generator seeded from OS entropy. */
+ * clock, and a generator seeded from p->seed if p->has_seed, else from OS entropy. */
 int gn_backoff_init(gn_backoff_t *b, const gn_backoff_policy_t *p, char *err, size_t errlen);
 
 /* Reproducible randomness for tests and simulations. */

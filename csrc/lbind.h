@@ -1,0 +1,21 @@
+/* lbind.h: what the Lua binding files share. Only lbind_*.c include this (and lua.h). */
+#ifndef GN_LBIND_H
+#define GN_LBIND_H
+
+#include "backoff.h"
+#include "compat.h"
+
+#define LGN_BACKOFF_MT "genesys.notify.backoff"
+
+/* Reads a backoff policy table at idx into *p, starting from the defaults. Raises a Lua error
+ * naming the field ("backoff.base_ms: expected ...") on a wrong type, an out-of-range or
+ * non-finite value, an unknown key, or an inconsistent policy. A nil/none idx gives the defaults.
+ * The error is raised at level 0 with a prefix the caller chooses (e.g. "backoff"). */
+void lgn_backoff_policy_from_table(lua_State *L, int idx, gn_backoff_policy_t *p);
+
+/* Pushes the policy as a table (every field, jitter by name). */
+void lgn_backoff_policy_push(lua_State *L, const gn_backoff_policy_t *p);
+
+int lgn_open_backoff(lua_State *L);
+
+#endif
