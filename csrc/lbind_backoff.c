@@ -37,9 +37,12 @@ static int field_uint(lua_State *L, int t, const char *k, double limit, uint64_t
       luaL_error(L, "backoff.%s: expected a non-negative integer, got %s", k,
                  luaL_typename(L, -1));
     lua_Number n = lua_tonumber(L, -1);
-    if (!gn_isinteger(L, -1) || n < 0 || n >= limit)
-      luaL_error(L, "backoff.%s: expected a non-negative integer below %.0f, got %s", k, limit,
-                 lua_tostring(L, -1));
+    if (!gn_isinteger(L, -1) || n < 0 || n >= limit) {
+      char msg[160]; /* lua_pushfstring has no %.0f */
+      snprintf(msg, sizeof msg, "backoff.%s: expected a non-negative integer below %.0f, got %.17g",
+               k, limit, (double)n);
+      luaL_error(L, "%s", msg);
+    }
     *out = (uint64_t)n;
   }
   lua_pop(L, 1);
