@@ -1,0 +1,19 @@
+# bench.mk: benchmarks (included by the top Makefile). Not part of `all`; `make bench` builds them.
+#
+# bench/herd: the thundering-herd simulator over the real backoff engine (see bench/HERD.md).
+# `make herd` builds and runs it (HERD_ARGS passes options, e.g. HERD_ARGS="--sweep").
+# The binary is also a prerequisite of `ctests`, so `make test` builds it for
+# spec/unit/herd_spec.lua; it is not a C test (CTESTS is only spec/c/test_*).
+HERD := $(BINDIR)/herd
+HERD_ARGS ?=
+
+.PHONY: herd
+bench: $(HERD)
+ctests: $(HERD)
+
+$(HERD): bench/herd.c $(CORE_OBJS) $(wildcard csrc/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(CORE_OBJS) $(DEP_LIBS)
+
+herd: $(HERD)
+	$(SAN_ENV) $(HERD) $(HERD_ARGS)
