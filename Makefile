@@ -25,13 +25,10 @@ LUA_INCDIR ?= $(patsubst -I%,%,$(filter -I%,$(shell pkg-config --cflags $(LUA_PC
 
 ifeq ($(SAN),asan)
   SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-  SAN_PRELOAD := $(shell $(CC) -print-file-name=libasan.so)
 else ifeq ($(SAN),tsan)
   SAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
-  SAN_PRELOAD := $(shell $(CC) -print-file-name=libtsan.so)
 else
   SAN_FLAGS :=
-  SAN_PRELOAD :=
 endif
 
 BUILD  ?= build/$(LUA)$(if $(SAN),-$(SAN))
@@ -112,16 +109,29 @@ test:
 	$(MAKE) --no-print-directory LUA=luajit check-lua
 
 SPEC_ENV = GN_BUILD=$(abspath $(BUILD)) GN_BINDIR=$(abspath $(BINDIR)) GN_SAN=$(SAN)
-SAN_ENV = $(if $(SAN_PRELOAD),LD_PRELOAD=$(SAN_PRELOAD)) \
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	LSAN_OPTIONS=suppressions=$(abspath spec/lsan.supp):print_suppressions=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(abspath spec/tsan.supp)
 
+# In sanitizer builds busted runs in $(BINDIR)/lua_host, a Lua 5.4 interpreter linked with the
+# sanitizer runtime (see spec/support/lua_host.c for why not LD_PRELOAD).
+LUA_HOST := $(BINDIR)/lua_host
+ifneq ($(SAN),)
+  BUSTED_CMD = $(LUA_HOST) $(shell command -v $(BUSTED)) --ignore-lua
+  HOST_DEP = $(LUA_HOST)
+else
+  BUSTED_CMD = $(BUSTED) --lua=$(LUA)
+  HOST_DEP =
+endif
+$(LUA_HOST): spec/support/lua_host.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(shell pkg-config --cflags lua5.4) $(LDFLAGS) -o $@ $< $(shell pkg-config --libs lua5.4)
+
 # C tests and specs for the current LUA.
 check: all test-c check-lua
-check-lua: all
-	$(SPEC_ENV) $(SAN_ENV) $(BUSTED) --lua=$(LUA) $(BUSTED_ARGS)
+check-lua: all $(HOST_DEP)
+	$(SPEC_ENV) $(SAN_ENV) $(BUSTED_CMD) $(BUSTED_ARGS)
 
 test-c: ctests
 	@set -e; for t in $(CTESTS); do echo "== $$t"; $(SAN_ENV) $$t; done
