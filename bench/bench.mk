@@ -1,6 +1,6 @@
 # bench.mk: benchmarks (included by the top Makefile). Not part of `all`; `make bench` builds them.
 #
-# bench/herd: the thundering-herd simulator over the real backoff engine (see bench/HERD.md).
+# bench/herd: the thundering-herd simulator over the real backoff engine (figures and the choice of default: README, "The herd simulation").
 # `make herd` builds and runs it (HERD_ARGS passes options, e.g. HERD_ARGS="--sweep").
 # The binary is also a prerequisite of `ctests`, so `make test` builds it for
 # spec/unit/herd_spec.lua; it is not a C test (CTESTS is only spec/c/test_*).
