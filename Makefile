@@ -78,6 +78,7 @@ $(BINDIR)/test_%: spec/c/test_%.c $(CORE_OBJS) spec/c/ctest.h
 
 -include emulator/emulator.mk
 -include bench/bench.mk
+-include rockspec/rock.mk
 
 # ---------------------------------------------------------------------------------------------
 # Dependencies: Debian packages, installed only when missing (apt-get update only then too).

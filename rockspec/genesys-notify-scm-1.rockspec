@@ -4,7 +4,7 @@
 -- provided by rockspec/luarocks-config.lua):
 --   LUAROCKS_CONFIG=rockspec/luarocks-config.lua luarocks --lua-version=5.4 make \
 --     rockspec/genesys-notify-scm-1.rockspec
--- or `make rock`. See rockspec/INSTALL.md.
+-- or `make rock`. See the README, "Installing with LuaRocks (offline)".
 rockspec_format = "3.0"
 package = "genesys-notify"
 version = "scm-1"
