@@ -55,7 +55,7 @@ MODULE := $(BUILD)/genesys/notify/core.so
 
 CTESTS := $(patsubst spec/c/%.c,$(BINDIR)/%,$(wildcard spec/c/test_*.c))
 
-.PHONY: all module ctests deps test test-c test-lua check asan tsan lint install clean certs bench
+.PHONY: all module ctests deps test test-c test-lua check check-lua asan tsan valgrind lint install clean certs bench
 all: module ctests
 module: $(MODULE)
 ctests: $(CTESTS)
@@ -145,6 +145,14 @@ asan:
 	$(MAKE) --no-print-directory SAN=asan LUA=lua5.4 check
 tsan:
 	$(MAKE) --no-print-directory SAN=tsan LUA=lua5.4 check
+
+# The same C tests and specs under valgrind's memcheck (no sanitizer build): any error or
+# definite/indirect leak fails the run. Slow (about 50x): pass BUSTED_ARGS to pick specs.
+VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full \
+	--errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect
+valgrind: all
+	@set -e; for t in $(CTESTS); do echo "== valgrind $$t"; $(VALGRIND) $$t; done
+	$(SPEC_ENV) $(VALGRIND) $(LUA) $(shell command -v $(BUSTED)) --ignore-lua $(BUSTED_ARGS)
 
 lint:
 	luacheck lua spec bench
