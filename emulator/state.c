@@ -1,0 +1,305 @@
+/*
+ * genesys-notify-emulator: tokens, channels, counters, clocks and randomness.
+ *
+ * Channels are never freed before exit: stats keep reporting expired and evicted channels, and a
+ * connection that outlives its channel (while it sends the 404 notice) can keep its pointer.
+ * Lookups are linear; the emulator holds a few thousand channels at most, and the scale figures
+ * (README) were measured with this.
+ */
+#include "emu.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/random.h>
+
+emu_t E;
+
+int64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void iso8601(char *out, size_t n, int64_t ms)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	char base[32];
+	strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out, n, "%s.%03dZ", base, (int)(ms % 1000));
+}
+
+static void fill_random(void *buf, size_t n)
+{
+	unsigned char *p = buf;
+	while (n) {
+		ssize_t r = getrandom(p, n, 0);
+		if (r <= 0)
+			continue;     /* EINTR; getrandom never fails otherwise once seeded */
+		p += r;
+		n -= (size_t)r;
+	}
+}
+
+/* xorshift64*: fast randomness for correlation ids and event bodies (not secrets). */
+uint64_t rng_next(void)
+{
+	if (!E.rng)
+		fill_random(&E.rng, sizeof E.rng), E.rng |= 1;
+	E.rng ^= E.rng >> 12;
+	E.rng ^= E.rng << 25;
+	E.rng ^= E.rng >> 27;
+	return E.rng * 2685821657736338717ull;
+}
+
+void rand_hex(char *out, size_t nbytes)
+{
+	static const char hx[] = "0123456789abcdef";
+	unsigned char b[64];
+	if (nbytes > sizeof b)
+		nbytes = sizeof b;
+	fill_random(b, nbytes);
+	for (size_t i = 0; i < nbytes; i++) {
+		out[2 * i] = hx[b[i] >> 4];
+		out[2 * i + 1] = hx[b[i] & 15];
+	}
+	out[2 * nbytes] = '\0';
+}
+
+void uuid4(char out[37])
+{
+	static const char hx[] = "0123456789abcdef";
+	uint64_t a = rng_next(), b = rng_next();
+	unsigned char r[16];
+	memcpy(r, &a, 8);
+	memcpy(r + 8, &b, 8);
+	r[6] = (unsigned char)((r[6] & 0x0f) | 0x40);
+	r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
+	int o = 0;
+	for (int i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[o++] = '-';
+		out[o++] = hx[r[i] >> 4];
+		out[o++] = hx[r[i] & 15];
+	}
+	out[o] = '\0';
+}
+
+/* ---- tokens ---------------------------------------------------------------------------- */
+
+token_t *token_issue(int client)
+{
+	token_t *t = calloc(1, sizeof *t);
+	if (!t)
+		return NULL;
+	rand_hex(t->value, 32);
+	t->client = client;
+	t->expires_us = now_us() + (int64_t)E.cfg.token_ttl * 1000000;
+	t->next = E.tokens;
+	E.tokens = t;
+	E.tokens_issued++;
+	return t;
+}
+
+token_t *token_find(const char *value)
+{
+	int64_t now = now_us();
+	for (token_t *t = E.tokens; t; t = t->next)
+		if (!strcmp(t->value, value))
+			return t->expires_us > now ? t : NULL;
+	return NULL;
+}
+
+void tokens_free(void)
+{
+	while (E.tokens) {
+		token_t *n = E.tokens->next;
+		free(E.tokens);
+		E.tokens = n;
+	}
+}
+
+void tokens_revoke(void)
+{
+	tokens_free();
+}
+
+static void tokens_sweep(int64_t now)
+{
+	token_t **pp = &E.tokens;
+	while (*pp) {
+		if ((*pp)->expires_us <= now) {
+			token_t *dead = *pp;
+			*pp = dead->next;
+			free(dead);
+		} else
+			pp = &(*pp)->next;
+	}
+}
+
+/* ---- channels -------------------------------------------------------------------------- */
+
+static void channel_id(char *out, size_t n)
+{
+	static const char b36[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+	unsigned char r[26];
+	fill_random(r, sizeof r);
+	int o = snprintf(out, n, "streaming-0-");
+	for (size_t i = 0; i < sizeof r && (size_t)o + 1 < n; i++)
+		out[o++] = b36[r[i] % 36];
+	out[o] = '\0';
+}
+
+channel_t *channel_find(const char *id)
+{
+	for (channel_t *c = E.channels; c; c = c->next)
+		if (!strcmp(c->id, id))
+			return c;
+	return NULL;
+}
+
+void channel_touch(channel_t *ch)
+{
+	ch->last_use_us = now_us();
+}
+
+/* The 20-channel rule: creating one more than the limit silently removes the channel with the
+ * oldest last use, unconnected channels first. */
+static void evict_for(int client)
+{
+	int live = 0;
+	channel_t *old_unconn = NULL, *old_any = NULL;
+	for (channel_t *c = E.channels; c; c = c->next) {
+		if (c->client != client || c->expired)
+			continue;
+		live++;
+		if (!old_any || c->last_use_us < old_any->last_use_us)
+			old_any = c;
+		if (!c->conn && (!old_unconn || c->last_use_us < old_unconn->last_use_us))
+			old_unconn = c;
+	}
+	if (live >= E.cfg.max_channels) {
+		channel_t *v = old_unconn ? old_unconn : old_any;
+		if (v) {
+			elog("{\"event\":\"channel_evicted\",\"channel\":\"%s\",\"reason\":\"limit\"}", v->id);
+			channel_expire(v, "evicted", 1);
+		}
+	}
+}
+
+channel_t *channel_create(int client)
+{
+	evict_for(client);
+	channel_t *ch = calloc(1, sizeof *ch);
+	if (!ch)
+		return NULL;
+	channel_id(ch->id, sizeof ch->id);
+	ch->client = client;
+	ch->created_us = ch->last_use_us = now_us();
+	ch->expires_us = ch->created_us + (int64_t)E.cfg.channel_ttl * 1000000;
+	ch->expires_wall_ms = wall_ms() + (int64_t)E.cfg.channel_ttl * 1000;
+	ch->next = E.channels;
+	E.channels = ch;
+	E.nchannels++;
+	return ch;
+}
+
+int channel_has_topic(const channel_t *ch, const char *topic)
+{
+	for (size_t i = 0; i < ch->ntopics; i++)
+		if (!strcmp(ch->topics[i], topic))
+			return 1;
+	return 0;
+}
+
+/* Marks the channel gone; a live connection gets the 404 notice and is closed. */
+void channel_expire(channel_t *ch, const char *why, int evicted)
+{
+	if (ch->expired)
+		return;
+	ch->expired = 1;
+	ch->evicted = evicted;
+	if (ch->conn)
+		conn_notice_gone(ch->conn, why);
+}
+
+void channels_free(void)
+{
+	while (E.channels) {
+		channel_t *n = E.channels->next;
+		for (size_t i = 0; i < E.channels->ntopics; i++)
+			free(E.channels->topics[i]);
+		free(E.channels->topics);
+		free(E.channels);
+		E.channels = n;
+	}
+}
+
+/* ---- handshake rate: ten 100 ms buckets make the last second ------------------------------ */
+
+static void hs_advance(void)
+{
+	int64_t b = now_us() / 100000;
+	if (b > E.hs_bucket_t) {
+		int64_t gap = b - E.hs_bucket_t;
+		for (int64_t i = 1; i <= gap && i <= 10; i++)
+			E.hs_bucket[(E.hs_bucket_t + i) % 10] = 0;
+		E.hs_bucket_t = b;
+	}
+}
+
+uint64_t hs_current(void)
+{
+	hs_advance();
+	uint64_t s = 0;
+	for (int i = 0; i < 10; i++)
+		s += E.hs_bucket[i];
+	return s;
+}
+
+void hs_count(void)
+{
+	hs_advance();
+	E.hs_bucket[E.hs_bucket_t % 10]++;
+	E.handshakes++;
+	uint64_t cur = hs_current();
+	if (cur > E.hs_peak)
+		E.hs_peak = cur;
+}
+
+/* ---- faults and the periodic sweep -------------------------------------------------------- */
+
+int fault_active(int64_t until_us)
+{
+	return until_us && now_us() < until_us;
+}
+
+int64_t deadline_from_ms(long ms)
+{
+	return ms > 0 ? now_us() + (int64_t)ms * 1000 : INT64_MAX;
+}
+
+#define SWEEP_US 20000
+
+void sweep_cb(lws_sorted_usec_list_t *sul)
+{
+	int64_t now = now_us();
+	for (channel_t *c = E.channels; c; c = c->next)
+		if (!c->expired && c->expires_us <= now) {
+			elog("{\"event\":\"channel_expired\",\"channel\":\"%s\"}", c->id);
+			channel_expire(c, "expired", 0);
+		}
+	tokens_sweep(now);
+	lws_sul_schedule(E.ctx, 0, sul, sweep_cb, SWEEP_US);
+}

@@ -1,0 +1,508 @@
+/*
+ * genesys-notify-emulator: the notification stream (WebSocket at /channels/{id}).
+ *
+ * Each connection has a queue of ready frames (heartbeats, pongs, published events, notices,
+ * malformed frames) and up to EMU_MAX_STREAMS generated event streams. The writer runs in
+ * SERVER_WRITEABLE and keeps writing until the socket is choked (lws_send_pipe_choked), then asks
+ * for the next writeable callback: this is what lets one connection carry 100,000+ events/s.
+ *
+ * Faults live here too: stall (write nothing, heartbeats included, until a deadline), close with
+ * a code, abrupt reset (RST), socket_closing with a grace period, and the 404 notice + close when
+ * the channel expires or is evicted.
+ */
+#include "emu.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+
+static const char HEARTBEAT[] =
+	"{\"topicName\":\"channel.metadata\",\"eventBody\":{\"message\":\"WebSocket Heartbeat\"}}";
+static const char PONG[] = "{\"topicName\":\"channel.metadata\",\"eventBody\":{\"message\":\"pong\"}}";
+
+/* Scratch buffer for generated events; lws copies whatever it cannot send at once. */
+static unsigned char *scratch;
+static size_t scratch_cap;
+
+/* ---- queue ---------------------------------------------------------------------------- */
+
+void conn_wake(conn_t *c)
+{
+	if (c->wsi)
+		lws_callback_on_writable(c->wsi);
+}
+
+void conn_send_raw(conn_t *c, const unsigned char *data, size_t len, int binary)
+{
+	msg_t *m = malloc(sizeof *m + LWS_PRE + len);
+	if (!m)
+		return;
+	m->next = NULL;
+	m->len = len;
+	m->binary = binary;
+	memcpy(m->buf + LWS_PRE, data, len);
+	if (c->qtail)
+		c->qtail->next = m;
+	else
+		c->qhead = m;
+	c->qtail = m;
+	c->qlen++;
+	conn_wake(c);
+}
+
+void conn_send_text(conn_t *c, const char *text, size_t len)
+{
+	conn_send_raw(c, (const unsigned char *)text, len, 0);
+}
+
+void conn_free_queue(conn_t *c)
+{
+	while (c->qhead) {
+		msg_t *n = c->qhead->next;
+		free(c->qhead);
+		c->qhead = n;
+	}
+	c->qtail = NULL;
+	c->qlen = 0;
+}
+
+static void streams_clear(conn_t *c)
+{
+	for (int i = 0; i < EMU_MAX_STREAMS; i++) {
+		free(c->streams[i].topic);
+		memset(&c->streams[i], 0, sizeof c->streams[i]);
+	}
+}
+
+/* ---- faults --------------------------------------------------------------------------- */
+
+void conn_close(conn_t *c, int code, const char *reason)
+{
+	c->close_pending = 1;
+	c->close_code = code;
+	snprintf(c->close_reason, sizeof c->close_reason, "%s", reason ? reason : "");
+	streams_clear(c);
+	conn_wake(c);
+}
+
+void conn_close_after_drain(conn_t *c)
+{
+	c->close_after_drain = 1;
+	conn_wake(c);
+}
+
+/* The channel is gone (expired or evicted): tell the client with a "result":"404" notice (the
+ * shape third-party clients look for) and close once it is written. */
+void conn_notice_gone(conn_t *c, const char *why)
+{
+	char buf[512];
+	const char *id = c->ch ? c->ch->id : "";
+	int n = snprintf(buf, sizeof buf,
+		"{\"result\":\"404\",\"message\":\"Channel %s %s\",\"topicName\":\"channel.metadata\","
+		"\"eventBody\":{\"message\":\"Channel %s\",\"channelId\":\"%s\",\"reason\":\"%s\"}}",
+		id, why, why, id, why);
+	streams_clear(c);
+	conn_send_text(c, buf, (size_t)n);
+	c->close_code = 1000;
+	snprintf(c->close_reason, sizeof c->close_reason, "channel %s", why);
+	conn_close_after_drain(c);
+}
+
+/* Abrupt close: SO_LINGER 0 makes the kernel answer with RST instead of FIN. The socket is
+ * replaced under lws by /dev/null with dup2 so that lws's own teardown (close frame, TLS
+ * shutdown, close) goes nowhere and nothing reaches the peer before the RST. */
+void conn_reset(conn_t *c)
+{
+	int fd = lws_get_socket_fd(c->wsi);
+	if (fd >= 0) {
+		struct linger l = { .l_onoff = 1, .l_linger = 0 };
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+		int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (nul >= 0) {
+			dup2(nul, fd);
+			close(nul);
+		}
+	}
+	streams_clear(c);
+	conn_free_queue(c);
+	c->stall_until_us = INT64_MAX;    /* write nothing more */
+	lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+static void stall_end_cb(lws_sorted_usec_list_t *sul)
+{
+	conn_t *c = lws_container_of(sul, conn_t, sul_stall);
+	int64_t now = now_us();
+	c->stall_until_us = 0;
+	/* Generated events do not pile up during a stall: the streams restart from now. */
+	for (int i = 0; i < EMU_MAX_STREAMS; i++) {
+		stream_t *s = &c->streams[i];
+		if (s->active && s->rate > 0) {
+			if (s->total)
+				s->total -= s->sent;
+			s->sent = 0;
+			s->start_us = now;
+		}
+	}
+	conn_wake(c);
+}
+
+void conn_stall(conn_t *c, long ms)
+{
+	c->stall_until_us = now_us() + (int64_t)ms * 1000;
+	lws_sul_schedule(E.ctx, 0, &c->sul_stall, stall_end_cb, (lws_usec_t)ms * 1000);
+}
+
+static void grace_cb(lws_sorted_usec_list_t *sul)
+{
+	conn_t *c = lws_container_of(sul, conn_t, sul_grace);
+	conn_close(c, 1001, "socket closing");
+}
+
+void conn_socket_closing(conn_t *c, long grace_ms)
+{
+	char buf[256], corr[37];
+	uuid4(corr);
+	int n = snprintf(buf, sizeof buf,
+		"{\"topicName\":\"v2.system.socket_closing\",\"version\":\"2\",\"eventBody\":"
+		"{\"message\":\"Socket closing\"},\"metadata\":{\"CorrelationId\":\"%s\"}}", corr);
+	conn_send_text(c, buf, (size_t)n);
+	lws_sul_schedule(E.ctx, 0, &c->sul_grace, grace_cb, (lws_usec_t)grace_ms * 1000);
+}
+
+/* ---- events --------------------------------------------------------------------------- */
+
+int conn_add_stream(conn_t *c, double rate, uint64_t total, const char *topic, size_t size)
+{
+	for (int i = 0; i < EMU_MAX_STREAMS; i++) {
+		stream_t *s = &c->streams[i];
+		if (s->active)
+			continue;
+		s->active = 1;
+		s->rate = rate;
+		s->start_us = now_us();
+		s->sent = 0;
+		s->total = total;
+		s->topic = topic ? strdup(topic) : NULL;
+		s->size = size;
+		conn_wake(c);
+		return 0;
+	}
+	return -1;
+}
+
+static uint64_t next_seq(channel_t *ch)
+{
+	ch->seq++;
+	if (!ch->first_seq)
+		ch->first_seq = ch->seq;
+	ch->events_sent++;
+	return ch->seq;
+}
+
+int conn_publish(conn_t *c, const char *topic, json_t *body, const char *corr)
+{
+	json_t *b = body ? json_deep_copy(body) : json_object();
+	if (!json_is_object(b)) {
+		json_decref(b);
+		return -1;
+	}
+	json_object_set_new(b, "sequence", json_integer((json_int_t)next_seq(c->ch)));
+	json_t *env = json_pack("{s:s,s:s,s:o,s:{s:s}}", "topicName", topic, "version", "2",
+				"eventBody", b, "metadata", "CorrelationId", corr);
+	char *txt = env ? json_dumps(env, JSON_COMPACT) : NULL;
+	json_decref(env);
+	if (!txt)
+		return -1;
+	conn_send_text(c, txt, strlen(txt));
+	free(txt);
+	return 0;
+}
+
+/* How many events stream s owes now. */
+static uint64_t stream_due(const stream_t *s, int64_t now)
+{
+	uint64_t want;
+	if (s->rate > 0) {
+		double d = (double)(now - s->start_us) * s->rate / 1e6;
+		want = d < 0 ? 0 : (uint64_t)d;
+		if (s->total && want > s->total)
+			want = s->total;
+	} else
+		want = s->total;
+	return want > s->sent ? want - s->sent : 0;
+}
+
+/* Writes one generated event if any stream owes one. Returns 1 written, 0 none due, -1 error. */
+static int gen_one(conn_t *c, int64_t now)
+{
+	channel_t *ch = c->ch;
+	if (!ch || ch->expired)
+		return 0;
+	for (int i = 0; i < EMU_MAX_STREAMS; i++) {
+		stream_t *s = &c->streams[i];
+		if (!s->active || !stream_due(s, now))
+			continue;
+		const char *topic = s->topic;
+		if (!topic) {
+			if (!ch->ntopics)
+				continue;       /* nothing subscribed: nothing to send */
+			topic = ch->topics[c->rr++ % ch->ntopics];
+		}
+		size_t need = LWS_PRE + event_max_len(s->size, topic);
+		if (need > scratch_cap) {
+			unsigned char *n = realloc(scratch, need);
+			if (!n)
+				return -1;
+			scratch = n;
+			scratch_cap = need;
+		}
+		uint64_t seq = ch->seq + 1;
+		size_t len = event_format((char *)scratch + LWS_PRE, need - LWS_PRE, topic, seq, s->size);
+		if (!len)
+			return -1;
+		next_seq(ch);
+		s->sent++;
+		if (s->total && s->sent >= s->total) {
+			free(s->topic);
+			memset(s, 0, sizeof *s);
+		}
+		if (lws_write(c->wsi, scratch + LWS_PRE, len, LWS_WRITE_TEXT) < (int)len)
+			return -1;
+		return 1;
+	}
+	return 0;
+}
+
+static void stream_due_cb(lws_sorted_usec_list_t *sul)
+{
+	conn_wake(lws_container_of(sul, conn_t, sul_stream));
+}
+
+/* Arms the timer for the next rate-limited event. */
+static void schedule_next(conn_t *c, int64_t now)
+{
+	int64_t next = INT64_MAX;
+	if (!c->ch || c->ch->expired || !c->ch->ntopics)
+		return;
+	for (int i = 0; i < EMU_MAX_STREAMS; i++) {
+		stream_t *s = &c->streams[i];
+		if (!s->active || s->rate <= 0)
+			continue;
+		int64_t t = s->start_us + (int64_t)((double)(s->sent + 1) * 1e6 / s->rate);
+		if (t < next)
+			next = t;
+	}
+	if (next != INT64_MAX)
+		lws_sul_schedule(E.ctx, 0, &c->sul_stream, stream_due_cb,
+				 next > now ? next - now : 1);
+}
+
+static int do_close(conn_t *c)
+{
+	lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
+			 (unsigned char *)c->close_reason, strlen(c->close_reason));
+	return -1;
+}
+
+static int conn_writeable(conn_t *c)
+{
+	if (c->close_pending)
+		return do_close(c);
+	int64_t now = now_us();
+	if (c->stall_until_us > now)
+		return 0;
+	for (int budget = 512; budget > 0; budget--) {
+		if (lws_send_pipe_choked(c->wsi)) {
+			lws_callback_on_writable(c->wsi);
+			return 0;
+		}
+		msg_t *m = c->qhead;
+		if (m) {
+			c->qhead = m->next;
+			if (!c->qhead)
+				c->qtail = NULL;
+			c->qlen--;
+			int n = lws_write(c->wsi, m->buf + LWS_PRE, m->len,
+					  m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+			free(m);
+			if (n < 0)
+				return -1;
+			continue;
+		}
+		if (c->close_after_drain)
+			return do_close(c);
+		int r = gen_one(c, now);
+		if (r < 0)
+			return -1;
+		if (!r) {
+			schedule_next(c, now);
+			return 0;
+		}
+	}
+	lws_callback_on_writable(c->wsi);
+	return 0;
+}
+
+/* ---- heartbeat ------------------------------------------------------------------------ */
+
+static void heartbeat_cb(lws_sorted_usec_list_t *sul)
+{
+	conn_t *c = lws_container_of(sul, conn_t, sul_hb);
+	if (c->stall_until_us <= now_us() && !c->close_pending && !c->close_after_drain)
+		conn_send_text(c, HEARTBEAT, sizeof HEARTBEAT - 1);
+	lws_sul_schedule(E.ctx, 0, &c->sul_hb, heartbeat_cb, (lws_usec_t)E.cfg.heartbeat_ms * 1000);
+}
+
+/* ---- receive -------------------------------------------------------------------------- */
+
+static void handle_message(conn_t *c)
+{
+	if (c->rx_binary)
+		return;
+	json_error_t jerr;
+	json_t *j = json_loadb(c->rx, c->rx_len, 0, &jerr);
+	if (!j)
+		return;     /* Genesys ignores what it does not understand */
+	json_t *m = json_object_get(j, "message");
+	if (json_is_string(m) && !strcmp(json_string_value(m), "ping"))
+		conn_send_text(c, PONG, sizeof PONG - 1);
+	json_decref(j);
+}
+
+static int conn_receive(conn_t *c, const void *in, size_t len, struct lws *wsi)
+{
+	if (c->close_pending)
+		return 0;
+	if (E.cfg.max_message > 0 && c->rx_len + len > (size_t)E.cfg.max_message) {
+		free(c->rx);
+		c->rx = NULL;
+		c->rx_len = 0;
+		conn_close(c, 1009, "message too big");
+		return 0;
+	}
+	char *n = realloc(c->rx, c->rx_len + len + 1);
+	if (!n)
+		return -1;
+	c->rx = n;
+	memcpy(c->rx + c->rx_len, in, len);
+	c->rx_len += len;
+	c->rx_binary = lws_frame_is_binary(wsi);
+	if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi)) {
+		handle_message(c);
+		c->rx_len = 0;
+	}
+	return 0;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+/* Extracts the channel id from "/channels/{id}" (query ignored); NULL when the path is not a
+ * channel path. */
+static const char *channel_from_path(char *path)
+{
+	if (strncmp(path, "/channels/", 10))
+		return NULL;
+	char *id = path + 10;
+	id[strcspn(id, "?/")] = '\0';
+	return *id ? id : NULL;
+}
+
+static void refuse(struct lws *wsi, int status, const char *msg)
+{
+	lws_return_http_status(wsi, (unsigned int)status, msg);
+}
+
+int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+		    size_t len)
+{
+	pss_t *p = user;
+	conn_t *c = p ? p->conn : NULL;
+
+	switch (reason) {
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+		char path[256];
+		if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0) {
+			refuse(wsi, 400, "WebSocket upgrade needs a GET");
+			return -1;
+		}
+		if (fault_active(E.hs_refuse_until)) {
+			refuse(wsi, 503, "handshake refused (fault)");
+			return -1;
+		}
+		const char *id = channel_from_path(path);
+		channel_t *ch = id ? channel_find(id) : NULL;
+		if (!ch || ch->expired) {
+			refuse(wsi, 404, "no such channel");
+			return -1;
+		}
+		if (p)
+			snprintf(p->path, sizeof p->path, "%s", ch->id);
+		return 0;
+	}
+	case LWS_CALLBACK_ESTABLISHED: {
+		channel_t *ch = p ? channel_find(p->path) : NULL;
+		if (!ch || ch->expired)
+			return -1;
+		c = calloc(1, sizeof *c);
+		if (!c)
+			return -1;
+		c->wsi = wsi;
+		c->ch = ch;
+		p->conn = c;
+		if (ch->conn) {
+			conn_t *old = ch->conn;
+			conn_close(old, 1000, "replaced by a new connection to this channel");
+		}
+		ch->conn = c;
+		ch->nconns++;
+		ch->handshakes++;
+		channel_touch(ch);
+		hs_count();
+		E.open_connections++;
+		if (E.cfg.event_rate > 0)
+			conn_add_stream(c, E.cfg.event_rate, 0, NULL, (size_t)E.cfg.event_size);
+		lws_sul_schedule(E.ctx, 0, &c->sul_hb, heartbeat_cb,
+				 (lws_usec_t)E.cfg.heartbeat_ms * 1000);
+		elog("{\"event\":\"connected\",\"channel\":\"%s\"}", ch->id);
+		return 0;
+	}
+	case LWS_CALLBACK_RECEIVE:
+		return c ? conn_receive(c, in, len, wsi) : 0;
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+		return c ? conn_writeable(c) : 0;
+	case LWS_CALLBACK_CLOSED:
+		if (!c)
+			return 0;
+		lws_sul_cancel(&c->sul_hb);
+		lws_sul_cancel(&c->sul_stream);
+		lws_sul_cancel(&c->sul_stall);
+		lws_sul_cancel(&c->sul_grace);
+		if (c->ch) {
+			if (c->ch->conn == c)
+				c->ch->conn = NULL;
+			c->ch->nconns--;
+			channel_touch(c->ch);
+			elog("{\"event\":\"disconnected\",\"channel\":\"%s\"}", c->ch->id);
+		}
+		E.open_connections--;
+		conn_free_queue(c);
+		streams_clear(c);
+		free(c->rx);
+		free(c);
+		p->conn = NULL;
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+void stream_free_scratch(void)
+{
+	free(scratch);
+	scratch = NULL;
+	scratch_cap = 0;
+}
