@@ -1,0 +1,1209 @@
+/* client.c: the state machine of one notification client (see client.h).
+ *
+ *   IDLE -> AUTH -> CHANNEL -> SUBSCRIBE -> CONNECT -> OPEN
+ *   OPEN --(close, error, heartbeat missed, manual)--> BACKOFF --(timer)--> attempt
+ *   attempt: soft (same channel: CONNECT) while the channel lives, hard (AUTH/CHANNEL/SUBSCRIBE
+ *            with every topic) when it is gone (404, refused handshake, expiry, 401)
+ *   any --(403, bad credentials, 401 after one refresh, give-up)--> FAILED
+ *   any --(close)--> CLOSED
+ *
+ * Single flight: every failure goes through gn_sched_trigger(); only the trigger that opens a
+ * cycle schedules the attempt; the attempt's outcome closes the cycle (gn_sched_complete). The
+ * initial connection is the first cycle, so a reconnect() during it is folded into it.
+ *
+ * Threads: everything named step_/on_ runs on the service thread; the gn_client_* entry points
+ * at the bottom run on the owner's thread and only post tasks, take the queue lock, or read
+ * atomics.
+ */
+#include "client.h"
+#include "http.h"
+#include "oauth.h"
+#include "schedule.h"
+#include "service.h"
+#include "transport.h"
+#include "gn_util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+typedef struct {
+  char **v;
+  size_t n, cap;
+} strset_t;
+
+struct gn_client {
+  /* immutable after new */
+  char *token_url, *api_base, *client_id, *client_secret, *ca_file, *name;
+  int verify;
+  long connect_timeout_ms, handshake_timeout_ms, http_timeout_ms, idle_ms, ping_timeout_ms;
+  size_t queue_limit, max_message;
+  gn_backoff_policy_t policy;
+  gn_service_t *svc;
+  gn_token_entry_t *tok;
+
+  /* shared with the owner */
+  _Atomic int state;
+  _Atomic int started;
+  _Atomic int closing;
+  gn_sched_t sched;
+  gn_metrics_t metrics;
+  pthread_mutex_t qmu;
+  pthread_cond_t qcv;
+  gn_item_t *qhead, *qtail;
+  size_t qevents;              /* events (not health) waiting */
+  uint64_t dropped, dropped_reported;
+  int efd;
+  int detached;                /* the service thread let go (close finished) */
+
+  /* service thread only */
+  gn_member_t member;
+  gn_token_waiter_t waiter;
+  int waiting_token;
+  char *token;
+  uint64_t token_gen;
+  int auth_retried;            /* one token refresh per chain of 401s */
+  char *channel_id, *connect_uri;
+  int hard_next;               /* the channel is gone: the next attempt creates one */
+  strset_t topics;             /* desired topics, for this channel and every later one */
+  int topics_dirty;            /* the live channel's subscriptions differ from topics */
+  gn_http_req_t *req;          /* attempt's REST call */
+  gn_http_req_t *sub_req;      /* live subscription change */
+  gn_conn_t *conn;
+  uv_timer_t *backoff_timer, *watchdog_timer;
+  int backoff_armed;
+  gn_backoff_t bo;
+  int in_attempt;
+  uint64_t attempt_start_ms;
+  int attempt_hard;
+  uint64_t connection_id;
+  uint64_t down_since_ms;      /* monotonic; 0 while connected or before the first open */
+  double down_since_wall_ms;
+  int ever_open;
+  uint64_t last_rx_ms;
+  int ping_sent;
+  uint64_t open_since_ms;
+};
+
+const char *gn_state_name(gn_state_t s) {
+  static const char *n[] = {"idle", "auth", "channel", "subscribe", "connect",
+                            "open", "backoff", "failed", "closed"};
+  return (unsigned)s <= GN_ST_CLOSED ? n[s] : "?";
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* queue (service thread pushes, owner pops) */
+
+static void push_item(gn_client_t *c, gn_item_t *it) {
+  pthread_mutex_lock(&c->qmu);
+  if (c->detached) { /* closing: nobody will read it */
+    pthread_mutex_unlock(&c->qmu);
+    gn_item_free(it);
+    return;
+  }
+  if (it->type == GN_ITEM_EVENT) {
+    if (c->qevents >= c->queue_limit) {
+      c->dropped++;
+      pthread_mutex_unlock(&c->qmu);
+      pthread_mutex_lock(&c->metrics.mu);
+      c->metrics.dropped++;
+      pthread_mutex_unlock(&c->metrics.mu);
+      gn_item_free(it);
+      return;
+    }
+    c->qevents++;
+  }
+  int was_empty = c->qhead == NULL;
+  it->next = NULL;
+  if (c->qtail) c->qtail->next = it;
+  else c->qhead = it;
+  c->qtail = it;
+  if (was_empty) {
+    uint64_t one = 1;
+    ssize_t w = write(c->efd, &one, sizeof one);
+    (void)w;
+  }
+  pthread_mutex_unlock(&c->qmu);
+}
+
+/* Queues a health item; fields is a jansson object (stolen) to which "kind" is added. */
+static void health(gn_client_t *c, const char *kind, json_t *fields) {
+  if (!fields) fields = json_object();
+  if (!fields) return;
+  json_object_set_new(fields, "kind", json_string(kind));
+  json_object_set_new(fields, "state", json_string(gn_state_name(atomic_load(&c->state))));
+  json_object_set_new(fields, "timestamp_ms", json_real(gn_now_wall_ms()));
+  gn_item_t *it = calloc(1, sizeof *it);
+  if (!it) {
+    json_decref(fields);
+    return;
+  }
+  it->type = GN_ITEM_HEALTH;
+  it->data = fields;
+  pthread_mutex_lock(&c->metrics.mu);
+  c->metrics.health++;
+  pthread_mutex_unlock(&c->metrics.mu);
+  push_item(c, it);
+}
+
+void gn_item_free(gn_item_t *it) {
+  if (!it) return;
+  json_decref(it->data);
+  json_decref(it->body);
+  free(it->raw);
+  free(it);
+}
+
+static void set_state(gn_client_t *c, gn_state_t s) { atomic_store(&c->state, s); }
+
+/* ------------------------------------------------------------------------------------------ */
+/* topic sets */
+
+static int strset_has(const strset_t *s, const char *t) {
+  for (size_t i = 0; i < s->n; i++)
+    if (strcmp(s->v[i], t) == 0) return 1;
+  return 0;
+}
+static int strset_add(strset_t *s, const char *t) {
+  if (strset_has(s, t)) return 0;
+  if (s->n == s->cap) {
+    size_t cap = s->cap ? s->cap * 2 : 8;
+    char **nv = realloc(s->v, cap * sizeof *nv);
+    if (!nv) return -1;
+    s->v = nv;
+    s->cap = cap;
+  }
+  if (!(s->v[s->n] = gn_strdup(t))) return -1;
+  s->n++;
+  return 1;
+}
+static int strset_del(strset_t *s, const char *t) {
+  for (size_t i = 0; i < s->n; i++)
+    if (strcmp(s->v[i], t) == 0) {
+      free(s->v[i]);
+      s->v[i] = s->v[--s->n];
+      return 1;
+    }
+  return 0;
+}
+static void strset_free(strset_t *s) {
+  for (size_t i = 0; i < s->n; i++) free(s->v[i]);
+  free(s->v);
+  memset(s, 0, sizeof *s);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* forward declarations of the machine */
+
+static void run_attempt(gn_client_t *c);
+static void step_token(gn_client_t *c);
+static void step_channel(gn_client_t *c);
+static void step_subscribe(gn_client_t *c);
+static void step_connect(gn_client_t *c);
+static void attempt_failed(gn_client_t *c, const char *reason, gn_reason_t why,
+                           double retry_after_ms, json_t *fields);
+static void fail_and_schedule(gn_client_t *c, gn_reason_t why, double retry_after_ms,
+                              const char *reason);
+static void final_failure(gn_client_t *c, const char *code, const char *msg);
+static void put_live(gn_client_t *c);
+
+static void drop_channel(gn_client_t *c) {
+  free(c->channel_id);
+  free(c->connect_uri);
+  c->channel_id = c->connect_uri = NULL;
+}
+
+static void stop_watchdog(gn_client_t *c) {
+  if (c->watchdog_timer) uv_timer_stop(c->watchdog_timer);
+}
+
+static void end_open_metrics(gn_client_t *c) {
+  if (!c->open_since_ms) return;
+  pthread_mutex_lock(&c->metrics.mu);
+  c->metrics.open_since_ms = 0;
+  pthread_mutex_unlock(&c->metrics.mu);
+  c->open_since_ms = 0;
+}
+
+/* The live connection is gone (whatever the cause): remember when we became deaf. */
+static void went_deaf(gn_client_t *c) {
+  stop_watchdog(c);
+  end_open_metrics(c);
+  if (!c->down_since_ms) {
+    c->down_since_ms = gn_now_mono_ms();
+    c->down_since_wall_ms = gn_now_wall_ms();
+  }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* REST helpers */
+
+static int rest_call(gn_client_t *c, gn_http_req_t **slot, const char *method, const char *url,
+                     const char *body, gn_http_cb cb) {
+  char auth[64 + 4096];
+  if (!c->token || strlen(c->token) > 4000) return -1;
+  snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->token);
+  const char *headers[] = {auth, "Content-Type: application/json", "Accept: application/json",
+                           NULL};
+  gn_http_opts_t o = {0};
+  o.method = method;
+  o.url = url;
+  o.headers = headers;
+  o.body = body;
+  o.body_len = body ? strlen(body) : 0;
+  o.timeout_ms = c->http_timeout_ms;
+  o.connect_timeout_ms = c->connect_timeout_ms;
+  o.ca_file = c->ca_file;
+  o.verify = c->verify;
+  o.max_body = 4u << 20;
+  char err[200];
+  *slot = gn_http_start(gn_service_http(c->svc), &o, cb, c, err, sizeof err);
+  memset(auth, 0, sizeof auth);
+  return *slot ? 0 : -1;
+}
+
+static char *subs_body(const strset_t *s) {
+  json_t *a = json_array();
+  for (size_t i = 0; a && i < s->n; i++) {
+    json_t *o = json_pack("{s:s}", "id", s->v[i]);
+    if (!o || json_array_append_new(a, o)) {
+      json_decref(a);
+      return NULL;
+    }
+  }
+  char *out = a ? json_dumps(a, JSON_COMPACT) : NULL;
+  json_decref(a);
+  return out;
+}
+
+/* Reads a subscription answer: reports every rejected topic; returns how many were accepted. */
+static void report_subscriptions(gn_client_t *c, const char *body, size_t len, const char *why) {
+  json_t *j = json_loadb(body, len, 0, NULL);
+  json_t *ent = json_is_array(j) ? j : json_object_get(j, "entities");
+  size_t i;
+  json_t *e;
+  json_t *accepted = json_array();
+  int rejected = 0;
+  if (json_is_array(ent)) {
+    json_array_foreach(ent, i, e) {
+      const char *id = json_string_value(json_object_get(e, "id"));
+      const char *st = json_string_value(json_object_get(e, "state"));
+      if (!id) continue;
+      if (st && strcasecmp(st, "Permitted") != 0 && strcasecmp(st, "active") != 0 &&
+          strcasecmp(st, "subscribed") != 0) {
+        rejected++;
+        json_t *f = json_pack("{s:s, s:s, s:s, s:s}", "event", "rejected", "topic", id, "state",
+                              st, "channel_id", c->channel_id ? c->channel_id : "");
+        const char *rr = json_string_value(json_object_get(e, "rejectionReason"));
+        if (f && rr) json_object_set_new(f, "reason", json_string(rr));
+        json_t *mp = json_object_get(e, "missingPermissions");
+        if (f && mp) json_object_set(f, "missing_permissions", mp);
+        health(c, "subscription", f);
+      } else if (accepted) {
+        json_array_append_new(accepted, json_string(id));
+      }
+    }
+  }
+  if (accepted) {
+    json_t *f = json_pack("{s:s, s:s, s:o, s:i}", "event", why, "channel_id",
+                          c->channel_id ? c->channel_id : "", "topics", accepted, "rejected",
+                          rejected);
+    if (f) health(c, "subscription", f);
+  }
+  json_decref(j);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* the attempt */
+
+static void run_attempt(gn_client_t *c) {
+  c->in_attempt = 1;
+  c->attempt_start_ms = gn_now_mono_ms();
+  c->attempt_hard = c->hard_next || !c->channel_id;
+  pthread_mutex_lock(&c->metrics.mu);
+  c->metrics.attempts++;
+  pthread_mutex_unlock(&c->metrics.mu);
+  if (c->attempt_hard) {
+    drop_channel(c);
+    c->topics_dirty = 1;
+    step_token(c);
+  } else {
+    step_connect(c);
+  }
+}
+
+static void on_token(gn_client_t *c, gn_token_result_t *r) {
+  switch (r->kind) {
+  case GN_TOK_OK:
+    gn_free_secret(c->token);
+    c->token = r->token;
+    r->token = NULL;
+    c->token_gen = r->gen;
+    if (r->fetched)
+      health(c, "token", json_pack("{s:s, s:f}", "event", "refreshed", "expires_in_s",
+                                   r->expires_in_s));
+    if (!c->channel_id) step_channel(c);
+    else step_subscribe(c);
+    break;
+  case GN_TOK_AUTH:
+    health(c, "token", json_pack("{s:s, s:s, s:i}", "event", "refused", "error", r->error,
+                                 "status", (int)r->status));
+    final_failure(c, "auth", r->error);
+    break;
+  case GN_TOK_FORBIDDEN:
+    final_failure(c, "forbidden", r->error);
+    break;
+  case GN_TOK_RATE:
+  case GN_TOK_RETRY: {
+    json_t *f = json_pack("{s:s, s:i}", "error", r->error, "status", (int)r->status);
+    if (f && r->retry_after_ms >= 0) json_object_set_new(f, "retry_after_ms", json_real(r->retry_after_ms));
+    if (f && r->tls) json_object_set_new(f, "tls", json_true());
+    health(c, "token", json_pack("{s:s, s:s, s:i}", "event", "failed", "error", r->error,
+                                 "status", (int)r->status));
+    attempt_failed(c, r->kind == GN_TOK_RATE ? "rate_limited" : r->tls ? "tls" : "token",
+                   GN_REASON_ERROR, r->retry_after_ms, f);
+    break;
+  }
+  case GN_TOK_AGAIN:
+    step_token(c);
+    break;
+  }
+  gn_token_result_clear(r);
+}
+
+static void step_token(gn_client_t *c) {
+  set_state(c, GN_ST_AUTH);
+  gn_token_result_t r;
+  if (gn_token_get(c->tok, c->svc, &c->waiter, &r)) {
+    c->waiting_token = 0;
+    on_token(c, &r);
+  } else {
+    c->waiting_token = 1;
+  }
+}
+
+static void member_poke(gn_member_t *m) {
+  gn_client_t *c = (gn_client_t *)((char *)m - offsetof(gn_client_t, member));
+  if (!c->waiting_token || !atomic_load(&c->waiter.ready)) return;
+  c->waiting_token = 0;
+  gn_token_result_t r;
+  if (gn_token_get(c->tok, c->svc, &c->waiter, &r)) on_token(c, &r);
+  else c->waiting_token = 1;
+}
+
+/* A REST answer that is not a success: classify it. Returns after handling the failure. */
+static void rest_failure(gn_client_t *c, const char *what, const gn_http_result_t *hr) {
+  char msg[300];
+  if (hr->error) {
+    snprintf(msg, sizeof msg, "%s failed: %s", what, hr->error);
+    attempt_failed(c, hr->tls_error ? "tls" : hr->timed_out ? "timeout" : "network",
+                   hr->timed_out ? GN_REASON_TIMEOUT : GN_REASON_ERROR, -1,
+                   json_pack("{s:s}", "error", msg));
+    return;
+  }
+  snprintf(msg, sizeof msg, "%s answered HTTP %ld", what, hr->status);
+  if (hr->status == 401) {
+    if (!c->auth_retried) {
+      /* The token was refused: one refresh, then the attempt goes on. */
+      c->auth_retried = 1;
+      gn_token_invalidate(c->tok, c->token_gen);
+      gn_free_secret(c->token);
+      c->token = NULL;
+      health(c, "token", json_pack("{s:s, s:s}", "event", "rejected", "error", msg));
+      step_token(c);
+      return;
+    }
+    final_failure(c, "auth", "the API refused a freshly issued token (401 twice); check the "
+                             "OAuth client's permissions");
+    return;
+  }
+  if (hr->status == 403) {
+    final_failure(c, "forbidden", msg);
+    return;
+  }
+  json_t *f = json_pack("{s:s, s:i}", "error", msg, "status", (int)hr->status);
+  if (f && hr->retry_after_ms >= 0)
+    json_object_set_new(f, "retry_after_ms", json_real(hr->retry_after_ms));
+  if (hr->status == 404) c->hard_next = 1;
+  attempt_failed(c, hr->status == 429 ? "rate_limited" : hr->status == 404 ? "channel_gone" : "http",
+                 GN_REASON_ERROR, hr->status == 429 ? hr->retry_after_ms : -1, f);
+}
+
+static void channel_done(void *ud, const gn_http_result_t *hr) {
+  gn_client_t *c = ud;
+  c->req = NULL;
+  if (hr->error || (hr->status != 200 && hr->status != 201)) {
+    rest_failure(c, "channel creation", hr);
+    return;
+  }
+  json_t *j = json_loadb(hr->body, hr->body_len, 0, NULL);
+  const char *id = json_string_value(json_object_get(j, "id"));
+  const char *uri = json_string_value(json_object_get(j, "connectUri"));
+  if (!id || !uri) {
+    json_decref(j);
+    attempt_failed(c, "protocol", GN_REASON_ERROR, -1,
+                   json_pack("{s:s}", "error", "channel creation answered without id and connectUri"));
+    return;
+  }
+  drop_channel(c);
+  c->channel_id = gn_strdup(id);
+  c->connect_uri = gn_strdup(uri);
+  json_decref(j);
+  if (!c->channel_id || !c->connect_uri) {
+    attempt_failed(c, "memory", GN_REASON_ERROR, -1, NULL);
+    return;
+  }
+  c->hard_next = 0;
+  c->topics_dirty = 1;
+  step_subscribe(c);
+}
+
+static void step_channel(gn_client_t *c) {
+  set_state(c, GN_ST_CHANNEL);
+  char url[1024];
+  snprintf(url, sizeof url, "%s/api/v2/notifications/channels", c->api_base);
+  if (rest_call(c, &c->req, "POST", url, NULL, channel_done) != 0)
+    attempt_failed(c, "http", GN_REASON_ERROR, -1,
+                   json_pack("{s:s}", "error", "cannot start the channel request"));
+}
+
+static void subscribe_done(void *ud, const gn_http_result_t *hr) {
+  gn_client_t *c = ud;
+  c->req = NULL;
+  if (hr->error || (hr->status != 200 && hr->status != 201 && hr->status != 204)) {
+    rest_failure(c, "topic subscription", hr);
+    return;
+  }
+  c->topics_dirty = 0;
+  report_subscriptions(c, hr->body, hr->body_len, "subscribed");
+  step_connect(c);
+}
+
+static void step_subscribe(gn_client_t *c) {
+  if (!c->topics_dirty) {
+    step_connect(c);
+    return;
+  }
+  set_state(c, GN_ST_SUBSCRIBE);
+  char url[1024];
+  snprintf(url, sizeof url, "%s/api/v2/notifications/channels/%s/subscriptions", c->api_base,
+           c->channel_id);
+  char *body = subs_body(&c->topics);
+  if (!body || rest_call(c, &c->req, "PUT", url, body, subscribe_done) != 0)
+    attempt_failed(c, "http", GN_REASON_ERROR, -1,
+                   json_pack("{s:s}", "error", "cannot start the subscription request"));
+  free(body);
+}
+
+/* ---- the WebSocket ---- */
+
+static void watchdog_cb(uv_timer_t *t);
+
+static void arm_watchdog(gn_client_t *c, uint64_t ms) {
+  if (c->watchdog_timer) uv_timer_start(c->watchdog_timer, watchdog_cb, ms, 0);
+}
+
+static void conn_open_cb(void *ud, gn_conn_t *conn) {
+  gn_client_t *c = ud;
+  uint64_t now = gn_now_mono_ms();
+  double latency = (double)(now - c->attempt_start_ms);
+  set_state(c, GN_ST_OPEN);
+  c->in_attempt = 0;
+  c->auth_retried = 0;
+  c->connection_id++;
+  c->open_since_ms = now;
+  c->last_rx_ms = now;
+  c->ping_sent = 0;
+  uint32_t attempt_no = c->bo.attempt;
+  pthread_mutex_lock(&c->metrics.mu);
+  c->metrics.successes++;
+  c->metrics.open_since_ms = now;
+  if (c->down_since_ms) c->metrics.deaf_ms += (double)(now - c->down_since_ms);
+  pthread_mutex_unlock(&c->metrics.mu);
+  gn_metrics_add_latency(&c->metrics, latency);
+  health(c, "connected",
+         json_pack("{s:f, s:s, s:I, s:i, s:b}", "latency_ms", latency, "channel_id",
+                   c->channel_id ? c->channel_id : "", "connection_id",
+                   (json_int_t)c->connection_id, "attempt", (int)attempt_no, "new_channel",
+                   c->attempt_hard));
+  if (c->ever_open && c->down_since_ms) {
+    double gap = (double)(now - c->down_since_ms);
+    health(c, "restored",
+           json_pack("{s:f, s:f, s:f, s:b, s:s}", "gap_ms", gap, "deaf_from_ms",
+                     c->down_since_wall_ms, "deaf_to_ms", gn_now_wall_ms(), "new_channel",
+                     c->attempt_hard, "channel_id", c->channel_id ? c->channel_id : ""));
+  }
+  c->ever_open = 1;
+  c->down_since_ms = 0;
+  if (gn_sched_open(&c->sched)) gn_sched_complete(&c->sched, 1);
+  gn_backoff_succeeded(&c->bo, now);
+  arm_watchdog(c, (uint64_t)c->idle_ms);
+  /* A subscription change that arrived while we were connecting. */
+  if (c->topics_dirty && !c->sub_req) {
+    put_live(c);
+  }
+}
+
+static void handle_text(gn_client_t *c, const char *data, size_t len) {
+  json_error_t je;
+  json_t *j = json_loadb(data, len, 0, &je);
+  if (!j || !json_is_object(j)) {
+    int utf8 = strstr(je.text, "UTF-8") != NULL;
+    pthread_mutex_lock(&c->metrics.mu);
+    c->metrics.malformed++;
+    pthread_mutex_unlock(&c->metrics.mu);
+    health(c, "malformed", json_pack("{s:s, s:s, s:I}", "reason",
+                                     !j ? (utf8 ? "invalid_utf8" : "invalid_json") : "not_an_object",
+                                     "error", j ? "message is not a JSON object" : je.text,
+                                     "size", (json_int_t)len));
+    json_decref(j);
+    return;
+  }
+  const char *topic = json_string_value(json_object_get(j, "topicName"));
+  json_t *body = json_object_get(j, "eventBody");
+  if (!topic) {
+    /* {"result":"404", ...}: the channel is gone (seen from expired or evicted channels). */
+    const char *res = json_string_value(json_object_get(j, "result"));
+    json_int_t resi = json_integer_value(json_object_get(j, "result"));
+    if ((res && strcmp(res, "404") == 0) || resi == 404) {
+      c->hard_next = 1;
+      health(c, "channel_gone", json_pack("{s:s, s:s}", "channel_id",
+                                          c->channel_id ? c->channel_id : "", "reason",
+                                          "the stream said 404: channel expired or evicted"));
+    } else {
+      pthread_mutex_lock(&c->metrics.mu);
+      c->metrics.malformed++;
+      pthread_mutex_unlock(&c->metrics.mu);
+      health(c, "malformed", json_pack("{s:s, s:s, s:I}", "reason", "no_topic", "error",
+                                       "message without topicName", "size", (json_int_t)len));
+    }
+    json_decref(j);
+    return;
+  }
+  if (strcmp(topic, "channel.metadata") == 0) {
+    /* Heartbeats and pongs: liveness only. */
+    pthread_mutex_lock(&c->metrics.mu);
+    c->metrics.heartbeats++;
+    pthread_mutex_unlock(&c->metrics.mu);
+    json_decref(j);
+    return;
+  }
+  if (strcmp(topic, "v2.system.socket_closing") == 0) {
+    /* The server will close this socket soon: open a new channel before it does. The next
+     * attempt (when the server closes) goes straight to a new channel. */
+    c->hard_next = 1;
+    health(c, "socket_closing", json_pack("{s:s}", "channel_id", c->channel_id ? c->channel_id : ""));
+    json_decref(j);
+    return;
+  }
+  gn_item_t *it = calloc(1, sizeof *it);
+  if (!it || !(it->raw = malloc(len + 1))) {
+    free(it);
+    json_decref(j);
+    return;
+  }
+  memcpy(it->raw, data, len);
+  it->raw[len] = 0;
+  it->rawlen = len;
+  it->type = GN_ITEM_EVENT;
+  it->body = body ? json_incref(body) : NULL;
+  it->data = json_pack("{s:s, s:s, s:f}", "topic", topic, "channel_id",
+                       c->channel_id ? c->channel_id : "", "received_ms", gn_now_wall_ms());
+  json_decref(j);
+  pthread_mutex_lock(&c->metrics.mu);
+  c->metrics.events++;
+  pthread_mutex_unlock(&c->metrics.mu);
+  push_item(c, it);
+}
+
+static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t len, int binary) {
+  gn_client_t *c = ud;
+  c->last_rx_ms = gn_now_mono_ms();
+  c->ping_sent = 0;
+  if (binary) {
+    pthread_mutex_lock(&c->metrics.mu);
+    c->metrics.malformed++;
+    pthread_mutex_unlock(&c->metrics.mu);
+    health(c, "malformed", json_pack("{s:s, s:s, s:I}", "reason", "binary", "error",
+                                     "binary frame where JSON text was expected", "size",
+                                     (json_int_t)len));
+    return;
+  }
+  handle_text(c, data, len);
+}
+
+static void conn_close_cb(void *ud, gn_conn_t *conn, const gn_close_info_t *info) {
+  gn_client_t *c = ud;
+  c->conn = NULL;
+  if (atomic_load(&c->state) == GN_ST_OPEN) {
+    went_deaf(c);
+    const char *reason = info->oversize ? "oversize" : info->code != 1006 ? "closed" : "lost";
+    json_t *f = json_pack("{s:s, s:i, s:s, s:s, s:I}", "reason", reason, "code", info->code,
+                          "error", info->error, "channel_id", c->channel_id ? c->channel_id : "",
+                          "connection_id", (json_int_t)c->connection_id);
+    if (f && info->reason[0]) json_object_set_new(f, "close_reason", json_string(info->reason));
+    if (info->oversize)
+      health(c, "oversize", json_pack("{s:s, s:I}", "error", info->error, "limit",
+                                      (json_int_t)c->max_message));
+    pthread_mutex_lock(&c->metrics.mu);
+    c->metrics.disconnects++;
+    pthread_mutex_unlock(&c->metrics.mu);
+    set_state(c, GN_ST_BACKOFF);
+    health(c, "disconnected", f);
+    fail_and_schedule(c, info->code == 1006 ? GN_REASON_ERROR : GN_REASON_CLOSE, -1, reason);
+    return;
+  }
+  /* The attempt's connect or handshake failed. */
+  json_t *f = json_pack("{s:s, s:s}", "error", info->error, "stage", info->stage);
+  if (f && info->http_status) json_object_set_new(f, "status", json_integer(info->http_status));
+  if (info->http_status == 401 && !c->auth_retried) {
+    c->auth_retried = 1;
+    gn_token_invalidate(c->tok, c->token_gen);
+    c->hard_next = 1;
+  } else if (info->http_status == 401) {
+    json_decref(f);
+    final_failure(c, "auth", "the stream refused the handshake with 401 after a token refresh");
+    return;
+  }
+  if (info->http_status == 403) {
+    json_decref(f);
+    final_failure(c, "forbidden", "the stream refused the handshake with 403");
+    return;
+  }
+  if (info->http_status && info->http_status != 429 && info->http_status < 500)
+    c->hard_next = 1; /* 404, 410, 400: the channel is gone */
+  attempt_failed(c, info->tls ? "tls" : info->timed_out ? "timeout" : info->http_status ? "handshake" : "connect",
+                 info->timed_out ? GN_REASON_TIMEOUT : GN_REASON_ERROR, -1, f);
+}
+
+static void step_connect(gn_client_t *c) {
+  set_state(c, GN_ST_CONNECT);
+  gn_conn_opts_t o = {0};
+  o.url = c->connect_uri;
+  o.ca_file = c->ca_file;
+  o.verify = c->verify;
+  o.max_message = c->max_message;
+  o.connect_timeout_ms = c->connect_timeout_ms;
+  o.handshake_timeout_ms = c->handshake_timeout_ms;
+  static const gn_conn_cbs_t cbs = {conn_open_cb, conn_message_cb, conn_close_cb};
+  char err[256] = "";
+  c->conn = gn_conn_open(c->svc, &o, &cbs, c, err, sizeof err);
+  if (!c->conn) {
+    c->hard_next = 1;
+    attempt_failed(c, "connect", GN_REASON_ERROR, -1, json_pack("{s:s}", "error", err));
+  }
+}
+
+static void watchdog_cb(uv_timer_t *t) {
+  gn_client_t *c = t->data;
+  if (atomic_load(&c->state) != GN_ST_OPEN || !c->conn) return;
+  uint64_t now = gn_now_mono_ms();
+  uint64_t quiet = now - c->last_rx_ms;
+  if (!c->ping_sent) {
+    if (quiet < (uint64_t)c->idle_ms) {
+      arm_watchdog(c, (uint64_t)c->idle_ms - quiet);
+      return;
+    }
+    static const char ping[] = "{\"message\":\"ping\"}";
+    gn_conn_send_text(c->conn, ping, sizeof ping - 1);
+    c->ping_sent = 1;
+    c->last_rx_ms = now; /* the ping timeout counts from here */
+    arm_watchdog(c, (uint64_t)c->ping_timeout_ms);
+    return;
+  }
+  if (quiet < (uint64_t)c->ping_timeout_ms) {
+    arm_watchdog(c, (uint64_t)c->ping_timeout_ms - quiet);
+    return;
+  }
+  /* Dead link: nothing came back, not even the pong. */
+  gn_conn_abort(c->conn);
+  c->conn = NULL;
+  went_deaf(c);
+  pthread_mutex_lock(&c->metrics.mu);
+  c->metrics.disconnects++;
+  pthread_mutex_unlock(&c->metrics.mu);
+  set_state(c, GN_ST_BACKOFF);
+  char msg[128];
+  snprintf(msg, sizeof msg, "no message for %ld ms and no answer to a ping within %ld ms",
+           c->idle_ms, c->ping_timeout_ms);
+  health(c, "disconnected", json_pack("{s:s, s:i, s:s, s:s}", "reason", "heartbeat_timeout",
+                                      "code", 1006, "error", msg, "channel_id",
+                                      c->channel_id ? c->channel_id : ""));
+  fail_and_schedule(c, GN_REASON_TIMEOUT, -1, "heartbeat_timeout");
+}
+
+/* ---- failures and scheduling ---- */
+
+static void backoff_fire_cb(uv_timer_t *t) {
+  gn_client_t *c = t->data;
+  c->backoff_armed = 0;
+  run_attempt(c);
+}
+
+/* Validates the attempt record before anything is scheduled from it (the original design's
+ * payload validation): a record that breaks the policy ends the cycle instead of looping. */
+static const char *check_record(const gn_client_t *c, uint32_t attempt, double delay_ms,
+                                double retry_after_ms) {
+  const gn_backoff_policy_t *p = &c->policy;
+  if (attempt < 1) return "attempt number below 1";
+  if (!isfinite(delay_ms) || delay_ms < 0) return "delay is not a finite non-negative number";
+  double cap = p->max_ms;
+  if (retry_after_ms > cap) cap = retry_after_ms;
+  if (p->retry_after_max_ms > cap && retry_after_ms >= 0) cap = p->retry_after_max_ms;
+  if (delay_ms > cap + 1e-6) return "delay above the policy's maximum";
+  if (p->max_retries && attempt > p->max_retries) return "max_retries";
+  if (p->max_window_ms > 0 && c->bo.cycle_start_ms &&
+      (double)(gn_now_mono_ms() + (uint64_t)delay_ms - c->bo.cycle_start_ms) > p->max_window_ms)
+    return "max_window_ms";
+  return NULL;
+}
+
+static void schedule_attempt(gn_client_t *c, gn_reason_t why, double retry_after_ms,
+                             const char *reason) {
+  double delay = 0;
+  uint64_t now = gn_now_mono_ms();
+  gn_backoff_status_t st = gn_backoff_next(&c->bo, retry_after_ms, now, &delay);
+  if (st != GN_BACKOFF_OK) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "gave up after %u attempts (%s) following: %s", c->bo.attempt,
+             gn_backoff_status_name(st), reason);
+    final_failure(c, st == GN_BACKOFF_GIVEUP_RETRIES ? "max_retries" : "max_window", msg);
+    return;
+  }
+  const char *bad = check_record(c, c->bo.attempt, delay, retry_after_ms);
+  if (bad) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "attempt record rejected (%s) following: %s", bad, reason);
+    final_failure(c, strcmp(bad, "max_retries") == 0 ? "max_retries"
+                     : strcmp(bad, "max_window_ms") == 0 ? "max_window" : "invalid_record", msg);
+    return;
+  }
+  json_t *rec = json_pack("{s:s, s:I, s:i, s:f, s:f, s:s, s:s, s:b}", "type", "reconnect",
+                          "connection_id", (json_int_t)c->connection_id, "attempt",
+                          (int)c->bo.attempt, "timestamp_ms", gn_now_wall_ms(), "delay_ms", delay,
+                          "reason", reason, "trigger", gn_reason_name(why), "new_channel",
+                          c->hard_next || !c->channel_id);
+  if (rec && retry_after_ms >= 0) json_object_set_new(rec, "retry_after_ms", json_real(retry_after_ms));
+  set_state(c, GN_ST_BACKOFF);
+  health(c, "attempt", rec);
+  c->backoff_armed = 1;
+  uv_timer_start(c->backoff_timer, backoff_fire_cb, (uint64_t)(delay + 0.5), 0);
+}
+
+static void fail_and_schedule(gn_client_t *c, gn_reason_t why, double retry_after_ms,
+                              const char *reason) {
+  if (!gn_sched_trigger(&c->sched, why)) return; /* folded into the cycle already open */
+  schedule_attempt(c, why, retry_after_ms, reason);
+}
+
+static void cancel_attempt_io(gn_client_t *c) {
+  if (c->req) gn_http_cancel(c->req);
+  c->req = NULL;
+  if (c->conn) gn_conn_abort(c->conn);
+  c->conn = NULL;
+  if (c->waiting_token) gn_token_cancel(c->tok, &c->waiter);
+  c->waiting_token = 0;
+}
+
+static void attempt_failed(gn_client_t *c, const char *reason, gn_reason_t why,
+                           double retry_after_ms, json_t *fields) {
+  cancel_attempt_io(c);
+  c->in_attempt = 0;
+  if (!c->ever_open && !c->down_since_ms) {
+    c->down_since_ms = c->attempt_start_ms;
+    c->down_since_wall_ms = gn_now_wall_ms();
+  }
+  if (!fields) fields = json_object();
+  if (fields) {
+    json_object_set_new(fields, "reason", json_string(reason));
+    json_object_set_new(fields, "attempt", json_integer(c->bo.attempt));
+    json_object_set_new(fields, "new_channel", json_boolean(c->attempt_hard));
+  }
+  pthread_mutex_lock(&c->metrics.mu);
+  c->metrics.failures++;
+  pthread_mutex_unlock(&c->metrics.mu);
+  set_state(c, GN_ST_BACKOFF);
+  health(c, "failed", fields);
+  if (gn_sched_open(&c->sched)) gn_sched_complete(&c->sched, 0);
+  fail_and_schedule(c, why, retry_after_ms, reason);
+}
+
+static void final_failure(gn_client_t *c, const char *code, const char *msg) {
+  cancel_attempt_io(c);
+  stop_watchdog(c);
+  end_open_metrics(c);
+  if (c->backoff_timer) uv_timer_stop(c->backoff_timer);
+  c->backoff_armed = 0;
+  c->in_attempt = 0;
+  set_state(c, GN_ST_FAILED);
+  health(c, "gave_up", json_pack("{s:s, s:s, s:i}", "reason", code, "error", msg, "attempts",
+                                 (int)c->bo.attempt));
+  if (gn_sched_open(&c->sched)) gn_sched_complete(&c->sched, 0);
+}
+
+/* ---- live subscription changes ---- */
+
+static void live_put_done(void *ud, const gn_http_result_t *hr) {
+  gn_client_t *c = ud;
+  c->sub_req = NULL;
+  if (hr->error || (hr->status != 200 && hr->status != 201 && hr->status != 204)) {
+    char msg[300];
+    if (hr->error) snprintf(msg, sizeof msg, "subscription change failed: %s", hr->error);
+    else snprintf(msg, sizeof msg, "subscription change answered HTTP %ld", hr->status);
+    health(c, "subscription", json_pack("{s:s, s:s, s:i}", "event", "failed", "error", msg,
+                                        "status", (int)hr->status));
+    if (hr->status == 401) gn_token_invalidate(c->tok, c->token_gen);
+    if (hr->status == 404) c->hard_next = 1; /* the next reconnect makes a channel with them */
+    /* The topics stay remembered; they are put again with the next channel or reconnect. */
+    return;
+  }
+  report_subscriptions(c, hr->body, hr->body_len, "updated");
+  if (c->topics_dirty) put_live(c);
+}
+
+static void put_live(gn_client_t *c) {
+  if (!c->channel_id || !c->token || c->sub_req) return;
+  if (atomic_load(&c->state) != GN_ST_OPEN) return; /* the attempt will put them */
+  c->topics_dirty = 0;
+  char url[1024];
+  snprintf(url, sizeof url, "%s/api/v2/notifications/channels/%s/subscriptions", c->api_base,
+           c->channel_id);
+  char *body = subs_body(&c->topics);
+  if (!body || rest_call(c, &c->sub_req, "PUT", url, body, live_put_done) != 0) {
+    c->topics_dirty = 1;
+    health(c, "subscription", json_pack("{s:s, s:s}", "event", "failed", "error",
+                                        "cannot start the subscription request"));
+  }
+  free(body);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* tasks posted by the owner */
+
+typedef struct {
+  gn_client_t *c;
+  int add;
+  size_t n;
+  char **topics;
+} sub_task_t;
+
+static void task_start(gn_service_t *svc, void *arg) {
+  gn_client_t *c = arg;
+  uv_loop_t *loop = gn_service_loop(svc);
+  c->backoff_timer = malloc(sizeof *c->backoff_timer);
+  c->watchdog_timer = malloc(sizeof *c->watchdog_timer);
+  if (!c->backoff_timer || !c->watchdog_timer) {
+    free(c->backoff_timer);
+    free(c->watchdog_timer);
+    c->backoff_timer = c->watchdog_timer = NULL;
+    final_failure(c, "memory", "out of memory");
+    return;
+  }
+  uv_timer_init(loop, c->backoff_timer);
+  uv_timer_init(loop, c->watchdog_timer);
+  c->backoff_timer->data = c->watchdog_timer->data = c;
+  c->member.poke = member_poke;
+  gn_service_member_add(svc, &c->member);
+  pthread_mutex_lock(&c->metrics.mu);
+  c->metrics.started_ms = gn_now_mono_ms();
+  pthread_mutex_unlock(&c->metrics.mu);
+  run_attempt(c);
+}
+
+static void free_handle_cb(uv_handle_t *h) { free(h); }
+
+static void task_close(gn_service_t *svc, void *arg) {
+  gn_client_t *c = arg;
+  cancel_attempt_io(c);
+  if (c->sub_req) gn_http_cancel(c->sub_req);
+  c->sub_req = NULL;
+  if (c->conn) gn_conn_close(c->conn, 1000, "client closed");
+  c->conn = NULL;
+  gn_token_cancel(c->tok, &c->waiter);
+  if (c->backoff_timer) {
+    uv_timer_stop(c->backoff_timer);
+    uv_close((uv_handle_t *)c->backoff_timer, free_handle_cb);
+    c->backoff_timer = NULL;
+  }
+  if (c->watchdog_timer) {
+    uv_timer_stop(c->watchdog_timer);
+    uv_close((uv_handle_t *)c->watchdog_timer, free_handle_cb);
+    c->watchdog_timer = NULL;
+  }
+  gn_service_member_remove(svc, &c->member);
+  set_state(c, GN_ST_CLOSED);
+  if (gn_sched_open(&c->sched)) gn_sched_complete(&c->sched, 0);
+  pthread_mutex_lock(&c->qmu);
+  c->detached = 1;
+  pthread_cond_broadcast(&c->qcv);
+  pthread_mutex_unlock(&c->qmu);
+}
+
+static void task_reconnect(gn_service_t *svc, void *arg) {
+  gn_client_t *c = arg;
+  gn_state_t st = atomic_load(&c->state);
+  if (st == GN_ST_OPEN) {
+    if (c->conn) gn_conn_close(c->conn, 1000, "reconnect requested");
+    c->conn = NULL;
+    went_deaf(c);
+    set_state(c, GN_ST_BACKOFF);
+    health(c, "disconnected", json_pack("{s:s, s:i, s:s, s:s}", "reason", "manual", "code", 1000,
+                                        "error", "client:reconnect() was called", "channel_id",
+                                        c->channel_id ? c->channel_id : ""));
+    schedule_attempt(c, GN_REASON_MANUAL, -1, "manual");
+  } else if (st == GN_ST_FAILED) {
+    /* A final failure: the application asks to start over with a fresh history. */
+    gn_backoff_reset(&c->bo);
+    c->auth_retried = 0;
+    run_attempt(c);
+  } else if (st == GN_ST_CLOSED || st == GN_ST_IDLE) {
+    gn_sched_complete(&c->sched, 0);
+  } else if (!c->in_attempt && !c->backoff_armed) {
+    schedule_attempt(c, GN_REASON_MANUAL, -1, "manual");
+  } else {
+    /* Something already runs for this failure: nothing to add. */
+    gn_sched_complete(&c->sched, 0);
+  }
+}
+
+static void task_subscribe(gn_service_t *svc, void *arg) {
+  sub_task_t *t = arg;
+  gn_client_t *c = t->c;
+  int changed = 0;
+  for (size_t i = 0; i < t->n; i++) {
+    int r = t->add ? strset_add(&c->topics, t->topics[i]) : strset_del(&c->topics, t->topics[i]);
+    if (r > 0) changed = 1;
+    free(t->topics[i]);
+  }
+  free(t->topics);
+  free(t);
+  if (!changed) return;
+  c->topics_dirty = 1;
+  put_live(c);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* owner-thread API */
+
+gn_client_t *gn_client_new(const gn_client_cfg_t *cfg, gn_service_t *svc, char *err,
+                           size_t errlen) {
+  gn_client_t *c = calloc(1, sizeof *c);
+  if (!c) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  c->efd = -1;
+  gn_metrics_init(&c->metrics);
+  pthread_mutex_init(&c->qmu, NULL);
+  pthread_cond_init(&c->qcv, NULL);
+  gn_sched_init(&c->sched);
+  c->token_url = gn_strdup(cfg->token_url);
+  c->api_base = gn_strdup(cfg->api_base);
+  c->client_id = gn_strdup(cfg->client_id);
+  c->client_secret = gn_strdup(cfg->client_secret);
+  c->ca_file = cfg->ca_file ? gn_strdup(cfg->ca_file) : NULL;
+  c->name = gn_strdup(cfg->name ? cfg->name : "");
+  if (!c->token_url || !c->api_base || !c->client_id || !c->client_secret || !c->name ||
+      (cfg->ca_file && !c->ca_file)) {
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
+  size_t bl = strlen(c->api_base);
+  while (bl && c->api_base[bl - 1] == '/') c->api_base[--bl] = 0;
+  c->verify = cfg->verify;
+  c->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 10000;
+  c->handshake_timeout_ms = cfg->handshake_timeout_ms > 0 ? cfg->handshake_timeout_ms : 10000;
+  c->http_timeout_ms = cfg->http_timeout_ms > 0 ? cfg->http_timeout_ms : 30000;
+  c->idle_ms = cfg->idle_ms > 0 ? cfg->idle_ms : 35000;
+  c->ping_timeout_ms = cfg->ping_timeout_ms > 0 ? cfg->ping_timeout_ms : 10000;
+  c->queue_limit = cfg->queue_limit ? cfg->queue_limit : 10000;
+  c->max_message = cfg->max_message ? cfg->max_message : (1u << 20);
+  c->policy = cfg->backoff;
+  if (gn_backoff_init(&c->bo, &cfg->backoff, err, errlen) != 0) goto fail;
+  for (size_t i = 0; i < cfg->ntopics; i++)
+    if (strset_add(&c->topics, cfg->topics[i]) < 0) {
+      snprintf(err, errlen, "out of memory");
+      goto fail;
+    }
+  c->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (c->efd < 0) {
+    snprintf(err, errlen, "eventfd: %s", strerror(errno));
+    goto fail;
+  }
+  gn_token_cfg_t tc = {c->token_url, c->client_id, c->client_secret, c->ca_file, c->verify,
+                       c->http_timeout_ms, c->connect_timeout_ms};
+  c->tok = gn_token_entry_acquire(&tc);
+  if (!c->tok) {
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
+  if (svc) {
+    gn_service_ref(svc);
+    c->svc = svc;
+  } else if (!(c->svc = gn_service_acquire_default(err, errlen))) {
+    goto fail;
+  }
+  atomic_store(&c->state, GN_ST_IDLE);
+  return c;
+fail:
+  gn_client_free(c);
+  return NULL;
+}
+
+int gn_client_start(gn_client_t *c) {
+  int expected = 0;
+  if (atomic_load(&c->closing) || !atomic_compare_exchange_strong(&c->started, &expected, 1))
+    return -1;
+  gn_sched_trigger(&c->sched, GN_REASON_MANUAL); /* the first connection is the first cycle */
+  if (gn_service_post(c->svc, task_start, c) != 0) return -1;
+  return 0;
+}
+
+int gn_client_reconnect(gn_client_t *c) {
+  if (!atomic_load(&c->started) || atomic_load(&c->closing)) return -1;
+  if (!gn_sched_trigger(&c->sched, GN_REASON_MANUAL)) return 0;
+  if (gn_service_post(c->svc, task_reconnect, c) != 0) {
+    gn_sched_complete(&c->sched, 0);
+    return -1;
+  }
+  return 1;
+}
+
+int gn_client_subscribe(gn_client_t *c, const char *const *topics, size_t n, int add) {
+  if (atomic_load(&c->closing)) return -1;
+  sub_task_t *t = calloc(1, sizeof *t);
+  if (!t || !(t->topics = calloc(n ? n : 1, sizeof *t->topics))) {
+    free(t);
+    return -1;
+  }
+  t->c = c;
+  t->add = add;
+  for (; t->n < n; t->n++)
+    if (!(t->topics[t->n] = gn_strdup(topics[t->n]))) goto oom;
+  if (!atomic_load(&c->started)) {
+    /* Not running yet: change the initial set directly (no other thread touches it). */
+    for (size_t i = 0; i < t->n; i++) {
+      if (add) strset_add(&c->topics, t->topics[i]);
+      else strset_del(&c->topics, t->topics[i]);
+    }
+    goto oom; /* frees the task */
+  }
+  if (gn_service_post(c->svc, task_subscribe, t) != 0) goto oom;
+  return 0;
+oom:
+  for (size_t i = 0; i < t->n; i++) free(t->topics[i]);
+  free(t->topics);
+  free(t);
+  return atomic_load(&c->started) ? -1 : 0;
+}
+
+void gn_client_close(gn_client_t *c) {
+  int expected = 0;
+  if (!atomic_compare_exchange_strong(&c->closing, &expected, 1)) return;
+  if (atomic_load(&c->started) && gn_service_post(c->svc, task_close, c) == 0) {
+    pthread_mutex_lock(&c->qmu);
+    while (!c->detached) pthread_cond_wait(&c->qcv, &c->qmu);
+    pthread_mutex_unlock(&c->qmu);
+  } else {
+    pthread_mutex_lock(&c->qmu);
+    c->detached = 1;
+    pthread_mutex_unlock(&c->qmu);
+  }
+  set_state(c, GN_ST_CLOSED);
+  /* Drop what was never read: the owner asked for no more callbacks. */
+  pthread_mutex_lock(&c->qmu);
+  gn_item_t *it = c->qhead;
+  c->qhead = c->qtail = NULL;
+  c->qevents = 0;
+  pthread_mutex_unlock(&c->qmu);
+  while (it) {
+    gn_item_t *n = it->next;
+    gn_item_free(it);
+    it = n;
+  }
+  gn_service_t *svc = c->svc;
+  c->svc = NULL;
+  gn_service_release(svc);
+}
+
+void gn_client_free(gn_client_t *c) {
+  if (!c) return;
+  if (c->svc) gn_client_close(c);
+  gn_token_entry_release(c->tok);
+  gn_item_t *it = c->qhead;
+  while (it) {
+    gn_item_t *n = it->next;
+    gn_item_free(it);
+    it = n;
+  }
+  if (c->efd >= 0) close(c->efd);
+  strset_free(&c->topics);
+  drop_channel(c);
+  gn_free_secret(c->token);
+  gn_token_result_clear(&c->waiter.res);
+  free(c->token_url);
+  free(c->api_base);
+  free(c->client_id);
+  gn_free_secret(c->client_secret);
+  free(c->ca_file);
+  free(c->name);
+  gn_metrics_destroy(&c->metrics);
+  pthread_mutex_destroy(&c->qmu);
+  pthread_cond_destroy(&c->qcv);
+  free(c);
+}
+
+int gn_client_fd(gn_client_t *c) { return c->efd; }
+
+gn_item_t *gn_client_pop(gn_client_t *c) {
+  pthread_mutex_lock(&c->qmu);
+  gn_item_t *it = NULL;
+  if (c->dropped > c->dropped_reported) {
+    /* Report drops as soon as the owner reads again, before the next event. */
+    uint64_t n = c->dropped - c->dropped_reported;
+    c->dropped_reported = c->dropped;
+    it = calloc(1, sizeof *it);
+    if (it) {
+      it->type = GN_ITEM_HEALTH;
+      it->data = json_pack("{s:s, s:I, s:I, s:I, s:f}", "kind", "overflow", "dropped",
+                           (json_int_t)n, "total_dropped", (json_int_t)c->dropped, "queue_limit",
+                           (json_int_t)c->queue_limit, "timestamp_ms", gn_now_wall_ms());
+    }
+  }
+  if (!it && c->qhead) {
+    it = c->qhead;
+    c->qhead = it->next;
+    if (!c->qhead) c->qtail = NULL;
+    if (it->type == GN_ITEM_EVENT) c->qevents--;
+    it->next = NULL;
+  }
+  if (!c->qhead && c->dropped == c->dropped_reported) {
+    uint64_t v;
+    ssize_t r = read(c->efd, &v, sizeof v); /* not readable while nothing waits */
+    (void)r;
+  }
+  pthread_mutex_unlock(&c->qmu);
+  return it;
+}
+
+gn_state_t gn_client_state(gn_client_t *c) { return atomic_load(&c->state); }
+
+void gn_client_metrics(gn_client_t *c, gn_metrics_snapshot_t *out) {
+  gn_metrics_snapshot(&c->metrics, out);
+}
+
+const char *gn_client_name(gn_client_t *c) { return c->name; }
+
+void gn_client_sched_counts(gn_client_t *c, uint64_t *cycles, uint64_t *coalesced,
+                            uint64_t *triggers) {
+  *cycles = atomic_load(&c->sched.cycles);
+  *coalesced = atomic_load(&c->sched.coalesced);
+  *triggers = atomic_load(&c->sched.triggers);
+}
+
+unsigned long gn_client_token_requests(gn_client_t *c) { return gn_token_requests(c->tok); }

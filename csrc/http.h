@@ -1,0 +1,55 @@
+/* http.h: non-blocking HTTPS requests on the service loop (libcurl multi_socket on libuv).
+ *
+ * Everything here runs on the loop thread of the gn_http_t. A request's callback runs exactly
+ * once, on the loop, unless the request is cancelled first; after gn_http_cancel() returns the
+ * callback never runs. Request and response bodies may carry secrets (credentials, tokens): they
+ * are never logged, and the request body is wiped before it is freed.
+ */
+#ifndef GN_HTTP_H
+#define GN_HTTP_H
+
+#include <stddef.h>
+#include <uv.h>
+
+typedef struct gn_http gn_http_t;
+typedef struct gn_http_req gn_http_req_t;
+
+typedef struct {
+  long status;              /* HTTP status, 0 when no response came (see error) */
+  const char *body;         /* response body (NUL-terminated), never NULL */
+  size_t body_len;
+  double retry_after_ms;    /* from Retry-After (seconds or HTTP date); < 0 when absent */
+  const char *error;        /* transport failure (curl's message), NULL when a response came */
+  int tls_error;            /* 1 when error is a certificate or TLS failure */
+  int timed_out;            /* 1 when error is a timeout */
+  double elapsed_ms;
+} gn_http_result_t;
+
+typedef void (*gn_http_cb)(void *ud, const gn_http_result_t *res);
+
+typedef struct {
+  const char *method;       /* "GET", "POST", "PUT", "HEAD", "DELETE" */
+  const char *url;
+  const char *const *headers; /* NULL-terminated "Name: value" lines, or NULL */
+  const char *body;         /* or NULL */
+  size_t body_len;
+  long timeout_ms;          /* whole request */
+  long connect_timeout_ms;
+  const char *ca_file;      /* NULL: system bundle */
+  int verify;               /* TLS peer and host verification (1 unless the user said no) */
+  size_t max_body;          /* responses above this fail (protects the loop) */
+} gn_http_opts_t;
+
+gn_http_t *gn_http_new(uv_loop_t *loop, char *err, size_t errlen);
+/* Cancels every request (no callbacks) and frees the engine; its uv handles close on the loop. */
+void gn_http_shutdown(gn_http_t *h);
+
+/* Starts a request; NULL and err on failure (then cb never runs). */
+gn_http_req_t *gn_http_start(gn_http_t *h, const gn_http_opts_t *o, gn_http_cb cb, void *ud,
+                             char *err, size_t errlen);
+void gn_http_cancel(gn_http_req_t *r);
+
+/* Number of requests started by this engine (for tests and metrics). */
+unsigned long gn_http_started(const gn_http_t *h);
+
+#endif

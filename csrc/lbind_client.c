@@ -1,0 +1,536 @@
+/* lbind_client.c: the Lua face of gn_client_t ("genesys.notify.client" objects).
+ *
+ * The userdata holds a pointer to the malloc'd core client: the service thread may still hold
+ * the core for a moment while close() waits for it. Callbacks live in the userdata's user value
+ * and run only inside poll()/run() on the caller's lua_State; nothing here is ever called from
+ * the service thread. __gc closes (joining the service thread's work for this client) and frees,
+ * without calling Lua.
+ *
+ * Event bodies are decoded in C from the jansson tree the service thread already built while it
+ * looked for the topic (see bench/decode_bench.lua for the measurement against lua-cjson).
+ */
+#include "client.h"
+#include "lbind.h"
+#include "service.h"
+
+#include <math.h>
+#include <poll.h>
+#include <string.h>
+
+#define LGN_CLIENT_MT "genesys.notify.client"
+#define POLL_MAX_ITEMS 4096 /* per poll() call, so a busy stream cannot starve the caller */
+
+typedef struct {
+  gn_client_t *c;
+  int closed;
+  int in_callback;
+} lclient_t;
+
+static lclient_t *check_client(lua_State *L, int i) {
+  return (lclient_t *)luaL_checkudata(L, i, LGN_CLIENT_MT);
+}
+static lclient_t *check_open(lua_State *L, int i) {
+  lclient_t *u = check_client(L, i);
+  if (u->closed || !u->c) luaL_error(L, "genesys.notify: the client is closed");
+  return u;
+}
+
+/* ---- json_t -> Lua ---- */
+static void push_json(lua_State *L, json_t *j, int depth) {
+  if (depth > 1000 || !lua_checkstack(L, 4)) luaL_error(L, "genesys.notify: JSON nested too deeply");
+  switch (json_typeof(j)) {
+  case JSON_OBJECT: {
+    const char *k;
+    json_t *v;
+    lua_createtable(L, 0, (int)json_object_size(j));
+    json_object_foreach(j, k, v) {
+      lua_pushstring(L, k);
+      push_json(L, v, depth + 1);
+      lua_rawset(L, -3);
+    }
+    break;
+  }
+  case JSON_ARRAY: {
+    size_t i, n = json_array_size(j);
+    lua_createtable(L, (int)n, 0);
+    for (i = 0; i < n; i++) {
+      push_json(L, json_array_get(j, i), depth + 1);
+      lua_rawseti(L, -2, (int)i + 1);
+    }
+    break;
+  }
+  case JSON_STRING:
+    lua_pushlstring(L, json_string_value(j), json_string_length(j));
+    break;
+  case JSON_INTEGER:
+#if LUA_VERSION_NUM >= 503
+    lua_pushinteger(L, (lua_Integer)json_integer_value(j));
+#else
+    lua_pushnumber(L, (lua_Number)json_integer_value(j));
+#endif
+    break;
+  case JSON_REAL: {
+    double d = json_real_value(j);
+#if LUA_VERSION_NUM >= 503
+    /* Whole-number reals (timestamps, latencies) read better as integers on 5.4. */
+    if (d == floor(d) && fabs(d) < 9007199254740992.0) lua_pushinteger(L, (lua_Integer)d);
+    else
+#endif
+      lua_pushnumber(L, d);
+    break;
+  }
+  case JSON_TRUE:
+    lua_pushboolean(L, 1);
+    break;
+  case JSON_FALSE:
+    lua_pushboolean(L, 0);
+    break;
+  default:
+    lua_pushlightuserdata(L, NULL); /* the same value as cjson.null */
+    break;
+  }
+}
+
+/* Pushes the Lua table for an item (protected: may raise on memory errors). */
+static int push_item_table(lua_State *L) {
+  gn_item_t *it = (gn_item_t *)lua_touserdata(L, 1);
+  if (it->data) push_json(L, it->data, 0);
+  else lua_newtable(L);
+  if (it->type == GN_ITEM_EVENT) {
+    if (it->body) push_json(L, it->body, 0);
+    else lua_newtable(L);
+    lua_setfield(L, -2, "body");
+    lua_pushlstring(L, it->raw, it->rawlen);
+    lua_setfield(L, -2, "raw");
+  }
+  return 1;
+}
+
+static int push_json_protected(lua_State *L) {
+  push_json(L, (json_t *)lua_touserdata(L, 1), 0);
+  return 1;
+}
+
+/* core.json_decode(text): jansson parse + conversion on the caller's thread (the decode
+ * benchmark's C side). Returns the value, or nil and the parser's message. */
+static int l_decode(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  json_error_t je;
+  json_t *j = json_loadb(s, len, JSON_DECODE_ANY, &je);
+  if (!j) {
+    lua_pushnil(L);
+    lua_pushstring(L, je.text);
+    return 2;
+  }
+  lua_pushcfunction(L, push_json_protected);
+  lua_pushlightuserdata(L, j);
+  int rc = lua_pcall(L, 1, 1, 0);
+  json_decref(j);
+  if (rc != 0) return lua_error(L);
+  return 1;
+}
+
+static int traceback(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+/* Calls the callback at the stack top with the value below it... in protected mode. Expects
+ * [fn, arg] on the stack; pops them. Returns 0 or the error message left on the stack (1). */
+static int call_protected(lua_State *L) {
+  lua_pushcfunction(L, traceback);
+  lua_insert(L, -3);
+  int base = lua_gettop(L) - 2;
+  int rc = lua_pcall(L, 1, 0, base);
+  if (rc != 0) {
+    lua_remove(L, base); /* the handler; message stays */
+    return 1;
+  }
+  lua_remove(L, base);
+  return 0;
+}
+
+/* Reports a failing callback as health "callback_error" through on_health; if on_health itself
+ * failed, the message goes to stderr (never silently dropped). Stack: [..., msg]; pops msg. */
+static void report_callback_error(lua_State *L, int uv, const char *which) {
+  const char *msg = lua_tostring(L, -1);
+  if (strcmp(which, "on_health") != 0) {
+    lua_getfield(L, uv, "on_health");
+    if (lua_isfunction(L, -1)) {
+      lua_createtable(L, 0, 4);
+      lua_pushliteral(L, "callback_error");
+      lua_setfield(L, -2, "kind");
+      lua_pushstring(L, which);
+      lua_setfield(L, -2, "callback");
+      lua_pushstring(L, msg ? msg : "?");
+      lua_setfield(L, -2, "error");
+      if (call_protected(L) == 0) {
+        lua_pop(L, 1); /* msg */
+        return;
+      }
+      fprintf(stderr, "genesys.notify: on_health failed while reporting an error: %s\n",
+              lua_tostring(L, -1));
+      lua_pop(L, 1);
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  fprintf(stderr, "genesys.notify: %s raised: %s\n", which, msg ? msg : "?");
+  lua_pop(L, 1);
+}
+
+static int poll_items(lua_State *L, lclient_t *u, int timeout_ms) {
+  gn_item_t *it = gn_client_pop(u->c);
+  if (!it && timeout_ms != 0) {
+    struct pollfd pfd = {gn_client_fd(u->c), POLLIN, 0};
+    poll(&pfd, 1, timeout_ms < 0 ? -1 : timeout_ms);
+    it = gn_client_pop(u->c);
+  }
+  lua_getuservalue(L, 1);
+  int uv = lua_gettop(L);
+  int n = 0;
+  while (it) {
+    const char *which = it->type == GN_ITEM_EVENT ? "on_event" : "on_health";
+    lua_getfield(L, uv, which);
+    if (!lua_isfunction(L, -1)) {
+      lua_pop(L, 1);
+      gn_item_free(it);
+    } else {
+      /* Build the table in protected mode so the item is freed even on a memory error. */
+      lua_pushcfunction(L, push_item_table);
+      lua_pushlightuserdata(L, it);
+      int rc = lua_pcall(L, 1, 1, 0);
+      gn_item_free(it);
+      if (rc != 0) {
+        lua_remove(L, -2); /* the callback */
+        report_callback_error(L, uv, which);
+      } else {
+        u->in_callback++;
+        if (call_protected(L)) report_callback_error(L, uv, which);
+        u->in_callback--;
+      }
+      n++;
+    }
+    if (u->closed || n >= POLL_MAX_ITEMS) break;
+    it = gn_client_pop(u->c);
+  }
+  lua_pop(L, 1);
+  return n;
+}
+
+static int l_poll(lua_State *L) {
+  lclient_t *u = check_client(L, 1);
+  lua_Number t = luaL_optnumber(L, 2, 0);
+  if (u->closed || !u->c) {
+    lua_pushinteger(L, 0);
+    return 1;
+  }
+  int timeout = t < 0 ? -1 : t > 2147483647.0 ? 2147483647 : (int)t;
+  lua_pushinteger(L, poll_items(L, u, timeout));
+  return 1;
+}
+
+/* Runs callbacks until the client is closed (from a callback) or has failed for good. Returns the
+ * final state's name. */
+static int l_run(lua_State *L) {
+  lclient_t *u = check_open(L, 1);
+  for (;;) {
+    if (u->closed || !u->c) break;
+    int n = poll_items(L, u, 1000);
+    if (u->closed) break;
+    if (n == 0 && gn_client_state(u->c) == GN_ST_FAILED) break;
+  }
+  lua_pushstring(L, u->c ? gn_state_name(gn_client_state(u->c)) : "closed");
+  return 1;
+}
+
+static int l_start(lua_State *L) {
+  lclient_t *u = check_open(L, 1);
+  if (gn_client_start(u->c) != 0) return luaL_error(L, "genesys.notify: start(): already started");
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int l_fd(lua_State *L) {
+  lclient_t *u = check_open(L, 1);
+  lua_pushinteger(L, gn_client_fd(u->c));
+  return 1;
+}
+
+static void do_close(lclient_t *u) {
+  if (u->closed) return;
+  u->closed = 1;
+  if (u->c) gn_client_close(u->c);
+}
+
+static int l_close(lua_State *L) {
+  lclient_t *u = check_client(L, 1);
+  if (!u->closed) {
+    do_close(u);
+    /* Let the callbacks (and what they hold) be collected. */
+    lua_newtable(L);
+    lua_setuservalue(L, 1);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_gc(lua_State *L) {
+  lclient_t *u = check_client(L, 1);
+  do_close(u);
+  gn_client_free(u->c);
+  u->c = NULL;
+  return 0;
+}
+
+static int l_reconnect(lua_State *L) {
+  lclient_t *u = check_open(L, 1);
+  int r = gn_client_reconnect(u->c);
+  if (r < 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "the client is not running (call start() first)");
+    lua_pushliteral(L, "not_running");
+    return 3;
+  }
+  lua_pushboolean(L, r == 1);
+  return 1;
+}
+
+/* topics: a string or an array of strings. */
+static const char **read_topics(lua_State *L, int idx, size_t *n, const char *fn) {
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    const char **v = (const char **)lua_newuserdata(L, sizeof *v);
+    v[0] = lua_tostring(L, idx);
+    *n = 1;
+    return v;
+  }
+  if (!lua_istable(L, idx))
+    luaL_error(L, "genesys.notify: %s(topics): expected a topic string or an array of strings, "
+               "got %s", fn, luaL_typename(L, idx));
+  size_t len = lua_rawlen(L, idx);
+  const char **v = (const char **)lua_newuserdata(L, (len ? len : 1) * sizeof *v);
+  for (size_t i = 0; i < len; i++) {
+    lua_rawgeti(L, idx, (int)i + 1);
+    if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0)
+      luaL_error(L, "genesys.notify: %s(topics): topics[%d]: expected a non-empty string, got %s",
+                 fn, (int)i + 1, luaL_typename(L, -1));
+    v[i] = lua_tostring(L, -1);
+    lua_pop(L, 1); /* still referenced by the table */
+  }
+  *n = len;
+  return v;
+}
+
+static int subscribe_common(lua_State *L, int add) {
+  lclient_t *u = check_open(L, 1);
+  size_t n;
+  const char **v = read_topics(L, 2, &n, add ? "subscribe" : "unsubscribe");
+  if (gn_client_subscribe(u->c, v, n, add) != 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "out of memory");
+    lua_pushliteral(L, "memory");
+    return 3;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+static int l_subscribe(lua_State *L) { return subscribe_common(L, 1); }
+static int l_unsubscribe(lua_State *L) { return subscribe_common(L, 0); }
+
+static int l_state(lua_State *L) {
+  lclient_t *u = check_client(L, 1);
+  lua_pushstring(L, u->c ? gn_state_name(gn_client_state(u->c)) : "closed");
+  return 1;
+}
+
+static void setnum(lua_State *L, const char *k, double v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, k);
+}
+static void setint(lua_State *L, const char *k, uint64_t v) {
+#if LUA_VERSION_NUM >= 503
+  lua_pushinteger(L, (lua_Integer)v);
+#else
+  lua_pushnumber(L, (lua_Number)v);
+#endif
+  lua_setfield(L, -2, k);
+}
+
+static int l_metrics(lua_State *L) {
+  lclient_t *u = check_client(L, 1);
+  if (!u->c) return luaL_error(L, "genesys.notify: the client is closed");
+  const char *fmt = luaL_optstring(L, 2, "table");
+  gn_metrics_snapshot_t s;
+  gn_client_metrics(u->c, &s);
+  const char *state = gn_state_name(gn_client_state(u->c));
+  if (strcmp(fmt, "prometheus") == 0) {
+    char *txt = gn_metrics_prometheus(&s, state, gn_client_name(u->c));
+    if (!txt) return luaL_error(L, "genesys.notify: out of memory");
+    lua_pushstring(L, txt);
+    free(txt);
+    return 1;
+  }
+  if (strcmp(fmt, "table") != 0)
+    return luaL_argerror(L, 2, "expected \"table\" or \"prometheus\"");
+  lua_createtable(L, 0, 16);
+  setint(L, "attempts", s.attempts);
+  setint(L, "successes", s.successes);
+  setint(L, "failures", s.failures);
+  setnum(L, "success_rate", s.attempts ? (double)s.successes / (double)s.attempts : 0);
+  setint(L, "events", s.events);
+  setint(L, "dropped", s.dropped);
+  setint(L, "heartbeats", s.heartbeats);
+  setint(L, "malformed", s.malformed);
+  setint(L, "disconnects", s.disconnects);
+  setint(L, "health", s.health);
+  setnum(L, "uptime_ms", s.uptime_ms);
+  setnum(L, "connected_ms", s.connected_ms);
+  setnum(L, "deaf_ms", s.deaf_ms);
+  lua_pushstring(L, state);
+  lua_setfield(L, -2, "state");
+  lua_createtable(L, 0, 5);
+  setint(L, "count", s.lat_count);
+  if (s.lat_count) {
+    setnum(L, "p50", s.lat_p50);
+    setnum(L, "p90", s.lat_p90);
+    setnum(L, "p99", s.lat_p99);
+    setnum(L, "max", s.lat_max);
+  }
+  lua_setfield(L, -2, "latency_ms");
+  uint64_t cycles, coalesced, triggers;
+  gn_client_sched_counts(u->c, &cycles, &coalesced, &triggers);
+  lua_createtable(L, 0, 3);
+  setint(L, "cycles", cycles);
+  setint(L, "coalesced", coalesced);
+  setint(L, "triggers", triggers);
+  lua_setfield(L, -2, "scheduler");
+  setint(L, "token_requests", gn_client_token_requests(u->c));
+  return 1;
+}
+
+static int l_tostring(lua_State *L) {
+  lclient_t *u = check_client(L, 1);
+  lua_pushfstring(L, "genesys.notify.client (%s) %p",
+                  u->c ? gn_state_name(gn_client_state(u->c)) : "closed", (void *)u);
+  return 1;
+}
+
+/* ---- construction ---- */
+
+static const char *opt_string(lua_State *L, int t, const char *k, int required) {
+  lua_getfield(L, t, k);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    if (required) luaL_error(L, "genesys.notify: %s: expected a string, got nil", k);
+    return NULL;
+  }
+  if (lua_type(L, -1) != LUA_TSTRING)
+    luaL_error(L, "genesys.notify: %s: expected a string, got %s", k, luaL_typename(L, -1));
+  const char *s = lua_tostring(L, -1);
+  lua_pop(L, 1); /* the table keeps it alive */
+  return s;
+}
+static double opt_number(lua_State *L, int t, const char *k, double def, double lo, double hi) {
+  lua_getfield(L, t, k);
+  double v = def;
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TNUMBER)
+      luaL_error(L, "genesys.notify: %s: expected a number, got %s", k, luaL_typename(L, -1));
+    v = lua_tonumber(L, -1);
+    if (!(v >= lo && v <= hi))
+      luaL_error(L, "genesys.notify: %s: expected a number from %g to %g, got %g", k, lo, hi, v);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* core.client_new(cfg): cfg is the table genesys.notify builds after validating the user's
+ * configuration (field names there are the user's; here they are the normalized ones). */
+static int l_client_new(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  gn_client_cfg_t cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.token_url = opt_string(L, 1, "token_url", 1);
+  cfg.api_base = opt_string(L, 1, "api_base", 1);
+  cfg.client_id = opt_string(L, 1, "client_id", 1);
+  cfg.client_secret = opt_string(L, 1, "client_secret", 1);
+  cfg.ca_file = opt_string(L, 1, "ca_file", 0);
+  cfg.name = opt_string(L, 1, "name", 0);
+  lua_getfield(L, 1, "verify");
+  cfg.verify = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  cfg.connect_timeout_ms = (long)opt_number(L, 1, "connect_timeout_ms", 10000, 1, 3600e3);
+  cfg.handshake_timeout_ms = (long)opt_number(L, 1, "handshake_timeout_ms", 10000, 1, 3600e3);
+  cfg.http_timeout_ms = (long)opt_number(L, 1, "http_timeout_ms", 30000, 1, 3600e3);
+  cfg.queue_limit = (size_t)opt_number(L, 1, "queue_limit", 10000, 1, 1e9);
+  cfg.max_message = (size_t)opt_number(L, 1, "max_message_size", 1048576, 256, 1 << 30);
+  cfg.idle_ms = (long)opt_number(L, 1, "idle_ms", 35000, 10, 86400e3);
+  cfg.ping_timeout_ms = (long)opt_number(L, 1, "ping_timeout_ms", 10000, 10, 86400e3);
+  lua_getfield(L, 1, "backoff");
+  lgn_backoff_policy_from_table(L, -1, &cfg.backoff);
+  lua_pop(L, 1);
+  size_t nt = 0;
+  const char **topics = NULL;
+  lua_getfield(L, 1, "topics");
+  int tidx = lua_gettop(L);
+  if (!lua_isnil(L, tidx)) topics = read_topics(L, tidx, &nt, "new");
+  cfg.topics = topics;
+  cfg.ntopics = nt;
+  /* on_event / on_health go to the user value. */
+  lua_getfield(L, 1, "on_event");
+  lua_getfield(L, 1, "on_health");
+  for (int i = -2; i <= -1; i++)
+    if (!lua_isnil(L, i) && !lua_isfunction(L, i))
+      luaL_error(L, "genesys.notify: %s: expected a function, got %s",
+                 i == -2 ? "on_event" : "on_health", luaL_typename(L, i));
+  lclient_t *u = (lclient_t *)lua_newuserdata(L, sizeof *u);
+  memset(u, 0, sizeof *u);
+  luaL_setmetatable(L, LGN_CLIENT_MT);
+  lua_createtable(L, 0, 2);
+  lua_pushvalue(L, -4); /* [on_event, on_health, ud, uv] */
+  lua_setfield(L, -2, "on_event");
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "on_health");
+  lua_setuservalue(L, -2);
+  char err[256] = "";
+  u->c = gn_client_new(&cfg, NULL, err, sizeof err);
+  if (!u->c) {
+    u->closed = 1;
+    return luaL_error(L, "genesys.notify: %s", err);
+  }
+  return 1;
+}
+
+int lgn_open_client(lua_State *L);
+int lgn_open_client(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"start", l_start},           {"poll", l_poll},         {"run", l_run},
+      {"fd", l_fd},                 {"close", l_close},       {"reconnect", l_reconnect},
+      {"subscribe", l_subscribe},   {"unsubscribe", l_unsubscribe},
+      {"state", l_state},           {"metrics", l_metrics},   {NULL, NULL}};
+  if (luaL_newmetatable(L, LGN_CLIENT_MT)) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__gc");
+#if GN_HAVE_CLOSE
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__close");
+#endif
+    lua_pushcfunction(L, l_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  /* module table is at the top */
+  lua_pushcfunction(L, l_client_new);
+  lua_setfield(L, -2, "client_new");
+  lua_pushcfunction(L, l_decode);
+  lua_setfield(L, -2, "json_decode");
+  lua_pushlightuserdata(L, NULL);
+  lua_setfield(L, -2, "null");
+  return 0;
+}

@@ -1,0 +1,44 @@
+/* metrics.h: per-client counters and reconnect-latency percentiles.
+ *
+ * Written by the service thread, read by the Lua thread: every access goes through the struct's
+ * mutex (reads are rare and coarse: one snapshot per client:metrics() call).
+ */
+#ifndef GN_METRICS_H
+#define GN_METRICS_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define GN_LAT_SAMPLES 1024 /* latest reconnect latencies kept for percentiles */
+
+typedef struct {
+  uint64_t attempts, successes, failures;
+  uint64_t events, dropped, heartbeats, malformed, disconnects, health;
+  double lat_p50, lat_p90, lat_p99, lat_max; /* ms; -1 when no sample yet */
+  uint64_t lat_count;
+  double uptime_ms;        /* since the client started */
+  double connected_ms;     /* current connection's age, 0 when not open */
+  double deaf_ms;          /* total time without a live connection since the first open */
+} gn_metrics_snapshot_t;
+
+typedef struct {
+  pthread_mutex_t mu;
+  uint64_t attempts, successes, failures;
+  uint64_t events, dropped, heartbeats, malformed, disconnects, health;
+  double lat[GN_LAT_SAMPLES];
+  size_t lat_n, lat_pos;
+  uint64_t lat_count;
+  double lat_max;
+  uint64_t started_ms, open_since_ms;
+  double deaf_ms;
+} gn_metrics_t;
+
+void gn_metrics_init(gn_metrics_t *m);
+void gn_metrics_destroy(gn_metrics_t *m);
+void gn_metrics_add_latency(gn_metrics_t *m, double ms); /* locks */
+void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *out);
+/* Prometheus text exposition; returns a malloc'd string (NULL when out of memory). */
+char *gn_metrics_prometheus(const gn_metrics_snapshot_t *s, const char *state, const char *client);
+
+#endif

@@ -1,0 +1,78 @@
+/* oauth.h: OAuth client-credentials tokens, one cache entry per (token URL, credential, TLS
+ * settings), shared by every client of the process, whatever context it runs on.
+ *
+ * At most one token request is in flight per entry, however many clients need a token: the first
+ * asker starts it on its own loop, the others register a waiter and are poked (gn_service_poke)
+ * when the result is in. Tokens are handed out only while they have comfortably more than
+ * a margin of life left (min(60 s, 10 % of expires_in)), so no REST call or handshake starts with
+ * a token about to expire. A client that got a 401 with a token invalidates that token's
+ * generation; the next asker fetches a new one (one fetch for all of them).
+ *
+ * The secret and the token never appear in messages produced here.
+ */
+#ifndef GN_OAUTH_H
+#define GN_OAUTH_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+typedef struct gn_service gn_service_t;
+typedef struct gn_token_entry gn_token_entry_t;
+
+typedef enum {
+  GN_TOK_OK = 0,
+  GN_TOK_AUTH,      /* credentials refused (400/401): final without new input */
+  GN_TOK_FORBIDDEN, /* 403: final */
+  GN_TOK_RATE,      /* 429: retry_after_ms is the floor of the next delay */
+  GN_TOK_RETRY,     /* 5xx, network, bad answer: back off and retry */
+  GN_TOK_AGAIN      /* the fetch was abandoned by its context: ask again now */
+} gn_token_kind_t;
+
+typedef struct {
+  gn_token_kind_t kind;
+  char *token;          /* malloc'd copy (GN_TOK_OK), free with gn_token_result_clear */
+  uint64_t gen;         /* generation of this token (for gn_token_invalidate) */
+  double expires_in_s;  /* remaining lifetime when handed out */
+  int fetched;          /* 1 when this result comes from a request made for this wait */
+  long status;
+  double retry_after_ms;
+  int tls;
+  char error[256];
+} gn_token_result_t;
+
+typedef struct gn_token_waiter {
+  struct gn_token_waiter *next, *prev;
+  gn_service_t *svc;
+  int registered;
+  _Atomic int ready;
+  gn_token_result_t res;
+} gn_token_waiter_t;
+
+typedef struct {
+  const char *token_url;
+  const char *client_id;
+  const char *client_secret;
+  const char *ca_file;
+  int verify;
+  long timeout_ms, connect_timeout_ms;
+} gn_token_cfg_t;
+
+/* The shared entry for cfg (created on first use); NULL when out of memory. Any thread. */
+gn_token_entry_t *gn_token_entry_acquire(const gn_token_cfg_t *cfg);
+void gn_token_entry_release(gn_token_entry_t *e);
+
+/* Returns 1 with *res filled (a token, or the failure of the fetch this waiter waited for), or 0
+ * when w is now waiting: svc's members will be poked when the fetch ends; call again then.
+ * Loop thread of svc. */
+int gn_token_get(gn_token_entry_t *e, gn_service_t *svc, gn_token_waiter_t *w,
+                 gn_token_result_t *res);
+/* Stops waiting (a closing client). Loop thread of w->svc. */
+void gn_token_cancel(gn_token_entry_t *e, gn_token_waiter_t *w);
+/* The token of generation gen was refused (401): forget it unless a newer one is cached. */
+void gn_token_invalidate(gn_token_entry_t *e, uint64_t gen);
+void gn_token_result_clear(gn_token_result_t *r);
+
+/* Token requests made for this entry (tests count them). Any thread. */
+unsigned long gn_token_requests(gn_token_entry_t *e);
+
+#endif

@@ -1,0 +1,305 @@
+/* service.c: the service thread of a context (see service.h).
+ *
+ * Teardown order matters and was found by trial with valgrind (ARCHITECTURE.md): inside a loop
+ * callback, shut curl down and close our own handles, call lws_context_destroy() once, let
+ * uv_run() return, call lws_context_destroy() a second time (lws frees the rest of its per-thread
+ * state only then), and close the loop.
+ */
+#include "service.h"
+#include "http.h"
+#include "transport.h"
+#include "gn_util.h"
+
+#include <errno.h>
+#include <libwebsockets.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+
+typedef struct task {
+  struct task *next;
+  gn_task_fn fn;
+  void *arg;
+} task_t;
+
+typedef struct vhost_ent {
+  struct vhost_ent *next;
+  char *ca_file;
+  struct lws_vhost *vh;
+} vhost_ent_t;
+
+struct gn_service {
+  pthread_t thread;
+  pthread_t thread_id_copy;
+  uv_loop_t loop;
+  uv_async_t wake;
+  struct lws_context *lws;
+  gn_http_t *http;
+  vhost_ent_t *vhosts;
+  int vhost_seq;
+  gn_member_t members; /* sentinel of a circular list */
+
+  pthread_mutex_t mu;  /* guards tasks, stopping, refs, ready */
+  pthread_cond_t cv;
+  task_t *head, *tail;
+  int stopping;        /* no more posts accepted */
+  int ready;           /* 1 started, -1 failed to start */
+  char start_err[256];
+  int refs;
+  int is_default;
+  task_t stop_mem;
+};
+
+static pthread_mutex_t default_mu = PTHREAD_MUTEX_INITIALIZER;
+static gn_service_t *default_svc;
+
+static void drain_cb(uv_async_t *h) {
+  gn_service_t *svc = h->data;
+  for (;;) {
+    /* Take the whole queue at once: several uv_async_send() calls may collapse into one wake-up. */
+    pthread_mutex_lock(&svc->mu);
+    task_t *t = svc->head;
+    svc->head = svc->tail = NULL;
+    pthread_mutex_unlock(&svc->mu);
+    if (!t) break;
+    while (t) {
+      task_t *n = t->next;
+      t->fn(svc, t->arg);
+      if (t != &svc->stop_mem) free(t);
+      t = n;
+    }
+  }
+}
+
+static void stop_task(gn_service_t *svc, void *arg) {
+  (void)arg;
+  gn_http_shutdown(svc->http);
+  svc->http = NULL;
+  uv_close((uv_handle_t *)&svc->wake, NULL);
+  if (svc->lws) lws_context_destroy(svc->lws);
+}
+
+static void close_walk_cb(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void *thread_main(void *arg) {
+  gn_service_t *svc = arg;
+  char err[256] = "";
+  int ok = 0;
+  if (uv_loop_init(&svc->loop) != 0) {
+    snprintf(err, sizeof err, "context: uv_loop_init failed");
+    goto signal;
+  }
+  svc->wake.data = svc;
+  uv_async_init(&svc->loop, &svc->wake, drain_cb);
+  svc->http = gn_http_new(&svc->loop, err, sizeof err);
+  if (!svc->http) goto signal;
+  svc->lws = gn_transport_context_new(&svc->loop, err, sizeof err);
+  if (!svc->lws) goto signal;
+  ok = 1;
+signal:
+  pthread_mutex_lock(&svc->mu);
+  svc->ready = ok ? 1 : -1;
+  if (!ok) snprintf(svc->start_err, sizeof svc->start_err, "%s", err);
+  pthread_cond_broadcast(&svc->cv);
+  pthread_mutex_unlock(&svc->mu);
+  if (!ok) {
+    if (svc->http) gn_http_shutdown(svc->http);
+    svc->http = NULL;
+    if (uv_loop_alive(&svc->loop) || 1) {
+      uv_walk(&svc->loop, close_walk_cb, NULL);
+      uv_run(&svc->loop, UV_RUN_DEFAULT);
+    }
+    uv_loop_close(&svc->loop);
+    return NULL;
+  }
+  uv_run(&svc->loop, UV_RUN_DEFAULT);
+  if (svc->lws) lws_context_destroy(svc->lws);
+  svc->lws = NULL;
+  /* Anything still open (a handle lws left) is closed so the loop can be closed. */
+  if (uv_loop_close(&svc->loop) == UV_EBUSY) {
+    uv_walk(&svc->loop, close_walk_cb, NULL);
+    uv_run(&svc->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&svc->loop);
+  }
+  return NULL;
+}
+
+gn_service_t *gn_service_new(char *err, size_t errlen) {
+  gn_service_t *svc = calloc(1, sizeof *svc);
+  if (!svc) {
+    snprintf(err, errlen, "context: out of memory");
+    return NULL;
+  }
+  pthread_mutex_init(&svc->mu, NULL);
+  pthread_cond_init(&svc->cv, NULL);
+  svc->members.next = svc->members.prev = &svc->members;
+  svc->refs = 1;
+  if (pthread_create(&svc->thread, NULL, thread_main, svc) != 0) {
+    snprintf(err, errlen, "context: cannot start the service thread (%s)", strerror(errno));
+    pthread_mutex_destroy(&svc->mu);
+    pthread_cond_destroy(&svc->cv);
+    free(svc);
+    return NULL;
+  }
+  pthread_mutex_lock(&svc->mu);
+  while (svc->ready == 0) pthread_cond_wait(&svc->cv, &svc->mu);
+  int ok = svc->ready == 1;
+  pthread_mutex_unlock(&svc->mu);
+  if (!ok) {
+    pthread_join(svc->thread, NULL);
+    snprintf(err, errlen, "%s", svc->start_err);
+    pthread_mutex_destroy(&svc->mu);
+    pthread_cond_destroy(&svc->cv);
+    free(svc);
+    return NULL;
+  }
+  return svc;
+}
+
+gn_service_t *gn_service_acquire_default(char *err, size_t errlen) {
+  pthread_mutex_lock(&default_mu);
+  gn_service_t *svc = default_svc;
+  if (svc) {
+    pthread_mutex_lock(&svc->mu);
+    svc->refs++;
+    pthread_mutex_unlock(&svc->mu);
+  } else {
+    svc = gn_service_new(err, errlen);
+    if (svc) {
+      svc->is_default = 1;
+      default_svc = svc;
+    }
+  }
+  pthread_mutex_unlock(&default_mu);
+  return svc;
+}
+
+void gn_service_ref(gn_service_t *svc) {
+  pthread_mutex_lock(&svc->mu);
+  svc->refs++;
+  pthread_mutex_unlock(&svc->mu);
+}
+
+void gn_service_release(gn_service_t *svc) {
+  if (!svc) return;
+  /* default_mu first so that acquire_default() never hands out a context that is stopping. */
+  pthread_mutex_lock(&default_mu);
+  pthread_mutex_lock(&svc->mu);
+  int last = --svc->refs == 0;
+  if (last) {
+    if (svc->is_default && default_svc == svc) default_svc = NULL;
+  }
+  pthread_mutex_unlock(&svc->mu);
+  pthread_mutex_unlock(&default_mu);
+  if (!last) return;
+  /* Queue the stop and refuse later posts in one critical section. */
+  task_t *t = &svc->stop_mem; /* preallocated: stopping cannot fail for lack of memory */
+  t->next = NULL;
+  t->fn = stop_task;
+  t->arg = NULL;
+  pthread_mutex_lock(&svc->mu);
+  svc->stopping = 1;
+  if (svc->tail) svc->tail->next = t;
+  else svc->head = t;
+  svc->tail = t;
+  uv_async_send(&svc->wake);
+  pthread_mutex_unlock(&svc->mu);
+  pthread_join(svc->thread, NULL);
+  while (svc->vhosts) {
+    vhost_ent_t *v = svc->vhosts;
+    svc->vhosts = v->next;
+    free(v->ca_file);
+    free(v);
+  }
+  /* Tasks posted after the stop (none should be) are dropped: their owners are gone. */
+  while (svc->head) {
+    task_t *t = svc->head;
+    svc->head = t->next;
+    if (t != &svc->stop_mem) free(t);
+  }
+  pthread_mutex_destroy(&svc->mu);
+  pthread_cond_destroy(&svc->cv);
+  free(svc);
+}
+
+int gn_service_post(gn_service_t *svc, gn_task_fn fn, void *arg) {
+  task_t *t = malloc(sizeof *t);
+  if (!t) return -1;
+  t->next = NULL;
+  t->fn = fn;
+  t->arg = arg;
+  pthread_mutex_lock(&svc->mu);
+  if (svc->stopping) {
+    pthread_mutex_unlock(&svc->mu);
+    free(t);
+    return -1;
+  }
+  if (svc->tail) svc->tail->next = t;
+  else svc->head = t;
+  svc->tail = t;
+  /* Sent under the lock: after stop_task is queued the handle is closed only by the loop
+   * itself, which cannot happen before this send returns. */
+  uv_async_send(&svc->wake);
+  pthread_mutex_unlock(&svc->mu);
+  return 0;
+}
+
+int gn_service_on_thread(const gn_service_t *svc) {
+  return pthread_equal(pthread_self(), svc->thread);
+}
+
+uv_loop_t *gn_service_loop(gn_service_t *svc) { return &svc->loop; }
+struct lws_context *gn_service_lws(gn_service_t *svc) { return svc->lws; }
+gn_http_t *gn_service_http(gn_service_t *svc) { return svc->http; }
+
+struct lws_vhost *gn_service_vhost(gn_service_t *svc, const char *ca_file, char *err,
+                                   size_t errlen) {
+  const char *key = ca_file ? ca_file : "";
+  for (vhost_ent_t *v = svc->vhosts; v; v = v->next)
+    if (strcmp(v->ca_file, key) == 0) return v->vh;
+  char name[32];
+  snprintf(name, sizeof name, "gn-client-%d", ++svc->vhost_seq);
+  struct lws_vhost *vh = gn_transport_vhost_new(svc->lws, name, *key ? key : NULL, err, errlen);
+  if (!vh) return NULL;
+  vhost_ent_t *v = calloc(1, sizeof *v);
+  if (!v || !(v->ca_file = gn_strdup(key))) {
+    free(v);
+    snprintf(err, errlen, "tls: out of memory");
+    return NULL; /* the vhost itself is freed with the context */
+  }
+  v->vh = vh;
+  v->next = svc->vhosts;
+  svc->vhosts = v;
+  return vh;
+}
+
+void gn_service_member_add(gn_service_t *svc, gn_member_t *m) {
+  m->next = svc->members.next;
+  m->prev = &svc->members;
+  svc->members.next->prev = m;
+  svc->members.next = m;
+}
+
+void gn_service_member_remove(gn_service_t *svc, gn_member_t *m) {
+  (void)svc;
+  if (!m->next) return;
+  m->prev->next = m->next;
+  m->next->prev = m->prev;
+  m->next = m->prev = NULL;
+}
+
+static void poke_task(gn_service_t *svc, void *arg) {
+  (void)arg;
+  /* A poke may remove its own member (a client failing): walk with a saved next. */
+  gn_member_t *m = svc->members.next;
+  while (m != &svc->members) {
+    gn_member_t *n = m->next;
+    m->poke(m);
+    m = n;
+  }
+}
+
+void gn_service_poke(gn_service_t *svc) { gn_service_post(svc, poke_task, NULL); }

@@ -1,0 +1,532 @@
+/* transport.c: libwebsockets client connections (see transport.h).
+ *
+ * Facts this file relies on (libwebsockets 4.1.6, see ARCHITECTURE.md):
+ * - ci.host must never be NULL with TLS (crash); it carries the name for SNI and certificate
+ *   checks while ci.address carries the resolved IP.
+ * - The reason of a TLS failure reaches the callback only as "connect SSL err 1"; the useful text
+ *   ("unable to get local issuer certificate") is only in lws's log, captured here per thread.
+ * - Returning -1 from CLIENT_ESTABLISHED causes an extra CONNECTION_ERROR: we close with
+ *   lws_set_timeout(..., LWS_TO_KILL_ASYNC) instead.
+ * - lws may call CLIENT_WRITEABLE without being asked: writes are driven by pending flags.
+ */
+#include "transport.h"
+#include "service.h"
+#include "gn_util.h"
+
+#include <arpa/inet.h>
+#include <libwebsockets.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <strings.h>
+
+enum { C_RESOLVING = 1, C_CONNECTING, C_OPEN, C_DONE };
+
+struct gn_conn {
+  gn_service_t *svc;
+  gn_conn_cbs_t cbs;
+  void *ud;
+  int state;
+  int detached;      /* owner closed or aborted, or on_close delivered: no more callbacks */
+  int gai_pending;
+  uv_getaddrinfo_t *gai;
+  uv_timer_t *timer;
+  struct lws *wsi;
+  char *host, *path;
+  int port, tls;
+  char *ca_file;
+  int verify;
+  size_t max_message;
+  long connect_timeout_ms, handshake_timeout_ms;
+  int handshake_started;
+  gn_buf_t rx;
+  int rx_binary, rx_discard;
+  gn_buf_t tx;        /* pending text messages, each prefixed by a 4-byte length */
+  size_t tx_off;
+  int close_pending;  /* send a close frame at the next writeable */
+  int close_code;
+  char close_reason[124];
+  int peer_code;
+  char peer_reason[124];
+  int http_status;
+};
+
+/* ---- lws log capture: the only place TLS failure reasons appear ---- */
+static _Thread_local char last_log[512];
+static void log_emit(int level, const char *line) {
+  (void)level;
+  /* Keep the latest error or warning of this thread; connections read it when they fail. */
+  size_t n = strlen(line);
+  while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
+  if (n >= sizeof last_log) n = sizeof last_log - 1;
+  memcpy(last_log, line, n);
+  last_log[n] = 0;
+  if (getenv("GN_LWS_LOG")) fprintf(stderr, "lws: %s\n", last_log);
+}
+static pthread_once_t log_once = PTHREAD_ONCE_INIT;
+static void log_init(void) {
+  lws_set_log_level(getenv("GN_LWS_LOG") ? (LLL_ERR | LLL_WARN | LLL_NOTICE | LLL_INFO)
+                                         : (LLL_ERR | LLL_WARN), log_emit);
+}
+
+static void free_handle_cb(uv_handle_t *h) { free(h); }
+
+static void conn_maybe_free(gn_conn_t *c) {
+  if (!c->detached || c->gai_pending || c->wsi) return;
+  if (c->timer) {
+    uv_timer_stop(c->timer);
+    uv_close((uv_handle_t *)c->timer, free_handle_cb);
+    c->timer = NULL;
+  }
+  gn_buf_free(&c->rx);
+  gn_buf_free(&c->tx);
+  free(c->host);
+  free(c->path);
+  free(c->ca_file);
+  free(c);
+}
+
+static void kill_wsi(gn_conn_t *c) {
+  if (c->wsi) lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+/* Delivers on_close once, then the connection is detached. */
+static void deliver_close(gn_conn_t *c, gn_close_info_t *info) {
+  if (c->timer) uv_timer_stop(c->timer);
+  int was = c->state;
+  c->state = C_DONE;
+  if (c->detached) return;
+  c->detached = 1;
+  if (!info->stage) info->stage = was == C_OPEN ? "open" : was == C_RESOLVING ? "dns" : "connect";
+  c->cbs.on_close(c->ud, c, info);
+}
+
+static void fail(gn_conn_t *c, const char *stage, int timed_out, const char *fmt, const char *a) {
+  gn_close_info_t info = {0};
+  info.code = 1006;
+  info.stage = stage;
+  info.timed_out = timed_out;
+  snprintf(info.error, sizeof info.error, fmt, a ? a : "");
+  deliver_close(c, &info);
+}
+
+static void timer_cb(uv_timer_t *t) {
+  gn_conn_t *c = t->data;
+  const char *stage = c->state == C_RESOLVING ? "dns" : c->handshake_started ? "handshake" : "connect";
+  char msg[96];
+  snprintf(msg, sizeof msg, "%s timed out after %ld ms", stage,
+           c->handshake_started ? c->handshake_timeout_ms : c->connect_timeout_ms);
+  kill_wsi(c);
+  fail(c, stage, 1, "%s", msg);
+  conn_maybe_free(c);
+}
+
+static int start_lws(gn_conn_t *c, const char *ip) {
+  char err[256] = "";
+  struct lws_vhost *vh = gn_service_vhost(c->svc, c->ca_file, err, sizeof err);
+  if (!vh) {
+    gn_close_info_t info = {0};
+    info.code = 1006;
+    info.stage = "tls";
+    info.tls = 1;
+    snprintf(info.error, sizeof info.error, "%s", err);
+    deliver_close(c, &info);
+    return -1;
+  }
+  struct lws_client_connect_info ci;
+  memset(&ci, 0, sizeof ci);
+  ci.context = gn_service_lws(c->svc);
+  ci.vhost = vh;
+  ci.address = ip;
+  ci.port = c->port;
+  ci.path = c->path;
+  ci.host = c->host; /* never NULL: SNI and certificate name */
+  ci.origin = c->host;
+  ci.ietf_version_or_minus_one = -1;
+  ci.local_protocol_name = "gn-notify";
+  ci.opaque_user_data = c;
+  if (c->tls) {
+    ci.ssl_connection = LCCSCF_USE_SSL;
+    if (!c->verify)
+      ci.ssl_connection |= LCCSCF_ALLOW_SELFSIGNED | LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
+                           LCCSCF_ALLOW_EXPIRED | LCCSCF_ALLOW_INSECURE;
+  }
+  last_log[0] = 0;
+  c->state = C_CONNECTING;
+  struct lws *wsi = lws_client_connect_via_info(&ci);
+  /* A synchronous failure has already called CONNECTION_ERROR (state DONE) or not at all. */
+  if (!wsi) {
+    if (c->state != C_DONE) fail(c, "connect", 0, "connection failed: %s", last_log[0] ? last_log : "lws refused the connection");
+    return -1;
+  }
+  if (c->state == C_DONE) return -1;
+  c->wsi = wsi;
+  return 0;
+}
+
+static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  gn_conn_t *c = req->data;
+  c->gai_pending = 0;
+  free(req);
+  c->gai = NULL;
+  if (c->detached || c->state != C_RESOLVING) {
+    if (res) uv_freeaddrinfo(res);
+    conn_maybe_free(c);
+    return;
+  }
+  if (status != 0 || !res) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "cannot resolve %s: %s", c->host, uv_strerror(status));
+    if (res) uv_freeaddrinfo(res);
+    fail(c, "dns", 0, "%s", msg);
+    conn_maybe_free(c);
+    return;
+  }
+  char ip[INET6_ADDRSTRLEN] = "";
+  const struct addrinfo *ai = res;
+  if (ai->ai_family == AF_INET)
+    inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, ip, sizeof ip);
+  else if (ai->ai_family == AF_INET6)
+    inet_ntop(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, ip, sizeof ip);
+  uv_freeaddrinfo(res);
+  start_lws(c, ip);
+  conn_maybe_free(c);
+}
+
+static int parse_url(gn_conn_t *c, const char *url, char *err, size_t errlen) {
+  const char *p;
+  if (strncasecmp(url, "wss://", 6) == 0) {
+    c->tls = 1;
+    p = url + 6;
+  } else if (strncasecmp(url, "ws://", 5) == 0) {
+    c->tls = 0;
+    p = url + 5;
+  } else {
+    snprintf(err, errlen, "connectUri: expected a wss:// URL");
+    return -1;
+  }
+  const char *slash = strchr(p, '/');
+  size_t hl = slash ? (size_t)(slash - p) : strlen(p);
+  char hostport[300];
+  if (hl == 0 || hl >= sizeof hostport) {
+    snprintf(err, errlen, "connectUri: expected a host name");
+    return -1;
+  }
+  memcpy(hostport, p, hl);
+  hostport[hl] = 0;
+  c->port = c->tls ? 443 : 80;
+  char *hs = hostport, *colon;
+  if (hs[0] == '[') { /* [v6]:port */
+    char *rb = strchr(hs, ']');
+    if (!rb) {
+      snprintf(err, errlen, "connectUri: bad IPv6 literal");
+      return -1;
+    }
+    *rb = 0;
+    colon = rb[1] == ':' ? rb + 1 : NULL;
+    hs++;
+  } else {
+    colon = strrchr(hs, ':');
+    if (colon) *colon = 0;
+  }
+  if (colon) {
+    long port = strtol(colon + 1, NULL, 10);
+    if (port <= 0 || port > 65535) {
+      snprintf(err, errlen, "connectUri: bad port");
+      return -1;
+    }
+    c->port = (int)port;
+  }
+  c->host = gn_strdup(hs);
+  c->path = gn_strdup(slash ? slash : "/");
+  if (!c->host || !c->path) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+gn_conn_t *gn_conn_open(gn_service_t *svc, const gn_conn_opts_t *o, const gn_conn_cbs_t *cbs,
+                        void *ud, char *err, size_t errlen) {
+  gn_conn_t *c = calloc(1, sizeof *c);
+  if (!c) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  c->svc = svc;
+  c->cbs = *cbs;
+  c->ud = ud;
+  c->verify = o->verify;
+  c->max_message = o->max_message ? o->max_message : (1u << 20);
+  c->connect_timeout_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 10000;
+  c->handshake_timeout_ms = o->handshake_timeout_ms > 0 ? o->handshake_timeout_ms : 10000;
+  c->peer_code = 0;
+  if (parse_url(c, o->url, err, errlen) != 0 ||
+      (o->ca_file && !(c->ca_file = gn_strdup(o->ca_file))) ||
+      !(c->timer = malloc(sizeof *c->timer)) || !(c->gai = calloc(1, sizeof *c->gai))) {
+    if (!*err) snprintf(err, errlen, "out of memory");
+    free(c->host);
+    free(c->path);
+    free(c->ca_file);
+    free(c->timer);
+    free(c);
+    return NULL;
+  }
+  uv_loop_t *loop = gn_service_loop(svc);
+  uv_timer_init(loop, c->timer);
+  c->timer->data = c;
+  uv_timer_start(c->timer, timer_cb, (uint64_t)c->connect_timeout_ms, 0);
+  c->state = C_RESOLVING;
+  c->gai->data = c;
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  c->gai_pending = 1;
+  int rc = uv_getaddrinfo(loop, c->gai, gai_cb, c->host, NULL, &hints);
+  if (rc != 0) {
+    c->gai_pending = 0;
+    free(c->gai);
+    c->gai = NULL;
+    snprintf(err, errlen, "cannot resolve %s: %s", c->host, uv_strerror(rc));
+    c->detached = 1;
+    conn_maybe_free(c);
+    return NULL;
+  }
+  return c;
+}
+
+int gn_conn_send_text(gn_conn_t *c, const char *text, size_t len) {
+  if (!c || c->state != C_OPEN || c->detached || !c->wsi) return -1;
+  uint32_t l = (uint32_t)len;
+  if (gn_buf_add(&c->tx, &l, sizeof l) || gn_buf_add(&c->tx, text, len)) return -1;
+  lws_callback_on_writable(c->wsi);
+  return 0;
+}
+
+void gn_conn_close(gn_conn_t *c, int code, const char *reason) {
+  if (!c) return;
+  c->detached = 1;
+  if (c->timer) uv_timer_stop(c->timer);
+  if (c->state == C_OPEN && c->wsi) {
+    c->close_pending = 1;
+    c->close_code = code;
+    snprintf(c->close_reason, sizeof c->close_reason, "%s", reason ? reason : "");
+    lws_callback_on_writable(c->wsi);
+    /* If the peer never lets us write, lws's own timeout ends it. */
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 2);
+  } else {
+    kill_wsi(c);
+  }
+  c->state = C_DONE;
+  conn_maybe_free(c);
+}
+
+void gn_conn_abort(gn_conn_t *c) {
+  if (!c) return;
+  c->detached = 1;
+  c->state = C_DONE;
+  kill_wsi(c);
+  conn_maybe_free(c);
+}
+
+static void wsi_gone(gn_conn_t *c, struct lws *wsi) {
+  lws_set_opaque_user_data(wsi, NULL);
+  if (c->wsi == wsi) c->wsi = NULL;
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len) {
+  gn_conn_t *c = wsi ? lws_get_opaque_user_data(wsi) : NULL;
+  switch (reason) {
+  case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
+    if (!c) return 0;
+    gn_close_info_t info = {0};
+    info.code = 1006;
+    const char *msg = in ? (const char *)in : "connection error";
+    int status = (int)lws_http_client_http_response(wsi);
+    info.stage = c->handshake_started ? "handshake" : "connect";
+    if (strstr(msg, "SSL") || strstr(msg, "ssl") || strstr(msg, "tls") || strstr(last_log, "SSL") ||
+        strstr(last_log, "certificate")) {
+      if (!c->handshake_started) {
+        info.tls = 1;
+        info.stage = "tls";
+      }
+    }
+    if (c->handshake_started && status > 0 && status != 101) info.http_status = status;
+    if (info.tls && last_log[0])
+      snprintf(info.error, sizeof info.error, "TLS failure: %.200s", last_log);
+    else if (info.http_status)
+      snprintf(info.error, sizeof info.error, "handshake refused with HTTP %d", info.http_status);
+    else
+      snprintf(info.error, sizeof info.error, "%s", msg);
+    wsi_gone(c, wsi);
+    deliver_close(c, &info);
+    conn_maybe_free(c);
+    return 0;
+  }
+  case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
+    if (c && !c->handshake_started) {
+      c->handshake_started = 1;
+      if (c->timer && !c->detached)
+        uv_timer_start(c->timer, timer_cb, (uint64_t)c->handshake_timeout_ms, 0);
+    }
+    return 0;
+  case LWS_CALLBACK_CLIENT_ESTABLISHED:
+    if (!c || c->detached) {
+      lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+      return 0;
+    }
+    uv_timer_stop(c->timer);
+    c->state = C_OPEN;
+    c->cbs.on_open(c->ud, c);
+    return 0;
+  case LWS_CALLBACK_CLIENT_RECEIVE: {
+    if (!c || c->detached) return 0;
+    if (lws_is_first_fragment(wsi)) {
+      gn_buf_reset(&c->rx);
+      c->rx_binary = lws_frame_is_binary(wsi);
+    }
+    if (c->rx.len + len > c->max_message) {
+      size_t total = c->rx.len + len + lws_remaining_packet_payload(wsi);
+      gn_close_info_t info = {0};
+      info.code = 1009;
+      info.stage = "open";
+      info.oversize = 1;
+      snprintf(info.error, sizeof info.error,
+               "message of at least %zu bytes is over max_message_size (%zu bytes)", total,
+               c->max_message);
+      gn_buf_reset(&c->rx);
+      kill_wsi(c);
+      deliver_close(c, &info);
+      return 0;
+    }
+    if (gn_buf_add(&c->rx, in, len) != 0) {
+      gn_close_info_t info = {0};
+      info.code = 1009;
+      info.stage = "open";
+      snprintf(info.error, sizeof info.error, "out of memory reassembling a message");
+      kill_wsi(c);
+      deliver_close(c, &info);
+      return 0;
+    }
+    if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi)) {
+      c->cbs.on_message(c->ud, c, c->rx.p, c->rx.len, c->rx_binary);
+      if (c->rx.cap > 65536) gn_buf_free(&c->rx); /* do not keep a huge buffer per idle client */
+      else gn_buf_reset(&c->rx);
+    }
+    return 0;
+  }
+  case LWS_CALLBACK_CLIENT_WRITEABLE: {
+    if (!c) return 0;
+    if (c->close_pending) {
+      c->close_pending = 0;
+      lws_close_reason(wsi, (enum lws_close_status)c->close_code, (unsigned char *)c->close_reason,
+                       strlen(c->close_reason));
+      return -1;
+    }
+    if (c->detached || c->tx_off >= c->tx.len) return 0;
+    uint32_t l;
+    memcpy(&l, c->tx.p + c->tx_off, sizeof l);
+    unsigned char *buf = malloc(LWS_PRE + l + 1);
+    if (!buf) return 0;
+    memcpy(buf + LWS_PRE, c->tx.p + c->tx_off + sizeof l, l);
+    c->tx_off += sizeof l + l;
+    int n = lws_write(wsi, buf + LWS_PRE, l, LWS_WRITE_TEXT);
+    free(buf);
+    if (c->tx_off >= c->tx.len) {
+      gn_buf_reset(&c->tx);
+      c->tx_off = 0;
+    } else {
+      lws_callback_on_writable(wsi);
+    }
+    if (n < (int)l) kill_wsi(c);
+    return 0;
+  }
+  case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+    if (c && len >= 2) {
+      const unsigned char *p = in;
+      c->peer_code = (p[0] << 8) | p[1];
+      size_t rl = len - 2 < sizeof c->peer_reason - 1 ? len - 2 : sizeof c->peer_reason - 1;
+      memcpy(c->peer_reason, p + 2, rl);
+      c->peer_reason[rl] = 0;
+    } else if (c) {
+      c->peer_code = 1005;
+    }
+    return 0;
+  case LWS_CALLBACK_CLIENT_CLOSED: {
+    if (!c) return 0;
+    gn_close_info_t info = {0};
+    info.was_open = c->state == C_OPEN;
+    info.code = c->peer_code ? c->peer_code : 1006;
+    info.stage = "open";
+    snprintf(info.reason, sizeof info.reason, "%s", c->peer_reason);
+    if (c->peer_code)
+      snprintf(info.error, sizeof info.error, "closed by the server with code %d%s%s", c->peer_code,
+               c->peer_reason[0] ? ": " : "", c->peer_reason);
+    else
+      snprintf(info.error, sizeof info.error, "connection lost (no close frame)");
+    wsi_gone(c, wsi);
+    deliver_close(c, &info);
+    conn_maybe_free(c);
+    return 0;
+  }
+  case LWS_CALLBACK_WSI_DESTROY:
+    if (c) {
+      gn_close_info_t info = {0};
+      info.code = 1006;
+      info.was_open = c->state == C_OPEN;
+      snprintf(info.error, sizeof info.error, "connection ended");
+      wsi_gone(c, wsi);
+      deliver_close(c, &info);
+      conn_maybe_free(c);
+    }
+    return 0;
+  default:
+    return 0;
+  }
+}
+
+static const struct lws_protocols protocols[] = {
+    {"gn-notify", callback, 0, 4096, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+struct lws_context *gn_transport_context_new(uv_loop_t *loop, char *err, size_t errlen) {
+  pthread_once(&log_once, log_init);
+  struct lws_context_creation_info info;
+  memset(&info, 0, sizeof info);
+  void *loops[1] = {loop};
+  info.port = CONTEXT_PORT_NO_LISTEN;
+  info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
+                 LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+  info.foreign_loops = loops;
+  info.protocols = protocols;
+  info.gid = -1;
+  info.uid = -1;
+  last_log[0] = 0;
+  struct lws_context *ctx = lws_create_context(&info);
+  if (!ctx)
+    snprintf(err, errlen, "context: libwebsockets context creation failed%s%s (is "
+             "libwebsockets-evlib-uv installed?)", last_log[0] ? ": " : "", last_log);
+  return ctx;
+}
+
+struct lws_vhost *gn_transport_vhost_new(struct lws_context *ctx, const char *name,
+                                         const char *ca_file, char *err, size_t errlen) {
+  struct lws_context_creation_info info;
+  memset(&info, 0, sizeof info);
+  info.port = CONTEXT_PORT_NO_LISTEN;
+  info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+  info.protocols = protocols;
+  info.vhost_name = name;
+  info.client_ssl_ca_filepath = ca_file;
+  info.gid = -1;
+  info.uid = -1;
+  last_log[0] = 0;
+  struct lws_vhost *vh = lws_create_vhost(ctx, &info);
+  if (!vh)
+    snprintf(err, errlen, "tls: cannot load the CA bundle %s%s%s", ca_file ? ca_file : "(system)",
+             last_log[0] ? ": " : "", last_log);
+  return vh;
+}

@@ -1,0 +1,65 @@
+/* transport.h: one WebSocket client connection over TLS (libwebsockets 4.1.6 on the service loop).
+ *
+ * The host name of the URL is resolved with uv_getaddrinfo (libuv's thread pool) because lws 4.1.6
+ * resolves synchronously on the loop; lws then connects to the address with the name kept for SNI
+ * and certificate checks. Loop thread only.
+ *
+ * Callbacks: on_open once when the handshake completes; on_message per complete message
+ * (fragments reassembled); on_close exactly once when the connection ends for any reason other
+ * than gn_conn_close()/gn_conn_abort() by the owner. After gn_conn_close() or gn_conn_abort() no
+ * callback runs; the connection frees itself when lws is done with it.
+ */
+#ifndef GN_TRANSPORT_H
+#define GN_TRANSPORT_H
+
+#include <stddef.h>
+#include <uv.h>
+
+struct lws_context;
+struct lws_vhost;
+typedef struct gn_service gn_service_t;
+typedef struct gn_conn gn_conn_t;
+
+typedef struct {
+  int was_open;       /* the handshake had completed */
+  int code;           /* close code (1006 when none came) */
+  char reason[124];   /* peer's close reason, or empty */
+  const char *stage;  /* "dns", "connect", "tls", "handshake", "open" */
+  int http_status;    /* refused handshake: the server's status, else 0 */
+  int timed_out;
+  int tls;            /* TLS or certificate failure */
+  int oversize;       /* a message over max_message */
+  char error[256];    /* human-readable cause (no secrets) */
+} gn_close_info_t;
+
+typedef struct {
+  void (*on_open)(void *ud, gn_conn_t *c);
+  void (*on_message)(void *ud, gn_conn_t *c, const char *data, size_t len, int binary);
+  void (*on_close)(void *ud, gn_conn_t *c, const gn_close_info_t *info);
+} gn_conn_cbs_t;
+
+typedef struct {
+  const char *url;          /* wss://host[:port]/path (ws:// when the user allows it) */
+  const char *ca_file;      /* NULL: system bundle */
+  int verify;
+  size_t max_message;       /* bytes; larger messages end the connection (oversize) */
+  long connect_timeout_ms;  /* DNS + TCP + TLS */
+  long handshake_timeout_ms;/* HTTP upgrade */
+} gn_conn_opts_t;
+
+/* Creates the lws context on the loop (foreign loop). Service thread. */
+struct lws_context *gn_transport_context_new(uv_loop_t *loop, char *err, size_t errlen);
+struct lws_vhost *gn_transport_vhost_new(struct lws_context *ctx, const char *name,
+                                         const char *ca_file, char *err, size_t errlen);
+
+/* Starts connecting; NULL and err on an immediate failure (bad URL, out of memory). */
+gn_conn_t *gn_conn_open(gn_service_t *svc, const gn_conn_opts_t *o, const gn_conn_cbs_t *cbs,
+                        void *ud, char *err, size_t errlen);
+/* Queues a text message; returns 0, or -1 when the connection is not open. */
+int gn_conn_send_text(gn_conn_t *c, const char *text, size_t len);
+/* Sends a close frame with code (when open) and ends the connection; no callbacks afterwards. */
+void gn_conn_close(gn_conn_t *c, int code, const char *reason);
+/* Ends the connection at once (no close frame); no callbacks afterwards. */
+void gn_conn_abort(gn_conn_t *c);
+
+#endif

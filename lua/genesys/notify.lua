@@ -1,0 +1,249 @@
+--- genesys.notify: a Genesys Cloud notification client that keeps its stream alive.
+--
+-- local notify = require "genesys.notify"
+-- local client = notify.new{ region = "us-east-1", topics = {...}, on_event = f, on_health = g }
+-- client:start()
+-- client:run()   -- or client:poll(ms) from your own loop, or wait on client:fd()
+--
+-- This module validates the configuration (every error names the field and says what was
+-- expected), turns a region or gateway into the login and API base URLs, and hands a
+-- normalized table to the C core (genesys.notify.core). The client object itself is C.
+local core = require "genesys.notify.core"
+
+local type, pairs, ipairs, tostring, error, select = type, pairs, ipairs, tostring, error, select
+local os_getenv, string_format, math_huge, io_open = os.getenv, string.format, math.huge, io.open
+local table_concat, table_sort = table.concat, table.sort
+
+local _M = { _VERSION = core._VERSION }
+
+--- Region names and the domains they map to (Genesys's SDK region tables).
+local REGIONS = {
+  ["us-east-1"] = "mypurecloud.com",
+  ["us-east-2"] = "use2.us-gov-pure.cloud",
+  ["us-west-2"] = "usw2.pure.cloud",
+  ["ca-central-1"] = "cac1.pure.cloud",
+  ["sa-east-1"] = "sae1.pure.cloud",
+  ["eu-west-1"] = "mypurecloud.ie",
+  ["eu-west-2"] = "euw2.pure.cloud",
+  ["eu-central-1"] = "mypurecloud.de",
+  ["eu-central-2"] = "euc2.pure.cloud",
+  ["ap-south-1"] = "aps1.pure.cloud",
+  ["ap-northeast-1"] = "mypurecloud.jp",
+  ["ap-northeast-2"] = "apne2.pure.cloud",
+  ["ap-northeast-3"] = "apne3.pure.cloud",
+  ["ap-southeast-2"] = "mypurecloud.com.au",
+  ["ap-southeast-1"] = "apse1.pure.cloud",
+  ["me-central-1"] = "mec1.pure.cloud",
+  ["mx-central-1"] = "mxc1.pure.cloud",
+}
+_M.regions = REGIONS
+_M.null = core.null
+
+local function fail(field, expected, got)
+  error(string_format("genesys.notify: %s: expected %s, got %s", field, expected, got), 3)
+end
+
+local function describe(v)
+  if type(v) == "string" then return string_format("%q", v) end
+  return type(v) == "table" and "a table" or tostring(v)
+end
+
+local function check_keys(t, allowed, prefix)
+  local unknown = {}
+  for k in pairs(t) do
+    if not allowed[k] then unknown[#unknown + 1] = tostring(k) end
+  end
+  if #unknown > 0 then
+    table_sort(unknown)
+    local names = {}
+    for k in pairs(allowed) do names[#names + 1] = k end
+    table_sort(names)
+    error(string_format("genesys.notify: %s%s: unknown field (expected one of: %s)", prefix,
+      table_concat(unknown, ", "), table_concat(names, ", ")), 3)
+  end
+end
+
+local function opt_string(t, k, field)
+  local v = t[k]
+  if v == nil then return nil end
+  if type(v) ~= "string" or v == "" then fail(field, "a non-empty string", describe(v)) end
+  return v
+end
+
+local function opt_ms(t, k, field, lo, hi)
+  local v = t[k]
+  if v == nil then return nil end
+  if type(v) ~= "number" or v ~= v or v < lo or v > hi or v % 1 ~= 0 then
+    fail(field, string_format("an integer number of milliseconds from %d to %d", lo, hi), describe(v))
+  end
+  return v
+end
+
+local function domain_of(region, field)
+  if REGIONS[region] then return REGIONS[region] end
+  if region:find("^[%w%-]+%.[%w%.%-]+$") then return region end
+  local names = {}
+  for k in pairs(REGIONS) do names[#names + 1] = k end
+  table_sort(names)
+  fail(field, "a region name (" .. table_concat(names, ", ") .. ") or a domain such as mypurecloud.com",
+    describe(region))
+end
+
+local function join(base, part)
+  if not part or part == "" then return base end
+  part = part:gsub("^/+", ""):gsub("/+$", "")
+  if part == "" then return base end
+  return base .. "/" .. part
+end
+
+local function gateway_urls(g)
+  if type(g) ~= "table" then fail("gateway", "a table {host=, port=, protocol=, ...}", describe(g)) end
+  check_keys(g, { host = true, port = true, protocol = true, path_params_login = true,
+    path_params_api = true }, "gateway.")
+  local host = opt_string(g, "host", "gateway.host")
+  if not host then fail("gateway.host", "a host name", "nil") end
+  if host:find("[/%s]") then fail("gateway.host", "a bare host name (no scheme, path or spaces)", describe(host)) end
+  local protocol = g.protocol == nil and "https" or g.protocol
+  if protocol ~= "https" and protocol ~= "http" then
+    fail("gateway.protocol", '"https" or "http"', describe(protocol))
+  end
+  local port = g.port
+  if port ~= nil and (type(port) ~= "number" or port % 1 ~= 0 or port < 1 or port > 65535) then
+    fail("gateway.port", "an integer from 1 to 65535", describe(port))
+  end
+  for _, k in ipairs { "path_params_login", "path_params_api" } do
+    if g[k] ~= nil and type(g[k]) ~= "string" then fail("gateway." .. k, "a string", describe(g[k])) end
+  end
+  local base = protocol .. "://" .. host .. (port and (":" .. string_format("%d", port)) or "")
+  return join(join(base, g.path_params_login), "oauth/token"), join(base, g.path_params_api)
+end
+
+local ALLOWED = {
+  region = true, gateway = true, client_id = true, client_secret = true, topics = true,
+  backoff = true, tls = true, timeouts = true, heartbeat = true, queue_limit = true,
+  max_message_size = true, on_event = true, on_health = true, name = true,
+}
+
+--- Validates the user's configuration and returns the table the C core takes.
+function _M.config(cfg)
+  if type(cfg) ~= "table" then fail("config", "a table", describe(cfg)) end
+  check_keys(cfg, ALLOWED, "")
+  local out = {}
+  if cfg.gateway ~= nil and cfg.region ~= nil then
+    error("genesys.notify: region, gateway: expected one of them, got both", 2)
+  end
+  if cfg.gateway ~= nil then
+    out.token_url, out.api_base = gateway_urls(cfg.gateway)
+  else
+    local region = cfg.region
+    if region == nil then region = os_getenv "GENESYSCLOUD_REGION" end
+    if region == nil or region == "" then
+      fail("region", "a region name or domain (or gateway, or GENESYSCLOUD_REGION in the environment)", "nil")
+    end
+    if type(region) ~= "string" then fail("region", "a string", describe(region)) end
+    local domain = domain_of(region, "region")
+    out.token_url = "https://login." .. domain .. "/oauth/token"
+    out.api_base = "https://api." .. domain
+  end
+  local id = cfg.client_id
+  if id == nil then id = os_getenv "GENESYSCLOUD_OAUTHCLIENT_ID" end
+  if type(id) ~= "string" or id == "" then
+    fail("client_id", "a non-empty string (or GENESYSCLOUD_OAUTHCLIENT_ID in the environment)",
+      id == nil and "nil" or type(id))
+  end
+  local secret = cfg.client_secret
+  if secret == nil then secret = os_getenv "GENESYSCLOUD_OAUTHCLIENT_SECRET" end
+  if type(secret) ~= "string" or secret == "" then
+    -- Never echo the value: it is a secret.
+    fail("client_secret", "a non-empty string (or GENESYSCLOUD_OAUTHCLIENT_SECRET in the environment)",
+      secret == nil and "nil" or (type(secret) == "string" and "an empty string" or type(secret)))
+  end
+  out.client_id, out.client_secret = id, secret
+  local topics = cfg.topics
+  if topics ~= nil then
+    if type(topics) == "string" then topics = { topics } end
+    if type(topics) ~= "table" then fail("topics", "an array of topic strings", describe(topics)) end
+    local list, seen = {}, {}
+    for k in pairs(topics) do
+      if type(k) ~= "number" or k < 1 or k % 1 ~= 0 or k > #topics then
+        fail("topics", "an array (keys 1..n)", "the key " .. describe(k))
+      end
+    end
+    for i = 1, #topics do
+      local t = topics[i]
+      if type(t) ~= "string" or t == "" then fail("topics[" .. i .. "]", "a non-empty string", describe(t)) end
+      if not seen[t] then seen[t] = true; list[#list + 1] = t end
+    end
+    if #list > 1000 then fail("topics", "at most 1000 topics (Genesys's limit per channel)", #list .. " topics") end
+    out.topics = list
+  end
+  if cfg.backoff ~= nil and type(cfg.backoff) ~= "table" then
+    fail("backoff", "a policy table", describe(cfg.backoff))
+  end
+  out.backoff = cfg.backoff -- checked field by field in C (genesys.notify.backoff's rules)
+  local tls = cfg.tls
+  out.verify = true
+  if tls ~= nil then
+    if type(tls) ~= "table" then fail("tls", "a table {ca_file=, verify=}", describe(tls)) end
+    check_keys(tls, { ca_file = true, verify = true }, "tls.")
+    if tls.ca_file ~= nil then
+      local f = opt_string(tls, "ca_file", "tls.ca_file")
+      local fh = io_open(f, "r")
+      if not fh then fail("tls.ca_file", "a readable PEM file", describe(f) .. " (cannot be opened)") end
+      fh:close()
+      out.ca_file = f
+    end
+    if tls.verify ~= nil then
+      if type(tls.verify) ~= "boolean" then fail("tls.verify", "a boolean", describe(tls.verify)) end
+      out.verify = tls.verify
+    end
+  end
+  local to = cfg.timeouts
+  if to ~= nil then
+    if type(to) ~= "table" then fail("timeouts", "a table {connect_ms=, handshake_ms=, http_ms=}", describe(to)) end
+    check_keys(to, { connect_ms = true, handshake_ms = true, http_ms = true }, "timeouts.")
+    out.connect_timeout_ms = opt_ms(to, "connect_ms", "timeouts.connect_ms", 1, 3600000)
+    out.handshake_timeout_ms = opt_ms(to, "handshake_ms", "timeouts.handshake_ms", 1, 3600000)
+    out.http_timeout_ms = opt_ms(to, "http_ms", "timeouts.http_ms", 1, 3600000)
+  end
+  local hb = cfg.heartbeat
+  if hb ~= nil then
+    if type(hb) ~= "table" then fail("heartbeat", "a table {idle_ms=, ping_timeout_ms=}", describe(hb)) end
+    check_keys(hb, { idle_ms = true, ping_timeout_ms = true }, "heartbeat.")
+    out.idle_ms = opt_ms(hb, "idle_ms", "heartbeat.idle_ms", 10, 86400000)
+    out.ping_timeout_ms = opt_ms(hb, "ping_timeout_ms", "heartbeat.ping_timeout_ms", 10, 86400000)
+  end
+  if cfg.queue_limit ~= nil then
+    local q = cfg.queue_limit
+    if type(q) ~= "number" or q % 1 ~= 0 or q < 1 or q > 1e9 then
+      fail("queue_limit", "an integer from 1 to 1000000000", describe(q))
+    end
+    out.queue_limit = q
+  end
+  if cfg.max_message_size ~= nil then
+    local m = cfg.max_message_size
+    if type(m) ~= "number" or m % 1 ~= 0 or m < 256 or m > 1073741824 then
+      fail("max_message_size", "an integer number of bytes from 256 to 1073741824", describe(m))
+    end
+    out.max_message_size = m
+  end
+  for _, k in ipairs { "on_event", "on_health" } do
+    if cfg[k] ~= nil and type(cfg[k]) ~= "function" then fail(k, "a function", describe(cfg[k])) end
+    out[k] = cfg[k]
+  end
+  if cfg.name ~= nil then
+    out.name = opt_string(cfg, "name", "name")
+    if out.name:find('["\\\n]') then fail("name", "a label without quotes, backslashes or newlines", describe(out.name)) end
+  end
+  return out
+end
+
+--- Creates a client (not yet connected: call client:start()). Raises on a bad configuration.
+function _M.new(cfg)
+  return core.client_new(_M.config(cfg))
+end
+
+-- Unused upvalue guards for luacheck on older configs.
+local _ = { select, math_huge }
+
+return _M
