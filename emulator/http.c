@@ -290,9 +290,12 @@ static void handle_subscriptions(struct lws *wsi, pss_t *p, channel_t *ch)
 		ERR(405, "%s is not allowed on subscriptions", method_name(p->method));
 		return;
 	}
-	char ign[16] = "";
-	int ignore_errors = lws_get_urlarg_by_name(wsi, "ignoreErrors=", ign, sizeof ign) &&
-			    !strcasecmp(ign, "true");
+	int ignore_errors = 0;
+	char frag[128];
+	for (int i = 0; lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) > 0;
+	     i++)
+		if (!strcasecmp(frag, "ignoreErrors=true"))
+			ignore_errors = 1;
 	json_error_t jerr;
 	json_t *j = p->body ? json_loadb(p->body, p->body_len, 0, &jerr) : NULL;
 	if (!json_is_array(j)) {

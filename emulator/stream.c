@@ -375,13 +375,17 @@ static void handle_message(conn_t *c)
 
 static int conn_receive(conn_t *c, const void *in, size_t len, struct lws *wsi)
 {
-	if (c->close_pending)
+	if (c->close_pending || c->close_after_drain)
 		return 0;
 	if (E.cfg.max_message > 0 && c->rx_len + len > (size_t)E.cfg.max_message) {
 		free(c->rx);
 		c->rx = NULL;
 		c->rx_len = 0;
-		conn_close(c, 1009, "message too big");
+		/* what was queued before (a pong) still goes out, then the close */
+		streams_clear(c);
+		c->close_code = 1009;
+		snprintf(c->close_reason, sizeof c->close_reason, "message too big");
+		conn_close_after_drain(c);
 		return 0;
 	}
 	char *n = realloc(c->rx, c->rx_len + len + 1);
