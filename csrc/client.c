@@ -65,12 +65,16 @@ struct gn_client {
   gn_member_t member;
   gn_token_waiter_t waiter;
   int waiting_token;
+  int token_for_live;          /* the token being waited for is for a live subscription change */
+  int live_auth_retried;
   char *token;
   uint64_t token_gen;
   int auth_retried;            /* one token refresh per chain of 401s */
   char *channel_id, *connect_uri;
   int hard_next;               /* the channel is gone: the next attempt creates one */
   strset_t topics;             /* desired topics, for this channel and every later one */
+  strset_t confirmed;          /* topics the server last accepted as a whole list */
+  int sub_400_retried;
   int topics_dirty;            /* the live channel's subscriptions differ from topics */
   gn_http_req_t *req;          /* attempt's REST call */
   gn_http_req_t *sub_req;      /* live subscription change */
@@ -197,6 +201,18 @@ static void strset_free(strset_t *s) {
   memset(s, 0, sizeof *s);
 }
 
+static int strset_copy(strset_t *dst, const strset_t *src) {
+  strset_t n = {0};
+  for (size_t i = 0; i < src->n; i++)
+    if (strset_add(&n, src->v[i]) < 0) {
+      strset_free(&n);
+      return -1;
+    }
+  strset_free(dst);
+  *dst = n;
+  return 0;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* forward declarations of the machine */
 
@@ -211,6 +227,7 @@ static void fail_and_schedule(gn_client_t *c, gn_reason_t why, double retry_afte
                               const char *reason);
 static void final_failure(gn_client_t *c, const char *code, const char *msg);
 static void put_live(gn_client_t *c);
+static void live_need_token(gn_client_t *c);
 
 static void drop_channel(gn_client_t *c) {
   free(c->channel_id);
@@ -283,6 +300,8 @@ static char *subs_body(const strset_t *s) {
 
 /* Reads a subscription answer: reports every rejected topic; returns how many were accepted. */
 static void report_subscriptions(gn_client_t *c, const char *body, size_t len, const char *why) {
+  strset_copy(&c->confirmed, &c->topics);
+  c->sub_400_retried = 0;
   json_t *j = json_loadb(body, len, 0, NULL);
   json_t *ent = json_is_array(j) ? j : json_object_get(j, "entities");
   size_t i;
@@ -307,6 +326,21 @@ static void report_subscriptions(gn_client_t *c, const char *body, size_t len, c
       } else if (accepted) {
         json_array_append_new(accepted, json_string(id));
       }
+    }
+  }
+  /* Topics we asked for that the answer does not list were dropped (ignoreErrors=true). */
+  for (size_t k = 0; json_is_array(ent) && k < c->topics.n; k++) {
+    int found = 0;
+    json_array_foreach(ent, i, e) {
+      const char *id = json_string_value(json_object_get(e, "id"));
+      if (id && strcmp(id, c->topics.v[k]) == 0) found = 1;
+    }
+    if (!found) {
+      rejected++;
+      health(c, "subscription",
+             json_pack("{s:s, s:s, s:s, s:s}", "event", "rejected", "topic", c->topics.v[k],
+                       "reason", "not accepted by the server (invalid or not permitted)",
+                       "channel_id", c->channel_id ? c->channel_id : ""));
     }
   }
   if (accepted) {
@@ -337,7 +371,15 @@ static void run_attempt(gn_client_t *c) {
   }
 }
 
+static void live_on_token(gn_client_t *c, gn_token_result_t *r);
+
 static void on_token(gn_client_t *c, gn_token_result_t *r) {
+  if (c->token_for_live) {
+    c->token_for_live = 0;
+    live_on_token(c, r);
+    gn_token_result_clear(r);
+    return;
+  }
   switch (r->kind) {
   case GN_TOK_OK:
     gn_free_secret(c->token);
@@ -378,6 +420,7 @@ static void on_token(gn_client_t *c, gn_token_result_t *r) {
 
 static void step_token(gn_client_t *c) {
   set_state(c, GN_ST_AUTH);
+  c->token_for_live = 0; /* the attempt takes the wait over */
   gn_token_result_t r;
   if (gn_token_get(c->tok, c->svc, &c->waiter, &r)) {
     c->waiting_token = 0;
@@ -472,9 +515,47 @@ static void step_channel(gn_client_t *c) {
                    json_pack("{s:s}", "error", "cannot start the channel request"));
 }
 
+/* The server refused the whole topic list (400): the topics added since the last accepted list
+ * are reported as rejected and forgotten, so one bad topic cannot break every later channel. */
+static void refuse_new_topics(gn_client_t *c, const gn_http_result_t *hr) {
+  json_t *j = json_loadb(hr->body, hr->body_len, 0, NULL);
+  const char *m = json_string_value(json_object_get(j, "message"));
+  char msg[300];
+  snprintf(msg, sizeof msg, "the server refused the topic list (HTTP %ld): %.200s", hr->status,
+           m ? m : hr->body);
+  json_decref(j);
+  int any = 0;
+  for (size_t i = 0; i < c->topics.n; i++)
+    if (!strset_has(&c->confirmed, c->topics.v[i])) {
+      any = 1;
+      health(c, "subscription",
+             json_pack("{s:s, s:s, s:s, s:i, s:s}", "event", "rejected", "topic", c->topics.v[i],
+                       "reason", msg, "status", (int)hr->status, "channel_id",
+                       c->channel_id ? c->channel_id : ""));
+    }
+  if (!any)
+    health(c, "subscription", json_pack("{s:s, s:s, s:i}", "event", "failed", "error", msg,
+                                        "status", (int)hr->status));
+  strset_copy(&c->topics, &c->confirmed);
+}
+
 static void subscribe_done(void *ud, const gn_http_result_t *hr) {
   gn_client_t *c = ud;
   c->req = NULL;
+  if (!hr->error && (hr->status == 400 || hr->status == 413)) {
+    /* The topic list itself was refused (e.g. over 1,000 topics): retrying cannot help. Say so
+     * and connect anyway; the channel keeps whatever it had. */
+    refuse_new_topics(c, hr);
+    if (!c->sub_400_retried) {
+      c->sub_400_retried = 1; /* once: put the list the server accepted before */
+      c->topics_dirty = 1;
+      step_subscribe(c);
+      return;
+    }
+    c->topics_dirty = 0;
+    step_connect(c);
+    return;
+  }
   if (hr->error || (hr->status != 200 && hr->status != 201 && hr->status != 204)) {
     rest_failure(c, "topic subscription", hr);
     return;
@@ -491,8 +572,8 @@ static void step_subscribe(gn_client_t *c) {
   }
   set_state(c, GN_ST_SUBSCRIBE);
   char url[1024];
-  snprintf(url, sizeof url, "%s/api/v2/notifications/channels/%s/subscriptions", c->api_base,
-           c->channel_id);
+  snprintf(url, sizeof url, "%s/api/v2/notifications/channels/%s/subscriptions?ignoreErrors=true",
+           c->api_base, c->channel_id);
   char *body = subs_body(&c->topics);
   if (!body || rest_call(c, &c->req, "PUT", url, body, subscribe_done) != 0)
     attempt_failed(c, "http", GN_REASON_ERROR, -1,
@@ -566,22 +647,23 @@ static void handle_text(gn_client_t *c, const char *data, size_t len) {
   }
   const char *topic = json_string_value(json_object_get(j, "topicName"));
   json_t *body = json_object_get(j, "eventBody");
+  /* {"result":"404", ...}: the channel is gone (expired or evicted); the close follows. */
+  const char *res = json_string_value(json_object_get(j, "result"));
+  if ((res && strcmp(res, "404") == 0) || json_integer_value(json_object_get(j, "result")) == 404) {
+    c->hard_next = 1;
+    const char *m = json_string_value(json_object_get(j, "message"));
+    health(c, "channel_gone", json_pack("{s:s, s:s}", "channel_id",
+                                        c->channel_id ? c->channel_id : "", "reason",
+                                        m ? m : "the stream said 404: channel expired or evicted"));
+    json_decref(j);
+    return;
+  }
   if (!topic) {
-    /* {"result":"404", ...}: the channel is gone (seen from expired or evicted channels). */
-    const char *res = json_string_value(json_object_get(j, "result"));
-    json_int_t resi = json_integer_value(json_object_get(j, "result"));
-    if ((res && strcmp(res, "404") == 0) || resi == 404) {
-      c->hard_next = 1;
-      health(c, "channel_gone", json_pack("{s:s, s:s}", "channel_id",
-                                          c->channel_id ? c->channel_id : "", "reason",
-                                          "the stream said 404: channel expired or evicted"));
-    } else {
-      pthread_mutex_lock(&c->metrics.mu);
-      c->metrics.malformed++;
-      pthread_mutex_unlock(&c->metrics.mu);
-      health(c, "malformed", json_pack("{s:s, s:s, s:I}", "reason", "no_topic", "error",
-                                       "message without topicName", "size", (json_int_t)len));
-    }
+    pthread_mutex_lock(&c->metrics.mu);
+    c->metrics.malformed++;
+    pthread_mutex_unlock(&c->metrics.mu);
+    health(c, "malformed", json_pack("{s:s, s:s, s:I}", "reason", "no_topic", "error",
+                                     "message without topicName", "size", (json_int_t)len));
     json_decref(j);
     return;
   }
@@ -852,27 +934,84 @@ static void live_put_done(void *ud, const gn_http_result_t *hr) {
   gn_client_t *c = ud;
   c->sub_req = NULL;
   if (hr->error || (hr->status != 200 && hr->status != 201 && hr->status != 204)) {
+    if (hr->status == 404) c->hard_next = 1;
+    if (hr->status == 400 || hr->status == 413) {
+      refuse_new_topics(c, hr);
+      if (!c->sub_400_retried) {
+        c->sub_400_retried = 1;
+        c->topics_dirty = 1;
+        put_live(c);
+      }
+      return;
+    }
+    if (hr->status == 401 && !c->live_auth_retried) {
+      /* One refresh, then the change is put again. */
+      c->live_auth_retried = 1;
+      c->topics_dirty = 1;
+      gn_token_invalidate(c->tok, c->token_gen);
+      gn_free_secret(c->token);
+      c->token = NULL;
+      health(c, "token", json_pack("{s:s, s:s}", "event", "rejected", "error",
+                                   "subscription change answered HTTP 401"));
+      live_need_token(c);
+      return;
+    }
     char msg[300];
     if (hr->error) snprintf(msg, sizeof msg, "subscription change failed: %s", hr->error);
     else snprintf(msg, sizeof msg, "subscription change answered HTTP %ld", hr->status);
     health(c, "subscription", json_pack("{s:s, s:s, s:i}", "event", "failed", "error", msg,
-                                        "status", (int)hr->status));
-    if (hr->status == 401) gn_token_invalidate(c->tok, c->token_gen);
-    if (hr->status == 404) c->hard_next = 1; /* the next reconnect makes a channel with them */
+                                        "status", (int)hr->status)); /* the next reconnect makes a channel with them */
     /* The topics stay remembered; they are put again with the next channel or reconnect. */
     return;
   }
+  c->live_auth_retried = 0;
   report_subscriptions(c, hr->body, hr->body_len, "updated");
   if (c->topics_dirty) put_live(c);
 }
 
+static void live_need_token(gn_client_t *c) {
+  if (c->waiting_token) return; /* a wait is already under way; its result is used */
+  gn_token_result_t r;
+  c->token_for_live = 1;
+  if (gn_token_get(c->tok, c->svc, &c->waiter, &r)) {
+    c->token_for_live = 0;
+    live_on_token(c, &r);
+    gn_token_result_clear(&r);
+  } else {
+    c->waiting_token = 1;
+  }
+}
+
+static void live_on_token(gn_client_t *c, gn_token_result_t *r) {
+  if (r->kind == GN_TOK_AGAIN) {
+    live_need_token(c);
+    return;
+  }
+  if (r->kind != GN_TOK_OK) {
+    health(c, "subscription", json_pack("{s:s, s:s}", "event", "failed", "error", r->error));
+    return;
+  }
+  gn_free_secret(c->token);
+  c->token = r->token;
+  r->token = NULL;
+  c->token_gen = r->gen;
+  if (r->fetched)
+    health(c, "token", json_pack("{s:s, s:f}", "event", "refreshed", "expires_in_s",
+                                 r->expires_in_s));
+  put_live(c);
+}
+
 static void put_live(gn_client_t *c) {
-  if (!c->channel_id || !c->token || c->sub_req) return;
+  if (!c->channel_id || c->sub_req) return;
   if (atomic_load(&c->state) != GN_ST_OPEN) return; /* the attempt will put them */
+  if (!c->token) {
+    live_need_token(c);
+    return;
+  }
   c->topics_dirty = 0;
   char url[1024];
-  snprintf(url, sizeof url, "%s/api/v2/notifications/channels/%s/subscriptions", c->api_base,
-           c->channel_id);
+  snprintf(url, sizeof url, "%s/api/v2/notifications/channels/%s/subscriptions?ignoreErrors=true",
+           c->api_base, c->channel_id);
   char *body = subs_body(&c->topics);
   if (!body || rest_call(c, &c->sub_req, "PUT", url, body, live_put_done) != 0) {
     c->topics_dirty = 1;
@@ -1143,6 +1282,7 @@ void gn_client_free(gn_client_t *c) {
   }
   if (c->efd >= 0) close(c->efd);
   strset_free(&c->topics);
+  strset_free(&c->confirmed);
   drop_channel(c);
   gn_free_secret(c->token);
   gn_token_result_clear(&c->waiter.res);

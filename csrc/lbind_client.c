@@ -16,6 +16,7 @@
 #include <math.h>
 #include <poll.h>
 #include <string.h>
+#include <time.h>
 
 #define LGN_CLIENT_MT "genesys.notify.client"
 #define POLL_MAX_ITEMS 4096 /* per poll() call, so a busy stream cannot starve the caller */
@@ -504,6 +505,14 @@ static int l_client_new(lua_State *L) {
   return 1;
 }
 
+/* core.now_ms(): monotonic milliseconds (tests and benchmarks time with it). */
+static int l_now_ms(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec * 1000.0 + (lua_Number)ts.tv_nsec / 1e6);
+  return 1;
+}
+
 int lgn_open_client(lua_State *L);
 int lgn_open_client(lua_State *L) {
   static const luaL_Reg methods[] = {
@@ -528,6 +537,8 @@ int lgn_open_client(lua_State *L) {
   /* module table is at the top */
   lua_pushcfunction(L, l_client_new);
   lua_setfield(L, -2, "client_new");
+  lua_pushcfunction(L, l_now_ms);
+  lua_setfield(L, -2, "now_ms");
   lua_pushcfunction(L, l_decode);
   lua_setfield(L, -2, "json_decode");
   lua_pushlightuserdata(L, NULL);

@@ -38,9 +38,10 @@ local REGIONS = {
 }
 _M.regions = REGIONS
 _M.null = core.null
+_M.now_ms = core.now_ms
 
 local function fail(field, expected, got)
-  error(string_format("genesys.notify: %s: expected %s, got %s", field, expected, got), 3)
+  error(string_format("genesys.notify: %s: expected %s, got %s", field, expected, got), 0)
 end
 
 local function describe(v)
@@ -59,7 +60,7 @@ local function check_keys(t, allowed, prefix)
     for k in pairs(allowed) do names[#names + 1] = k end
     table_sort(names)
     error(string_format("genesys.notify: %s%s: unknown field (expected one of: %s)", prefix,
-      table_concat(unknown, ", "), table_concat(names, ", ")), 3)
+      table_concat(unknown, ", "), table_concat(names, ", ")), 0)
   end
 end
 
@@ -130,7 +131,7 @@ function _M.config(cfg)
   check_keys(cfg, ALLOWED, "")
   local out = {}
   if cfg.gateway ~= nil and cfg.region ~= nil then
-    error("genesys.notify: region, gateway: expected one of them, got both", 2)
+    error("genesys.notify: region, gateway: expected one of them, got both", 0)
   end
   if cfg.gateway ~= nil then
     out.token_url, out.api_base = gateway_urls(cfg.gateway)
@@ -240,7 +241,9 @@ end
 
 --- Creates a client (not yet connected: call client:start()). Raises on a bad configuration.
 function _M.new(cfg)
-  return core.client_new(_M.config(cfg))
+  local ok, norm = pcall(_M.config, cfg)
+  if not ok then error(norm, 2) end -- point at the caller's line
+  return core.client_new(norm)
 end
 
 -- Unused upvalue guards for luacheck on older configs.

@@ -1,0 +1,242 @@
+-- The client against the emulator over TLS: connect, receive, poll/close semantics, callbacks,
+-- live subscriptions, configuration errors.
+local emulator = require "support.emulator"
+local wait = require "support.wait"
+local notify = require "genesys.notify"
+
+local TOPIC = "v2.users.u1.presence"
+
+describe("genesys.notify client: connect and receive", function()
+  local emu
+  setup(function()
+    emu = emulator.start { tls = true, clients = { "test-id:test-secret" }, heartbeat_ms = 30000 }
+  end)
+  teardown(function()
+    if emu then emu:stop() end
+  end)
+
+  local function connected(rec, client)
+    return wait.until_(client, function() return rec.count("connected") > 0 end, 10000)
+  end
+
+  it("gets a token, creates a channel, subscribes, connects over TLS and delivers events", function()
+    local rec = wait.recorder()
+    local client = notify.new(wait.config(emu, rec, { topics = { TOPIC } }))
+    finally(function() client:close() end)
+    assert.equals("idle", client:state())
+    assert.equals(client, client:start())
+    assert.truthy(connected(rec, client), "no connected health")
+    assert.equals("open", client:state())
+    local ch = wait.channel_of(rec)
+    assert.truthy(ch and ch ~= "")
+    local st = emu:stats()
+    assert.same({ TOPIC }, st.channels[ch].subscriptions)
+    assert.is_true(st.channels[ch].connected)
+    assert.equals(1, rec.count("token"))
+    assert.equals("refreshed", rec.kinds.token[1].event)
+    assert.is_nil(rec.kinds.token[1].access_token)
+
+    local status = emu:admin("POST", "channels/" .. ch .. "/events", { count = 5, topic = TOPIC })
+    assert.equals(200, status)
+    assert.truthy(wait.until_(client, function() return #rec.events >= 5 end, 5000))
+    local seq = {}
+    for i, ev in ipairs(rec.events) do
+      assert.equals(TOPIC, ev.topic)
+      assert.equals(ch, ev.channel_id)
+      assert.equals("table", type(ev.body))
+      assert.equals("string", type(ev.raw))
+      assert.truthy(ev.raw:find('"topicName"', 1, true))
+      assert.is_true(ev.received_ms > 1.6e12)
+      seq[i] = ev.body.sequence
+    end
+    for i = 2, #seq do assert.equals(seq[i - 1] + 1, seq[i]) end
+    local m = client:metrics()
+    assert.equals(5, m.events)
+    assert.equals(1, m.attempts)
+    assert.equals(1, m.successes)
+    assert.equals("open", m.state)
+    assert.equals(1, m.latency_ms.count)
+  end)
+
+  it("poll() returns how many callbacks ran; fd() is readable only while items wait", function()
+    local rec = wait.recorder()
+    local client = notify.new(wait.config(emu, rec, { topics = { TOPIC } }))
+    finally(function() client:close() end)
+    client:start()
+    assert.truthy(connected(rec, client))
+    while client:poll(0) > 0 do end
+    assert.equals(0, client:poll(0))
+    assert.equals("number", type(client:fd()))
+    emu:admin("POST", "channels/" .. wait.channel_of(rec) .. "/events", { count = 3, topic = TOPIC })
+    local n, deadline = 0, wait.now_ms() + 5000
+    while n < 3 and wait.now_ms() < deadline do n = n + client:poll(100) end
+    assert.equals(3, n)
+  end)
+
+  it("heartbeats and pongs never reach on_event", function()
+    local emu2 = emulator.start { tls = true, heartbeat_ms = 100 }
+    finally(function() emu2:stop() end)
+    local rec = wait.recorder()
+    local client = notify.new(wait.config(emu2, rec, { topics = { TOPIC },
+      heartbeat = { idle_ms = 150, ping_timeout_ms = 2000 } }))
+    finally(function() client:close() end)
+    client:start()
+    assert.truthy(wait.until_(client, function() return client:metrics().heartbeats >= 3 end, 5000))
+    assert.equals(0, #rec.events)
+    assert.equals(0, rec.count("disconnected"))
+  end)
+
+  it("close() is idempotent, joins, and no callback runs after it returns", function()
+    local calls = 0
+    local client = notify.new(wait.config(emu, nil, { topics = { TOPIC },
+      on_event = function() calls = calls + 1 end,
+      on_health = function() calls = calls + 1 end }))
+    client:start()
+    assert.truthy(wait.until_(client, function() return client:state() == "open" end, 10000))
+    emu:admin("POST", "channels/*/events", { count = 50, topic = TOPIC, rate = 1000 })
+    client:close()
+    local after = calls
+    assert.equals("closed", client:state())
+    assert.equals(0, client:poll(50))
+    client:close()
+    assert.equals(after, calls)
+    assert.has_error(function() client:start() end, "genesys.notify: the client is closed")
+    assert.has_error(function() client:subscribe("x") end, "genesys.notify: the client is closed")
+  end)
+
+  it("close() from inside a callback stops the poll loop at once", function()
+    local client
+    local seen = 0
+    client = notify.new(wait.config(emu, nil, { topics = { TOPIC },
+      on_event = function() seen = seen + 1; client:close() end }))
+    client:start()
+    assert.truthy(wait.until_(client, function() return client:state() == "open" end, 10000))
+    local ch
+    for id, c in pairs(emu:stats().channels) do if c.connected then ch = id end end
+    emu:admin("POST", "channels/" .. ch .. "/events", { count = 10, topic = TOPIC })
+    assert.equals("closed", client:run())
+    assert.equals(1, seen)
+  end)
+
+  it("close() while connecting or backing off leaves no callback and no thread behind", function()
+    for _ = 1, 5 do
+      local calls = 0
+      local c = notify.new(wait.config(emu, nil, { topics = { TOPIC },
+        on_health = function() calls = calls + 1 end }))
+      c:start()
+      c:close()
+      assert.equals(0, c:poll(10))
+    end
+    -- backing off: an unreachable gateway keeps the client failing
+    local rec = wait.recorder()
+    local c = notify.new(wait.config({ host = "localhost", port = 1, tls = true, ca_file = emu.ca_file },
+      rec, { backoff = { base_ms = 5000, max_ms = 5000, jitter = "none" } }))
+    c:start()
+    assert.truthy(wait.until_(c, function() return rec.count("attempt") > 0 end, 5000))
+    assert.equals("backoff", c:state())
+    local n = #rec.health
+    c:close()
+    assert.equals(0, c:poll(20))
+    assert.equals(n, #rec.health)
+  end)
+
+  it("an error in a callback is reported as health callback_error and the client keeps going", function()
+    local rec = wait.recorder()
+    local client = notify.new(wait.config(emu, rec, { topics = { TOPIC },
+      on_event = function(ev)
+        rec.events[#rec.events + 1] = ev
+        if #rec.events == 1 then error("boom in on_event") end
+      end }))
+    finally(function() client:close() end)
+    client:start()
+    assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
+    emu:admin("POST", "channels/" .. wait.channel_of(rec) .. "/events", { count = 3, topic = TOPIC })
+    assert.truthy(wait.until_(client, function() return #rec.events >= 3 end, 5000))
+    local ce = rec.last("callback_error")
+    assert.truthy(ce)
+    assert.equals("on_event", ce.callback)
+    assert.truthy(ce.error:find("boom in on_event", 1, true))
+    assert.equals("open", client:state())
+  end)
+
+  it("subscribe()/unsubscribe() change the live channel and are reported", function()
+    local rec = wait.recorder()
+    local client = notify.new(wait.config(emu, rec, { topics = { TOPIC } }))
+    finally(function() client:close() end)
+    client:start()
+    assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
+    local ch = wait.channel_of(rec)
+    assert.is_true(client:subscribe { "v2.users.u2.presence", "v2.users.u3.presence" })
+    assert.truthy(wait.until_(client, function()
+      return #emu:stats().channels[ch].subscriptions == 3 end, 5000))
+    client:unsubscribe(TOPIC)
+    assert.truthy(wait.until_(client, function()
+      local s = emu:stats().channels[ch].subscriptions
+      return #s == 2 and s[1] ~= TOPIC and s[2] ~= TOPIC end, 5000))
+    local function updates()
+      return #rec.where("subscription", function(h) return h.event == "updated" end)
+    end
+    assert.truthy(wait.until_(client, function() return updates() >= 2 end, 5000))
+    -- an invalid topic is reported as rejected, the others stay
+    client:subscribe("not a topic!")
+    assert.truthy(wait.until_(client, function()
+      return #rec.where("subscription", function(h) return h.event == "rejected" end) > 0 end, 5000))
+    local rj = rec.where("subscription", function(h) return h.event == "rejected" end)[1]
+    assert.equals("not a topic!", rj.topic)
+    assert.equals(2, #emu:stats().channels[ch].subscriptions)
+  end)
+end)
+
+describe("genesys.notify configuration errors name the field", function()
+  local base = { gateway = { host = "localhost", port = 1 }, client_id = "a", client_secret = "s" }
+  local function with(over)
+    local t = {}
+    for k, v in pairs(base) do t[k] = v end
+    for k, v in pairs(over) do
+      if v == false and k == "gateway" then t[k] = nil else t[k] = v end
+    end
+    return t
+  end
+  local cases = {
+    { { region = "nowhere", gateway = false }, "region: expected a region name" },
+    { { gateway = { host = "h", port = 70000 } }, "gateway.port: expected an integer from 1 to 65535" },
+    { { gateway = { port = 1 } }, "gateway.host: expected a host name" },
+    { { gateway = { host = "h", protocol = "ftp" } }, 'gateway.protocol: expected "https" or "http"' },
+    { { client_id = 5 }, "client_id: expected a non-empty string" },
+    { { client_secret = "" }, "client_secret: expected a non-empty string" },
+    { { topics = { "a", 3 } }, "topics[2]: expected a non-empty string, got 3" },
+    { { tls = { verify = "yes" } }, "tls.verify: expected a boolean" },
+    { { tls = { ca_file = "/nonexistent/ca.pem" } }, "tls.ca_file: expected a readable PEM file" },
+    { { timeouts = { connect_ms = -1 } }, "timeouts.connect_ms: expected an integer number of milliseconds" },
+    { { heartbeat = { idle_ms = "x" } }, "heartbeat.idle_ms: expected an integer number" },
+    { { queue_limit = 0 }, "queue_limit: expected an integer from 1" },
+    { { max_message_size = 10 }, "max_message_size: expected an integer number of bytes from 256" },
+    { { on_event = 1 }, "on_event: expected a function" },
+    { { colour = "red" }, "colour: unknown field" },
+    { { tls = { ca = "x" } }, "tls.ca: unknown field" },
+    { { backoff = { base_ms = -5 } }, "backoff.base_ms" },
+    { { backoff = { nope = 1 } }, "backoff.nope" },
+  }
+  for _, case in ipairs(cases) do
+    it(case[2], function()
+      local ok, err = pcall(notify.new, with(case[1]))
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(case[2], 1, true), tostring(err))
+    end)
+  end
+
+  it("never echoes the secret", function()
+    local ok, err = pcall(notify.new, with { client_secret = { "s3cr3t" } })
+    assert.is_false(ok)
+    assert.falsy(tostring(err):find("s3cr3t", 1, true))
+  end)
+
+  it("takes credentials and region from the environment names Genesys's tools use", function()
+    -- a wrong-type value from the config wins over the environment and is rejected
+    local ok, err = pcall(notify.new, { gateway = { host = "h" }, client_id = "x" })
+    if os.getenv("GENESYSCLOUD_OAUTHCLIENT_SECRET") == nil then
+      assert.is_false(ok)
+      assert.truthy(err:find("GENESYSCLOUD_OAUTHCLIENT_SECRET", 1, true))
+    end
+  end)
+end)

@@ -1,0 +1,94 @@
+-- Helpers for client specs: wait while polling clients (busted 2 has no async tests), a
+-- recorder that keeps every event and health item a client delivered, and a client factory
+-- pointed at an emulator started by support.emulator.
+local notify = require "genesys.notify"
+
+local _M = {}
+
+local now_ms = notify.now_ms
+_M.now_ms = now_ms
+
+local function as_list(clients)
+  if type(clients) == "table" and clients.poll == nil and getmetatable(clients) == nil then
+    return clients
+  end
+  return { clients }
+end
+
+--- Polls the clients until fn() returns a truthy value or timeout_ms passes.
+-- Returns fn's value, or nil on timeout.
+function _M.until_(clients, fn, timeout_ms)
+  local list = as_list(clients)
+  local deadline = now_ms() + (timeout_ms or 10000)
+  while true do
+    local v = fn()
+    if v then return v end
+    if now_ms() > deadline then return nil end
+    local slice = #list > 1 and 0 or 20
+    for _, c in ipairs(list) do c:poll(slice) end
+    if #list > 1 then
+      -- many clients: one short sleep for the whole round
+      list[1]:poll(5)
+    end
+  end
+end
+
+--- Polls for duration_ms, whatever happens.
+function _M.for_ms(clients, duration_ms)
+  local list = as_list(clients)
+  local deadline = now_ms() + duration_ms
+  while now_ms() < deadline do
+    for _, c in ipairs(list) do c:poll(#list > 1 and 0 or 20) end
+    if #list > 1 then list[1]:poll(5) end
+  end
+end
+
+--- A recorder: rec.events, rec.health (every item, in order), rec.kinds[kind] = list.
+function _M.recorder()
+  local rec = { events = {}, health = {}, kinds = {} }
+  function rec.on_event(ev) rec.events[#rec.events + 1] = ev end
+  function rec.on_health(h)
+    rec.health[#rec.health + 1] = h
+    local k = rec.kinds[h.kind]
+    if not k then k = {}; rec.kinds[h.kind] = k end
+    k[#k + 1] = h
+    if os.getenv("GN_SPEC_TRACE") then
+      local parts = {}
+      for key, v in pairs(h) do
+        if type(v) ~= "table" then parts[#parts + 1] = key .. "=" .. tostring(v) end
+      end
+      table.sort(parts)
+      io.stderr:write("health ", table.concat(parts, " "), "\n")
+    end
+  end
+  function rec.count(kind) return #(rec.kinds[kind] or {}) end
+  function rec.last(kind) local k = rec.kinds[kind]; return k and k[#k] end
+  function rec.where(kind, pred)
+    local out = {}
+    for _, h in ipairs(rec.kinds[kind] or {}) do if pred(h) then out[#out + 1] = h end end
+    return out
+  end
+  return rec
+end
+
+--- Client configuration for an emulator (fast timings for tests); extra fields override.
+function _M.config(emu, rec, extra)
+  local cfg = {
+    gateway = { host = emu.host, port = emu.port, protocol = emu.tls and "https" or "http" },
+    client_id = "test-id", client_secret = "test-secret",
+    tls = emu.ca_file and { ca_file = emu.ca_file } or nil,
+    backoff = { base_ms = 50, max_ms = 400, multiplier = 2, jitter = "none", reset_after_ms = 200 },
+    timeouts = { connect_ms = 3000, handshake_ms = 3000, http_ms = 5000 },
+    on_event = rec and rec.on_event, on_health = rec and rec.on_health,
+  }
+  for k, v in pairs(extra or {}) do cfg[k] = v end
+  return cfg
+end
+
+--- The channel id of the client's current connection (from its last "connected" health).
+function _M.channel_of(rec)
+  local c = rec.last("connected")
+  return c and c.channel_id
+end
+
+return _M
