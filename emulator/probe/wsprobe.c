@@ -14,6 +14,7 @@
 #include "wsc.h"
 
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,8 @@ static void usage_die(const char *flag, const char *expected)
 
 int main(int argc, char **argv)
 {
+	/* a peer that closes during the TLS handshake must be reported, not kill us */
+	signal(SIGPIPE, SIG_IGN);
 	const char *url = NULL, *ca = NULL, *until = NULL;
 	const char *sends[64];
 	int nsend = 0, quiet = 0;
@@ -107,7 +110,7 @@ int main(int argc, char **argv)
 		SSL_CTX_free(ctx);
 		return 3;
 	}
-	int st = wsc_ws_handshake(&c, path, (int)(duration > 0 ? duration : 30000), err, sizeof err);
+	int st = wsc_ws_handshake(&c, path, 15000, err, sizeof err);
 	double topen = wsc_now_ms();
 	if (st != 101) {
 		json_t *j = json_pack("{s:i,s:f}", "handshake", st, "ms", topen - t0);

@@ -1,0 +1,295 @@
+-- Fault injection in the emulator, observed from real clients over real sockets:
+-- close/reset/stall/socket_closing/malformed on live connections, refused or slow handshakes,
+-- refused TCP, HTTP 429/500/503 for OAuth and REST, start-up faults from --fault.
+local emulator = require "support.emulator"
+local cjson = require "cjson.safe"
+
+local PRESENCE = "v2.users.u-faults.presence"
+
+local function meta(r, message)
+  local n = {}
+  for _, f in ipairs(r.texts) do
+    if f.msg and f.msg.eventBody and f.msg.eventBody.message == message then n[#n + 1] = f end
+  end
+  return n
+end
+
+for _, tls in ipairs { false, true } do
+  local mode = tls and "TLS" or "plain"
+
+  describe("emulator connection faults (" .. mode .. ")", function()
+    local emu, tok
+    setup(function()
+      emu = emulator.start { tls = tls, heartbeat_ms = 200 }
+      tok = emu:token()
+    end)
+    teardown(function()
+      local rc, err = emu:stop()
+      assert.equal(0, rc, err)
+    end)
+
+    local function connected(duration, opts)
+      local ch = emu:channel(tok, { PRESENCE })
+      local o = opts or {}
+      o.channel = ch.id
+      o.duration_ms = duration
+      local p = emu:probe_bg(o)
+      assert.equal(101, p:wait_open().handshake)
+      assert.truthy(emulator.wait_until(function() return emu:stats().channels[ch.id].connected end))
+      return ch, p
+    end
+
+    it("closes a socket with the given code and reason", function()
+      local ch, p = connected(5000)
+      local st, j = emu:admin("POST", "channels/" .. ch.id .. "/close", { code = 1011, reason = "server fault" })
+      assert.equal(200, st)
+      assert.same({ ch.id }, j.channels)
+      local r = p:result()
+      assert.equal("close", r["end"]["end"])
+      assert.equal(1011, r["end"].code)
+      assert.equal("server fault", r["end"].reason)
+      st, j = emu:admin("POST", "channels/" .. ch.id .. "/close", { code = 99 })
+      assert.equal(409, st)          -- no live connection any more
+    end)
+
+    it("validates close parameters, naming the field", function()
+      local ch, p = connected(5000)
+      local st, j = emu:admin("POST", "channels/" .. ch.id .. "/close", { code = 99 })
+      assert.equal(400, st)
+      assert.matches('"code"', j.message)
+      st, j = emu:admin("POST", "channels/" .. ch.id .. "/close", "[1,2")
+      assert.equal(400, st)
+      st = emu:admin("POST", "channels/" .. ch.id .. "/explode", {})
+      assert.equal(404, st)
+      st = emu:admin("POST", "channels/streaming-0-none/close", {})
+      assert.equal(404, st)
+      emu:admin("POST", "channels/" .. ch.id .. "/close", {})
+      p:result()
+    end)
+
+    it("resets a socket abruptly (TCP RST, no close frame)", function()
+      local ch, p = connected(5000)
+      local st = emu:admin("POST", "channels/" .. ch.id .. "/reset", {})
+      assert.equal(200, st)
+      local r = p:result()
+      assert.equal("reset", r["end"]["end"])
+      assert.is_nil(r["end"].code)
+      assert.truthy(emulator.wait_until(function()
+        return emu:stats().channels[ch.id].connections == 0
+      end))
+    end)
+
+    it("stalls: writes nothing, heartbeats included, while TCP stays open", function()
+      local ch, p = connected(2200, { send = {} })
+      emulator.sleep(0.5)
+      local st = emu:admin("POST", "channels/" .. ch.id .. "/stall", { ms = 1000 })
+      assert.equal(200, st)
+      local r = p:result()
+      assert.equal("timeout", r["end"]["end"])    -- never closed
+      local hb = meta(r, "WebSocket Heartbeat")
+      local maxgap = 0
+      for i = 2, #hb do maxgap = math.max(maxgap, hb[i].t - hb[i - 1].t) end
+      assert.is_true(maxgap >= 900 and maxgap < 1500, "longest silence " .. maxgap)
+      assert.is_true(hb[#hb].t > 1700)             -- heartbeats came back after the stall
+      emu:admin("POST", "channels/" .. ch.id .. "/close", {})
+    end)
+
+    it("sends v2.system.socket_closing, then closes after the grace period", function()
+      local ch, p = connected(5000)
+      local st = emu:admin("POST", "channels/" .. ch.id .. "/socket_closing", { grace_ms = 600 })
+      assert.equal(200, st)
+      local r = p:result()
+      local notice
+      for _, f in ipairs(r.texts) do
+        if f.msg.topicName == "v2.system.socket_closing" then notice = f end
+      end
+      assert.truthy(notice)
+      assert.is_string(notice.msg.metadata.CorrelationId)
+      assert.equal("close", r["end"]["end"])
+      assert.equal(1001, r["end"].code)
+      local grace = r["end"].elapsed_ms - notice.t
+      assert.is_true(grace >= 550 and grace < 1500, "grace " .. grace)
+    end)
+
+    it("sends malformed frames: invalid JSON, binary, invalid UTF-8, oversized", function()
+      local ch, p = connected(5000, { print_max = 100 })
+      local base = "channels/" .. ch.id .. "/malformed"
+      assert.equal(200, (emu:admin("POST", base, { kind = "invalid_json" })))
+      assert.equal(200, (emu:admin("POST", base, { kind = "binary" })))
+      assert.equal(200, (emu:admin("POST", base, { kind = "invalid_utf8" })))
+      assert.equal(200, (emu:admin("POST", base, { kind = "oversized", size = 2000000 })))
+      local st, j = emu:admin("POST", base, { kind = "weird" })
+      assert.equal(400, st)
+      assert.matches('"kind"', j.message)
+      local r = p:wait_for(function(x)
+        for _, f in ipairs(x.frames) do if f.len == 2000000 then return true end end
+      end, 15)
+      assert.truthy(r, "oversized frame not received")
+      local kinds = {}
+      for _, f in ipairs(r.frames) do
+        if f.frame == "binary" then kinds.binary = f
+        elseif f.len == 2000000 then kinds.oversized = f
+        elseif f.utf8 == false then kinds.utf8 = f
+        elseif f.json == false then kinds.json = f end
+      end
+      assert.equal(16, kinds.binary.len)
+      assert.is_true(kinds.json.utf8)
+      assert.is_false(kinds.utf8.utf8)
+      assert.is_true(kinds.oversized.json)
+      emu:admin("POST", "channels/" .. ch.id .. "/close", {})
+      p:result()
+    end)
+
+    it("applies an action to every connected channel with id *", function()
+      local a, pa = connected(5000)
+      local b, pb = connected(5000)
+      local st, j = emu:admin("POST", "channels/*/close", { code = 4000, reason = "all" })
+      assert.equal(200, st)
+      assert.is_true(j.count >= 2)
+      local ids = {}
+      for _, id in ipairs(j.channels) do ids[id] = true end
+      assert.is_true(ids[a.id] and ids[b.id])
+      assert.equal(4000, pa:result()["end"].code)
+      assert.equal(4000, pb:result()["end"].code)
+    end)
+
+    it("refuses new handshakes for a duration", function()
+      local ch = emu:channel(tok, { PRESENCE })
+      assert.equal(200, (emu:admin("POST", "faults/handshake", { mode = "refuse", ms = 800 })))
+      local t0 = emulator.now()
+      assert.equal(503, emu:probe { channel = ch.id, duration_ms = 500 }.open.handshake)
+      local dt = emulator.now() - t0
+      if dt < 0.85 then emulator.sleep(0.85 - dt) end
+      assert.equal(101, emu:probe { channel = ch.id, duration_ms = 200 }.open.handshake)
+      -- until cleared when no duration is given
+      emu:admin("POST", "faults/handshake", { mode = "refuse" })
+      assert.equal(503, emu:probe { channel = ch.id, duration_ms = 200 }.open.handshake)
+      assert.equal(200, (emu:admin("POST", "faults/clear", {})))
+      assert.equal(101, emu:probe { channel = ch.id, duration_ms = 200 }.open.handshake)
+    end)
+
+    it("slows handshakes down by delay_ms", function()
+      local ch = emu:channel(tok, { PRESENCE })
+      local fast = emu:probe { channel = ch.id, duration_ms = 100 }.open
+      assert.equal(200, (emu:admin("POST", "faults/handshake", { mode = "slow", delay_ms = 700, ms = 5000 })))
+      local slow = emu:probe { channel = ch.id, duration_ms = 100 }.open
+      emu:admin("POST", "faults/clear", {})
+      assert.equal(101, slow.handshake)
+      assert.is_true(slow.ms >= 680, "slow handshake took " .. slow.ms)
+      assert.is_true(fast.ms < 500, "normal handshake took " .. fast.ms)
+    end)
+
+    it("refuses new TCP connections (accept and close) for a duration", function()
+      local ch = emu:channel(tok, { PRESENCE })
+      assert.equal(200, (emu:admin("POST", "faults/tcp", { mode = "refuse", ms = 700 })))
+      local r = emu:probe { channel = ch.id, duration_ms = 300 }
+      assert.is_string(r.open.error or (r.open.handshake == -1 and "closed"))
+      assert.not_equal(101, r.open.handshake)
+      emulator.sleep(0.75)
+      assert.equal(101, emu:probe { channel = ch.id, duration_ms = 100 }.open.handshake)
+      local st, j = emu:admin("POST", "faults/tcp", { mode = "drop" })
+      assert.equal(400, st)
+      assert.matches('"mode"', j.message)
+    end)
+  end)
+end
+
+describe("emulator HTTP faults", function()
+  local emu
+  setup(function() emu = emulator.start { tls = true } end)
+  teardown(function()
+    local rc, err = emu:stop()
+    assert.equal(0, rc, err)
+  end)
+  before_each(function() emu:admin("POST", "faults/clear", {}) end)
+
+  local function oauth()
+    return emu:http("POST", "/oauth/token", {
+      headers = { Authorization = "Basic " .. emulator.basic("test-id:test-secret") },
+      body = "grant_type=client_credentials" })
+  end
+
+  it("answers OAuth with 429 + Retry-After for the next N requests", function()
+    local st, j = emu:admin("POST", "faults/http", { target = "oauth", status = 429, count = 2, retry_after = 3 })
+    assert.equal(200, st, cjson.encode(j))
+    for _ = 1, 2 do
+      local s, body, h = oauth()
+      assert.equal(429, s)
+      assert.equal("3", h["retry-after"])
+      local e = cjson.decode(body)
+      assert.equal(429, e.status)
+      assert.equal("too.many.requests", e.code)
+      assert.matches("Retry the request in %[3%] seconds", e.message)
+    end
+    assert.equal(200, (oauth()))
+  end)
+
+  it("answers REST with 503 for a duration, then recovers", function()
+    local tok = emu:token()
+    emu:admin("POST", "faults/http", { target = "rest", status = 503, ms = 600 })
+    local st, j = emu:rest(tok, "POST", "/channels")
+    assert.equal(503, st)
+    assert.equal(503, j.status)
+    assert.equal(503, (emu:rest(tok, "GET", "/channels")))
+    assert.equal(200, (oauth()))      -- OAuth is not affected
+    emulator.sleep(0.7)
+    assert.equal(200, (emu:rest(tok, "POST", "/channels")))
+  end)
+
+  it("answers 500 once, and faults/clear ends a fault early", function()
+    local tok = emu:token()
+    emu:admin("POST", "faults/http", { target = "rest", status = 500, count = 1 })
+    assert.equal(500, (emu:rest(tok, "GET", "/channels")))
+    assert.equal(200, (emu:rest(tok, "GET", "/channels")))
+    emu:admin("POST", "faults/http", { target = "oauth", status = 503 })
+    assert.equal(503, (oauth()))
+    assert.equal(503, (oauth()))
+    emu:admin("POST", "faults/clear", {})
+    assert.equal(200, (oauth()))
+    local g = emu:stats().global
+    assert.is_true(g.rest["500"] >= 1 and g.oauth["503"] >= 2 and g.rest["503"] >= 2)
+  end)
+
+  it("rejects bad fault requests, naming the field", function()
+    local cases = {
+      { { target = "db", status = 500 }, '"target"' },
+      { { target = "rest" }, '"status"' },
+      { { target = "rest", status = 200 }, '"status"' },
+      { { target = "rest", status = 429, count = -1 }, '"count"' },
+      { { target = "rest", status = 429, retry_after = "soon" }, '"retry_after"' },
+    }
+    for _, c in ipairs(cases) do
+      local st, j = emu:admin("POST", "faults/http", c[1])
+      assert.equal(400, st)
+      assert.matches(c[2], j.message)
+    end
+    local st, j = emu:admin("POST", "faults/handshake", { mode = "slow", delay_ms = "x" })
+    assert.equal(400, st)
+    assert.matches('"delay_ms"', j.message)
+    assert.equal(404, (emu:admin("POST", "faults/disk", {})))
+  end)
+end)
+
+describe("emulator start-up faults (--fault)", function()
+  it("applies http and handshake faults from the command line", function()
+    local emu = emulator.start { args = { "--fault", "http:target=oauth,status=503,count=1",
+      "--fault", "handshake:mode=refuse,ms=1500" } }
+    finally(function() emu:stop() end)
+    local st = emu:http("POST", "/oauth/token", {
+      headers = { Authorization = "Basic " .. emulator.basic("test-id:test-secret") },
+      body = "grant_type=client_credentials" })
+    assert.equal(503, st)
+    local ch = emu:channel(emu:token(), { PRESENCE })
+    assert.equal(503, emu:probe { channel = ch.id, duration_ms = 100 }.open.handshake)
+  end)
+
+  it("rejects a bad --fault with exit status 2, naming the flag", function()
+    local rc, _, err = emulator.run_raw { "--client", "a:b", "--fault", "http:target=oauth" }
+    assert.equal(2, rc)
+    assert.matches("%-%-fault", err)
+    assert.matches('"status"', err)
+    rc, _, err = emulator.run_raw { "--client", "a:b", "--fault", "nonsense" }
+    assert.equal(2, rc)
+    assert.matches("%-%-fault", err)
+  end)
+end)
