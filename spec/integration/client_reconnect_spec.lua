@@ -1,0 +1,171 @@
+-- Reconnection against the emulator: abrupt resets, close codes, the server going away and
+-- coming back, single flight, give-up.
+local emulator = require "support.emulator"
+local wait = require "support.wait"
+local notify = require "genesys.notify"
+
+local TOPIC = "v2.users.r1.presence"
+
+local function start_client(emu, extra)
+  local rec = wait.recorder()
+  local cfg = wait.config(emu, rec, extra)
+  cfg.topics = cfg.topics or { TOPIC }
+  local client = notify.new(cfg)
+  client:start()
+  assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000),
+    "the client did not connect")
+  return client, rec
+end
+
+local function events_on(emu, ch, n)
+  local st = emu:admin("POST", "channels/" .. ch .. "/events", { count = n, topic = TOPIC })
+  assert.equals(200, st)
+end
+
+describe("genesys.notify client: reconnection", function()
+  local emu
+  setup(function() emu = emulator.start { tls = true } end)
+  teardown(function() if emu then emu:stop() end end)
+
+  it("an abrupt reset (RST) -> soft reconnect to the same channel; the gap is reported; sequence goes on", function()
+    local client, rec = start_client(emu)
+    finally(function() client:close() end)
+    local ch = wait.channel_of(rec)
+    events_on(emu, ch, 3)
+    assert.truthy(wait.until_(client, function() return #rec.events >= 3 end, 5000))
+    local before = rec.events[3].body.sequence
+    assert.equals(200, (emu:admin("POST", "channels/" .. ch .. "/reset", {})))
+    assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
+    local d = rec.kinds.disconnected[1]
+    assert.equals("lost", d.reason)
+    assert.equals(1006, d.code)
+    local r = rec.kinds.restored[1]
+    assert.is_true(r.gap_ms >= 0 and r.gap_ms < 5000)
+    assert.is_true(r.deaf_to_ms >= r.deaf_from_ms)
+    assert.is_false(r.new_channel)
+    assert.equals(ch, wait.channel_of(rec)) -- soft: the same channel
+    assert.equals(1, rec.count("attempt"))
+    local a = rec.kinds.attempt[1]
+    assert.equals("reconnect", a.type)
+    assert.equals(1, a.attempt)
+    assert.equals(1, a.connection_id)
+    assert.equals("number", type(a.delay_ms))
+    assert.equals("number", type(a.timestamp_ms))
+    events_on(emu, ch, 3)
+    assert.truthy(wait.until_(client, function() return #rec.events >= 6 end, 5000))
+    assert.is_true(rec.events[4].body.sequence > before)
+    for i = 5, 6 do assert.equals(rec.events[i - 1].body.sequence + 1, rec.events[i].body.sequence) end
+    assert.equals(2, emu:stats().channels[ch].handshakes)
+  end)
+
+  for _, code in ipairs { 1000, 1001, 1011, 4000 } do
+    it("close code " .. code .. " -> disconnected with that code, then back on the same channel", function()
+      local client, rec = start_client(emu)
+      finally(function() client:close() end)
+      local ch = wait.channel_of(rec)
+      assert.equals(200, (emu:admin("POST", "channels/" .. ch .. "/close",
+        { code = code, reason = "test " .. code })))
+      assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
+      local d = rec.kinds.disconnected[1]
+      assert.equals(code, d.code)
+      assert.equals("closed", d.reason)
+      assert.equals("test " .. code, d.close_reason)
+      assert.equals(1, rec.count("attempt"))
+      assert.equals("open", client:state())
+      events_on(emu, ch, 1)
+      assert.truthy(wait.until_(client, function() return #rec.events >= 1 end, 5000))
+    end)
+  end
+
+  it("the emulator killed and restarted on the same port -> back afterwards, backoff growth visible", function()
+    local emu2 = emulator.start { tls = true }
+    finally(function() emu2:stop() end)
+    local client, rec = start_client(emu2, {
+      backoff = { base_ms = 50, max_ms = 800, multiplier = 2, jitter = "none", reset_after_ms = 200 } })
+    finally(function() client:close() end)
+    local old = wait.channel_of(rec)
+    emu2:kill()
+    assert.truthy(wait.until_(client, function() return rec.count("attempt") >= 5 end, 10000))
+    emu2:restart()
+    assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
+    local delays = {}
+    for i, a in ipairs(rec.kinds.attempt) do
+      delays[i] = a.delay_ms
+      assert.equals(i, a.attempt)
+    end
+    -- none jitter: 50, 100, 200, 400, 800, 800 ...
+    assert.equals(50, delays[1])
+    for i = 2, 5 do assert.equals(math.min(800, delays[i - 1] * 2), delays[i]) end
+    assert.equals(rec.count("attempt"), rec.count("failed") + 1)
+    -- the restarted emulator forgot the channel and the token: a new channel, a new token
+    local r = rec.kinds.restored[1]
+    assert.is_true(r.new_channel)
+    assert.are_not.equal(old, wait.channel_of(rec))
+    assert.truthy(r.gap_ms >= 50 + 100 + 200 + 400)
+    local st = emu2:stats()
+    assert.same({ TOPIC }, st.channels[wait.channel_of(rec)].subscriptions)
+    assert.is_true(st.channels[wait.channel_of(rec)].connected)
+    local m = client:metrics()
+    assert.equals(rec.count("failed"), m.failures)
+    assert.equals(2, m.successes)
+    assert.equals(2, m.latency_ms.count)
+  end)
+
+  it("the close callback, a timer and client:reconnect() firing together -> one attempt", function()
+    local client, rec = start_client(emu, {
+      heartbeat = { idle_ms = 100, ping_timeout_ms = 50 },
+      backoff = { base_ms = 300, max_ms = 300, jitter = "none", reset_after_ms = 100 } })
+    finally(function() client:close() end)
+    local ch = wait.channel_of(rec)
+    -- the server stops answering (no heartbeat, no pong: the watchdog fires) and closes the socket
+    -- at about the same time, and the application asks for a reconnect on top
+    emu:admin("POST", "channels/" .. ch .. "/stall", { ms = 150 })
+    emu:admin("POST", "channels/" .. ch .. "/close", { code = 1011, reason = "together" })
+    local won = 0
+    for _ = 1, 20 do if client:reconnect() then won = won + 1 end end
+    assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
+    wait.for_ms(client, 300)
+    assert.equals(1, rec.count("attempt"))
+    assert.is_true(won <= 1)
+    local m = client:metrics()
+    assert.is_true(m.scheduler.coalesced >= 19)
+    assert.equals(2, emu:stats().channels[ch].handshakes)
+  end)
+
+  it("reconnect() while open: exactly one of many concurrent calls opens the cycle", function()
+    local client, rec = start_client(emu, { backoff = { base_ms = 200, max_ms = 200, jitter = "none" } })
+    finally(function() client:close() end)
+    local results = {}
+    for i = 1, 50 do results[i] = client:reconnect() end
+    assert.is_true(results[1])
+    for i = 2, 50 do assert.is_false(results[i]) end
+    assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
+    assert.equals(1, rec.count("attempt"))
+    assert.equals("manual", rec.kinds.disconnected[1].reason)
+    assert.equals("manual", rec.kinds.attempt[1].reason)
+  end)
+
+  it("a dead heartbeat is noticed by the watchdog: ping, then reconnect", function()
+    local client, rec = start_client(emu, { heartbeat = { idle_ms = 100, ping_timeout_ms = 100 } })
+    finally(function() client:close() end)
+    emu:admin("POST", "channels/" .. wait.channel_of(rec) .. "/stall", { ms = 1000 })
+    assert.truthy(wait.until_(client, function() return rec.count("disconnected") > 0 end, 5000))
+    assert.equals("heartbeat_timeout", rec.kinds.disconnected[1].reason)
+    assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
+  end)
+
+  it("gives up by the policy: state failed, health gave_up with the reason, no more attempts", function()
+    local rec = wait.recorder()
+    local client = notify.new(wait.config({ host = "localhost", port = 1, tls = true, ca_file = emu.ca_file }, rec,
+      { backoff = { base_ms = 10, max_ms = 20, jitter = "none", max_retries = 3 } }))
+    finally(function() client:close() end)
+    client:start()
+    assert.equals("failed", client:run())
+    assert.equals(1, rec.count("gave_up"))
+    assert.equals("max_retries", rec.kinds.gave_up[1].reason)
+    assert.equals(3, rec.count("attempt"))
+    assert.equals(4, rec.count("failed"))
+    assert.equals(0, client:poll(100))
+    assert.equals("failed", client:state())
+  end)
+end)
