@@ -89,7 +89,7 @@ static void check_done(gn_http_t *h) {
       if (r->too_big) detail = "response body over the size limit";
       snprintf(msg, sizeof msg, "%s", detail);
       res.error = msg;
-      res.tls_error = rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CONNECT_ERROR ||
+      res.tls_error = rc == CURLE_PEER_FAILED_VERIFICATION ||
                       rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_SSL_CERTPROBLEM;
       res.timed_out = rc == CURLE_OPERATION_TIMEDOUT;
     }
