@@ -119,6 +119,8 @@ typedef struct pss {
 	size_t resp_len;
 	int retry_after;                    /* >= 0: send a Retry-After header */
 	int head;
+	int dispatched;                     /* answered already (lws may still report BODY_COMPLETION
+					     * for a POST with Content-Length: 0) */
 } pss_t;
 
 typedef struct emu_cfg {

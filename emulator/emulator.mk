@@ -15,7 +15,7 @@ PROBE_BIN := $(BINDIR)/gn-wsprobe
 EMU_LOAD_BIN := $(BINDIR)/gn-emulator-load
 CERTS_DIR ?= build/certs
 
-all: $(EMU_BIN) $(PROBE_BIN)
+all: $(EMU_BIN) $(PROBE_BIN) $(EMU_LOAD_BIN)
 .PHONY: emulator bench-emulator
 emulator: $(EMU_BIN) $(PROBE_BIN) $(EMU_LOAD_BIN)
 

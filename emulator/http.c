@@ -798,6 +798,9 @@ out:
 
 static void dispatch(struct lws *wsi, pss_t *p)
 {
+	if (p->dispatched)
+		return;
+	p->dispatched = 1;
 	if (p->body_too_big) {
 		int kind = !strncmp(p->path, "/oauth/", 7) ? KIND_OAUTH :
 			   !strncmp(p->path, "/api/", 5) ? KIND_REST : KIND_OTHER;
@@ -832,6 +835,7 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 	switch (reason) {
 	case LWS_CALLBACK_HTTP: {
 		reset_request(p);
+		p->dispatched = 0;
 		p->method = detect_method(wsi);
 		p->head = p->method == WSI_TOKEN_HEAD_URI;
 		snprintf(p->path, sizeof p->path, "%s", (const char *)in);

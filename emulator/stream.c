@@ -236,7 +236,58 @@ static uint64_t stream_due(const stream_t *s, int64_t now)
 	return want > s->sent ? want - s->sent : 0;
 }
 
-/* Writes one generated event if any stream owes one. Returns 1 written, 0 none due, -1 error. */
+/* ---- the writer ----------------------------------------------------------------------- */
+
+/* Small frames are written in batches: each is framed here (server frames are unmasked) and
+ * appended to one buffer that goes out with a single LWS_WRITE_RAW, so a TLS record and a
+ * syscall carry dozens of events instead of one. lws frames nothing itself for RAW writes and we
+ * never fragment, so its framing state stays consistent. Frames larger than half the batch go
+ * out on their own through the normal LWS_WRITE_TEXT/BINARY path. */
+#define BATCH_MAX 65536
+static unsigned char batch_buf[LWS_PRE + BATCH_MAX + 16];
+static size_t batch_len;
+
+static int batch_flush(conn_t *c)
+{
+	if (!batch_len)
+		return 0;
+	size_t n = batch_len;
+	batch_len = 0;
+	return lws_write(c->wsi, batch_buf + LWS_PRE, n, LWS_WRITE_RAW) < 0 ? -1 : 0;
+}
+
+/* Queues one frame: batched when small, written directly otherwise. Returns -1 on error. */
+static int emit(conn_t *c, const unsigned char *data, size_t len, int binary)
+{
+	if (len > BATCH_MAX / 2) {
+		if (batch_flush(c))
+			return -1;
+		/* lws needs LWS_PRE writable bytes before data: data always has them here */
+		return lws_write(c->wsi, (unsigned char *)data, len,
+				 binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < 0 ? -1 : 0;
+	}
+	if (batch_len + len + 10 > BATCH_MAX && batch_flush(c))
+		return -1;
+	unsigned char *h = batch_buf + LWS_PRE + batch_len;
+	size_t hl = 0;
+	h[hl++] = (unsigned char)(0x80 | (binary ? 2 : 1));
+	if (len < 126)
+		h[hl++] = (unsigned char)len;
+	else if (len < 65536) {
+		h[hl++] = 126;
+		h[hl++] = (unsigned char)(len >> 8);
+		h[hl++] = (unsigned char)len;
+	} else {
+		h[hl++] = 127;
+		for (int i = 7; i >= 0; i--)
+			h[hl++] = (unsigned char)((uint64_t)len >> (8 * i));
+	}
+	memcpy(h + hl, data, len);
+	batch_len += hl + len;
+	return 0;
+}
+
+/* Emits one generated event if any stream owes one. Returns 1 emitted, 0 none due, -1 error. */
 static int gen_one(conn_t *c, int64_t now)
 {
 	channel_t *ch = c->ch;
@@ -270,9 +321,7 @@ static int gen_one(conn_t *c, int64_t now)
 			free(s->topic);
 			memset(s, 0, sizeof *s);
 		}
-		if (lws_write(c->wsi, scratch + LWS_PRE, len, LWS_WRITE_TEXT) < (int)len)
-			return -1;
-		return 1;
+		return emit(c, scratch + LWS_PRE, len, 0) ? -1 : 1;
 	}
 	return 0;
 }
@@ -315,8 +364,13 @@ static int conn_writeable(conn_t *c)
 	int64_t now = now_us();
 	if (c->stall_until_us > now)
 		return 0;
-	for (int budget = 512; budget > 0; budget--) {
-		if (lws_send_pipe_choked(c->wsi)) {
+	batch_len = 0;
+	for (int budget = 1024; budget > 0; budget--) {
+		if (batch_len >= BATCH_MAX / 2) {
+			if (batch_flush(c))
+				return -1;
+		}
+		if (!batch_len && lws_send_pipe_choked(c->wsi)) {
 			lws_callback_on_writable(c->wsi);
 			return 0;
 		}
@@ -326,23 +380,29 @@ static int conn_writeable(conn_t *c)
 			if (!c->qhead)
 				c->qtail = NULL;
 			c->qlen--;
-			int n = lws_write(c->wsi, m->buf + LWS_PRE, m->len,
-					  m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+			int r = emit(c, m->buf + LWS_PRE, m->len, m->binary);
 			free(m);
-			if (n < 0)
+			if (r)
 				return -1;
 			continue;
 		}
-		if (c->close_after_drain)
+		if (c->close_after_drain) {
+			if (batch_flush(c))
+				return -1;
 			return do_close(c);
+		}
 		int r = gen_one(c, now);
 		if (r < 0)
 			return -1;
 		if (!r) {
+			if (batch_flush(c))
+				return -1;
 			schedule_next(c, now);
 			return 0;
 		}
 	}
+	if (batch_flush(c))
+		return -1;
 	lws_callback_on_writable(c->wsi);
 	return 0;
 }
