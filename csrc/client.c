@@ -1268,6 +1268,10 @@ void gn_client_close(gn_client_t *c) {
   gn_service_t *svc = c->svc;
   c->svc = NULL;
   gn_service_release(svc);
+  /* The cached token lives while some client uses its credential, not until this object is
+   * collected. */
+  gn_token_entry_release(c->tok);
+  c->tok = NULL;
 }
 
 void gn_client_free(gn_client_t *c) {
@@ -1346,4 +1350,6 @@ void gn_client_sched_counts(gn_client_t *c, uint64_t *cycles, uint64_t *coalesce
   *triggers = atomic_load(&c->sched.triggers);
 }
 
-unsigned long gn_client_token_requests(gn_client_t *c) { return gn_token_requests(c->tok); }
+unsigned long gn_client_token_requests(gn_client_t *c) {
+  return c->tok ? gn_token_requests(c->tok) : 0;
+}

@@ -1,0 +1,168 @@
+-- Tokens and authorization faults against the emulator: bad credentials, 403, 429 with
+-- Retry-After, a 503 storm, revoked tokens, one token request for many clients, TLS trust.
+local emulator = require "support.emulator"
+local wait = require "support.wait"
+local notify = require "genesys.notify"
+
+local TOPIC = "v2.users.a1.presence"
+
+local function oauth_count(st, code) return (st.global.oauth or {})[tostring(code)] or 0 end
+local function rest_count(st, code) return (st.global.rest or {})[tostring(code)] or 0 end
+
+describe("genesys.notify client: tokens and auth faults", function()
+  local emu
+  setup(function() emu = emulator.start { tls = true } end)
+  teardown(function() if emu then emu:stop() end end)
+  before_each(function() emu:admin("POST", "faults/clear", {}) end)
+
+  it("bad credentials -> final failure auth with a clear message, no retry loop", function()
+    local before = emu:stats()
+    local rec = wait.recorder()
+    local client = notify.new(wait.config(emu, rec, { client_secret = "wrong-secret", topics = { TOPIC } }))
+    finally(function() client:close() end)
+    client:start()
+    assert.equals("failed", client:run())
+    local g = rec.kinds.gave_up[1]
+    assert.equals("auth", g.reason)
+    assert.truthy(g.error:find("bad credentials", 1, true), g.error)
+    assert.truthy(g.error:find("client_secret", 1, true))
+    assert.falsy(g.error:find("wrong-secret", 1, true))
+    assert.equals(0, rec.count("attempt"))
+    wait.for_ms(client, 200)
+    local after = emu:stats()
+    assert.equals(1, oauth_count(after, 401) - oauth_count(before, 401))
+    assert.equals(0, rec.count("attempt"))
+  end)
+
+  it("403 -> gave_up forbidden, no retry loop", function()
+    local rec = wait.recorder()
+    local before = emu:stats()
+    emu:admin("POST", "faults/http", { target = "rest", status = 403, count = 5 })
+    local client = notify.new(wait.config(emu, rec, { topics = { TOPIC } }))
+    finally(function() client:close() end)
+    client:start()
+    assert.equals("failed", client:run())
+    assert.equals("forbidden", rec.kinds.gave_up[1].reason)
+    assert.equals(0, rec.count("attempt"))
+    local n403 = rest_count(emu:stats(), 403) - rest_count(before, 403)
+    assert.is_true(n403 >= 1)
+    wait.for_ms(client, 300) -- nothing more is tried
+    assert.equals(n403, rest_count(emu:stats(), 403) - rest_count(before, 403))
+    assert.equals(0, rec.count("attempt"))
+  end)
+
+  it("OAuth 429 with Retry-After -> the next delay is at least Retry-After", function()
+    local rec = wait.recorder()
+    emu:admin("POST", "faults/http", { target = "oauth", status = 429, count = 1, retry_after = 1 })
+    local client = notify.new(wait.config(emu, rec, { topics = { TOPIC } }))
+    finally(function() client:close() end)
+    local t0 = wait.now_ms()
+    client:start()
+    assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
+    assert.is_true(wait.now_ms() - t0 >= 1000)
+    local f = rec.kinds.failed[1]
+    assert.equals("rate_limited", f.reason)
+    assert.equals(429, f.status)
+    local a = rec.kinds.attempt[1]
+    assert.is_true(a.delay_ms >= 1000, "delay " .. a.delay_ms)
+    assert.equals(1000, a.retry_after_ms)
+  end)
+
+  it("a 503 storm -> backoff with growing delays, then back without giving up", function()
+    local rec = wait.recorder()
+    emu:admin("POST", "faults/http", { target = "rest", status = 503, ms = 700 })
+    local client = notify.new(wait.config(emu, rec, { topics = { TOPIC } }))
+    finally(function() client:close() end)
+    client:start()
+    assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
+    assert.is_true(rec.count("failed") >= 3)
+    for _, f in ipairs(rec.kinds.failed) do assert.equals(503, f.status) end
+    local a = rec.kinds.attempt
+    for i = 2, math.min(#a, 4) do assert.is_true(a[i].delay_ms > a[i - 1].delay_ms) end
+    assert.equals(0, rec.count("gave_up"))
+    assert.same({ TOPIC }, emu:stats().channels[wait.channel_of(rec)].subscriptions)
+  end)
+
+  it("tokens revoked -> one refresh and the client goes on", function()
+    local rec = wait.recorder()
+    local client = notify.new(wait.config(emu, rec, { topics = { TOPIC } }))
+    finally(function() client:close() end)
+    client:start()
+    assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
+    local issued = emu:stats().global.tokens_issued
+    emu:admin("POST", "tokens/revoke", {})
+    client:subscribe("v2.users.a2.presence")
+    assert.truthy(wait.until_(client, function()
+      return #rec.where("subscription", function(h) return h.event == "updated" end) > 0 end, 5000))
+    assert.equals(issued + 1, emu:stats().global.tokens_issued)
+    assert.equals(1, #rec.where("token", function(h) return h.event == "rejected" end))
+    assert.equals(2, #emu:stats().channels[wait.channel_of(rec)].subscriptions)
+    -- and a hard reconnect after a revocation: 401 on channel creation -> refresh -> new channel
+    emu:admin("POST", "tokens/revoke", {})
+    emu:admin("POST", "channels/" .. wait.channel_of(rec) .. "/expire", {})
+    assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
+    assert.equals(issued + 2, emu:stats().global.tokens_issued)
+    assert.is_true(rec.kinds.restored[1].new_channel)
+    assert.equals(0, rec.count("gave_up"))
+  end)
+
+  it("100 clients of one context sharing a credential -> one token request at start, one after revocation", function()
+    -- Genesys allows 20 channels per OAuth client; the emulator is told to allow one per client here
+    local emu2 = emulator.start { tls = true, args = { "--max-channels", "1000" } }
+    finally(function() emu2:stop() end)
+    local clients, recs = {}, {}
+    finally(function() for _, c in ipairs(clients) do c:close() end end)
+    for i = 1, 100 do
+      recs[i] = wait.recorder()
+      clients[i] = notify.new(wait.config(emu2, recs[i], { topics = { "v2.users.m" .. i .. ".presence" } }))
+    end
+    for _, c in ipairs(clients) do c:start() end
+    local function all(kind, n)
+      return function()
+        for _, r in ipairs(recs) do if r.count(kind) < n then return false end end
+        return true
+      end
+    end
+    assert.truthy(wait.until_(clients, all("connected", 1), 60000), "not all connected")
+    local st = emu2:stats()
+    assert.equals(1, st.global.tokens_issued)
+    assert.equals(1, oauth_count(st, 200))
+    assert.equals(1, clients[1]:metrics().token_requests)
+    emu2:admin("POST", "tokens/revoke", {})
+    emu2:admin("POST", "channels/*/expire", {})
+    assert.truthy(wait.until_(clients, all("restored", 1), 60000), "not all restored")
+    st = emu2:stats()
+    assert.equals(2, st.global.tokens_issued)
+    assert.equals(2, oauth_count(st, 200))
+    for _, r in ipairs(recs) do assert.is_true(r.kinds.restored[1].new_channel) end
+  end)
+
+  it("an untrusted CA -> a clear TLS failure and no connection", function()
+    local before = emu:stats()
+    local rec = wait.recorder()
+    local cfg = wait.config(emu, rec, { topics = { TOPIC },
+      backoff = { base_ms = 50, max_ms = 50, jitter = "none", max_retries = 1 } })
+    cfg.tls = nil -- the system's CAs do not know the emulator's test CA
+    local client = notify.new(cfg)
+    finally(function() client:close() end)
+    client:start()
+    assert.equals("failed", client:run())
+    local f = rec.kinds.failed[1]
+    assert.equals("tls", f.reason)
+    assert.truthy(f.error:lower():find("certificate", 1, true), f.error)
+    assert.equals(0, rec.count("connected"))
+    local after = emu:stats()
+    assert.equals(before.global.tokens_issued, after.global.tokens_issued)
+    assert.equals(before.global.handshakes, after.global.handshakes)
+  end)
+
+  it("tls.verify = false connects without the CA (an explicit opt-out)", function()
+    local rec = wait.recorder()
+    local cfg = wait.config(emu, rec, { topics = { TOPIC } })
+    cfg.tls = { verify = false }
+    local client = notify.new(cfg)
+    finally(function() client:close() end)
+    client:start()
+    assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
+  end)
+end)
