@@ -1,0 +1,125 @@
+-- The stream's own faults: channel expiry (hard reconnect, every subscription restored),
+-- malformed frames, oversized messages, socket_closing, queue overflow.
+local emulator = require "support.emulator"
+local wait = require "support.wait"
+local notify = require "genesys.notify"
+
+local T1, T2, T3 = "v2.users.s1.presence", "v2.users.s2.presence", "v2.users.s3.presence"
+
+local function start_client(emu, extra)
+  local rec = wait.recorder()
+  local cfg = wait.config(emu, rec, extra)
+  cfg.topics = cfg.topics or { T1 }
+  local client = notify.new(cfg)
+  client:start()
+  assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000),
+    "the client did not connect")
+  return client, rec
+end
+
+describe("genesys.notify client: stream faults", function()
+  local emu
+  setup(function() emu = emulator.start { tls = true } end)
+  teardown(function() if emu then emu:stop() end end)
+
+  it("channel expired -> hard reconnect: a new channel with every subscription restored", function()
+    local client, rec = start_client(emu, { topics = { T1 } })
+    finally(function() client:close() end)
+    client:subscribe { T2, T3 }
+    local old = wait.channel_of(rec)
+    assert.truthy(wait.until_(client, function()
+      return #emu:stats().channels[old].subscriptions == 3 end, 5000))
+    assert.equals(200, (emu:admin("POST", "channels/" .. old .. "/expire", {})))
+    assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
+    assert.equals(1, rec.count("channel_gone"))
+    local new = wait.channel_of(rec)
+    assert.are_not.equal(old, new)
+    assert.is_true(rec.kinds.restored[1].new_channel)
+    local subs = emu:stats().channels[new].subscriptions
+    table.sort(subs)
+    assert.same({ T1, T2, T3 }, subs)
+    emu:admin("POST", "channels/" .. new .. "/events", { count = 2, topic = T3 })
+    assert.truthy(wait.until_(client, function() return #rec.events >= 2 end, 5000))
+    assert.equals(new, rec.events[1].channel_id)
+  end)
+
+  it("an evicted channel is replaced the same way", function()
+    local client, rec = start_client(emu)
+    finally(function() client:close() end)
+    local old = wait.channel_of(rec)
+    emu:admin("POST", "channels/" .. old .. "/evict", {})
+    assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
+    assert.are_not.equal(old, wait.channel_of(rec))
+    assert.same({ T1 }, emu:stats().channels[wait.channel_of(rec)].subscriptions)
+  end)
+
+  for _, kind in ipairs { "invalid_json", "binary", "invalid_utf8" } do
+    it("a malformed frame (" .. kind .. ") is a health event and the stream goes on", function()
+      local client, rec = start_client(emu)
+      finally(function() client:close() end)
+      local ch = wait.channel_of(rec)
+      assert.equals(200, (emu:admin("POST", "channels/" .. ch .. "/malformed", { kind = kind })))
+      emu:admin("POST", "channels/" .. ch .. "/events", { count = 2, topic = T1 })
+      assert.truthy(wait.until_(client, function() return #rec.events >= 2 end, 5000))
+      local m = rec.kinds.malformed
+      assert.truthy(m and #m >= 1, "no malformed health")
+      if kind == "binary" then assert.equals("binary", m[1].reason)
+      else assert.truthy(m[1].reason == "invalid_json" or m[1].reason == "invalid_utf8", m[1].reason) end
+      assert.equals(1, client:metrics().malformed)
+      -- either the stream went on, or (invalid UTF-8 refused by the WebSocket layer) it recovered
+      assert.equals("open", client:state())
+    end)
+  end
+
+  it("a message over max_message_size is a health event and a reconnect, never a crash", function()
+    local client, rec = start_client(emu, { max_message_size = 4096 })
+    finally(function() client:close() end)
+    local ch = wait.channel_of(rec)
+    emu:admin("POST", "channels/" .. ch .. "/malformed", { kind = "oversized", size = 100000 })
+    assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
+    local o = rec.kinds.oversize[1]
+    assert.truthy(o.error:find("max_message_size", 1, true))
+    assert.equals(4096, o.limit)
+    assert.equals("oversize", rec.kinds.disconnected[1].reason)
+    emu:admin("POST", "channels/" .. ch .. "/events", { count = 1, topic = T1 })
+    assert.truthy(wait.until_(client, function() return #rec.events >= 1 end, 5000))
+  end)
+
+  it("fragmented large messages within the limit are reassembled", function()
+    local client, rec = start_client(emu, { max_message_size = 1024 * 1024 })
+    finally(function() client:close() end)
+    emu:admin("POST", "channels/" .. wait.channel_of(rec) .. "/events", { count = 3, topic = T1, size = 200000 })
+    assert.truthy(wait.until_(client, function() return #rec.events >= 3 end, 5000))
+    for _, ev in ipairs(rec.events) do assert.is_true(#ev.raw >= 200000) end
+    assert.equals(0, rec.count("malformed"))
+  end)
+
+  it("socket_closing reaches Lua as health, not as an event, and the client is back after the close", function()
+    local client, rec = start_client(emu)
+    finally(function() client:close() end)
+    local old = wait.channel_of(rec)
+    emu:admin("POST", "channels/" .. old .. "/socket_closing", { grace_ms = 200 })
+    assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
+    assert.equals(1, rec.count("socket_closing"))
+    assert.equals(0, #rec.events)
+    assert.same({ T1 }, emu:stats().channels[wait.channel_of(rec)].subscriptions)
+  end)
+
+  it("a full event queue drops and counts, and reports it as health overflow", function()
+    local client, rec = start_client(emu, { queue_limit = 10 })
+    finally(function() client:close() end)
+    local ch = wait.channel_of(rec)
+    emu:admin("POST", "channels/" .. ch .. "/events", { count = 50, topic = T1 })
+    -- do not poll until the server has sent them all
+    assert.truthy(emulator.wait_until(function()
+      return emu:stats().channels[ch].events_sent >= 50 end, 5))
+    emulator.sleep(0.2)
+    wait.for_ms(client, 300)
+    local ov = rec.kinds.overflow
+    assert.truthy(ov and #ov >= 1, "no overflow health")
+    local dropped = 0
+    for _, h in ipairs(ov) do dropped = dropped + h.dropped end
+    assert.equals(50, #rec.events + dropped)
+    assert.equals(dropped, client:metrics().dropped)
+  end)
+end)
