@@ -132,6 +132,35 @@ static int l_decode(lua_State *L) {
   return 1;
 }
 
+/* core.json_bench(text, n, mode): the C side of bench/decode_bench.lua, timed in C so the loop
+ * costs nothing. mode "parse+convert": jansson parse and Lua table, n times (what decoding on the
+ * Lua thread would cost); "convert": parse once, build the table n times (what the client's Lua
+ * thread really pays: the service thread has already parsed the message to read its topic).
+ * Returns the elapsed milliseconds. */
+static int l_json_bench(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  long n = (long)luaL_checkinteger(L, 2);
+  const char *mode = luaL_checkstring(L, 3);
+  int convert_only = strcmp(mode, "convert") == 0;
+  json_t *pre = convert_only ? json_loadb(s, len, 0, NULL) : NULL;
+  if (convert_only && !pre) return luaL_error(L, "json_bench: invalid JSON");
+  struct timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  for (long i = 0; i < n; i++) {
+    json_t *j = convert_only ? pre : json_loadb(s, len, 0, NULL);
+    if (!j) return luaL_error(L, "json_bench: invalid JSON");
+    push_json(L, j, 0);
+    lua_pop(L, 1);
+    if (!convert_only) json_decref(j);
+    if ((i & 255) == 0) lua_gc(L, LUA_GCSTEP, 0);
+  }
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  json_decref(pre);
+  lua_pushnumber(L, (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6);
+  return 1;
+}
+
 static int traceback(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
   if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
@@ -539,6 +568,8 @@ int lgn_open_client(lua_State *L) {
   lua_setfield(L, -2, "client_new");
   lua_pushcfunction(L, l_now_ms);
   lua_setfield(L, -2, "now_ms");
+  lua_pushcfunction(L, l_json_bench);
+  lua_setfield(L, -2, "json_bench");
   lua_pushcfunction(L, l_decode);
   lua_setfield(L, -2, "json_decode");
   lua_pushlightuserdata(L, NULL);
