@@ -849,7 +849,7 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		return 0;
 	}
 	case LWS_CALLBACK_HTTP_BODY:
-		if (p->body_too_big)
+		if (p->body_too_big || !len)
 			return 0;
 		if (p->body_len + len > EMU_MAX_BODY) {
 			p->body_too_big = 1;

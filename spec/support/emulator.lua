@@ -22,14 +22,20 @@ local function shq(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
+-- Every command runs without LD_PRELOAD: sanitizer runs preload libasan/libtsan into busted, and
+-- the shell and tools we spawn are not ours to check (the emulator is linked with the sanitizer).
+local function clean(cmd)
+  return "exec env -u LD_PRELOAD sh -c " .. "'" .. cmd:gsub("'", "'\\''") .. "'"
+end
+
 local function sh(cmd)
-  local ok, how, code = os.execute(cmd)
+  local ok, how, code = os.execute(clean(cmd))
   if type(ok) == "number" then return ok == 0, ok end   -- Lua 5.1 / LuaJIT without 5.2 compat
   return ok == true, code
 end
 
 local function capture(cmd)
-  local p = assert(io.popen(cmd, "r"))
+  local p = assert(io.popen(clean(cmd), "r"))
   local s = p:read("*a")
   p:close()
   return s
@@ -197,6 +203,13 @@ function _M:stop()
   self.last_rc, self.last_err = rc, read_file(self.dir .. "/err") or ""
   self.last_out = read_file(self.dir .. "/out") or ""
   sh("rm -rf " .. shq(self.dir .. "/probe-") .. "*")
+  -- A sanitizer report fails the spec that stopped the emulator, whatever the exit status.
+  for _, pat in ipairs { "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                         "WARNING: ThreadSanitizer", "runtime error:" } do
+    if self.last_err:find(pat, 1, true) then
+      error("emulator sanitizer report:\n" .. self.last_err, 2)
+    end
+  end
   return self.last_rc, self.last_err
 end
 
