@@ -92,6 +92,17 @@ struct gn_client {
   uint64_t last_rx_ms;
   int ping_sent;
   uint64_t open_since_ms;
+
+  /* rollover (socket_closing): channel B is made, subscribed and connected while A still
+   * delivers; then A is closed. Events seen on both are delivered once (CorrelationId). */
+  int rolling;
+  gn_http_req_t *roll_req;
+  gn_conn_t *roll_conn;
+  char *roll_channel_id, *roll_connect_uri;
+  uint64_t roll_start_ms;
+  char recent[128][40];        /* latest CorrelationIds, for the overlap */
+  unsigned recent_pos;
+  uint64_t dedup_until_ms;
 };
 
 const char *gn_state_name(gn_state_t s) {
@@ -589,8 +600,16 @@ static void arm_watchdog(gn_client_t *c, uint64_t ms) {
   if (c->watchdog_timer) uv_timer_start(c->watchdog_timer, watchdog_cb, ms, 0);
 }
 
+static void roll_open(gn_client_t *c);
+static void roll_abort(gn_client_t *c, const char *msg);
+static void roll_cancel(gn_client_t *c);
+
 static void conn_open_cb(void *ud, gn_conn_t *conn) {
   gn_client_t *c = ud;
+  if (conn == c->roll_conn && conn) {
+    roll_open(c);
+    return;
+  }
   uint64_t now = gn_now_mono_ms();
   double latency = (double)(now - c->attempt_start_ms);
   set_state(c, GN_ST_OPEN);
@@ -607,6 +626,10 @@ static void conn_open_cb(void *ud, gn_conn_t *conn) {
   if (c->down_since_ms) c->metrics.deaf_ms += (double)(now - c->down_since_ms);
   pthread_mutex_unlock(&c->metrics.mu);
   gn_metrics_add_latency(&c->metrics, latency);
+  /* Close the cycle before anyone can read "connected": a reconnect() asked after that must
+   * open a new cycle, not fold into this finished one. */
+  if (gn_sched_open(&c->sched)) gn_sched_complete(&c->sched, 1);
+  gn_backoff_succeeded(&c->bo, now);
   health(c, "connected",
          json_pack("{s:f, s:s, s:I, s:i, s:b}", "latency_ms", latency, "channel_id",
                    c->channel_id ? c->channel_id : "", "connection_id",
@@ -621,8 +644,6 @@ static void conn_open_cb(void *ud, gn_conn_t *conn) {
   }
   c->ever_open = 1;
   c->down_since_ms = 0;
-  if (gn_sched_open(&c->sched)) gn_sched_complete(&c->sched, 1);
-  gn_backoff_succeeded(&c->bo, now);
   arm_watchdog(c, (uint64_t)c->idle_ms);
   /* A subscription change that arrived while we were connecting. */
   if (c->topics_dirty && !c->sub_req) {
@@ -630,7 +651,11 @@ static void conn_open_cb(void *ud, gn_conn_t *conn) {
   }
 }
 
-static void handle_text(gn_client_t *c, const char *data, size_t len) {
+static void start_rollover(gn_client_t *c);
+static int seen_before(gn_client_t *c, json_t *msg);
+
+static void handle_text(gn_client_t *c, gn_conn_t *conn, const char *data, size_t len) {
+  const char *chan = conn == c->roll_conn && c->roll_conn ? c->roll_channel_id : c->channel_id;
   json_error_t je;
   json_t *j = json_loadb(data, len, 0, &je);
   if (!j || !json_is_object(j)) {
@@ -676,10 +701,17 @@ static void handle_text(gn_client_t *c, const char *data, size_t len) {
     return;
   }
   if (strcmp(topic, "v2.system.socket_closing") == 0) {
-    /* The server will close this socket soon: open a new channel before it does. The next
-     * attempt (when the server closes) goes straight to a new channel. */
-    c->hard_next = 1;
-    health(c, "socket_closing", json_pack("{s:s}", "channel_id", c->channel_id ? c->channel_id : ""));
+    /* The server will close this socket soon: open the replacement before it does. */
+    health(c, "socket_closing", json_pack("{s:s}", "channel_id", chan ? chan : ""));
+    json_decref(j);
+    if (conn == c->conn && !c->rolling && atomic_load(&c->state) == GN_ST_OPEN) start_rollover(c);
+    return;
+  }
+  if ((c->rolling || gn_now_mono_ms() < c->dedup_until_ms) ? seen_before(c, j) : (seen_before(c, j), 0)) {
+    /* Already delivered by the other connection of a rollover. */
+    pthread_mutex_lock(&c->metrics.mu);
+    c->metrics.duplicates++;
+    pthread_mutex_unlock(&c->metrics.mu);
     json_decref(j);
     return;
   }
@@ -694,8 +726,8 @@ static void handle_text(gn_client_t *c, const char *data, size_t len) {
   it->rawlen = len;
   it->type = GN_ITEM_EVENT;
   it->body = body ? json_incref(body) : NULL;
-  it->data = json_pack("{s:s, s:s, s:f}", "topic", topic, "channel_id",
-                       c->channel_id ? c->channel_id : "", "received_ms", gn_now_wall_ms());
+  it->data = json_pack("{s:s, s:s, s:f}", "topic", topic, "channel_id", chan ? chan : "",
+                       "received_ms", gn_now_wall_ms());
   json_decref(j);
   pthread_mutex_lock(&c->metrics.mu);
   c->metrics.events++;
@@ -705,8 +737,10 @@ static void handle_text(gn_client_t *c, const char *data, size_t len) {
 
 static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t len, int binary) {
   gn_client_t *c = ud;
-  c->last_rx_ms = gn_now_mono_ms();
-  c->ping_sent = 0;
+  if (conn == c->conn) {
+    c->last_rx_ms = gn_now_mono_ms();
+    c->ping_sent = 0;
+  }
   if (binary) {
     pthread_mutex_lock(&c->metrics.mu);
     c->metrics.malformed++;
@@ -716,12 +750,30 @@ static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t 
                                      (json_int_t)len));
     return;
   }
-  handle_text(c, data, len);
+  handle_text(c, conn, data, len);
 }
 
 static void conn_close_cb(void *ud, gn_conn_t *conn, const gn_close_info_t *info) {
   gn_client_t *c = ud;
+  if (conn == c->roll_conn && conn) {
+    c->roll_conn = NULL;
+    roll_abort(c, info->error);
+    return;
+  }
   c->conn = NULL;
+  if (atomic_load(&c->state) == GN_ST_OPEN && c->rolling) {
+    /* The old socket went before the replacement was ready: deaf until it is. */
+    went_deaf(c);
+    pthread_mutex_lock(&c->metrics.mu);
+    c->metrics.disconnects++;
+    pthread_mutex_unlock(&c->metrics.mu);
+    set_state(c, GN_ST_CONNECT);
+    health(c, "disconnected",
+           json_pack("{s:s, s:i, s:s, s:s, s:I}", "reason", "socket_closing", "code", info->code,
+                     "error", info->error, "channel_id", c->channel_id ? c->channel_id : "",
+                     "connection_id", (json_int_t)c->connection_id));
+    return;
+  }
   if (atomic_load(&c->state) == GN_ST_OPEN) {
     went_deaf(c);
     const char *reason = info->oversize ? "oversize" : info->code != 1006 ? "closed" : "lost";
@@ -803,6 +855,7 @@ static void watchdog_cb(uv_timer_t *t) {
     return;
   }
   /* Dead link: nothing came back, not even the pong. */
+  roll_cancel(c);
   gn_conn_abort(c->conn);
   c->conn = NULL;
   went_deaf(c);
@@ -916,6 +969,7 @@ static void attempt_failed(gn_client_t *c, const char *reason, gn_reason_t why,
 }
 
 static void final_failure(gn_client_t *c, const char *code, const char *msg) {
+  roll_cancel(c);
   cancel_attempt_io(c);
   stop_watchdog(c);
   end_open_metrics(c);
@@ -926,6 +980,149 @@ static void final_failure(gn_client_t *c, const char *code, const char *msg) {
   health(c, "gave_up", json_pack("{s:s, s:s, s:i}", "reason", code, "error", msg, "attempts",
                                  (int)c->bo.attempt));
   if (gn_sched_open(&c->sched)) gn_sched_complete(&c->sched, 0);
+}
+
+/* ---- rollover ---- */
+
+static int seen_before(gn_client_t *c, json_t *msg) {
+  const char *id = json_string_value(json_object_get(json_object_get(msg, "metadata"),
+                                                     "CorrelationId"));
+  if (!id || strlen(id) >= sizeof c->recent[0]) return 0;
+  for (size_t i = 0; i < sizeof c->recent / sizeof c->recent[0]; i++)
+    if (strcmp(c->recent[i], id) == 0) return 1;
+  strcpy(c->recent[c->recent_pos], id);
+  c->recent_pos = (c->recent_pos + 1) % (sizeof c->recent / sizeof c->recent[0]);
+  return 0;
+}
+
+static void roll_cancel(gn_client_t *c) {
+  if (c->roll_req) gn_http_cancel(c->roll_req);
+  c->roll_req = NULL;
+  if (c->roll_conn) gn_conn_abort(c->roll_conn);
+  c->roll_conn = NULL;
+  free(c->roll_channel_id);
+  free(c->roll_connect_uri);
+  c->roll_channel_id = c->roll_connect_uri = NULL;
+  c->rolling = 0;
+}
+
+static void roll_abort(gn_client_t *c, const char *msg) {
+  roll_cancel(c);
+  c->hard_next = 1; /* the old channel is going away: the next attempt makes a new one */
+  health(c, "rollover", json_pack("{s:s, s:s, s:s}", "event", "failed", "error", msg ? msg : "",
+                                  "channel_id", c->channel_id ? c->channel_id : ""));
+  if (!c->conn) {
+    /* The old socket is already gone: the ordinary reconnect takes over. */
+    set_state(c, GN_ST_BACKOFF);
+    fail_and_schedule(c, GN_REASON_CLOSE, -1, "socket_closing");
+  }
+}
+
+static void roll_open(gn_client_t *c) {
+  gn_conn_t *old = c->conn;
+  char *old_id = c->channel_id;
+  uint64_t now = gn_now_mono_ms();
+  c->conn = c->roll_conn;
+  c->roll_conn = NULL;
+  c->channel_id = c->roll_channel_id;
+  free(c->connect_uri);
+  c->connect_uri = c->roll_connect_uri;
+  c->roll_channel_id = c->roll_connect_uri = NULL;
+  c->rolling = 0;
+  c->hard_next = 0;
+  c->dedup_until_ms = now + 5000;
+  health(c, "rollover", json_pack("{s:s, s:s, s:s, s:f, s:b}", "event", "completed", "from",
+                                  old_id ? old_id : "", "to", c->channel_id, "elapsed_ms",
+                                  (double)(now - c->roll_start_ms), "gap", old == NULL));
+  free(old_id);
+  if (old) {
+    gn_conn_close(old, 1000, "rollover to a new channel");
+    c->last_rx_ms = now;
+    c->ping_sent = 0;
+    pthread_mutex_lock(&c->metrics.mu);
+    c->metrics.rollovers++;
+    pthread_mutex_unlock(&c->metrics.mu);
+    return;
+  }
+  /* The old socket had already gone: this is a reconnect like any other. */
+  c->attempt_start_ms = c->roll_start_ms;
+  c->attempt_hard = 1;
+  gn_conn_t *conn = c->conn;
+  c->conn = NULL;
+  pthread_mutex_lock(&c->metrics.mu);
+  c->metrics.attempts++;
+  c->metrics.rollovers++;
+  pthread_mutex_unlock(&c->metrics.mu);
+  c->conn = conn;
+  conn_open_cb(c, conn);
+}
+
+static void roll_sub_done(void *ud, const gn_http_result_t *hr) {
+  gn_client_t *c = ud;
+  c->roll_req = NULL;
+  if (hr->error || (hr->status != 200 && hr->status != 201 && hr->status != 204)) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "subscribing the new channel: %s%s", hr->error ? hr->error : "HTTP ",
+             hr->error ? "" : (hr->status == 401 ? "401" : hr->status == 404 ? "404" : "error"));
+    if (hr->status == 401) gn_token_invalidate(c->tok, c->token_gen);
+    roll_abort(c, msg);
+    return;
+  }
+  strset_copy(&c->confirmed, &c->topics);
+  gn_conn_opts_t o = {0};
+  o.url = c->roll_connect_uri;
+  o.ca_file = c->ca_file;
+  o.verify = c->verify;
+  o.max_message = c->max_message;
+  o.connect_timeout_ms = c->connect_timeout_ms;
+  o.handshake_timeout_ms = c->handshake_timeout_ms;
+  static const gn_conn_cbs_t cbs = {conn_open_cb, conn_message_cb, conn_close_cb};
+  char err[256] = "";
+  c->roll_conn = gn_conn_open(c->svc, &o, &cbs, c, err, sizeof err);
+  if (!c->roll_conn) roll_abort(c, err);
+}
+
+static void roll_channel_done(void *ud, const gn_http_result_t *hr) {
+  gn_client_t *c = ud;
+  c->roll_req = NULL;
+  json_t *j = NULL;
+  const char *id = NULL, *uri = NULL;
+  if (!hr->error && (hr->status == 200 || hr->status == 201)) {
+    j = json_loadb(hr->body, hr->body_len, 0, NULL);
+    id = json_string_value(json_object_get(j, "id"));
+    uri = json_string_value(json_object_get(j, "connectUri"));
+  }
+  if (!id || !uri) {
+    char msg[200];
+    if (hr->error) snprintf(msg, sizeof msg, "creating the new channel: %s", hr->error);
+    else snprintf(msg, sizeof msg, "creating the new channel answered HTTP %ld", hr->status);
+    if (hr->status == 401) gn_token_invalidate(c->tok, c->token_gen);
+    json_decref(j);
+    roll_abort(c, msg);
+    return;
+  }
+  c->roll_channel_id = gn_strdup(id);
+  c->roll_connect_uri = gn_strdup(uri);
+  json_decref(j);
+  char url[1024];
+  snprintf(url, sizeof url, "%s/api/v2/notifications/channels/%s/subscriptions?ignoreErrors=true",
+           c->api_base, c->roll_channel_id ? c->roll_channel_id : "");
+  char *body = subs_body(&c->topics);
+  if (!c->roll_channel_id || !c->roll_connect_uri || !body ||
+      rest_call(c, &c->roll_req, "PUT", url, body, roll_sub_done) != 0)
+    roll_abort(c, "cannot start the subscription request for the new channel");
+  free(body);
+}
+
+static void start_rollover(gn_client_t *c) {
+  c->rolling = 1;
+  c->roll_start_ms = gn_now_mono_ms();
+  health(c, "rollover", json_pack("{s:s, s:s}", "event", "started", "from",
+                                  c->channel_id ? c->channel_id : ""));
+  char url[1024];
+  snprintf(url, sizeof url, "%s/api/v2/notifications/channels", c->api_base);
+  if (!c->token || rest_call(c, &c->roll_req, "POST", url, NULL, roll_channel_done) != 0)
+    roll_abort(c, "no usable token to create the new channel");
 }
 
 /* ---- live subscription changes ---- */
@@ -1058,6 +1255,7 @@ static void free_handle_cb(uv_handle_t *h) { free(h); }
 
 static void task_close(gn_service_t *svc, void *arg) {
   gn_client_t *c = arg;
+  roll_cancel(c);
   cancel_attempt_io(c);
   if (c->sub_req) gn_http_cancel(c->sub_req);
   c->sub_req = NULL;
@@ -1086,6 +1284,12 @@ static void task_close(gn_service_t *svc, void *arg) {
 static void task_reconnect(gn_service_t *svc, void *arg) {
   gn_client_t *c = arg;
   gn_state_t st = atomic_load(&c->state);
+  if (c->rolling && !c->conn) {
+    /* A rollover with the old socket gone is the attempt already under way. */
+    gn_sched_complete(&c->sched, 0);
+    return;
+  }
+  roll_cancel(c);
   if (st == GN_ST_OPEN) {
     if (c->conn) gn_conn_close(c->conn, 1000, "reconnect requested");
     c->conn = NULL;
@@ -1288,6 +1492,8 @@ void gn_client_free(gn_client_t *c) {
   strset_free(&c->topics);
   strset_free(&c->confirmed);
   drop_channel(c);
+  free(c->roll_channel_id);
+  free(c->roll_connect_uri);
   gn_free_secret(c->token);
   gn_token_result_clear(&c->waiter.res);
   free(c->token_url);

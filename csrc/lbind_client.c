@@ -416,6 +416,8 @@ static int l_metrics(lua_State *L) {
   setint(L, "malformed", s.malformed);
   setint(L, "disconnects", s.disconnects);
   setint(L, "health", s.health);
+  setint(L, "duplicates", s.duplicates);
+  setint(L, "rollovers", s.rollovers);
   setnum(L, "uptime_ms", s.uptime_ms);
   setnum(L, "connected_ms", s.connected_ms);
   setnum(L, "deaf_ms", s.deaf_ms);

@@ -14,7 +14,7 @@
 
 typedef struct {
   uint64_t attempts, successes, failures;
-  uint64_t events, dropped, heartbeats, malformed, disconnects, health;
+  uint64_t events, dropped, heartbeats, malformed, disconnects, health, duplicates, rollovers;
   double lat_p50, lat_p90, lat_p99, lat_max; /* ms; -1 when no sample yet */
   uint64_t lat_count;
   double uptime_ms;        /* since the client started */
@@ -25,7 +25,7 @@ typedef struct {
 typedef struct {
   pthread_mutex_t mu;
   uint64_t attempts, successes, failures;
-  uint64_t events, dropped, heartbeats, malformed, disconnects, health;
+  uint64_t events, dropped, heartbeats, malformed, disconnects, health, duplicates, rollovers;
   double lat[GN_LAT_SAMPLES];
   size_t lat_n, lat_pos;
   uint64_t lat_count;

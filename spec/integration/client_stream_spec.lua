@@ -94,15 +94,55 @@ describe("genesys.notify client: stream faults", function()
     assert.equals(0, rec.count("malformed"))
   end)
 
-  it("socket_closing reaches Lua as health, not as an event, and the client is back after the close", function()
+  it("socket_closing -> rollover: a new channel is connected before the old one goes, nothing lost or doubled", function()
     local client, rec = start_client(emu)
     finally(function() client:close() end)
     local old = wait.channel_of(rec)
-    emu:admin("POST", "channels/" .. old .. "/socket_closing", { grace_ms = 200 })
-    assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
+    emu:admin("POST", "channels/" .. old .. "/socket_closing", { grace_ms = 3000 })
+    local n = 0
+    local function publish()
+      n = n + 1
+      emu:admin("POST", "publish", { topic = T1, eventBody = { n = n } })
+    end
+    while n < 30 and not wait.until_(client, function()
+      return #rec.where("rollover", function(h) return h.event == "completed" end) > 0 end, 1) do
+      publish()
+    end
+    assert.truthy(wait.until_(client, function()
+      return #rec.where("rollover", function(h) return h.event == "completed" end) > 0 end, 5000))
+    for _ = 1, 5 do publish() end
+    assert.truthy(wait.until_(client, function() return #rec.events >= n end, 5000))
+    wait.for_ms(client, 200)
     assert.equals(1, rec.count("socket_closing"))
-    assert.equals(0, #rec.events)
-    assert.same({ T1 }, emu:stats().channels[wait.channel_of(rec)].subscriptions)
+    local done = rec.where("rollover", function(h) return h.event == "completed" end)[1]
+    assert.is_false(done.gap)
+    assert.equals(old, done.from)
+    assert.are_not.equal(old, done.to)
+    assert.equals(0, rec.count("disconnected"))
+    assert.equals(0, rec.count("restored"))
+    local seen = {}
+    for _, ev in ipairs(rec.events) do
+      assert.is_nil(seen[ev.body.n], "event " .. tostring(ev.body.n) .. " delivered twice")
+      seen[ev.body.n] = true
+    end
+    for i = 1, n do assert.truthy(seen[i], "event " .. i .. " lost") end
+    local st = emu:stats()
+    assert.same({ T1 }, st.channels[done.to].subscriptions)
+    assert.is_true(st.channels[done.to].connected)
+    assert.is_false(st.channels[old].connected)
+    assert.equals(1, client:metrics().rollovers)
+  end)
+
+  it("socket_closing with no time left -> the gap is reported and the new channel takes over", function()
+    local client, rec = start_client(emu)
+    finally(function() client:close() end)
+    local old = wait.channel_of(rec)
+    emu:admin("POST", "channels/" .. old .. "/socket_closing", { grace_ms = 1 })
+    assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
+    assert.equals("socket_closing", rec.kinds.disconnected[1].reason)
+    assert.is_true(rec.kinds.restored[1].new_channel)
+    assert.are_not.equal(old, wait.channel_of(rec))
+    assert.equals("open", client:state())
   end)
 
   it("a full event queue drops and counts, and reports it as health overflow", function()
