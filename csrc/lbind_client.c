@@ -450,6 +450,44 @@ static int l_tostring(lua_State *L) {
   return 1;
 }
 
+/* ---- contexts ---- */
+
+#define LGN_CONTEXT_MT "genesys.notify.context"
+
+typedef struct {
+  gn_service_t *svc;
+} lcontext_t;
+
+/* core.context_new(): a context of its own (one service thread for the clients given it). */
+static int l_context_new(lua_State *L) {
+  lcontext_t *x = (lcontext_t *)lua_newuserdata(L, sizeof *x);
+  x->svc = NULL;
+  luaL_setmetatable(L, LGN_CONTEXT_MT);
+  char err[256] = "";
+  x->svc = gn_service_new(err, sizeof err);
+  if (!x->svc) return luaL_error(L, "genesys.notify: %s", err);
+  return 1;
+}
+
+/* ctx:close(): drops the application's reference; the thread stops when its last client closes. */
+static int l_context_close(lua_State *L) {
+  lcontext_t *x = (lcontext_t *)luaL_checkudata(L, 1, LGN_CONTEXT_MT);
+  if (x->svc) gn_service_release(x->svc);
+  x->svc = NULL;
+  return 0;
+}
+
+static int l_context_tostring(lua_State *L) {
+  lcontext_t *x = (lcontext_t *)luaL_checkudata(L, 1, LGN_CONTEXT_MT);
+  lua_pushfstring(L, "genesys.notify.context (%s) %p", x->svc ? "open" : "closed", (void *)x);
+  return 1;
+}
+
+static int l_is_context(lua_State *L) {
+  lua_pushboolean(L, luaL_testudata(L, 1, LGN_CONTEXT_MT) != NULL);
+  return 1;
+}
+
 /* ---- construction ---- */
 
 static const char *opt_string(lua_State *L, int t, const char *k, int required) {
@@ -527,8 +565,18 @@ static int l_client_new(lua_State *L) {
   lua_pushvalue(L, -3);
   lua_setfield(L, -2, "on_health");
   lua_setuservalue(L, -2);
+  gn_service_t *svc = NULL;
+  lua_getfield(L, 1, "context");
+  if (!lua_isnil(L, -1)) {
+    lcontext_t *x = (lcontext_t *)luaL_testudata(L, -1, LGN_CONTEXT_MT);
+    if (!x) luaL_error(L, "genesys.notify: context: expected a context from notify.context(), got %s",
+                       luaL_typename(L, -1));
+    if (!x->svc) luaL_error(L, "genesys.notify: context: expected an open context, got a closed one");
+    svc = x->svc;
+  }
+  lua_pop(L, 1);
   char err[256] = "";
-  u->c = gn_client_new(&cfg, NULL, err, sizeof err);
+  u->c = gn_client_new(&cfg, svc, err, sizeof err);
   if (!u->c) {
     u->closed = 1;
     return luaL_error(L, "genesys.notify: %s", err);
@@ -565,7 +613,26 @@ int lgn_open_client(lua_State *L) {
     lua_setfield(L, -2, "__tostring");
   }
   lua_pop(L, 1);
+  if (luaL_newmetatable(L, LGN_CONTEXT_MT)) {
+    lua_newtable(L);
+    lua_pushcfunction(L, l_context_close);
+    lua_setfield(L, -2, "close");
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_context_close);
+    lua_setfield(L, -2, "__gc");
+#if GN_HAVE_CLOSE
+    lua_pushcfunction(L, l_context_close);
+    lua_setfield(L, -2, "__close");
+#endif
+    lua_pushcfunction(L, l_context_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
   /* module table is at the top */
+  lua_pushcfunction(L, l_context_new);
+  lua_setfield(L, -2, "context_new");
+  lua_pushcfunction(L, l_is_context);
+  lua_setfield(L, -2, "is_context");
   lua_pushcfunction(L, l_client_new);
   lua_setfield(L, -2, "client_new");
   lua_pushcfunction(L, l_now_ms);

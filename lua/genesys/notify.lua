@@ -122,7 +122,7 @@ end
 local ALLOWED = {
   region = true, gateway = true, client_id = true, client_secret = true, topics = true,
   backoff = true, tls = true, timeouts = true, heartbeat = true, queue_limit = true,
-  max_message_size = true, on_event = true, on_health = true, name = true,
+  max_message_size = true, on_event = true, on_health = true, name = true, context = true,
 }
 
 --- Validates the user's configuration and returns the table the C core takes.
@@ -232,11 +232,23 @@ function _M.config(cfg)
     if cfg[k] ~= nil and type(cfg[k]) ~= "function" then fail(k, "a function", describe(cfg[k])) end
     out[k] = cfg[k]
   end
+  if cfg.context ~= nil then
+    if not core.is_context(cfg.context) then
+      fail("context", "a context from notify.context()", describe(cfg.context))
+    end
+    out.context = cfg.context
+  end
   if cfg.name ~= nil then
     out.name = opt_string(cfg, "name", "name")
     if out.name:find('["\\\n]') then fail("name", "a label without quotes, backslashes or newlines", describe(out.name)) end
   end
   return out
+end
+
+--- A context of its own: one service thread for every client created with { context = ctx }.
+-- Clients without a context share the process's default context.
+function _M.context()
+  return core.context_new()
 end
 
 --- Creates a client (not yet connected: call client:start()). Raises on a bad configuration.

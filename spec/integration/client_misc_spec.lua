@@ -1,0 +1,157 @@
+-- Metrics, contexts, handshake faults and timeouts, __close, and a create/close leak loop.
+local emulator = require "support.emulator"
+local wait = require "support.wait"
+local notify = require "genesys.notify"
+
+local TOPIC = "v2.users.x1.presence"
+
+local function start_client(emu, extra)
+  local rec = wait.recorder()
+  local cfg = wait.config(emu, rec, extra)
+  cfg.topics = cfg.topics or { TOPIC }
+  local client = notify.new(cfg)
+  client:start()
+  return client, rec
+end
+
+local function rss_kb()
+  local f = io.open("/proc/self/status")
+  local s = f:read("*a")
+  f:close()
+  return tonumber(s:match("VmRSS:%s*(%d+)"))
+end
+
+describe("genesys.notify client: metrics, contexts, timeouts", function()
+  local emu
+  setup(function() emu = emulator.start { tls = true } end)
+  teardown(function() if emu then emu:stop() end end)
+  before_each(function() emu:admin("POST", "faults/clear", {}) end)
+
+  it("metrics(): attempts, successes, failures, success rate, latency percentiles, events, uptime", function()
+    local client, rec = start_client(emu)
+    finally(function() client:close() end)
+    assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
+    for _ = 1, 3 do
+      local n = rec.count("connected")
+      emu:admin("POST", "channels/" .. wait.channel_of(rec) .. "/reset", {})
+      assert.truthy(wait.until_(client, function() return rec.count("connected") > n end, 10000))
+    end
+    emu:admin("POST", "channels/" .. wait.channel_of(rec) .. "/events", { count = 4, topic = TOPIC })
+    assert.truthy(wait.until_(client, function() return #rec.events >= 4 end, 5000))
+    local m = client:metrics()
+    assert.equals(4, m.attempts)
+    assert.equals(4, m.successes)
+    assert.equals(0, m.failures)
+    assert.equals(1, m.success_rate)
+    assert.equals(4, m.events)
+    assert.equals(3, m.disconnects)
+    assert.equals(4, m.latency_ms.count)
+    assert.is_true(m.latency_ms.p50 <= m.latency_ms.p90)
+    assert.is_true(m.latency_ms.p90 <= m.latency_ms.p99)
+    assert.is_true(m.latency_ms.p99 <= m.latency_ms.max)
+    assert.is_true(m.uptime_ms > 0)
+    assert.is_true(m.connected_ms >= 0)
+    assert.equals("open", m.state)
+    assert.equals(4, m.scheduler.cycles)
+    local text = client:metrics("prometheus")
+    assert.truthy(text:find('genesys_notify_attempts_total{client=""} 4', 1, true), text)
+    assert.truthy(text:find('genesys_notify_reconnect_latency_ms{client="",quantile="0.99"}', 1, true))
+    assert.truthy(text:find('genesys_notify_up{client="",state="open"} 1', 1, true))
+    assert.has_error(function() client:metrics("xml") end)
+  end)
+
+  it("failures count in the success rate", function()
+    emu:admin("POST", "faults/http", { target = "rest", status = 503, count = 2 })
+    local client, rec = start_client(emu)
+    finally(function() client:close() end)
+    assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
+    local m = client:metrics()
+    assert.equals(3, m.attempts)
+    assert.equals(2, m.failures)
+    assert.equals(1, m.successes)
+    assert.is_true(math.abs(m.success_rate - 1 / 3) < 1e-9)
+  end)
+
+  it("clients of a context of their own work and close with it", function()
+    local ctx = notify.context()
+    local recs, clients = {}, {}
+    for i = 1, 3 do
+      clients[i], recs[i] = start_client(emu, { context = ctx })
+    end
+    ctx:close() -- the clients keep the thread until they close
+    assert.truthy(wait.until_(clients, function()
+      for _, r in ipairs(recs) do if r.count("connected") == 0 then return false end end
+      return true end, 10000))
+    for _, c in ipairs(clients) do c:close() end
+    assert.has_error(function() notify.new(wait.config(emu, nil, { context = ctx })) end,
+      "genesys.notify: context: expected an open context, got a closed one")
+    assert.has_error(function() notify.new(wait.config(emu, nil, { context = {} })) end)
+  end)
+
+  it("a refused handshake (503) is a failure with the status, then the client is back", function()
+    emu:admin("POST", "faults/handshake", { mode = "refuse", ms = 300 })
+    local client, rec = start_client(emu)
+    finally(function() client:close() end)
+    assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
+    local f = rec.kinds.failed[1]
+    assert.equals("handshake", f.reason)
+    assert.equals(503, f.status)
+    assert.is_false(rec.kinds.connected[1].new_channel and rec.count("failed") > 1 and false)
+  end)
+
+  it("a slow handshake runs into timeouts.handshake_ms and is retried", function()
+    local client, rec = start_client(emu, { timeouts = { connect_ms = 300, handshake_ms = 300, http_ms = 3000 } })
+    finally(function() client:close() end)
+    assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
+    -- every new connection is held unread for 2 s during the next 2.6 s (the admin call that
+    -- resets the socket too, so the reset lands at about 2 s); the soft reconnect
+    -- after a reset goes straight to the WebSocket and must give up on it after 300 ms
+    emu:admin("POST", "faults/handshake", { mode = "slow", ms = 2600, delay_ms = 2000 })
+    emu:admin("POST", "channels/" .. wait.channel_of(rec) .. "/reset", {})
+    assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 15000))
+    local f = rec.kinds.failed[1]
+    assert.equals("timeout", f.reason)
+    assert.truthy(f.error:find("timed out after 300 ms", 1, true), f.error)
+  end)
+
+  it("refused TCP connections are network failures with backoff", function()
+    emu:admin("POST", "faults/tcp", { mode = "refuse", ms = 300 })
+    local client, rec = start_client(emu)
+    finally(function() client:close() end)
+    assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
+    assert.is_true(rec.count("failed") >= 1)
+  end)
+
+  if _VERSION == "Lua 5.4" then
+    it("a to-be-closed client is closed when its scope ends", function()
+      local rec = wait.recorder()
+      local chunk = assert(load([[
+        local notify, cfg = ...
+        local c <close> = notify.new(cfg)
+        c:start()
+        return c
+      ]]))
+      local c = chunk(notify, wait.config(emu, rec, { topics = { TOPIC } }))
+      assert.equals("closed", c:state())
+    end)
+  end
+
+  it("create, start, close in a loop: memory stays flat", function()
+    local function round(n)
+      for _ = 1, n do
+        local c = notify.new(wait.config(emu, nil, { topics = { TOPIC } }))
+        c:start()
+        c:poll(1)
+        c:close()
+      end
+      collectgarbage()
+      collectgarbage()
+    end
+    round(20)
+    local lua0, rss0 = collectgarbage("count"), rss_kb()
+    round(60)
+    local lua1, rss1 = collectgarbage("count"), rss_kb()
+    assert.is_true(lua1 - lua0 < 200, "Lua heap grew by " .. (lua1 - lua0) .. " KB")
+    assert.is_true(rss1 - rss0 < 4096, "RSS grew by " .. (rss1 - rss0) .. " KB")
+  end)
+end)
