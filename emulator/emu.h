@@ -62,7 +62,8 @@ typedef struct conn {
 	struct channel *ch;
 	msg_t *qhead, *qtail;
 	size_t qlen;
-	lws_sorted_usec_list_t sul_hb;      /* heartbeat */
+	struct conn *hb_prev, *hb_next;     /* heartbeat queue, ordered by hb_due_us */
+	int64_t hb_due_us;
 	lws_sorted_usec_list_t sul_stream;  /* next generated event is due */
 	lws_sorted_usec_list_t sul_stall;   /* stall ends */
 	lws_sorted_usec_list_t sul_grace;   /* socket_closing grace ends */
@@ -93,6 +94,7 @@ typedef struct channel {
 	uint64_t events_sent;
 	uint64_t seq;                       /* last sequence number used */
 	uint64_t first_seq;
+	lws_sorted_usec_list_t sul_expire;  /* fires at expires_us */
 } channel_t;
 
 /* Fault state: durations are absolute monotonic deadlines, 0 = not active, INT64_MAX = until
@@ -159,8 +161,9 @@ typedef struct emu {
 	int64_t hs_refuse_until, hs_slow_until, tcp_refuse_until;
 	long hs_slow_delay_ms;
 	http_fault_t fault_oauth, fault_rest;
-	lws_sorted_usec_list_t sul_sweep;
 	uint64_t rng;
+	struct conn *hb_head, *hb_tail;     /* every live connection, next heartbeat first */
+	lws_sorted_usec_list_t sul_hb;
 } emu_t;
 
 extern emu_t E;
@@ -184,7 +187,8 @@ int channel_has_topic(const channel_t *ch, const char *topic);
 void channels_free(void);
 void hs_count(void);
 uint64_t hs_current(void);
-void sweep_cb(lws_sorted_usec_list_t *sul);
+void channel_set_ttl(channel_t *ch);                /* (re)start its lifetime from now */
+void channels_cancel_timers(void);
 int fault_active(int64_t until_us);
 int64_t deadline_from_ms(long ms);                  /* ms <= 0 -> until cleared */
 

@@ -348,8 +348,7 @@ static void handle_subscriptions(struct lws *wsi, pss_t *p, channel_t *ch)
 	json_decref(j);
 	set_topics(ch, list, n);
 	/* Subscribing extends the channel's life. */
-	ch->expires_us = now_us() + (int64_t)E.cfg.channel_ttl * 1000000;
-	ch->expires_wall_ms = wall_ms() + (int64_t)E.cfg.channel_ttl * 1000;
+	channel_set_ttl(ch);
 	channel_touch(ch);
 	if (ch->conn)
 		conn_wake(ch->conn);       /* streams waiting for topics may start */

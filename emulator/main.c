@@ -340,7 +340,6 @@ int main(int argc, char **argv)
 	}
 	E.vh = lws_get_vhost_by_name(E.ctx, "default");
 	E.port = E.vh ? lws_get_vhost_listen_port(E.vh) : E.cfg.port;
-	lws_sul_schedule(E.ctx, 0, &E.sul_sweep, sweep_cb, 20000);
 
 	printf("{\"listening\":true,\"port\":%d,\"tls\":%s,\"host\":\"%s\",\"pid\":%d}\n", E.port,
 	       E.cfg.tls_cert ? "true" : "false", E.cfg.host, (int)getpid());
@@ -349,7 +348,7 @@ int main(int argc, char **argv)
 	while (!stopping && lws_service(E.ctx, 0) >= 0)
 		;
 
-	lws_sul_cancel(&E.sul_sweep);
+	channels_cancel_timers();
 	lws_context_destroy(E.ctx);
 	while (slows)
 		slow_unlink(slows);

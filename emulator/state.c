@@ -98,8 +98,11 @@ void uuid4(char out[37])
 
 /* ---- tokens ---------------------------------------------------------------------------- */
 
+static void tokens_sweep(int64_t now);
+
 token_t *token_issue(int client)
 {
+	tokens_sweep(now_us());      /* expired tokens are only freed here: no periodic timer */
 	token_t *t = calloc(1, sizeof *t);
 	if (!t)
 		return NULL;
@@ -207,8 +210,7 @@ channel_t *channel_create(int client)
 	channel_id(ch->id, sizeof ch->id);
 	ch->client = client;
 	ch->created_us = ch->last_use_us = now_us();
-	ch->expires_us = ch->created_us + (int64_t)E.cfg.channel_ttl * 1000000;
-	ch->expires_wall_ms = wall_ms() + (int64_t)E.cfg.channel_ttl * 1000;
+	channel_set_ttl(ch);
 	ch->next = E.channels;
 	E.channels = ch;
 	E.nchannels++;
@@ -223,11 +225,35 @@ int channel_has_topic(const channel_t *ch, const char *topic)
 	return 0;
 }
 
+static void expire_cb(lws_sorted_usec_list_t *sul)
+{
+	channel_t *ch = lws_container_of(sul, channel_t, sul_expire);
+	elog("{\"event\":\"channel_expired\",\"channel\":\"%s\"}", ch->id);
+	channel_expire(ch, "expired", 0);
+}
+
+/* One timer per channel rather than a periodic sweep: an idle emulator with thousands of
+ * channels then sleeps until something is due. */
+void channel_set_ttl(channel_t *ch)
+{
+	int64_t ttl_us = (int64_t)E.cfg.channel_ttl * 1000000;
+	ch->expires_us = now_us() + ttl_us;
+	ch->expires_wall_ms = wall_ms() + (int64_t)E.cfg.channel_ttl * 1000;
+	lws_sul_schedule(E.ctx, 0, &ch->sul_expire, expire_cb, (lws_usec_t)ttl_us);
+}
+
+void channels_cancel_timers(void)
+{
+	for (channel_t *c = E.channels; c; c = c->next)
+		lws_sul_cancel(&c->sul_expire);
+}
+
 /* Marks the channel gone; a live connection gets the 404 notice and is closed. */
 void channel_expire(channel_t *ch, const char *why, int evicted)
 {
 	if (ch->expired)
 		return;
+	lws_sul_cancel(&ch->sul_expire);
 	ch->expired = 1;
 	ch->evicted = evicted;
 	if (ch->conn)
@@ -278,7 +304,7 @@ void hs_count(void)
 		E.hs_peak = cur;
 }
 
-/* ---- faults and the periodic sweep -------------------------------------------------------- */
+/* ---- faults ----------------------------------------------------------------------------- */
 
 int fault_active(int64_t until_us)
 {
@@ -288,18 +314,4 @@ int fault_active(int64_t until_us)
 int64_t deadline_from_ms(long ms)
 {
 	return ms > 0 ? now_us() + (int64_t)ms * 1000 : INT64_MAX;
-}
-
-#define SWEEP_US 20000
-
-void sweep_cb(lws_sorted_usec_list_t *sul)
-{
-	int64_t now = now_us();
-	for (channel_t *c = E.channels; c; c = c->next)
-		if (!c->expired && c->expires_us <= now) {
-			elog("{\"event\":\"channel_expired\",\"channel\":\"%s\"}", c->id);
-			channel_expire(c, "expired", 0);
-		}
-	tokens_sweep(now);
-	lws_sul_schedule(E.ctx, 0, sul, sweep_cb, SWEEP_US);
 }

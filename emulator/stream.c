@@ -409,12 +409,77 @@ static int conn_writeable(conn_t *c)
 
 /* ---- heartbeat ------------------------------------------------------------------------ */
 
+/* Heartbeats: every connection has the same interval, so appending "now + interval" to a FIFO
+ * keeps it sorted by due time, and one timer for its head serves all connections. (One lws
+ * timer per connection costs an O(n) sorted insert per heartbeat: 40% of the CPU at 2,000
+ * connections with 1 s heartbeats.) Heartbeats due within a slack (a tenth of the interval, at
+ * most 20 ms) go out in the same wake-up of the loop: each wake-up of lws's poll() loop costs
+ * time in proportion to the number of sockets. */
+static void heartbeat_cb(lws_sorted_usec_list_t *sul);
+
+static void hb_schedule(int64_t now)
+{
+	if (E.hb_head)
+		lws_sul_schedule(E.ctx, 0, &E.sul_hb, heartbeat_cb,
+				 (lws_usec_t)(E.hb_head->hb_due_us > now ? E.hb_head->hb_due_us - now : 1));
+	else
+		lws_sul_cancel(&E.sul_hb);
+}
+
+static void hb_append(conn_t *c, int64_t now)
+{
+	c->hb_due_us = now + (int64_t)E.cfg.heartbeat_ms * 1000;
+	c->hb_next = NULL;
+	c->hb_prev = E.hb_tail;
+	if (E.hb_tail)
+		E.hb_tail->hb_next = c;
+	else
+		E.hb_head = c;
+	E.hb_tail = c;
+}
+
+static void hb_unlink(conn_t *c)
+{
+	if (c->hb_prev)
+		c->hb_prev->hb_next = c->hb_next;
+	else
+		E.hb_head = c->hb_next;
+	if (c->hb_next)
+		c->hb_next->hb_prev = c->hb_prev;
+	else
+		E.hb_tail = c->hb_prev;
+	c->hb_prev = c->hb_next = NULL;
+}
+
 static void heartbeat_cb(lws_sorted_usec_list_t *sul)
 {
-	conn_t *c = lws_container_of(sul, conn_t, sul_hb);
-	if (c->stall_until_us <= now_us() && !c->close_pending && !c->close_after_drain)
-		conn_send_text(c, HEARTBEAT, sizeof HEARTBEAT - 1);
-	lws_sul_schedule(E.ctx, 0, &c->sul_hb, heartbeat_cb, (lws_usec_t)E.cfg.heartbeat_ms * 1000);
+	int64_t now = now_us();
+	int64_t slack = E.cfg.heartbeat_ms * 100 < 20000 ? E.cfg.heartbeat_ms * 100 : 20000;
+	while (E.hb_head && E.hb_head->hb_due_us <= now + slack) {
+		conn_t *c = E.hb_head;
+		hb_unlink(c);
+		if (c->stall_until_us <= now && !c->close_pending && !c->close_after_drain)
+			conn_send_text(c, HEARTBEAT, sizeof HEARTBEAT - 1);
+		hb_append(c, now);
+	}
+	hb_schedule(now);
+}
+
+static void hb_start(conn_t *c)
+{
+	int64_t now = now_us();
+	int was_empty = !E.hb_head;
+	hb_append(c, now);
+	if (was_empty)
+		hb_schedule(now);
+}
+
+static void hb_stop(conn_t *c)
+{
+	int was_head = E.hb_head == c;
+	hb_unlink(c);
+	if (was_head)
+		hb_schedule(now_us());
 }
 
 /* ---- receive -------------------------------------------------------------------------- */
@@ -529,8 +594,7 @@ int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 		E.open_connections++;
 		if (E.cfg.event_rate > 0)
 			conn_add_stream(c, E.cfg.event_rate, 0, NULL, (size_t)E.cfg.event_size);
-		lws_sul_schedule(E.ctx, 0, &c->sul_hb, heartbeat_cb,
-				 (lws_usec_t)E.cfg.heartbeat_ms * 1000);
+		hb_start(c);
 		elog("{\"event\":\"connected\",\"channel\":\"%s\"}", ch->id);
 		return 0;
 	}
@@ -541,7 +605,7 @@ int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 	case LWS_CALLBACK_CLOSED:
 		if (!c)
 			return 0;
-		lws_sul_cancel(&c->sul_hb);
+		hb_stop(c);
 		lws_sul_cancel(&c->sul_stream);
 		lws_sul_cancel(&c->sul_stall);
 		lws_sul_cancel(&c->sul_grace);

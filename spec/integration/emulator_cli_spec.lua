@@ -50,7 +50,8 @@ describe("emulator command line", function()
     { { "--heartbeat-ms", "-5" }, "%-%-heartbeat%-ms" },
     { { "--token-ttl" }, "%-%-token%-ttl" },
     { { "--event-rate", "fast" }, "%-%-event%-rate: expected a number" },
-    { { "--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key" }, "%-%-tls%-cert: expected a readable PEM file" },
+    { { "--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key" },
+      "%-%-tls%-cert: expected a readable PEM file" },
     { { "--bogus" }, 'unknown flag "%-%-bogus"' },
   }
   for _, case in ipairs(bad) do

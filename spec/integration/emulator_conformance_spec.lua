@@ -12,8 +12,9 @@ describe("emulator conformance with the Genesys JavaScript SDK", function()
     f:close()
     local emu = emulator.start { tls = true, clients = { "sdk-id:sdk-secret" }, heartbeat_ms = 300 }
     finally(function() emu:stop() end)
-    local cmd = "env -u LD_PRELOAD EMU_PORT=" .. emu.port .. " EMU_HOST=localhost EMU_CLIENT=sdk-id:sdk-secret" ..
-      " NODE_EXTRA_CA_CERTS=" .. emu.ca_file .. " timeout 60 node spec/conformance/conformance.js 2>&1; echo \"rc=$?\""
+    local cmd = "env -u LD_PRELOAD EMU_PORT=" .. emu.port ..
+      " EMU_HOST=localhost EMU_CLIENT=sdk-id:sdk-secret NODE_EXTRA_CA_CERTS=" .. emu.ca_file ..
+      " timeout 60 node spec/conformance/conformance.js 2>&1; echo \"rc=$?\""
     local p = assert(io.popen(cmd))
     local out = p:read("*a")
     p:close()

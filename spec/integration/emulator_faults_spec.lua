@@ -41,14 +41,15 @@ for _, tls in ipairs { false, true } do
 
     it("closes a socket with the given code and reason", function()
       local ch, p = connected(5000)
-      local st, j = emu:admin("POST", "channels/" .. ch.id .. "/close", { code = 1011, reason = "server fault" })
+      local st, j = emu:admin("POST", "channels/" .. ch.id .. "/close",
+        { code = 1011, reason = "server fault" })
       assert.equal(200, st)
       assert.same({ ch.id }, j.channels)
       local r = p:result()
       assert.equal("close", r["end"]["end"])
       assert.equal(1011, r["end"].code)
       assert.equal("server fault", r["end"].reason)
-      st, j = emu:admin("POST", "channels/" .. ch.id .. "/close", { code = 99 })
+      st = emu:admin("POST", "channels/" .. ch.id .. "/close", { code = 99 })
       assert.equal(409, st)          -- no live connection any more
     end)
 
@@ -58,6 +59,7 @@ for _, tls in ipairs { false, true } do
       assert.equal(400, st)
       assert.matches('"code"', j.message)
       st, j = emu:admin("POST", "channels/" .. ch.id .. "/close", "[1,2")
+      assert.matches("JSON object", j.message)
       assert.equal(400, st)
       st = emu:admin("POST", "channels/" .. ch.id .. "/explode", {})
       assert.equal(404, st)
@@ -210,7 +212,8 @@ describe("emulator HTTP faults", function()
   end
 
   it("answers OAuth with 429 + Retry-After for the next N requests", function()
-    local st, j = emu:admin("POST", "faults/http", { target = "oauth", status = 429, count = 2, retry_after = 3 })
+    local st, j = emu:admin("POST", "faults/http",
+      { target = "oauth", status = 429, count = 2, retry_after = 3 })
     assert.equal(200, st, cjson.encode(j))
     for _ = 1, 2 do
       local s, body, h = oauth()

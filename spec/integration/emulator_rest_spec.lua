@@ -135,6 +135,7 @@ for _, tls in ipairs { false, true } do
         assert.equal(200, st)
         assert.equal(3, #j.entities)
         st, j = emu:rest(tok, "PUT", p, { { id = "v2.users.c.presence" } })
+        assert.equal(200, st)
         assert.equal(1, #j.entities)        -- replaced
         assert.equal("v2.users.c.presence", j.entities[1].id)
         -- malformed bodies

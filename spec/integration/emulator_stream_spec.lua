@@ -118,7 +118,8 @@ for _, tls in ipairs { false, true } do
       local s2, e2 = emu:admin("POST", "channels/" .. ch.id .. "/events", { count = "x" })
       assert.equal(400, s2)
       assert.matches('"count"', e2.message)
-      s2, e2 = emu:admin("POST", "channels/" .. ch.id .. "/events", { count = 1, topic = "v2.users.x.presence" })
+      s2, e2 = emu:admin("POST", "channels/" .. ch.id .. "/events",
+        { count = 1, topic = "v2.users.x.presence" })
       assert.equal(409, s2)
       assert.matches("not subscribed", e2.message)
       emu:admin("POST", "channels/" .. ch.id .. "/close", {})

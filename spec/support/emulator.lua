@@ -29,7 +29,7 @@ local function clean(cmd)
 end
 
 local function sh(cmd)
-  local ok, how, code = os.execute(clean(cmd))
+  local ok, _, code = os.execute(clean(cmd))
   if type(ok) == "number" then return ok == 0, ok end   -- Lua 5.1 / LuaJIT without 5.2 compat
   return ok == true, code
 end
