@@ -245,6 +245,31 @@ function _M.config(cfg)
   return out
 end
 
+--- One line for a health item or event ("kind key=value ..."), for logs. Tables inside are
+-- summarized; keys are sorted so lines diff well.
+function _M.format(h)
+  local keys = {}
+  for k in pairs(h) do
+    if k ~= "kind" and k ~= "timestamp_ms" and k ~= "raw" and k ~= "body" then keys[#keys + 1] = k end
+  end
+  table_sort(keys)
+  local parts = { h.kind or h.topic or "?" }
+  for _, k in ipairs(keys) do
+    local v = h[k]
+    if type(v) == "table" then
+      local n = 0
+      for _ in pairs(v) do n = n + 1 end
+      v = "[" .. n .. "]"
+    elseif type(v) == "number" and v % 1 ~= 0 then
+      v = string_format("%.1f", v)
+    elseif type(v) == "string" and v:find("[%s=]") then
+      v = string_format("%q", v)
+    end
+    parts[#parts + 1] = k .. "=" .. tostring(v)
+  end
+  return table_concat(parts, " ")
+end
+
 --- A context of its own: one service thread for every client created with { context = ctx }.
 -- Clients without a context share the process's default context.
 function _M.context()

@@ -85,6 +85,15 @@ function _M.config(emu, rec, extra)
   return cfg
 end
 
+--- True when the process runs under valgrind (its preload library is mapped).
+function _M.under_valgrind()
+  local f = io.open("/proc/self/maps")
+  if not f then return false end
+  local s = f:read("*a")
+  f:close()
+  return s:find("vgpreload", 1, true) ~= nil
+end
+
 --- The channel id of the client's current connection (from its last "connected" health).
 function _M.channel_of(rec)
   local c = rec.last("connected")
