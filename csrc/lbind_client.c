@@ -569,8 +569,9 @@ static int l_client_new(lua_State *L) {
   lua_getfield(L, 1, "context");
   if (!lua_isnil(L, -1)) {
     lcontext_t *x = (lcontext_t *)luaL_testudata(L, -1, LGN_CONTEXT_MT);
-    if (!x) luaL_error(L, "genesys.notify: context: expected a context from notify.context(), got %s",
-                       luaL_typename(L, -1));
+    if (!x)
+      return luaL_error(L, "genesys.notify: context: expected a context from notify.context(), got %s",
+                        luaL_typename(L, -1));
     if (!x->svc) luaL_error(L, "genesys.notify: context: expected an open context, got a closed one");
     svc = x->svc;
   }

@@ -10,8 +10,8 @@
 -- normalized table to the C core (genesys.notify.core). The client object itself is C.
 local core = require "genesys.notify.core"
 
-local type, pairs, ipairs, tostring, error, select = type, pairs, ipairs, tostring, error, select
-local os_getenv, string_format, math_huge, io_open = os.getenv, string.format, math.huge, io.open
+local type, pairs, ipairs, tostring, error, pcall = type, pairs, ipairs, tostring, error, pcall
+local os_getenv, string_format, io_open = os.getenv, string.format, io.open
 local table_concat, table_sort = table.concat, table.sort
 
 local _M = { _VERSION = core._VERSION }
@@ -103,7 +103,9 @@ local function gateway_urls(g)
     path_params_api = true }, "gateway.")
   local host = opt_string(g, "host", "gateway.host")
   if not host then fail("gateway.host", "a host name", "nil") end
-  if host:find("[/%s]") then fail("gateway.host", "a bare host name (no scheme, path or spaces)", describe(host)) end
+  if host:find("[/%s]") then
+    fail("gateway.host", "a bare host name (no scheme, path or spaces)", describe(host))
+  end
   local protocol = g.protocol == nil and "https" or g.protocol
   if protocol ~= "https" and protocol ~= "http" then
     fail("gateway.protocol", '"https" or "http"', describe(protocol))
@@ -172,10 +174,14 @@ function _M.config(cfg)
     end
     for i = 1, #topics do
       local t = topics[i]
-      if type(t) ~= "string" or t == "" then fail("topics[" .. i .. "]", "a non-empty string", describe(t)) end
+      if type(t) ~= "string" or t == "" then
+        fail("topics[" .. i .. "]", "a non-empty string", describe(t))
+      end
       if not seen[t] then seen[t] = true; list[#list + 1] = t end
     end
-    if #list > 1000 then fail("topics", "at most 1000 topics (Genesys's limit per channel)", #list .. " topics") end
+    if #list > 1000 then
+      fail("topics", "at most 1000 topics (Genesys's limit per channel)", #list .. " topics")
+    end
     out.topics = list
   end
   if cfg.backoff ~= nil and type(cfg.backoff) ~= "table" then
@@ -201,7 +207,9 @@ function _M.config(cfg)
   end
   local to = cfg.timeouts
   if to ~= nil then
-    if type(to) ~= "table" then fail("timeouts", "a table {connect_ms=, handshake_ms=, http_ms=}", describe(to)) end
+    if type(to) ~= "table" then
+      fail("timeouts", "a table {connect_ms=, handshake_ms=, http_ms=}", describe(to))
+    end
     check_keys(to, { connect_ms = true, handshake_ms = true, http_ms = true }, "timeouts.")
     out.connect_timeout_ms = opt_ms(to, "connect_ms", "timeouts.connect_ms", 1, 3600000)
     out.handshake_timeout_ms = opt_ms(to, "handshake_ms", "timeouts.handshake_ms", 1, 3600000)
@@ -240,7 +248,9 @@ function _M.config(cfg)
   end
   if cfg.name ~= nil then
     out.name = opt_string(cfg, "name", "name")
-    if out.name:find('["\\\n]') then fail("name", "a label without quotes, backslashes or newlines", describe(out.name)) end
+    if out.name:find('["\\\n]') then
+      fail("name", "a label without quotes, backslashes or newlines", describe(out.name))
+    end
   end
   return out
 end
@@ -282,8 +292,5 @@ function _M.new(cfg)
   if not ok then error(norm, 2) end -- point at the caller's line
   return core.client_new(norm)
 end
-
--- Unused upvalue guards for luacheck on older configs.
-local _ = { select, math_huge }
 
 return _M

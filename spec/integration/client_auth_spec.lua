@@ -106,7 +106,7 @@ describe("genesys.notify client: tokens and auth faults", function()
     assert.equals(0, rec.count("gave_up"))
   end)
 
-  it("100 clients of one context sharing a credential -> one token request at start, one after revocation", function()
+  it("100 clients, one context, one credential -> one token request at start, one after revoking", function()
     -- Genesys allows 20 channels per OAuth client; the emulator is told to allow one per client here
     local emu2 = emulator.start { tls = true, args = { "--max-channels", "1000" } }
     finally(function() emu2:stop() end)

@@ -100,7 +100,8 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
   end)
 
   it("a slow handshake runs into timeouts.handshake_ms and is retried", function()
-    local client, rec = start_client(emu, { timeouts = { connect_ms = 300, handshake_ms = 300, http_ms = 3000 } })
+    local client, rec = start_client(emu,
+      { timeouts = { connect_ms = 300, handshake_ms = 300, http_ms = 3000 } })
     finally(function() client:close() end)
     assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
     -- every new connection is held unread for 2 s during the next 2.6 s (the admin call that

@@ -27,7 +27,7 @@ describe("genesys.notify client: reconnection", function()
   setup(function() emu = emulator.start { tls = true } end)
   teardown(function() if emu then emu:stop() end end)
 
-  it("an abrupt reset (RST) -> soft reconnect to the same channel; the gap is reported; sequence goes on", function()
+  it("an abrupt reset (RST) -> soft reconnect to the same channel, gap reported, sequence goes on", function()
     local client, rec = start_client(emu)
     finally(function() client:close() end)
     local ch = wait.channel_of(rec)
@@ -77,7 +77,7 @@ describe("genesys.notify client: reconnection", function()
     end)
   end
 
-  it("the emulator killed and restarted on the same port -> back afterwards, backoff growth visible", function()
+  it("the emulator killed and restarted on the same port -> back afterwards, backoff growth seen", function()
     local emu2 = emulator.start { tls = true }
     finally(function() emu2:stop() end)
     local client, rec = start_client(emu2, {
@@ -156,7 +156,8 @@ describe("genesys.notify client: reconnection", function()
 
   it("gives up by the policy: state failed, health gave_up with the reason, no more attempts", function()
     local rec = wait.recorder()
-    local client = notify.new(wait.config({ host = "localhost", port = 1, tls = true, ca_file = emu.ca_file }, rec,
+    local dead = { host = "localhost", port = 1, tls = true, ca_file = emu.ca_file }
+    local client = notify.new(wait.config(dead, rec,
       { backoff = { base_ms = 10, max_ms = 20, jitter = "none", max_retries = 3 } }))
     finally(function() client:close() end)
     client:start()

@@ -88,13 +88,14 @@ describe("genesys.notify client: stream faults", function()
   it("fragmented large messages within the limit are reassembled", function()
     local client, rec = start_client(emu, { max_message_size = 1024 * 1024 })
     finally(function() client:close() end)
-    emu:admin("POST", "channels/" .. wait.channel_of(rec) .. "/events", { count = 3, topic = T1, size = 200000 })
+    emu:admin("POST", "channels/" .. wait.channel_of(rec) .. "/events",
+      { count = 3, topic = T1, size = 200000 })
     assert.truthy(wait.until_(client, function() return #rec.events >= 3 end, 5000))
     for _, ev in ipairs(rec.events) do assert.is_true(#ev.raw >= 200000) end
     assert.equals(0, rec.count("malformed"))
   end)
 
-  it("socket_closing -> rollover: a new channel is connected before the old one goes, nothing lost or doubled", function()
+  it("socket_closing -> rollover: new channel before the old one goes, nothing lost or doubled", function()
     local client, rec = start_client(emu)
     finally(function() client:close() end)
     local old = wait.channel_of(rec)
