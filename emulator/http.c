@@ -103,7 +103,9 @@ static void error_with(struct lws *wsi, pss_t *p, int kind, int status, const ch
 			      code ? code : status_code_name(status), "status", status);
 	if (kind == KIND_OAUTH) {
 		const char *oe = status == 401 ? "invalid_client" :
-				 status == 400 ? "invalid_request" : "server_error";
+				 status == 400 ? "invalid_request" :
+				 status == 429 || status == 503 ? "temporarily_unavailable" :
+				 "server_error";
 		if (code && !strcmp(code, "unsupported_grant_type"))
 			oe = code;
 		json_object_set_new(j, "error", json_string(oe));
