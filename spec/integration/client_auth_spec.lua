@@ -168,3 +168,48 @@ describe("genesys.notify client: tokens and auth faults", function()
     assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
   end)
 end)
+
+describe("genesys.notify client: secrets stay secret", function()
+  local emu
+  setup(function() emu = emulator.start { tls = true, clients = { "test-id:S3cr3t-Value-9" } } end)
+  teardown(function() if emu then emu:stop() end end)
+
+  it("neither the client secret nor a token appears in any health item, event or error", function()
+    -- the emulator's tokens are 32 hex digits
+    assert.truthy(emu:token("test-id:S3cr3t-Value-9"):find("^" .. ("%x"):rep(32) .. "$"))
+    local seen = {}
+    local function scan(v, depth)
+      if depth > 5 then return end
+      if type(v) == "table" then for k, x in pairs(v) do scan(k, depth + 1); scan(x, depth + 1) end
+      elseif type(v) == "string" then seen[#seen + 1] = v end
+    end
+    local rec = wait.recorder()
+    local cfg = wait.config(emu, rec, { client_secret = "S3cr3t-Value-9", topics = { TOPIC } })
+    local client = notify.new(cfg)
+    finally(function() client:close() end)
+    client:start()
+    assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
+    emu:admin("POST", "tokens/revoke", {})
+    client:subscribe("v2.users.a9.presence") -- 401, refresh, retry
+    emu:admin("POST", "channels/" .. wait.channel_of(rec) .. "/events", { count = 2, topic = TOPIC })
+    assert.truthy(wait.until_(client, function() return #rec.events >= 2 end, 5000))
+    assert.truthy(wait.until_(client, function()
+      return #rec.where("subscription", function(h) return h.event == "updated" end) > 0 end, 5000))
+    -- a wrong secret too
+    local rec2 = wait.recorder()
+    local bad = notify.new(wait.config(emu, rec2, { client_secret = "S3cr3t-Wrong-1" }))
+    finally(function() bad:close() end)
+    bad:start()
+    assert.equals("failed", bad:run())
+    scan(rec.health, 0); scan(rec.events, 0); scan(rec2.health, 0)
+    scan(client:metrics(), 0); scan({ client:metrics("prometheus"), tostring(client) }, 0)
+    assert.is_true(#seen > 20)
+    local token_shape = ("%x"):rep(32)
+    for _, s in ipairs(seen) do
+      assert.falsy(s:find("S3cr3t", 1, true), s)
+      assert.falsy(s:find(token_shape), s)
+      assert.falsy(s:find("Bearer", 1, true), s)
+      assert.falsy(s:find("Basic ", 1, true), s)
+    end
+  end)
+end)
