@@ -121,6 +121,7 @@ typedef struct pss {
 	size_t resp_len;
 	int retry_after;                    /* >= 0: send a Retry-After header */
 	int head;
+	int close_after;                    /* close the connection once answered */
 	int dispatched;                     /* answered already (lws may still report BODY_COMPLETION
 					     * for a POST with Content-Length: 0) */
 } pss_t;
@@ -163,6 +164,7 @@ typedef struct emu {
 	http_fault_t fault_oauth, fault_rest;
 	uint64_t rng;
 	struct conn *hb_head, *hb_tail;     /* every live connection, next heartbeat first */
+	int shutting_down;                  /* no new timers while the context goes away */
 	lws_sorted_usec_list_t sul_hb;
 } emu_t;
 

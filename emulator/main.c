@@ -348,6 +348,16 @@ int main(int argc, char **argv)
 	while (!stopping && lws_service(E.ctx, 0) >= 0)
 		;
 
+	/* Going away: every connection gets a close frame (1001) and up to a second to take it,
+	 * as a server restarting for maintenance would do, before the context is torn down. */
+	E.shutting_down = 1;
+	for (channel_t *ch = E.channels; ch; ch = ch->next)
+		if (ch->conn)
+			conn_close(ch->conn, 1001, "emulator shutting down");
+	for (int64_t end = now_us() + 1000000; E.open_connections && now_us() < end;)
+		if (lws_service(E.ctx, 0) < 0)
+			break;
+
 	channels_cancel_timers();
 	lws_context_destroy(E.ctx);
 	while (slows)

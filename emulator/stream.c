@@ -419,7 +419,7 @@ static void heartbeat_cb(lws_sorted_usec_list_t *sul);
 
 static void hb_schedule(int64_t now)
 {
-	if (E.hb_head)
+	if (E.hb_head && !E.shutting_down)
 		lws_sul_schedule(E.ctx, 0, &E.sul_hb, heartbeat_cb,
 				 (lws_usec_t)(E.hb_head->hb_due_us > now ? E.hb_head->hb_due_us - now : 1));
 	else
