@@ -238,7 +238,19 @@ function _M:restart()
 end
 
 function _M.stop_all()
-  for _, e in pairs(live) do e:stop() end
+  for _, e in pairs(live) do pcall(e.stop, e) end
+end
+
+-- Safety net for a spec that forgot its teardown: when the Lua state closes (busted exits with
+-- os.exit(code, true)), any emulator still running is stopped. Lua 5.4 runs __gc on tables;
+-- LuaJIT only on userdata, hence newproxy there.
+local sentinel_mt = { __gc = function() _M.stop_all() end }
+if rawget(_G, "newproxy") then
+  local proxy = newproxy(true)
+  getmetatable(proxy).__gc = sentinel_mt.__gc
+  _M._sentinel = proxy
+else
+  _M._sentinel = setmetatable({}, sentinel_mt)
 end
 
 -- ---- HTTP -------------------------------------------------------------------------------
