@@ -70,7 +70,7 @@ describe("genesys.notify client: tokens and auth faults", function()
 
   it("a 503 storm -> backoff with growing delays, then back without giving up", function()
     local rec = wait.recorder()
-    emu:admin("POST", "faults/http", { target = "rest", status = 503, ms = 700 })
+    emu:admin("POST", "faults/http", { target = "rest", status = 503, ms = 700 * wait.slow() })
     local client = notify.new(wait.config(emu, rec, { topics = { TOPIC } }))
     finally(function() client:close() end)
     client:start()

@@ -78,7 +78,7 @@ describe("genesys.notify client: connect and receive", function()
     finally(function() emu2:stop() end)
     local rec = wait.recorder()
     local client = notify.new(wait.config(emu2, rec, { topics = { TOPIC },
-      heartbeat = { idle_ms = 150, ping_timeout_ms = 2000 } }))
+      heartbeat = { idle_ms = 150 * wait.slow(), ping_timeout_ms = 2000 * wait.slow() } }))
     finally(function() client:close() end)
     client:start()
     assert.truthy(wait.until_(client, function() return client:metrics().heartbeats >= 3 end, 5000))

@@ -89,7 +89,7 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
   end)
 
   it("a refused handshake (503) is a failure with the status, then the client is back", function()
-    emu:admin("POST", "faults/handshake", { mode = "refuse", ms = 300 })
+    emu:admin("POST", "faults/handshake", { mode = "refuse", ms = 300 * wait.slow() })
     local client, rec = start_client(emu)
     finally(function() client:close() end)
     assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
@@ -100,23 +100,24 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
   end)
 
   it("a slow handshake runs into timeouts.handshake_ms and is retried", function()
+    local k = wait.slow()
     local client, rec = start_client(emu,
-      { timeouts = { connect_ms = 300, handshake_ms = 300, http_ms = 3000 } })
+      { timeouts = { connect_ms = 300 * k, handshake_ms = 300 * k, http_ms = 3000 * k } })
     finally(function() client:close() end)
     assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
     -- every new connection is held unread for 2 s during the next 2.6 s (the admin call that
     -- resets the socket too, so the reset lands at about 2 s); the soft reconnect
     -- after a reset goes straight to the WebSocket and must give up on it after 300 ms
-    emu:admin("POST", "faults/handshake", { mode = "slow", ms = 2600, delay_ms = 2000 })
+    emu:admin("POST", "faults/handshake", { mode = "slow", ms = 2600 * k, delay_ms = 2000 * k })
     emu:admin("POST", "channels/" .. wait.channel_of(rec) .. "/reset", {})
     assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 15000))
     local f = rec.kinds.failed[1]
     assert.equals("timeout", f.reason)
-    assert.truthy(f.error:find("timed out after 300 ms", 1, true), f.error)
+    assert.truthy(f.error:find("timed out after " .. 300 * k .. " ms", 1, true), f.error)
   end)
 
   it("refused TCP connections are network failures with backoff", function()
-    emu:admin("POST", "faults/tcp", { mode = "refuse", ms = 300 })
+    emu:admin("POST", "faults/tcp", { mode = "refuse", ms = 300 * wait.slow() })
     local client, rec = start_client(emu)
     finally(function() client:close() end)
     assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
@@ -153,6 +154,9 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
     round(60)
     local lua1, rss1 = collectgarbage("count"), rss_kb()
     assert.is_true(lua1 - lua0 < 200, "Lua heap grew by " .. (lua1 - lua0) .. " KB")
-    assert.is_true(rss1 - rss0 < 4096, "RSS grew by " .. (rss1 - rss0) .. " KB")
+    -- (valgrind's allocator never gives memory back: its own leak check stands in for this one)
+    if not wait.under_valgrind() then
+      assert.is_true(rss1 - rss0 < 4096, "RSS grew by " .. (rss1 - rss0) .. " KB")
+    end
   end)
 end)

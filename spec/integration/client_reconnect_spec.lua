@@ -113,13 +113,13 @@ describe("genesys.notify client: reconnection", function()
 
   it("the close callback, a timer and client:reconnect() firing together -> one attempt", function()
     local client, rec = start_client(emu, {
-      heartbeat = { idle_ms = 100, ping_timeout_ms = 50 },
+      heartbeat = { idle_ms = 100 * wait.slow(), ping_timeout_ms = 50 * wait.slow() },
       backoff = { base_ms = 300, max_ms = 300, jitter = "none", reset_after_ms = 100 } })
     finally(function() client:close() end)
     local ch = wait.channel_of(rec)
     -- the server stops answering (no heartbeat, no pong: the watchdog fires) and closes the socket
     -- at about the same time, and the application asks for a reconnect on top
-    emu:admin("POST", "channels/" .. ch .. "/stall", { ms = 150 })
+    emu:admin("POST", "channels/" .. ch .. "/stall", { ms = 150 * wait.slow() })
     emu:admin("POST", "channels/" .. ch .. "/close", { code = 1011, reason = "together" })
     local won = 0
     for _ = 1, 20 do if client:reconnect() then won = won + 1 end end
@@ -146,9 +146,10 @@ describe("genesys.notify client: reconnection", function()
   end)
 
   it("a dead heartbeat is noticed by the watchdog: ping, then reconnect", function()
-    local client, rec = start_client(emu, { heartbeat = { idle_ms = 100, ping_timeout_ms = 100 } })
+    local k = wait.slow()
+    local client, rec = start_client(emu, { heartbeat = { idle_ms = 100 * k, ping_timeout_ms = 100 * k } })
     finally(function() client:close() end)
-    emu:admin("POST", "channels/" .. wait.channel_of(rec) .. "/stall", { ms = 1000 })
+    emu:admin("POST", "channels/" .. wait.channel_of(rec) .. "/stall", { ms = 1000 * k })
     assert.truthy(wait.until_(client, function() return rec.count("disconnected") > 0 end, 5000))
     assert.equals("heartbeat_timeout", rec.kinds.disconnected[1].reason)
     assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))

@@ -99,7 +99,7 @@ describe("genesys.notify client: stream faults", function()
     local client, rec = start_client(emu)
     finally(function() client:close() end)
     local old = wait.channel_of(rec)
-    emu:admin("POST", "channels/" .. old .. "/socket_closing", { grace_ms = 3000 })
+    emu:admin("POST", "channels/" .. old .. "/socket_closing", { grace_ms = 3000 * wait.slow() })
     local n = 0
     local function publish()
       n = n + 1

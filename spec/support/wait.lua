@@ -8,6 +8,22 @@ local _M = {}
 local now_ms = notify.now_ms
 _M.now_ms = now_ms
 
+--- True when the process runs under valgrind (its preload library is mapped).
+local function under_valgrind()
+  local f = io.open("/proc/self/maps")
+  if not f then return false end
+  local s = f:read("*a")
+  f:close()
+  return s:find("vgpreload", 1, true) ~= nil
+end
+_M.under_valgrind = under_valgrind
+
+--- How many times slower than a plain build this run is (valgrind about 20x, sanitizers about
+-- 3x): fault windows, client timeouts and deadlines are multiplied by it, so the specs check the
+-- same behaviour everywhere instead of the speed of the build.
+local SLOW = under_valgrind() and 20 or ((os.getenv("GN_SAN") or "") ~= "" and 3 or 1)
+function _M.slow() return SLOW end
+
 local function as_list(clients)
   if type(clients) == "table" and clients.poll == nil and getmetatable(clients) == nil then
     return clients
@@ -19,7 +35,7 @@ end
 -- Returns fn's value, or nil on timeout.
 function _M.until_(clients, fn, timeout_ms)
   local list = as_list(clients)
-  local deadline = now_ms() + (timeout_ms or 10000)
+  local deadline = now_ms() + (timeout_ms or 10000) * SLOW
   while true do
     local v = fn()
     if v then return v end
@@ -78,20 +94,11 @@ function _M.config(emu, rec, extra)
     client_id = "test-id", client_secret = "test-secret",
     tls = emu.ca_file and { ca_file = emu.ca_file } or nil,
     backoff = { base_ms = 50, max_ms = 400, multiplier = 2, jitter = "none", reset_after_ms = 200 },
-    timeouts = { connect_ms = 3000, handshake_ms = 3000, http_ms = 5000 },
+    timeouts = { connect_ms = 3000 * SLOW, handshake_ms = 3000 * SLOW, http_ms = 5000 * SLOW },
     on_event = rec and rec.on_event, on_health = rec and rec.on_health,
   }
   for k, v in pairs(extra or {}) do cfg[k] = v end
   return cfg
-end
-
---- True when the process runs under valgrind (its preload library is mapped).
-function _M.under_valgrind()
-  local f = io.open("/proc/self/maps")
-  if not f then return false end
-  local s = f:read("*a")
-  f:close()
-  return s:find("vgpreload", 1, true) ~= nil
 end
 
 --- The channel id of the client's current connection (from its last "connected" health).
