@@ -412,16 +412,14 @@ static void handle_rest(struct lws *wsi, pss_t *p)
 	if (ch && (ch->expired || ch->client != t->client))
 		ch = NULL;
 	if (!slash) {
-		if (p->method == WSI_TOKEN_HEAD_URI || p->method == WSI_TOKEN_GET_URI) {
-			if (!ch) {
+		/* Genesys offers HEAD only on a channel (is it alive?) */
+		if (p->method == WSI_TOKEN_HEAD_URI) {
+			if (!ch)
 				ERR(404, "Channel %s not found", id);
-				return;
-			}
-			char host[256];
-			host_of(wsi, host, sizeof host);
-			respond(wsi, p, kind, 200, channel_json(ch, host));
+			else
+				respond_text(wsi, p, kind, 200, NULL);
 		} else
-			ERR(405, "%s is not allowed on a channel", method_name(p->method));
+			ERR(405, "%s is not allowed on a channel (HEAD is)", method_name(p->method));
 		return;
 	}
 	if (strcmp(slash, "/subscriptions")) {

@@ -107,6 +107,7 @@ for _, tls in ipairs { false, true } do
           { headers = { Authorization = "Bearer " .. tok } })))
         assert.equal(404, (emu:http("HEAD", "/api/v2/notifications/channels/nope",
           { headers = { Authorization = "Bearer " .. tok } })))
+        assert.equal(405, (emu:rest(tok, "DELETE", "/channels/" .. ch.id)))
         -- GET lists this client's channels only
         local lst, list = emu:rest(tok, "GET", "/channels")
         assert.equal(200, lst)
@@ -235,6 +236,30 @@ describe("emulator channel limits and lifetime", function()
     local s = emu:stats()
     assert.is_true(s.channels[a.id].expired)
     assert.is_false(s.channels[b.id].expired)
+  end)
+
+  it("honours --max-channels and lists channels in the admin API", function()
+    local emu = emulator.start { clients = { "a:1", "b:2" }, args = { "--max-channels", "2" } }
+    finally(function() emu:stop() end)
+    local ta, tb = emu:token("a:1"), emu:token("b:2")
+    local a1 = emu:channel(ta, { "v2.users.x.presence" }).id
+    local a2 = emu:channel(ta).id
+    local b1 = emu:channel(tb).id
+    local a3 = emu:channel(ta).id            -- evicts a1, the least recently used
+    local st, list = emu:admin("GET", "channels")
+    assert.equal(200, st)
+    local by = {}
+    for _, e in ipairs(list.entities) do by[e.id] = e end
+    assert.is_true(by[a1].evicted and by[a1].expired)
+    assert.is_false(by[a2].expired or by[a3].expired or by[b1].expired)
+    assert.equal("a", by[a2].client_id)
+    assert.equal("b", by[b1].client_id)
+    assert.equal(1, by[a1].topics)
+    assert.matches("Z$", by[a3].expires)
+    local s = emu:stats()
+    assert.equal(3, s.global.channels_live)
+    assert.equal("b", s.channels[b1].client_id)
+    assert.same({ "v2.users.x.presence" }, s.channels[a1].subscriptions)
   end)
 
   it("expires tokens after --token-ttl", function()
