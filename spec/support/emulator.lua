@@ -189,9 +189,13 @@ local function wait_rc(self, timeout)
   return nil
 end
 
--- SIGTERM and wait. Returns the exit status and the emulator's stderr.
-function _M:stop()
-  if not self.pid then return self.last_rc, self.last_err end
+-- SIGTERM and wait. Returns the exit status and the emulator's stderr (also kept in
+-- emu.last_rc, emu.last_err, emu.last_out). Removes the emulator's temporary folder.
+function _M:stop(keep_dir)
+  if not self.pid then
+    if not keep_dir then sh("rm -rf " .. shq(self.dir)) end
+    return self.last_rc, self.last_err
+  end
   sh("kill -TERM " .. self.pid .. " 2>/dev/null")
   local rc = wait_rc(self, 20)
   if not rc then
@@ -203,6 +207,7 @@ function _M:stop()
   self.last_rc, self.last_err = rc, read_file(self.dir .. "/err") or ""
   self.last_out = read_file(self.dir .. "/out") or ""
   sh("rm -rf " .. shq(self.dir .. "/probe-") .. "*")
+  if not keep_dir then sh("rm -rf " .. shq(self.dir)) end
   -- A sanitizer report fails the spec that stopped the emulator, whatever the exit status.
   for _, pat in ipairs { "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                          "WARNING: ThreadSanitizer", "runtime error:" } do
@@ -219,11 +224,12 @@ function _M:kill()
   wait_rc(self, 5)
   live[self.pid] = nil
   self.pid = nil
+  self.last_rc, self.last_err = -9, read_file(self.dir .. "/err") or ""
 end
 
 -- Same arguments, same port.
 function _M:restart()
-  self:stop()
+  self:stop(true)
   local port = string.format("%d", self.port)
   for i, x in ipairs(self.argv) do
     if x == "--port" then self.argv[i + 1] = port end
