@@ -498,6 +498,12 @@ int fault_parse_json(json_t *o, const char *kind, char *err, size_t errlen)
 			snprintf(err, errlen, "field \"mode\": expected \"refuse\"");
 			return -1;
 		}
+		if (ms <= 0) {
+			/* refused connections include the admin API's: nobody could clear it */
+			snprintf(err, errlen, "field \"ms\": required for tcp faults (the admin API's "
+				 "own connections are refused too)");
+			return -1;
+		}
 		E.tcp_refuse_until = deadline_from_ms(ms);
 		return 0;
 	}

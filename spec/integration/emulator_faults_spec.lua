@@ -82,7 +82,7 @@ for _, tls in ipairs { false, true } do
     end)
 
     it("stalls: writes nothing, heartbeats included, while TCP stays open", function()
-      local ch, p = connected(2600, { send = {} })
+      local ch, p = connected(3000, { send = {} })
       emulator.sleep(0.5)
       local st = emu:admin("POST", "channels/" .. ch.id .. "/stall", { ms = 1000 })
       assert.equal(200, st)
@@ -157,12 +157,15 @@ for _, tls in ipairs { false, true } do
 
     it("refuses new handshakes for a duration", function()
       local ch = emu:channel(tok, { PRESENCE })
-      assert.equal(200, (emu:admin("POST", "faults/handshake", { mode = "refuse", ms = 800 })))
-      local t0 = emulator.now()
-      assert.equal(503, emu:probe { channel = ch.id, duration_ms = 500 }.open.handshake)
-      local dt = emulator.now() - t0
-      if dt < 0.85 then emulator.sleep(0.85 - dt) end
-      assert.equal(101, emu:probe { channel = ch.id, duration_ms = 200 }.open.handshake)
+      -- fault durations do not depend on the transport: timed in the plain run only
+      if not tls then
+        assert.equal(200, (emu:admin("POST", "faults/handshake", { mode = "refuse", ms = 2500 })))
+        local t0 = emulator.now()
+        assert.equal(503, emu:probe { channel = ch.id, duration_ms = 500 }.open.handshake)
+        local dt = emulator.now() - t0
+        if dt < 2.6 then emulator.sleep(2.6 - dt) end
+        assert.equal(101, emu:probe { channel = ch.id, duration_ms = 200 }.open.handshake)
+      end
       -- until cleared when no duration is given
       emu:admin("POST", "faults/handshake", { mode = "refuse" })
       assert.equal(503, emu:probe { channel = ch.id, duration_ms = 200 }.open.handshake)
@@ -183,11 +186,18 @@ for _, tls in ipairs { false, true } do
 
     it("refuses new TCP connections (accept and close) for a duration", function()
       local ch = emu:channel(tok, { PRESENCE })
-      assert.equal(200, (emu:admin("POST", "faults/tcp", { mode = "refuse", ms = 700 })))
+      -- a duration is required: refused connections include the admin API's own
+      local st0, j0 = emu:admin("POST", "faults/tcp", { mode = "refuse" })
+      assert.equal(400, st0)
+      assert.matches('"ms"', j0.message)
+      assert.equal(200, (emu:admin("POST", "faults/tcp", { mode = "refuse", ms = 2500 })))
+      local t0 = emulator.now()
       local r = emu:probe { channel = ch.id, duration_ms = 300 }
       assert.is_string(r.open.error or (r.open.handshake == -1 and "closed"))
       assert.not_equal(101, r.open.handshake)
-      emulator.sleep(0.75)
+      assert.equal(0, (emu:admin("GET", "stats")))      -- the admin API is refused too
+      local dt = emulator.now() - t0
+      if dt < 2.6 then emulator.sleep(2.6 - dt) end
       assert.equal(101, emu:probe { channel = ch.id, duration_ms = 100 }.open.handshake)
       local st, j = emu:admin("POST", "faults/tcp", { mode = "drop" })
       assert.equal(400, st)
@@ -229,13 +239,15 @@ describe("emulator HTTP faults", function()
 
   it("answers REST with 503 for a duration, then recovers", function()
     local tok = emu:token()
-    emu:admin("POST", "faults/http", { target = "rest", status = 503, ms = 600 })
+    emu:admin("POST", "faults/http", { target = "rest", status = 503, ms = 2500 })
+    local t0 = emulator.now()
     local st, j = emu:rest(tok, "POST", "/channels")
     assert.equal(503, st)
     assert.equal(503, j.status)
     assert.equal(503, (emu:rest(tok, "GET", "/channels")))
     assert.equal(200, (oauth()))      -- OAuth is not affected
-    emulator.sleep(0.7)
+    local dt = emulator.now() - t0
+    if dt < 2.6 then emulator.sleep(2.6 - dt) end
     assert.equal(200, (emu:rest(tok, "POST", "/channels")))
   end)
 
@@ -276,7 +288,7 @@ end)
 describe("emulator start-up faults (--fault)", function()
   it("applies http and handshake faults from the command line", function()
     local emu = emulator.start { args = { "--fault", "http:target=oauth,status=503,count=1",
-      "--fault", "handshake:mode=refuse,ms=1500" } }
+      "--fault", "handshake:mode=refuse,ms=8000" } }
     finally(function() emu:stop() end)
     local st = emu:http("POST", "/oauth/token", {
       headers = { Authorization = "Basic " .. emulator.basic("test-id:test-secret") },

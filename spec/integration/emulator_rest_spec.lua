@@ -220,16 +220,16 @@ describe("emulator channel limits and lifetime", function()
   end)
 
   it("expires channels after --channel-ttl; subscribing again extends the life", function()
-    local emu = emulator.start { channel_ttl = 2 }
+    local emu = emulator.start { channel_ttl = 3 }
     finally(function() emu:stop() end)
     local tok = emu:token()
     local a = emu:channel(tok)
     local b = emu:channel(tok)
     local H = { headers = { Authorization = "Bearer " .. tok } }
-    emulator.sleep(1.2)
+    emulator.sleep(1.8)
     assert.equal(200, (emu:rest(tok, "PUT", "/channels/" .. b.id .. "/subscriptions",
       { { id = "v2.users.u.presence" } })))
-    emulator.sleep(1.2)
+    emulator.sleep(1.8)
     assert.equal(404, (emu:http("HEAD", "/api/v2/notifications/channels/" .. a.id, H)))
     assert.equal(200, (emu:http("HEAD", "/api/v2/notifications/channels/" .. b.id, H)))
     assert.equal(404, (emu:rest(tok, "GET", "/channels/" .. a.id .. "/subscriptions")))
@@ -263,11 +263,12 @@ describe("emulator channel limits and lifetime", function()
   end)
 
   it("expires tokens after --token-ttl", function()
-    local emu = emulator.start { token_ttl = 1 }
+    local emu = emulator.start { token_ttl = 2 }
     finally(function() emu:stop() end)
+    local t0 = emulator.now()
     local tok = emu:token()
     assert.equal(200, (emu:rest(tok, "GET", "/channels")))
-    emulator.sleep(1.2)
+    emulator.sleep(2.2 - (emulator.now() - t0))
     assert.equal(401, (emu:rest(tok, "GET", "/channels")))
   end)
 end)

@@ -196,14 +196,14 @@ end
 
 describe("emulator stream lifetime and limits", function()
   it("closes a connected channel when its --channel-ttl runs out", function()
-    local emu = emulator.start { channel_ttl = 1 }
+    local emu = emulator.start { channel_ttl = 2 }
     finally(function() emu:stop() end)
     local ch = emu:channel(emu:token(), { PRESENCE })
     local r = emu:probe { channel = ch.id, duration_ms = 6000 }
     assert.equal(101, r.open.handshake)
     assert.equal("close", r["end"]["end"])
     assert.equal("404", r.texts[#r.texts].msg.result)
-    assert.is_true(r["end"].elapsed_ms > 500 and r["end"].elapsed_ms < 5000)
+    assert.is_true(r["end"].elapsed_ms > 300 and r["end"].elapsed_ms < 5000)
   end)
 
   it("streams --event-rate events per second per connected channel", function()
