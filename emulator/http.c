@@ -909,7 +909,10 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 	}
 	case LWS_CALLBACK_CLOSED_HTTP:
 	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
-		reset_request(p);
+		/* lws also reports connections it dropped before giving them per-session data (a
+		 * refused TCP connection, a handshake cut short): nothing to free then. */
+		if (p)
+			reset_request(p);
 		return 0;
 	default:
 		return 0;
