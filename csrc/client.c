@@ -65,7 +65,7 @@ struct gn_client {
   gn_member_t member;
   gn_token_waiter_t waiter;
   int waiting_token;
-  int token_for_live;          /* the token being waited for is for a live subscription change */
+  int token_purpose;           /* what the token being waited for is for (TOKP_*) */
   int live_auth_retried;
   char *token;
   uint64_t token_gen;
@@ -239,6 +239,10 @@ static void fail_and_schedule(gn_client_t *c, gn_reason_t why, double retry_afte
 static void final_failure(gn_client_t *c, const char *code, const char *msg);
 static void put_live(gn_client_t *c);
 static void live_need_token(gn_client_t *c);
+enum { TOKP_ATTEMPT = 0, TOKP_LIVE, TOKP_ROLL };
+static int fresh_token(gn_client_t *c, int purpose);
+static void roll_post(gn_client_t *c);
+static void roll_abort(gn_client_t *c, const char *msg);
 
 static void drop_channel(gn_client_t *c) {
   free(c->channel_id);
@@ -385,9 +389,22 @@ static void run_attempt(gn_client_t *c) {
 static void live_on_token(gn_client_t *c, gn_token_result_t *r);
 
 static void on_token(gn_client_t *c, gn_token_result_t *r) {
-  if (c->token_for_live) {
-    c->token_for_live = 0;
-    live_on_token(c, r);
+  if (c->token_purpose != TOKP_ATTEMPT) {
+    int purpose = c->token_purpose;
+    c->token_purpose = TOKP_ATTEMPT;
+    if (purpose == TOKP_LIVE) {
+      live_on_token(c, r);
+    } else if (r->kind == GN_TOK_AGAIN) {
+      if (fresh_token(c, TOKP_ROLL)) roll_post(c);
+    } else if (r->kind == GN_TOK_OK) {
+      gn_free_secret(c->token);
+      c->token = r->token;
+      r->token = NULL;
+      c->token_gen = r->gen;
+      if (c->rolling) roll_post(c);
+    } else if (c->rolling) {
+      roll_abort(c, r->error);
+    }
     gn_token_result_clear(r);
     return;
   }
@@ -431,7 +448,7 @@ static void on_token(gn_client_t *c, gn_token_result_t *r) {
 
 static void step_token(gn_client_t *c) {
   set_state(c, GN_ST_AUTH);
-  c->token_for_live = 0; /* the attempt takes the wait over */
+  c->token_purpose = TOKP_ATTEMPT; /* the attempt takes the wait over */
   gn_token_result_t r;
   if (gn_token_get(c->tok, c->svc, &c->waiter, &r)) {
     c->waiting_token = 0;
@@ -1119,10 +1136,19 @@ static void start_rollover(gn_client_t *c) {
   c->roll_start_ms = gn_now_mono_ms();
   health(c, "rollover", json_pack("{s:s, s:s}", "event", "started", "from",
                                   c->channel_id ? c->channel_id : ""));
+  if (c->waiting_token) {
+    roll_abort(c, "a token refresh is under way");
+    return;
+  }
+  if (fresh_token(c, TOKP_ROLL)) roll_post(c);
+}
+
+static void roll_post(gn_client_t *c) {
+  if (!c->rolling || c->roll_req || c->roll_conn) return;
   char url[1024];
   snprintf(url, sizeof url, "%s/api/v2/notifications/channels", c->api_base);
   if (!c->token || rest_call(c, &c->roll_req, "POST", url, NULL, roll_channel_done) != 0)
-    roll_abort(c, "no usable token to create the new channel");
+    roll_abort(c, "cannot start the request for the new channel");
 }
 
 /* ---- live subscription changes ---- */
@@ -1169,14 +1195,46 @@ static void live_put_done(void *ud, const gn_http_result_t *hr) {
 static void live_need_token(gn_client_t *c) {
   if (c->waiting_token) return; /* a wait is already under way; its result is used */
   gn_token_result_t r;
-  c->token_for_live = 1;
+  c->token_purpose = TOKP_LIVE;
   if (gn_token_get(c->tok, c->svc, &c->waiter, &r)) {
-    c->token_for_live = 0;
+    c->token_purpose = TOKP_ATTEMPT;
     live_on_token(c, &r);
     gn_token_result_clear(&r);
   } else {
     c->waiting_token = 1;
   }
+}
+
+/* Makes c->token one with comfortable life left, from the shared cache (the token a client
+ * got for its last attempt may be near its end by the time of a subscription change or a
+ * rollover). Returns 1 when c->token is ready; 0 when a fetch is under way (its end runs the
+ * purpose's continuation) or when the token could not be had (reported). */
+static int fresh_token(gn_client_t *c, int purpose) {
+  if (c->waiting_token) return 0;
+  gn_token_result_t r;
+  c->token_purpose = purpose;
+  if (!gn_token_get(c->tok, c->svc, &c->waiter, &r)) {
+    c->waiting_token = 1;
+    return 0;
+  }
+  c->token_purpose = TOKP_ATTEMPT;
+  if (r.kind != GN_TOK_OK) {
+    if (purpose == TOKP_LIVE)
+      health(c, "subscription", json_pack("{s:s, s:s}", "event", "failed", "error", r.error));
+    else if (c->rolling)
+      roll_abort(c, r.error);
+    gn_token_result_clear(&r);
+    return 0;
+  }
+  gn_free_secret(c->token);
+  c->token = r.token;
+  r.token = NULL;
+  c->token_gen = r.gen;
+  if (r.fetched)
+    health(c, "token", json_pack("{s:s, s:f}", "event", "refreshed", "expires_in_s",
+                                 r.expires_in_s));
+  gn_token_result_clear(&r);
+  return 1;
 }
 
 static void live_on_token(gn_client_t *c, gn_token_result_t *r) {
@@ -1201,10 +1259,7 @@ static void live_on_token(gn_client_t *c, gn_token_result_t *r) {
 static void put_live(gn_client_t *c) {
   if (!c->channel_id || c->sub_req) return;
   if (atomic_load(&c->state) != GN_ST_OPEN) return; /* the attempt will put them */
-  if (!c->token) {
-    live_need_token(c);
-    return;
-  }
+  if (!fresh_token(c, TOKP_LIVE)) return; /* put_live runs again when the token is in */
   c->topics_dirty = 0;
   char url[1024];
   snprintf(url, sizeof url, "%s/api/v2/notifications/channels/%s/subscriptions?ignoreErrors=true",

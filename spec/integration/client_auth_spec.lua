@@ -106,6 +106,26 @@ describe("genesys.notify client: tokens and auth faults", function()
     assert.equals(0, rec.count("gave_up"))
   end)
 
+  it("a token near its end is refreshed before use, never sent to be refused", function()
+    local emu2 = emulator.start { tls = true, token_ttl = 2 }
+    finally(function() emu2:stop() end)
+    local rec = wait.recorder()
+    local client = notify.new(wait.config(emu2, rec, { topics = { TOPIC } }))
+    finally(function() client:close() end)
+    client:start()
+    assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
+    assert.equals(2, math.floor(rec.kinds.token[1].expires_in_s + 0.5))
+    wait.for_ms(client, 2100) -- the token has expired on the server by now
+    client:subscribe("v2.users.a3.presence")
+    assert.truthy(wait.until_(client, function()
+      return #rec.where("subscription", function(h) return h.event == "updated" end) > 0 end, 5000))
+    assert.equals(0, #rec.where("token", function(h) return h.event == "rejected" end))
+    assert.equals(2, #rec.where("token", function(h) return h.event == "refreshed" end))
+    local st = emu2:stats()
+    assert.equals(2, st.global.tokens_issued)
+    assert.equals(0, rest_count(st, 401))
+  end)
+
   it("100 clients, one context, one credential -> one token request at start, one after revoking", function()
     -- Genesys allows 20 channels per OAuth client; the emulator is told to allow one per client here
     local emu2 = emulator.start { tls = true, args = { "--max-channels", "1000" } }
