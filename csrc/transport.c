@@ -346,8 +346,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     const char *msg = in ? (const char *)in : "connection error";
     int status = (int)lws_http_client_http_response(wsi);
     info.stage = c->handshake_started ? "handshake" : "connect";
-    if (strstr(msg, "SSL") || strstr(msg, "ssl") || strstr(msg, "tls") || strstr(last_log, "SSL") ||
-        strstr(last_log, "certificate")) {
+    if (strstr(msg, "imed out") || strstr(msg, "imeout")) {
+      info.timed_out = 1; /* lws's own timer ("Timed out waiting SSL") */
+      if (!c->handshake_started) info.stage = "tls";
+    } else if (strstr(msg, "SSL") || strstr(msg, "ssl") || strstr(msg, "tls") ||
+               strstr(last_log, "SSL") || strstr(last_log, "certificate")) {
       if (!c->handshake_started) {
         info.tls = 1;
         info.stage = "tls";
@@ -502,6 +505,8 @@ struct lws_context *gn_transport_context_new(uv_loop_t *loop, char *err, size_t 
                  LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
   info.foreign_loops = loops;
   info.protocols = protocols;
+  /* Our own timers (timeouts.connect_ms, handshake_ms) govern; lws's would cut in first. */
+  info.timeout_secs = 3600;
   info.gid = -1;
   info.uid = -1;
   last_log[0] = 0;
@@ -521,6 +526,7 @@ struct lws_vhost *gn_transport_vhost_new(struct lws_context *ctx, const char *na
   info.protocols = protocols;
   info.vhost_name = name;
   info.client_ssl_ca_filepath = ca_file;
+  info.timeout_secs = 3600;
   info.gid = -1;
   info.uid = -1;
   last_log[0] = 0;
