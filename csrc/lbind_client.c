@@ -15,6 +15,7 @@
 
 #include <math.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 

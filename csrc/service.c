@@ -25,7 +25,9 @@ typedef struct task {
 typedef struct vhost_ent {
   struct vhost_ent *next;
   char *ca_file;
+  int verify;
   struct lws_vhost *vh;
+  void *ssl_ctx; /* ours: freed after the lws context (see transport.h) */
 } vhost_ent_t;
 
 struct gn_service {
@@ -87,11 +89,12 @@ static void close_walk_cb(uv_handle_t *h, void *arg) {
 static void *thread_main(void *arg) {
   gn_service_t *svc = arg;
   char err[256] = "";
-  int ok = 0;
+  int ok = 0, loop_ok = 0;
   if (uv_loop_init(&svc->loop) != 0) {
     snprintf(err, sizeof err, "context: uv_loop_init failed");
     goto signal;
   }
+  loop_ok = 1;
   svc->wake.data = svc;
   uv_async_init(&svc->loop, &svc->wake, drain_cb);
   svc->http = gn_http_new(&svc->loop, err, sizeof err);
@@ -106,12 +109,12 @@ signal:
   pthread_cond_broadcast(&svc->cv);
   pthread_mutex_unlock(&svc->mu);
   if (!ok) {
+    /* Undo what was set up: close every handle, let their close callbacks run, close the loop. */
     if (svc->http) gn_http_shutdown(svc->http);
     svc->http = NULL;
-    if (uv_loop_alive(&svc->loop) || 1) {
-      uv_walk(&svc->loop, close_walk_cb, NULL);
-      uv_run(&svc->loop, UV_RUN_DEFAULT);
-    }
+    if (!loop_ok) return NULL;
+    uv_walk(&svc->loop, close_walk_cb, NULL);
+    uv_run(&svc->loop, UV_RUN_DEFAULT);
     uv_loop_close(&svc->loop);
     return NULL;
   }
@@ -211,6 +214,7 @@ void gn_service_release(gn_service_t *svc) {
   while (svc->vhosts) {
     vhost_ent_t *v = svc->vhosts;
     svc->vhosts = v->next;
+    gn_transport_ssl_ctx_free(v->ssl_ctx); /* lws is done with it: its context is destroyed */
     free(v->ca_file);
     free(v);
   }
@@ -255,21 +259,28 @@ uv_loop_t *gn_service_loop(gn_service_t *svc) { return &svc->loop; }
 struct lws_context *gn_service_lws(gn_service_t *svc) { return svc->lws; }
 gn_http_t *gn_service_http(gn_service_t *svc) { return svc->http; }
 
-struct lws_vhost *gn_service_vhost(gn_service_t *svc, const char *ca_file, char *err,
-                                   size_t errlen) {
+struct lws_vhost *gn_service_vhost(gn_service_t *svc, const char *ca_file, int verify,
+                                   char *err, size_t errlen) {
   const char *key = ca_file ? ca_file : "";
+  verify = verify != 0;
   for (vhost_ent_t *v = svc->vhosts; v; v = v->next)
-    if (strcmp(v->ca_file, key) == 0) return v->vh;
-  char name[32];
-  snprintf(name, sizeof name, "gn-client-%d", ++svc->vhost_seq);
-  struct lws_vhost *vh = gn_transport_vhost_new(svc->lws, name, *key ? key : NULL, err, errlen);
-  if (!vh) return NULL;
+    if (strcmp(v->ca_file, key) == 0 && v->verify == verify) return v->vh;
   vhost_ent_t *v = calloc(1, sizeof *v);
   if (!v || !(v->ca_file = gn_strdup(key))) {
     free(v);
     snprintf(err, errlen, "tls: out of memory");
-    return NULL; /* the vhost itself is freed with the context */
+    return NULL;
   }
+  char name[32];
+  snprintf(name, sizeof name, "gn-client-%d", ++svc->vhost_seq);
+  struct lws_vhost *vh = gn_transport_vhost_new(svc->lws, name, *key ? key : NULL, verify,
+                                                &v->ssl_ctx, err, errlen);
+  if (!vh) {
+    free(v->ca_file);
+    free(v);
+    return NULL;
+  }
+  v->verify = verify;
   v->vh = vh;
   v->next = svc->vhosts;
   svc->vhosts = v;

@@ -49,9 +49,11 @@ int gn_service_on_thread(const gn_service_t *svc);
 uv_loop_t *gn_service_loop(gn_service_t *svc);
 struct lws_context *gn_service_lws(gn_service_t *svc);
 gn_http_t *gn_service_http(gn_service_t *svc);
-/* The lws client vhost for a CA bundle ("" or NULL: the system's), created on first use.
+/* The lws client vhost for a CA bundle ("" or NULL: the system's) and verification setting,
+ * created on first use.
  * NULL and err when the bundle cannot be loaded. Loop thread. */
-struct lws_vhost *gn_service_vhost(gn_service_t *svc, const char *ca_file, char *err, size_t errlen);
+struct lws_vhost *gn_service_vhost(gn_service_t *svc, const char *ca_file, int verify, char *err,
+                                   size_t errlen);
 
 void gn_service_member_add(gn_service_t *svc, gn_member_t *m);    /* loop thread */
 void gn_service_member_remove(gn_service_t *svc, gn_member_t *m); /* loop thread */

@@ -16,6 +16,8 @@
 #include <arpa/inet.h>
 #include <libwebsockets.h>
 #include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <strings.h>
@@ -123,7 +125,7 @@ static void timer_cb(uv_timer_t *t) {
 
 static int start_lws(gn_conn_t *c, const char *ip) {
   char err[256] = "";
-  struct lws_vhost *vh = gn_service_vhost(c->svc, c->ca_file, err, sizeof err);
+  struct lws_vhost *vh = gn_service_vhost(c->svc, c->ca_file, c->verify, err, sizeof err);
   if (!vh) {
     gn_close_info_t info = {0};
     info.code = 1006;
@@ -517,10 +519,34 @@ struct lws_context *gn_transport_context_new(uv_loop_t *loop, char *err, size_t 
   return ctx;
 }
 
+void gn_transport_ssl_ctx_free(void *ssl_ctx) { SSL_CTX_free((SSL_CTX *)ssl_ctx); }
+
 struct lws_vhost *gn_transport_vhost_new(struct lws_context *ctx, const char *name,
-                                         const char *ca_file, char *err, size_t errlen) {
+                                         const char *ca_file, int verify, void **ssl_ctx,
+                                         char *err, size_t errlen) {
+  *ssl_ctx = NULL;
+  SSL_CTX *sc = SSL_CTX_new(TLS_client_method());
+  if (!sc) {
+    snprintf(err, errlen, "tls: cannot create a TLS context");
+    return NULL;
+  }
+  SSL_CTX_set_min_proto_version(sc, TLS1_2_VERSION);
+  int loaded = ca_file ? SSL_CTX_load_verify_locations(sc, ca_file, NULL)
+                       : SSL_CTX_set_default_verify_paths(sc);
+  if (loaded != 1) {
+    unsigned long e = ERR_get_error();
+    char detail[160];
+    ERR_error_string_n(e, detail, sizeof detail);
+    snprintf(err, errlen, "tls: cannot load the CA bundle %s: %s", ca_file ? ca_file : "(system)",
+             detail);
+    SSL_CTX_free(sc);
+    return NULL;
+  }
+  /* Chain verification here; lws adds the host name check per connection (ci.host). */
+  SSL_CTX_set_verify(sc, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
   struct lws_context_creation_info info;
   memset(&info, 0, sizeof info);
+  info.provided_client_ssl_ctx = sc;
   info.port = CONTEXT_PORT_NO_LISTEN;
   info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
   info.protocols = protocols;
@@ -531,8 +557,12 @@ struct lws_vhost *gn_transport_vhost_new(struct lws_context *ctx, const char *na
   info.uid = -1;
   last_log[0] = 0;
   struct lws_vhost *vh = lws_create_vhost(ctx, &info);
-  if (!vh)
-    snprintf(err, errlen, "tls: cannot load the CA bundle %s%s%s", ca_file ? ca_file : "(system)",
-             last_log[0] ? ": " : "", last_log);
+  if (!vh) {
+    snprintf(err, errlen, "tls: cannot create the client vhost%s%.200s", last_log[0] ? ": " : "",
+             last_log);
+    SSL_CTX_free(sc);
+    return NULL;
+  }
+  *ssl_ctx = sc;
   return vh;
 }

@@ -49,8 +49,15 @@ typedef struct {
 
 /* Creates the lws context on the loop (foreign loop). Service thread. */
 struct lws_context *gn_transport_context_new(uv_loop_t *loop, char *err, size_t errlen);
+/* A client vhost whose TLS context is ours (*ssl_ctx, to be freed with gn_transport_ssl_ctx_free
+ * after the lws context is gone): lws 4.1.6 keeps the index under which it finds its own client
+ * SSL_CTX in a process-wide variable that every new lws context overwrites, so an lws context
+ * created while another one lives makes the older one leak its SSL_CTX (and the CA store, about
+ * 700 KB). verify = 0 gives a context that accepts any certificate (tls.verify = false). */
 struct lws_vhost *gn_transport_vhost_new(struct lws_context *ctx, const char *name,
-                                         const char *ca_file, char *err, size_t errlen);
+                                         const char *ca_file, int verify, void **ssl_ctx,
+                                         char *err, size_t errlen);
+void gn_transport_ssl_ctx_free(void *ssl_ctx);
 
 /* Starts connecting; NULL and err on an immediate failure (bad URL, out of memory). */
 gn_conn_t *gn_conn_open(gn_service_t *svc, const gn_conn_opts_t *o, const gn_conn_cbs_t *cbs,
