@@ -125,7 +125,69 @@ local ALLOWED = {
   region = true, gateway = true, client_id = true, client_secret = true, topics = true,
   backoff = true, tls = true, timeouts = true, heartbeat = true, queue_limit = true,
   max_message_size = true, on_event = true, on_health = true, name = true, context = true,
+  audit = true,
 }
+
+-- ---- audit lines -------------------------------------------------------------------------
+-- One line per health item, for an audit trail of the connection: "pipe" (timestamp|kind|state|
+-- key=value|...) or "json" (one object per line). Values are flat; tables are summarized. Keys
+-- that could ever carry a credential are redacted, although the core never puts one in a health
+-- item.
+local SECRET_KEY = { token = true, access_token = true, secret = true, client_secret = true,
+  authorization = true, password = true }
+
+local function iso_ms(ms)
+  local secs = math.floor(ms / 1000)
+  return os.date("!%Y-%m-%dT%H:%M:%S", secs) .. string_format(".%03dZ", math.floor(ms % 1000))
+end
+
+local function flat(v)
+  if type(v) == "table" then
+    local n = 0
+    for _ in pairs(v) do n = n + 1 end
+    return "[" .. n .. "]"
+  elseif type(v) == "number" and v % 1 ~= 0 then
+    return string_format("%.1f", v)
+  end
+  return tostring(v)
+end
+
+local function json_str(v)
+  return '"' .. tostring(v):gsub('[%c"\\]', function(c)
+    return string_format("\\u%04x", c:byte())
+  end) .. '"'
+end
+
+local function audit_line(fmt, h)
+  local keys = {}
+  for k in pairs(h) do
+    if k ~= "kind" and k ~= "state" and k ~= "timestamp_ms" then keys[#keys + 1] = k end
+  end
+  table_sort(keys)
+  local ts = iso_ms(h.timestamp_ms or 0)
+  if fmt == "json" then
+    local parts = { '"ts":' .. json_str(ts), '"kind":' .. json_str(h.kind),
+      '"state":' .. json_str(h.state) }
+    for _, k in ipairs(keys) do
+      local v = h[k]
+      if SECRET_KEY[k] then v = "[redacted]" end
+      local enc
+      if type(v) == "number" then enc = (v == v and v ~= math.huge and v ~= -math.huge) and
+        (v % 1 == 0 and string_format("%d", v) or string_format("%.3f", v)) or "null"
+      elseif type(v) == "boolean" then enc = tostring(v)
+      else enc = json_str(flat(v)) end
+      parts[#parts + 1] = json_str(k) .. ":" .. enc
+    end
+    return "{" .. table_concat(parts, ",") .. "}"
+  end
+  local parts = { ts, h.kind or "?", h.state or "?" }
+  for _, k in ipairs(keys) do
+    local v = SECRET_KEY[k] and "[redacted]" or flat(h[k])
+    parts[#parts + 1] = k .. "=" .. v:gsub("[|\n]", " ")
+  end
+  return table_concat(parts, "|")
+end
+_M.audit_line = audit_line
 
 --- Validates the user's configuration and returns the table the C core takes.
 function _M.config(cfg)
@@ -239,6 +301,29 @@ function _M.config(cfg)
   for _, k in ipairs { "on_event", "on_health" } do
     if cfg[k] ~= nil and type(cfg[k]) ~= "function" then fail(k, "a function", describe(cfg[k])) end
     out[k] = cfg[k]
+  end
+  if cfg.audit ~= nil then
+    local a = cfg.audit
+    if type(a) ~= "table" then
+      fail("audit", 'a table {format = "pipe"|"json", sink = file or function}', describe(a))
+    end
+    check_keys(a, { format = true, sink = true }, "audit.")
+    local fmt = a.format == nil and "pipe" or a.format
+    if fmt ~= "pipe" and fmt ~= "json" then fail("audit.format", '"pipe" or "json"', describe(fmt)) end
+    local sink = a.sink == nil and io.stderr or a.sink
+    local write
+    if type(sink) == "function" then
+      write = sink
+    elseif (type(sink) == "userdata" or type(sink) == "table") and sink.write then
+      write = function(line) sink:write(line, "\n") end
+    else
+      fail("audit.sink", "a file (with :write) or a function(line)", describe(sink))
+    end
+    local user = out.on_health
+    out.on_health = function(h)
+      write(audit_line(fmt, h))
+      if user then return user(h) end
+    end
   end
   if cfg.context ~= nil then
     if not core.is_context(cfg.context) then

@@ -174,3 +174,53 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
     end
   end)
 end)
+
+describe("genesys.notify audit lines", function()
+  local emu
+  setup(function() emu = emulator.start { tls = true } end)
+  teardown(function() if emu then emu:stop() end end)
+
+  for _, fmt in ipairs { "pipe", "json" } do
+    it("writes one " .. fmt .. " line per health item, attempt records included", function()
+      local lines = {}
+      local rec = wait.recorder()
+      local cfg = wait.config(emu, rec, { topics = { TOPIC },
+        audit = { format = fmt, sink = function(l) lines[#lines + 1] = l end } })
+      local client = notify.new(cfg)
+      finally(function() client:close() end)
+      client:start()
+      assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
+      emu:admin("POST", "channels/" .. wait.channel_of(rec) .. "/reset", {})
+      assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
+      assert.equals(#rec.health, #lines)
+      local attempt
+      for _, l in ipairs(lines) do
+        assert.falsy(l:find("test-secret", 1, true))
+        assert.falsy(l:find("\n", 1, true))
+        if l:find("attempt", 1, true) and l:find("reconnect", 1, true) then attempt = l end
+      end
+      assert.truthy(attempt, "no attempt line")
+      if fmt == "pipe" then
+        assert.truthy(attempt:find("^%d%d%d%d%-%d%d%-%d%dT[%d:.]+Z|attempt|backoff|"), attempt)
+        assert.truthy(attempt:find("|type=reconnect", 1, true), attempt)
+        assert.truthy(attempt:find("|delay_ms=", 1, true), attempt)
+      else
+        local cjson = require "cjson"
+        local j = cjson.decode(attempt)
+        assert.equals("attempt", j.kind)
+        assert.equals("reconnect", j.type)
+        assert.equals(1, j.attempt)
+        assert.equals("number", type(j.delay_ms))
+      end
+    end)
+  end
+
+  it("rejects a bad audit configuration by field", function()
+    local ok, err = pcall(notify.new, wait.config(emu, nil, { audit = { format = "xml" } }))
+    assert.is_false(ok)
+    assert.truthy(err:find('audit.format: expected "pipe" or "json"', 1, true), err)
+    ok, err = pcall(notify.new, wait.config(emu, nil, { audit = { sink = 42 } }))
+    assert.is_false(ok)
+    assert.truthy(err:find("audit.sink: expected a file", 1, true), err)
+  end)
+end)
