@@ -669,7 +669,7 @@ static void conn_open_cb(void *ud, gn_conn_t *conn) {
 }
 
 static void start_rollover(gn_client_t *c);
-static int seen_before(gn_client_t *c, json_t *msg);
+static int seen_before(gn_client_t *c, json_t *msg, int check);
 
 static void handle_text(gn_client_t *c, gn_conn_t *conn, const char *data, size_t len) {
   const char *chan = conn == c->roll_conn && c->roll_conn ? c->roll_channel_id : c->channel_id;
@@ -724,7 +724,7 @@ static void handle_text(gn_client_t *c, gn_conn_t *conn, const char *data, size_
     if (conn == c->conn && !c->rolling && atomic_load(&c->state) == GN_ST_OPEN) start_rollover(c);
     return;
   }
-  if ((c->rolling || gn_now_mono_ms() < c->dedup_until_ms) ? seen_before(c, j) : (seen_before(c, j), 0)) {
+  if (seen_before(c, j, c->rolling || gn_now_mono_ms() < c->dedup_until_ms)) {
     /* Already delivered by the other connection of a rollover. */
     pthread_mutex_lock(&c->metrics.mu);
     c->metrics.duplicates++;
@@ -1001,12 +1001,15 @@ static void final_failure(gn_client_t *c, const char *code, const char *msg) {
 
 /* ---- rollover ---- */
 
-static int seen_before(gn_client_t *c, json_t *msg) {
+/* Remembers the message's CorrelationId; with check != 0 first looks whether it was already
+ * seen (only during a rollover's overlap: the scan is not free). Returns 1 for a duplicate. */
+static int seen_before(gn_client_t *c, json_t *msg, int check) {
   const char *id = json_string_value(json_object_get(json_object_get(msg, "metadata"),
                                                      "CorrelationId"));
   if (!id || strlen(id) >= sizeof c->recent[0]) return 0;
-  for (size_t i = 0; i < sizeof c->recent / sizeof c->recent[0]; i++)
-    if (strcmp(c->recent[i], id) == 0) return 1;
+  if (check)
+    for (size_t i = 0; i < sizeof c->recent / sizeof c->recent[0]; i++)
+      if (strcmp(c->recent[i], id) == 0) return 1;
   strcpy(c->recent[c->recent_pos], id);
   c->recent_pos = (c->recent_pos + 1) % (sizeof c->recent / sizeof c->recent[0]);
   return 0;
