@@ -192,6 +192,9 @@ gn_http_t *gn_http_new(uv_loop_t *loop, char *err, size_t errlen) {
   curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
   curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
   curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+  /* Keep a few connections for reuse, not one per client: with hundreds of clients per context
+   * an idle TLS connection each would double their memory. */
+  curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 8L);
   return h;
 }
 
