@@ -315,7 +315,6 @@ static char *subs_body(const strset_t *s) {
 
 /* Reads a subscription answer: reports every rejected topic; returns how many were accepted. */
 static void report_subscriptions(gn_client_t *c, const char *body, size_t len, const char *why) {
-  strset_copy(&c->confirmed, &c->topics);
   c->sub_400_retried = 0;
   json_t *j = json_loadb(body, len, 0, NULL);
   json_t *ent = json_is_array(j) ? j : json_object_get(j, "entities");
@@ -354,10 +353,16 @@ static void report_subscriptions(gn_client_t *c, const char *body, size_t len, c
       rejected++;
       health(c, "subscription",
              json_pack("{s:s, s:s, s:s, s:s}", "event", "rejected", "topic", c->topics.v[k],
-                       "reason", "not accepted by the server (invalid or not permitted)",
+                       "reason", "not accepted by the server (invalid topic name)",
                        "channel_id", c->channel_id ? c->channel_id : ""));
+      /* Dropped by ignoreErrors: an invalid name stays invalid, so it is forgotten rather than
+       * put (and reported) again with every channel. Topics refused by state (permissions)
+       * are kept: a permission granted later makes them work on the next channel. */
+      strset_del(&c->topics, c->topics.v[k]);
+      k--;
     }
   }
+  strset_copy(&c->confirmed, &c->topics);
   if (accepted) {
     json_t *f = json_pack("{s:s, s:s, s:o, s:i}", "event", why, "channel_id",
                           c->channel_id ? c->channel_id : "", "topics", accepted, "rejected",

@@ -184,6 +184,13 @@ describe("genesys.notify client: connect and receive", function()
     local rj = rec.where("subscription", function(h) return h.event == "rejected" end)[1]
     assert.equals("not a topic!", rj.topic)
     assert.equals(2, #emu:stats().channels[ch].subscriptions)
+    -- forgotten: the next change does not carry it (nor report it) again
+    local n = #rec.where("subscription", function(h) return h.event == "rejected" end)
+    client:subscribe("v2.users.u4.presence")
+    assert.truthy(wait.until_(client, function()
+      return #emu:stats().channels[ch].subscriptions == 3 end, 5000))
+    wait.for_ms(client, 100)
+    assert.equals(n, #rec.where("subscription", function(h) return h.event == "rejected" end))
   end)
 end)
 
