@@ -1072,14 +1072,11 @@ static void roll_open(gn_client_t *c) {
   /* The old socket had already gone: this is a reconnect like any other. */
   c->attempt_start_ms = c->roll_start_ms;
   c->attempt_hard = 1;
-  gn_conn_t *conn = c->conn;
-  c->conn = NULL;
   pthread_mutex_lock(&c->metrics.mu);
   c->metrics.attempts++;
   c->metrics.rollovers++;
   pthread_mutex_unlock(&c->metrics.mu);
-  c->conn = conn;
-  conn_open_cb(c, conn);
+  conn_open_cb(c, c->conn); /* connected + restored, as after any reconnect */
 }
 
 static void roll_sub_done(void *ud, const gn_http_result_t *hr) {
