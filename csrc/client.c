@@ -103,6 +103,12 @@ struct gn_client {
   char recent[128][40];        /* latest CorrelationIds, for the overlap */
   unsigned recent_pos;
   uint64_t dedup_until_ms;
+
+  /* operator policy hook */
+  int has_policy;
+  uint64_t policy_seq;         /* the scheduled attempt the hook may still change */
+  uint64_t backoff_set_ms;     /* when the backoff timer was armed */
+  double backoff_retry_after;
 };
 
 const char *gn_state_name(gn_state_t s) {
@@ -947,9 +953,67 @@ static void schedule_attempt(gn_client_t *c, gn_reason_t why, double retry_after
                           c->hard_next || !c->channel_id);
   if (rec && retry_after_ms >= 0) json_object_set_new(rec, "retry_after_ms", json_real(retry_after_ms));
   set_state(c, GN_ST_BACKOFF);
+  json_t *copy = c->has_policy && rec ? json_deep_copy(rec) : NULL;
   health(c, "attempt", rec);
   c->backoff_armed = 1;
+  c->backoff_set_ms = gn_now_mono_ms();
+  c->backoff_retry_after = retry_after_ms;
   uv_timer_start(c->backoff_timer, backoff_fire_cb, (uint64_t)(delay + 0.5), 0);
+  if (copy) {
+    /* The hook sees the same record; the engine's delay runs until it answers. */
+    gn_item_t *it = calloc(1, sizeof *it);
+    if (!it) {
+      json_decref(copy);
+      return;
+    }
+    it->type = GN_ITEM_POLICY;
+    it->data = copy;
+    it->seq = ++c->policy_seq;
+    push_item(c, it);
+  }
+}
+
+typedef struct {
+  gn_client_t *c;
+  uint64_t seq;
+  double delay_ms;
+} policy_task_t;
+
+static void task_policy(gn_service_t *svc, void *arg) {
+  policy_task_t *t = arg;
+  gn_client_t *c = t->c;
+  uint64_t seq = t->seq;
+  double d = t->delay_ms;
+  free(t);
+  if (seq != c->policy_seq || !c->backoff_armed) return; /* too late: the attempt has started */
+  if (d < 0) {
+    final_failure(c, "policy", "the policy hook gave up");
+    return;
+  }
+  const char *bad = check_record(c, c->bo.attempt, d, c->backoff_retry_after);
+  if (bad) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "the policy hook's delay %.1f ms was refused (%s); the engine's "
+             "delay stands", d, bad);
+    health(c, "policy", json_pack("{s:s, s:s, s:f}", "event", "rejected", "error", msg,
+                                  "delay_ms", d));
+    return;
+  }
+  uint64_t elapsed = gn_now_mono_ms() - c->backoff_set_ms;
+  uint64_t left = (uint64_t)(d + 0.5) > elapsed ? (uint64_t)(d + 0.5) - elapsed : 0;
+  uv_timer_start(c->backoff_timer, backoff_fire_cb, left, 0);
+  health(c, "policy", json_pack("{s:s, s:f, s:i}", "event", "applied", "delay_ms", d, "attempt",
+                                (int)c->bo.attempt));
+}
+
+void gn_client_policy_answer(gn_client_t *c, uint64_t seq, double delay_ms) {
+  if (atomic_load(&c->closing) || !c->svc) return;
+  policy_task_t *t = malloc(sizeof *t);
+  if (!t) return;
+  t->c = c;
+  t->seq = seq;
+  t->delay_ms = isfinite(delay_ms) ? delay_ms : 1e300; /* refused by the check */
+  if (gn_service_post(c->svc, task_policy, t) != 0) free(t);
 }
 
 static void fail_and_schedule(gn_client_t *c, gn_reason_t why, double retry_after_ms,
@@ -1427,6 +1491,7 @@ gn_client_t *gn_client_new(const gn_client_cfg_t *cfg, gn_service_t *svc, char *
   c->queue_limit = cfg->queue_limit ? cfg->queue_limit : 10000;
   c->max_message = cfg->max_message ? cfg->max_message : (1u << 20);
   c->policy = cfg->backoff;
+  c->has_policy = cfg->policy;
   if (gn_backoff_init(&c->bo, &cfg->backoff, err, errlen) != 0) goto fail;
   for (size_t i = 0; i < cfg->ntopics; i++)
     if (strset_add(&c->topics, cfg->topics[i]) < 0) {

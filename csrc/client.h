@@ -51,9 +51,12 @@ typedef struct {
   long idle_ms;              /* silence before a ping */
   long ping_timeout_ms;      /* silence after the ping before the link is declared dead */
   const char *name;          /* label for metrics and audit (may be NULL) */
+  int policy;                /* an operator policy hook will answer GN_ITEM_POLICY items */
 } gn_client_cfg_t;
 
-typedef enum { GN_ITEM_EVENT = 1, GN_ITEM_HEALTH = 2 } gn_item_type_t;
+/* GN_ITEM_POLICY: an attempt record for the operator's policy hook; answer it with
+ * gn_client_policy_answer(c, item->seq, delay). */
+typedef enum { GN_ITEM_EVENT = 1, GN_ITEM_HEALTH = 2, GN_ITEM_POLICY = 3 } gn_item_type_t;
 
 typedef struct gn_item {
   struct gn_item *next;
@@ -62,6 +65,7 @@ typedef struct gn_item {
   json_t *body;  /* event: the decoded eventBody (owned) */
   char *raw;     /* event: the message text as received */
   size_t rawlen;
+  uint64_t seq;  /* policy: which scheduled attempt this record is for */
 } gn_item_t;
 
 /* Creates a stopped client on svc (a reference is taken; NULL: the default context).
@@ -80,6 +84,11 @@ int gn_client_subscribe(gn_client_t *c, const char *const *topics, size_t n, int
 /* Stops everything, waits until the service thread has let go of the client; idempotent. After
  * it returns no item is produced any more. Owner thread. */
 void gn_client_close(gn_client_t *c);
+/* The policy hook's answer for attempt seq: delay_ms >= 0 replaces the engine's delay (checked
+ * against the policy's caps), delay_ms < 0 gives up. Until it comes, or when it never does, the
+ * engine's delay runs: a hook that is slow or never polled cannot stall reconnection. Any
+ * thread. */
+void gn_client_policy_answer(gn_client_t *c, uint64_t seq, double delay_ms);
 /* Frees a closed (or never started) client. */
 void gn_client_free(gn_client_t *c);
 

@@ -213,6 +213,47 @@ static void report_callback_error(lua_State *L, int uv, const char *which) {
   lua_pop(L, 1);
 }
 
+/* The operator's policy hook: policy(record) -> delay_ms (number), false (give up) or nil (keep
+ * the engine's delay). Anything else, or an error, is reported as callback_error and the
+ * engine's delay stands. */
+static void run_policy(lua_State *L, lclient_t *u, int uv, gn_item_t *it) {
+  lua_getfield(L, uv, "policy");
+  if (!lua_isfunction(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushcfunction(L, push_item_table);
+  lua_pushlightuserdata(L, it);
+  if (lua_pcall(L, 1, 1, 0) != 0) {
+    lua_remove(L, -2);
+    report_callback_error(L, uv, "policy");
+    return;
+  }
+  lua_pushcfunction(L, traceback);
+  lua_insert(L, -3);
+  int base = lua_gettop(L) - 2;
+  u->in_callback++;
+  int rc = lua_pcall(L, 1, 1, base);
+  u->in_callback--;
+  lua_remove(L, base);
+  if (rc != 0) {
+    report_callback_error(L, uv, "policy");
+    return;
+  }
+  if (lua_type(L, -1) == LUA_TNUMBER) {
+    gn_client_policy_answer(u->c, it->seq, lua_tonumber(L, -1));
+  } else if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+    gn_client_policy_answer(u->c, it->seq, -1);
+  } else if (!lua_isnil(L, -1)) {
+    lua_pushfstring(L, "policy returned %s: expected a delay in milliseconds, false (give up) or "
+                       "nil (keep the engine's delay)", luaL_typename(L, -1));
+    lua_remove(L, -2);
+    report_callback_error(L, uv, "policy");
+    return;
+  }
+  lua_pop(L, 1);
+}
+
 static int poll_items(lua_State *L, lclient_t *u, int timeout_ms) {
   gn_item_t *it = gn_client_pop(u->c);
   if (!it && timeout_ms != 0) {
@@ -224,6 +265,14 @@ static int poll_items(lua_State *L, lclient_t *u, int timeout_ms) {
   int uv = lua_gettop(L);
   int n = 0;
   while (it) {
+    if (it->type == GN_ITEM_POLICY) {
+      run_policy(L, u, uv, it);
+      gn_item_free(it);
+      n++;
+      if (u->closed || n >= POLL_MAX_ITEMS) break;
+      it = gn_client_pop(u->c);
+      continue;
+    }
     const char *which = it->type == GN_ITEM_EVENT ? "on_event" : "on_health";
     lua_getfield(L, uv, which);
     if (!lua_isfunction(L, -1)) {
@@ -553,18 +602,23 @@ static int l_client_new(lua_State *L) {
   /* on_event / on_health go to the user value. */
   lua_getfield(L, 1, "on_event");
   lua_getfield(L, 1, "on_health");
-  for (int i = -2; i <= -1; i++)
+  lua_getfield(L, 1, "policy");
+  static const char *const cbname[] = {"on_event", "on_health", "policy"};
+  for (int i = -3; i <= -1; i++)
     if (!lua_isnil(L, i) && !lua_isfunction(L, i))
-      luaL_error(L, "genesys.notify: %s: expected a function, got %s",
-                 i == -2 ? "on_event" : "on_health", luaL_typename(L, i));
+      luaL_error(L, "genesys.notify: %s: expected a function, got %s", cbname[i + 3],
+                 luaL_typename(L, i));
+  cfg.policy = lua_isfunction(L, -1);
   lclient_t *u = (lclient_t *)lua_newuserdata(L, sizeof *u);
   memset(u, 0, sizeof *u);
   luaL_setmetatable(L, LGN_CLIENT_MT);
-  lua_createtable(L, 0, 2);
-  lua_pushvalue(L, -4); /* [on_event, on_health, ud, uv] */
+  lua_createtable(L, 0, 3);
+  lua_pushvalue(L, -5); /* [on_event, on_health, policy, ud, uv] */
   lua_setfield(L, -2, "on_event");
-  lua_pushvalue(L, -3);
+  lua_pushvalue(L, -4);
   lua_setfield(L, -2, "on_health");
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "policy");
   lua_setuservalue(L, -2);
   gn_service_t *svc = NULL;
   lua_getfield(L, 1, "context");

@@ -125,7 +125,7 @@ local ALLOWED = {
   region = true, gateway = true, client_id = true, client_secret = true, topics = true,
   backoff = true, tls = true, timeouts = true, heartbeat = true, queue_limit = true,
   max_message_size = true, on_event = true, on_health = true, name = true, context = true,
-  audit = true,
+  audit = true, policy = true,
 }
 
 -- ---- audit lines -------------------------------------------------------------------------
@@ -298,7 +298,7 @@ function _M.config(cfg)
     end
     out.max_message_size = m
   end
-  for _, k in ipairs { "on_event", "on_health" } do
+  for _, k in ipairs { "on_event", "on_health", "policy" } do
     if cfg[k] ~= nil and type(cfg[k]) ~= "function" then fail(k, "a function", describe(cfg[k])) end
     out[k] = cfg[k]
   end

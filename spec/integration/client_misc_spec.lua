@@ -224,3 +224,70 @@ describe("genesys.notify audit lines", function()
     assert.truthy(err:find("audit.sink: expected a file", 1, true), err)
   end)
 end)
+
+describe("genesys.notify operator policy hook", function()
+  local emu
+  setup(function() emu = emulator.start { tls = true } end)
+  teardown(function() if emu then emu:stop() end end)
+
+  local function run_with(policy, extra)
+    local rec = wait.recorder()
+    local seen = {}
+    local cfg = wait.config(emu, rec, { topics = { TOPIC },
+      policy = function(a) seen[#seen + 1] = a; return policy(a) end })
+    for k, v in pairs(extra or {}) do cfg[k] = v end
+    local client = notify.new(cfg)
+    client:start()
+    assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
+    emu:admin("POST", "channels/" .. wait.channel_of(rec) .. "/reset", {})
+    return client, rec, seen
+  end
+
+  it("sees the attempt record and its answer replaces the engine's delay", function()
+    local client, rec, seen = run_with(function(a) return a.delay_ms + 600 end,
+      { backoff = { base_ms = 50, max_ms = 2000, jitter = "none" } })
+    finally(function() client:close() end)
+    assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
+    assert.equals(1, #seen)
+    assert.equals("reconnect", seen[1].type)
+    assert.equals(1, seen[1].attempt)
+    assert.equals("applied", rec.kinds.policy[1].event)
+    assert.is_true(rec.kinds.restored[1].gap_ms >= 600, rec.kinds.restored[1].gap_ms)
+  end)
+
+  it("false gives up: state failed, gave_up with reason policy", function()
+    local client, rec = run_with(function() return false end,
+      { backoff = { base_ms = 1000, max_ms = 1000, jitter = "none" } })
+    finally(function() client:close() end)
+    assert.equals("failed", client:run())
+    assert.equals("policy", rec.kinds.gave_up[1].reason)
+    assert.equals(0, rec.count("restored"))
+  end)
+
+  it("a delay above the policy's caps is refused and the engine's delay stands", function()
+    local client, rec = run_with(function() return 1e9 end)
+    finally(function() client:close() end)
+    assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
+    assert.equals("rejected", rec.kinds.policy[1].event)
+    assert.truthy(rec.kinds.policy[1].error:find("above the policy's maximum", 1, true))
+  end)
+
+  it("a wrong answer or an error is callback_error, and reconnection goes on", function()
+    local client, rec = run_with(function() return "soon" end)
+    finally(function() client:close() end)
+    assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
+    local ce = rec.last("callback_error")
+    assert.equals("policy", ce.callback)
+    assert.truthy(ce.error:find("policy returned string", 1, true), ce.error)
+    local client2, rec2 = run_with(function() error("policy blew up") end)
+    finally(function() client2:close() end)
+    assert.truthy(wait.until_(client2, function() return rec2.count("restored") > 0 end, 10000))
+    assert.truthy(rec2.last("callback_error").error:find("policy blew up", 1, true))
+  end)
+
+  it("policy must be a function", function()
+    local ok, err = pcall(notify.new, wait.config(emu, nil, { policy = 5 }))
+    assert.is_false(ok)
+    assert.truthy(err:find("policy: expected a function", 1, true), err)
+  end)
+end)
