@@ -17,3 +17,11 @@ $(HERD): bench/herd.c $(CORE_OBJS) $(wildcard csrc/*.h)
 
 herd: $(HERD)
 	$(SAN_ENV) $(HERD) $(HERD_ARGS)
+
+# The client's own measurements (Lua, against the module of this build; see the README's
+# "Threads and design"): decoding in C vs lua-cjson, and memory/latency/throughput per client.
+.PHONY: bench-decode bench-client
+bench-decode: module
+	$(LUA) bench/decode_bench.lua $(BUILD)
+bench-client: all
+	GN_BINDIR=$(BINDIR) $(LUA) bench/client_bench.lua $(BUILD) 200

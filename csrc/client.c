@@ -843,18 +843,24 @@ static void conn_close_cb(void *ud, gn_conn_t *conn, const gn_close_info_t *info
                  info->timed_out ? GN_REASON_TIMEOUT : GN_REASON_ERROR, -1, f);
 }
 
-static void step_connect(gn_client_t *c) {
-  set_state(c, GN_ST_CONNECT);
+/* Opens a WebSocket to url with the client's TLS, size and timeout settings (the live
+ * connection and a rollover's replacement alike). NULL and err on failure. */
+static gn_conn_t *open_conn(gn_client_t *c, const char *url, char *err, size_t errlen) {
   gn_conn_opts_t o = {0};
-  o.url = c->connect_uri;
+  o.url = url;
   o.ca_file = c->ca_file;
   o.verify = c->verify;
   o.max_message = c->max_message;
   o.connect_timeout_ms = c->connect_timeout_ms;
   o.handshake_timeout_ms = c->handshake_timeout_ms;
   static const gn_conn_cbs_t cbs = {conn_open_cb, conn_message_cb, conn_close_cb};
+  return gn_conn_open(c->svc, &o, &cbs, c, err, errlen);
+}
+
+static void step_connect(gn_client_t *c) {
+  set_state(c, GN_ST_CONNECT);
   char err[256] = "";
-  c->conn = gn_conn_open(c->svc, &o, &cbs, c, err, sizeof err);
+  c->conn = open_conn(c, c->connect_uri, err, sizeof err);
   if (!c->conn) {
     c->hard_next = 1;
     attempt_failed(c, "connect", GN_REASON_ERROR, -1, json_pack("{s:s}", "error", err));
@@ -1155,16 +1161,8 @@ static void roll_sub_done(void *ud, const gn_http_result_t *hr) {
     return;
   }
   strset_copy(&c->confirmed, &c->topics);
-  gn_conn_opts_t o = {0};
-  o.url = c->roll_connect_uri;
-  o.ca_file = c->ca_file;
-  o.verify = c->verify;
-  o.max_message = c->max_message;
-  o.connect_timeout_ms = c->connect_timeout_ms;
-  o.handshake_timeout_ms = c->handshake_timeout_ms;
-  static const gn_conn_cbs_t cbs = {conn_open_cb, conn_message_cb, conn_close_cb};
   char err[256] = "";
-  c->roll_conn = gn_conn_open(c->svc, &o, &cbs, c, err, sizeof err);
+  c->roll_conn = open_conn(c, c->roll_connect_uri, err, sizeof err);
   if (!c->roll_conn) roll_abort(c, err);
 }
 

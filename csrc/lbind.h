@@ -16,6 +16,8 @@ void lgn_backoff_policy_from_table(lua_State *L, int idx, gn_backoff_policy_t *p
 /* Pushes the policy as a table (every field, jitter by name). */
 void lgn_backoff_policy_push(lua_State *L, const gn_backoff_policy_t *p);
 
+/* Register each part's functions into the module table at the top of the stack. */
 int lgn_open_backoff(lua_State *L);
+int lgn_open_client(lua_State *L);
 
 #endif

@@ -648,7 +648,6 @@ static int l_now_ms(lua_State *L) {
   return 1;
 }
 
-int lgn_open_client(lua_State *L);
 int lgn_open_client(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"start", l_start},           {"poll", l_poll},         {"run", l_run},

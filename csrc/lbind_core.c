@@ -7,7 +7,7 @@ int luaopen_genesys_notify_core(lua_State *L);
 int luaopen_genesys_notify_core(lua_State *L) {
   lua_newtable(L);
   lgn_open_backoff(L);
-  { int lgn_open_client(lua_State *L); lgn_open_client(L); } /* the client (lbind_client.c) */
+  lgn_open_client(L);
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "_VERSION");
   return 1;
