@@ -159,7 +159,12 @@ void conn_stall(conn_t *c, long ms)
 static void grace_cb(lws_sorted_usec_list_t *sul)
 {
 	conn_t *c = lws_container_of(sul, conn_t, sul_grace);
-	conn_close(c, 1001, "socket closing");
+	/* With a short grace the socket_closing notice can still be queued: it must go out before
+	 * the close, or the client sees a bare 1001 it cannot tell from any other. */
+	streams_clear(c);
+	c->close_code = 1001;
+	snprintf(c->close_reason, sizeof c->close_reason, "socket closing");
+	conn_close_after_drain(c);
 }
 
 void conn_socket_closing(conn_t *c, long grace_ms)
