@@ -6,12 +6,7 @@ local notify = require "genesys.notify"
 local TOPIC = "v2.users.x1.presence"
 
 local function start_client(emu, extra)
-  local rec = wait.recorder()
-  local cfg = wait.config(emu, rec, extra)
-  cfg.topics = cfg.topics or { TOPIC }
-  local client = notify.new(cfg)
-  client:start()
-  return client, rec
+  return wait.start_client(emu, extra, { TOPIC })
 end
 
 local function rss_kb()

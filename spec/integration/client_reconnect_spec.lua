@@ -7,14 +7,7 @@ local notify = require "genesys.notify"
 local TOPIC = "v2.users.r1.presence"
 
 local function start_client(emu, extra)
-  local rec = wait.recorder()
-  local cfg = wait.config(emu, rec, extra)
-  cfg.topics = cfg.topics or { TOPIC }
-  local client = notify.new(cfg)
-  client:start()
-  assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000),
-    "the client did not connect")
-  return client, rec
+  return wait.start_client(emu, extra, { TOPIC }, true)
 end
 
 local function events_on(emu, ch, n)

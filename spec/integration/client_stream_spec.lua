@@ -2,19 +2,11 @@
 -- malformed frames, oversized messages, socket_closing, queue overflow.
 local emulator = require "support.emulator"
 local wait = require "support.wait"
-local notify = require "genesys.notify"
 
 local T1, T2, T3 = "v2.users.s1.presence", "v2.users.s2.presence", "v2.users.s3.presence"
 
 local function start_client(emu, extra)
-  local rec = wait.recorder()
-  local cfg = wait.config(emu, rec, extra)
-  cfg.topics = cfg.topics or { T1 }
-  local client = notify.new(cfg)
-  client:start()
-  assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000),
-    "the client did not connect")
-  return client, rec
+  return wait.start_client(emu, extra, { T1 }, true)
 end
 
 describe("genesys.notify client: stream faults", function()

@@ -101,6 +101,21 @@ function _M.config(emu, rec, extra)
   return cfg
 end
 
+--- Creates and starts a client on the emulator with a recorder; topics default to `topics`.
+-- With `connected`, waits (10 s, stretched for slow builds by until_) for its first connection.
+function _M.start_client(emu, extra, topics, connected)
+  local rec = _M.recorder()
+  local cfg = _M.config(emu, rec, extra)
+  cfg.topics = cfg.topics or topics
+  local client = notify.new(cfg)
+  client:start()
+  if connected then
+    assert(_M.until_(client, function() return rec.count("connected") > 0 end, 10000),
+      "the client did not connect")
+  end
+  return client, rec
+end
+
 --- The channel id of the client's current connection (from its last "connected" health).
 function _M.channel_of(rec)
   local c = rec.last("connected")
