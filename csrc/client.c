@@ -120,6 +120,20 @@ const char *gn_state_name(gn_state_t s) {
 /* ------------------------------------------------------------------------------------------ */
 /* queue (service thread pushes, owner pops) */
 
+/* An item that could not be queued (queue full, or out of memory): counted, and reported to the
+ * owner as health "overflow" at its next poll. Takes qmu. */
+static void count_drop(gn_client_t *c) {
+  pthread_mutex_lock(&c->qmu);
+  c->dropped++;
+  pthread_mutex_unlock(&c->qmu);
+  pthread_mutex_lock(&c->metrics.mu);
+  c->metrics.dropped++;
+  pthread_mutex_unlock(&c->metrics.mu);
+}
+
+/* Allocates and queues an item of type with data (stolen); on out-of-memory the drop is counted. */
+static void queue_item(gn_client_t *c, gn_item_type_t type, json_t *data, uint64_t seq);
+
 static void push_item(gn_client_t *c, gn_item_t *it) {
   pthread_mutex_lock(&c->qmu);
   if (c->detached) { /* closing: nobody will read it */
@@ -129,12 +143,9 @@ static void push_item(gn_client_t *c, gn_item_t *it) {
   }
   if (it->type == GN_ITEM_EVENT) {
     if (c->qevents >= c->queue_limit) {
-      c->dropped++;
       pthread_mutex_unlock(&c->qmu);
-      pthread_mutex_lock(&c->metrics.mu);
-      c->metrics.dropped++;
-      pthread_mutex_unlock(&c->metrics.mu);
       gn_item_free(it);
+      count_drop(c);
       return;
     }
     c->qevents++;
@@ -155,20 +166,29 @@ static void push_item(gn_client_t *c, gn_item_t *it) {
 /* Queues a health item; fields is a jansson object (stolen) to which "kind" is added. */
 static void health(gn_client_t *c, const char *kind, json_t *fields) {
   if (!fields) fields = json_object();
-  if (!fields) return;
+  if (!fields) {
+    count_drop(c);
+    return;
+  }
   json_object_set_new(fields, "kind", json_string(kind));
   json_object_set_new(fields, "state", json_string(gn_state_name(atomic_load(&c->state))));
   json_object_set_new(fields, "timestamp_ms", json_real(gn_now_wall_ms()));
-  gn_item_t *it = calloc(1, sizeof *it);
-  if (!it) {
-    json_decref(fields);
-    return;
-  }
-  it->type = GN_ITEM_HEALTH;
-  it->data = fields;
   pthread_mutex_lock(&c->metrics.mu);
   c->metrics.health++;
   pthread_mutex_unlock(&c->metrics.mu);
+  queue_item(c, GN_ITEM_HEALTH, fields, 0);
+}
+
+static void queue_item(gn_client_t *c, gn_item_type_t type, json_t *data, uint64_t seq) {
+  gn_item_t *it = calloc(1, sizeof *it);
+  if (!it) {
+    json_decref(data);
+    count_drop(c);
+    return;
+  }
+  it->type = type;
+  it->data = data;
+  it->seq = seq;
   push_item(c, it);
 }
 
@@ -747,6 +767,7 @@ static void handle_text(gn_client_t *c, gn_conn_t *conn, const char *data, size_
   if (!it || !(it->raw = malloc(len + 1))) {
     free(it);
     json_decref(j);
+    count_drop(c);
     return;
   }
   memcpy(it->raw, data, len);
@@ -965,18 +986,8 @@ static void schedule_attempt(gn_client_t *c, gn_reason_t why, double retry_after
   c->backoff_set_ms = gn_now_mono_ms();
   c->backoff_retry_after = retry_after_ms;
   uv_timer_start(c->backoff_timer, backoff_fire_cb, (uint64_t)(delay + 0.5), 0);
-  if (copy) {
-    /* The hook sees the same record; the engine's delay runs until it answers. */
-    gn_item_t *it = calloc(1, sizeof *it);
-    if (!it) {
-      json_decref(copy);
-      return;
-    }
-    it->type = GN_ITEM_POLICY;
-    it->data = copy;
-    it->seq = ++c->policy_seq;
-    push_item(c, it);
-  }
+  /* The hook sees the same record; the engine's delay runs until it answers. */
+  if (copy) queue_item(c, GN_ITEM_POLICY, copy, ++c->policy_seq);
 }
 
 typedef struct {
@@ -1639,9 +1650,9 @@ gn_item_t *gn_client_pop(gn_client_t *c) {
   if (c->dropped > c->dropped_reported) {
     /* Report drops as soon as the owner reads again, before the next event. */
     uint64_t n = c->dropped - c->dropped_reported;
-    c->dropped_reported = c->dropped;
     it = calloc(1, sizeof *it);
-    if (it) {
+    if (it) { /* without memory the report waits for the next pop */
+      c->dropped_reported = c->dropped;
       it->type = GN_ITEM_HEALTH;
       it->data = json_pack("{s:s, s:I, s:I, s:I, s:f}", "kind", "overflow", "dropped",
                            (json_int_t)n, "total_dropped", (json_int_t)c->dropped, "queue_limit",
