@@ -875,7 +875,7 @@ static gn_conn_t *open_conn(gn_client_t *c, const char *url, char *err, size_t e
   o.connect_timeout_ms = c->connect_timeout_ms;
   o.handshake_timeout_ms = c->handshake_timeout_ms;
   static const gn_conn_cbs_t cbs = {conn_open_cb, conn_message_cb, conn_close_cb};
-  return gn_conn_open(c->svc, &o, &cbs, c, err, errlen);
+  return gn_conn_open(gn_service_transport(c->svc), &o, &cbs, c, err, errlen);
 }
 
 static void step_connect(gn_client_t *c) {

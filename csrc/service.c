@@ -1,9 +1,9 @@
 /* service.c: the service thread of a context (see service.h).
  *
  * Teardown order matters and was found by trial with valgrind (ARCHITECTURE.md): inside a loop
- * callback, shut curl down and close our own handles, call lws_context_destroy() once, let
- * uv_run() return, call lws_context_destroy() a second time (lws frees the rest of its per-thread
- * state only then), and close the loop.
+ * callback, shut curl down and close our own handles, stop the transport (lws_context_destroy()
+ * once), let uv_run() return, free the transport (lws_context_destroy() a second time: lws frees
+ * the rest of its per-thread state only then), and close the loop.
  */
 #include "service.h"
 #include "http.h"
@@ -11,7 +11,6 @@
 #include "gn_util.h"
 
 #include <errno.h>
-#include <libwebsockets.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -22,23 +21,13 @@ typedef struct task {
   void *arg;
 } task_t;
 
-typedef struct vhost_ent {
-  struct vhost_ent *next;
-  char *ca_file;
-  int verify;
-  struct lws_vhost *vh;
-  void *ssl_ctx; /* ours: freed after the lws context (see transport.h) */
-} vhost_ent_t;
-
 struct gn_service {
   pthread_t thread;
   pthread_t thread_id_copy;
   uv_loop_t loop;
   uv_async_t wake;
-  struct lws_context *lws;
+  gn_transport_t *transport;
   gn_http_t *http;
-  vhost_ent_t *vhosts;
-  int vhost_seq;
   gn_member_t members; /* sentinel of a circular list */
 
   pthread_mutex_t mu;  /* guards tasks, stopping, refs, ready */
@@ -78,7 +67,7 @@ static void stop_task(gn_service_t *svc, void *arg) {
   gn_http_shutdown(svc->http);
   svc->http = NULL;
   uv_close((uv_handle_t *)&svc->wake, NULL);
-  if (svc->lws) lws_context_destroy(svc->lws);
+  gn_transport_stop(svc->transport);
 }
 
 static void close_walk_cb(uv_handle_t *h, void *arg) {
@@ -99,8 +88,8 @@ static void *thread_main(void *arg) {
   uv_async_init(&svc->loop, &svc->wake, drain_cb);
   svc->http = gn_http_new(&svc->loop, err, sizeof err);
   if (!svc->http) goto signal;
-  svc->lws = gn_transport_context_new(&svc->loop, err, sizeof err);
-  if (!svc->lws) goto signal;
+  svc->transport = gn_transport_new(&svc->loop, err, sizeof err);
+  if (!svc->transport) goto signal;
   ok = 1;
 signal:
   pthread_mutex_lock(&svc->mu);
@@ -119,8 +108,8 @@ signal:
     return NULL;
   }
   uv_run(&svc->loop, UV_RUN_DEFAULT);
-  if (svc->lws) lws_context_destroy(svc->lws);
-  svc->lws = NULL;
+  gn_transport_free(svc->transport);
+  svc->transport = NULL;
   /* Anything still open (a handle lws left) is closed so the loop can be closed. */
   if (uv_loop_close(&svc->loop) == UV_EBUSY) {
     uv_walk(&svc->loop, close_walk_cb, NULL);
@@ -211,13 +200,6 @@ void gn_service_release(gn_service_t *svc) {
   uv_async_send(&svc->wake);
   pthread_mutex_unlock(&svc->mu);
   pthread_join(svc->thread, NULL);
-  while (svc->vhosts) {
-    vhost_ent_t *v = svc->vhosts;
-    svc->vhosts = v->next;
-    gn_transport_ssl_ctx_free(v->ssl_ctx); /* lws is done with it: its context is destroyed */
-    free(v->ca_file);
-    free(v);
-  }
   /* Tasks posted after the stop (none should be) are dropped: their owners are gone. */
   while (svc->head) {
     task_t *t = svc->head;
@@ -256,36 +238,8 @@ int gn_service_on_thread(const gn_service_t *svc) {
 }
 
 uv_loop_t *gn_service_loop(gn_service_t *svc) { return &svc->loop; }
-struct lws_context *gn_service_lws(gn_service_t *svc) { return svc->lws; }
+gn_transport_t *gn_service_transport(gn_service_t *svc) { return svc->transport; }
 gn_http_t *gn_service_http(gn_service_t *svc) { return svc->http; }
-
-struct lws_vhost *gn_service_vhost(gn_service_t *svc, const char *ca_file, int verify,
-                                   char *err, size_t errlen) {
-  const char *key = ca_file ? ca_file : "";
-  verify = verify != 0;
-  for (vhost_ent_t *v = svc->vhosts; v; v = v->next)
-    if (strcmp(v->ca_file, key) == 0 && v->verify == verify) return v->vh;
-  vhost_ent_t *v = calloc(1, sizeof *v);
-  if (!v || !(v->ca_file = gn_strdup(key))) {
-    free(v);
-    snprintf(err, errlen, "tls: out of memory");
-    return NULL;
-  }
-  char name[32];
-  snprintf(name, sizeof name, "gn-client-%d", ++svc->vhost_seq);
-  struct lws_vhost *vh = gn_transport_vhost_new(svc->lws, name, *key ? key : NULL, verify,
-                                                &v->ssl_ctx, err, errlen);
-  if (!vh) {
-    free(v->ca_file);
-    free(v);
-    return NULL;
-  }
-  v->verify = verify;
-  v->vh = vh;
-  v->next = svc->vhosts;
-  svc->vhosts = v;
-  return vh;
-}
 
 void gn_service_member_add(gn_service_t *svc, gn_member_t *m) {
   m->next = svc->members.next;

@@ -16,9 +16,8 @@
 #include <stddef.h>
 #include <uv.h>
 
-struct lws_context;
-struct lws_vhost;
 typedef struct gn_http gn_http_t;
+typedef struct gn_transport gn_transport_t;
 typedef struct gn_service gn_service_t;
 
 typedef void (*gn_task_fn)(gn_service_t *svc, void *arg);
@@ -34,6 +33,7 @@ typedef struct gn_member {
 gn_service_t *gn_service_new(char *err, size_t errlen);
 /* The process's default context, created on first use; adds a reference. Any thread. */
 gn_service_t *gn_service_acquire_default(char *err, size_t errlen);
+/* Adds a reference. Returns nothing. Any thread. */
 void gn_service_ref(gn_service_t *svc);
 /* Drops a reference; the last one stops the loop and joins the thread. Any thread but the
  * service thread itself. */
@@ -42,22 +42,21 @@ void gn_service_release(gn_service_t *svc);
 /* Runs fn(svc, arg) on the service thread, in posting order. Returns 0, or -1 if the context is
  * stopping or memory ran out (fn will then never run). Any thread. */
 int gn_service_post(gn_service_t *svc, gn_task_fn fn, void *arg);
-/* 1 when called on svc's service thread. */
+/* Returns 1 when called on svc's service thread, else 0. Any thread. */
 int gn_service_on_thread(const gn_service_t *svc);
 
-/* Loop-thread accessors. */
+/* The loop, the WebSocket transport (lws context and vhosts) and the HTTP engine of svc, for
+ * use on its loop. Loop thread (the pointers may be read from any thread; the objects are the
+ * loop's). */
 uv_loop_t *gn_service_loop(gn_service_t *svc);
-struct lws_context *gn_service_lws(gn_service_t *svc);
+gn_transport_t *gn_service_transport(gn_service_t *svc);
 gn_http_t *gn_service_http(gn_service_t *svc);
-/* The lws client vhost for a CA bundle ("" or NULL: the system's) and verification setting,
- * created on first use.
- * NULL and err when the bundle cannot be loaded. Loop thread. */
-struct lws_vhost *gn_service_vhost(gn_service_t *svc, const char *ca_file, int verify, char *err,
-                                   size_t errlen);
 
-void gn_service_member_add(gn_service_t *svc, gn_member_t *m);    /* loop thread */
-void gn_service_member_remove(gn_service_t *svc, gn_member_t *m); /* loop thread */
-/* Asks the loop to call poke() on every member. Any thread. */
+/* Registers / unregisters m (remove is a no-op for a member not registered). Return nothing.
+ * Loop thread. */
+void gn_service_member_add(gn_service_t *svc, gn_member_t *m);
+void gn_service_member_remove(gn_service_t *svc, gn_member_t *m);
+/* Asks the loop to call poke() on every member. Returns nothing. Any thread. */
 void gn_service_poke(gn_service_t *svc);
 
 #endif

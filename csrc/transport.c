@@ -10,7 +10,6 @@
  * - lws may call CLIENT_WRITEABLE without being asked: writes are driven by pending flags.
  */
 #include "transport.h"
-#include "service.h"
 #include "gn_util.h"
 
 #include <arpa/inet.h>
@@ -24,8 +23,23 @@
 
 enum { C_RESOLVING = 1, C_CONNECTING, C_OPEN, C_DONE };
 
+typedef struct vhost_ent {
+  struct vhost_ent *next;
+  char *ca_file;     /* "" for the system's bundle */
+  int verify;
+  struct lws_vhost *vh;
+  SSL_CTX *ssl_ctx;  /* ours: freed after the lws context (see transport.h) */
+} vhost_ent_t;
+
+struct gn_transport {
+  uv_loop_t *loop;
+  struct lws_context *lws;
+  vhost_ent_t *vhosts;
+  int vhost_seq;
+};
+
 struct gn_conn {
-  gn_service_t *svc;
+  gn_transport_t *t;
   gn_conn_cbs_t cbs;
   void *ud;
   int state;
@@ -123,9 +137,12 @@ static void timer_cb(uv_timer_t *t) {
   conn_maybe_free(c);
 }
 
+static struct lws_vhost *vhost_for(gn_transport_t *t, const char *ca_file, int verify, char *err,
+                                   size_t errlen);
+
 static int start_lws(gn_conn_t *c, const char *ip) {
   char err[256] = "";
-  struct lws_vhost *vh = gn_service_vhost(c->svc, c->ca_file, c->verify, err, sizeof err);
+  struct lws_vhost *vh = vhost_for(c->t, c->ca_file, c->verify, err, sizeof err);
   if (!vh) {
     gn_close_info_t info = {0};
     info.code = 1006;
@@ -137,7 +154,7 @@ static int start_lws(gn_conn_t *c, const char *ip) {
   }
   struct lws_client_connect_info ci;
   memset(&ci, 0, sizeof ci);
-  ci.context = gn_service_lws(c->svc);
+  ci.context = c->t->lws;
   ci.vhost = vh;
   ci.address = ip;
   ci.port = c->port;
@@ -248,14 +265,14 @@ static int parse_url(gn_conn_t *c, const char *url, char *err, size_t errlen) {
   return 0;
 }
 
-gn_conn_t *gn_conn_open(gn_service_t *svc, const gn_conn_opts_t *o, const gn_conn_cbs_t *cbs,
+gn_conn_t *gn_conn_open(gn_transport_t *t, const gn_conn_opts_t *o, const gn_conn_cbs_t *cbs,
                         void *ud, char *err, size_t errlen) {
   gn_conn_t *c = calloc(1, sizeof *c);
   if (!c) {
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
-  c->svc = svc;
+  c->t = t;
   c->cbs = *cbs;
   c->ud = ud;
   c->verify = o->verify;
@@ -274,7 +291,7 @@ gn_conn_t *gn_conn_open(gn_service_t *svc, const gn_conn_opts_t *o, const gn_con
     free(c);
     return NULL;
   }
-  uv_loop_t *loop = gn_service_loop(svc);
+  uv_loop_t *loop = t->loop;
   uv_timer_init(loop, c->timer);
   c->timer->data = c;
   uv_timer_start(c->timer, timer_cb, (uint64_t)c->connect_timeout_ms, 0);
@@ -497,8 +514,14 @@ static const struct lws_protocols protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
-struct lws_context *gn_transport_context_new(uv_loop_t *loop, char *err, size_t errlen) {
+gn_transport_t *gn_transport_new(uv_loop_t *loop, char *err, size_t errlen) {
   pthread_once(&log_once, log_init);
+  gn_transport_t *t = calloc(1, sizeof *t);
+  if (!t) {
+    snprintf(err, errlen, "context: out of memory");
+    return NULL;
+  }
+  t->loop = loop;
   struct lws_context_creation_info info;
   memset(&info, 0, sizeof info);
   void *loops[1] = {loop};
@@ -512,18 +535,37 @@ struct lws_context *gn_transport_context_new(uv_loop_t *loop, char *err, size_t 
   info.gid = -1;
   info.uid = -1;
   last_log[0] = 0;
-  struct lws_context *ctx = lws_create_context(&info);
-  if (!ctx)
+  t->lws = lws_create_context(&info);
+  if (!t->lws) {
     snprintf(err, errlen, "context: libwebsockets context creation failed%s%s (is "
              "libwebsockets-evlib-uv installed?)", last_log[0] ? ": " : "", last_log);
-  return ctx;
+    free(t);
+    return NULL;
+  }
+  return t;
 }
 
-void gn_transport_ssl_ctx_free(void *ssl_ctx) { SSL_CTX_free((SSL_CTX *)ssl_ctx); }
+void gn_transport_stop(gn_transport_t *t) {
+  if (t && t->lws) lws_context_destroy(t->lws);
+}
 
-struct lws_vhost *gn_transport_vhost_new(struct lws_context *ctx, const char *name,
-                                         const char *ca_file, int verify, void **ssl_ctx,
-                                         char *err, size_t errlen) {
+void gn_transport_free(gn_transport_t *t) {
+  if (!t) return;
+  if (t->lws) lws_context_destroy(t->lws); /* the second destroy frees lws's per-thread state */
+  while (t->vhosts) {
+    vhost_ent_t *v = t->vhosts;
+    t->vhosts = v->next;
+    SSL_CTX_free(v->ssl_ctx); /* lws is done with it: its context is destroyed */
+    free(v->ca_file);
+    free(v);
+  }
+  free(t);
+}
+
+/* A client vhost with a TLS context of our own (see transport.h); NULL and err when the CA
+ * bundle cannot be loaded. verify = 0 accepts any certificate (tls.verify = false). */
+static struct lws_vhost *vhost_new(struct lws_context *ctx, const char *name, const char *ca_file,
+                                   int verify, SSL_CTX **ssl_ctx, char *err, size_t errlen) {
   *ssl_ctx = NULL;
   SSL_CTX *sc = SSL_CTX_new(TLS_client_method());
   if (!sc) {
@@ -565,4 +607,32 @@ struct lws_vhost *gn_transport_vhost_new(struct lws_context *ctx, const char *na
   }
   *ssl_ctx = sc;
   return vh;
+}
+
+/* The vhost for a CA bundle (NULL: the system's) and verification setting, created on first
+ * use; NULL and err when the bundle cannot be loaded. */
+static struct lws_vhost *vhost_for(gn_transport_t *t, const char *ca_file, int verify, char *err,
+                                   size_t errlen) {
+  const char *key = ca_file ? ca_file : "";
+  verify = verify != 0;
+  for (vhost_ent_t *v = t->vhosts; v; v = v->next)
+    if (strcmp(v->ca_file, key) == 0 && v->verify == verify) return v->vh;
+  vhost_ent_t *v = calloc(1, sizeof *v);
+  if (!v || !(v->ca_file = gn_strdup(key))) {
+    free(v);
+    snprintf(err, errlen, "tls: out of memory");
+    return NULL;
+  }
+  char name[32];
+  snprintf(name, sizeof name, "gn-client-%d", ++t->vhost_seq);
+  v->vh = vhost_new(t->lws, name, *key ? key : NULL, verify, &v->ssl_ctx, err, errlen);
+  if (!v->vh) {
+    free(v->ca_file);
+    free(v);
+    return NULL;
+  }
+  v->verify = verify;
+  v->next = t->vhosts;
+  t->vhosts = v;
+  return v->vh;
 }

@@ -15,9 +15,7 @@
 #include <stddef.h>
 #include <uv.h>
 
-struct lws_context;
-struct lws_vhost;
-typedef struct gn_service gn_service_t;
+typedef struct gn_transport gn_transport_t;
 typedef struct gn_conn gn_conn_t;
 
 typedef struct {
@@ -47,26 +45,36 @@ typedef struct {
   long handshake_timeout_ms;/* HTTP upgrade */
 } gn_conn_opts_t;
 
-/* Creates the lws context on the loop (foreign loop). Service thread. */
-struct lws_context *gn_transport_context_new(uv_loop_t *loop, char *err, size_t errlen);
-/* A client vhost whose TLS context is ours (*ssl_ctx, to be freed with gn_transport_ssl_ctx_free
- * after the lws context is gone): lws 4.1.6 keeps the index under which it finds its own client
- * SSL_CTX in a process-wide variable that every new lws context overwrites, so an lws context
- * created while another one lives makes the older one leak its SSL_CTX (and the CA store, about
- * 700 KB). verify = 0 gives a context that accepts any certificate (tls.verify = false). */
-struct lws_vhost *gn_transport_vhost_new(struct lws_context *ctx, const char *name,
-                                         const char *ca_file, int verify, void **ssl_ctx,
-                                         char *err, size_t errlen);
-void gn_transport_ssl_ctx_free(void *ssl_ctx);
+/* The lws context of one loop (libwebsockets on a foreign libuv loop) and its client vhosts, one
+ * per (CA bundle, verify) pair, created on first use. The vhosts' TLS contexts are ours, not
+ * lws's: lws 4.1.6 keeps the index under which it finds its own client SSL_CTX in a process-wide
+ * variable that every new lws context overwrites, so an lws context created while another lives
+ * would make the older one leak its SSL_CTX (and the CA store, about 700 KB).
+ *
+ * Teardown takes two calls because lws frees its per-thread state only on a second destroy:
+ * gn_transport_stop() inside a loop callback, gn_transport_free() once uv_run() has returned. */
 
-/* Starts connecting; NULL and err on an immediate failure (bad URL, out of memory). */
-gn_conn_t *gn_conn_open(gn_service_t *svc, const gn_conn_opts_t *o, const gn_conn_cbs_t *cbs,
+/* Returns a new transport on loop, or NULL and err (lws context creation failed: is the uv
+ * event-loop plugin installed?). Loop thread. */
+gn_transport_t *gn_transport_new(uv_loop_t *loop, char *err, size_t errlen);
+/* Destroys the lws context from inside a loop callback; lws then closes its handles on the
+ * loop. Returns nothing. Loop thread. */
+void gn_transport_stop(gn_transport_t *t);
+/* Completes the teardown after the loop has run dry (second destroy, TLS contexts) and frees t.
+ * NULL is allowed. Returns nothing. The thread that ran the loop, after uv_run() returned. */
+void gn_transport_free(gn_transport_t *t);
+
+/* Starts connecting; returns the connection, or NULL and err on an immediate failure (bad URL,
+ * unusable CA bundle, out of memory), in which case no callback will run. Loop thread. */
+gn_conn_t *gn_conn_open(gn_transport_t *t, const gn_conn_opts_t *o, const gn_conn_cbs_t *cbs,
                         void *ud, char *err, size_t errlen);
-/* Queues a text message; returns 0, or -1 when the connection is not open. */
+/* Queues a text message; returns 0, or -1 when the connection is not open. Loop thread. */
 int gn_conn_send_text(gn_conn_t *c, const char *text, size_t len);
-/* Sends a close frame with code (when open) and ends the connection; no callbacks afterwards. */
+/* Sends a close frame with code (when open) and ends the connection; no callbacks afterwards.
+ * Returns nothing. Loop thread. */
 void gn_conn_close(gn_conn_t *c, int code, const char *reason);
-/* Ends the connection at once (no close frame); no callbacks afterwards. */
+/* Ends the connection at once (no close frame); no callbacks afterwards. Returns nothing. Loop
+ * thread. */
 void gn_conn_abort(gn_conn_t *c);
 
 #endif
