@@ -1,4 +1,8 @@
-# The client (issue 4): Lua-free core files and the client's Lua binding.
-# Included by the top Makefile before the object lists are computed.
-CORE_SRCS += csrc/http.c csrc/oauth.c csrc/transport.c csrc/service.c csrc/metrics.c csrc/client.c
+# The client: Lua-free core files and the client's Lua binding, bottom floor first (a file
+# includes only files listed before it). Included by the top Makefile before the object lists
+# are computed.
+CORE_SRCS += csrc/http.c csrc/transport.c csrc/metrics.c csrc/topics.c csrc/conf.c \
+	csrc/message.c csrc/retry.c csrc/heartbeat.c csrc/service.c csrc/oauth.c csrc/queue.c \
+	csrc/env.c csrc/gap.c csrc/rest.c csrc/bearer.c csrc/subs.c csrc/rollover.c csrc/channel.c \
+	csrc/client.c
 BIND_SRCS += csrc/lbind_client.c

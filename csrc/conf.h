@@ -1,0 +1,46 @@
+/* conf.h: a client's settings: what the owner passes in (gn_client_cfg_t, validated by the Lua
+ * front module, which names the fields) and the client's own copy with defaults applied
+ * (gn_conf_t), immutable once the client exists, so every part may read it from any thread.
+ */
+#ifndef GN_CONF_H
+#define GN_CONF_H
+
+#include <stddef.h>
+
+#include "backoff.h"
+
+/* Configuration as given. Strings are copied by gn_conf_init (and gn_client_new). */
+typedef struct {
+  const char *token_url;     /* https://login.ENV/oauth/token */
+  const char *api_base;      /* https://api.ENV (no trailing slash) */
+  const char *client_id, *client_secret;
+  const char *const *topics; /* initial topics */
+  size_t ntopics;
+  gn_backoff_policy_t backoff;
+  const char *ca_file;       /* NULL: system bundle */
+  int verify;                /* TLS verification (on unless the user turns it off) */
+  long connect_timeout_ms, handshake_timeout_ms, http_timeout_ms;
+  size_t queue_limit;        /* events waiting for the owner before new ones are dropped */
+  size_t max_message;        /* bytes per WebSocket message */
+  long idle_ms;              /* silence before a ping */
+  long ping_timeout_ms;      /* silence after the ping before the link is declared dead */
+  const char *name;          /* label for metrics and audit (may be NULL) */
+  int policy;                /* an operator policy hook will answer GN_ITEM_POLICY items */
+} gn_client_cfg_t;
+
+/* The client's copy: owned strings, defaults filled in, api_base without trailing slashes. */
+typedef struct {
+  char *token_url, *api_base, *client_id, *client_secret, *ca_file, *name;
+  int verify;
+  long connect_timeout_ms, handshake_timeout_ms, http_timeout_ms, idle_ms, ping_timeout_ms;
+  size_t queue_limit, max_message;
+  gn_backoff_policy_t backoff;
+  int has_policy;
+} gn_conf_t;
+
+/* Fills c from cfg. Returns 0, or -1 and err (out of memory; c is then freed). Any thread. */
+int gn_conf_init(gn_conf_t *c, const gn_client_cfg_t *cfg, char *err, size_t errlen);
+/* Frees c's strings (the secret is wiped first). Returns nothing. Any thread. */
+void gn_conf_free(gn_conf_t *c);
+
+#endif

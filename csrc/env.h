@@ -1,0 +1,69 @@
+/* env.h: what the parts of one client share, and the states the owner sees.
+ *
+ * A client owns these things once (settings, the queue to the owner, metrics, the shared token
+ * cache entry, the desired topics) and hands its channel a gn_env_t pointing at them; the
+ * channel, its subscription changes and its rollover report through it. Nothing here is a
+ * channel's own, so a client could hold several channels on one env.
+ */
+#ifndef GN_ENV_H
+#define GN_ENV_H
+
+#include <jansson.h>
+#include <stdatomic.h>
+
+#include "conf.h"
+#include "metrics.h"
+#include "queue.h"
+#include "topics.h"
+#include "transport.h"
+
+typedef struct gn_service gn_service_t;
+typedef struct gn_token_entry gn_token_entry_t;
+
+typedef enum {
+  GN_ST_IDLE = 0,   /* created, not started */
+  GN_ST_AUTH,       /* getting a token */
+  GN_ST_CHANNEL,    /* creating the channel */
+  GN_ST_SUBSCRIBE,  /* putting the topics */
+  GN_ST_CONNECT,    /* WebSocket connect and handshake */
+  GN_ST_OPEN,
+  GN_ST_BACKOFF,    /* waiting before the next attempt */
+  GN_ST_FAILED,     /* final failure (gave up, auth, forbidden); reconnect() starts over */
+  GN_ST_CLOSED,
+  GN_ST_ROLLOVER,   /* open, and moving to a new channel before the server closes this one;
+                       the owner sees "open": the live socket still delivers */
+  GN_ST_COUNT_
+} gn_state_t;
+
+/* The state's name as the owner sees it ("open" for GN_ST_ROLLOVER). Any thread. */
+const char *gn_state_name(gn_state_t s);
+
+typedef struct {
+  const gn_conf_t *conf;
+  gn_service_t *svc;
+  gn_token_entry_t *tok;  /* shared per credential across the process */
+  gn_queue_t *queue;
+  gn_metrics_t *metrics;
+  gn_topics_t *topics;    /* desired topics (service thread once started) */
+  _Atomic int state;      /* gn_state_t the owner sees; written on the service thread */
+} gn_env_t;
+
+/* Queues health item kind with fields (stolen, may be NULL) stamped with the current state.
+ * Returns nothing. Service thread. */
+void gn_env_health(gn_env_t *env, const char *kind, json_t *fields);
+
+/* Opens a WebSocket to url with the client's TLS, size and timeout settings (the live
+ * connection and a rollover's replacement alike), reporting to cbs with ud. Returns the
+ * connection, or NULL and err. Service thread. */
+gn_conn_t *gn_env_open_conn(gn_env_t *env, const char *url, const gn_conn_cbs_t *cbs, void *ud,
+                            char *err, size_t errlen);
+
+/* Adds one to a counter of env's metrics under their lock. Service thread. */
+#define GN_COUNT(env, field)                      \
+  do {                                            \
+    pthread_mutex_lock(&(env)->metrics->mu);      \
+    (env)->metrics->field++;                      \
+    pthread_mutex_unlock(&(env)->metrics->mu);    \
+  } while (0)
+
+#endif

@@ -1,0 +1,73 @@
+/* heartbeat.c: the watchdog of a live socket (see heartbeat.h). */
+#include "heartbeat.h"
+#include "gn_util.h"
+
+static void arm(gn_heartbeat_t *hb, uint64_t ms);
+
+static void timer_cb(uv_timer_t *t) {
+  gn_heartbeat_t *hb = t->data;
+  if (!hb->conn) return;
+  uint64_t now = gn_now_mono_ms();
+  uint64_t quiet = now - hb->last_rx_ms;
+  if (!hb->ping_sent) {
+    if (quiet < (uint64_t)hb->idle_ms) {
+      arm(hb, (uint64_t)hb->idle_ms - quiet);
+      return;
+    }
+    static const char ping[] = "{\"message\":\"ping\"}";
+    gn_conn_send_text(hb->conn, ping, sizeof ping - 1);
+    hb->ping_sent = 1;
+    hb->last_rx_ms = now; /* the ping timeout counts from here */
+    arm(hb, (uint64_t)hb->ping_timeout_ms);
+    return;
+  }
+  if (quiet < (uint64_t)hb->ping_timeout_ms) {
+    arm(hb, (uint64_t)hb->ping_timeout_ms - quiet);
+    return;
+  }
+  /* Dead link: nothing came back, not even the pong. */
+  hb->conn = NULL;
+  hb->dead(hb->ud);
+}
+
+static void arm(gn_heartbeat_t *hb, uint64_t ms) {
+  if (hb->timer) uv_timer_start(hb->timer, timer_cb, ms, 0);
+}
+
+int gn_heartbeat_init(gn_heartbeat_t *hb, uv_loop_t *loop, long idle_ms, long ping_timeout_ms,
+                      void (*dead)(void *ud), void *ud) {
+  memset(hb, 0, sizeof *hb);
+  hb->idle_ms = idle_ms;
+  hb->ping_timeout_ms = ping_timeout_ms;
+  hb->dead = dead;
+  hb->ud = ud;
+  if (!(hb->timer = malloc(sizeof *hb->timer))) return -1;
+  uv_timer_init(loop, hb->timer);
+  hb->timer->data = hb;
+  return 0;
+}
+
+void gn_heartbeat_watch(gn_heartbeat_t *hb, gn_conn_t *conn) {
+  hb->conn = conn;
+  hb->last_rx_ms = gn_now_mono_ms();
+  hb->ping_sent = 0;
+  arm(hb, (uint64_t)hb->idle_ms);
+}
+
+void gn_heartbeat_heard(gn_heartbeat_t *hb) {
+  hb->last_rx_ms = gn_now_mono_ms();
+  hb->ping_sent = 0;
+}
+
+void gn_heartbeat_stop(gn_heartbeat_t *hb) {
+  hb->conn = NULL;
+  if (hb->timer) uv_timer_stop(hb->timer);
+}
+
+static void free_handle_cb(uv_handle_t *h) { free(h); }
+
+void gn_heartbeat_close(gn_heartbeat_t *hb) {
+  gn_heartbeat_stop(hb);
+  if (hb->timer) uv_close((uv_handle_t *)hb->timer, free_handle_cb);
+  hb->timer = NULL;
+}

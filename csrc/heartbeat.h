@@ -1,0 +1,40 @@
+/* heartbeat.h: the watchdog of a live socket.
+ *
+ * Genesys sends a heartbeat about every 30 s, but a half-open TCP link looks alive to the socket
+ * for much longer. After idle_ms without any message the watchdog sends Genesys's
+ * {"message":"ping"}; if nothing at all comes within ping_timeout_ms after it, the link is dead
+ * and dead(ud) is called once (the socket itself is the caller's to end).
+ *
+ * Service thread only.
+ */
+#ifndef GN_HEARTBEAT_H
+#define GN_HEARTBEAT_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "transport.h"
+
+typedef struct {
+  uv_timer_t *timer;
+  long idle_ms, ping_timeout_ms;
+  gn_conn_t *conn;       /* the socket watched, or NULL */
+  uint64_t last_rx_ms;   /* monotonic: the last message (or the ping) */
+  int ping_sent;
+  void (*dead)(void *ud);
+  void *ud;
+} gn_heartbeat_t;
+
+/* Prepares hb on loop. Returns 0, or -1 when out of memory. */
+int gn_heartbeat_init(gn_heartbeat_t *hb, uv_loop_t *loop, long idle_ms, long ping_timeout_ms,
+                      void (*dead)(void *ud), void *ud);
+/* Watches conn from now on (a new live socket). Returns nothing. */
+void gn_heartbeat_watch(gn_heartbeat_t *hb, gn_conn_t *conn);
+/* A message arrived on the watched socket. Returns nothing. */
+void gn_heartbeat_heard(gn_heartbeat_t *hb);
+/* Stops watching (the socket is gone). Returns nothing. */
+void gn_heartbeat_stop(gn_heartbeat_t *hb);
+/* Stops and releases the timer (freed on the loop). Returns nothing. */
+void gn_heartbeat_close(gn_heartbeat_t *hb);
+
+#endif

@@ -1,0 +1,41 @@
+/* message.h: what one message of the notification stream is.
+ *
+ * A pure function of the bytes (no I/O, no clock, no globals), so it is unit-tested without a
+ * network (spec/c/test_message.c). Genesys's stream carries, besides events of the subscribed
+ * topics: heartbeats and pongs (topic "channel.metadata"), the maintenance notice
+ * "v2.system.socket_closing", and a {"result":"404"} notice when the channel expired or was
+ * evicted (the close follows). Anything else that is not a JSON object with a topicName is
+ * malformed: reported, and the stream goes on.
+ */
+#ifndef GN_MESSAGE_H
+#define GN_MESSAGE_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+typedef enum {
+  GN_MSG_EVENT = 0,      /* an event of a topic: topic, body, correlation_id */
+  GN_MSG_HEARTBEAT,      /* channel.metadata: a heartbeat or a pong, liveness only */
+  GN_MSG_SOCKET_CLOSING, /* the server will close this socket soon */
+  GN_MSG_CHANNEL_GONE,   /* the channel expired or was evicted: reason says so */
+  GN_MSG_MALFORMED       /* reason (binary, invalid_json, invalid_utf8, not_an_object, no_topic)
+                            and error */
+} gn_msg_kind_t;
+
+typedef struct {
+  gn_msg_kind_t kind;
+  json_t *root;               /* the parsed message (owned; NULL when it did not parse) */
+  const char *topic;          /* topicName, inside root */
+  json_t *body;               /* EVENT: eventBody inside root (borrowed), or NULL */
+  const char *correlation_id; /* metadata.CorrelationId inside root, or NULL */
+  const char *reason;         /* MALFORMED: a short code; CHANNEL_GONE: the server's text */
+  char error[160];            /* MALFORMED: what was wrong, for people */
+} gn_msg_t;
+
+/* Classifies one complete message (binary: it came in binary frames). Returns the kind, also
+ * in m->kind; release m with gn_msg_clear. Any thread. */
+gn_msg_kind_t gn_msg_classify(const char *data, size_t len, int binary, gn_msg_t *m);
+/* Releases what m holds. Returns nothing. Any thread. */
+void gn_msg_clear(gn_msg_t *m);
+
+#endif

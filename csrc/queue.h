@@ -1,0 +1,91 @@
+/* queue.h: the bounded queue of items from the service thread to the owner, and its wake-up.
+ *
+ * The service thread pushes events, health items and policy records; the owner pops them when
+ * it wants (poll()), so nothing here ever calls into the owner. An eventfd (gn_queue_fd) is
+ * readable while something waits. Events beyond the limit, and any item that cannot be
+ * allocated, are dropped, counted, and reported to the owner as one health "overflow" item at
+ * its next pop: nothing is lost without being told.
+ *
+ * Closing: gn_queue_detach (service thread) makes the queue refuse every later item and wakes
+ * an owner blocked in gn_queue_wait_detached; after that the owner may discard what is left.
+ */
+#ifndef GN_QUEUE_H
+#define GN_QUEUE_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "message.h"
+#include "metrics.h"
+
+/* GN_ITEM_POLICY: an attempt record for the operator's policy hook; answered with
+ * gn_client_policy_answer(c, item->seq, delay). */
+typedef enum { GN_ITEM_EVENT = 1, GN_ITEM_HEALTH = 2, GN_ITEM_POLICY = 3 } gn_item_type_t;
+
+typedef struct gn_item {
+  struct gn_item *next;
+  gn_item_type_t type;
+  json_t *data;  /* health: {"kind":..., fields}; event: {"topic","channel_id","received_ms"} */
+  json_t *body;  /* event: the decoded eventBody (owned) */
+  char *raw;     /* event: the message text as received */
+  size_t rawlen;
+  uint64_t seq;  /* policy: which scheduled attempt this record is for */
+} gn_item_t;
+
+typedef struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  gn_item_t *head, *tail;
+  size_t events;         /* events (not health) waiting */
+  size_t event_limit;
+  uint64_t dropped, dropped_reported;
+  int efd;
+  int detached;          /* the service thread let go: items are refused */
+  gn_metrics_t *metrics; /* dropped and health are counted there too */
+} gn_queue_t;
+
+/* Prepares q (eventfd included). Returns 0, or -1 and err. Owner thread, before any other use. */
+int gn_queue_init(gn_queue_t *q, size_t event_limit, gn_metrics_t *metrics, char *err,
+                  size_t errlen);
+/* Frees what is left and closes the eventfd. Returns nothing. Owner thread, after the service
+ * thread has let go (or never started). */
+void gn_queue_destroy(gn_queue_t *q);
+
+/* Queues it (taking ownership); an event over the limit is freed and counted as dropped.
+ * Returns nothing. Service thread. */
+void gn_queue_push(gn_queue_t *q, gn_item_t *it);
+/* Queues a new item of type with data (stolen) and seq. Returns nothing (out of memory is
+ * counted as a drop). Service thread. */
+void gn_queue_add(gn_queue_t *q, gn_item_type_t type, json_t *data, uint64_t seq);
+/* Queues a health item: fields (stolen; NULL for none) plus "kind", "state" and
+ * "timestamp_ms". Returns nothing. Service thread. */
+void gn_queue_health(gn_queue_t *q, const char *kind, const char *state, json_t *fields);
+/* Queues event m (classified from raw, len bytes) received on channel_id: topic, body and the
+ * raw text for the owner, counted in the metrics. Returns nothing (out of memory is counted as
+ * a drop). Service thread. */
+void gn_queue_event(gn_queue_t *q, const gn_msg_t *m, const char *channel_id, const char *raw,
+                    size_t len);
+/* Counts one item that could not be queued. Returns nothing. Service thread. */
+void gn_queue_drop(gn_queue_t *q);
+
+/* Returns the next item (an "overflow" report first when drops are unreported), or NULL when
+ * nothing waits; the eventfd is drained when the queue is empty. Free it with gn_item_free.
+ * Owner thread. */
+gn_item_t *gn_queue_pop(gn_queue_t *q);
+/* The eventfd, readable while items wait. Any thread. */
+int gn_queue_fd(const gn_queue_t *q);
+
+/* Refuses every later item and wakes gn_queue_wait_detached. Returns nothing. Service thread
+ * (or the owner when the service thread never had the client). */
+void gn_queue_detach(gn_queue_t *q);
+/* Blocks until gn_queue_detach has run. Returns nothing. Owner thread. */
+void gn_queue_wait_detached(gn_queue_t *q);
+/* Frees every waiting item unread. Returns nothing. Owner thread. */
+void gn_queue_discard(gn_queue_t *q);
+
+/* Frees an item (NULL allowed). Returns nothing. Any thread that owns it. */
+void gn_item_free(gn_item_t *it);
+
+#endif

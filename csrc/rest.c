@@ -1,0 +1,110 @@
+/* rest.c: notifications REST calls and their answers (see rest.h). */
+#include "rest.h"
+#include "gn_util.h"
+
+#include <jansson.h>
+#include <stdio.h>
+
+/* The longest token a request header takes; a longer one is refused before any request. */
+#define MAX_TOKEN 4000
+
+static gn_http_req_t *call(gn_http_t *h, const gn_conf_t *conf, const char *token,
+                           const char *method, const char *url, const char *body, gn_http_cb cb,
+                           void *ud) {
+  char auth[64 + MAX_TOKEN];
+  if (!token || strlen(token) > MAX_TOKEN) return NULL;
+  snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+  const char *headers[] = {auth, "Content-Type: application/json", "Accept: application/json",
+                           NULL};
+  gn_http_opts_t o = {0};
+  o.method = method;
+  o.url = url;
+  o.headers = headers;
+  o.body = body;
+  o.body_len = body ? strlen(body) : 0;
+  o.timeout_ms = conf->http_timeout_ms;
+  o.connect_timeout_ms = conf->connect_timeout_ms;
+  o.ca_file = conf->ca_file;
+  o.verify = conf->verify;
+  o.max_body = 4u << 20;
+  char err[200];
+  gn_http_req_t *r = gn_http_start(h, &o, cb, ud, err, sizeof err);
+  memset(auth, 0, sizeof auth); /* the token does not linger on the stack */
+  return r;
+}
+
+gn_http_req_t *gn_rest_create_channel(gn_http_t *h, const gn_conf_t *conf, const char *token,
+                                      gn_http_cb cb, void *ud) {
+  char url[1024];
+  snprintf(url, sizeof url, "%s/api/v2/notifications/channels", conf->api_base);
+  return call(h, conf, token, "POST", url, NULL, cb, ud);
+}
+
+gn_http_req_t *gn_rest_put_topics(gn_http_t *h, const gn_conf_t *conf, const char *token,
+                                  const char *channel_id, const gn_topics_t *topics,
+                                  gn_http_cb cb, void *ud) {
+  char url[1024];
+  snprintf(url, sizeof url, "%s/api/v2/notifications/channels/%s/subscriptions?ignoreErrors=true",
+           conf->api_base, channel_id ? channel_id : "");
+  char *body = gn_topics_body(topics);
+  gn_http_req_t *r = body && channel_id ? call(h, conf, token, "PUT", url, body, cb, ud) : NULL;
+  free(body);
+  return r;
+}
+
+int gn_rest_ok(const gn_http_result_t *hr) {
+  return !hr->error && (hr->status == 200 || hr->status == 201 || hr->status == 204);
+}
+
+int gn_rest_channel_answer(const gn_http_result_t *hr, char **id, char **uri) {
+  *id = *uri = NULL;
+  if (hr->error || (hr->status != 200 && hr->status != 201)) return -1;
+  json_t *j = json_loadb(hr->body, hr->body_len, 0, NULL);
+  const char *i = json_string_value(json_object_get(j, "id"));
+  const char *u = json_string_value(json_object_get(j, "connectUri"));
+  int rc = i && u ? 0 : -1;
+  if (rc == 0) {
+    *id = gn_strdup(i);
+    *uri = gn_strdup(u);
+    if (!*id || !*uri) rc = -2;
+  }
+  json_decref(j);
+  if (rc == 0) return 0;
+  free(*id);
+  free(*uri);
+  *id = *uri = NULL;
+  return rc;
+}
+
+void gn_rest_failure(const gn_http_result_t *hr, const char *what, gn_rest_failure_t *f) {
+  memset(f, 0, sizeof *f);
+  f->retry_after_ms = -1;
+  f->header_retry_after_ms = -1;
+  f->why = GN_REASON_ERROR;
+  f->verdict = GN_REST_RETRY;
+  if (hr->error) {
+    snprintf(f->error, sizeof f->error, "%s failed: %s", what, hr->error);
+    f->reason = hr->tls_error ? "tls" : hr->timed_out ? "timeout" : "network";
+    if (hr->timed_out) f->why = GN_REASON_TIMEOUT;
+    return;
+  }
+  snprintf(f->error, sizeof f->error, "%s answered HTTP %ld", what, hr->status);
+  f->status = hr->status;
+  f->header_retry_after_ms = hr->retry_after_ms;
+  if (hr->status == 401) f->verdict = GN_REST_AUTH;
+  else if (hr->status == 403) f->verdict = GN_REST_FORBIDDEN;
+  f->gone = hr->status == 404;
+  f->reason = hr->status == 429 ? "rate_limited" : f->gone ? "channel_gone" : "http";
+  if (hr->status == 429) f->retry_after_ms = hr->retry_after_ms;
+}
+
+void gn_rest_handshake_failure(const gn_close_info_t *info, gn_rest_failure_t *f) {
+  memset(f, 0, sizeof *f);
+  f->retry_after_ms = f->header_retry_after_ms = -1;
+  f->status = info->http_status;
+  f->verdict = f->status == 401 ? GN_REST_AUTH : f->status == 403 ? GN_REST_FORBIDDEN
+                                                                  : GN_REST_RETRY;
+  f->gone = f->status && f->status != 429 && f->status < 500; /* 404, 410, 400 */
+  f->reason = info->tls ? "tls" : info->timed_out ? "timeout" : f->status ? "handshake" : "connect";
+  f->why = info->timed_out ? GN_REASON_TIMEOUT : GN_REASON_ERROR;
+}

@@ -1,0 +1,60 @@
+/* rest.h: Genesys's notifications REST calls and what their answers mean.
+ *
+ * Requests carry the bearer token in a header (never in the URL) and run on the service loop's
+ * HTTP engine; the callback runs there. The answer helpers are pure functions of the result, so
+ * every caller (an attempt, a live subscription change, a rollover) reads an answer the same
+ * way. Loop thread for the requests; any thread for the pure helpers.
+ */
+#ifndef GN_REST_H
+#define GN_REST_H
+
+#include "conf.h"
+#include "http.h"
+#include "schedule.h"
+#include "topics.h"
+#include "transport.h"
+
+/* POST /api/v2/notifications/channels. Returns the request (its callback runs once), or NULL
+ * when it could not start (no or oversized token, out of memory). Loop thread. */
+gn_http_req_t *gn_rest_create_channel(gn_http_t *h, const gn_conf_t *conf, const char *token,
+                                      gn_http_cb cb, void *ud);
+/* PUT .../channels/{id}/subscriptions?ignoreErrors=true with every topic of topics. Returns the
+ * request, or NULL when it could not start. Loop thread. */
+gn_http_req_t *gn_rest_put_topics(gn_http_t *h, const gn_conf_t *conf, const char *token,
+                                  const char *channel_id, const gn_topics_t *topics,
+                                  gn_http_cb cb, void *ud);
+
+/* Returns 1 when the answer is a success (200, 201, 204), else 0. */
+int gn_rest_ok(const gn_http_result_t *hr);
+/* Reads a channel creation answer (200 or 201 with id and connectUri). Returns 0 with *id and
+ * *uri malloc'd, -1 when it is not a success or the fields are missing, -2 when out of
+ * memory. */
+int gn_rest_channel_answer(const gn_http_result_t *hr, char **id, char **uri);
+
+typedef enum {
+  GN_REST_RETRY = 0, /* back off and try again (reason, why, retry_after_ms say how) */
+  GN_REST_AUTH,      /* 401: the token was refused */
+  GN_REST_FORBIDDEN  /* 403: final */
+} gn_rest_verdict_t;
+
+typedef struct {
+  gn_rest_verdict_t verdict;
+  const char *reason;     /* tls, timeout, network, rate_limited, channel_gone, http */
+  gn_reason_t why;        /* the scheduler's trigger kind */
+  double retry_after_ms;  /* 429: the floor of the next delay; else -1 */
+  int gone;               /* 404: the channel no longer exists */
+  long status;            /* 0 when no answer came */
+  double header_retry_after_ms; /* Retry-After as sent (any status), or -1 */
+  char error[300];        /* "<what> failed: ..." or "<what> answered HTTP n" */
+} gn_rest_failure_t;
+
+/* What a failed answer to request what ("channel creation") means. Returns nothing; fills f. */
+void gn_rest_failure(const gn_http_result_t *hr, const char *what, gn_rest_failure_t *f);
+
+/* What a failed WebSocket connect or upgrade means (the stream's own answer): 401 AUTH, 403
+ * FORBIDDEN, otherwise RETRY with reason tls, timeout, handshake or connect; a refused upgrade
+ * (4xx but 429) means the channel is gone. Returns nothing; fills f (error stays empty: the
+ * transport's text is in info). */
+void gn_rest_handshake_failure(const gn_close_info_t *info, gn_rest_failure_t *f);
+
+#endif

@@ -1,0 +1,67 @@
+/* topics.c: sets of topic names (see topics.h). */
+#include "topics.h"
+#include "gn_util.h"
+
+#include <jansson.h>
+
+int gn_topics_has(const gn_topics_t *s, const char *t) {
+  for (size_t i = 0; i < s->n; i++)
+    if (strcmp(s->v[i], t) == 0) return 1;
+  return 0;
+}
+
+int gn_topics_add(gn_topics_t *s, const char *t) {
+  if (gn_topics_has(s, t)) return 0;
+  if (s->n == s->cap) {
+    size_t cap = s->cap ? s->cap * 2 : 8;
+    char **nv = realloc(s->v, cap * sizeof *nv);
+    if (!nv) return -1;
+    s->v = nv;
+    s->cap = cap;
+  }
+  if (!(s->v[s->n] = gn_strdup(t))) return -1;
+  s->n++;
+  return 1;
+}
+
+int gn_topics_del(gn_topics_t *s, const char *t) {
+  for (size_t i = 0; i < s->n; i++)
+    if (strcmp(s->v[i], t) == 0) {
+      free(s->v[i]);
+      s->v[i] = s->v[--s->n];
+      return 1;
+    }
+  return 0;
+}
+
+void gn_topics_free(gn_topics_t *s) {
+  for (size_t i = 0; i < s->n; i++) free(s->v[i]);
+  free(s->v);
+  memset(s, 0, sizeof *s);
+}
+
+int gn_topics_copy(gn_topics_t *dst, const gn_topics_t *src) {
+  gn_topics_t n = {0};
+  for (size_t i = 0; i < src->n; i++)
+    if (gn_topics_add(&n, src->v[i]) < 0) {
+      gn_topics_free(&n);
+      return -1;
+    }
+  gn_topics_free(dst);
+  *dst = n;
+  return 0;
+}
+
+char *gn_topics_body(const gn_topics_t *s) {
+  json_t *a = json_array();
+  for (size_t i = 0; a && i < s->n; i++) {
+    json_t *o = json_pack("{s:s}", "id", s->v[i]);
+    if (!o || json_array_append_new(a, o)) {
+      json_decref(a);
+      return NULL;
+    }
+  }
+  char *out = a ? json_dumps(a, JSON_COMPACT) : NULL;
+  json_decref(a);
+  return out;
+}

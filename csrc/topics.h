@@ -1,0 +1,32 @@
+/* topics.h: a set of topic names (the client's desired topics, what a channel last had
+ * confirmed). Small and ordered by insertion; lookups are linear, which is fine at Genesys's
+ * 1,000 topics per channel and keeps the request body in the order the user gave.
+ *
+ * Not locked: each set belongs to one thread at a time (the owner before start(), the service
+ * thread after).
+ */
+#ifndef GN_TOPICS_H
+#define GN_TOPICS_H
+
+#include <stddef.h>
+
+typedef struct {
+  char **v;
+  size_t n, cap;
+} gn_topics_t;
+
+/* Returns 1 when t is in s, else 0. */
+int gn_topics_has(const gn_topics_t *s, const char *t);
+/* Adds a copy of t. Returns 1 when added, 0 when already there, -1 when out of memory. */
+int gn_topics_add(gn_topics_t *s, const char *t);
+/* Removes t. Returns 1 when removed, 0 when it was not there. */
+int gn_topics_del(gn_topics_t *s, const char *t);
+/* Makes dst a copy of src. Returns 0, or -1 when out of memory (dst unchanged). */
+int gn_topics_copy(gn_topics_t *dst, const gn_topics_t *src);
+/* Frees every name; s is empty and reusable afterwards. Returns nothing. */
+void gn_topics_free(gn_topics_t *s);
+/* The PUT body for s: [{"id":"..."},...]. Returns a malloc'd string, or NULL when out of
+ * memory. */
+char *gn_topics_body(const gn_topics_t *s);
+
+#endif
