@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <stddef.h>
 
+#include "log.h"
+
 #define EMU_MAX_TOPICS 1000
 #define EMU_MAX_STREAMS 8
 #define EMU_MAX_BODY (4u << 20)
@@ -219,8 +221,5 @@ void stream_free_scratch(void);
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
 		  size_t len);
 int fault_parse_json(json_t *o, const char *kind, char *err, size_t errlen);
-
-/* main.c */
-void elog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

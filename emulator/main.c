@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,18 +18,6 @@
 #include <sys/resource.h>
 
 static volatile sig_atomic_t stopping;
-
-void elog(const char *fmt, ...)
-{
-	if (!E.cfg.log)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vfprintf(stdout, fmt, ap);
-	va_end(ap);
-	fputc('\n', stdout);
-	fflush(stdout);
-}
 
 /* ---- slow handshakes -------------------------------------------------------------------- */
 
@@ -291,6 +278,7 @@ int main(int argc, char **argv)
 	const char **faults = NULL;
 	int nfaults = 0;
 	parse_args(argc, argv, &faults, &nfaults);
+	elog_enable(E.cfg.log);
 	/* Startup faults count from now; parse them after the defaults are in place. */
 	for (int i = 0; i < nfaults; i++)
 		apply_cli_fault(faults[i]);
