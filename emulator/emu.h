@@ -187,6 +187,8 @@ channel_t *channel_create(int client);
 channel_t *channel_find(const char *id);            /* live (not expired/evicted) or not */
 void channel_touch(channel_t *ch);
 void channel_expire(channel_t *ch, const char *why, int evicted);
+typedef void (*channel_gone_fn)(conn_t *c, const char *why);
+void channel_on_gone(channel_gone_fn fn);          /* set once at startup */
 int channel_has_topic(const channel_t *ch, const char *topic);
 void channels_free(void);
 void hs_count(void);

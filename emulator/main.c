@@ -279,6 +279,8 @@ int main(int argc, char **argv)
 	int nfaults = 0;
 	parse_args(argc, argv, &faults, &nfaults);
 	elog_enable(E.cfg.log);
+	/* An expired or evicted channel's connection gets the 404 notice from the stream. */
+	channel_on_gone(conn_notice_gone);
 	/* Startup faults count from now; parse them after the defaults are in place. */
 	for (int i = 0; i < nfaults; i++)
 		apply_cli_fault(faults[i]);
