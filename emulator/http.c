@@ -8,12 +8,21 @@
  * fields ("error", "error_description") the login service sends. Tokens and secrets never
  * appear in answers other than the token response itself, nor in logs.
  */
-#include "emu.h"
+#include "http.h"
+
+#include "events.h"
+#include "log.h"
+#include "session.h"
+#include "state.h"
+#include "stream.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define EMU_MAX_BODY (4u << 20)
 
 enum { KIND_OTHER, KIND_OAUTH, KIND_REST };
 

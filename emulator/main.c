@@ -7,7 +7,11 @@
  * SIGINT/SIGTERM stop the loop; the context is destroyed and everything is freed (exit 0).
  * Bad flags exit with status 2 and a message naming the flag and what was expected.
  */
-#include "emu.h"
+#include "http.h"
+#include "log.h"
+#include "session.h"
+#include "state.h"
+#include "stream.h"
 
 #include <errno.h>
 #include <signal.h>

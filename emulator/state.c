@@ -6,7 +6,9 @@
  * Lookups are linear; the emulator holds a few thousand channels at most, and the scale figures
  * (README) were measured with this.
  */
-#include "emu.h"
+#include "state.h"
+
+#include "log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,7 +65,8 @@ uint64_t rng_next(void)
 	return E.rng * 2685821657736338717ull;
 }
 
-void rand_hex(char *out, size_t nbytes)
+/* out: 2*nbytes+1 characters, from getrandom (tokens are secrets) */
+static void rand_hex(char *out, size_t nbytes)
 {
 	static const char hx[] = "0123456789abcdef";
 	unsigned char b[64];
