@@ -7,6 +7,7 @@
  * SIGINT/SIGTERM stop the loop; the context is destroyed and everything is freed (exit 0).
  * Bad flags exit with status 2 and a message naming the flag and what was expected.
  */
+#include "admin.h"
 #include "http.h"
 #include "log.h"
 #include "session.h"
