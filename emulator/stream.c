@@ -15,6 +15,7 @@
 #include "events.h"
 #include "log.h"
 #include "session.h"
+#include "state.h"
 
 #include <fcntl.h>
 #include <stdio.h>
