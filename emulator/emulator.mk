@@ -19,7 +19,7 @@ all: $(EMU_BIN) $(PROBE_BIN) $(EMU_LOAD_BIN)
 .PHONY: emulator bench-emulator
 emulator: $(EMU_BIN) $(PROBE_BIN) $(EMU_LOAD_BIN)
 
-$(OBJDIR)/emulator/%.o: emulator/%.c emulator/emu.h
+$(OBJDIR)/emulator/%.o: emulator/%.c $(wildcard emulator/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

@@ -13,7 +13,9 @@
  * dates) or a topic name, which the REST layer only accepts from a JSON-safe character set
  * (see topic_valid in http.c). JSON *parsing* always goes through jansson.
  */
-#include "emu.h"
+#include "events.h"
+
+#include "state.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,6 +1,7 @@
 /*
  * genesys-notify-emulator: HTTP side — OAuth (/oauth/token), the notifications REST API
- * (/api/v2/notifications/...) and the admin API (/__emulator/...).
+ * (/api/v2/notifications/...), and the exchange for the admin API (/__emulator/...), whose
+ * answers admin.c builds.
  *
  * Requests are answered from HTTP_WRITEABLE: the handler builds the whole JSON answer into the
  * per-session data and asks for a writeable callback, the pattern lws documents for h1 and h2.
@@ -8,12 +9,21 @@
  * fields ("error", "error_description") the login service sends. Tokens and secrets never
  * appear in answers other than the token response itself, nor in logs.
  */
-#include "emu.h"
+#include "http.h"
+
+#include "admin.h"
+#include "log.h"
+#include "session.h"
+#include "state.h"
+#include "stream.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define EMU_MAX_BODY (4u << 20)
 
 enum { KIND_OTHER, KIND_OAUTH, KIND_REST };
 
@@ -432,372 +442,18 @@ static void handle_rest(struct lws *wsi, pss_t *p)
 	}
 	handle_subscriptions(wsi, p, ch);
 }
-
 /* ---- admin ----------------------------------------------------------------------------- */
-
-/* Reads an integer field; returns 0 ok (out set, or def when absent), -1 with err naming it. */
-static int get_long(json_t *o, const char *field, long min, long max, long def, long *out,
-		    char *err, size_t errlen)
-{
-	json_t *v = json_object_get(o, field);
-	if (!v) {
-		*out = def;
-		return 0;
-	}
-	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
-		snprintf(err, errlen, "field \"%s\": expected an integer from %ld to %ld", field, min,
-			 max);
-		return -1;
-	}
-	*out = (long)json_integer_value(v);
-	return 0;
-}
-
-static int get_str(json_t *o, const char *field, const char **out, char *err, size_t errlen)
-{
-	json_t *v = json_object_get(o, field);
-	if (!v) {
-		*out = NULL;
-		return 0;
-	}
-	if (!json_is_string(v)) {
-		snprintf(err, errlen, "field \"%s\": expected a string", field);
-		return -1;
-	}
-	*out = json_string_value(v);
-	return 0;
-}
-
-/* Applies a fault described by a JSON object (admin API and --fault share this). */
-int fault_parse_json(json_t *o, const char *kind, char *err, size_t errlen)
-{
-	long ms, delay, count, status, ra;
-	const char *mode, *target;
-	if (get_long(o, "ms", 0, 86400000L, 0, &ms, err, errlen))
-		return -1;
-	if (!strcmp(kind, "handshake")) {
-		if (get_str(o, "mode", &mode, err, errlen))
-			return -1;
-		if (get_long(o, "delay_ms", 0, 600000, 1000, &delay, err, errlen))
-			return -1;
-		if (mode && !strcmp(mode, "refuse"))
-			E.hs_refuse_until = deadline_from_ms(ms);
-		else if (mode && !strcmp(mode, "slow")) {
-			E.hs_slow_until = deadline_from_ms(ms);
-			E.hs_slow_delay_ms = delay;
-		} else {
-			snprintf(err, errlen, "field \"mode\": expected \"refuse\" or \"slow\"");
-			return -1;
-		}
-		return 0;
-	}
-	if (!strcmp(kind, "tcp")) {
-		if (get_str(o, "mode", &mode, err, errlen))
-			return -1;
-		if (!mode || strcmp(mode, "refuse")) {
-			snprintf(err, errlen, "field \"mode\": expected \"refuse\"");
-			return -1;
-		}
-		if (ms <= 0) {
-			/* refused connections include the admin API's: nobody could clear it */
-			snprintf(err, errlen, "field \"ms\": required for tcp faults (the admin API's "
-				 "own connections are refused too)");
-			return -1;
-		}
-		E.tcp_refuse_until = deadline_from_ms(ms);
-		return 0;
-	}
-	if (!strcmp(kind, "http")) {
-		if (get_str(o, "target", &target, err, errlen))
-			return -1;
-		http_fault_t *f = target && !strcmp(target, "oauth") ? &E.fault_oauth :
-				  target && !strcmp(target, "rest") ? &E.fault_rest : NULL;
-		if (!f) {
-			snprintf(err, errlen, "field \"target\": expected \"oauth\" or \"rest\"");
-			return -1;
-		}
-		if (!json_object_get(o, "status")) {
-			snprintf(err, errlen, "field \"status\": required (429, 500 or 503)");
-			return -1;
-		}
-		if (get_long(o, "status", 400, 599, 0, &status, err, errlen) ||
-		    get_long(o, "count", 0, 1000000000L, 0, &count, err, errlen) ||
-		    get_long(o, "retry_after", 0, 86400, status == 429 ? 1 : -1, &ra, err, errlen))
-			return -1;
-		f->status = (int)status;
-		f->count = count;
-		f->until_us = count ? 0 : deadline_from_ms(ms);
-		f->retry_after = (int)ra;
-		return 0;
-	}
-	snprintf(err, errlen, "unknown fault kind \"%s\" (expected handshake, tcp or http)", kind);
-	return -1;
-}
-
-static json_t *stats_json(void)
-{
-	json_t *oauth = json_object(), *rest = json_object();
-	char k[8];
-	for (int i = 0; i < 600; i++) {
-		snprintf(k, sizeof k, "%d", i);
-		if (E.oauth_status[i])
-			json_object_set_new(oauth, k, json_integer((json_int_t)E.oauth_status[i]));
-		if (E.rest_status[i])
-			json_object_set_new(rest, k, json_integer((json_int_t)E.rest_status[i]));
-	}
-	json_t *chs = json_object();
-	for (channel_t *ch = E.channels; ch; ch = ch->next) {
-		json_t *topics = json_array();
-		for (size_t i = 0; i < ch->ntopics; i++)
-			json_array_append_new(topics, json_string(ch->topics[i]));
-		json_object_set_new(chs, ch->id, json_pack(
-			"{s:i,s:I,s:o,s:I,s:I,s:I,s:b,s:b,s:b,s:s,s:I}",
-			"connections", ch->nconns, "handshakes", (json_int_t)ch->handshakes,
-			"subscriptions", topics, "events_sent", (json_int_t)ch->events_sent,
-			"first_seq", (json_int_t)ch->first_seq, "last_seq", (json_int_t)ch->seq,
-			"connected", ch->conn != NULL, "expired", ch->expired, "evicted", ch->evicted,
-			"client_id", E.cfg.clients[ch->client].id,
-			"queued", (json_int_t)(ch->conn ? ch->conn->qlen : 0)));
-	}
-	uint64_t live = 0;
-	for (channel_t *ch = E.channels; ch; ch = ch->next)
-		live += !ch->expired;
-	json_t *g = json_pack("{s:I,s:o,s:o,s:I,s:I,s:I,s:I,s:I}",
-		"tokens_issued", (json_int_t)E.tokens_issued, "oauth", oauth, "rest", rest,
-		"handshakes", (json_int_t)E.handshakes, "handshakes_per_s", (json_int_t)hs_current(),
-		"handshakes_per_s_peak", (json_int_t)E.hs_peak,
-		"open_connections", (json_int_t)E.open_connections, "channels_live", (json_int_t)live);
-	return json_pack("{s:o,s:o}", "global", g, "channels", chs);
-}
-
-static json_t *channels_list_json(void)
-{
-	json_t *a = json_array();
-	char exp[40];
-	for (channel_t *ch = E.channels; ch; ch = ch->next) {
-		iso8601(exp, sizeof exp, ch->expires_wall_ms);
-		json_array_append_new(a, json_pack("{s:s,s:s,s:b,s:b,s:b,s:i,s:s}", "id", ch->id,
-			"client_id", E.cfg.clients[ch->client].id, "connected", ch->conn != NULL,
-			"expired", ch->expired, "evicted", ch->evicted, "topics", (int)ch->ntopics,
-			"expires", exp));
-	}
-	return json_pack("{s:o}", "entities", a);
-}
-
-/* Runs action on one channel. Returns 0 done, else an HTTP status with msg filled. */
-static int channel_action(channel_t *ch, const char *action, json_t *o, char *msg, size_t ml)
-{
-	conn_t *c = ch->conn;
-	int needs_conn = strcmp(action, "expire") && strcmp(action, "evict");
-	if (ch->expired) {
-		snprintf(msg, ml, "channel %s is already %s", ch->id,
-			 ch->evicted ? "evicted" : "expired");
-		return 409;
-	}
-	if (needs_conn && !c) {
-		snprintf(msg, ml, "channel %s has no live connection", ch->id);
-		return 409;
-	}
-	if (!strcmp(action, "close")) {
-		long code;
-		const char *reason;
-		if (get_long(o, "code", 1000, 4999, 1000, &code, msg, ml) ||
-		    get_str(o, "reason", &reason, msg, ml))
-			return 400;
-		conn_close(c, (int)code, reason ? reason : "closed by emulator");
-	} else if (!strcmp(action, "reset")) {
-		conn_reset(c);
-	} else if (!strcmp(action, "stall")) {
-		long ms;
-		if (get_long(o, "ms", 1, 3600000, 5000, &ms, msg, ml))
-			return 400;
-		conn_stall(c, ms);
-	} else if (!strcmp(action, "socket_closing")) {
-		long g;
-		if (get_long(o, "grace_ms", 0, 3600000, 60000, &g, msg, ml))
-			return 400;
-		conn_socket_closing(c, g);
-	} else if (!strcmp(action, "expire")) {
-		channel_expire(ch, "expired", 0);
-	} else if (!strcmp(action, "evict")) {
-		channel_expire(ch, "evicted", 1);
-	} else if (!strcmp(action, "malformed")) {
-		const char *k;
-		long size;
-		if (get_str(o, "kind", &k, msg, ml) ||
-		    get_long(o, "size", 1, 64L << 20, 1048577, &size, msg, ml))
-			return 400;
-		if (k && !strcmp(k, "invalid_json")) {
-			static const char bad[] = "{\"topicName\":\"channel.metadata\",\"eventBody\":{";
-			conn_send_text(c, bad, sizeof bad - 1);
-		} else if (k && !strcmp(k, "binary")) {
-			unsigned char b[16];
-			for (size_t i = 0; i < sizeof b; i++)
-				b[i] = (unsigned char)(0xf0 + i);
-			conn_send_raw(c, b, sizeof b, 1);
-		} else if (k && !strcmp(k, "invalid_utf8")) {
-			static const char bad[] = "{\"topicName\":\"channel.metadata\",\"eventBody\":"
-						  "{\"message\":\"\xff\xfe\xc3\x28\"}}";
-			conn_send_text(c, bad, sizeof bad - 1);
-		} else if (k && !strcmp(k, "oversized")) {
-			const char *topic = ch->ntopics ? ch->topics[0] : "v2.emulator.oversized";
-			size_t cap = event_max_len((size_t)size, topic);
-			char *buf = malloc(cap);
-			size_t n = buf ? event_format(buf, cap, topic, 0, (size_t)size) : 0;
-			if (n)
-				conn_send_text(c, buf, n);
-			free(buf);
-		} else {
-			snprintf(msg, ml, "field \"kind\": expected \"invalid_json\", \"binary\", "
-				 "\"invalid_utf8\" or \"oversized\"");
-			return 400;
-		}
-	} else if (!strcmp(action, "events")) {
-		long count, size;
-		const char *topic;
-		json_t *rv = json_object_get(o, "rate");
-		double rate = 0;
-		if (get_long(o, "count", 1, 100000000L, 0, &count, msg, ml) ||
-		    get_long(o, "size", 1, 16L << 20, E.cfg.event_size, &size, msg, ml) ||
-		    get_str(o, "topic", &topic, msg, ml))
-			return 400;
-		if (!count) {
-			snprintf(msg, ml, "field \"count\": required, an integer from 1");
-			return 400;
-		}
-		if (rv) {
-			if (!json_is_number(rv) || json_number_value(rv) <= 0) {
-				snprintf(msg, ml, "field \"rate\": expected a positive number");
-				return 400;
-			}
-			rate = json_number_value(rv);
-		}
-		if (topic && !channel_has_topic(ch, topic)) {
-			snprintf(msg, ml, "field \"topic\": channel %s is not subscribed to %.200s",
-				 ch->id, topic);
-			return 409;
-		}
-		if (!topic && !ch->ntopics) {
-			snprintf(msg, ml, "channel %s has no subscriptions", ch->id);
-			return 409;
-		}
-		if (conn_add_stream(c, rate, (uint64_t)count, topic, (size_t)size)) {
-			snprintf(msg, ml, "channel %s already runs %d event streams", ch->id,
-				 EMU_MAX_STREAMS);
-			return 409;
-		}
-	} else {
-		snprintf(msg, ml, "unknown channel action \"%s\"", action);
-		return 404;
-	}
-	return 0;
-}
 
 static void handle_admin(struct lws *wsi, pss_t *p)
 {
-	const int kind = KIND_OTHER;
-	const char *r = p->path + strlen("/__emulator/");
-	int get = p->method == WSI_TOKEN_GET_URI, post = p->method == WSI_TOKEN_POST_URI;
-	if (get && !strcmp(r, "stats")) {
-		respond(wsi, p, kind, 200, stats_json());
-		return;
-	}
-	if (get && !strcmp(r, "channels")) {
-		respond(wsi, p, kind, 200, channels_list_json());
-		return;
-	}
-	if (!post) {
-		ERR(404, "no admin endpoint %s %s", method_name(p->method), p->path);
-		return;
-	}
-	json_t *o = NULL;
-	if (p->body && p->body_len) {
-		json_error_t jerr;
-		o = json_loadb(p->body, p->body_len, 0, &jerr);
-		if (!json_is_object(o)) {
-			json_decref(o);
-			ERR(400, "body must be a JSON object (%s)", jerr.text);
-			return;
-		}
-	} else
-		o = json_object();
-	char msg[512] = "";
-	if (!strncmp(r, "channels/", 9)) {
-		char id[64], action[32];
-		const char *s = r + 9, *slash = strchr(s, '/');
-		if (!slash || (size_t)(slash - s) >= sizeof id || strlen(slash + 1) >= sizeof action) {
-			ERR(404, "expected /__emulator/channels/{id}/{action}");
-			goto out;
-		}
-		memcpy(id, s, (size_t)(slash - s));
-		id[slash - s] = '\0';
-		strcpy(action, slash + 1);
-		json_t *done = json_array();
-		int st = 0;
-		if (!strcmp(id, "*")) {
-			/* Every channel with a live connection; collect first, actions may close. */
-			for (channel_t *ch = E.channels; ch && !st; ch = ch->next)
-				if (ch->conn && !ch->expired) {
-					st = channel_action(ch, action, o, msg, sizeof msg);
-					if (!st)
-						json_array_append_new(done, json_string(ch->id));
-				}
-		} else {
-			channel_t *ch = channel_find(id);
-			if (!ch) {
-				json_decref(done);
-				ERR(404, "channel %s not found", id);
-				goto out;
-			}
-			st = channel_action(ch, action, o, msg, sizeof msg);
-			if (!st)
-				json_array_append_new(done, json_string(ch->id));
-		}
-		if (st) {
-			json_decref(done);
-			error_with(wsi, p, kind, st, NULL, "%s", msg);
-		} else
-			respond(wsi, p, kind, 200, json_pack("{s:i,s:o}", "count",
-							     (int)json_array_size(done), "channels", done));
-	} else if (!strcmp(r, "publish")) {
-		const char *topic;
-		json_t *body = json_object_get(o, "eventBody");
-		if (get_str(o, "topic", &topic, msg, sizeof msg) || !topic) {
-			ERR(400, "%s", *msg ? msg : "field \"topic\": required, a string");
-			goto out;
-		}
-		if (body && !json_is_object(body)) {
-			ERR(400, "field \"eventBody\": expected an object");
-			goto out;
-		}
-		char corr[37];
-		uuid4(corr);
-		int n = 0;
-		for (channel_t *ch = E.channels; ch; ch = ch->next)
-			if (ch->conn && !ch->expired && !ch->conn->close_pending &&
-			    channel_has_topic(ch, topic) && !conn_publish(ch->conn, topic, body, corr))
-				n++;
-		respond(wsi, p, kind, 200, json_pack("{s:i,s:s}", "delivered", n, "correlationId", corr));
-	} else if (!strcmp(r, "tokens/revoke")) {
-		int n = 0;
-		for (token_t *t = E.tokens; t; t = t->next)
-			n++;
-		tokens_revoke();
-		respond(wsi, p, kind, 200, json_pack("{s:i}", "revoked", n));
-	} else if (!strcmp(r, "faults/clear")) {
-		E.hs_refuse_until = E.hs_slow_until = E.tcp_refuse_until = 0;
-		memset(&E.fault_oauth, 0, sizeof E.fault_oauth);
-		memset(&E.fault_rest, 0, sizeof E.fault_rest);
-		respond(wsi, p, kind, 200, json_pack("{s:b}", "cleared", 1));
-	} else if (!strncmp(r, "faults/", 7)) {
-		if (fault_parse_json(o, r + 7, msg, sizeof msg))
-			ERR(strstr(msg, "unknown fault kind") ? 404 : 400, "%s", msg);
-		else
-			respond(wsi, p, kind, 200, json_pack("{s:b}", "ok", 1));
-	} else
-		ERR(404, "no admin endpoint POST %s", p->path);
-out:
-	json_decref(o);
+	json_t *answer;
+	char msg[512];
+	int st = admin_handle(method_name(p->method), p->path, p->body, p->body_len, &answer, msg,
+			      sizeof msg);
+	if (st == 200)
+		respond(wsi, p, KIND_OTHER, 200, answer);
+	else
+		error_with(wsi, p, KIND_OTHER, st, NULL, "%s", msg);
 }
 
 /* ---- dispatch -------------------------------------------------------------------------- */

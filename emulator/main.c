@@ -7,11 +7,15 @@
  * SIGINT/SIGTERM stop the loop; the context is destroyed and everything is freed (exit 0).
  * Bad flags exit with status 2 and a message naming the flag and what was expected.
  */
-#include "emu.h"
+#include "admin.h"
+#include "http.h"
+#include "log.h"
+#include "session.h"
+#include "state.h"
+#include "stream.h"
 
 #include <errno.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,18 +23,6 @@
 #include <sys/resource.h>
 
 static volatile sig_atomic_t stopping;
-
-void elog(const char *fmt, ...)
-{
-	if (!E.cfg.log)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vfprintf(stdout, fmt, ap);
-	va_end(ap);
-	fputc('\n', stdout);
-	fflush(stdout);
-}
 
 /* ---- slow handshakes -------------------------------------------------------------------- */
 
@@ -291,6 +283,9 @@ int main(int argc, char **argv)
 	const char **faults = NULL;
 	int nfaults = 0;
 	parse_args(argc, argv, &faults, &nfaults);
+	elog_enable(E.cfg.log);
+	/* An expired or evicted channel's connection gets the 404 notice from the stream. */
+	channel_on_gone(conn_notice_gone);
 	/* Startup faults count from now; parse them after the defaults are in place. */
 	for (int i = 0; i < nfaults; i++)
 		apply_cli_fault(faults[i]);

@@ -6,7 +6,9 @@
  * Lookups are linear; the emulator holds a few thousand channels at most, and the scale figures
  * (README) were measured with this.
  */
-#include "emu.h"
+#include "state.h"
+
+#include "log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,7 +65,8 @@ uint64_t rng_next(void)
 	return E.rng * 2685821657736338717ull;
 }
 
-void rand_hex(char *out, size_t nbytes)
+/* out: 2*nbytes+1 characters, from getrandom (tokens are secrets) */
+static void rand_hex(char *out, size_t nbytes)
 {
 	static const char hx[] = "0123456789abcdef";
 	unsigned char b[64];
@@ -248,7 +251,17 @@ void channels_cancel_timers(void)
 		lws_sul_cancel(&c->sul_expire);
 }
 
-/* Marks the channel gone; a live connection gets the 404 notice and is closed. */
+/* The connection side registers how a live connection learns its channel is gone: state sits
+ * below the stream and must not call into it. */
+static channel_gone_fn on_gone;
+
+void channel_on_gone(channel_gone_fn fn)
+{
+	on_gone = fn;
+}
+
+/* Marks the channel gone; a live connection is handed to the on_gone hook (the stream sends the
+ * 404 notice and closes). */
 void channel_expire(channel_t *ch, const char *why, int evicted)
 {
 	if (ch->expired)
@@ -256,8 +269,8 @@ void channel_expire(channel_t *ch, const char *why, int evicted)
 	lws_sul_cancel(&ch->sul_expire);
 	ch->expired = 1;
 	ch->evicted = evicted;
-	if (ch->conn)
-		conn_notice_gone(ch->conn, why);
+	if (ch->conn && on_gone)
+		on_gone(ch->conn, why);
 }
 
 void channels_free(void)

@@ -10,7 +10,12 @@
  * a code, abrupt reset (RST), socket_closing with a grace period, and the 404 notice + close when
  * the channel expires or is evicted.
  */
-#include "emu.h"
+#include "stream.h"
+
+#include "events.h"
+#include "log.h"
+#include "session.h"
+#include "state.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -58,7 +63,7 @@ void conn_send_text(conn_t *c, const char *text, size_t len)
 	conn_send_raw(c, (const unsigned char *)text, len, 0);
 }
 
-void conn_free_queue(conn_t *c)
+static void conn_free_queue(conn_t *c)
 {
 	while (c->qhead) {
 		msg_t *n = c->qhead->next;
@@ -88,7 +93,7 @@ void conn_close(conn_t *c, int code, const char *reason)
 	conn_wake(c);
 }
 
-void conn_close_after_drain(conn_t *c)
+static void conn_close_after_drain(conn_t *c)
 {
 	c->close_after_drain = 1;
 	conn_wake(c);
@@ -422,25 +427,28 @@ static int conn_writeable(conn_t *c)
  * time in proportion to the number of sockets. */
 static void heartbeat_cb(lws_sorted_usec_list_t *sul);
 
+static conn_t *hb_head, *hb_tail;     /* every live connection, next heartbeat first */
+static lws_sorted_usec_list_t sul_hb;
+
 static void hb_schedule(int64_t now)
 {
-	if (E.hb_head && !E.shutting_down)
-		lws_sul_schedule(E.ctx, 0, &E.sul_hb, heartbeat_cb,
-				 (lws_usec_t)(E.hb_head->hb_due_us > now ? E.hb_head->hb_due_us - now : 1));
+	if (hb_head && !E.shutting_down)
+		lws_sul_schedule(E.ctx, 0, &sul_hb, heartbeat_cb,
+				 (lws_usec_t)(hb_head->hb_due_us > now ? hb_head->hb_due_us - now : 1));
 	else
-		lws_sul_cancel(&E.sul_hb);
+		lws_sul_cancel(&sul_hb);
 }
 
 static void hb_append(conn_t *c, int64_t now)
 {
 	c->hb_due_us = now + (int64_t)E.cfg.heartbeat_ms * 1000;
 	c->hb_next = NULL;
-	c->hb_prev = E.hb_tail;
-	if (E.hb_tail)
-		E.hb_tail->hb_next = c;
+	c->hb_prev = hb_tail;
+	if (hb_tail)
+		hb_tail->hb_next = c;
 	else
-		E.hb_head = c;
-	E.hb_tail = c;
+		hb_head = c;
+	hb_tail = c;
 }
 
 static void hb_unlink(conn_t *c)
@@ -448,11 +456,11 @@ static void hb_unlink(conn_t *c)
 	if (c->hb_prev)
 		c->hb_prev->hb_next = c->hb_next;
 	else
-		E.hb_head = c->hb_next;
+		hb_head = c->hb_next;
 	if (c->hb_next)
 		c->hb_next->hb_prev = c->hb_prev;
 	else
-		E.hb_tail = c->hb_prev;
+		hb_tail = c->hb_prev;
 	c->hb_prev = c->hb_next = NULL;
 }
 
@@ -460,8 +468,8 @@ static void heartbeat_cb(lws_sorted_usec_list_t *sul)
 {
 	int64_t now = now_us();
 	int64_t slack = E.cfg.heartbeat_ms * 100 < 20000 ? E.cfg.heartbeat_ms * 100 : 20000;
-	while (E.hb_head && E.hb_head->hb_due_us <= now + slack) {
-		conn_t *c = E.hb_head;
+	while (hb_head && hb_head->hb_due_us <= now + slack) {
+		conn_t *c = hb_head;
 		hb_unlink(c);
 		if (c->stall_until_us <= now && !c->close_pending && !c->close_after_drain)
 			conn_send_text(c, HEARTBEAT, sizeof HEARTBEAT - 1);
@@ -473,7 +481,7 @@ static void heartbeat_cb(lws_sorted_usec_list_t *sul)
 static void hb_start(conn_t *c)
 {
 	int64_t now = now_us();
-	int was_empty = !E.hb_head;
+	int was_empty = !hb_head;
 	hb_append(c, now);
 	if (was_empty)
 		hb_schedule(now);
@@ -481,7 +489,7 @@ static void hb_start(conn_t *c)
 
 static void hb_stop(conn_t *c)
 {
-	int was_head = E.hb_head == c;
+	int was_head = hb_head == c;
 	hb_unlink(c);
 	if (was_head)
 		hb_schedule(now_us());
