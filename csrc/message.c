@@ -16,7 +16,12 @@ gn_msg_kind_t gn_msg_classify(const char *data, size_t len, int binary, gn_msg_t
   if (binary) return malformed(m, "binary", "binary frame where JSON text was expected");
   json_error_t je;
   json_t *j = json_loadb(data, len, 0, &je);
-  if (!j) return malformed(m, strstr(je.text, "UTF-8") ? "invalid_utf8" : "invalid_json", je.text);
+  if (!j) {
+    /* jansson names bad UTF-8 "unable to decode byte 0x.." (a bad lead or continuation byte)
+     * or "... UTF-8 ..." (an encoded surrogate, an overlong form). */
+    int utf8 = strstr(je.text, "decode byte") || strstr(je.text, "UTF-8");
+    return malformed(m, utf8 ? "invalid_utf8" : "invalid_json", je.text);
+  }
   if (!json_is_object(j)) {
     json_decref(j);
     return malformed(m, "not_an_object", "message is not a JSON object");

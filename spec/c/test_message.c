@@ -68,6 +68,9 @@ static void test_malformed_reasons(void) {
       {"[1,2]", 0, 0, "not_an_object"},
       {"\"text\"", 0, 0, "invalid_json"}, /* jansson takes only objects and arrays at the top */
       {"{\"eventBody\":{}}", 0, 0, "no_topic"},
+      {"{\"topicName\":\"\xff\xfe\"}", 0, 0, "invalid_utf8"},
+      {"{\"topicName\":\"a\xc3\x28\"}", 0, 0, "invalid_utf8"},  /* a lead byte without its tail */
+      {"{\"topicName\":\"\xed\xa0\x80\"}", 0, 0, "invalid_utf8"}, /* an encoded surrogate */
       {"{\"topicName\":42}", 0, 0, "no_topic"},
       {"{\"topicName\":\"a\"}\0tail", 21, 0, "invalid_json"},
   };
