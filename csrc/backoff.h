@@ -62,44 +62,56 @@ typedef struct {
   int up;                   /* 1 between succeeded() and the next failure */
 } gn_backoff_t;
 
-/* Fills *p with the library's defaults (see README: "Backoff policy"). Any thread. */
+/* Fills *p with the library's defaults (see README: "Backoff policy"). Returns nothing. Any
+ * thread. */
 void gn_backoff_policy_default(gn_backoff_policy_t *p);
 
-/* Returns 0 if *p is valid, else -1 with a message naming the field and what was expected. */
+/* Returns 0 if *p is valid, else -1 with a message naming the field and what was expected. Any
+ * thread. */
 int gn_backoff_policy_check(const gn_backoff_policy_t *p, char *err, size_t errlen);
 
-/* Jitter kind by name ("none", "full", ...): returns 0 and sets *out, or -1 for an unknown name. */
+/* Jitter kind by name ("none", "full", ...): returns 0 and sets *out, or -1 for an unknown name.
+ * Any thread. */
 int gn_jitter_parse(const char *name, gn_jitter_t *out);
+/* Returns j's name, a static string ("?" for a value out of range). Any thread. */
 const char *gn_jitter_name(gn_jitter_t j);
 
 /* Initialises b with a copy of *p (validated: -1 and err on a bad policy), the system monotonic
- * clock, and a generator seeded from p->seed if p->has_seed, else from OS entropy. */
+ * clock, and a generator seeded from p->seed if p->has_seed, else from OS entropy. Returns 0 on
+ * success. Any thread, on a gn_backoff_t it owns. */
 int gn_backoff_init(gn_backoff_t *b, const gn_backoff_policy_t *p, char *err, size_t errlen);
 
-/* Reproducible randomness for tests and simulations. */
+/* Reproducible randomness for tests and simulations: reseeds b's generator. Returns nothing. Any
+ * thread, on a gn_backoff_t it owns. */
 void gn_backoff_seed(gn_backoff_t *b, uint64_t seed);
-/* Replaces the clock (NULL restores the system monotonic clock). */
+/* Replaces the clock (NULL restores the system monotonic clock). Returns nothing. Any thread, on a
+ * gn_backoff_t it owns; fn then runs on whichever thread calls gn_backoff_now(). */
 void gn_backoff_set_clock(gn_backoff_t *b, gn_clock_fn fn, void *ud);
+/* Returns the time of b's clock, in milliseconds. Any thread, on a gn_backoff_t it owns. */
 uint64_t gn_backoff_now(const gn_backoff_t *b);
+/* Returns CLOCK_MONOTONIC in milliseconds (the default clock of every engine). Any thread. */
 uint64_t gn_monotonic_ms(void);
 
 /* A connection attempt failed (or a live connection dropped) at now_ms: computes the delay before
  * the next attempt into *delay_ms. retry_after_ms < 0 means the server gave none. Returns
  * GN_BACKOFF_OK, or a give-up status (then *delay_ms is 0 and the cycle is left as it is; call
- * gn_backoff_reset() to start over). */
+ * gn_backoff_reset() to start over). Any thread, on a gn_backoff_t it owns. */
 gn_backoff_status_t gn_backoff_next(gn_backoff_t *b, double retry_after_ms, uint64_t now_ms,
                                     double *delay_ms);
 
 /* A connection came up at now_ms. The counter is reset at the next failure only if the connection
- * stayed up at least reset_after_ms. */
+ * stayed up at least reset_after_ms. Returns nothing. Any thread, on a gn_backoff_t it owns. */
 void gn_backoff_succeeded(gn_backoff_t *b, uint64_t now_ms);
 
-/* Forgets the failure history. */
+/* Forgets the failure history. Returns nothing. Any thread, on a gn_backoff_t it owns. */
 void gn_backoff_reset(gn_backoff_t *b);
 
-/* A uniform double in [0, 1) from b's generator (the herd simulator shares it). */
+/* Returns a uniform double in [0, 1) from b's generator, advancing it (the herd simulator shares
+ * it). Any thread, on a gn_backoff_t it owns. */
 double gn_backoff_uniform(gn_backoff_t *b);
 
+/* Returns s's name, a static string ("ok", "max_retries", "max_window"; "?" for a value out of
+ * range). Any thread. */
 const char *gn_backoff_status_name(gn_backoff_status_t s);
 
 #endif

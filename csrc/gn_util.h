@@ -32,19 +32,26 @@ static inline int gn_buf_add(gn_buf_t *b, const void *d, size_t n) {
   b->p[b->len] = 0;
   return 0;
 }
+/* Empties b, keeping its memory for reuse. Returns nothing. */
 static inline void gn_buf_reset(gn_buf_t *b) { b->len = 0; if (b->p) b->p[0] = 0; }
+/* Frees b's memory and leaves b empty and reusable. Returns nothing. It does not wipe: overwrite a
+ * buffer that held a secret first. */
 static inline void gn_buf_free(gn_buf_t *b) { free(b->p); b->p = NULL; b->len = b->cap = 0; }
 
+/* Returns the monotonic clock (CLOCK_MONOTONIC) in whole milliseconds, for intervals. */
 static inline uint64_t gn_now_mono_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
+/* Returns the wall clock (CLOCK_REALTIME) in whole milliseconds since the Unix epoch, for dates
+ * such as an HTTP Retry-After date. */
 static inline double gn_now_wall_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (double)ts.tv_sec * 1000.0 + (double)(ts.tv_nsec / 1000000);
 }
+/* Returns a malloc'd copy of s, or NULL when s is NULL or out of memory. */
 static inline char *gn_strdup(const char *s) {
   if (!s) return NULL;
   size_t n = strlen(s) + 1;
@@ -52,7 +59,8 @@ static inline char *gn_strdup(const char *s) {
   if (d) memcpy(d, s, n);
   return d;
 }
-/* Overwrites a secret before it is freed, so it does not linger in freed heap memory. */
+/* Overwrites a secret (a NUL-terminated string) before it is freed, so it does not linger in
+ * freed heap memory. NULL is a no-op. Returns nothing. */
 static inline void gn_free_secret(char *s) {
   if (!s) return;
   volatile char *v = s;

@@ -40,16 +40,24 @@ typedef struct {
   size_t max_body;          /* responses above this fail (protects the loop) */
 } gn_http_opts_t;
 
+/* Creates an engine on loop. Returns it, or NULL and err (curl's global initialisation failed, or
+ * out of memory). The thread that runs loop (the service thread), since it sets up a uv timer on
+ * the loop. */
 gn_http_t *gn_http_new(uv_loop_t *loop, char *err, size_t errlen);
-/* Cancels every request (no callbacks) and frees the engine; its uv handles close on the loop. */
+/* Cancels every request (no callbacks) and frees the engine; its uv handles close on the loop.
+ * NULL is a no-op. Returns nothing. Loop thread of h. */
 void gn_http_shutdown(gn_http_t *h);
 
-/* Starts a request; NULL and err on failure (then cb never runs). */
+/* Starts a request. Returns its handle, valid until its callback is called or it is cancelled,
+ * or NULL and err on failure (then cb never runs). Loop thread of h; cb runs there too. */
 gn_http_req_t *gn_http_start(gn_http_t *h, const gn_http_opts_t *o, gn_http_cb cb, void *ud,
                              char *err, size_t errlen);
+/* Cancels r and frees it: its callback never runs. NULL is a no-op. Returns nothing. Loop thread
+ * of r's gn_http_t, and only before r's callback is called (r is freed just before that call). */
 void gn_http_cancel(gn_http_req_t *r);
 
-/* Number of requests started by this engine (for tests and metrics). */
+/* Returns the number of requests started by this engine (for tests and metrics). Loop thread of
+ * h: the count is a plain counter written there. */
 unsigned long gn_http_started(const gn_http_t *h);
 
 #endif

@@ -10,13 +10,17 @@
 /* Reads a backoff policy table at idx into *p, starting from the defaults. Raises a Lua error
  * naming the field ("backoff.base_ms: expected ...") on a wrong type, an out-of-range or
  * non-finite value, an unknown key, or an inconsistent policy. A nil/none idx gives the defaults.
- * The error is raised at level 0 with a prefix the caller chooses (e.g. "backoff"). */
+ * The message always starts with "backoff" (the prefix is fixed, not chosen by the caller).
+ * Returns nothing. The Lua thread (a lua_State is never used elsewhere). */
 void lgn_backoff_policy_from_table(lua_State *L, int idx, gn_backoff_policy_t *p);
 
-/* Pushes the policy as a table (every field, jitter by name). */
+/* Pushes the policy as a table (every field, jitter by name; seed only when set). Returns
+ * nothing. The Lua thread. */
 void lgn_backoff_policy_push(lua_State *L, const gn_backoff_policy_t *p);
 
-/* Register each part's functions into the module table at the top of the stack. */
+/* Register each part's functions into the module table at the top of the stack. Return 0: they
+ * push nothing and leave the module table at the top (the metatables go to the registry). The
+ * Lua thread, while the module loads (luaopen_genesys_notify_core). */
 int lgn_open_backoff(lua_State *L);
 int lgn_open_client(lua_State *L);
 

@@ -34,11 +34,19 @@ typedef struct {
   double deaf_ms;
 } gn_metrics_t;
 
+/* Initialises m: counters at 0, no latency sample, and its mutex. Returns nothing. The owner of
+ * m, before m is shared with another thread. */
 void gn_metrics_init(gn_metrics_t *m);
+/* Destroys m's mutex. Returns nothing. The owner of m, once no other thread can use it. */
 void gn_metrics_destroy(gn_metrics_t *m);
-void gn_metrics_add_latency(gn_metrics_t *m, double ms); /* locks */
+/* Records one reconnect latency in ms (the latest GN_LAT_SAMPLES are kept for percentiles).
+ * Returns nothing. Any thread: locks m's mutex. */
+void gn_metrics_add_latency(gn_metrics_t *m, double ms);
+/* Copies m's counters into *out and computes the latency percentiles. Returns nothing. Any
+ * thread: locks m's mutex (the samples are sorted after it is released). */
 void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *out);
-/* Prometheus text exposition; returns a malloc'd string (NULL when out of memory). */
+/* Prometheus text exposition of a snapshot; returns a malloc'd string the caller frees (NULL when
+ * out of memory). Any thread: it reads only its arguments, not the live gn_metrics_t. */
 char *gn_metrics_prometheus(const gn_metrics_snapshot_t *s, const char *state, const char *client);
 
 #endif

@@ -57,8 +57,12 @@ typedef struct {
   long timeout_ms, connect_timeout_ms;
 } gn_token_cfg_t;
 
-/* The shared entry for cfg (created on first use); NULL when out of memory. Any thread. */
+/* Returns the shared entry for cfg (created on first use), with one more reference; NULL when out
+ * of memory. Any thread (the entry list has a global mutex). */
 gn_token_entry_t *gn_token_entry_acquire(const gn_token_cfg_t *cfg);
+/* Drops one reference (NULL is a no-op); the last one frees the entry, wiping the secret and the
+ * cached token. Returns nothing. Any thread, after the caller's waiter was cancelled
+ * (gn_token_cancel): the last release assumes no fetch is in flight. */
 void gn_token_entry_release(gn_token_entry_t *e);
 
 /* Returns 1 with *res filled (a token, or the failure of the fetch this waiter waited for), or 0
@@ -66,13 +70,15 @@ void gn_token_entry_release(gn_token_entry_t *e);
  * Loop thread of svc. */
 int gn_token_get(gn_token_entry_t *e, gn_service_t *svc, gn_token_waiter_t *w,
                  gn_token_result_t *res);
-/* Stops waiting (a closing client). Loop thread of w->svc. */
+/* Stops waiting (a closing client). Returns nothing. Loop thread of w->svc. */
 void gn_token_cancel(gn_token_entry_t *e, gn_token_waiter_t *w);
-/* The token of generation gen was refused (401): forget it unless a newer one is cached. */
+/* The token of generation gen was refused (401): forget it unless a newer one is cached. Returns
+ * nothing. Any thread (takes the entry's mutex). */
 void gn_token_invalidate(gn_token_entry_t *e, uint64_t gen);
+/* Frees r's token (wiped first) and zeroes *r. Returns nothing. Any thread, on a result it owns. */
 void gn_token_result_clear(gn_token_result_t *r);
 
-/* Token requests made for this entry (tests count them). Any thread. */
+/* Returns the number of token requests made for this entry (tests count them). Any thread. */
 unsigned long gn_token_requests(gn_token_entry_t *e);
 
 #endif

@@ -35,6 +35,8 @@ typedef struct {
   _Atomic uint64_t by_reason[GN_REASON_COUNT_];
 } gn_sched_t;
 
+/* Initialises s: no cycle open, every counter 0. Returns nothing. Any thread, before s is shared
+ * with other threads: atomic_init() is not itself an atomic operation. */
 void gn_sched_init(gn_sched_t *s);
 
 /* Returns 1 if this caller opened a new cycle and must schedule its one attempt, 0 if the
@@ -42,13 +44,16 @@ void gn_sched_init(gn_sched_t *s);
 int gn_sched_trigger(gn_sched_t *s, gn_reason_t reason);
 
 /* Ends the open cycle with its attempt's outcome (success != 0 for success). Returns how many
- * triggers were coalesced into it. Call only from the owner of the cycle (the winner of
- * gn_sched_trigger or the thread it handed the attempt to). */
+ * triggers were coalesced into it (0 when no cycle was open). Call only from the owner of the
+ * cycle (the winner of gn_sched_trigger or the thread it handed the attempt to). */
 uint64_t gn_sched_complete(gn_sched_t *s, int success);
 
-/* 1 while a cycle is open. Any thread. */
+/* Returns 1 while a cycle is open, else 0. Any thread (the answer may be stale as soon as it is
+ * read: another thread can open or end a cycle). */
 int gn_sched_open(const gn_sched_t *s);
 
+/* Returns r's name, a static string ("close", "error", ...; "?" for a value out of range). Any
+ * thread. */
 const char *gn_reason_name(gn_reason_t r);
 
 #endif
