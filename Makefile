@@ -55,7 +55,7 @@ MODULE := $(BUILD)/genesys/notify/core.so
 
 CTESTS := $(patsubst spec/c/%.c,$(BINDIR)/%,$(wildcard spec/c/test_*.c))
 
-.PHONY: all module ctests deps test test-c test-lua check check-lua asan tsan valgrind lint install clean certs bench
+.PHONY: all module ctests deps test test-c test-lua check check-lua asan tsan valgrind soak lint install clean certs bench
 all: module ctests
 module: $(MODULE)
 ctests: $(CTESTS)
@@ -153,6 +153,14 @@ VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full \
 valgrind: all
 	@set -e; for t in $(CTESTS); do echo "== valgrind $$t"; $(VALGRIND) $$t; done
 	$(SPEC_ENV) $(VALGRIND) $(LUA) $(shell command -v $(BUSTED)) --ignore-lua $(BUSTED_ARGS)
+
+# Long forms of the delivery-guarantee specs: thousands of random subscription sequences under
+# faults, a hundred rollovers back to back under a fast stream, longer stalls and blackholes.
+SOAK_SPECS := spec/integration/client_subs_property_spec.lua \
+	spec/integration/client_delivery_spec.lua
+soak: all $(HOST_DEP)
+	$(SPEC_ENV) $(SAN_ENV) GN_PROP_ROUNDS=$${GN_PROP_ROUNDS:-5000} \
+	  GN_DELIVERY_SCALE=$${GN_DELIVERY_SCALE:-5} $(BUSTED_CMD) $(SOAK_SPECS)
 
 lint:
 	luacheck lua spec bench

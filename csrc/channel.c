@@ -6,8 +6,7 @@
  *   AUTH       a token from the shared cache          CHANNEL, or SUBSCRIBE / CONNECT when the
  *                                                     channel lives (a 401 was retried)
  *   CHANNEL    POST channels                          SUBSCRIBE, AUTH (401: one refresh)
- *   SUBSCRIBE  PUT subscriptions (every topic)        CONNECT, SUBSCRIBE (400: the confirmed
- *                                                     list once), AUTH (401)
+ *   SUBSCRIBE  PUT subscriptions (every topic)        CONNECT (after a 400 too), AUTH (401)
  *   CONNECT    DNS, TCP, TLS, WebSocket upgrade       OPEN
  *   OPEN       events; heartbeat watchdog             ROLLOVER (socket_closing), BACKOFF (close,
  *                                                     error, heartbeat missed, reconnect())
@@ -136,10 +135,12 @@ static void drop_channel(gn_channel_t *ch) {
   ch->channel_id = ch->connect_uri = NULL;
 }
 
-/* The live connection is gone (whatever the cause): deaf from now. */
+/* The live connection is gone (whatever the cause): deaf since its last message. */
 static void went_deaf(gn_channel_t *ch) {
+  double wall;
+  uint64_t heard = gn_heartbeat_last_heard(&ch->hb, &wall);
   gn_heartbeat_stop(&ch->hb);
-  gn_gap_deaf(&ch->gap, ch->env->metrics);
+  gn_gap_deaf(&ch->gap, ch->env->metrics, heard, wall);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -239,7 +240,7 @@ static void run_attempt(gn_channel_t *ch) {
   GN_COUNT(ch->env, attempts);
   if (ch->attempt_hard) {
     drop_channel(ch);
-    ch->subs.dirty = 1;
+    gn_subs_new_channel(&ch->subs);
     step_token(ch);
   } else {
     step_connect(ch);
@@ -307,7 +308,7 @@ static void channel_done(void *ud, const gn_http_result_t *hr) {
   ch->channel_id = id;
   ch->connect_uri = uri;
   ch->hard_next = 0;
-  ch->subs.dirty = 1;
+  gn_subs_new_channel(&ch->subs);
   step_subscribe(ch);
 }
 
@@ -322,37 +323,21 @@ static void step_channel(gn_channel_t *ch) {
 
 static void subscribe_done(void *ud, const gn_http_result_t *hr) {
   gn_channel_t *ch = ud;
-  ch->req = NULL;
-  if (!hr->error && (hr->status == 400 || hr->status == 413)) {
-    /* The topic list itself was refused (e.g. over 1,000 topics): retrying the same list cannot
-     * help. Put the list the server accepted before (once), then connect anyway. */
-    if (gn_subs_refused(&ch->subs, ch->channel_id, hr)) {
-      ch->subs.dirty = 1;
-      step_subscribe(ch);
-    } else {
-      ch->subs.dirty = 0;
-      step_connect(ch);
-    }
-    return;
-  }
-  if (!gn_rest_ok(hr)) {
+  /* A refused list (400/413) blames the topics new in it and the attempt connects anyway; a
+   * topic added meanwhile is put once the socket is open. */
+  if (gn_subs_answer(&ch->subs, ch->channel_id, hr, "subscribed", 1) == GN_SUBS_FAILED)
     rest_failure(ch, "topic subscription", hr);
-    return;
-  }
-  ch->subs.dirty = 0;
-  gn_subs_answer(&ch->subs, ch->channel_id, hr->body, hr->body_len, "subscribed");
-  step_connect(ch);
+  else
+    step_connect(ch);
 }
 
 static void step_subscribe(gn_channel_t *ch) {
-  if (!ch->subs.dirty) {
+  if (!gn_subs_needed(&ch->subs)) {
     step_connect(ch);
     return;
   }
   enter(ch, GN_ST_SUBSCRIBE);
-  ch->req = gn_rest_put_topics(gn_service_http(ch->env->svc), ch->env->conf, ch->bearer.token,
-                               ch->channel_id, ch->env->topics, subscribe_done, ch);
-  if (!ch->req)
+  if (gn_subs_put(&ch->subs, ch->channel_id, ch->bearer.token, subscribe_done, ch) != 0)
     attempt_failed(ch, "http", GN_REASON_ERROR, -1,
                    json_pack("{s:s}", "error", "cannot start the subscription request"));
 }
@@ -397,7 +382,7 @@ static void opened(gn_channel_t *ch) {
   gn_gap_restored(&ch->gap, ch->env, now, ch->attempt_hard, chan_id(ch));
   gn_heartbeat_watch(&ch->hb, ch->conn);
   /* A subscription change that arrived while we were connecting. */
-  if (ch->subs.dirty && !ch->subs.req) put_live(ch);
+  put_live(ch);
 }
 
 static void start_rollover(gn_channel_t *ch) {
@@ -416,18 +401,25 @@ static void roll_open(gn_channel_t *ch) {
   gn_conn_t *old = ch->conn;
   char *old_id = ch->channel_id;
   uint64_t now = gn_now_mono_ms(), started = ch->roll.start_ms;
+  double heard_wall;
+  gn_heartbeat_last_heard(&ch->hb, &heard_wall);
+  gn_topics_t confirmed = {0};
   free(ch->connect_uri);
-  gn_roll_take(&ch->roll, &ch->conn, &ch->channel_id, &ch->connect_uri);
+  /* The old socket is read until the server closes it (rollover.c): what it was already sent
+   * still arrives; what both deliver arrives once. */
+  gn_roll_take(&ch->roll, &ch->conn, &ch->channel_id, &ch->connect_uri, &confirmed, old, old_id,
+               heard_wall);
+  gn_subs_adopt(&ch->subs, &confirmed);
   ch->hard_next = 0;
   health(ch, "rollover", json_pack("{s:s, s:s, s:s, s:f, s:b}", "event", "completed", "from",
                                    old_id ? old_id : "", "to", chan_id(ch), "elapsed_ms",
                                    (double)(now - started), "gap", old == NULL));
   free(old_id);
   if (old) {
-    gn_conn_close(old, 1000, "rollover to a new channel");
     gn_heartbeat_watch(&ch->hb, ch->conn);
     GN_COUNT(ch->env, rollovers);
     enter(ch, GN_ST_OPEN);
+    put_live(ch); /* a change that came during the rollover */
     return;
   }
   /* The old socket had already gone: this is a reconnect like any other. */
@@ -460,24 +452,24 @@ static void conn_open_cb(void *ud, gn_conn_t *conn) {
   else opened(ch);
 }
 
-static void malformed(gn_channel_t *ch, const char *reason, const char *error, size_t len) {
-  GN_COUNT(ch->env, malformed);
-  health(ch, "malformed", json_pack("{s:s, s:s, s:I}", "reason", reason, "error", error, "size",
-                                    (json_int_t)len));
-}
-
 static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t len,
                             int binary) {
   gn_channel_t *ch = ud;
-  int from_b = gn_roll_owns(&ch->roll, conn);
-  const char *chan = from_b ? ch->roll.channel_id : chan_id(ch);
+  gn_roll_old_t *old = gn_roll_draining(&ch->roll, conn); /* a rollover's old socket */
+  const char *chan = old                             ? old->channel_id
+                     : gn_roll_owns(&ch->roll, conn) ? ch->roll.channel_id
+                                                     : chan_id(ch);
   if (conn == ch->conn) gn_heartbeat_heard(&ch->hb);
+  else if (old) old->last_heard_wall_ms = gn_now_wall_ms();
   gn_msg_t m;
   switch (gn_msg_classify(data, len, binary, &m)) {
   case GN_MSG_MALFORMED:
-    malformed(ch, m.reason, m.error, len);
+    GN_COUNT(ch->env, malformed);
+    health(ch, "malformed", json_pack("{s:s, s:s, s:I}", "reason", m.reason, "error", m.error,
+                                      "size", (json_int_t)len));
     break;
   case GN_MSG_CHANNEL_GONE: /* the close follows */
+    if (old) break;         /* a channel already left behind */
     ch->hard_next = 1;
     health(ch, "channel_gone", json_pack("{s:s, s:s}", "channel_id", chan_id(ch), "reason",
                                          m.reason));
@@ -492,10 +484,12 @@ static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t 
     break;
   case GN_MSG_EVENT:
     /* Once, even when both sockets of a rollover deliver it. */
-    if (gn_roll_seen(&ch->roll, m.correlation_id, gn_now_mono_ms()))
+    if (gn_roll_seen(&ch->roll, m.correlation_id, gn_now_mono_ms())) {
       GN_COUNT(ch->env, duplicates);
-    else
+    } else {
       gn_queue_event(ch->env->queue, &m, chan ? chan : "", data, len);
+      if (old) old->events++;
+    }
     break;
   }
   gn_msg_clear(&m);
@@ -503,6 +497,10 @@ static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t 
 
 static void conn_close_cb(void *ud, gn_conn_t *conn, const gn_close_info_t *info) {
   gn_channel_t *ch = ud;
+  if (gn_roll_draining(&ch->roll, conn)) { /* the server closed a rollover's old socket */
+    gn_roll_drained(&ch->roll, conn, info->code, info->code != 1006);
+    return;
+  }
   if (gn_roll_owns(&ch->roll, conn)) {
     gn_roll_lost_conn(&ch->roll);
     roll_failed(ch, info->error);
@@ -564,7 +562,7 @@ static void link_dead(void *ud) {
   const gn_conf_t *conf = ch->env->conf;
   if (!is_live(state(ch)) || !ch->conn) return;
   /* Dead link: nothing came back, not even the pong. */
-  gn_roll_cancel(&ch->roll);
+  gn_roll_abort_all(&ch->roll);
   gn_conn_abort(ch->conn);
   ch->conn = NULL;
   went_deaf(ch);
@@ -583,7 +581,7 @@ static void link_dead(void *ud) {
 
 static void live_put_done(void *ud, const gn_http_result_t *hr) {
   gn_channel_t *ch = ud;
-  switch (gn_subs_live_answer(&ch->subs, ch->channel_id, hr)) {
+  switch (gn_subs_answer(&ch->subs, ch->channel_id, hr, "updated", 0)) {
   case GN_SUBS_PUT_AGAIN:
     put_live(ch);
     break;
@@ -594,17 +592,23 @@ static void live_put_done(void *ud, const gn_http_result_t *hr) {
   case GN_SUBS_CHANNEL_GONE:
     ch->hard_next = 1;
     break;
+  case GN_SUBS_RETRY:  /* subs_retry() comes after the delay */
+  case GN_SUBS_FAILED: /* not in a live change */
   case GN_SUBS_DONE:
     break;
   }
 }
 
+/* Puts the wanted topics on the live channel when the server does not hold them. */
 static void put_live(gn_channel_t *ch) {
-  if (!ch->channel_id || ch->subs.req) return;
-  if (!is_live(state(ch))) return;        /* the attempt will put them */
+  if (!ch->channel_id || !is_live(state(ch))) return; /* the attempt will put them */
+  if (!gn_subs_needed(&ch->subs)) return;
   if (!fresh_token(ch, TOKP_LIVE)) return; /* put_live runs again when the token is in */
-  gn_subs_put(&ch->subs, ch->channel_id, ch->bearer.token, live_put_done, ch);
+  if (gn_subs_put(&ch->subs, ch->channel_id, ch->bearer.token, live_put_done, ch) != 0)
+    gn_subs_retry_later(&ch->subs, "cannot start the subscription request");
 }
+
+static void subs_retry(void *ud) { put_live(ud); }
 
 /* ------------------------------------------------------------------------------------------ */
 /* BACKOFF: failures, the attempt record, the timer, the policy hook */
@@ -682,7 +686,7 @@ static void attempt_failed(gn_channel_t *ch, const char *reason, gn_reason_t why
 }
 
 static void final_failure(gn_channel_t *ch, const char *code, const char *msg) {
-  gn_roll_cancel(&ch->roll);
+  gn_roll_abort_all(&ch->roll);
   cancel_attempt_io(ch);
   gn_heartbeat_stop(&ch->hb);
   gn_gap_not_open(&ch->gap, ch->env->metrics);
@@ -706,9 +710,9 @@ gn_channel_t *gn_channel_new(gn_env_t *env, char *err, size_t errlen) {
   ch->env = env;
   gn_sched_init(&ch->sched);
   gn_bearer_init(&ch->bearer, env, token_ready, ch);
-  gn_subs_init(&ch->subs, env);
-  gn_roll_init(&ch->roll, env, &conn_cbs, ch, roll_failed, &ch->subs.confirmed);
-  if (gn_retry_init(&ch->retry, &env->conf->backoff, err, errlen) != 0) {
+  gn_roll_init(&ch->roll, env, &conn_cbs, ch, roll_failed);
+  if (gn_retry_init(&ch->retry, &env->conf->backoff, err, errlen) != 0 ||
+      gn_subs_init(&ch->subs, env, subs_retry, ch, err, errlen) != 0) {
     free(ch);
     return NULL;
   }
@@ -730,6 +734,7 @@ void gn_channel_start(gn_channel_t *ch) {
   uv_loop_t *loop = gn_service_loop(ch->env->svc);
   const gn_conf_t *conf = ch->env->conf;
   if (gn_retry_start(&ch->retry, loop, backoff_done, ch) != 0 ||
+      gn_subs_start(&ch->subs, loop) != 0 || gn_roll_start(&ch->roll, loop) != 0 ||
       gn_heartbeat_init(&ch->hb, loop, conf->idle_ms, conf->ping_timeout_ms, link_dead, ch) != 0) {
     final_failure(ch, "memory", "out of memory");
     return;
@@ -742,9 +747,9 @@ void gn_channel_start(gn_channel_t *ch) {
 }
 
 void gn_channel_stop(gn_channel_t *ch) {
-  gn_roll_cancel(&ch->roll);
+  gn_roll_close(&ch->roll);
   cancel_attempt_io(ch);
-  gn_subs_cancel(&ch->subs);
+  gn_subs_close(&ch->subs);
   if (ch->conn) gn_conn_close(ch->conn, 1000, "client closed");
   ch->conn = NULL;
   gn_retry_close(&ch->retry);
@@ -761,7 +766,7 @@ void gn_channel_reconnect(gn_channel_t *ch) {
     gn_sched_complete(&ch->sched, 0);
     return;
   }
-  gn_roll_cancel(&ch->roll);
+  gn_roll_abort_all(&ch->roll);
   if (is_live(st)) {
     if (ch->conn) gn_conn_close(ch->conn, 1000, "reconnect requested");
     ch->conn = NULL;
@@ -787,6 +792,6 @@ void gn_channel_reconnect(gn_channel_t *ch) {
 }
 
 void gn_channel_topics_changed(gn_channel_t *ch) {
-  ch->subs.dirty = 1;
+  gn_subs_changed(&ch->subs);
   put_live(ch);
 }

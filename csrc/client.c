@@ -21,6 +21,9 @@ struct gn_client {
   gn_channel_t *ch;
   _Atomic int started;
   _Atomic int closing;
+  /* subscribe/unsubscribe calls posted and applied: until they agree the subscriptions do not
+   * count as synced, whatever the service thread last said */
+  _Atomic uint64_t changes_posted, changes_applied;
   int queue_ready;
 };
 
@@ -77,6 +80,7 @@ static void task_subscribe(gn_service_t *svc, void *arg) {
   int changed = apply_topics(&c->topics, t);
   free_sub_task(t);
   if (changed) gn_channel_topics_changed(c->ch);
+  atomic_fetch_add(&c->changes_applied, 1);
 }
 
 static void task_policy(gn_service_t *svc, void *arg) {
@@ -173,7 +177,9 @@ int gn_client_subscribe(gn_client_t *c, const char *const *topics, size_t n, int
     free_sub_task(t);
     return 0;
   }
+  atomic_fetch_add(&c->changes_posted, 1);
   if (gn_service_post(c->env.svc, task_subscribe, t) != 0) {
+    atomic_fetch_sub(&c->changes_posted, 1);
     free_sub_task(t);
     return -1;
   }
@@ -228,7 +234,9 @@ gn_item_t *gn_client_pop(gn_client_t *c) { return gn_queue_pop(&c->queue); }
 gn_state_t gn_client_state(gn_client_t *c) { return atomic_load(&c->env.state); }
 
 void gn_client_metrics(gn_client_t *c, gn_metrics_snapshot_t *out) {
+  uint64_t applied = atomic_load(&c->changes_applied);
   gn_metrics_snapshot(&c->metrics, out);
+  if (applied != atomic_load(&c->changes_posted)) out->subscriptions_synced = 0;
 }
 
 const char *gn_client_name(gn_client_t *c) { return c->conf.name; }

@@ -10,11 +10,13 @@ void gn_gap_not_open(gn_gap_t *g, gn_metrics_t *m) {
   g->open_since_ms = 0;
 }
 
-void gn_gap_deaf(gn_gap_t *g, gn_metrics_t *m) {
+void gn_gap_deaf(gn_gap_t *g, gn_metrics_t *m, uint64_t heard_ms, double heard_wall_ms) {
   gn_gap_not_open(g, m);
   if (!g->down_since_ms) {
-    g->down_since_ms = gn_now_mono_ms();
-    g->down_since_wall_ms = gn_now_wall_ms();
+    /* Not when the death was noticed (up to idle_ms + ping_timeout_ms later): what the link
+     * did not deliver after its last message is what may be lost. */
+    g->down_since_ms = heard_ms;
+    g->down_since_wall_ms = heard_wall_ms;
   }
 }
 

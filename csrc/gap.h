@@ -19,8 +19,9 @@ typedef struct {
   uint64_t open_since_ms;     /* monotonic; 0 while not open */
 } gn_gap_t;
 
-/* The live socket is gone: deaf from now (unless already deaf). Returns nothing. */
-void gn_gap_deaf(gn_gap_t *g, gn_metrics_t *m);
+/* The live socket is gone: deaf since it last delivered a message, at heard_ms (monotonic) and
+ * heard_wall_ms (wall clock), unless already deaf. Returns nothing. */
+void gn_gap_deaf(gn_gap_t *g, gn_metrics_t *m, uint64_t heard_ms, double heard_wall_ms);
 /* The socket is no longer open (for the metrics' connected time). Returns nothing. */
 void gn_gap_not_open(gn_gap_t *g, gn_metrics_t *m);
 /* An attempt that started at attempt_start_ms failed before any connection was ever open: deaf

@@ -49,14 +49,21 @@ int gn_heartbeat_init(gn_heartbeat_t *hb, uv_loop_t *loop, long idle_ms, long pi
 
 void gn_heartbeat_watch(gn_heartbeat_t *hb, gn_conn_t *conn) {
   hb->conn = conn;
-  hb->last_rx_ms = gn_now_mono_ms();
+  hb->last_rx_ms = hb->heard_ms = gn_now_mono_ms();
   hb->ping_sent = 0;
   arm(hb, (uint64_t)hb->idle_ms);
 }
 
 void gn_heartbeat_heard(gn_heartbeat_t *hb) {
-  hb->last_rx_ms = gn_now_mono_ms();
+  hb->last_rx_ms = hb->heard_ms = gn_now_mono_ms();
   hb->ping_sent = 0;
+}
+
+uint64_t gn_heartbeat_last_heard(const gn_heartbeat_t *hb, double *wall_ms) {
+  uint64_t now = gn_now_mono_ms();
+  uint64_t at = hb->heard_ms && hb->heard_ms <= now ? hb->heard_ms : now;
+  *wall_ms = gn_now_wall_ms() - (double)(now - at);
+  return at;
 }
 
 void gn_heartbeat_stop(gn_heartbeat_t *hb) {

@@ -20,6 +20,7 @@ typedef struct {
   long idle_ms, ping_timeout_ms;
   gn_conn_t *conn;       /* the socket watched, or NULL */
   uint64_t last_rx_ms;   /* monotonic: the last message (or the ping) */
+  uint64_t heard_ms;     /* monotonic: the last message (or the open), pings aside */
   int ping_sent;
   void (*dead)(void *ud);
   void *ud;
@@ -32,6 +33,9 @@ int gn_heartbeat_init(gn_heartbeat_t *hb, uv_loop_t *loop, long idle_ms, long pi
 void gn_heartbeat_watch(gn_heartbeat_t *hb, gn_conn_t *conn);
 /* A message arrived on the watched socket. Returns nothing. */
 void gn_heartbeat_heard(gn_heartbeat_t *hb);
+/* Returns when the watched socket last delivered a message (its open time if none yet), on the
+ * monotonic clock (*wall_ms: the same moment on the wall clock). */
+uint64_t gn_heartbeat_last_heard(const gn_heartbeat_t *hb, double *wall_ms);
 /* Stops watching (the socket is gone). Returns nothing. */
 void gn_heartbeat_stop(gn_heartbeat_t *hb);
 /* Stops and releases the timer (freed on the loop). Returns nothing. */

@@ -468,6 +468,10 @@ static int l_metrics(lua_State *L) {
   setint(L, "health", s.health);
   setint(L, "duplicates", s.duplicates);
   setint(L, "rollovers", s.rollovers);
+  setint(L, "topics_wanted", s.topics_wanted);
+  setint(L, "topics_confirmed", s.topics_confirmed);
+  lua_pushboolean(L, s.subscriptions_synced);
+  lua_setfield(L, -2, "subscriptions_synced");
   setnum(L, "uptime_ms", s.uptime_ms);
   setnum(L, "connected_ms", s.connected_ms);
   setnum(L, "deaf_ms", s.deaf_ms);

@@ -59,6 +59,9 @@ void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *o) {
   o->uptime_ms = m->started_ms ? (double)(now - m->started_ms) : 0;
   o->connected_ms = m->open_since_ms ? (double)(now - m->open_since_ms) : 0;
   o->deaf_ms = m->deaf_ms;
+  o->topics_wanted = m->topics_wanted;
+  o->topics_confirmed = m->topics_confirmed;
+  o->subscriptions_synced = m->subscriptions_synced;
   pthread_mutex_unlock(&m->mu);
   qsort(tmp, n, sizeof *tmp, cmp_d);
   o->lat_p50 = pct(tmp, n, 50);
@@ -90,6 +93,13 @@ char *gn_metrics_prometheus(const gn_metrics_snapshot_t *s, const char *state, c
   L("genesys_notify_reconnect_latency_ms_count{client=\"%s\"} %llu\n", cl, (unsigned long long)s->lat_count);
   L("# TYPE genesys_notify_up gauge\n");
   L("genesys_notify_up{client=\"%s\",state=\"%s\"} %d\n", cl, state, strcmp(state, "open") == 0);
+  L("# TYPE genesys_notify_topics_wanted gauge\n");
+  L("genesys_notify_topics_wanted{client=\"%s\"} %llu\n", cl, (unsigned long long)s->topics_wanted);
+  L("# TYPE genesys_notify_topics_confirmed gauge\n");
+  L("genesys_notify_topics_confirmed{client=\"%s\"} %llu\n", cl,
+    (unsigned long long)s->topics_confirmed);
+  L("# TYPE genesys_notify_subscriptions_synced gauge\n");
+  L("genesys_notify_subscriptions_synced{client=\"%s\"} %d\n", cl, s->subscriptions_synced);
   L("# TYPE genesys_notify_uptime_seconds gauge\n");
   L("genesys_notify_uptime_seconds{client=\"%s\"} %.3f\n", cl, s->uptime_ms / 1000.0);
 #undef L

@@ -20,6 +20,8 @@ typedef struct {
   double uptime_ms;        /* since the client started */
   double connected_ms;     /* current connection's age, 0 when not open */
   double deaf_ms;          /* total time without a live connection since the first open */
+  uint64_t topics_wanted, topics_confirmed; /* the client's topics; those the server holds */
+  int subscriptions_synced;/* the server holds exactly the wanted topics, nothing in flight */
 } gn_metrics_snapshot_t;
 
 typedef struct {
@@ -32,6 +34,8 @@ typedef struct {
   double lat_max;
   uint64_t started_ms, open_since_ms;
   double deaf_ms;
+  uint64_t topics_wanted, topics_confirmed;
+  int subscriptions_synced;
 } gn_metrics_t;
 
 /* Initialises m: counters at 0, no latency sample, and its mutex. Returns nothing. The owner of

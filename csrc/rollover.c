@@ -3,23 +3,43 @@
 #include "oauth.h"
 #include "rest.h"
 #include "service.h"
+#include "subs.h"
 #include "gn_util.h"
 
 #include <stdio.h>
 
+/* Unmatched CorrelationIds are kept this long: far beyond the skew of two local sockets. */
+#define DEDUP_MAX_AGE_MS 30000
+
 void gn_roll_init(gn_roll_t *r, gn_env_t *env, const gn_conn_cbs_t *conn_cbs, void *ud,
-                  void (*failed)(void *ud, const char *msg), gn_topics_t *confirmed) {
+                  void (*failed)(void *ud, const char *msg)) {
   memset(r, 0, sizeof *r);
   r->env = env;
   r->conn_cbs = conn_cbs;
   r->ud = ud;
   r->failed = failed;
-  r->confirmed = confirmed;
+  gn_dedup_init(&r->dedup, DEDUP_MAX_AGE_MS);
 }
 
-void gn_roll_begin(gn_roll_t *r) {
-  r->active = 1;
-  r->start_ms = gn_now_mono_ms();
+static void drain_cb(uv_timer_t *t);
+
+int gn_roll_start(gn_roll_t *r, uv_loop_t *loop) {
+  if (!(r->drain_timer = malloc(sizeof *r->drain_timer))) return -1;
+  uv_timer_init(loop, r->drain_timer);
+  r->drain_timer->data = r;
+  return 0;
+}
+
+static int draining(const gn_roll_t *r) {
+  for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++)
+    if (r->old[i].conn) return 1;
+  return 0;
+}
+
+/* Nothing overlaps any more: de-duplication runs a little longer (the new socket may still
+ * bring what an old one delivered first), then ends. */
+static void maybe_settle(gn_roll_t *r) {
+  if (!r->active && !draining(r)) r->dedup_until_ms = gn_now_mono_ms() + GN_ROLL_DEDUP_TAIL_MS;
 }
 
 void gn_roll_cancel(gn_roll_t *r) {
@@ -32,7 +52,41 @@ void gn_roll_cancel(gn_roll_t *r) {
   r->channel_id = r->connect_uri = NULL;
   gn_free_secret(r->token);
   r->token = NULL;
+  gn_topics_free(&r->sent);
+  gn_topics_free(&r->confirmed);
   r->active = 0;
+  maybe_settle(r);
+}
+
+static void forget_old(gn_roll_old_t *o) {
+  free(o->channel_id);
+  memset(o, 0, sizeof *o);
+}
+
+void gn_roll_abort_all(gn_roll_t *r) {
+  gn_roll_cancel(r);
+  for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++)
+    if (r->old[i].conn) {
+      gn_conn_abort(r->old[i].conn);
+      forget_old(&r->old[i]);
+    }
+  if (r->drain_timer) uv_timer_stop(r->drain_timer);
+  gn_dedup_clear(&r->dedup);
+  r->dedup_until_ms = 0;
+}
+
+static void free_handle_cb(uv_handle_t *h) { free(h); }
+
+void gn_roll_close(gn_roll_t *r) {
+  gn_roll_abort_all(r);
+  if (r->drain_timer) uv_close((uv_handle_t *)r->drain_timer, free_handle_cb);
+  r->drain_timer = NULL;
+}
+
+void gn_roll_begin(gn_roll_t *r) {
+  r->active = 1;
+  r->start_ms = gn_now_mono_ms();
+  r->dedup_until_ms = 0;
 }
 
 static void fail(gn_roll_t *r, const char *msg) {
@@ -51,7 +105,9 @@ static void sub_done(void *ud, const gn_http_result_t *hr) {
     fail(r, msg);
     return;
   }
-  gn_topics_copy(r->confirmed, r->env->topics);
+  r->subscribed_wall_ms = gn_now_wall_ms();
+  gn_subs_read(r->env, &r->sent, r->channel_id, hr->body, hr->body_len, "subscribed",
+               &r->confirmed);
   char err[256] = "";
   r->conn = gn_env_open_conn(r->env, r->connect_uri, r->conn_cbs, r->ud, err, sizeof err);
   if (!r->conn) fail(r, err);
@@ -68,8 +124,9 @@ static void channel_done(void *ud, const gn_http_result_t *hr) {
     fail(r, msg);
     return;
   }
-  r->req = gn_rest_put_topics(gn_service_http(r->env->svc), r->env->conf, r->token,
-                              r->channel_id, r->env->topics, sub_done, r);
+  if (gn_topics_copy(&r->sent, r->env->topics) == 0)
+    r->req = gn_rest_put_topics(gn_service_http(r->env->svc), r->env->conf, r->token,
+                                r->channel_id, &r->sent, sub_done, r);
   if (!r->req) fail(r, "cannot start the subscription request for the new channel");
 }
 
@@ -88,22 +145,108 @@ int gn_roll_owns(const gn_roll_t *r, const gn_conn_t *conn) { return conn && con
 
 void gn_roll_lost_conn(gn_roll_t *r) { r->conn = NULL; }
 
-void gn_roll_take(gn_roll_t *r, gn_conn_t **conn, char **channel_id, char **connect_uri) {
+static void arm_drain(gn_roll_t *r) {
+  uint64_t next = 0;
+  for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++)
+    if (r->old[i].conn && (!next || r->old[i].until_ms < next)) next = r->old[i].until_ms;
+  if (!r->drain_timer) return;
+  if (!next) {
+    uv_timer_stop(r->drain_timer);
+    return;
+  }
+  uint64_t now = gn_now_mono_ms();
+  uv_timer_start(r->drain_timer, drain_cb, next > now ? next - now : 0, 0);
+}
+
+/* Reports the end of a draining socket and forgets it. */
+static void report_drained(gn_roll_t *r, gn_roll_old_t *o, int code, int clean) {
+  gn_env_health(r->env, "rollover",
+                json_pack("{s:s, s:s, s:I, s:i}", "event", "drained", "channel_id",
+                          o->channel_id ? o->channel_id : "", "events", (json_int_t)o->events,
+                          "code", code));
+  /* Lost without a close frame: what only it carried (published before its successor was
+   * subscribed, after its last message) may be gone. */
+  if (!clean && o->last_heard_wall_ms < o->successor_subscribed_wall_ms)
+    gn_env_health(r->env, "gap",
+                  json_pack("{s:s, s:s, s:f, s:f, s:f}", "reason", "rollover_drain_lost",
+                            "channel_id", o->channel_id ? o->channel_id : "", "deaf_from_ms",
+                            o->last_heard_wall_ms, "deaf_to_ms", o->successor_subscribed_wall_ms,
+                            "gap_ms", o->successor_subscribed_wall_ms - o->last_heard_wall_ms));
+  forget_old(o);
+}
+
+static void drain_cb(uv_timer_t *t) {
+  gn_roll_t *r = t->data;
+  uint64_t now = gn_now_mono_ms();
+  for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++)
+    if (r->old[i].conn && r->old[i].until_ms <= now) {
+      gn_conn_close(r->old[i].conn, 1000, "rollover: drained");
+      report_drained(r, &r->old[i], 1000, 1);
+    }
+  arm_drain(r);
+  maybe_settle(r);
+}
+
+void gn_roll_take(gn_roll_t *r, gn_conn_t **conn, char **channel_id, char **connect_uri,
+                  gn_topics_t *confirmed, gn_conn_t *old, const char *old_id,
+                  double old_last_heard_wall_ms) {
   *conn = r->conn;
   *channel_id = r->channel_id;
   *connect_uri = r->connect_uri;
+  gn_topics_free(confirmed);
+  *confirmed = r->confirmed;
+  memset(&r->confirmed, 0, sizeof r->confirmed);
   r->conn = NULL;
   r->channel_id = r->connect_uri = NULL;
+  if (old) {
+    int slot = 0;
+    for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++) {
+      if (!r->old[i].conn) {
+        slot = i;
+        break;
+      }
+      if (r->old[i].until_ms < r->old[slot].until_ms) slot = i;
+    }
+    if (r->old[slot].conn) { /* the oldest of too many: it has had its time */
+      gn_conn_close(r->old[slot].conn, 1000, "rollover: drained");
+      report_drained(r, &r->old[slot], 1000, 1);
+    }
+    gn_roll_old_t *o = &r->old[slot];
+    o->conn = old;
+    o->channel_id = gn_strdup(old_id ? old_id : "");
+    o->until_ms = gn_now_mono_ms() + GN_ROLL_DRAIN_MS;
+    o->last_heard_wall_ms = old_last_heard_wall_ms;
+    o->taken_wall_ms = gn_now_wall_ms();
+    o->successor_subscribed_wall_ms = r->subscribed_wall_ms;
+    arm_drain(r);
+  }
   gn_roll_cancel(r);
-  r->dedup_until_ms = gn_now_mono_ms() + 5000;
+}
+
+gn_roll_old_t *gn_roll_draining(gn_roll_t *r, const gn_conn_t *conn) {
+  for (int i = 0; conn && i < GN_ROLL_DRAIN_MAX; i++)
+    if (r->old[i].conn == conn) return &r->old[i];
+  return NULL;
+}
+
+void gn_roll_drained(gn_roll_t *r, gn_conn_t *conn, int code, int clean) {
+  gn_roll_old_t *o = gn_roll_draining(r, conn);
+  if (!o) return;
+  report_drained(r, o, code, clean);
+  arm_drain(r);
+  maybe_settle(r);
 }
 
 int gn_roll_seen(gn_roll_t *r, const char *id, uint64_t now_ms) {
-  if (!id || strlen(id) >= sizeof r->recent[0]) return 0;
-  if (r->active || now_ms < r->dedup_until_ms)
-    for (size_t i = 0; i < GN_ROLL_RECENT; i++)
-      if (strcmp(r->recent[i], id) == 0) return 1;
-  strcpy(r->recent[r->recent_pos], id);
-  r->recent_pos = (r->recent_pos + 1) % GN_ROLL_RECENT;
-  return 0;
+  if (!r->active && !draining(r) && now_ms >= r->dedup_until_ms) {
+    if (r->dedup.cap) gn_dedup_clear(&r->dedup); /* the overlap is over: give the memory back */
+    return 0;
+  }
+  uint64_t overflows = r->dedup.overflows;
+  int seen = gn_dedup_check(&r->dedup, id, now_ms) == 1;
+  if (r->dedup.overflows != overflows)
+    gn_env_health(r->env, "rollover",
+                  json_pack("{s:s, s:s}", "event", "dedup_overflow", "error",
+                            "too many unmatched CorrelationIds: de-duplication restarted"));
+  return seen;
 }

@@ -1,67 +1,104 @@
 /* rollover.h: make-before-break hand-over to a new channel (Genesys's socket_closing notice).
  *
- * While the old socket still delivers, the rollover creates channel B, puts every desired topic
+ * While the old socket still delivers, the rollover creates channel B, puts every wanted topic
  * on it and opens its WebSocket with the channel's own connection callbacks; when B opens, the
- * channel takes it (gn_roll_take) and closes the old socket. Events seen on both sockets during
- * the overlap are delivered once: the CorrelationIds of recent events are remembered and
- * checked while a rollover runs and for a few seconds after it.
+ * channel takes it (gn_roll_take) and the old socket is kept *draining*: read until the server
+ * closes it (Genesys closes it about a minute after the notice) or GN_ROLL_DRAIN_MS pass, so
+ * what the server had already written to it is not thrown away. From the notice until the
+ * draining ends (and a few seconds after), every event's CorrelationId goes through a dedup set
+ * (dedup.h): the copy that arrives second, on either socket, is dropped.
  *
- * A failure at any step calls failed(ud, message) once; the rollover is then idle again.
- * Service thread only.
+ * A failure while B is prepared calls failed(ud, message) once; the rollover is then idle.
+ * A draining socket that ends without a close frame may have lost what only it carried (events
+ * published before B was subscribed and after the last message it delivered): that interval is
+ * reported as health "gap". Service thread only.
  */
 #ifndef GN_ROLLOVER_H
 #define GN_ROLLOVER_H
 
 #include <stdint.h>
 
+#include "dedup.h"
 #include "env.h"
 #include "http.h"
+#include "topics.h"
 #include "transport.h"
 
-#define GN_ROLL_RECENT 128  /* CorrelationIds remembered for the overlap */
+#define GN_ROLL_DRAIN_MS 90000  /* an old socket is read at most this long after the hand-over */
+#define GN_ROLL_DRAIN_MAX 4     /* old sockets draining at once (back-to-back rollovers) */
+#define GN_ROLL_DEDUP_TAIL_MS 5000 /* de-duplication goes on this long after the last drain */
+
+typedef struct {
+  gn_conn_t *conn;
+  char *channel_id;
+  uint64_t until_ms;          /* monotonic: closed by us then */
+  double last_heard_wall_ms;  /* its last message */
+  double taken_wall_ms;       /* when its successor took over */
+  double successor_subscribed_wall_ms; /* since then every event also went to the successor */
+  uint64_t events;            /* events it delivered after the hand-over (first copies) */
+} gn_roll_old_t;
 
 typedef struct {
   gn_env_t *env;
-  const gn_conn_cbs_t *conn_cbs; /* B's connection reports to the channel like the live one */
+  const gn_conn_cbs_t *conn_cbs; /* B's and the old sockets' callbacks: the channel's */
   void *ud;
   void (*failed)(void *ud, const char *msg);
-  gn_topics_t *confirmed;        /* where a successful PUT on B is recorded */
 
-  int active;
+  int active;                    /* B is being prepared */
   uint64_t start_ms;
   char *token;                   /* a copy for B's two requests */
   uint64_t token_gen;
   gn_http_req_t *req;
   gn_conn_t *conn;
   char *channel_id, *connect_uri;
+  gn_topics_t sent, confirmed;   /* B's subscriptions: asked for, then held */
+  double subscribed_wall_ms;
 
-  char recent[GN_ROLL_RECENT][40];
-  unsigned recent_pos;
-  uint64_t dedup_until_ms;
+  gn_roll_old_t old[GN_ROLL_DRAIN_MAX];
+  uv_timer_t *drain_timer;
+  gn_dedup_t dedup;
+  uint64_t dedup_until_ms;       /* monotonic: de-duplication ends then (0: while busy) */
 } gn_roll_t;
 
 /* Prepares r. Returns nothing. */
 void gn_roll_init(gn_roll_t *r, gn_env_t *env, const gn_conn_cbs_t *conn_cbs, void *ud,
-                  void (*failed)(void *ud, const char *msg), gn_topics_t *confirmed);
-/* Marks a rollover as started (the token comes next). Returns nothing. */
+                  void (*failed)(void *ud, const char *msg));
+/* Creates the drain timer on loop. Returns 0, or -1 when out of memory. */
+int gn_roll_start(gn_roll_t *r, uv_loop_t *loop);
+/* Ends everything: B, the draining sockets, the timer (released on the loop), the dedup set.
+ * Returns nothing. */
+void gn_roll_close(gn_roll_t *r);
+/* Marks a rollover as started (the token comes next); de-duplication starts now. Returns
+ * nothing. */
 void gn_roll_begin(gn_roll_t *r);
 /* Creates channel B with token (generation gen, invalidated on a 401). Returns nothing;
  * failures go to failed(). A no-op when no rollover is active or B is already under way. */
 void gn_roll_post(gn_roll_t *r, const char *token, uint64_t gen);
-/* Abandons a rollover in progress (no callback). Returns nothing. */
+/* Abandons B (no callback); draining sockets go on. Returns nothing. */
 void gn_roll_cancel(gn_roll_t *r);
+/* Abandons B and closes the draining sockets (a reconnect or a final failure). Returns
+ * nothing. */
+void gn_roll_abort_all(gn_roll_t *r);
 /* Returns 1 when conn is B's connection, else 0. */
 int gn_roll_owns(const gn_roll_t *r, const gn_conn_t *conn);
 /* B's connection ended before it was taken: forget it (the caller reports the failure).
  * Returns nothing. */
 void gn_roll_lost_conn(gn_roll_t *r);
-/* Hands B over (its connection, channel id and connectUri, now the caller's) and ends the
- * rollover; de-duplication stays on for a few seconds. Returns nothing. */
-void gn_roll_take(gn_roll_t *r, gn_conn_t **conn, char **channel_id, char **connect_uri);
+/* Hands B over (its connection, channel id, connectUri and confirmed topics, now the
+ * caller's) and ends the preparation; old (the previous live socket, may be NULL) with its
+ * channel id old_id (copied) and last message time starts draining. Returns nothing. */
+void gn_roll_take(gn_roll_t *r, gn_conn_t **conn, char **channel_id, char **connect_uri,
+                  gn_topics_t *confirmed, gn_conn_t *old, const char *old_id,
+                  double old_last_heard_wall_ms);
 
-/* Remembers an event's CorrelationId (NULL allowed); while a rollover runs or just ran, first
- * looks whether it was already seen (the scan is not free, so only then). Returns 1 for a
- * duplicate, else 0. */
+/* Returns the draining entry of conn, or NULL. */
+gn_roll_old_t *gn_roll_draining(gn_roll_t *r, const gn_conn_t *conn);
+/* A draining socket ended (the server closed it, or it was lost: info): reported, forgotten.
+ * Returns nothing. */
+void gn_roll_drained(gn_roll_t *r, gn_conn_t *conn, int code, int clean);
+
+/* Returns 1 when an event with this CorrelationId was already delivered by the other socket
+ * of a rollover (drop it), else 0 (deliver it). */
 int gn_roll_seen(gn_roll_t *r, const char *correlation_id, uint64_t now_ms);
 
 #endif

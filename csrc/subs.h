@@ -1,63 +1,110 @@
-/* subs.h: a channel's subscriptions: the desired topics (the client's) against what the server
- * confirmed, the answers to a PUT, and live changes while the channel is open.
+/* subs.h: a channel's subscriptions: the wanted topics (the client's, env->topics) reconciled
+ * against what the server confirmed on this channel.
  *
- * Topics are put with ignoreErrors=true. A topic missing from the answer (an invalid name), or
- * in a list refused as a whole (400/413), is reported as health "subscription" "rejected" and
- * forgotten, so one bad topic cannot break every later channel; a topic the answer lists with a
- * refusing state (permissions) is reported and kept: a permission granted later makes it work
- * on the next channel.
+ * Each PUT carries a snapshot of the wanted set (sent) and its answer is read against that
+ * snapshot, never against the wanted set of the moment: a topic added or removed while the
+ * request was in flight is simply put again. After every answer the channel puts again until
+ * the server holds exactly the wanted set. A topic is reported "rejected" only from the answer
+ * to a request that carried it: missing from the answer (an invalid name, dropped by
+ * ignoreErrors) or in a list refused as a whole (400/413) when it was new in that list; such a
+ * topic is forgotten, so one bad topic cannot break every later channel. A topic the answer
+ * lists with a refusing state (permissions) is reported and kept.
+ *
+ * A request that fails (5xx, 429, network, timeout, a second 401) is retried with the backoff
+ * engine (the client's policy without its give-up limits: a subscription is never abandoned
+ * while the channel lives); until the server holds the wanted set, metrics say so
+ * (topics_wanted, topics_confirmed, subscriptions_synced) and each failure's health item
+ * carries the number of topics pending and when the next try is.
+ *
+ * A request whose outcome is unknown (a timeout or a network error after it may have been
+ * sent) can still be applied by the server after a later one: an answer that follows it is not
+ * trusted until one more PUT, sent at least the HTTP timeout later, has been answered
+ * (until then the subscriptions do not count as synced).
  *
  * The channel decides when to put (it owns the token and the state); this file says what an
- * answer means (gn_subs_live_answer's verdict). Service thread only.
+ * answer means (gn_subs_answer's verdict). Service thread only.
  */
 #ifndef GN_SUBS_H
 #define GN_SUBS_H
 
+#include <uv.h>
+
+#include "backoff.h"
 #include "env.h"
 #include "http.h"
 #include "topics.h"
 
 typedef struct {
   gn_env_t *env;
-  gn_topics_t confirmed;  /* topics the server last accepted as a whole list */
-  int dirty;              /* the channel's subscriptions differ from env->topics */
-  int retried_400;        /* a refused list was followed by one put of the confirmed list */
-  int auth_retried;       /* a live change refused with 401 was retried once with a new token */
-  gn_http_req_t *req;     /* live change in flight */
+  gn_topics_t confirmed;  /* what the server holds on this channel (its last answer) */
+  gn_topics_t sent;       /* what the request in flight asks for */
+  int fresh;              /* a new channel: put even an empty list */
+  int stuck;              /* a list refused with nothing to blame: wait for the next change */
+  int auth_retried;       /* a PUT refused with 401 was retried once with a new token */
+  int uncertain;          /* a request's outcome is unknown: it may land after a later one */
+  uint64_t confirm_at_ms; /* monotonic: a PUT sent from then on confirms the server's state */
+  uint64_t sent_ms;       /* when the request in flight was sent */
+  gn_http_req_t *req;     /* the PUT in flight */
+  gn_backoff_policy_t policy;
+  gn_backoff_t bo;        /* delays between retries of failed requests */
+  uv_timer_t *timer;      /* the next retry */
+  void (*retry)(void *ud);/* the retry timer ran out: the channel puts again */
+  void *ud;
 } gn_subs_t;
 
-/* Prepares s for env. Returns nothing. */
-void gn_subs_init(gn_subs_t *s, gn_env_t *env);
-/* Cancels a live change in flight and frees the sets. Returns nothing. */
+/* Prepares s for env; retry(ud) is called when a failed request's delay has run out. Returns
+ * 0, or -1 and err. Owner thread (before the channel runs). */
+int gn_subs_init(gn_subs_t *s, gn_env_t *env, void (*retry)(void *ud), void *ud, char *err,
+                 size_t errlen);
+/* Creates the retry timer on loop. Returns 0, or -1 when out of memory. */
+int gn_subs_start(gn_subs_t *s, uv_loop_t *loop);
+/* Cancels the request in flight and the retry timer (released on the loop). Returns nothing. */
+void gn_subs_close(gn_subs_t *s);
+/* Frees the sets. Returns nothing. Any thread, once the channel no longer runs. */
 void gn_subs_free(gn_subs_t *s);
-/* Cancels a live change in flight (no callback). Returns nothing. */
+/* Cancels the request in flight (no callback) and a pending retry. Returns nothing. */
 void gn_subs_cancel(gn_subs_t *s);
 
-/* Reads a successful PUT answer for channel_id: reports refused and dropped topics (dropped
- * ones leave env->topics), reports the accepted list as event why ("subscribed", "updated"),
- * and records the desired set as confirmed. Returns nothing. */
-void gn_subs_answer(gn_subs_t *s, const char *channel_id, const char *body, size_t len,
-                    const char *why);
-/* The server refused the whole list (400/413): the topics added since the last confirmed list
- * are reported and forgotten (env->topics goes back to the confirmed set). Returns 1 when the
- * confirmed list should be put once more (the first refusal in a row), else 0. */
-int gn_subs_refused(gn_subs_t *s, const char *channel_id, const gn_http_result_t *hr);
+/* The channel is new: the server holds nothing on it yet. Returns nothing. */
+void gn_subs_new_channel(gn_subs_t *s);
+/* The wanted set changed. Returns nothing. */
+void gn_subs_changed(gn_subs_t *s);
+/* Returns 1 when a PUT is due (the server does not hold the wanted set, or the channel is new,
+ * and no request is in flight or refused for good), else 0. */
+int gn_subs_needed(const gn_subs_t *s);
 
-/* Starts a live PUT of the desired topics on channel_id with token; cb(ud, result) hands the
- * answer to gn_subs_live_answer. Returns 0, or -1 when it could not start (reported, and the
- * change stays pending). */
+/* Starts a PUT of the wanted set on channel_id with token; cb(ud, result) hands the answer to
+ * gn_subs_answer. Returns 0, or -1 when it could not start (nothing reported). */
 int gn_subs_put(gn_subs_t *s, const char *channel_id, const char *token, gn_http_cb cb,
                 void *ud);
 
 typedef enum {
   GN_SUBS_DONE = 0,       /* nothing more to do now */
-  GN_SUBS_PUT_AGAIN,      /* put again (topics changed meanwhile, or the confirmed list) */
+  GN_SUBS_PUT_AGAIN,      /* put again now (the wanted set moved on, or topics were dropped) */
   GN_SUBS_NEW_TOKEN,      /* 401: refresh the token, then put again */
-  GN_SUBS_CHANNEL_GONE    /* 404: the channel is gone (reported); the next attempt makes one */
+  GN_SUBS_RETRY,          /* failed: retry(ud) comes after the backoff delay (reported) */
+  GN_SUBS_CHANNEL_GONE,   /* 404: the channel is gone (reported); the next attempt makes one */
+  GN_SUBS_FAILED          /* in an attempt: the request failed; not reported, the attempt
+                             fails (a "connected" channel is a subscribed one) */
 } gn_subs_next_t;
 
-/* Reads the answer to a live PUT (reports what it says). Returns what the channel should do. */
-gn_subs_next_t gn_subs_live_answer(gn_subs_t *s, const char *channel_id,
-                                   const gn_http_result_t *hr);
+/* Reads the answer to the PUT in flight on channel_id (reports what it says; why names a
+ * success: "subscribed" or "updated"). in_attempt: the PUT is a step of a connection attempt,
+ * whose failure (but a refused list) is the attempt's to handle. Returns what the channel
+ * should do. */
+gn_subs_next_t gn_subs_answer(gn_subs_t *s, const char *channel_id, const gn_http_result_t *hr,
+                              const char *why, int in_attempt);
+/* A live PUT could not even start (what): reported, retried after the backoff delay. Returns
+ * nothing. */
+void gn_subs_retry_later(gn_subs_t *s, const char *what);
+
+/* Reads a successful answer to a PUT of sent on channel_id (also a rollover's new channel):
+ * reports refused and dropped topics (dropped ones leave env->topics) and the accepted list as
+ * event why; *confirmed becomes what the server now holds. Returns nothing. */
+void gn_subs_read(gn_env_t *env, const gn_topics_t *sent, const char *channel_id,
+                  const char *body, size_t len, const char *why, gn_topics_t *confirmed);
+/* The channel moved to a rollover's channel, which holds confirmed (taken): the request in
+ * flight concerned the old channel and is dropped. Returns nothing. */
+void gn_subs_adopt(gn_subs_t *s, gn_topics_t *confirmed);
 
 #endif

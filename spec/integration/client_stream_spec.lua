@@ -121,7 +121,15 @@ describe("genesys.notify client: stream faults", function()
     local st = emu:stats()
     assert.same({ T1 }, st.channels[done.to].subscriptions)
     assert.is_true(st.channels[done.to].connected)
-    assert.is_false(st.channels[old].connected)
+    -- The old socket is read until the server closes it after the grace: then it is "drained".
+    assert.truthy(wait.until_(client, function()
+      return #rec.where("rollover", function(h) return h.event == "drained" end) > 0 end,
+      6000 * wait.slow()))
+    local drained = rec.where("rollover", function(h) return h.event == "drained" end)[1]
+    assert.equals(old, drained.channel_id)
+    assert.equals(1001, drained.code)
+    assert.is_false(emu:stats().channels[old].connected)
+    assert.equals(0, rec.count("gap"))
     assert.equals(1, client:metrics().rollovers)
   end)
 

@@ -95,7 +95,7 @@ local function tmpdir()
 end
 
 local function build_args(o)
-  local a = { "--port", tostring(o.port or 0), "--host", "127.0.0.1" }
+  local a = { "--port", tostring(o.port or 0), "--host", o.host or "127.0.0.1" }
   for _, c in ipairs(o.clients or { "test-id:test-secret" }) do
     a[#a + 1] = "--client"; a[#a + 1] = c
   end
@@ -137,7 +137,9 @@ function _M:_spawn()
   local parts = {}
   for _, x in ipairs(self.argv) do parts[#parts + 1] = shq(x) end
   -- A watcher shell records the emulator's exit status; the emulator is its direct child.
-  local inner = NOPRELOAD .. shq(bindir() .. "/genesys-notify-emulator") .. " " ..
+  -- o.netns: run it inside that network namespace (ip netns exec), for link-level faults.
+  local netns = self.opts.netns and ("ip netns exec " .. shq(self.opts.netns) .. " ") or ""
+  local inner = NOPRELOAD .. netns .. shq(bindir() .. "/genesys-notify-emulator") .. " " ..
     table.concat(parts, " ") .. " >" .. shq(d .. "/out") .. " 2>" .. shq(d .. "/err") ..
     " </dev/null & echo $! >" .. shq(d .. "/pid.tmp") .. "; mv " .. shq(d .. "/pid.tmp") ..
     " " .. shq(d .. "/pid") .. "; wait $!; echo $? >" .. shq(d .. "/rc.tmp") .. "; mv " ..
@@ -168,7 +170,7 @@ function _M.start(o)
   o = o or {}
   local self = setmetatable({}, mt)
   self.opts = o
-  self.host = "localhost"
+  self.host = o.host or "localhost"
   self.tls = o.tls and true or false
   self.scheme = self.tls and "https" or "http"
   self.ws_scheme = self.tls and "wss" or "ws"
