@@ -25,7 +25,10 @@
 typedef struct {
   gn_client_t *c;
   int closed;
-  int in_callback;
+  /* The callback of this client running now ("on_event", ...), or NULL: poll() and run() refuse
+   * to run inside one. They would recurse in C with the outer item half-handled, and deep enough
+   * that recursion overflows the C stack and loses items. Another client's poll() is fine. */
+  const char *in_callback;
 } lclient_t;
 
 static lclient_t *check_client(lua_State *L, int i) {
@@ -169,13 +172,24 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
+/* lua_pcall of the callback `which` with one argument, marked as running on u (the guard
+ * against re-entering poll()/run() from it). The mark is set only around lua_pcall, which never
+ * raises, so no error can leave it set. */
+static int pcall_callback(lua_State *L, lclient_t *u, const char *which, int nresults, int msgh) {
+  const char *outer = u->in_callback;
+  u->in_callback = which;
+  int rc = lua_pcall(L, 1, nresults, msgh);
+  u->in_callback = outer;
+  return rc;
+}
+
 /* Calls the callback at the stack top with the value below it... in protected mode. Expects
  * [fn, arg] on the stack; pops them. Returns 0 or the error message left on the stack (1). */
-static int call_protected(lua_State *L) {
+static int call_protected(lua_State *L, lclient_t *u, const char *which) {
   lua_pushcfunction(L, traceback);
   lua_insert(L, -3);
   int base = lua_gettop(L) - 2;
-  int rc = lua_pcall(L, 1, 0, base);
+  int rc = pcall_callback(L, u, which, 0, base);
   if (rc != 0) {
     lua_remove(L, base); /* the handler; message stays */
     return 1;
@@ -186,7 +200,7 @@ static int call_protected(lua_State *L) {
 
 /* Reports a failing callback as health "callback_error" through on_health; if on_health itself
  * failed, the message goes to stderr (never silently dropped). Stack: [..., msg]; pops msg. */
-static void report_callback_error(lua_State *L, int uv, const char *which) {
+static void report_callback_error(lua_State *L, lclient_t *u, int uv, const char *which) {
   const char *msg = lua_tostring(L, -1);
   if (strcmp(which, "on_health") != 0) {
     lua_getfield(L, uv, "on_health");
@@ -198,7 +212,7 @@ static void report_callback_error(lua_State *L, int uv, const char *which) {
       lua_setfield(L, -2, "callback");
       lua_pushstring(L, msg ? msg : "?");
       lua_setfield(L, -2, "error");
-      if (call_protected(L) == 0) {
+      if (call_protected(L, u, "on_health") == 0) {
         lua_pop(L, 1); /* msg */
         return;
       }
@@ -226,18 +240,16 @@ static void run_policy(lua_State *L, lclient_t *u, int uv, gn_item_t *it) {
   lua_pushlightuserdata(L, it);
   if (lua_pcall(L, 1, 1, 0) != 0) {
     lua_remove(L, -2);
-    report_callback_error(L, uv, "policy");
+    report_callback_error(L, u, uv, "policy");
     return;
   }
   lua_pushcfunction(L, traceback);
   lua_insert(L, -3);
   int base = lua_gettop(L) - 2;
-  u->in_callback++;
-  int rc = lua_pcall(L, 1, 1, base);
-  u->in_callback--;
+  int rc = pcall_callback(L, u, "policy", 1, base);
   lua_remove(L, base);
   if (rc != 0) {
-    report_callback_error(L, uv, "policy");
+    report_callback_error(L, u, uv, "policy");
     return;
   }
   if (lua_type(L, -1) == LUA_TNUMBER) {
@@ -248,7 +260,7 @@ static void run_policy(lua_State *L, lclient_t *u, int uv, gn_item_t *it) {
     lua_pushfstring(L, "policy returned %s: expected a delay in milliseconds, false (give up) or "
                        "nil (keep the engine's delay)", luaL_typename(L, -1));
     lua_remove(L, -2);
-    report_callback_error(L, uv, "policy");
+    report_callback_error(L, u, uv, "policy");
     return;
   }
   lua_pop(L, 1);
@@ -286,11 +298,9 @@ static int poll_items(lua_State *L, lclient_t *u, int timeout_ms) {
       gn_item_free(it);
       if (rc != 0) {
         lua_remove(L, -2); /* the callback */
-        report_callback_error(L, uv, which);
-      } else {
-        u->in_callback++;
-        if (call_protected(L)) report_callback_error(L, uv, which);
-        u->in_callback--;
+        report_callback_error(L, u, uv, which);
+      } else if (call_protected(L, u, which)) {
+        report_callback_error(L, u, uv, which);
       }
       n++;
     }
@@ -301,9 +311,19 @@ static int poll_items(lua_State *L, lclient_t *u, int timeout_ms) {
   return n;
 }
 
+/* poll() or run() from inside one of this client's callbacks: raised there, so it is reported
+ * like any error of that callback (health callback_error) and the outer poll() goes on with the
+ * next item. */
+static void refuse_reentry(lua_State *L, lclient_t *u, const char *fn) {
+  if (u->in_callback)
+    luaL_error(L, "genesys.notify: %s called from inside a callback (%s); callbacks run inside "
+                  "poll()/run(): return from the callback instead", fn, u->in_callback);
+}
+
 static int l_poll(lua_State *L) {
   lclient_t *u = check_client(L, 1);
   lua_Number t = luaL_optnumber(L, 2, 0);
+  refuse_reentry(L, u, "poll()");
   if (u->closed || !u->c) {
     lua_pushinteger(L, 0);
     return 1;
@@ -316,7 +336,9 @@ static int l_poll(lua_State *L) {
 /* Runs callbacks until the client is closed (from a callback) or has failed for good. Returns the
  * final state's name. */
 static int l_run(lua_State *L) {
-  lclient_t *u = check_open(L, 1);
+  lclient_t *u = check_client(L, 1);
+  refuse_reentry(L, u, "run()");
+  check_open(L, 1);
   for (;;) {
     if (u->closed || !u->c) break;
     int n = poll_items(L, u, 1000);
