@@ -25,7 +25,10 @@
 typedef struct {
   gn_client_t *c;
   int closed;
-  int in_callback;
+  /* The callback of this client running now ("on_event", ...), or NULL: poll() and run() refuse
+   * to run inside one. They would recurse in C with the outer item half-handled, and deep enough
+   * that recursion overflows the C stack and loses items. Another client's poll() is fine. */
+  const char *in_callback;
 } lclient_t;
 
 static lclient_t *check_client(lua_State *L, int i) {
@@ -169,13 +172,24 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
+/* lua_pcall of the callback `which` with one argument, marked as running on u (the guard
+ * against re-entering poll()/run() from it). The mark is set only around lua_pcall, which never
+ * raises, so no error can leave it set. */
+static int pcall_callback(lua_State *L, lclient_t *u, const char *which, int nresults, int msgh) {
+  const char *outer = u->in_callback;
+  u->in_callback = which;
+  int rc = lua_pcall(L, 1, nresults, msgh);
+  u->in_callback = outer;
+  return rc;
+}
+
 /* Calls the callback at the stack top with the value below it... in protected mode. Expects
  * [fn, arg] on the stack; pops them. Returns 0 or the error message left on the stack (1). */
-static int call_protected(lua_State *L) {
+static int call_protected(lua_State *L, lclient_t *u, const char *which) {
   lua_pushcfunction(L, traceback);
   lua_insert(L, -3);
   int base = lua_gettop(L) - 2;
-  int rc = lua_pcall(L, 1, 0, base);
+  int rc = pcall_callback(L, u, which, 0, base);
   if (rc != 0) {
     lua_remove(L, base); /* the handler; message stays */
     return 1;
@@ -186,7 +200,7 @@ static int call_protected(lua_State *L) {
 
 /* Reports a failing callback as health "callback_error" through on_health; if on_health itself
  * failed, the message goes to stderr (never silently dropped). Stack: [..., msg]; pops msg. */
-static void report_callback_error(lua_State *L, int uv, const char *which) {
+static void report_callback_error(lua_State *L, lclient_t *u, int uv, const char *which) {
   const char *msg = lua_tostring(L, -1);
   if (strcmp(which, "on_health") != 0) {
     lua_getfield(L, uv, "on_health");
@@ -198,7 +212,7 @@ static void report_callback_error(lua_State *L, int uv, const char *which) {
       lua_setfield(L, -2, "callback");
       lua_pushstring(L, msg ? msg : "?");
       lua_setfield(L, -2, "error");
-      if (call_protected(L) == 0) {
+      if (call_protected(L, u, "on_health") == 0) {
         lua_pop(L, 1); /* msg */
         return;
       }
@@ -226,18 +240,16 @@ static void run_policy(lua_State *L, lclient_t *u, int uv, gn_item_t *it) {
   lua_pushlightuserdata(L, it);
   if (lua_pcall(L, 1, 1, 0) != 0) {
     lua_remove(L, -2);
-    report_callback_error(L, uv, "policy");
+    report_callback_error(L, u, uv, "policy");
     return;
   }
   lua_pushcfunction(L, traceback);
   lua_insert(L, -3);
   int base = lua_gettop(L) - 2;
-  u->in_callback++;
-  int rc = lua_pcall(L, 1, 1, base);
-  u->in_callback--;
+  int rc = pcall_callback(L, u, "policy", 1, base);
   lua_remove(L, base);
   if (rc != 0) {
-    report_callback_error(L, uv, "policy");
+    report_callback_error(L, u, uv, "policy");
     return;
   }
   if (lua_type(L, -1) == LUA_TNUMBER) {
@@ -248,7 +260,7 @@ static void run_policy(lua_State *L, lclient_t *u, int uv, gn_item_t *it) {
     lua_pushfstring(L, "policy returned %s: expected a delay in milliseconds, false (give up) or "
                        "nil (keep the engine's delay)", luaL_typename(L, -1));
     lua_remove(L, -2);
-    report_callback_error(L, uv, "policy");
+    report_callback_error(L, u, uv, "policy");
     return;
   }
   lua_pop(L, 1);
@@ -286,11 +298,9 @@ static int poll_items(lua_State *L, lclient_t *u, int timeout_ms) {
       gn_item_free(it);
       if (rc != 0) {
         lua_remove(L, -2); /* the callback */
-        report_callback_error(L, uv, which);
-      } else {
-        u->in_callback++;
-        if (call_protected(L)) report_callback_error(L, uv, which);
-        u->in_callback--;
+        report_callback_error(L, u, uv, which);
+      } else if (call_protected(L, u, which)) {
+        report_callback_error(L, u, uv, which);
       }
       n++;
     }
@@ -301,9 +311,19 @@ static int poll_items(lua_State *L, lclient_t *u, int timeout_ms) {
   return n;
 }
 
+/* poll() or run() from inside one of this client's callbacks: raised there, so it is reported
+ * like any error of that callback (health callback_error) and the outer poll() goes on with the
+ * next item. */
+static void refuse_reentry(lua_State *L, lclient_t *u, const char *fn) {
+  if (u->in_callback)
+    luaL_error(L, "genesys.notify: %s called from inside a callback (%s); callbacks run inside "
+                  "poll()/run(): return from the callback instead", fn, u->in_callback);
+}
+
 static int l_poll(lua_State *L) {
   lclient_t *u = check_client(L, 1);
   lua_Number t = luaL_optnumber(L, 2, 0);
+  refuse_reentry(L, u, "poll()");
   if (u->closed || !u->c) {
     lua_pushinteger(L, 0);
     return 1;
@@ -316,7 +336,9 @@ static int l_poll(lua_State *L) {
 /* Runs callbacks until the client is closed (from a callback) or has failed for good. Returns the
  * final state's name. */
 static int l_run(lua_State *L) {
-  lclient_t *u = check_open(L, 1);
+  lclient_t *u = check_client(L, 1);
+  refuse_reentry(L, u, "run()");
+  check_open(L, 1);
   for (;;) {
     if (u->closed || !u->c) break;
     int n = poll_items(L, u, 1000);
@@ -379,9 +401,126 @@ static int l_reconnect(lua_State *L) {
   return 1;
 }
 
-/* topics: a string or an array of strings. */
+/* ---- topic names ----
+ * Checked before anything is sent, for new{topics=}, subscribe() and unsubscribe(): a bad name is
+ * a programmer error and raises at once. The rules are Genesys's as the emulator enforces them
+ * (emulator/http.c topic_valid). UTF-8 is checked first, in C so that LuaJIT (no utf8 library)
+ * checks the same: a name with invalid bytes made the server refuse every later subscription
+ * request, and the message must say so without printing the bytes. */
+#define TOPIC_MAX 200
+#define TOPIC_SHOW 48 /* bytes of a bad name shown in a message */
+#define TOPIC_EXPECTED                                                                             \
+  "a Genesys topic name (\"v2.\" then letters, digits and . _ - ? & :, at most 200 bytes)"
+
+/* Length of the longest valid UTF-8 prefix of s[0..n): n when all of it is valid. Unicode's table
+ * 3-7 of well-formed sequences: no overlong form, no surrogate, nothing above U+10FFFF, no stray
+ * continuation byte, no sequence cut short. */
+static size_t utf8_valid_prefix(const unsigned char *s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = s[i];
+    size_t k; /* continuation bytes */
+    unsigned lo = 0x80, hi = 0xBF; /* range of the first continuation byte */
+    if (c < 0x80) {
+      i++;
+      continue;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      k = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      k = 2;
+      if (c == 0xE0) lo = 0xA0;      /* overlong */
+      else if (c == 0xED) hi = 0x9F; /* surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      k = 3;
+      if (c == 0xF0) lo = 0x90;      /* overlong */
+      else if (c == 0xF4) hi = 0x8F; /* above U+10FFFF */
+    } else {
+      return i; /* continuation byte, C0/C1 (overlong), F5..FF */
+    }
+    if (n - i - 1 < k || s[i + 1] < lo || s[i + 1] > hi) return i;
+    for (size_t j = 2; j <= k; j++)
+      if ((s[i + j] & 0xC0) != 0x80) return i;
+    i += k + 1;
+  }
+  return n;
+}
+
+static int topic_char_ok(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         (c != 0 && strchr("._-?&:", c) != NULL);
+}
+
+/* Adds s[0..n) to b as the inside of a double-quoted string: printable ASCII as is (\" and \\
+ * escaped), every other byte as \xHH, so no raw invalid or control byte reaches a message. */
+static void add_escaped(luaL_Buffer *b, const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    char hex[5];
+    if (c == '"' || c == '\\') {
+      luaL_addchar(b, '\\');
+      luaL_addchar(b, (char)c);
+    } else if (c >= 0x20 && c < 0x7F) {
+      luaL_addchar(b, (char)c);
+    } else {
+      snprintf(hex, sizeof hex, "\\x%02x", c);
+      luaL_addlstring(b, hex, 4);
+    }
+  }
+}
+
+/* Checks the string at idx. Returns 0 for a valid topic name; else pushes the complaint
+ * ("expected a Genesys topic name (...), got \"v2.x\\xff\" (not valid UTF-8 at byte 5)") and
+ * returns 1. */
+static int push_topic_complaint(lua_State *L, int idx) {
+  size_t n;
+  const char *s = lua_tolstring(L, idx, &n);
+  char why[80];
+  size_t bad = utf8_valid_prefix((const unsigned char *)s, n);
+  why[0] = 0;
+  if (bad < n) {
+    snprintf(why, sizeof why, "not valid UTF-8 at byte %zu", bad + 1);
+  } else if (n < 3 || memcmp(s, "v2.", 3) != 0) {
+    snprintf(why, sizeof why, "does not start with \"v2.\"");
+  } else if (n < 4 || n > TOPIC_MAX) {
+    snprintf(why, sizeof why, "%zu bytes", n);
+  } else {
+    for (size_t i = 0; i < n && !why[0]; i++)
+      if (!topic_char_ok((unsigned char)s[i])) {
+        char c = s[i];
+        int esc = (unsigned char)c < 0x20 || (unsigned char)c >= 0x7F || c == '"' || c == '\\';
+        if (esc)
+          snprintf(why, sizeof why, "byte %zu is \\x%02x, not allowed", i + 1, (unsigned char)c);
+        else
+          snprintf(why, sizeof why, "'%c' at byte %zu is not allowed", c, i + 1);
+      }
+  }
+  if (!why[0]) return 0;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, "expected " TOPIC_EXPECTED ", got \"");
+  add_escaped(&b, s, n > TOPIC_SHOW ? TOPIC_SHOW : n);
+  if (n > TOPIC_SHOW) luaL_addstring(&b, "...");
+  luaL_addstring(&b, "\" (");
+  luaL_addstring(&b, why);
+  luaL_addchar(&b, ')');
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* core.topic_error(s): nil if s is a valid topic name, else "expected ..., got ..." for a
+ * message that genesys.notify prefixes with the field. */
+static int l_topic_error(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TSTRING);
+  if (!push_topic_complaint(L, 1)) lua_pushnil(L);
+  return 1;
+}
+
+/* topics: a string or an array of strings, every one a valid topic name. A wrong type anywhere
+ * in the list is reported before a bad name (as genesys.notify's configuration check does). */
 static const char **read_topics(lua_State *L, int idx, size_t *n, const char *fn) {
   if (lua_type(L, idx) == LUA_TSTRING) {
+    if (push_topic_complaint(L, idx))
+      luaL_error(L, "genesys.notify: %s(topics): %s", fn, lua_tostring(L, -1));
     const char **v = (const char **)lua_newuserdata(L, sizeof *v);
     v[0] = lua_tostring(L, idx);
     *n = 1;
@@ -399,6 +538,13 @@ static const char **read_topics(lua_State *L, int idx, size_t *n, const char *fn
                  fn, (int)i + 1, luaL_typename(L, -1));
     v[i] = lua_tostring(L, -1);
     lua_pop(L, 1); /* still referenced by the table */
+  }
+  for (size_t i = 0; i < len; i++) {
+    lua_rawgeti(L, idx, (int)i + 1);
+    if (push_topic_complaint(L, -1))
+      luaL_error(L, "genesys.notify: %s(topics): topics[%d]: %s", fn, (int)i + 1,
+                 lua_tostring(L, -1));
+    lua_pop(L, 1);
   }
   *n = len;
   return v;
@@ -696,6 +842,8 @@ int lgn_open_client(lua_State *L) {
   lua_setfield(L, -2, "client_new");
   lua_pushcfunction(L, l_now_ms);
   lua_setfield(L, -2, "now_ms");
+  lua_pushcfunction(L, l_topic_error);
+  lua_setfield(L, -2, "topic_error");
   lua_pushcfunction(L, l_json_bench);
   lua_setfield(L, -2, "json_bench");
   lua_pushcfunction(L, l_decode);

@@ -13,6 +13,7 @@ local core = require "genesys.notify.core"
 local type, pairs, ipairs, tostring, error, pcall = type, pairs, ipairs, tostring, error, pcall
 local os_getenv, string_format, io_open = os.getenv, string.format, io.open
 local table_concat, table_sort = table.concat, table.sort
+local topic_error = core.topic_error
 
 local _M = { _VERSION = core._VERSION }
 
@@ -226,7 +227,8 @@ function _M.config(cfg)
   out.client_id, out.client_secret = id, secret
   local topics = cfg.topics
   if topics ~= nil then
-    if type(topics) == "string" then topics = { topics } end
+    local one = type(topics) == "string"
+    if one then topics = { topics } end
     if type(topics) ~= "table" then fail("topics", "an array of topic strings", describe(topics)) end
     local list, seen = {}, {}
     for k in pairs(topics) do
@@ -234,10 +236,20 @@ function _M.config(cfg)
         fail("topics", "an array (keys 1..n)", "the key " .. describe(k))
       end
     end
+    -- Types first, then names (a wrong type anywhere is reported before a bad name), as
+    -- client:subscribe() does. Names are checked in C (core.topic_error, shared with subscribe):
+    -- Genesys's rules and real UTF-8 checking on LuaJIT too; the message escapes the bad value.
     for i = 1, #topics do
       local t = topics[i]
       if type(t) ~= "string" or t == "" then
         fail("topics[" .. i .. "]", "a non-empty string", describe(t))
+      end
+    end
+    for i = 1, #topics do
+      local t = topics[i]
+      local bad = topic_error(t)
+      if bad then
+        error(string_format("genesys.notify: %s: %s", one and "topics" or "topics[" .. i .. "]", bad), 0)
       end
       if not seen[t] then seen[t] = true; list[#list + 1] = t end
     end
