@@ -12,6 +12,7 @@
 #include "http.h"
 
 #include "admin.h"
+#include "events.h"
 #include "log.h"
 #include "session.h"
 #include "state.h"
@@ -241,19 +242,6 @@ static void handle_oauth(struct lws *wsi, pss_t *p)
 
 /* ---- REST ------------------------------------------------------------------------------ */
 
-/* Topic names are embedded in generated events without escaping (events.c), so only a JSON-safe
- * set is accepted: Genesys topics are dotted names with ids, plus the "?a&b" combined form. */
-static int topic_valid(const char *t)
-{
-	size_t n = strlen(t);
-	if (n < 4 || n > 200 || strncmp(t, "v2.", 3))
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)t[i]) && !strchr("._-?&:", t[i]))
-			return 0;
-	return 1;
-}
-
 static json_t *channel_json(const channel_t *ch, const char *host)
 {
 	char uri[400], exp[40];
@@ -332,7 +320,7 @@ static void handle_subscriptions(struct lws *wsi, pss_t *p, channel_t *ch)
 			break;
 		}
 		const char *t = json_string_value(id);
-		if (!topic_valid(t)) {
+		if (!event_topic_valid(t)) {
 			if (ignore_errors)
 				continue;
 			bad = t;
