@@ -10,6 +10,7 @@
 #include "admin.h"
 #include "http.h"
 #include "log.h"
+#include "publish.h"
 #include "session.h"
 #include "state.h"
 #include "stream.h"
@@ -354,6 +355,7 @@ int main(int argc, char **argv)
 			break;
 
 	channels_cancel_timers();
+	publish_free();
 	lws_context_destroy(E.ctx);
 	while (slows)
 		slow_unlink(slows);

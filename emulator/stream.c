@@ -40,6 +40,11 @@ void conn_wake(conn_t *c)
 		lws_callback_on_writable(c->wsi);
 }
 
+int conn_live(const conn_t *c)
+{
+	return c && !c->close_pending && !c->close_after_drain && !c->reset;
+}
+
 void conn_send_raw(conn_t *c, const unsigned char *data, size_t len, int binary)
 {
 	msg_t *m = malloc(sizeof *m + LWS_PRE + len);
@@ -133,6 +138,7 @@ void conn_reset(conn_t *c)
 	}
 	streams_clear(c);
 	conn_free_queue(c);
+	c->reset = 1;
 	c->stall_until_us = INT64_MAX;    /* write nothing more */
 	lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }

@@ -51,6 +51,7 @@ struct conn {
 	int64_t stall_until_us;
 	int close_pending;                  /* close now with close_code/close_reason */
 	int close_after_drain;              /* close once the queue is empty */
+	int reset;                          /* reset (RST): nothing more goes out */
 	int close_code;
 	char close_reason[120];
 	stream_t streams[EMU_MAX_STREAMS];
@@ -77,6 +78,9 @@ int conn_publish(conn_t *c, const char *topic, json_t *body, const char *corr);
 int conn_add_stream(conn_t *c, double rate, uint64_t total, const char *topic, size_t size);
 /* Asks for a writeable callback (new topics, new frames); returns nothing. */
 void conn_wake(conn_t *c);
+/* Returns 1 while the connection takes new events (not closing, not reset; a connection in its
+ * socket_closing grace still does), else 0. */
+int conn_live(const conn_t *c);
 
 /* Faults, each returning nothing: close with a code and reason; abrupt reset (RST); stall
  * (write nothing, heartbeats included) for ms; socket_closing notice, then close after
