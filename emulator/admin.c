@@ -99,15 +99,18 @@ int fault_parse_json(json_t *o, const char *kind, char *err, size_t errlen)
 			snprintf(err, errlen, "field \"target\": expected \"oauth\" or \"rest\"");
 			return -1;
 		}
-		if (!json_object_get(o, "status")) {
-			snprintf(err, errlen, "field \"status\": required (429, 500 or 503)");
+		if (!json_object_get(o, "status") && !json_object_get(o, "delay_ms")) {
+			snprintf(err, errlen, "field \"status\": required (429, 500 or 503) unless "
+				 "\"delay_ms\" is given");
 			return -1;
 		}
 		if (get_long(o, "status", 400, 599, 0, &status, err, errlen) ||
+		    get_long(o, "delay_ms", 1, 600000, 0, &delay, err, errlen) ||
 		    get_long(o, "count", 0, 1000000000L, 0, &count, err, errlen) ||
 		    get_long(o, "retry_after", 0, 86400, status == 429 ? 1 : -1, &ra, err, errlen))
 			return -1;
 		f->status = (int)status;
+		f->delay_ms = delay;
 		f->count = count;
 		f->until_us = count ? 0 : deadline_from_ms(ms);
 		f->retry_after = (int)ra;

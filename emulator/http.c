@@ -71,6 +71,15 @@ static void respond_text(struct lws *wsi, pss_t *p, int kind, int status, char *
 		E.oauth_status[status]++;
 	else if (kind == KIND_REST && status < 600)
 		E.rest_status[status]++;
+	if (p->delay_ms > 0) {
+		/* a delay fault: the answer waits for LWS_CALLBACK_TIMER, the loop goes on; lws
+		 * cancels the timer if the client hangs up first */
+		p->delayed = 1;
+		lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, (int)(p->delay_ms / 1000) + 30);
+		lws_set_timer_usecs(wsi, (lws_usec_t)p->delay_ms * 1000);
+		p->delay_ms = 0;
+		return;
+	}
 	lws_callback_on_writable(wsi);
 }
 
@@ -129,20 +138,27 @@ static void error_with(struct lws *wsi, pss_t *p, int kind, int status, const ch
 
 #define ERR(status, ...) error_with(wsi, p, kind, status, NULL, __VA_ARGS__)
 
-/* An injected HTTP fault answers the request when active. Returns 1 when it did. */
+/* An injected HTTP fault takes the request when active: a delay holds whatever answer it gets
+ * (p->delay_ms), a status answers it. Returns 1 when the fault answered it. */
 static int apply_http_fault(struct lws *wsi, pss_t *p, int kind, http_fault_t *f)
 {
-	if (!f->status)
+	if (!f->status && !f->delay_ms)
 		return 0;
 	if (f->count > 0)
 		f->count--;
 	else if (!fault_active(f->until_us)) {
 		f->status = 0;
+		f->delay_ms = 0;
 		return 0;
 	}
 	int st = f->status;
-	if (f->count == 0 && !f->until_us)
+	p->delay_ms = f->delay_ms;
+	if (f->count == 0 && !f->until_us) {
 		f->status = 0;          /* the last of N */
+		f->delay_ms = 0;
+	}
+	if (!st)
+		return 0;
 	if (f->retry_after >= 0)
 		p->retry_after = f->retry_after;
 	if (st == 429)
@@ -476,6 +492,8 @@ static void reset_request(pss_t *p)
 	p->body_too_big = 0;
 	p->status = 0;
 	p->retry_after = -1;
+	p->delay_ms = 0;
+	p->delayed = 0;
 }
 
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -525,8 +543,15 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
 		dispatch(wsi, p);
 		return 0;
+	case LWS_CALLBACK_TIMER:
+		/* a delayed answer is due */
+		if (p && p->delayed) {
+			p->delayed = 0;
+			lws_callback_on_writable(wsi);
+		}
+		return 0;
 	case LWS_CALLBACK_HTTP_WRITEABLE: {
-		if (!p->status)
+		if (!p->status || p->delayed)
 			return 0;
 		unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *ptr = start,
 			      *end = hdr + sizeof hdr - 1;

@@ -69,7 +69,8 @@ static int is_http_reason(enum lws_callback_reasons r)
 {
 	return r == LWS_CALLBACK_HTTP || r == LWS_CALLBACK_HTTP_BODY ||
 	       r == LWS_CALLBACK_HTTP_BODY_COMPLETION || r == LWS_CALLBACK_HTTP_WRITEABLE ||
-	       r == LWS_CALLBACK_CLOSED_HTTP || r == LWS_CALLBACK_HTTP_DROP_PROTOCOL;
+	       r == LWS_CALLBACK_CLOSED_HTTP || r == LWS_CALLBACK_HTTP_DROP_PROTOCOL ||
+	       r == LWS_CALLBACK_TIMER;
 }
 
 static int emu_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
