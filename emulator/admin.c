@@ -331,12 +331,13 @@ static int channels_request(const char *r, json_t *o, json_t **answer, char *msg
 
 static json_t *pubstream_json(const pubstream_t *s)
 {
-	return json_pack("{s:I,s:s,s:I,s:f,s:I,s:I,s:I,s:I,s:b,s:I,s:I}", "stream",
+	return json_pack("{s:I,s:s,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I}", "stream",
 		(json_int_t)s->id, "topic", s->topic, "count", (json_int_t)s->count, "rate", s->rate,
 		"size", (json_int_t)s->size, "generated", (json_int_t)s->generated, "delivered",
-		(json_int_t)s->delivered, "dropped", (json_int_t)s->dropped, "done",
-		s->generated >= s->count, "started_ms", (json_int_t)s->started_ms, "last_ms",
-		(json_int_t)s->last_ms);
+		(json_int_t)s->tally.written, "dropped", (json_int_t)s->dropped, "queued",
+		(json_int_t)(s->copies - s->tally.written - s->tally.discarded), "discarded",
+		(json_int_t)s->tally.discarded, "done", s->generated >= s->count, "started_ms",
+		(json_int_t)s->started_ms, "last_ms", (json_int_t)s->last_ms);
 }
 
 /* POST /__emulator/publish with "count": a publish stream of generated events on the topic. */

@@ -356,10 +356,11 @@ int main(int argc, char **argv)
 			break;
 
 	channels_cancel_timers();
-	publish_free();
+	publish_cancel_timers();
 	lws_context_destroy(E.ctx);
 	while (slows)
 		slow_unlink(slows);
+	publish_free();
 	channels_free();
 	tokens_free();
 	stream_free_scratch();

@@ -38,7 +38,7 @@ static long last_id;
 static conn_t **targets;
 static size_t targets_cap;
 
-/* Scratch for one generated event (without the LWS_PRE headroom conn_send_raw adds). */
+/* Scratch for one generated event (without the LWS_PRE headroom the queue adds). */
 static char *evbuf;
 static size_t evbuf_cap;
 
@@ -109,11 +109,11 @@ static int generate_one(pubstream_t *s, size_t n)
 	s->last_ms = ms;
 	if (!n)
 		s->dropped++;
-	for (size_t i = 0; i < n; i++) {
-		conn_send_raw(targets[i], (const unsigned char *)evbuf, len, 0);
-		targets[i]->ch->events_sent++;
-		s->delivered++;
-	}
+	for (size_t i = 0; i < n; i++)
+		if (!conn_send_tallied(targets[i], evbuf, len, &s->tally)) {
+			targets[i]->ch->events_sent++;
+			s->copies++;
+		}
 	return 0;
 }
 
@@ -189,11 +189,16 @@ const pubstream_t *publish_streams(void)
 	return streams;
 }
 
+void publish_cancel_timers(void)
+{
+	for (pubstream_t *s = streams; s; s = s->next)
+		lws_sul_cancel(&s->sul);
+}
+
 void publish_free(void)
 {
 	while (streams) {
 		pubstream_t *n = streams->next;
-		lws_sul_cancel(&streams->sul);
 		free(streams->topic);
 		free(streams);
 		streams = n;

@@ -8,10 +8,14 @@
  *   pubstream_t  a publish stream: N events on one topic, R per second or as a burst; each event
  *                is written, when it is generated, to every live subscribed connection with one
  *                CorrelationId (as Genesys does: what a make-before-break rollover between two
- *                channels relies on); an event that finds none is dropped.
+ *                channels relies on); an event that finds none is dropped. Its copies are
+ *                counted when written to the socket (delivered) or discarded unwritten with a
+ *                connection closed or reset first.
  */
 #ifndef GN_EMU_PUBLISH_H
 #define GN_EMU_PUBLISH_H
+
+#include "stream.h"
 
 #include <jansson.h>
 #include <libwebsockets.h>
@@ -26,7 +30,9 @@ typedef struct pubstream {
 	double rate;                        /* events/s; 0 = burst */
 	size_t size;                        /* bytes per event frame */
 	uint64_t generated;                 /* events generated so far (sequence of the last) */
-	uint64_t delivered;                 /* copies queued on live connections */
+	uint64_t copies;                    /* copies queued on live subscribed connections */
+	frame_tally_t tally;                /* of those: written to the socket ("delivered"), or
+					     * discarded with a connection closed or reset first */
 	uint64_t dropped;                   /* events generated with no live subscribed connection */
 	int64_t start_us;                   /* monotonic */
 	int64_t started_ms, last_ms;        /* wall clock: creation, last event generated (0: none) */
@@ -46,7 +52,9 @@ const pubstream_t *publish_find(long id);
 /* Returns the first of all streams, newest first (follow ->next), or NULL. */
 const pubstream_t *publish_streams(void);
 
-/* At exit: stops every stream's timer and frees the streams; returns nothing. */
+/* At exit, each returning nothing: stops every stream's timer (before the lws context goes);
+ * frees the streams (after it, when no connection's queue counts in their tallies any more). */
+void publish_cancel_timers(void);
 void publish_free(void);
 
 #endif

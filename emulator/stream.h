@@ -19,9 +19,17 @@
 
 #define EMU_MAX_STREAMS 8
 
+/* What became of the frames that share a tally (a publish stream's copies): written to the
+ * socket, or discarded unwritten when their connection was closed or reset. */
+typedef struct frame_tally {
+	uint64_t written;
+	uint64_t discarded;
+} frame_tally_t;
+
 /* One queued outgoing frame; data has LWS_PRE bytes of headroom before it. */
 typedef struct msg {
 	struct msg *next;
+	frame_tally_t *tally;  /* NULL, or counts this frame when written or discarded */
 	size_t len;
 	int binary;
 	unsigned char buf[];   /* LWS_PRE + len */
@@ -70,6 +78,9 @@ int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
  * return nothing (a frame that cannot be allocated is dropped). */
 void conn_send_text(conn_t *c, const char *text, size_t len);
 void conn_send_raw(conn_t *c, const unsigned char *data, size_t len, int binary);
+/* Queues one text frame counted in tally (which must outlive the connection's queue, freed
+ * when the connection closes); returns 0, or -1 when it cannot be allocated. */
+int conn_send_tallied(conn_t *c, const char *text, size_t len, frame_tally_t *tally);
 /* Publishes an event (body copied, sequence added) on topic; returns 0, or -1 when body is not
  * an object or out of memory. */
 int conn_publish(conn_t *c, const char *topic, json_t *body, const char *corr);
