@@ -210,9 +210,18 @@ describe("emulator publish streams", function()
     -- the reset socket's last writes may never arrive: delivered counts what was written
     assert.is_true(received <= done.delivered and received >= done.delivered - 100,
       "received " .. received .. ", delivered " .. done.delivered)
-    -- the socket_closing connection still received events during its grace
-    local sc = stream_events(probes[3]:result(), j.stream)
-    assert.is_true(sc[#sc].seq > 200)
+    -- the socket_closing connection still received events during its 300 ms grace (500/s)
+    local r3, notice = probes[3]:result()
+    for _, f in ipairs(r3.texts) do
+      if f.msg.topicName == "v2.system.socket_closing" then notice = f end
+    end
+    assert.truthy(notice)
+    local after = 0
+    for _, e in ipairs(stream_events(r3, j.stream)) do
+      if e.t > notice.t then after = after + 1 end
+    end
+    assert.is_true(after >= 30, after .. " events after socket_closing")
+    assert.equal(1001, r3["end"].code)
   end)
 
   it("lists streams and validates requests, naming the field", function()
