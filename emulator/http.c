@@ -19,6 +19,7 @@
 #include "stream.h"
 
 #include <ctype.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -483,6 +484,16 @@ static void dispatch(struct lws *wsi, pss_t *p)
 	}
 }
 
+/* Returns 1 when the client has hung up (or half-closed: it waits for no answer), else 0. lws
+ * 4.1 does not read a connection while its request waits for an answer, so it would only learn
+ * of the hang-up when writing, and then hold the socket until the connection's timeout. */
+static int peer_gone(struct lws *wsi)
+{
+	struct pollfd pfd = { .fd = lws_get_socket_fd(wsi), .events = POLLRDHUP };
+	return pfd.fd >= 0 && poll(&pfd, 1, 0) > 0 &&
+	       (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
+}
+
 static void reset_request(pss_t *p)
 {
 	free(p->body);
@@ -547,6 +558,8 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		/* a delayed answer is due */
 		if (p && p->delayed) {
 			p->delayed = 0;
+			if (peer_gone(wsi))
+				return -1;
 			lws_callback_on_writable(wsi);
 		}
 		return 0;
