@@ -9,6 +9,7 @@
 #include "admin.h"
 
 #include "events.h"
+#include "publish.h"
 #include "state.h"
 #include "stream.h"
 
@@ -98,15 +99,18 @@ int fault_parse_json(json_t *o, const char *kind, char *err, size_t errlen)
 			snprintf(err, errlen, "field \"target\": expected \"oauth\" or \"rest\"");
 			return -1;
 		}
-		if (!json_object_get(o, "status")) {
-			snprintf(err, errlen, "field \"status\": required (429, 500 or 503)");
+		if (!json_object_get(o, "status") && !json_object_get(o, "delay_ms")) {
+			snprintf(err, errlen, "field \"status\": required (429, 500 or 503) unless "
+				 "\"delay_ms\" is given");
 			return -1;
 		}
 		if (get_long(o, "status", 400, 599, 0, &status, err, errlen) ||
+		    get_long(o, "delay_ms", 1, 600000, 0, &delay, err, errlen) ||
 		    get_long(o, "count", 0, 1000000000L, 0, &count, err, errlen) ||
 		    get_long(o, "retry_after", 0, 86400, status == 429 ? 1 : -1, &ra, err, errlen))
 			return -1;
 		f->status = (int)status;
+		f->delay_ms = delay;
 		f->count = count;
 		f->until_us = count ? 0 : deadline_from_ms(ms);
 		f->retry_after = (int)ra;
@@ -325,23 +329,83 @@ static int channels_request(const char *r, json_t *o, json_t **answer, char *msg
 	return 200;
 }
 
-/* POST /__emulator/publish: one event to every live connection subscribed to the topic. */
+static json_t *pubstream_json(const pubstream_t *s)
+{
+	return json_pack("{s:I,s:s,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I}", "stream",
+		(json_int_t)s->id, "topic", s->topic, "count", (json_int_t)s->count, "rate", s->rate,
+		"size", (json_int_t)s->size, "generated", (json_int_t)s->generated, "delivered",
+		(json_int_t)s->tally.written, "dropped", (json_int_t)s->dropped, "queued",
+		(json_int_t)(s->copies - s->tally.written - s->tally.discarded), "discarded",
+		(json_int_t)s->tally.discarded, "done", s->generated >= s->count, "started_ms",
+		(json_int_t)s->started_ms, "last_ms", (json_int_t)s->last_ms);
+}
+
+/* POST /__emulator/publish with "count": a publish stream of generated events on the topic. */
+static int publish_stream_request(json_t *o, const char *topic, json_t **answer, char *msg,
+				  size_t ml)
+{
+	long count, size;
+	json_t *rv = json_object_get(o, "rate");
+	double rate = 0;
+	if (json_object_get(o, "eventBody"))
+		return fail(msg, ml, 400, "field \"eventBody\": not with \"count\" (a publish "
+			    "stream generates its events)");
+	if (get_long(o, "count", 1, 100000000L, 0, &count, msg, ml) ||
+	    get_long(o, "size", 1, 16L << 20, E.cfg.event_size, &size, msg, ml))
+		return 400;
+	if (rv) {
+		if (!json_is_number(rv) || json_number_value(rv) <= 0 ||
+		    json_number_value(rv) > 10000000)
+			return fail(msg, ml, 400, "field \"rate\": expected a number above 0, at "
+				    "most 10000000");
+		rate = json_number_value(rv);
+	}
+	if (!event_topic_valid(topic))
+		return fail(msg, ml, 400, "field \"topic\": expected a topic name (v2...., 4 to 200 "
+			    "characters of A-Z a-z 0-9 . _ - ? & :)");
+	pubstream_t *s = publish_start(topic, (uint64_t)count, rate, (size_t)size);
+	if (!s)
+		return fail(msg, ml, 500, "out of memory");
+	*answer = pubstream_json(s);
+	return 200;
+}
+
+/* POST /__emulator/publish: one event to every live connection subscribed to the topic, or
+ * with "count" a publish stream. */
 static int publish_request(json_t *o, json_t **answer, char *msg, size_t ml)
 {
 	const char *topic;
 	json_t *body = json_object_get(o, "eventBody");
 	if (get_str(o, "topic", &topic, msg, ml) || !topic)
 		return *msg ? 400 : fail(msg, ml, 400, "field \"topic\": required, a string");
+	if (json_object_get(o, "count"))
+		return publish_stream_request(o, topic, answer, msg, ml);
+	if (json_object_get(o, "rate") || json_object_get(o, "size"))
+		return fail(msg, ml, 400, "fields \"rate\" and \"size\": only with \"count\"");
 	if (body && !json_is_object(body))
 		return fail(msg, ml, 400, "field \"eventBody\": expected an object");
 	char corr[37];
-	uuid4(corr);
-	int n = 0;
-	for (channel_t *ch = E.channels; ch; ch = ch->next)
-		if (ch->conn && !ch->expired && !ch->conn->close_pending &&
-		    channel_has_topic(ch, topic) && !conn_publish(ch->conn, topic, body, corr))
-			n++;
+	int n = publish_one(topic, body, corr);
 	*answer = json_pack("{s:i,s:s}", "delivered", n, "correlationId", corr);
+	return 200;
+}
+
+/* GET /__emulator/publish (every stream) or publish/{stream}. */
+static int publish_get(const char *r, json_t **answer, char *msg, size_t ml)
+{
+	if (!strcmp(r, "publish")) {
+		json_t *a = json_array();
+		for (const pubstream_t *s = publish_streams(); s; s = s->next)
+			json_array_append_new(a, pubstream_json(s));
+		*answer = json_pack("{s:o}", "streams", a);
+		return 200;
+	}
+	char *end;
+	long id = strtol(r + 8, &end, 10);
+	const pubstream_t *s = *end || end == r + 8 ? NULL : publish_find(id);
+	if (!s)
+		return fail(msg, ml, 404, "no publish stream %.40s", r + 8);
+	*answer = pubstream_json(s);
 	return 200;
 }
 
@@ -360,6 +424,8 @@ int admin_handle(const char *method, const char *path, const char *body, size_t 
 		*answer = channels_list_json();
 		return 200;
 	}
+	if (get && (!strcmp(r, "publish") || !strncmp(r, "publish/", 8)))
+		return publish_get(r, answer, msg, ml);
 	if (!post)
 		return fail(msg, ml, 404, "no admin endpoint %s %s", method, path);
 	json_t *o = NULL;

@@ -10,13 +10,14 @@
  *
  * Generated events are written with snprintf, not jansson: they are the hot path of the
  * 100,000 events/s figure, and every interpolated value is either generated here (hex, digits,
- * dates) or a topic name, which the REST layer only accepts from a JSON-safe character set
- * (see topic_valid in http.c). JSON *parsing* always goes through jansson.
+ * dates) or a topic name, which the REST layer and the admin API only accept from a JSON-safe
+ * character set (event_topic_valid). JSON *parsing* always goes through jansson.
  */
 #include "events.h"
 
 #include "state.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -70,6 +71,19 @@ static int ends_with(const char *s, const char *suffix)
 	return a >= b && !strcmp(s + a - b, suffix);
 }
 
+/* Topic names are embedded in generated events without escaping, so only a JSON-safe set is
+ * accepted: Genesys topics are dotted names with ids, plus the "?a&b" combined form. */
+int event_topic_valid(const char *t)
+{
+	size_t n = strlen(t);
+	if (n < 4 || n > 200 || strncmp(t, "v2.", 3))
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)t[i]) && !strchr("._-?&:", t[i]))
+			return 0;
+	return 1;
+}
+
 size_t event_max_len(size_t size, const char *topic)
 {
 	return size + 3 * strlen(topic) + 2048;
@@ -83,13 +97,22 @@ static size_t pad(char *out, size_t n)
 	return n;
 }
 
-/* Writes one event into out (cap from event_max_len) and returns its length. */
 size_t event_format(char *out, size_t cap, const char *topic, uint64_t seq, size_t size)
+{
+	return event_format_ex(out, cap, topic, seq, size, "", NULL);
+}
+
+/* Writes one event into out (cap from event_max_len) and returns its length. */
+size_t event_format_ex(char *out, size_t cap, const char *topic, uint64_t seq, size_t size,
+		       const char *extra, const char *correlation)
 {
 	char corr[37], date[32], pre[1800], suf[700], seg[128];
 	int pl, sl;
 	unsigned long long sq = (unsigned long long)seq;
-	uuid4(corr);
+	if (correlation)
+		snprintf(corr, sizeof corr, "%s", correlation);
+	else
+		uuid4(corr);
 	now_iso(date);
 
 	if (!strncmp(topic, "v2.users.", 9) && ends_with(topic, ".presence")) {
@@ -97,8 +120,8 @@ size_t event_format(char *out, size_t cap, const char *topic, uint64_t seq, size
 		pl = snprintf(pre, sizeof pre,
 			"{\"topicName\":\"%s\",\"version\":\"2\",\"eventBody\":{\"source\":\"PURECLOUD\","
 			"\"presenceDefinition\":{\"id\":\"%s\",\"systemPresence\":\"%s\"},"
-			"\"primary\":true,\"modifiedDate\":\"%s\",\"sequence\":%llu,\"message\":\"",
-			topic, presence_ids[k], presences[k], date, sq);
+			"\"primary\":true,\"modifiedDate\":\"%s\",%s\"sequence\":%llu,\"message\":\"",
+			topic, presence_ids[k], presences[k], date, extra, sq);
 		sl = snprintf(suf, sizeof suf, "\"},\"metadata\":{\"CorrelationId\":\"%s\"}}", corr);
 	} else if (!strncmp(topic, "v2.routing.queues.", 18) && ends_with(topic, ".conversations")) {
 		char conv[37], p1[37], p2[37], c1[37], c2[37], div[37];
@@ -123,14 +146,15 @@ size_t event_format(char *out, size_t cap, const char *topic, uint64_t seq, size
 		sl = snprintf(suf, sizeof suf,
 			"\"}}],\"recordingState\":\"none\",\"address\":\"tel:+18005550100\","
 			"\"divisions\":[{\"division\":{\"id\":\"%s\"},\"entities\":[{\"id\":\"%s\"}]}],"
-			"\"sequence\":%llu},\"metadata\":{\"CorrelationId\":\"%s\"}}",
-			div, conv, sq, corr);
+			"%s\"sequence\":%llu},\"metadata\":{\"CorrelationId\":\"%s\"}}",
+			div, conv, extra, sq, corr);
 	} else {
 		char id[37];
 		uuid4(id);
 		pl = snprintf(pre, sizeof pre,
 			"{\"topicName\":\"%s\",\"version\":\"2\",\"eventBody\":{\"id\":\"%s\","
-			"\"timestamp\":\"%s\",\"sequence\":%llu,\"data\":\"", topic, id, date, sq);
+			"\"timestamp\":\"%s\",%s\"sequence\":%llu,\"data\":\"", topic, id, date, extra,
+			sq);
 		sl = snprintf(suf, sizeof suf, "\"},\"metadata\":{\"CorrelationId\":\"%s\"}}", corr);
 	}
 	if (pl < 0 || sl < 0 || (size_t)pl >= sizeof pre || (size_t)sl >= sizeof suf)

@@ -12,12 +12,14 @@
 #include "http.h"
 
 #include "admin.h"
+#include "events.h"
 #include "log.h"
 #include "session.h"
 #include "state.h"
 #include "stream.h"
 
 #include <ctype.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +72,15 @@ static void respond_text(struct lws *wsi, pss_t *p, int kind, int status, char *
 		E.oauth_status[status]++;
 	else if (kind == KIND_REST && status < 600)
 		E.rest_status[status]++;
+	if (p->delay_ms > 0) {
+		/* a delay fault: the answer waits for LWS_CALLBACK_TIMER, the loop goes on; lws
+		 * cancels the timer if the client hangs up first */
+		p->delayed = 1;
+		lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, (int)(p->delay_ms / 1000) + 30);
+		lws_set_timer_usecs(wsi, (lws_usec_t)p->delay_ms * 1000);
+		p->delay_ms = 0;
+		return;
+	}
 	lws_callback_on_writable(wsi);
 }
 
@@ -128,20 +139,27 @@ static void error_with(struct lws *wsi, pss_t *p, int kind, int status, const ch
 
 #define ERR(status, ...) error_with(wsi, p, kind, status, NULL, __VA_ARGS__)
 
-/* An injected HTTP fault answers the request when active. Returns 1 when it did. */
+/* An injected HTTP fault takes the request when active: a delay holds whatever answer it gets
+ * (p->delay_ms), a status answers it. Returns 1 when the fault answered it. */
 static int apply_http_fault(struct lws *wsi, pss_t *p, int kind, http_fault_t *f)
 {
-	if (!f->status)
+	if (!f->status && !f->delay_ms)
 		return 0;
 	if (f->count > 0)
 		f->count--;
 	else if (!fault_active(f->until_us)) {
 		f->status = 0;
+		f->delay_ms = 0;
 		return 0;
 	}
 	int st = f->status;
-	if (f->count == 0 && !f->until_us)
+	p->delay_ms = f->delay_ms;
+	if (f->count == 0 && !f->until_us) {
 		f->status = 0;          /* the last of N */
+		f->delay_ms = 0;
+	}
+	if (!st)
+		return 0;
 	if (f->retry_after >= 0)
 		p->retry_after = f->retry_after;
 	if (st == 429)
@@ -241,19 +259,6 @@ static void handle_oauth(struct lws *wsi, pss_t *p)
 
 /* ---- REST ------------------------------------------------------------------------------ */
 
-/* Topic names are embedded in generated events without escaping (events.c), so only a JSON-safe
- * set is accepted: Genesys topics are dotted names with ids, plus the "?a&b" combined form. */
-static int topic_valid(const char *t)
-{
-	size_t n = strlen(t);
-	if (n < 4 || n > 200 || strncmp(t, "v2.", 3))
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)t[i]) && !strchr("._-?&:", t[i]))
-			return 0;
-	return 1;
-}
-
 static json_t *channel_json(const channel_t *ch, const char *host)
 {
 	char uri[400], exp[40];
@@ -332,7 +337,7 @@ static void handle_subscriptions(struct lws *wsi, pss_t *p, channel_t *ch)
 			break;
 		}
 		const char *t = json_string_value(id);
-		if (!topic_valid(t)) {
+		if (!event_topic_valid(t)) {
 			if (ignore_errors)
 				continue;
 			bad = t;
@@ -479,6 +484,16 @@ static void dispatch(struct lws *wsi, pss_t *p)
 	}
 }
 
+/* Returns 1 when the client has hung up (or half-closed: it waits for no answer), else 0. lws
+ * 4.1 does not read a connection while its request waits for an answer, so it would only learn
+ * of the hang-up when writing, and then hold the socket until the connection's timeout. */
+static int peer_gone(struct lws *wsi)
+{
+	struct pollfd pfd = { .fd = lws_get_socket_fd(wsi), .events = POLLRDHUP };
+	return pfd.fd >= 0 && poll(&pfd, 1, 0) > 0 &&
+	       (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
+}
+
 static void reset_request(pss_t *p)
 {
 	free(p->body);
@@ -488,6 +503,8 @@ static void reset_request(pss_t *p)
 	p->body_too_big = 0;
 	p->status = 0;
 	p->retry_after = -1;
+	p->delay_ms = 0;
+	p->delayed = 0;
 }
 
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -537,8 +554,17 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
 		dispatch(wsi, p);
 		return 0;
+	case LWS_CALLBACK_TIMER:
+		/* a delayed answer is due */
+		if (p && p->delayed) {
+			p->delayed = 0;
+			if (peer_gone(wsi))
+				return -1;
+			lws_callback_on_writable(wsi);
+		}
+		return 0;
 	case LWS_CALLBACK_HTTP_WRITEABLE: {
-		if (!p->status)
+		if (!p->status || p->delayed)
 			return 0;
 		unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *ptr = start,
 			      *end = hdr + sizeof hdr - 1;

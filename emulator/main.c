@@ -10,6 +10,7 @@
 #include "admin.h"
 #include "http.h"
 #include "log.h"
+#include "publish.h"
 #include "session.h"
 #include "state.h"
 #include "stream.h"
@@ -68,7 +69,8 @@ static int is_http_reason(enum lws_callback_reasons r)
 {
 	return r == LWS_CALLBACK_HTTP || r == LWS_CALLBACK_HTTP_BODY ||
 	       r == LWS_CALLBACK_HTTP_BODY_COMPLETION || r == LWS_CALLBACK_HTTP_WRITEABLE ||
-	       r == LWS_CALLBACK_CLOSED_HTTP || r == LWS_CALLBACK_HTTP_DROP_PROTOCOL;
+	       r == LWS_CALLBACK_CLOSED_HTTP || r == LWS_CALLBACK_HTTP_DROP_PROTOCOL ||
+	       r == LWS_CALLBACK_TIMER;
 }
 
 static int emu_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -354,9 +356,11 @@ int main(int argc, char **argv)
 			break;
 
 	channels_cancel_timers();
+	publish_cancel_timers();
 	lws_context_destroy(E.ctx);
 	while (slows)
 		slow_unlink(slows);
+	publish_free();
 	channels_free();
 	tokens_free();
 	stream_free_scratch();

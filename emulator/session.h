@@ -25,6 +25,8 @@ typedef struct pss {
 	char *resp;
 	size_t resp_len;
 	int retry_after;                    /* >= 0: send a Retry-After header */
+	long delay_ms;                      /* an HTTP delay fault: answer this much later */
+	int delayed;                        /* the answer waits for LWS_CALLBACK_TIMER */
 	int head;
 	int close_after;                    /* close the connection once answered */
 	int dispatched;                     /* answered already (lws may still report BODY_COMPLETION

@@ -57,7 +57,8 @@ typedef struct channel {
 /* Fault state: durations are absolute monotonic deadlines, 0 = not active, INT64_MAX = until
  * cleared. */
 typedef struct http_fault {
-	int status;
+	int status;                         /* answer with this status (0: the normal answer) */
+	long delay_ms;                      /* answer this late (0: at once) */
 	int64_t until_us;
 	long count;                         /* >0: next N requests; 0 with until_us: by time */
 	int retry_after;

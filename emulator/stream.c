@@ -40,12 +40,19 @@ void conn_wake(conn_t *c)
 		lws_callback_on_writable(c->wsi);
 }
 
-void conn_send_raw(conn_t *c, const unsigned char *data, size_t len, int binary)
+int conn_live(const conn_t *c)
+{
+	return c && !c->close_pending && !c->close_after_drain && !c->reset;
+}
+
+static int enqueue(conn_t *c, const unsigned char *data, size_t len, int binary,
+		   frame_tally_t *tally)
 {
 	msg_t *m = malloc(sizeof *m + LWS_PRE + len);
 	if (!m)
-		return;
+		return -1;
 	m->next = NULL;
+	m->tally = tally;
 	m->len = len;
 	m->binary = binary;
 	memcpy(m->buf + LWS_PRE, data, len);
@@ -56,6 +63,17 @@ void conn_send_raw(conn_t *c, const unsigned char *data, size_t len, int binary)
 	c->qtail = m;
 	c->qlen++;
 	conn_wake(c);
+	return 0;
+}
+
+void conn_send_raw(conn_t *c, const unsigned char *data, size_t len, int binary)
+{
+	enqueue(c, data, len, binary, NULL);
+}
+
+int conn_send_tallied(conn_t *c, const char *text, size_t len, frame_tally_t *tally)
+{
+	return enqueue(c, (const unsigned char *)text, len, 0, tally);
 }
 
 void conn_send_text(conn_t *c, const char *text, size_t len)
@@ -67,6 +85,8 @@ static void conn_free_queue(conn_t *c)
 {
 	while (c->qhead) {
 		msg_t *n = c->qhead->next;
+		if (c->qhead->tally)
+			c->qhead->tally->discarded++;
 		free(c->qhead);
 		c->qhead = n;
 	}
@@ -133,6 +153,7 @@ void conn_reset(conn_t *c)
 	}
 	streams_clear(c);
 	conn_free_queue(c);
+	c->reset = 1;
 	c->stall_until_us = INT64_MAX;    /* write nothing more */
 	lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
@@ -391,6 +412,8 @@ static int conn_writeable(conn_t *c)
 				c->qtail = NULL;
 			c->qlen--;
 			int r = emit(c, m->buf + LWS_PRE, m->len, m->binary);
+			if (!r && m->tally)
+				m->tally->written++;
 			free(m);
 			if (r)
 				return -1;

@@ -19,9 +19,17 @@
 
 #define EMU_MAX_STREAMS 8
 
+/* What became of the frames that share a tally (a publish stream's copies): written to the
+ * socket, or discarded unwritten when their connection was closed or reset. */
+typedef struct frame_tally {
+	uint64_t written;
+	uint64_t discarded;
+} frame_tally_t;
+
 /* One queued outgoing frame; data has LWS_PRE bytes of headroom before it. */
 typedef struct msg {
 	struct msg *next;
+	frame_tally_t *tally;  /* NULL, or counts this frame when written or discarded */
 	size_t len;
 	int binary;
 	unsigned char buf[];   /* LWS_PRE + len */
@@ -51,6 +59,7 @@ struct conn {
 	int64_t stall_until_us;
 	int close_pending;                  /* close now with close_code/close_reason */
 	int close_after_drain;              /* close once the queue is empty */
+	int reset;                          /* reset (RST): nothing more goes out */
 	int close_code;
 	char close_reason[120];
 	stream_t streams[EMU_MAX_STREAMS];
@@ -69,6 +78,9 @@ int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
  * return nothing (a frame that cannot be allocated is dropped). */
 void conn_send_text(conn_t *c, const char *text, size_t len);
 void conn_send_raw(conn_t *c, const unsigned char *data, size_t len, int binary);
+/* Queues one text frame counted in tally (which must outlive the connection's queue, freed
+ * when the connection closes); returns 0, or -1 when it cannot be allocated. */
+int conn_send_tallied(conn_t *c, const char *text, size_t len, frame_tally_t *tally);
 /* Publishes an event (body copied, sequence added) on topic; returns 0, or -1 when body is not
  * an object or out of memory. */
 int conn_publish(conn_t *c, const char *topic, json_t *body, const char *corr);
@@ -77,6 +89,9 @@ int conn_publish(conn_t *c, const char *topic, json_t *body, const char *corr);
 int conn_add_stream(conn_t *c, double rate, uint64_t total, const char *topic, size_t size);
 /* Asks for a writeable callback (new topics, new frames); returns nothing. */
 void conn_wake(conn_t *c);
+/* Returns 1 while the connection takes new events (not closing, not reset; a connection in its
+ * socket_closing grace still does), else 0. */
+int conn_live(const conn_t *c);
 
 /* Faults, each returning nothing: close with a code and reason; abrupt reset (RST); stall
  * (write nothing, heartbeats included) for ms; socket_closing notice, then close after
