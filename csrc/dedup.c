@@ -1,5 +1,5 @@
 /* dedup.c: the CorrelationIds of a rollover's overlap (see dedup.h). Open addressing with
- * linear probing; a removal shifts the following run back, so no tombstones pile up. */
+ * linear probing; old ids leave when the table is rebuilt, so nothing is removed in place. */
 #include "dedup.h"
 
 #include <stdlib.h>
@@ -60,31 +60,15 @@ static int make_room(gn_dedup_t *d, uint64_t now_ms) {
   return rebuild(d, d->cap, UINT64_MAX);
 }
 
-static void remove_at(gn_dedup_t *d, size_t i) {
-  size_t mask = d->cap - 1, j = i;
-  d->slots[i].id[0] = 0;
-  d->used--;
-  for (;;) {
-    j = (j + 1) & mask;
-    if (!d->slots[j].id[0]) return;
-    size_t home = hash(d->slots[j].id) & mask;
-    /* Move slot j back into the hole when its home is not in (i, j] (cyclically). */
-    if ((i <= j) ? (home <= i || home > j) : (home <= i && home > j)) {
-      d->slots[i] = d->slots[j];
-      d->slots[j].id[0] = 0;
-      i = j;
-    }
-  }
-}
-
 int gn_dedup_check(gn_dedup_t *d, const char *id, uint64_t now_ms) {
   if (!id || !*id || strlen(id) >= GN_DEDUP_ID) return -1;
   if (d->cap) {
     size_t mask = d->cap - 1;
     for (size_t i = hash(id) & mask; d->slots[i].id[0]; i = (i + 1) & mask)
       if (strcmp(d->slots[i].id, id) == 0) {
-        remove_at(d, i);
-        return 1;
+        if (now_ms >= d->slots[i].t_ms && now_ms - d->slots[i].t_ms <= d->max_age_ms) return 1;
+        d->slots[i].t_ms = now_ms; /* seen long ago: a new event that reuses the id */
+        return 0;
       }
   }
   if (make_room(d, now_ms) != 0) return -1;

@@ -1,15 +1,13 @@
 /* dedup.h: the CorrelationIds of a rollover's overlap, so that an event both sockets deliver
  * reaches the owner once.
  *
- * During a make-before-break hand-over both channels receive every event published after the
- * new one was subscribed, each copy with the same CorrelationId, and each socket delivers in
- * order. An id is remembered when its first copy arrives and forgotten when its second does, so
- * the set holds only what one socket has delivered and the other has not (yet): about the skew
- * between the two sockets times the event rate, plus the events only one of them ever gets
- * (published before the new channel was subscribed). Those are forgotten after max_age_ms.
- * Memory is allocated only while a rollover runs and is bounded (GN_DEDUP_MAX_SLOTS); if it
- * ever fills with ids younger than max_age_ms it is emptied and the overflow counted, so a
- * duplicate may then pass: never a loss.
+ * During a make-before-break hand-over every socket still subscribed receives each event
+ * published after the new channel was subscribed, each copy with the same CorrelationId; with
+ * rollovers back to back that is more than two sockets, so an id is kept after its second copy
+ * too, until it is max_age_ms old (the skew between sockets is far smaller). The set holds
+ * about the event rate times max_age_ms ids; memory is allocated only while a rollover runs and
+ * is bounded (GN_DEDUP_MAX_SLOTS); if it ever fills with ids younger than max_age_ms it is
+ * emptied and the overflow counted, so a duplicate may then pass: never a loss.
  *
  * Not locked: one thread (the service thread) owns a set.
  */
@@ -20,7 +18,7 @@
 #include <stdint.h>
 
 #define GN_DEDUP_ID 40               /* longest id tracked, NUL included (a UUID is 36) */
-#define GN_DEDUP_MAX_SLOTS (1u << 18) /* 12 MB at most */
+#define GN_DEDUP_MAX_SLOTS (1u << 19) /* 24 MB at most: 5 s of 50,000 events/s */
 
 typedef struct {
   char id[GN_DEDUP_ID]; /* "" when the slot is free */
@@ -36,9 +34,9 @@ typedef struct {
 
 /* An empty set that forgets unmatched ids after max_age_ms. Returns nothing. */
 void gn_dedup_init(gn_dedup_t *d, uint64_t max_age_ms);
-/* Returns 1 when id's other copy was seen (this one is the duplicate; the id is forgotten), 0
- * when it is the first copy (remembered at now_ms), -1 when id cannot be tracked (NULL, too
- * long, or out of memory): deliver it. */
+/* Returns 1 when a copy of id was seen in the last max_age_ms (this one is a duplicate), 0 when
+ * it is the first copy (remembered at now_ms), -1 when id cannot be tracked (NULL, too long, or
+ * out of memory): deliver it. */
 int gn_dedup_check(gn_dedup_t *d, const char *id, uint64_t now_ms);
 /* Ids remembered now. */
 size_t gn_dedup_size(const gn_dedup_t *d);

@@ -8,8 +8,8 @@
 
 #include <stdio.h>
 
-/* Unmatched CorrelationIds are kept this long: far beyond the skew of two local sockets. */
-#define DEDUP_MAX_AGE_MS 30000
+/* CorrelationIds are kept this long: far beyond the skew between two sockets of one client. */
+#define DEDUP_MAX_AGE_MS 5000
 
 void gn_roll_init(gn_roll_t *r, gn_env_t *env, const gn_conn_cbs_t *conn_cbs, void *ud,
                   void (*failed)(void *ud, const char *msg)) {

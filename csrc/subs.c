@@ -50,6 +50,13 @@ int gn_subs_init(gn_subs_t *s, gn_env_t *env, void (*retry)(void *ud), void *ud,
 
 static void timer_cb(uv_timer_t *t) {
   gn_subs_t *s = t->data;
+  uint64_t now = gn_now_mono_ms();
+  /* libuv's clock is the loop's cached time, which may trail ours: a confirmation the timer
+   * brings a little early waits for the rest rather than being skipped. */
+  if (s->uncertain && s->confirm_at_ms > now) {
+    uv_timer_start(t, timer_cb, s->confirm_at_ms - now + 1, 0);
+    return;
+  }
   s->retry(s->ud);
 }
 
