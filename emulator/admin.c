@@ -243,7 +243,7 @@ static int channel_action(channel_t *ch, const char *action, json_t *o, char *ms
 		const char *topic;
 		json_t *rv = json_object_get(o, "rate");
 		double rate = 0;
-		if (get_long(o, "count", 1, 100000000L, 0, &count, msg, ml) ||
+		if (get_long(o, "count", 1, 10000000L, 0, &count, msg, ml) ||
 		    get_long(o, "size", 1, 16L << 20, E.cfg.event_size, &size, msg, ml) ||
 		    get_str(o, "topic", &topic, msg, ml))
 			return 400;
@@ -350,7 +350,7 @@ static int publish_stream_request(json_t *o, const char *topic, json_t **answer,
 	if (json_object_get(o, "eventBody"))
 		return fail(msg, ml, 400, "field \"eventBody\": not with \"count\" (a publish "
 			    "stream generates its events)");
-	if (get_long(o, "count", 1, 100000000L, 0, &count, msg, ml) ||
+	if (get_long(o, "count", 1, 10000000L, 0, &count, msg, ml) ||
 	    get_long(o, "size", 1, 16L << 20, E.cfg.event_size, &size, msg, ml))
 		return 400;
 	if (rv) {
@@ -402,10 +402,17 @@ static int publish_get(const char *r, json_t **answer, char *msg, size_t ml)
 	}
 	char *end;
 	long id = strtol(r + 8, &end, 10);
-	const pubstream_t *s = *end || end == r + 8 ? NULL : publish_find(id);
+	int times = !strcmp(end, "/times");
+	const pubstream_t *s = (*end && !times) || end == r + 8 ? NULL : publish_find(id);
 	if (!s)
 		return fail(msg, ml, 404, "no publish stream %.40s", r + 8);
 	*answer = pubstream_json(s);
+	if (times) { /* when each event was generated, for placing what a client did not get */
+		json_t *a = json_array();
+		for (uint64_t k = 0; a && k < s->generated; k++)
+			json_array_append_new(a, json_integer(s->times[k]));
+		json_object_set_new(*answer, "times", a);
+	}
 	return 200;
 }
 

@@ -105,6 +105,7 @@ static int generate_one(pubstream_t *s, size_t n)
 				     corr);
 	if (!len)
 		return -1;
+	s->times[s->generated] = ms;
 	s->generated++;
 	s->last_ms = ms;
 	if (!n)
@@ -160,7 +161,9 @@ static void tick_cb(lws_sorted_usec_list_t *sul)
 pubstream_t *publish_start(const char *topic, uint64_t count, double rate, size_t size)
 {
 	pubstream_t *s = calloc(1, sizeof *s);
-	if (!s || !(s->topic = strdup(topic))) {
+	if (!s || !(s->topic = strdup(topic)) || !(s->times = calloc(count ? count : 1, sizeof *s->times))) {
+		if (s)
+			free(s->topic);
 		free(s);
 		return NULL;
 	}
@@ -200,6 +203,7 @@ void publish_free(void)
 	while (streams) {
 		pubstream_t *n = streams->next;
 		free(streams->topic);
+		free(streams->times);
 		free(streams);
 		streams = n;
 	}

@@ -36,6 +36,9 @@ typedef struct pubstream {
 	uint64_t dropped;                   /* events generated with no live subscribed connection */
 	int64_t start_us;                   /* monotonic */
 	int64_t started_ms, last_ms;        /* wall clock: creation, last event generated (0: none) */
+	int64_t *times;                     /* wall-clock ms each event was generated (times[k-1]
+					     * for sequence k): a client's tests place what they
+					     * did not receive against the intervals it reported */
 	lws_sorted_usec_list_t sul;         /* the next event is due */
 } pubstream_t;
 

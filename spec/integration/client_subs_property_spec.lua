@@ -4,12 +4,12 @@
 -- settles the emulator's channel holds exactly the wanted set, and no topic was ever reported
 -- rejected (every topic here is valid).
 --
--- GN_PROP_ROUNDS (default 500, fewer in slow builds; `make soak` runs thousands) and GN_PROP_SEED make it longer or
+-- GN_PROP_ROUNDS (default 400, fewer in slow builds; `make soak` runs thousands) and GN_PROP_SEED make it longer or
 -- repeatable; a failure prints the seed and the round.
 local emulator = require "support.emulator"
 local wait = require "support.wait"
 
-local ROUNDS = tonumber(os.getenv("GN_PROP_ROUNDS") or "") or math.floor(500 / wait.slow())
+local ROUNDS = tonumber(os.getenv("GN_PROP_ROUNDS") or "") or math.floor(400 / wait.slow())
 local SEED = tonumber(os.getenv("GN_PROP_SEED") or "") or os.time()
 
 describe("subscription changes (property)", function()

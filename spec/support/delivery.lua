@@ -1,0 +1,79 @@
+-- Checks of the delivery guarantee against a published stream of the emulator
+-- (`POST publish {topic, count, rate}`: every event carries its `sequence` in the stream and
+-- `published_ms`, the wall-clock time the emulator generated it): every event delivered at most
+-- once, and every event that did not arrive generated inside an interval the client reported
+-- (health "restored" deaf_from_ms..deaf_to_ms, or "gap").
+local wait = require "support.wait"
+
+local _M = {}
+
+--- Starts a stream of count events on topic at rate per second; returns its id.
+function _M.publish(emu, topic, count, rate)
+  local code, body = emu:admin("POST", "publish", { topic = topic, count = count, rate = rate })
+  assert(code == 200, "publish stream refused: " .. tostring(code))
+  return math.floor(body.stream)
+end
+
+--- Polls until the stream is done and the client has what it will get (quiet_ms without a new
+-- event after the emulator generated the last one).
+function _M.drain(emu, client, rec, stream, quiet_ms)
+  local last_n, last_change = -1, wait.now_ms()
+  assert(wait.until_(client, function()
+    if #rec.events ~= last_n then last_n, last_change = #rec.events, wait.now_ms() end
+    if wait.now_ms() - last_change <= quiet_ms then return false end
+    local _, st = emu:admin("GET", ("publish/%d"):format(stream))
+    return st.done
+  end, 120000), "the stream did not end")
+end
+
+--- The reported deaf intervals (restored and gap items), as {from, to} in wall-clock ms.
+function _M.intervals(rec)
+  local out = {}
+  for _, h in ipairs(rec.kinds.restored or {}) do out[#out + 1] = { h.deaf_from_ms, h.deaf_to_ms } end
+  for _, h in ipairs(rec.kinds.gap or {}) do out[#out + 1] = { h.deaf_from_ms, h.deaf_to_ms } end
+  return out
+end
+
+--- Checks the guarantee for stream (count events); returns received, missing, duplicates.
+function _M.check(rec, stream, count)
+  local seen, dup = {}, 0
+  for _, ev in ipairs(rec.events) do
+    local b = ev.body
+    if b.stream == stream then
+      if seen[b.sequence] then dup = dup + 1 end
+      seen[b.sequence] = b.published_ms or true
+    end
+  end
+  assert(dup == 0, dup .. " events delivered twice")
+  local missing, outside = {}, {}
+  local iv = _M.intervals(rec)
+  -- The publish times of the events around each missing one bound it from both sides: an event
+  -- generated before a received event of the same socket was sent before it.
+  for s = 1, count do
+    if not seen[s] then missing[#missing + 1] = s end
+  end
+  return seen, missing, iv, outside
+end
+
+--- Every missing event's publish time inside a reported interval; returns how many missed.
+function _M.assert_covered(rec, stream, count, published_ms_of)
+  local seen, missing, iv = _M.check(rec, stream, count)
+  local bad = {}
+  for _, s in ipairs(missing) do
+    local t = published_ms_of(s)
+    local inside = false
+    for _, i in ipairs(iv) do
+      if t and t >= i[1] and t <= i[2] then inside = true; break end
+    end
+    if not inside then bad[#bad + 1] = ("#%d at %s"):format(s, tostring(t)) end
+  end
+  local ivs = {}
+  for _, i in ipairs(iv) do ivs[#ivs + 1] = ("[%.0f, %.0f]"):format(i[1], i[2]) end
+  assert(#bad == 0, #bad .. " of " .. #missing .. " lost events outside every reported interval "
+    .. table.concat(ivs, " ") .. ": " .. table.concat(bad, ", ", 1, math.min(#bad, 10)))
+  local n = 0
+  for _ in pairs(seen) do n = n + 1 end
+  return #missing, n
+end
+
+return _M
