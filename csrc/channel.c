@@ -56,6 +56,7 @@ struct gn_channel {
 
   char *channel_id, *connect_uri;
   int hard_next;               /* the channel is gone: the next attempt creates one */
+  int connect_failures;        /* in a row on this channel's connectUri */
   gn_subs_t subs;
   gn_roll_t roll;
   gn_http_req_t *req;          /* the attempt's REST call */
@@ -307,7 +308,7 @@ static void channel_done(void *ud, const gn_http_result_t *hr) {
   drop_channel(ch);
   ch->channel_id = id;
   ch->connect_uri = uri;
-  ch->hard_next = 0;
+  ch->hard_next = ch->connect_failures = 0;
   gn_subs_new_channel(&ch->subs);
   step_subscribe(ch);
 }
@@ -365,8 +366,7 @@ static void opened(gn_channel_t *ch) {
   uint64_t now = gn_now_mono_ms();
   double latency = (double)(now - ch->attempt_start_ms);
   enter(ch, GN_ST_OPEN);
-  ch->in_attempt = 0;
-  ch->auth_retried = 0;
+  ch->in_attempt = ch->auth_retried = ch->connect_failures = 0;
   ch->connection_id++;
   uint32_t attempt_no = ch->retry.bo.attempt;
   gn_gap_opened(&ch->gap, ch->env->metrics, now);
@@ -551,6 +551,8 @@ static void conn_close_cb(void *ud, gn_conn_t *conn, const gn_close_info_t *info
     gn_token_invalidate(ch->env->tok, ch->bearer.gen);
   }
   if (f.gone) ch->hard_next = 1;
+  /* A connectUri can go bad: one that keeps failing is left for a new channel. */
+  if (!f.status && ++ch->connect_failures >= 3) ch->hard_next = 1;
   json_t *fields = json_pack("{s:s, s:s}", "error", info->error, "stage", info->stage);
   if (fields && f.status) json_object_set_new(fields, "status", json_integer(f.status));
   attempt_failed(ch, f.reason, f.why, -1, fields);

@@ -45,6 +45,7 @@ struct gn_conn {
   int state;
   int detached;      /* owner closed or aborted, or on_close delivered: no more callbacks */
   int gai_pending;
+  int in_connect;    /* inside lws_client_connect_via_info: lws may close us there */
   uv_getaddrinfo_t *gai;
   uv_timer_t *timer;
   struct lws *wsi;
@@ -88,7 +89,7 @@ static void log_init(void) {
 static void free_handle_cb(uv_handle_t *h) { free(h); }
 
 static void conn_maybe_free(gn_conn_t *c) {
-  if (!c->detached || c->gai_pending || c->wsi) return;
+  if (!c->detached || c->gai_pending || c->in_connect || c->wsi) return;
   if (c->timer) {
     uv_timer_stop(c->timer);
     uv_close((uv_handle_t *)c->timer, free_handle_cb);
@@ -172,7 +173,12 @@ static int start_lws(gn_conn_t *c, const char *ip) {
   }
   last_log[0] = 0;
   c->state = C_CONNECTING;
+  /* When connect() fails at once (an unroutable or multicast address, no local port left, no
+   * file descriptor), lws 4.1.6 closes the connection inside this call and our callback sees
+   * CONNECTION_ERROR there: c must outlive the call (the caller frees it if it is done). */
+  c->in_connect = 1;
   struct lws *wsi = lws_client_connect_via_info(&ci);
+  c->in_connect = 0;
   /* A synchronous failure has already called CONNECTION_ERROR (state DONE) or not at all. */
   if (!wsi) {
     if (c->state != C_DONE) fail(c, "connect", 0, "connection failed: %s", last_log[0] ? last_log : "lws refused the connection");

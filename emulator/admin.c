@@ -116,7 +116,25 @@ int fault_parse_json(json_t *o, const char *kind, char *err, size_t errlen)
 		f->retry_after = (int)ra;
 		return 0;
 	}
-	snprintf(err, errlen, "unknown fault kind \"%s\" (expected handshake, tcp or http)", kind);
+	if (!strcmp(kind, "connect_uri")) {
+		/* A connectUri the client cannot use (an unroutable or multicast address, a closed
+		 * port): what a broken or hostile API could answer. */
+		const char *base;
+		if (get_str(o, "base", &base, err, errlen) ||
+		    get_long(o, "count", 1, 1000000L, 1, &count, err, errlen))
+			return -1;
+		if (!base || strlen(base) >= sizeof E.connect_base ||
+		    (strncmp(base, "ws://", 5) && strncmp(base, "wss://", 6))) {
+			snprintf(err, errlen, "field \"base\": expected a ws:// or wss:// URL of at "
+				 "most %zu bytes", sizeof E.connect_base - 1);
+			return -1;
+		}
+		snprintf(E.connect_base, sizeof E.connect_base, "%s", base);
+		E.connect_count = count;
+		return 0;
+	}
+	snprintf(err, errlen, "unknown fault kind \"%s\" (expected handshake, tcp, http or "
+		 "connect_uri)", kind);
 	return -1;
 }
 
@@ -460,6 +478,8 @@ int admin_handle(const char *method, const char *path, const char *body, size_t 
 		E.hs_refuse_until = E.hs_slow_until = E.tcp_refuse_until = 0;
 		memset(&E.fault_oauth, 0, sizeof E.fault_oauth);
 		memset(&E.fault_rest, 0, sizeof E.fault_rest);
+		E.connect_base[0] = '\0';
+		E.connect_count = 0;
 		*answer = json_pack("{s:b}", "cleared", 1);
 	} else if (!strncmp(r, "faults/", 7)) {
 		if (fault_parse_json(o, r + 7, msg, ml))

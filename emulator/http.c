@@ -405,7 +405,14 @@ static void handle_rest(struct lws *wsi, pss_t *p)
 				return;
 			}
 			elog("{\"event\":\"channel_created\",\"channel\":\"%s\"}", ch->id);
-			respond(wsi, p, kind, 200, channel_json(ch, host));
+			json_t *answer = channel_json(ch, host);
+			if (E.connect_count > 0 && E.connect_base[0]) { /* fault: an unusable connectUri */
+				char uri[400];
+				snprintf(uri, sizeof uri, "%s/channels/%s", E.connect_base, ch->id);
+				json_object_set_new(answer, "connectUri", json_string(uri));
+				E.connect_count--;
+			}
+			respond(wsi, p, kind, 200, answer);
 		} else if (p->method == WSI_TOKEN_GET_URI) {
 			json_t *a = json_array();
 			for (channel_t *ch = E.channels; ch; ch = ch->next)

@@ -100,6 +100,9 @@ typedef struct emu {
 	int64_t hs_refuse_until, hs_slow_until, tcp_refuse_until;
 	long hs_slow_delay_ms;
 	http_fault_t fault_oauth, fault_rest;
+	char connect_base[200];             /* fault: the next connect_count channels get a
+					     * connectUri on this base ("" = none) */
+	long connect_count;
 	uint64_t rng;
 	int shutting_down;                  /* no new timers while the context goes away */
 } emu_t;
