@@ -140,6 +140,25 @@ static void complete_waiters(gn_token_entry_t *e, const gn_token_result_t *r) {
   for (size_t i = 0; i < np; i++) gn_service_poke(poked[i]);
 }
 
+/* Token answers are parsed strictly: a token that could not go into a request header, or a
+ * lifetime too short to use (it would be fetched again by every asker at once: a storm) or too
+ * large to count in milliseconds, is refused. */
+#define MAX_TOKEN_BYTES 4000        /* what a request header takes (rest.c) */
+#define MIN_LIFE_S 10.0
+#define MAX_LIFE_S (366.0 * 86400)  /* longer lifetimes are used as a year */
+
+/* Returns NULL when tok and exp make a usable token, else what is wrong with them. */
+static const char *token_answer_problem(const char *tok, const json_t *exp) {
+  if (!tok || !*tok) return "no access_token";
+  if (strlen(tok) > MAX_TOKEN_BYTES) return "an access_token longer than 4,000 bytes";
+  for (const unsigned char *p = (const unsigned char *)tok; *p; p++)
+    if (*p < 0x21 || *p > 0x7e) return "an access_token with spaces or control characters";
+  if (!json_is_number(exp)) return "no numeric expires_in";
+  double ex = json_number_value(exp);
+  if (!(ex >= MIN_LIFE_S)) return "an expires_in under 10 s (or not a number)";
+  return NULL;
+}
+
 static void fetch_done(void *ud, const gn_http_result_t *hr) {
   gn_token_entry_t *e = ud;
   gn_token_result_t r;
@@ -156,14 +175,16 @@ static void fetch_done(void *ud, const gn_http_result_t *hr) {
     json_t *j = json_loadb(hr->body, hr->body_len, 0, &je);
     const char *tok = j ? json_string_value(json_object_get(j, "access_token")) : NULL;
     json_t *exp = j ? json_object_get(j, "expires_in") : NULL;
-    if (!tok || !*tok || !json_is_number(exp) || json_number_value(exp) <= 0) {
+    const char *bad = token_answer_problem(tok, exp);
+    if (bad) {
+      /* Not cached: the attempt fails and backs off, rather than every asker fetching anew. */
       r.kind = GN_TOK_RETRY;
-      snprintf(r.error, sizeof r.error,
-               "token endpoint answered 200 without access_token and a positive expires_in");
+      snprintf(r.error, sizeof r.error, "token endpoint answered 200 with %s", bad);
     } else {
       r.kind = GN_TOK_OK;
       r.token = gn_strdup(tok);
       r.expires_in_s = json_number_value(exp);
+      if (r.expires_in_s > MAX_LIFE_S) r.expires_in_s = MAX_LIFE_S;
       if (!r.token) {
         r.kind = GN_TOK_RETRY;
         snprintf(r.error, sizeof r.error, "out of memory");

@@ -116,6 +116,22 @@ int fault_parse_json(json_t *o, const char *kind, char *err, size_t errlen)
 		f->retry_after = (int)ra;
 		return 0;
 	}
+	if (!strcmp(kind, "token")) {
+		/* Odd token answers: an expires_in far too small or too large, an access_token too
+		 * long or carrying control characters. */
+		json_t *exp = json_object_get(o, "expires_in"), *tok = json_object_get(o, "access_token");
+		if (get_long(o, "count", 1, 1000000L, 1, &count, err, errlen))
+			return -1;
+		if ((exp && !json_is_number(exp)) || (tok && !json_is_string(tok)) || (!exp && !tok)) {
+			snprintf(err, errlen, "fields \"expires_in\" (a number) and/or \"access_token\" "
+				 "(a string) expected");
+			return -1;
+		}
+		json_decref(E.token_answer);
+		E.token_answer = json_pack("{s:O*, s:O*}", "expires_in", exp, "access_token", tok);
+		E.token_count = count;
+		return 0;
+	}
 	if (!strcmp(kind, "connect_uri")) {
 		/* A connectUri the client cannot use (an unroutable or multicast address, a closed
 		 * port): what a broken or hostile API could answer. */
@@ -133,8 +149,8 @@ int fault_parse_json(json_t *o, const char *kind, char *err, size_t errlen)
 		E.connect_count = count;
 		return 0;
 	}
-	snprintf(err, errlen, "unknown fault kind \"%s\" (expected handshake, tcp, http or "
-		 "connect_uri)", kind);
+	snprintf(err, errlen, "unknown fault kind \"%s\" (expected handshake, tcp, http, "
+		 "connect_uri or token)", kind);
 	return -1;
 }
 
@@ -480,6 +496,9 @@ int admin_handle(const char *method, const char *path, const char *body, size_t 
 		memset(&E.fault_rest, 0, sizeof E.fault_rest);
 		E.connect_base[0] = '\0';
 		E.connect_count = 0;
+		json_decref(E.token_answer);
+		E.token_answer = NULL;
+		E.token_count = 0;
 		*answer = json_pack("{s:b}", "cleared", 1);
 	} else if (!strncmp(r, "faults/", 7)) {
 		if (fault_parse_json(o, r + 7, msg, ml))

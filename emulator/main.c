@@ -363,6 +363,8 @@ int main(int argc, char **argv)
 	publish_free();
 	channels_free();
 	tokens_free();
+	json_decref(E.token_answer); /* a token fault left set */
+	E.token_answer = NULL;
 	stream_free_scratch();
 	for (int i = 0; i < E.cfg.nclients; i++) {
 		free(E.cfg.clients[i].id);

@@ -15,6 +15,7 @@
 #ifndef GN_EMU_STATE_H
 #define GN_EMU_STATE_H
 
+#include <jansson.h>
 #include <libwebsockets.h>
 #include <stdint.h>
 #include <stddef.h>
@@ -103,6 +104,9 @@ typedef struct emu {
 	char connect_base[200];             /* fault: the next connect_count channels get a
 					     * connectUri on this base ("" = none) */
 	long connect_count;
+	json_t *token_answer;               /* fault: the next token_count token answers carry
+					     * these fields instead (expires_in, access_token) */
+	long token_count;
 	uint64_t rng;
 	int shutting_down;                  /* no new timers while the context goes away */
 } emu_t;
