@@ -118,11 +118,12 @@ void gn_queue_health(gn_queue_t *q, const char *kind, const char *state, json_t 
   gn_queue_add(q, GN_ITEM_HEALTH, fields, 0);
 }
 
-void gn_queue_event(gn_queue_t *q, const gn_msg_t *m, const char *channel_id, const char *raw,
+void gn_queue_event(gn_queue_t *q, gn_msg_t *m, const char *channel_id, const char *raw,
                     size_t len) {
   gn_item_t *it = calloc(1, sizeof *it);
   if (!it || !(it->raw = malloc(len + 1))) {
     free(it);
+    gn_msg_clear(m);
     gn_queue_drop(q);
     return;
   }
@@ -133,6 +134,7 @@ void gn_queue_event(gn_queue_t *q, const gn_msg_t *m, const char *channel_id, co
   it->body = m->body ? json_incref(m->body) : NULL;
   it->data = json_pack("{s:s, s:s, s:f}", "topic", m->topic, "channel_id", channel_id,
                        "received_ms", gn_now_wall_ms());
+  gn_msg_clear(m);
   pthread_mutex_lock(&q->metrics->mu);
   q->metrics->events++;
   pthread_mutex_unlock(&q->metrics->mu);

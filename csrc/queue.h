@@ -63,9 +63,12 @@ void gn_queue_add(gn_queue_t *q, gn_item_type_t type, json_t *data, uint64_t seq
  * "timestamp_ms". Returns nothing. Service thread. */
 void gn_queue_health(gn_queue_t *q, const char *kind, const char *state, json_t *fields);
 /* Queues event m (classified from raw, len bytes) received on channel_id: topic, body and the
- * raw text for the owner, counted in the metrics. Returns nothing (out of memory is counted as
- * a drop). Service thread. */
-void gn_queue_event(gn_queue_t *q, const gn_msg_t *m, const char *channel_id, const char *raw,
+ * raw text for the owner, counted in the metrics. m is cleared (its tree released) before the
+ * item is queued: the owner must hold the last reference to the body, since jansson's
+ * reference count orders a free after the other thread's reads only when the freeing thread
+ * drops the last one after it received the item. Returns nothing (out of memory is counted as a
+ * drop). Service thread. */
+void gn_queue_event(gn_queue_t *q, gn_msg_t *m, const char *channel_id, const char *raw,
                     size_t len);
 /* Counts one item that could not be queued. Returns nothing. Service thread. */
 void gn_queue_drop(gn_queue_t *q);
