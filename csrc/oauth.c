@@ -144,7 +144,7 @@ static void complete_waiters(gn_token_entry_t *e, const gn_token_result_t *r) {
  * lifetime too short to use (it would be fetched again by every asker at once: a storm) or too
  * large to count in milliseconds, is refused. */
 #define MAX_TOKEN_BYTES 4000        /* what a request header takes (rest.c) */
-#define MIN_LIFE_S 10.0
+#define MIN_LIFE_S 1.0
 #define MAX_LIFE_S (366.0 * 86400)  /* longer lifetimes are used as a year */
 
 /* Returns NULL when tok and exp make a usable token, else what is wrong with them. */
@@ -155,7 +155,7 @@ static const char *token_answer_problem(const char *tok, const json_t *exp) {
     if (*p < 0x21 || *p > 0x7e) return "an access_token with spaces or control characters";
   if (!json_is_number(exp)) return "no numeric expires_in";
   double ex = json_number_value(exp);
-  if (!(ex >= MIN_LIFE_S)) return "an expires_in under 10 s (or not a number)";
+  if (!(ex >= MIN_LIFE_S)) return "an expires_in under 1 s (or not a number)";
   return NULL;
 }
 

@@ -13,7 +13,7 @@ describe("odd token answers", function()
   teardown(function() if emu then emu:stop() end end)
 
   local cases = {
-    { name = "expires_in 0.001", fault = { expires_in = 0.001 }, says = "expires_in under 10 s" },
+    { name = "expires_in 0.001", fault = { expires_in = 0.001 }, says = "expires_in under 1 s" },
     { name = "a token of 5,000 bytes", fault = { access_token = ("a"):rep(5000) },
       says = "longer than 4,000 bytes" },
     { name = "a token with CR/LF", fault = { access_token = "abc\r\nX-Injected: 1" },
