@@ -189,6 +189,20 @@ static int start_lws(gn_conn_t *c, const char *ip) {
   return 0;
 }
 
+/* Returns 1 for an address a TCP connection can go to (not multicast, broadcast or
+ * unspecified), else 0. */
+static int unicast(const struct sockaddr *sa) {
+  if (sa->sa_family == AF_INET) {
+    uint32_t a = ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr);
+    return !IN_MULTICAST(a) && a != INADDR_BROADCAST && a != INADDR_ANY;
+  }
+  if (sa->sa_family == AF_INET6) {
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    return !IN6_IS_ADDR_MULTICAST(a) && !IN6_IS_ADDR_UNSPECIFIED(a);
+  }
+  return 0;
+}
+
 static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   gn_conn_t *c = req->data;
   c->gai_pending = 0;
@@ -209,6 +223,14 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   }
   char ip[INET6_ADDRSTRLEN] = "";
   const struct addrinfo *ai = res;
+  if (!unicast(ai->ai_addr)) {
+    /* A TCP connect to it fails inside lws's connect call, which leaks about 480 bytes in
+     * lws 4.1.6 each time: refused here with a clear reason instead. */
+    uv_freeaddrinfo(res);
+    fail(c, "connect", 0, "connectUri: %s is not a unicast address", c->host);
+    conn_maybe_free(c);
+    return;
+  }
   if (ai->ai_family == AF_INET)
     inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, ip, sizeof ip);
   else if (ai->ai_family == AF_INET6)

@@ -1,7 +1,9 @@
--- A connectUri the client cannot use: connect() fails inside libwebsockets' own connect call
--- (a multicast address: ENETUNREACH at once), which once freed the connection twice (ASan:
--- heap-use-after-free; plain build: an abort in libuv). Now the attempt fails like any other,
--- and soft attempts that keep failing on the same channel escalate to a new channel.
+-- A connectUri the client cannot use. A multicast address once made connect() fail inside
+-- libwebsockets' own connect call, which freed the connection twice (ASan: heap-use-after-free;
+-- plain build: an abort in libuv); the connection now outlives that call, and such an address
+-- is refused before lws sees it (lws 4.1.6 leaks ~480 bytes on each such failure). A refused
+-- port fails later, like any connect. Either way the attempt fails like any other, and connects
+-- that keep failing on one channel's connectUri move the client to a new channel.
 local emulator = require "support.emulator"
 local wait = require "support.wait"
 
@@ -22,6 +24,9 @@ describe("an unusable connectUri", function()
       local failed = rec.where("failed", function(h) return h.stage == "connect" or
                                                            h.stage == "dns" end)
       assert.is_true(#failed >= 1, "the bad connectUri did not fail an attempt")
+      if base:find("224.0.0.1", 1, true) then
+        assert.truthy(failed[1].error:find("not a unicast address", 1, true), failed[1].error)
+      end
       local first = rec.kinds.subscription[1].channel_id
       local c = rec.last("connected")
       assert.are_not.equal(first, c.channel_id)
