@@ -1,6 +1,7 @@
 /* heartbeat.c: the watchdog of a live socket (see heartbeat.h). */
 #include "heartbeat.h"
 #include "gn_util.h"
+#include "uvtimer.h"
 
 static void arm(gn_heartbeat_t *hb, uint64_t ms);
 
@@ -41,10 +42,7 @@ int gn_heartbeat_init(gn_heartbeat_t *hb, uv_loop_t *loop, long idle_ms, long pi
   hb->ping_timeout_ms = ping_timeout_ms;
   hb->dead = dead;
   hb->ud = ud;
-  if (!(hb->timer = malloc(sizeof *hb->timer))) return -1;
-  uv_timer_init(loop, hb->timer);
-  hb->timer->data = hb;
-  return 0;
+  return (hb->timer = gn_timer_new(loop, hb)) ? 0 : -1;
 }
 
 void gn_heartbeat_watch(gn_heartbeat_t *hb, gn_conn_t *conn) {
@@ -71,10 +69,7 @@ void gn_heartbeat_stop(gn_heartbeat_t *hb) {
   if (hb->timer) uv_timer_stop(hb->timer);
 }
 
-static void free_handle_cb(uv_handle_t *h) { free(h); }
-
 void gn_heartbeat_close(gn_heartbeat_t *hb) {
-  gn_heartbeat_stop(hb);
-  if (hb->timer) uv_close((uv_handle_t *)hb->timer, free_handle_cb);
-  hb->timer = NULL;
+  hb->conn = NULL;
+  gn_timer_close(&hb->timer);
 }

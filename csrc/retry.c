@@ -1,6 +1,7 @@
 /* retry.c: the attempt after a failure (see retry.h). */
 #include "retry.h"
 #include "gn_util.h"
+#include "uvtimer.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -35,18 +36,12 @@ static void timer_cb(uv_timer_t *t) {
 int gn_retry_start(gn_retry_t *r, uv_loop_t *loop, void (*fire)(void *ud), void *ud) {
   r->fire = fire;
   r->ud = ud;
-  if (!(r->timer = malloc(sizeof *r->timer))) return -1;
-  uv_timer_init(loop, r->timer);
-  r->timer->data = r;
-  return 0;
+  return (r->timer = gn_timer_new(loop, r)) ? 0 : -1;
 }
 
-static void free_handle_cb(uv_handle_t *h) { free(h); }
-
 void gn_retry_close(gn_retry_t *r) {
-  gn_retry_disarm(r);
-  if (r->timer) uv_close((uv_handle_t *)r->timer, free_handle_cb);
-  r->timer = NULL;
+  r->armed = 0;
+  gn_timer_close(&r->timer);
 }
 
 int gn_retry_next(gn_retry_t *r, double retry_after_ms, const char *reason, double *delay_ms,

@@ -5,6 +5,7 @@
 #include "service.h"
 #include "subs.h"
 #include "gn_util.h"
+#include "uvtimer.h"
 
 #include <stdio.h>
 
@@ -24,10 +25,7 @@ void gn_roll_init(gn_roll_t *r, gn_env_t *env, const gn_conn_cbs_t *conn_cbs, vo
 static void drain_cb(uv_timer_t *t);
 
 int gn_roll_start(gn_roll_t *r, uv_loop_t *loop) {
-  if (!(r->drain_timer = malloc(sizeof *r->drain_timer))) return -1;
-  uv_timer_init(loop, r->drain_timer);
-  r->drain_timer->data = r;
-  return 0;
+  return (r->drain_timer = gn_timer_new(loop, r)) ? 0 : -1;
 }
 
 static int draining(const gn_roll_t *r) {
@@ -63,24 +61,23 @@ static void forget_old(gn_roll_old_t *o) {
   memset(o, 0, sizeof *o);
 }
 
+static void report_drained(gn_roll_t *r, gn_roll_old_t *o, int code, int clean);
+
 void gn_roll_abort_all(gn_roll_t *r) {
   gn_roll_cancel(r);
   for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++)
-    if (r->old[i].conn) {
+    if (r->old[i].conn) { /* cut short: reported like a socket lost while draining */
       gn_conn_abort(r->old[i].conn);
-      forget_old(&r->old[i]);
+      report_drained(r, &r->old[i], 1006, 0);
     }
   if (r->drain_timer) uv_timer_stop(r->drain_timer);
   gn_dedup_clear(&r->dedup);
   r->dedup_until_ms = 0;
 }
 
-static void free_handle_cb(uv_handle_t *h) { free(h); }
-
 void gn_roll_close(gn_roll_t *r) {
   gn_roll_abort_all(r);
-  if (r->drain_timer) uv_close((uv_handle_t *)r->drain_timer, free_handle_cb);
-  r->drain_timer = NULL;
+  gn_timer_close(&r->drain_timer);
 }
 
 void gn_roll_begin(gn_roll_t *r) {
@@ -158,7 +155,9 @@ static void arm_drain(gn_roll_t *r) {
   uv_timer_start(r->drain_timer, drain_cb, next > now ? next - now : 0, 0);
 }
 
-/* Reports the end of a draining socket and forgets it. */
+/* Reports the end of a draining socket and forgets it. clean: the server closed it with a close
+ * frame (it had written everything); otherwise (lost, or closed by us before the server did)
+ * what it had not yet delivered may be gone. */
 static void report_drained(gn_roll_t *r, gn_roll_old_t *o, int code, int clean) {
   gn_env_health(r->env, "rollover",
                 json_pack("{s:s, s:s, s:I, s:i}", "event", "drained", "channel_id",
@@ -181,7 +180,7 @@ static void drain_cb(uv_timer_t *t) {
   for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++)
     if (r->old[i].conn && r->old[i].until_ms <= now) {
       gn_conn_close(r->old[i].conn, 1000, "rollover: drained");
-      report_drained(r, &r->old[i], 1000, 1);
+      report_drained(r, &r->old[i], 1000, 0);
     }
   arm_drain(r);
   maybe_settle(r);
@@ -209,14 +208,13 @@ void gn_roll_take(gn_roll_t *r, gn_conn_t **conn, char **channel_id, char **conn
     }
     if (r->old[slot].conn) { /* the oldest of too many: it has had its time */
       gn_conn_close(r->old[slot].conn, 1000, "rollover: drained");
-      report_drained(r, &r->old[slot], 1000, 1);
+      report_drained(r, &r->old[slot], 1000, 0);
     }
     gn_roll_old_t *o = &r->old[slot];
     o->conn = old;
     o->channel_id = gn_strdup(old_id ? old_id : "");
     o->until_ms = gn_now_mono_ms() + GN_ROLL_DRAIN_MS;
     o->last_heard_wall_ms = old_last_heard_wall_ms;
-    o->taken_wall_ms = gn_now_wall_ms();
     o->successor_subscribed_wall_ms = r->subscribed_wall_ms;
     arm_drain(r);
   }

@@ -9,9 +9,9 @@
  * (dedup.h): the copy that arrives second, on either socket, is dropped.
  *
  * A failure while B is prepared calls failed(ud, message) once; the rollover is then idle.
- * A draining socket that ends without a close frame may have lost what only it carried (events
- * published before B was subscribed and after the last message it delivered): that interval is
- * reported as health "gap". Service thread only.
+ * A draining socket that ends without the server's close frame (lost, or cut short by us) may
+ * have lost what only it carried (events published before B was subscribed and after the last
+ * message it delivered): that interval is reported as health "gap". Service thread only.
  */
 #ifndef GN_ROLLOVER_H
 #define GN_ROLLOVER_H
@@ -33,7 +33,6 @@ typedef struct {
   char *channel_id;
   uint64_t until_ms;          /* monotonic: closed by us then */
   double last_heard_wall_ms;  /* its last message */
-  double taken_wall_ms;       /* when its successor took over */
   double successor_subscribed_wall_ms; /* since then every event also went to the successor */
   uint64_t events;            /* events it delivered after the hand-over (first copies) */
 } gn_roll_old_t;

@@ -3,6 +3,7 @@
 #include "rest.h"
 #include "service.h"
 #include "gn_util.h"
+#include "uvtimer.h"
 
 #include <stdio.h>
 #include <strings.h>
@@ -61,10 +62,7 @@ static void timer_cb(uv_timer_t *t) {
 }
 
 int gn_subs_start(gn_subs_t *s, uv_loop_t *loop) {
-  if (!(s->timer = malloc(sizeof *s->timer))) return -1;
-  uv_timer_init(loop, s->timer);
-  s->timer->data = s;
-  return 0;
+  return (s->timer = gn_timer_new(loop, s)) ? 0 : -1;
 }
 
 void gn_subs_cancel(gn_subs_t *s) {
@@ -73,12 +71,9 @@ void gn_subs_cancel(gn_subs_t *s) {
   if (s->timer) uv_timer_stop(s->timer);
 }
 
-static void free_handle_cb(uv_handle_t *h) { free(h); }
-
 void gn_subs_close(gn_subs_t *s) {
   gn_subs_cancel(s);
-  if (s->timer) uv_close((uv_handle_t *)s->timer, free_handle_cb);
-  s->timer = NULL;
+  gn_timer_close(&s->timer);
 }
 
 void gn_subs_free(gn_subs_t *s) {
