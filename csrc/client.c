@@ -109,7 +109,8 @@ gn_client_t *gn_client_new(const gn_client_cfg_t *cfg, gn_service_t *svc, char *
       snprintf(err, errlen, "out of memory");
       goto fail;
     }
-  if (gn_queue_init(&c->queue, c->conf.queue_limit, &c->metrics, err, errlen) != 0) goto fail;
+  if (gn_queue_init(&c->queue, c->conf.queue_limit, c->conf.queue_bytes, &c->metrics, err,
+                    errlen) != 0) goto fail;
   c->queue_ready = 1;
   c->env.conf = &c->conf;
   c->env.queue = &c->queue;
@@ -229,13 +230,19 @@ void gn_client_free(gn_client_t *c) {
 
 int gn_client_fd(gn_client_t *c) { return gn_queue_fd(&c->queue); }
 
-gn_item_t *gn_client_pop(gn_client_t *c) { return gn_queue_pop(&c->queue); }
+gn_item_t *gn_client_pop(gn_client_t *c) {
+  return gn_queue_pop(&c->queue, gn_state_name(atomic_load(&c->env.state)));
+}
 
 gn_state_t gn_client_state(gn_client_t *c) { return atomic_load(&c->env.state); }
 
 void gn_client_metrics(gn_client_t *c, gn_metrics_snapshot_t *out) {
   uint64_t applied = atomic_load(&c->changes_applied);
   gn_metrics_snapshot(&c->metrics, out);
+  size_t ev, bytes;
+  gn_queue_usage(&c->queue, &ev, &bytes);
+  out->queued_events = ev;
+  out->queued_bytes = bytes;
   if (applied != atomic_load(&c->changes_posted)) out->subscriptions_synced = 0;
 }
 

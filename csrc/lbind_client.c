@@ -614,6 +614,9 @@ static int l_metrics(lua_State *L) {
   setint(L, "health", s.health);
   setint(L, "duplicates", s.duplicates);
   setint(L, "rollovers", s.rollovers);
+  setint(L, "health_dropped", s.health_dropped);
+  setint(L, "queued_events", s.queued_events);
+  setint(L, "queued_bytes", s.queued_bytes);
   setint(L, "topics_wanted", s.topics_wanted);
   setint(L, "topics_confirmed", s.topics_confirmed);
   lua_pushboolean(L, s.subscriptions_synced);
@@ -736,6 +739,8 @@ static int l_client_new(lua_State *L) {
   cfg.handshake_timeout_ms = (long)opt_number(L, 1, "handshake_timeout_ms", 10000, 1, 3600e3);
   cfg.http_timeout_ms = (long)opt_number(L, 1, "http_timeout_ms", 30000, 1, 3600e3);
   cfg.queue_limit = (size_t)opt_number(L, 1, "queue_limit", 10000, 1, 1e9);
+  cfg.queue_bytes = (size_t)opt_number(L, 1, "queue_bytes", (double)GN_QUEUE_BYTES_DEFAULT,
+                                       65536, 1099511627776.0);
   cfg.max_message = (size_t)opt_number(L, 1, "max_message_size", 1048576, 256, 1 << 30);
   cfg.idle_ms = (long)opt_number(L, 1, "idle_ms", 35000, 10, 86400e3);
   cfg.ping_timeout_ms = (long)opt_number(L, 1, "ping_timeout_ms", 10000, 10, 86400e3);

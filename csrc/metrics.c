@@ -51,6 +51,7 @@ void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *o) {
   o->health = m->health;
   o->duplicates = m->duplicates;
   o->rollovers = m->rollovers;
+  o->health_dropped = m->health_dropped;
   o->lat_count = m->lat_count;
   o->lat_max = m->lat_max;
   size_t n = m->lat_n;

@@ -15,6 +15,8 @@
 typedef struct {
   uint64_t attempts, successes, failures;
   uint64_t events, dropped, heartbeats, malformed, disconnects, health, duplicates, rollovers;
+  uint64_t health_dropped;  /* health and policy items dropped (cap or memory) */
+  uint64_t queued_events, queued_bytes; /* events waiting for the owner, their estimated bytes */
   double lat_p50, lat_p90, lat_p99, lat_max; /* ms; -1 when no sample yet */
   uint64_t lat_count;
   double uptime_ms;        /* since the client started */
@@ -28,6 +30,7 @@ typedef struct {
   pthread_mutex_t mu;
   uint64_t attempts, successes, failures;
   uint64_t events, dropped, heartbeats, malformed, disconnects, health, duplicates, rollovers;
+  uint64_t health_dropped;
   double lat[GN_LAT_SAMPLES];
   size_t lat_n, lat_pos;
   uint64_t lat_count;

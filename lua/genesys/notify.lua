@@ -124,7 +124,7 @@ end
 
 local ALLOWED = {
   region = true, gateway = true, client_id = true, client_secret = true, topics = true,
-  backoff = true, tls = true, timeouts = true, heartbeat = true, queue_limit = true,
+  backoff = true, tls = true, timeouts = true, heartbeat = true, queue_limit = true, queue_bytes = true,
   max_message_size = true, on_event = true, on_health = true, name = true, context = true,
   audit = true, policy = true,
 }
@@ -302,6 +302,13 @@ function _M.config(cfg)
       fail("queue_limit", "an integer from 1 to 1000000000", describe(q))
     end
     out.queue_limit = q
+  end
+  if cfg.queue_bytes ~= nil then
+    local q = cfg.queue_bytes
+    if type(q) ~= "number" or q % 1 ~= 0 or q < 65536 or q > 1099511627776 then
+      fail("queue_bytes", "an integer number of bytes from 65536 to 1099511627776", describe(q))
+    end
+    out.queue_bytes = q
   end
   if cfg.max_message_size ~= nil then
     local m = cfg.max_message_size
