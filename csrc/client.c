@@ -11,6 +11,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <time.h>
 
 struct gn_client {
   gn_conf_t conf;
@@ -25,6 +26,7 @@ struct gn_client {
    * count as synced, whatever the service thread last said */
   _Atomic uint64_t changes_posted, changes_applied;
   int queue_ready;
+  int orphaned; /* close() could not reach the service thread: the thread may still use it */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -200,10 +202,25 @@ void gn_client_policy_answer(gn_client_t *c, uint64_t seq, double delay_ms) {
 void gn_client_close(gn_client_t *c) {
   int expected = 0;
   if (!atomic_compare_exchange_strong(&c->closing, &expected, 1)) return;
-  if (atomic_load(&c->started) && gn_service_post(c->env.svc, task_close, c) == 0)
+  if (atomic_load(&c->started)) {
+    /* The service thread owns the channel until task_close has run on it: the close must get
+     * there. Only memory can make the post fail while this client holds its reference, so it
+     * is tried again for a while; if it never gets through, the client is left to the thread
+     * (orphaned: never freed) rather than freed under it. */
+    int tries = 0;
+    while (gn_service_post(c->env.svc, task_close, c) != 0) {
+      if (++tries > 5000) {
+        c->orphaned = 1;
+        atomic_store(&c->env.state, GN_ST_CLOSED);
+        return;
+      }
+      struct timespec ts = {0, 1000000};
+      nanosleep(&ts, NULL);
+    }
     gn_queue_wait_detached(&c->queue);
-  else
+  } else {
     gn_queue_detach(&c->queue);
+  }
   atomic_store(&c->env.state, GN_ST_CLOSED);
   /* Drop what was never read: the owner asked for no more callbacks. */
   gn_queue_discard(&c->queue);
@@ -218,7 +235,8 @@ void gn_client_close(gn_client_t *c) {
 
 void gn_client_free(gn_client_t *c) {
   if (!c) return;
-  if (c->env.svc) gn_client_close(c);
+  if (c->env.svc && !c->orphaned) gn_client_close(c);
+  if (c->orphaned) return; /* never free what the service thread may still hold */
   gn_token_entry_release(c->env.tok);
   gn_channel_free(c->ch);
   if (c->queue_ready) gn_queue_destroy(&c->queue);

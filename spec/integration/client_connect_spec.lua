@@ -156,7 +156,39 @@ describe("genesys.notify client: connect and receive", function()
     assert.truthy(ce)
     assert.equals("on_event", ce.callback)
     assert.truthy(ce.error:find("boom in on_event", 1, true))
+    assert.equals("open", ce.state)
+    assert.is_true(ce.timestamp_ms > 1.6e12)
     assert.equals("open", client:state())
+  end)
+
+  it("an error in on_health is reported to on_health as callback_error, once (no loop)", function()
+    local rec = wait.recorder()
+    local raised = 0
+    local client = notify.new(wait.config(emu, rec, { topics = { TOPIC },
+      on_health = function(h)
+        rec.on_health(h)
+        if h.kind == "connected" then raised = raised + 1; error("boom in on_health") end
+      end }))
+    finally(function() client:close() end)
+    client:start()
+    assert.truthy(wait.until_(client, function() return rec.count("callback_error") > 0 end, 10000))
+    local ce = rec.last("callback_error")
+    assert.equals("on_health", ce.callback)
+    assert.truthy(ce.error:find("boom in on_health", 1, true), ce.error)
+    assert.equals("open", ce.state)
+    assert.is_true(ce.timestamp_ms > 1.6e12)
+    -- an on_health that fails on every item, its own reports included: each failure is tried
+    -- once as a report, then goes to stderr; poll() comes back
+    local calls = 0
+    local c2 = notify.new(wait.config(emu, nil, { topics = { TOPIC },
+      on_health = function() calls = calls + 1; error("always") end }))
+    finally(function() c2:close() end)
+    c2:start()
+    assert.truthy(wait.until_(c2, function() return c2:state() == "open" end, 10000))
+    wait.until_(c2, function() return false end, 100)
+    local items = c2:metrics().health
+    assert.is_true(calls <= 2 * items, calls .. " calls for " .. items .. " items")
+    assert.equals(1, raised)
   end)
 
   it("subscribe()/unsubscribe() change the live channel and are reported", function()
@@ -218,6 +250,15 @@ describe("genesys.notify configuration errors name the field", function()
     { { tls = { ca = "x" } }, "tls.ca: unknown field" },
     { { backoff = { base_ms = -5 } }, "backoff.base_ms" },
     { { backoff = { nope = 1 } }, "backoff.nope" },
+    { { queue_bytes = 100 }, "queue_bytes: expected an integer number of bytes from 65536" },
+    { { queue_bytes = 0 / 0 }, "queue_bytes: expected an integer number of bytes from 65536" },
+    { { gateway = { host = "evil.example?x=#@:" } }, "gateway.host: expected a bare host name or IP address" },
+    { { gateway = { host = "h:8443" } }, "gateway.host: expected a bare host name or IP address" },
+    { { gateway = { host = "user@h" } }, "gateway.host: expected a bare host name or IP address" },
+    { { gateway = { host = "h\0.evil" } }, "gateway.host: expected a" },
+    { { gateway = { host = "h", path_params_api = "api\0x" } }, "gateway.path_params_api: expected a string without NUL bytes" },
+    { { client_id = "id\0rest" }, "client_id: expected a string without NUL bytes" },
+    { { client_secret = "s3cr3t\0rest" }, "client_secret: expected a string without NUL bytes, got a string with a NUL byte" },
   }
   for _, case in ipairs(cases) do
     it(case[2], function()
@@ -231,6 +272,31 @@ describe("genesys.notify configuration errors name the field", function()
     local ok, err = pcall(notify.new, with { client_secret = { "s3cr3t" } })
     assert.is_false(ok)
     assert.falsy(tostring(err):find("s3cr3t", 1, true))
+    ok, err = pcall(notify.new, with { client_secret = "s3cr3t\0rest" })
+    assert.is_false(ok)
+    assert.falsy(tostring(err):find("s3cr3t", 1, true))
+  end)
+
+  it("a backoff error reads like every other configuration error (no file:line first)", function()
+    local ok, err = pcall(notify.new, with { backoff = { base_ms = -5 } })
+    assert.is_false(ok)
+    assert.equals("genesys.notify: backoff.base_ms: expected a number > 0, got -5", err)
+  end)
+
+  it("host names and IP literals are accepted", function()
+    for _, h in ipairs { "localhost", "127.0.0.1", "[::1]", "api.mypurecloud.com", "my_gw.internal" } do
+      local c = notify.new(with { gateway = { host = h, port = 1 } })
+      c:close()
+    end
+  end)
+
+  it("poll(nan) raises instead of never returning; negative or infinite waits have no limit", function()
+    local c = notify.new(base)
+    finally(function() c:close() end)
+    local ok, err = pcall(c.poll, c, 0 / 0)
+    assert.is_false(ok)
+    assert.truthy(err:find("poll(timeout_ms): expected a number of milliseconds", 1, true), err)
+    assert.equals(0, c:poll(0.5))
   end)
 
   it("takes credentials and region from the environment names Genesys's tools use", function()
