@@ -261,6 +261,14 @@ void gn_client_metrics(gn_client_t *c, gn_metrics_snapshot_t *out) {
   gn_queue_usage(&c->queue, &ev, &bytes);
   out->queued_events = ev;
   out->queued_bytes = bytes;
+  gn_sched_t *sc = gn_channel_sched(c->ch);
+  out->sched_cycles = atomic_load(&sc->cycles);
+  out->sched_coalesced = atomic_load(&sc->coalesced);
+  out->sched_triggers = atomic_load(&sc->triggers);
+  _Static_assert(GN_METRICS_REASONS == GN_REASON_COUNT_, "metrics.h's reason count");
+  for (int i = 0; i < GN_METRICS_REASONS; i++)
+    out->sched_by_reason[i] = atomic_load(&sc->by_reason[i]);
+  out->token_requests = gn_client_token_requests(c);
   if (applied != atomic_load(&c->changes_posted)) out->subscriptions_synced = 0;
 }
 

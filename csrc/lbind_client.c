@@ -644,14 +644,16 @@ static int l_metrics(lua_State *L) {
     setnum(L, "max", s.lat_max);
   }
   lua_setfield(L, -2, "latency_ms");
-  uint64_t cycles, coalesced, triggers;
-  gn_client_sched_counts(u->c, &cycles, &coalesced, &triggers);
-  lua_createtable(L, 0, 3);
-  setint(L, "cycles", cycles);
-  setint(L, "coalesced", coalesced);
-  setint(L, "triggers", triggers);
+  lua_createtable(L, 0, 4);
+  setint(L, "cycles", s.sched_cycles);
+  setint(L, "coalesced", s.sched_coalesced);
+  setint(L, "triggers", s.sched_triggers);
+  static const char *const reasons[] = GN_METRICS_REASON_NAMES;
+  lua_createtable(L, 0, GN_METRICS_REASONS);
+  for (int i = 0; i < GN_METRICS_REASONS; i++) setint(L, reasons[i], s.sched_by_reason[i]);
+  lua_setfield(L, -2, "by_reason");
   lua_setfield(L, -2, "scheduler");
-  setint(L, "token_requests", gn_client_token_requests(u->c));
+  setint(L, "token_requests", s.token_requests);
   return 1;
 }
 

@@ -55,6 +55,128 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
     assert.has_error(function() client:metrics("xml") end)
   end)
 
+  -- Every field of metrics() and the Prometheus sample that carries it (labels besides client):
+  -- a field added to one and not the other fails the spec below.
+  local PROM = {
+    attempts = { "genesys_notify_attempts_total" },
+    successes = { "genesys_notify_successes_total" },
+    failures = { "genesys_notify_failures_total" },
+    success_rate = { "genesys_notify_success_rate" },
+    events = { "genesys_notify_events_total" },
+    dropped = { "genesys_notify_events_dropped_total" },
+    health_dropped = { "genesys_notify_health_dropped_total" },
+    heartbeats = { "genesys_notify_heartbeats_total" },
+    malformed = { "genesys_notify_malformed_total" },
+    disconnects = { "genesys_notify_disconnects_total" },
+    health = { "genesys_notify_health_total" },
+    duplicates = { "genesys_notify_duplicates_total" },
+    rollovers = { "genesys_notify_rollovers_total" },
+    queued_events = { "genesys_notify_queued_events" },
+    queued_bytes = { "genesys_notify_queued_bytes" },
+    topics_wanted = { "genesys_notify_topics_wanted" },
+    topics_confirmed = { "genesys_notify_topics_confirmed" },
+    subscriptions_synced = { "genesys_notify_subscriptions_synced" },
+    uptime_ms = { "genesys_notify_uptime_seconds", scale = 1000, approx = true },
+    connected_ms = { "genesys_notify_connected_seconds", scale = 1000, approx = true },
+    deaf_ms = { "genesys_notify_deaf_seconds_total", scale = 1000, approx = true },
+    state = { "genesys_notify_up", label = "state" },
+    ["latency_ms.count"] = { "genesys_notify_reconnect_latency_ms_count" },
+    ["latency_ms.p50"] = { 'genesys_notify_reconnect_latency_ms{quantile="0.5"}', approx = true },
+    ["latency_ms.p90"] = { 'genesys_notify_reconnect_latency_ms{quantile="0.9"}', approx = true },
+    ["latency_ms.p99"] = { 'genesys_notify_reconnect_latency_ms{quantile="0.99"}', approx = true },
+    ["latency_ms.max"] = { "genesys_notify_reconnect_latency_max_ms", approx = true },
+    ["scheduler.cycles"] = { "genesys_notify_scheduler_cycles_total" },
+    ["scheduler.coalesced"] = { "genesys_notify_scheduler_coalesced_total" },
+    ["scheduler.triggers"] = { "genesys_notify_scheduler_triggers_total" },
+    token_requests = { "genesys_notify_token_requests_total" },
+  }
+  for _, r in ipairs { "close", "error", "timeout", "manual", "expired" } do
+    PROM["scheduler.by_reason." .. r] =
+      { 'genesys_notify_scheduler_triggers_by_reason_total{reason="' .. r .. '"}' }
+  end
+
+  local function flatten(t, prefix, out)
+    for k, v in pairs(t) do
+      if type(v) == "table" then flatten(v, prefix .. k .. ".", out) else out[prefix .. k] = v end
+    end
+    return out
+  end
+
+  -- { ['name{labels without client}'] = value }, { family = type }
+  local function parse_prometheus(text)
+    local samples, types = {}, {}
+    for line in text:gmatch("[^\n]+") do
+      local fam, ty = line:match("^# TYPE (%S+) (%S+)$")
+      if fam then
+        assert.is_nil(types[fam], "family twice: " .. fam)
+        types[fam] = ty
+      else
+        local name, labels, value = line:match("^([%w_]+){(.-)} (%S+)$")
+        assert.truthy(name, "not a sample line: " .. line)
+        local rest = {}
+        for k, v in labels:gmatch('([%w_]+)="([^"]*)"') do
+          if k ~= "client" then rest[#rest + 1] = k .. '="' .. v .. '"' end
+        end
+        table.sort(rest)
+        local key = #rest > 0 and (name .. "{" .. table.concat(rest, ",") .. "}") or name
+        assert.is_nil(samples[key], "sample twice: " .. key)
+        samples[key] = tonumber(value)
+      end
+    end
+    return samples, types
+  end
+
+  it("the Prometheus text carries every field of metrics(), with counters as _total", function()
+    local client, rec = start_client(emu, { name = "prom" })
+    finally(function() client:close() end)
+    assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
+    emu:admin("POST", "channels/" .. wait.channel_of(rec) .. "/reset", {})
+    assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
+    local m = flatten(client:metrics(), "", {})
+    local text = client:metrics("prometheus")
+    local samples, types = parse_prometheus(text)
+    local used = {}
+    for key in pairs(m) do
+      assert.truthy(PROM[key], "metrics()." .. key .. " is missing from the Prometheus text (and this spec)")
+    end
+    for key, p in pairs(PROM) do
+      assert.is_not_nil(m[key], "metrics() has no " .. key)
+      local v = m[key]
+      local sample = p[1]
+      if p.label then sample = sample .. "{" .. p.label .. '="' .. v .. '"}' end
+      local got = samples[sample]
+      assert.is_not_nil(got, "no sample " .. sample .. " for metrics()." .. key .. " in:\n" .. text)
+      used[sample] = true
+      local want = p.label and (v == "open" and 1 or 0) or v
+      if type(want) == "boolean" then want = want and 1 or 0 end
+      want = want / (p.scale or 1)
+      if p.approx then
+        assert.is_true(math.abs(got - want) <= math.max(1, want * 0.05), key .. ": " .. got .. " vs " .. want)
+      else
+        assert.is_true(math.abs(got - want) < 1e-6, key .. ": " .. got .. " vs " .. want)
+      end
+    end
+    for sample in pairs(samples) do
+      assert.truthy(used[sample], "sample " .. sample .. " has no metrics() field")
+    end
+    for fam, ty in pairs(types) do
+      if fam:find("_total$") then assert.equals("counter", ty, fam)
+      else assert.truthy(ty == "gauge" or ty == "summary", fam .. " " .. ty) end
+    end
+    for sample in pairs(samples) do
+      local fam = sample:gsub("{.*", ""):gsub("_count$", "")
+      assert.truthy(types[fam], "no # TYPE for " .. sample)
+    end
+    -- promtool (Debian's prometheus package, not in make deps: too large) lints it when present
+    local has = os.execute("command -v promtool >/dev/null 2>&1")
+    if has == true or has == 0 then
+      local f = io.popen("promtool check metrics 2>&1 <<'EOF'\n" .. text .. "EOF\necho rc=$?")
+      local out = f:read("*a")
+      f:close()
+      assert.truthy(out:find("rc=0", 1, true), out)
+    end
+  end)
+
   it("failures count in the success rate", function()
     emu:admin("POST", "faults/http", { target = "rest", status = 503, count = 2 })
     local client, rec = start_client(emu)
