@@ -260,19 +260,22 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
     local client, rec = start_client(emu)
     finally(function() client:close() end)
     assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
-    -- the first request is the token's: each refused one is a failure, then an attempt after the
-    -- policy's delay (50, 100, 200, 400 ms, no jitter), until the window is over
+    -- each refused try (the token's request, the channel's, or the WebSocket's, depending on
+    -- what the process already holds: the token cache is shared) is a failure with no answer,
+    -- then an attempt after the policy's delay (50, 100, 200, 400 ms, no jitter), until the
+    -- window is over
     local failed, attempts = rec.kinds.failed, rec.kinds.attempt
     assert.truthy(failed and #failed >= 2, "the 300 ms window holds at least the first two tries")
     assert.equals(#failed, #attempts)
+    local network = { token = true, network = true, connect = true }
     for i, f in ipairs(failed) do
-      assert.equals("token", f.reason)
-      assert.equals(0, f.status)
+      assert.truthy(network[f.reason], f.reason)
+      assert.is_true(f.status == nil or f.status == 0, tostring(f.status))
       assert.equals(i - 1, f.attempt)
       local a = attempts[i]
       assert.equals(i, a.attempt)
       assert.equals(math.min(50 * 2 ^ (i - 1), 400), a.delay_ms)
-      assert.equals("token", a.reason)
+      assert.equals(f.reason, a.reason)
       assert.equals("error", a.trigger)
     end
     assert.equals(#failed, rec.kinds.connected[1].attempt)
