@@ -205,6 +205,43 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
     assert.has_error(function() notify.new(wait.config(emu, nil, { context = {} })) end)
   end)
 
+  it("the service thread runs with signals blocked (the application's handlers never run on it)", function()
+    local function tasks()
+      local pid = io.open("/proc/self/stat"):read("*l"):match("^(%d+)")
+      local p = io.popen("ls /proc/" .. pid .. "/task")
+      local t = {}
+      for tid in p:lines() do t[tid] = true end
+      p:close()
+      return t, pid
+    end
+    local function blocked(pid, tid)
+      local f = io.open("/proc/" .. pid .. "/task/" .. tid .. "/status")
+      if not f then return nil end
+      local hex = f:read("*a"):match("SigBlk:%s*(%x+)")
+      f:close()
+      return hex
+    end
+    local before = tasks()
+    local ctx = notify.context()
+    finally(function() ctx:close() end)
+    local after, pid = tasks()
+    local new = 0
+    for tid in pairs(after) do
+      if not before[tid] then
+        local hex = blocked(pid, tid)
+        if hex then
+          new = new + 1
+          local low = tonumber(hex:sub(-8), 16) -- signals 1..32
+          for _, sig in ipairs { 1, 2, 10, 12, 13, 14, 15 } do -- HUP INT USR1 USR2 PIPE ALRM TERM
+            assert.is_true(math.floor(low / 2 ^ (sig - 1)) % 2 == 1,
+              "signal " .. sig .. " not blocked on thread " .. tid .. " (SigBlk " .. hex .. ")")
+          end
+        end
+      end
+    end
+    assert.is_true(new >= 1, "no new thread for the context")
+  end)
+
   it("a default-context client and a client of a context of its own run side by side", function()
     local a, ra = start_client(emu)
     finally(function() a:close() end)
