@@ -3,7 +3,6 @@
 -- drop is counted and reported, and close() gives the memory back.
 local emulator = require "support.emulator"
 local wait = require "support.wait"
-local notify = require "genesys.notify"
 
 local T1 = "v2.users.b1.presence"
 
@@ -94,7 +93,8 @@ describe("genesys.notify client: memory bounded while the application does not p
       if i > 1 then body[#body + 1] = "next" end
       body[#body + 1] = "url = \"" .. emu.base_url .. "/__emulator/channels/" .. ch .. "/malformed\""
       body[#body + 1] = "cacert = \"" .. emu.ca_file .. "\""
-      body[#body + 1] = "data = \"{\\\"kind\\\":\\\"" .. (i % 2 == 0 and "invalid_json" or "binary") .. "\\\"}\""
+      local kind = i % 2 == 0 and "invalid_json" or "binary"
+      body[#body + 1] = "data = \"{\\\"kind\\\":\\\"" .. kind .. "\\\"}\""
       body[#body + 1] = "output = \"/dev/null\""
     end
     local cfgfile = os.tmpname()
@@ -156,7 +156,6 @@ describe("genesys.notify client: memory bounded while the application does not p
     local client, rec = wait.start_client(emu, { queue_bytes = 8 * 1024 * 1024 }, { T1 }, true)
     finally(function() client:close() end)
     poll_all(client)
-    local ch = wait.channel_of(rec)
     local vals = {}
     for i = 1, 50000 do vals[i] = tostring(i % 10) end
     local body = '{"topic":"' .. T1 .. '","eventBody":{"v":[' .. table.concat(vals, ",") .. ']}}'
