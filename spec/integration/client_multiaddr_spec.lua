@@ -79,7 +79,8 @@ describe("a host name with several addresses", function()
   end)
 
   it("when every address refuses, the attempt fails once, saying how many were tried", function()
-    assert.equals(200, (emu:admin("POST", "faults/connect_uri", { base = "wss://localhost:1", count = 1000 })))
+    assert.equals(200, (emu:admin("POST", "faults/connect_uri",
+      { base = "wss://localhost:1", count = 1000 })))
     finally(function() emu:admin("POST", "faults/clear", {}) end)
     local r = run_client()
     if not r then return end
