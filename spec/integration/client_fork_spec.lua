@@ -104,9 +104,11 @@ describe("fork()", function()
       -- parent's timeout); the child's own client closes normally
       a:close()
       ctx:close()
+      local weak = setmetatable({ b }, { __mode = "v" })
       b = nil
       collectgarbage()
       collectgarbage()
+      assert(weak[1] == nil, "the parent's client was not collected in the child")
       c:close()
       assert(c:state() == "closed")
       return cjson.encode { events = #rec_c.events, tokens = emu:stats().global.tokens_issued }
