@@ -4,7 +4,8 @@
  * the core for a moment while close() waits for it. Callbacks live in the userdata's user value
  * and run only inside poll()/run() on the caller's lua_State; nothing here is ever called from
  * the service thread. __gc closes (joining the service thread's work for this client) and frees,
- * without calling Lua.
+ * without calling Lua. A client or context used in a child process forked after it was made
+ * raises (its service thread stayed in the parent); close() and __gc return at once there.
  *
  * Event bodies are decoded in C from the jansson tree the service thread already built while it
  * looked for the topic (see bench/decode_bench.lua for the measurement against lua-cjson).

@@ -100,6 +100,11 @@ describe("fork()", function()
         { count = 2, topic = TC })
       assert(st == 200, "publish: " .. tostring(st))
       assert(wait.until_(c, function() return #rec_c.events >= 2 end, 5000), "no event in the child")
+      -- and so does a context made in the child
+      local ctx2 = notify.context()
+      local d = wait.start_client(emu, { context = ctx2 }, { TC }, true)
+      d:close()
+      ctx2:close()
       -- close() and __gc of the parent's objects return at once (a hang is caught by the
       -- parent's timeout); the child's own client closes normally
       a:close()
