@@ -11,6 +11,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <unistd.h>
 
 struct gn_client {
   gn_conf_t conf;
@@ -25,7 +26,17 @@ struct gn_client {
    * count as synced, whatever the service thread last said */
   _Atomic uint64_t changes_posted, changes_applied;
   int queue_ready;
+  pid_t pid;            /* the process that created it (see gn_client_forked) */
+  gn_client_t *next_orphan;
 };
+
+/* Clients of the parent, "freed" in a forked child: kept (their memory is the parent's
+ * copy-on-write pages, and their queue's mutex may be held by a thread that is not in the child)
+ * and listed here so that they stay reachable for leak checkers. */
+static gn_client_t *orphans;
+static pthread_mutex_t orphans_mu = PTHREAD_MUTEX_INITIALIZER;
+
+int gn_client_forked(const gn_client_t *c) { return c->pid != getpid(); }
 
 /* ------------------------------------------------------------------------------------------ */
 /* tasks: the service thread carries out what the owner asked */
@@ -102,7 +113,14 @@ gn_client_t *gn_client_new(const gn_client_cfg_t *cfg, gn_service_t *svc, char *
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
+  c->pid = getpid();
   gn_metrics_init(&c->metrics);
+  if (svc && gn_service_forked(svc)) {
+    snprintf(err, errlen, "context: created in process %d, before a fork(); its service thread "
+             "is not in this process (%d): create contexts after the fork", (int)gn_service_pid(svc),
+             (int)getpid());
+    goto fail;
+  }
   if (gn_conf_init(&c->conf, cfg, err, errlen) != 0) goto fail;
   for (size_t i = 0; i < cfg->ntopics; i++)
     if (gn_topics_add(&c->topics, cfg->topics[i]) < 0) {
@@ -138,7 +156,7 @@ fail:
 
 int gn_client_start(gn_client_t *c) {
   int expected = 0;
-  if (atomic_load(&c->closing) || !atomic_compare_exchange_strong(&c->started, &expected, 1))
+  if (gn_client_forked(c) || atomic_load(&c->closing) || !atomic_compare_exchange_strong(&c->started, &expected, 1))
     return -1;
   /* The first connection is the first cycle. */
   gn_sched_trigger(gn_channel_sched(c->ch), GN_REASON_MANUAL);
@@ -147,7 +165,7 @@ int gn_client_start(gn_client_t *c) {
 }
 
 int gn_client_reconnect(gn_client_t *c) {
-  if (!atomic_load(&c->started) || atomic_load(&c->closing)) return -1;
+  if (gn_client_forked(c) || !atomic_load(&c->started) || atomic_load(&c->closing)) return -1;
   gn_sched_t *s = gn_channel_sched(c->ch);
   if (!gn_sched_trigger(s, GN_REASON_MANUAL)) return 0;
   if (gn_service_post(c->env.svc, task_reconnect, c) != 0) {
@@ -158,7 +176,7 @@ int gn_client_reconnect(gn_client_t *c) {
 }
 
 int gn_client_subscribe(gn_client_t *c, const char *const *topics, size_t n, int add) {
-  if (atomic_load(&c->closing)) return -1;
+  if (gn_client_forked(c) || atomic_load(&c->closing)) return -1;
   sub_task_t *t = calloc(1, sizeof *t);
   if (!t || !(t->topics = calloc(n ? n : 1, sizeof *t->topics))) {
     free(t);
@@ -197,6 +215,9 @@ void gn_client_policy_answer(gn_client_t *c, uint64_t seq, double delay_ms) {
 }
 
 void gn_client_close(gn_client_t *c) {
+  /* A forked child: the service thread that holds this client is in the parent. Nothing here
+   * may wait for it, post to it or take a lock it may hold. */
+  if (gn_client_forked(c)) return;
   int expected = 0;
   if (!atomic_compare_exchange_strong(&c->closing, &expected, 1)) return;
   if (atomic_load(&c->started) && gn_service_post(c->env.svc, task_close, c) == 0)
@@ -217,6 +238,13 @@ void gn_client_close(gn_client_t *c) {
 
 void gn_client_free(gn_client_t *c) {
   if (!c) return;
+  if (gn_client_forked(c)) {
+    pthread_mutex_lock(&orphans_mu);
+    c->next_orphan = orphans;
+    orphans = c;
+    pthread_mutex_unlock(&orphans_mu);
+    return;
+  }
   if (c->env.svc) gn_client_close(c);
   gn_token_entry_release(c->env.tok);
   gn_channel_free(c->ch);
