@@ -133,9 +133,15 @@ $(LUA_HOST): spec/support/lua_host.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(shell pkg-config --cflags lua5.4) $(LDFLAGS) -o $@ $< $(shell pkg-config --libs lua5.4)
 
+# A test-only Lua module (fork() and waitpid() for the fork-safety spec); never installed.
+TESTFORK := $(BUILD)/gn_testfork.so
+$(TESTFORK): spec/support/testfork.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LUA_CFLAGS) -shared $(LDFLAGS) -o $@ $<
+
 # C tests and specs for the current LUA.
 check: all test-c check-lua
-check-lua: all $(HOST_DEP)
+check-lua: all $(HOST_DEP) $(TESTFORK)
 	$(SPEC_ENV) $(SAN_ENV) $(BUSTED_CMD) $(BUSTED_ARGS)
 
 test-c: ctests

@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <time.h>
+#include <unistd.h>
 
 struct gn_client {
   gn_conf_t conf;
@@ -26,8 +27,19 @@ struct gn_client {
    * count as synced, whatever the service thread last said */
   _Atomic uint64_t changes_posted, changes_applied;
   int queue_ready;
-  int orphaned; /* close() could not reach the service thread: the thread may still use it */
+  int unreached;        /* close() could not reach the service thread: it may still use it */
+  pid_t pid;            /* the process that created it (see gn_client_forked) */
+  gn_client_t *next_orphan;
 };
+
+/* Clients of the parent, "freed" in a forked child: kept (their memory is the parent's
+ * copy-on-write pages, and their queue's mutex may be held by a thread that is not in the child)
+ * and listed here so that they stay reachable for leak checkers. A client whose close() never
+ * reached its service thread (out of memory) is kept here the same way. */
+static gn_client_t *orphans;
+static pthread_mutex_t orphans_mu = PTHREAD_MUTEX_INITIALIZER;
+
+int gn_client_forked(const gn_client_t *c) { return c->pid != getpid(); }
 
 /* ------------------------------------------------------------------------------------------ */
 /* tasks: the service thread carries out what the owner asked */
@@ -104,7 +116,14 @@ gn_client_t *gn_client_new(const gn_client_cfg_t *cfg, gn_service_t *svc, char *
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
+  c->pid = getpid();
   gn_metrics_init(&c->metrics);
+  if (svc && gn_service_forked(svc)) {
+    snprintf(err, errlen, "context: created in process %d, before a fork(); its service thread "
+             "is not in this process (%d): create contexts after the fork", (int)gn_service_pid(svc),
+             (int)getpid());
+    goto fail;
+  }
   if (gn_conf_init(&c->conf, cfg, err, errlen) != 0) goto fail;
   for (size_t i = 0; i < cfg->ntopics; i++)
     if (gn_topics_add(&c->topics, cfg->topics[i]) < 0) {
@@ -141,7 +160,7 @@ fail:
 
 int gn_client_start(gn_client_t *c) {
   int expected = 0;
-  if (atomic_load(&c->closing) || !atomic_compare_exchange_strong(&c->started, &expected, 1))
+  if (gn_client_forked(c) || atomic_load(&c->closing) || !atomic_compare_exchange_strong(&c->started, &expected, 1))
     return -1;
   /* The first connection is the first cycle. */
   gn_sched_trigger(gn_channel_sched(c->ch), GN_REASON_MANUAL);
@@ -150,7 +169,7 @@ int gn_client_start(gn_client_t *c) {
 }
 
 int gn_client_reconnect(gn_client_t *c) {
-  if (!atomic_load(&c->started) || atomic_load(&c->closing)) return -1;
+  if (gn_client_forked(c) || !atomic_load(&c->started) || atomic_load(&c->closing)) return -1;
   gn_sched_t *s = gn_channel_sched(c->ch);
   if (!gn_sched_trigger(s, GN_REASON_MANUAL)) return 0;
   if (gn_service_post(c->env.svc, task_reconnect, c) != 0) {
@@ -161,7 +180,7 @@ int gn_client_reconnect(gn_client_t *c) {
 }
 
 int gn_client_subscribe(gn_client_t *c, const char *const *topics, size_t n, int add) {
-  if (atomic_load(&c->closing)) return -1;
+  if (gn_client_forked(c) || atomic_load(&c->closing)) return -1;
   sub_task_t *t = calloc(1, sizeof *t);
   if (!t || !(t->topics = calloc(n ? n : 1, sizeof *t->topics))) {
     free(t);
@@ -200,17 +219,20 @@ void gn_client_policy_answer(gn_client_t *c, uint64_t seq, double delay_ms) {
 }
 
 void gn_client_close(gn_client_t *c) {
+  /* A forked child: the service thread that holds this client is in the parent. Nothing here
+   * may wait for it, post to it or take a lock it may hold. */
+  if (gn_client_forked(c)) return;
   int expected = 0;
   if (!atomic_compare_exchange_strong(&c->closing, &expected, 1)) return;
   if (atomic_load(&c->started)) {
     /* The service thread owns the channel until task_close has run on it: the close must get
      * there. Only memory can make the post fail while this client holds its reference, so it
      * is tried again for a while; if it never gets through, the client is left to the thread
-     * (orphaned: never freed) rather than freed under it. */
+     * (kept with the orphans, never freed) rather than freed under it. */
     int tries = 0;
     while (gn_service_post(c->env.svc, task_close, c) != 0) {
       if (++tries > 5000) {
-        c->orphaned = 1;
+        c->unreached = 1;
         atomic_store(&c->env.state, GN_ST_CLOSED);
         return;
       }
@@ -233,10 +255,24 @@ void gn_client_close(gn_client_t *c) {
   c->env.tok = NULL;
 }
 
+static void keep_orphan(gn_client_t *c) {
+  pthread_mutex_lock(&orphans_mu);
+  c->next_orphan = orphans;
+  orphans = c;
+  pthread_mutex_unlock(&orphans_mu);
+}
+
 void gn_client_free(gn_client_t *c) {
   if (!c) return;
-  if (c->env.svc && !c->orphaned) gn_client_close(c);
-  if (c->orphaned) return; /* never free what the service thread may still hold */
+  if (gn_client_forked(c) || c->unreached) {
+    keep_orphan(c);
+    return;
+  }
+  if (c->env.svc) gn_client_close(c);
+  if (c->unreached) { /* never free what the service thread may still hold */
+    keep_orphan(c);
+    return;
+  }
   gn_token_entry_release(c->env.tok);
   gn_channel_free(c->ch);
   if (c->queue_ready) gn_queue_destroy(&c->queue);

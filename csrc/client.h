@@ -8,6 +8,12 @@
  * readable while items wait.
  *
  * No function here calls back into the owner: the owner pops items when it wants them.
+ *
+ * Fork: a client belongs to the process that created it. In a child forked after it, start,
+ * reconnect and subscribe refuse (-1), close returns at once and free keeps the memory (the
+ * parent's copy-on-write pages; its service thread is not in the child). Check gn_client_forked
+ * before anything else. A client created in the child works normally (new default context, new
+ * token cache).
  */
 #ifndef GN_CLIENT_H
 #define GN_CLIENT_H
@@ -27,7 +33,10 @@ typedef struct gn_client gn_client_t;
  * it, or NULL and err. Owner thread. */
 gn_client_t *gn_client_new(const gn_client_cfg_t *cfg, gn_service_t *svc, char *err,
                            size_t errlen);
-/* Starts connecting. Returns 0, or -1 (already started or closed). Owner thread. */
+/* Returns 1 when c was created by another process (this one was forked after it), else 0.
+ * Any thread. */
+int gn_client_forked(const gn_client_t *c);
+/* Starts connecting. Returns 0, or -1 (already started, closed, or forked). Owner thread. */
 int gn_client_start(gn_client_t *c);
 /* Asks for a reconnect now. Returns 1 if this call opened a reconnect cycle, 0 if one was already
  * open (the request is folded into it: single flight), -1 if the client is not running. Any

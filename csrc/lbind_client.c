@@ -4,7 +4,8 @@
  * the core for a moment while close() waits for it. Callbacks live in the userdata's user value
  * and run only inside poll()/run() on the caller's lua_State; nothing here is ever called from
  * the service thread. __gc closes (joining the service thread's work for this client) and frees,
- * without calling Lua.
+ * without calling Lua. A client or context used in a child process forked after it was made
+ * raises (its service thread stayed in the parent); close() and __gc return at once there.
  *
  * Event bodies are decoded in C from the jansson tree the service thread already built while it
  * looked for the topic (see bench/decode_bench.lua for the measurement against lua-cjson).
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define LGN_CLIENT_MT "genesys.notify.client"
 #define POLL_MAX_ITEMS 4096 /* per poll() call, so a busy stream cannot starve the caller */
@@ -30,13 +32,32 @@ typedef struct {
    * to run inside one. They would recurse in C with the outer item half-handled, and deep enough
    * that recursion overflows the C stack and loses items. Another client's poll() is fine. */
   const char *in_callback;
+  pid_t pid; /* the process that created it */
 } lclient_t;
 
+/* A client or context used in a child process forked after it was made: its service thread
+ * stayed in the parent. Raises. */
+static int refuse_forked(lua_State *L, const char *what, pid_t pid) {
+  return luaL_error(L, "genesys.notify: this %s was created in process %d, before a fork(); it "
+                       "cannot be used in process %d (its service thread is not in this "
+                       "process). Create clients and contexts after the fork, in the process "
+                       "that uses them (nginx: in init_worker_by_lua*, not init_by_lua*)",
+                    what, (int)pid, (int)getpid());
+}
+
+/* The client at i, whatever its state: for close(), __gc and __tostring, which work (and
+ * return at once) in a forked child too. */
 static lclient_t *check_client(lua_State *L, int i) {
   return (lclient_t *)luaL_checkudata(L, i, LGN_CLIENT_MT);
 }
-static lclient_t *check_open(lua_State *L, int i) {
+/* The client at i, which must belong to this process. */
+static lclient_t *check_here(lua_State *L, int i) {
   lclient_t *u = check_client(L, i);
+  if (u->pid != getpid()) refuse_forked(L, "client", u->pid);
+  return u;
+}
+static lclient_t *check_open(lua_State *L, int i) {
+  lclient_t *u = check_here(L, i);
   if (u->closed || !u->c) luaL_error(L, "genesys.notify: the client is closed");
   return u;
 }
@@ -327,7 +348,7 @@ static void refuse_reentry(lua_State *L, lclient_t *u, const char *fn) {
 }
 
 static int l_poll(lua_State *L) {
-  lclient_t *u = check_client(L, 1);
+  lclient_t *u = check_here(L, 1);
   lua_Number t = luaL_optnumber(L, 2, 0);
   refuse_reentry(L, u, "poll()");
   if (t != t)
@@ -345,7 +366,7 @@ static int l_poll(lua_State *L) {
 /* Runs callbacks until the client is closed (from a callback) or has failed for good. Returns the
  * final state's name. */
 static int l_run(lua_State *L) {
-  lclient_t *u = check_client(L, 1);
+  lclient_t *u = check_here(L, 1);
   refuse_reentry(L, u, "run()");
   check_open(L, 1);
   for (;;) {
@@ -576,7 +597,7 @@ static int l_subscribe(lua_State *L) { return subscribe_common(L, 1); }
 static int l_unsubscribe(lua_State *L) { return subscribe_common(L, 0); }
 
 static int l_state(lua_State *L) {
-  lclient_t *u = check_client(L, 1);
+  lclient_t *u = check_here(L, 1);
   lua_pushstring(L, u->c ? gn_state_name(gn_client_state(u->c)) : "closed");
   return 1;
 }
@@ -595,7 +616,7 @@ static void setint(lua_State *L, const char *k, uint64_t v) {
 }
 
 static int l_metrics(lua_State *L) {
-  lclient_t *u = check_client(L, 1);
+  lclient_t *u = check_here(L, 1);
   if (!u->c) return luaL_error(L, "genesys.notify: the client is closed");
   const char *fmt = luaL_optstring(L, 2, "table");
   gn_metrics_snapshot_t s;
@@ -670,12 +691,14 @@ static int l_tostring(lua_State *L) {
 
 typedef struct {
   gn_service_t *svc;
+  pid_t pid;
 } lcontext_t;
 
 /* core.context_new(): a context of its own (one service thread for the clients given it). */
 static int l_context_new(lua_State *L) {
   lcontext_t *x = (lcontext_t *)lua_newuserdata(L, sizeof *x);
   x->svc = NULL;
+  x->pid = getpid();
   luaL_setmetatable(L, LGN_CONTEXT_MT);
   char err[256] = "";
   x->svc = gn_service_new(err, sizeof err);
@@ -683,7 +706,9 @@ static int l_context_new(lua_State *L) {
   return 1;
 }
 
-/* ctx:close(): drops the application's reference; the thread stops when its last client closes. */
+/* ctx:close(): drops the application's reference; the thread stops when its last client closes.
+ * In a child forked after the context was made it returns at once (the thread is in the
+ * parent; gn_service_release leaves such a context alone). */
 static int l_context_close(lua_State *L) {
   lcontext_t *x = (lcontext_t *)luaL_checkudata(L, 1, LGN_CONTEXT_MT);
   if (x->svc) gn_service_release(x->svc);
@@ -798,6 +823,7 @@ static int l_client_new(lua_State *L) {
   cfg.policy = lua_isfunction(L, -1);
   lclient_t *u = (lclient_t *)lua_newuserdata(L, sizeof *u);
   memset(u, 0, sizeof *u);
+  u->pid = getpid();
   luaL_setmetatable(L, LGN_CLIENT_MT);
   lua_createtable(L, 0, 3);
   lua_pushvalue(L, -5); /* [on_event, on_health, policy, ud, uv] */
@@ -814,6 +840,7 @@ static int l_client_new(lua_State *L) {
     if (!x)
       return luaL_error(L, "genesys.notify: context: expected a context from notify.context(), got %s",
                         luaL_typename(L, -1));
+    if (x->pid != getpid()) refuse_forked(L, "context", x->pid);
     if (!x->svc) luaL_error(L, "genesys.notify: context: expected an open context, got a closed one");
     svc = x->svc;
   }

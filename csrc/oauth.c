@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <unistd.h>
 
 struct gn_token_entry {
   gn_token_entry_t *next;
@@ -30,17 +31,49 @@ struct gn_token_entry {
   gn_service_t *fetch_svc;
   gn_token_waiter_t *waiters;
   unsigned long requests;
+  pid_t pid;               /* the process that created it */
 };
 
 static pthread_mutex_t list_mu = PTHREAD_MUTEX_INITIALIZER;
 static gn_token_entry_t *entries;
+static pid_t entries_pid;
+
+/* ---- fork ----
+ * The cache belongs to the process that filled it: an entry's fetch runs on a loop of that
+ * process and its waiters are that process's clients. A child forked after it starts with an
+ * empty cache; the parent's list is kept, unused, in `orphans` (copy-on-write pages, reachable
+ * for leak checkers), and releasing one of its entries there does nothing. */
+static gn_token_entry_t *orphans;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+/* Forgets the parent's entries. list_mu held (or the only thread). */
+static void start_afresh(void) {
+  if (entries) {
+    gn_token_entry_t *last = entries;
+    while (last->next) last = last->next;
+    last->next = orphans;
+    orphans = entries;
+  }
+  entries = NULL;
+  entries_pid = getpid();
+}
+
+static void fork_prepare(void) { pthread_mutex_lock(&list_mu); }
+static void fork_parent(void) { pthread_mutex_unlock(&list_mu); }
+static void fork_child(void) {
+  start_afresh();
+  pthread_mutex_unlock(&list_mu);
+}
+static void fork_init(void) { pthread_atfork(fork_prepare, fork_parent, fork_child); }
 
 static int same(const char *a, const char *b) {
   return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
 gn_token_entry_t *gn_token_entry_acquire(const gn_token_cfg_t *cfg) {
+  pthread_once(&fork_once, fork_init);
   pthread_mutex_lock(&list_mu);
+  if (entries_pid != getpid()) start_afresh(); /* first use, or a child the handler missed */
   for (gn_token_entry_t *e = entries; e; e = e->next) {
     if (same(e->token_url, cfg->token_url) && same(e->client_id, cfg->client_id) &&
         same(e->client_secret, cfg->client_secret) && same(e->ca_file, cfg->ca_file) &&
@@ -69,6 +102,7 @@ gn_token_entry_t *gn_token_entry_acquire(const gn_token_cfg_t *cfg) {
     e->timeout_ms = cfg->timeout_ms;
     e->connect_timeout_ms = cfg->connect_timeout_ms;
     e->refs = 1;
+    e->pid = getpid();
     pthread_mutex_init(&e->mu, NULL);
     e->next = entries;
     entries = e;
@@ -78,7 +112,7 @@ gn_token_entry_t *gn_token_entry_acquire(const gn_token_cfg_t *cfg) {
 }
 
 void gn_token_entry_release(gn_token_entry_t *e) {
-  if (!e) return;
+  if (!e || e->pid != getpid()) return; /* the parent's entry, in a forked child: left alone */
   pthread_mutex_lock(&list_mu);
   if (--e->refs > 0) {
     pthread_mutex_unlock(&list_mu);

@@ -9,6 +9,9 @@
  * generation; the next asker fetches a new one (one fetch for all of them).
  *
  * The secret and the token never appear in messages produced here.
+ *
+ * Fork: a child process starts with an empty cache (its first client fetches its own token);
+ * the parent's entries are never touched there (releasing one does nothing).
  */
 #ifndef GN_OAUTH_H
 #define GN_OAUTH_H
@@ -60,8 +63,8 @@ typedef struct {
 /* Returns the shared entry for cfg (created on first use), with one more reference; NULL when out
  * of memory. Any thread (the entry list has a global mutex). */
 gn_token_entry_t *gn_token_entry_acquire(const gn_token_cfg_t *cfg);
-/* Drops one reference (NULL is a no-op); the last one frees the entry, wiping the secret and the
- * cached token. Returns nothing. Any thread, after the caller's waiter was cancelled
+/* Drops one reference (NULL, or an entry of the parent in a forked child, is a no-op); the last
+ * one frees the entry, wiping the secret and the cached token. Returns nothing. Any thread, after the caller's waiter was cancelled
  * (gn_token_cancel): the last release assumes no fetch is in flight. */
 void gn_token_entry_release(gn_token_entry_t *e);
 

@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <unistd.h>
 
 typedef struct task {
   struct task *next;
@@ -39,11 +40,39 @@ struct gn_service {
   char start_err[256];
   int refs;
   int is_default;
+  pid_t pid;           /* the process that created it: its thread lives only there */
+  gn_service_t *next_orphan;
   task_t stop_mem;
 };
 
 static pthread_mutex_t default_mu = PTHREAD_MUTEX_INITIALIZER;
 static gn_service_t *default_svc;
+
+/* ---- fork ----
+ * A child process has a copy of every context but none of their threads. The default context is
+ * forgotten in the child (the next client creates a new one); a context from before the fork is
+ * never touched there: gn_service_release() returns at once, and its memory (copy-on-write
+ * pages of the parent's) stays allocated, listed in `orphans` so that it is still reachable (no
+ * leak report from LeakSanitizer at the child's exit). Its descriptors (the loop's, the
+ * sockets') stay open in the child until it exits; the child never reads or writes them. */
+static gn_service_t *orphans;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void orphan(gn_service_t *svc) {
+  svc->next_orphan = orphans;
+  orphans = svc;
+}
+
+/* pthread_atfork: default_mu is held across fork() so the child never inherits it locked by a
+ * thread that does not exist there. */
+static void fork_prepare(void) { pthread_mutex_lock(&default_mu); }
+static void fork_parent(void) { pthread_mutex_unlock(&default_mu); }
+static void fork_child(void) {
+  if (default_svc) orphan(default_svc);
+  default_svc = NULL;
+  pthread_mutex_unlock(&default_mu);
+}
+static void fork_init(void) { pthread_atfork(fork_prepare, fork_parent, fork_child); }
 
 static void drain_cb(uv_async_t *h) {
   gn_service_t *svc = h->data;
@@ -121,6 +150,7 @@ signal:
 }
 
 gn_service_t *gn_service_new(char *err, size_t errlen) {
+  pthread_once(&fork_once, fork_init);
   gn_service_t *svc = calloc(1, sizeof *svc);
   if (!svc) {
     snprintf(err, errlen, "context: out of memory");
@@ -130,6 +160,7 @@ gn_service_t *gn_service_new(char *err, size_t errlen) {
   pthread_cond_init(&svc->cv, NULL);
   svc->members.next = svc->members.prev = &svc->members;
   svc->refs = 1;
+  svc->pid = getpid();
   /* The thread starts with every signal blocked (it inherits the mask in force here): the
    * application's handlers run on its own threads, never in the middle of the loop. */
   sigset_t all, old;
@@ -160,8 +191,13 @@ gn_service_t *gn_service_new(char *err, size_t errlen) {
 }
 
 gn_service_t *gn_service_acquire_default(char *err, size_t errlen) {
+  pthread_once(&fork_once, fork_init);
   pthread_mutex_lock(&default_mu);
   gn_service_t *svc = default_svc;
+  if (svc && svc->pid != getpid()) { /* the atfork handler did not run (a raw clone) */
+    orphan(svc);
+    default_svc = svc = NULL;
+  }
   if (svc) {
     pthread_mutex_lock(&svc->mu);
     svc->refs++;
@@ -185,6 +221,7 @@ void gn_service_ref(gn_service_t *svc) {
 
 void gn_service_release(gn_service_t *svc) {
   if (!svc) return;
+  if (gn_service_forked(svc)) return; /* its thread is in the parent: nothing to stop here */
   /* default_mu first so that acquire_default() never hands out a context that is stopping. */
   pthread_mutex_lock(&default_mu);
   pthread_mutex_lock(&svc->mu);
@@ -220,6 +257,9 @@ void gn_service_release(gn_service_t *svc) {
 }
 
 int gn_service_post(gn_service_t *svc, gn_task_fn fn, void *arg) {
+  /* In a forked child its mutex may be held by a thread that is gone, and the wake-up would go
+   * to the parent's loop (the descriptor is shared). */
+  if (gn_service_forked(svc)) return -1;
   task_t *t = malloc(sizeof *t);
   if (!t) return -1;
   t->next = NULL;
@@ -240,6 +280,10 @@ int gn_service_post(gn_service_t *svc, gn_task_fn fn, void *arg) {
   pthread_mutex_unlock(&svc->mu);
   return 0;
 }
+
+int gn_service_forked(const gn_service_t *svc) { return svc->pid != getpid(); }
+
+pid_t gn_service_pid(const gn_service_t *svc) { return svc->pid; }
 
 int gn_service_on_thread(const gn_service_t *svc) {
   return pthread_equal(pthread_self(), svc->thread);

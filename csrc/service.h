@@ -9,11 +9,17 @@
  * callback, the only order that frees lws and curl completely) and joins the thread, so a process
  * whose clients are all closed has no thread left behind. The default context is created lazily
  * by gn_service_acquire_default() and forgotten when its last client goes.
+ *
+ * Fork: a context belongs to the process that created it (its thread does not survive fork()).
+ * In a child the default context is forgotten, so the next client there gets a new one; a
+ * context from before the fork is left alone: gn_service_release() returns at once and its
+ * memory is kept, unused (the parent's copy-on-write pages, reachable for leak checkers).
  */
 #ifndef GN_SERVICE_H
 #define GN_SERVICE_H
 
 #include <stddef.h>
+#include <sys/types.h>
 #include <uv.h>
 
 typedef struct gn_http gn_http_t;
@@ -33,14 +39,21 @@ typedef struct gn_member {
 gn_service_t *gn_service_new(char *err, size_t errlen);
 /* The process's default context, created on first use; adds a reference. Any thread. */
 gn_service_t *gn_service_acquire_default(char *err, size_t errlen);
+/* Returns 1 when svc was created by another process (this one is a child forked after it),
+ * else 0: nothing may be asked of it here. Any thread. */
+int gn_service_forked(const gn_service_t *svc);
+/* Returns the process that created svc. Any thread. */
+pid_t gn_service_pid(const gn_service_t *svc);
 /* Adds a reference. Returns nothing. Any thread. */
 void gn_service_ref(gn_service_t *svc);
-/* Drops a reference; the last one stops the loop and joins the thread. Any thread but the
- * service thread itself. */
+/* Drops a reference; the last one stops the loop and joins the thread. Returns at once, doing
+ * nothing, for a context of another process (gn_service_forked). Any thread but the service
+ * thread itself. */
 void gn_service_release(gn_service_t *svc);
 
 /* Runs fn(svc, arg) on the service thread, in posting order. Returns 0, or -1 if the context is
- * stopping or memory ran out (fn will then never run). Any thread. */
+ * stopping, belongs to another process, or memory ran out (fn will then never run). Any
+ * thread. */
 int gn_service_post(gn_service_t *svc, gn_task_fn fn, void *arg);
 /* Returns 1 when called on svc's service thread, else 0. Any thread. */
 int gn_service_on_thread(const gn_service_t *svc);

@@ -21,7 +21,10 @@
 #include <stdio.h>
 #include <strings.h>
 
-enum { C_RESOLVING = 1, C_CONNECTING, C_OPEN, C_DONE };
+/* C_NEXT: a TCP connect failed and the next resolved address is about to be tried. */
+enum { C_RESOLVING = 1, C_CONNECTING, C_NEXT, C_OPEN, C_DONE };
+
+#define MAX_ADDRS 8 /* resolved addresses tried in turn, in the resolver's order */
 
 typedef struct vhost_ent {
   struct vhost_ent *next;
@@ -48,6 +51,9 @@ struct gn_conn {
   int in_connect;    /* inside lws_client_connect_via_info: lws may close us there */
   uv_getaddrinfo_t *gai;
   uv_timer_t *timer;
+  uint64_t deadline;  /* loop time when connect_timeout_ms is up, over every address */
+  char addrs[MAX_ADDRS][INET6_ADDRSTRLEN];
+  int naddr, next_addr;
   struct lws *wsi;
   char *host, *path;
   int port, tls;
@@ -140,6 +146,7 @@ static void timer_cb(uv_timer_t *t) {
 
 static struct lws_vhost *vhost_for(gn_transport_t *t, const char *ca_file, int verify, char *err,
                                    size_t errlen);
+static int try_next_addr(gn_conn_t *c);
 
 static int start_lws(gn_conn_t *c, const char *ip) {
   char err[256] = "";
@@ -180,13 +187,36 @@ static int start_lws(gn_conn_t *c, const char *ip) {
   struct lws *wsi = lws_client_connect_via_info(&ci);
   c->in_connect = 0;
   /* A synchronous failure has already called CONNECTION_ERROR (state DONE) or not at all. */
+  if (c->state == C_NEXT) return 0; /* failed inside the call; the next address is due */
   if (!wsi) {
-    if (c->state != C_DONE) fail(c, "connect", 0, "connection failed: %s", last_log[0] ? last_log : "lws refused the connection");
+    if (c->state != C_DONE) {
+      if (try_next_addr(c)) return 0;
+      fail(c, "connect", 0, "connection failed: %s", last_log[0] ? last_log : "lws refused the connection");
+    }
     return -1;
   }
   if (c->state == C_DONE) return -1;
   c->wsi = wsi;
   return 0;
+}
+
+static void next_addr_cb(uv_timer_t *t) {
+  gn_conn_t *c = t->data;
+  if (c->detached || c->state != C_NEXT) return;
+  uint64_t now = uv_now(c->t->loop);
+  uv_timer_start(c->timer, timer_cb, c->deadline > now ? c->deadline - now : 1, 0);
+  start_lws(c, c->addrs[c->next_addr++]);
+  conn_maybe_free(c);
+}
+
+/* After a TCP connect failed (before TLS or the handshake): schedules the next resolved address
+ * (a host may resolve to ::1 and 127.0.0.1 with a server listening on only one). Returns 1 when
+ * one is scheduled, 0 when none is left. Not inside lws's call: from a 0 ms timer. */
+static int try_next_addr(gn_conn_t *c) {
+  if (c->detached || c->handshake_started || c->next_addr >= c->naddr) return 0;
+  c->state = C_NEXT;
+  uv_timer_start(c->timer, next_addr_cb, 0, 0);
+  return 1;
 }
 
 /* Returns 1 for an address a TCP connection can go to (not multicast, broadcast or
@@ -221,22 +251,29 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
     conn_maybe_free(c);
     return;
   }
-  char ip[INET6_ADDRSTRLEN] = "";
-  const struct addrinfo *ai = res;
-  if (!unicast(ai->ai_addr)) {
-    /* A TCP connect to it fails inside lws's connect call, which leaks about 480 bytes in
-     * lws 4.1.6 each time: refused here with a clear reason instead. */
-    uv_freeaddrinfo(res);
+  /* Every address, in the resolver's order (RFC 6724), without duplicates. A multicast,
+   * broadcast or unspecified one is left out: a TCP connect to it fails inside lws's connect
+   * call, which leaks about 480 bytes in lws 4.1.6 each time. */
+  c->naddr = c->next_addr = 0;
+  for (const struct addrinfo *ai = res; ai && c->naddr < MAX_ADDRS; ai = ai->ai_next) {
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (!unicast(ai->ai_addr)) continue;
+    if (ai->ai_family == AF_INET)
+      inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, ip, sizeof ip);
+    else if (ai->ai_family == AF_INET6)
+      inet_ntop(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, ip, sizeof ip);
+    if (!ip[0]) continue;
+    int dup = 0;
+    for (int i = 0; i < c->naddr; i++) dup |= strcmp(c->addrs[i], ip) == 0;
+    if (!dup) memcpy(c->addrs[c->naddr++], ip, sizeof ip);
+  }
+  uv_freeaddrinfo(res);
+  if (c->naddr == 0) {
     fail(c, "connect", 0, "connectUri: %s is not a unicast address", c->host);
     conn_maybe_free(c);
     return;
   }
-  if (ai->ai_family == AF_INET)
-    inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, ip, sizeof ip);
-  else if (ai->ai_family == AF_INET6)
-    inet_ntop(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, ip, sizeof ip);
-  uv_freeaddrinfo(res);
-  start_lws(c, ip);
+  start_lws(c, c->addrs[c->next_addr++]);
   conn_maybe_free(c);
 }
 
@@ -323,6 +360,7 @@ gn_conn_t *gn_conn_open(gn_transport_t *t, const gn_conn_opts_t *o, const gn_con
   uv_timer_init(loop, c->timer);
   c->timer->data = c;
   uv_timer_start(c->timer, timer_cb, (uint64_t)c->connect_timeout_ms, 0);
+  c->deadline = uv_now(loop) + (uint64_t)c->connect_timeout_ms;
   c->state = C_RESOLVING;
   c->gai->data = c;
   struct addrinfo hints;
@@ -404,10 +442,17 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
       }
     }
     if (c->handshake_started && status > 0 && status != 101) info.http_status = status;
+    if (!info.tls && !info.timed_out && !info.http_status && try_next_addr(c)) {
+      wsi_gone(c, wsi); /* a refused or unreachable address: the next one is due */
+      return 0;
+    }
     if (info.tls && last_log[0])
       snprintf(info.error, sizeof info.error, "TLS failure: %.200s", last_log);
     else if (info.http_status)
       snprintf(info.error, sizeof info.error, "handshake refused with HTTP %d", info.http_status);
+    else if (c->naddr > 1)
+      snprintf(info.error, sizeof info.error, "%s (%d addresses of %s tried)", msg, c->naddr,
+               c->host);
     else
       snprintf(info.error, sizeof info.error, "%s", msg);
     wsi_gone(c, wsi);

@@ -2,7 +2,9 @@
  *
  * The host name of the URL is resolved with uv_getaddrinfo (libuv's thread pool) because lws 4.1.6
  * resolves synchronously on the loop; lws then connects to the address with the name kept for SNI
- * and certificate checks. Loop thread only.
+ * and certificate checks. When a TCP connect fails (refused, unreachable) the next resolved
+ * address is tried (up to 8, in the resolver's order), all within connect_timeout_ms; a TLS or
+ * handshake failure ends the connection. Loop thread only.
  *
  * Callbacks: on_open once when the handshake completes; on_message per complete message
  * (fragments reassembled); on_close exactly once when the connection ends for any reason other

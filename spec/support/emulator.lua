@@ -6,6 +6,8 @@
 --   local emulator = require "support.emulator"
 --   local emu = emulator.start{ tls = true, clients = {"test-id:test-secret"}, token_ttl = 3600,
 --     channel_ttl = 86400, heartbeat_ms = 30000, args = {"--event-rate", "10"}, port = nil }
+--   (TLS with other certificates: cert =, key =, ca_file = (emu.ca_file); admin_insecure = true
+--   makes the spec's own curl calls skip verification, for a server with a bad certificate)
 --   emu.port, emu.host, emu.ca_file, emu.base_url, emu.pid, emu.ws_scheme
 --   emu:admin(method, path, body_table) --> status, decoded_json_or_text
 --   emu:stats(); emu:stop(); emu:kill(); emu:restart()
@@ -79,6 +81,16 @@ _M.bindir = bindir
 -- emulator is already linked with it in sanitizer builds.
 local NOPRELOAD = "env -u LD_PRELOAD "
 
+-- The TLS matrix's certificates (spec/support/mkcerts_matrix.sh): returns their folder.
+function _M.matrix_certs()
+  local dir = root() .. "/build/certs/matrix"
+  if not read_file(dir .. "/done") then
+    assert(sh(NOPRELOAD .. "sh " .. shq(root() .. "/spec/support/mkcerts_matrix.sh") .. " " ..
+      shq(dir)), "emulator: creating the TLS matrix certificates failed")
+  end
+  return dir
+end
+
 function _M.certs()
   local dir = root() .. "/build/certs"
   if not read_file(dir .. "/server.pem") then
@@ -104,6 +116,7 @@ local function build_args(o)
   if o.heartbeat_ms then a[#a + 1] = "--heartbeat-ms"; a[#a + 1] = tostring(o.heartbeat_ms) end
   if o.tls then
     local _, cert, key = _M.certs()
+    cert, key = o.cert or cert, o.key or key
     a[#a + 1] = "--tls-cert"; a[#a + 1] = cert
     a[#a + 1] = "--tls-key"; a[#a + 1] = key
   end
@@ -174,7 +187,7 @@ function _M.start(o)
   self.tls = o.tls and true or false
   self.scheme = self.tls and "https" or "http"
   self.ws_scheme = self.tls and "wss" or "ws"
-  if self.tls then self.ca_file = _M.certs() end
+  if self.tls then self.ca_file = o.ca_file or _M.certs() end
   self.argv = build_args(o)
   self.dir = tmpdir()
   self:_spawn()
@@ -280,7 +293,8 @@ function _M:http(method, path, o)
     "--max-time", tostring(o.timeout or 30) }
   if method == "HEAD" then args[#args + 1] = "--head"
   else args[#args + 1] = "-X"; args[#args + 1] = method end
-  if self.ca_file then args[#args + 1] = "--cacert"; args[#args + 1] = self.ca_file end
+  if self.opts.admin_insecure then args[#args + 1] = "--insecure"
+  elseif self.ca_file then args[#args + 1] = "--cacert"; args[#args + 1] = self.ca_file end
   for k, v in pairs(o.headers or {}) do
     args[#args + 1] = "-H"; args[#args + 1] = k .. ": " .. v
   end
