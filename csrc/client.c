@@ -11,6 +11,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <time.h>
 #include <unistd.h>
 
 struct gn_client {
@@ -26,13 +27,15 @@ struct gn_client {
    * count as synced, whatever the service thread last said */
   _Atomic uint64_t changes_posted, changes_applied;
   int queue_ready;
+  int unreached;        /* close() could not reach the service thread: it may still use it */
   pid_t pid;            /* the process that created it (see gn_client_forked) */
   gn_client_t *next_orphan;
 };
 
 /* Clients of the parent, "freed" in a forked child: kept (their memory is the parent's
  * copy-on-write pages, and their queue's mutex may be held by a thread that is not in the child)
- * and listed here so that they stay reachable for leak checkers. */
+ * and listed here so that they stay reachable for leak checkers. A client whose close() never
+ * reached its service thread (out of memory) is kept here the same way. */
 static gn_client_t *orphans;
 static pthread_mutex_t orphans_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -127,7 +130,8 @@ gn_client_t *gn_client_new(const gn_client_cfg_t *cfg, gn_service_t *svc, char *
       snprintf(err, errlen, "out of memory");
       goto fail;
     }
-  if (gn_queue_init(&c->queue, c->conf.queue_limit, &c->metrics, err, errlen) != 0) goto fail;
+  if (gn_queue_init(&c->queue, c->conf.queue_limit, c->conf.queue_bytes, &c->metrics, err,
+                    errlen) != 0) goto fail;
   c->queue_ready = 1;
   c->env.conf = &c->conf;
   c->env.queue = &c->queue;
@@ -220,10 +224,25 @@ void gn_client_close(gn_client_t *c) {
   if (gn_client_forked(c)) return;
   int expected = 0;
   if (!atomic_compare_exchange_strong(&c->closing, &expected, 1)) return;
-  if (atomic_load(&c->started) && gn_service_post(c->env.svc, task_close, c) == 0)
+  if (atomic_load(&c->started)) {
+    /* The service thread owns the channel until task_close has run on it: the close must get
+     * there. Only memory can make the post fail while this client holds its reference, so it
+     * is tried again for a while; if it never gets through, the client is left to the thread
+     * (kept with the orphans, never freed) rather than freed under it. */
+    int tries = 0;
+    while (gn_service_post(c->env.svc, task_close, c) != 0) {
+      if (++tries > 5000) {
+        c->unreached = 1;
+        atomic_store(&c->env.state, GN_ST_CLOSED);
+        return;
+      }
+      struct timespec ts = {0, 1000000};
+      nanosleep(&ts, NULL);
+    }
     gn_queue_wait_detached(&c->queue);
-  else
+  } else {
     gn_queue_detach(&c->queue);
+  }
   atomic_store(&c->env.state, GN_ST_CLOSED);
   /* Drop what was never read: the owner asked for no more callbacks. */
   gn_queue_discard(&c->queue);
@@ -236,16 +255,24 @@ void gn_client_close(gn_client_t *c) {
   c->env.tok = NULL;
 }
 
+static void keep_orphan(gn_client_t *c) {
+  pthread_mutex_lock(&orphans_mu);
+  c->next_orphan = orphans;
+  orphans = c;
+  pthread_mutex_unlock(&orphans_mu);
+}
+
 void gn_client_free(gn_client_t *c) {
   if (!c) return;
-  if (gn_client_forked(c)) {
-    pthread_mutex_lock(&orphans_mu);
-    c->next_orphan = orphans;
-    orphans = c;
-    pthread_mutex_unlock(&orphans_mu);
+  if (gn_client_forked(c) || c->unreached) {
+    keep_orphan(c);
     return;
   }
   if (c->env.svc) gn_client_close(c);
+  if (c->unreached) { /* never free what the service thread may still hold */
+    keep_orphan(c);
+    return;
+  }
   gn_token_entry_release(c->env.tok);
   gn_channel_free(c->ch);
   if (c->queue_ready) gn_queue_destroy(&c->queue);
@@ -257,13 +284,27 @@ void gn_client_free(gn_client_t *c) {
 
 int gn_client_fd(gn_client_t *c) { return gn_queue_fd(&c->queue); }
 
-gn_item_t *gn_client_pop(gn_client_t *c) { return gn_queue_pop(&c->queue); }
+gn_item_t *gn_client_pop(gn_client_t *c) {
+  return gn_queue_pop(&c->queue, gn_state_name(atomic_load(&c->env.state)));
+}
 
 gn_state_t gn_client_state(gn_client_t *c) { return atomic_load(&c->env.state); }
 
 void gn_client_metrics(gn_client_t *c, gn_metrics_snapshot_t *out) {
   uint64_t applied = atomic_load(&c->changes_applied);
   gn_metrics_snapshot(&c->metrics, out);
+  size_t ev, bytes;
+  gn_queue_usage(&c->queue, &ev, &bytes);
+  out->queued_events = ev;
+  out->queued_bytes = bytes;
+  gn_sched_t *sc = gn_channel_sched(c->ch);
+  out->sched_cycles = atomic_load(&sc->cycles);
+  out->sched_coalesced = atomic_load(&sc->coalesced);
+  out->sched_triggers = atomic_load(&sc->triggers);
+  _Static_assert(GN_METRICS_REASONS == GN_REASON_COUNT_, "metrics.h's reason count");
+  for (int i = 0; i < GN_METRICS_REASONS; i++)
+    out->sched_by_reason[i] = atomic_load(&sc->by_reason[i]);
+  out->token_requests = gn_client_token_requests(c);
   if (applied != atomic_load(&c->changes_posted)) out->subscriptions_synced = 0;
 }
 

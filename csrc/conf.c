@@ -27,6 +27,7 @@ int gn_conf_init(gn_conf_t *c, const gn_client_cfg_t *cfg, char *err, size_t err
   c->idle_ms = cfg->idle_ms > 0 ? cfg->idle_ms : 35000;
   c->ping_timeout_ms = cfg->ping_timeout_ms > 0 ? cfg->ping_timeout_ms : 10000;
   c->queue_limit = cfg->queue_limit ? cfg->queue_limit : 10000;
+  c->queue_bytes = cfg->queue_bytes ? cfg->queue_bytes : GN_QUEUE_BYTES_DEFAULT;
   c->max_message = cfg->max_message ? cfg->max_message : (1u << 20);
   c->backoff = cfg->backoff;
   c->has_policy = cfg->policy;

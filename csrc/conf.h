@@ -9,6 +9,8 @@
 
 #include "backoff.h"
 
+#define GN_QUEUE_BYTES_DEFAULT ((size_t)64 << 20)
+
 /* Configuration as given. Strings are copied by gn_conf_init (and gn_client_new). */
 typedef struct {
   const char *token_url;     /* https://login.ENV/oauth/token */
@@ -21,6 +23,7 @@ typedef struct {
   int verify;                /* TLS verification (on unless the user turns it off) */
   long connect_timeout_ms, handshake_timeout_ms, http_timeout_ms;
   size_t queue_limit;        /* events waiting for the owner before new ones are dropped */
+  size_t queue_bytes;        /* their estimated bytes (text and decoded tree), the same way */
   size_t max_message;        /* bytes per WebSocket message */
   long idle_ms;              /* silence before a ping */
   long ping_timeout_ms;      /* silence after the ping before the link is declared dead */
@@ -33,7 +36,7 @@ typedef struct {
   char *token_url, *api_base, *client_id, *client_secret, *ca_file, *name;
   int verify;
   long connect_timeout_ms, handshake_timeout_ms, http_timeout_ms, idle_ms, ping_timeout_ms;
-  size_t queue_limit, max_message;
+  size_t queue_limit, queue_bytes, max_message;
   gn_backoff_policy_t backoff;
   int has_policy;
 } gn_conf_t;

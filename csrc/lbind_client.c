@@ -11,6 +11,7 @@
  * looked for the topic (see bench/decode_bench.lua for the measurement against lua-cjson).
  */
 #include "client.h"
+#include "gn_util.h"
 #include "lbind.h"
 #include "service.h"
 
@@ -219,30 +220,35 @@ static int call_protected(lua_State *L, lclient_t *u, const char *which) {
   return 0;
 }
 
-/* Reports a failing callback as health "callback_error" through on_health; if on_health itself
- * failed, the message goes to stderr (never silently dropped). Stack: [..., msg]; pops msg. */
+/* Reports a failing callback as health "callback_error" (kind, state, timestamp_ms, callback,
+ * error) through on_health, an error of on_health itself included: on_health is called once
+ * with the report. If that call fails too (or there is no on_health), the message goes to
+ * stderr: never silently dropped, and never a loop (a failing report is not reported again).
+ * Stack: [..., msg]; pops msg. */
 static void report_callback_error(lua_State *L, lclient_t *u, int uv, const char *which) {
   const char *msg = lua_tostring(L, -1);
-  if (strcmp(which, "on_health") != 0) {
-    lua_getfield(L, uv, "on_health");
-    if (lua_isfunction(L, -1)) {
-      lua_createtable(L, 0, 4);
-      lua_pushliteral(L, "callback_error");
-      lua_setfield(L, -2, "kind");
-      lua_pushstring(L, which);
-      lua_setfield(L, -2, "callback");
-      lua_pushstring(L, msg ? msg : "?");
-      lua_setfield(L, -2, "error");
-      if (call_protected(L, u, "on_health") == 0) {
-        lua_pop(L, 1); /* msg */
-        return;
-      }
-      fprintf(stderr, "genesys.notify: on_health failed while reporting an error: %s\n",
-              lua_tostring(L, -1));
-      lua_pop(L, 1);
-    } else {
-      lua_pop(L, 1);
+  lua_getfield(L, uv, "on_health");
+  if (lua_isfunction(L, -1)) {
+    lua_createtable(L, 0, 5);
+    lua_pushliteral(L, "callback_error");
+    lua_setfield(L, -2, "kind");
+    lua_pushstring(L, u->c ? gn_state_name(gn_client_state(u->c)) : "closed");
+    lua_setfield(L, -2, "state");
+    lua_pushnumber(L, gn_now_wall_ms());
+    lua_setfield(L, -2, "timestamp_ms");
+    lua_pushstring(L, which);
+    lua_setfield(L, -2, "callback");
+    lua_pushstring(L, msg ? msg : "?");
+    lua_setfield(L, -2, "error");
+    if (call_protected(L, u, "on_health") == 0) {
+      lua_pop(L, 1); /* msg */
+      return;
     }
+    fprintf(stderr, "genesys.notify: on_health failed while reporting an error: %s\n",
+            lua_tostring(L, -1));
+    lua_pop(L, 1);
+  } else {
+    lua_pop(L, 1);
   }
   fprintf(stderr, "genesys.notify: %s raised: %s\n", which, msg ? msg : "?");
   lua_pop(L, 1);
@@ -345,11 +351,14 @@ static int l_poll(lua_State *L) {
   lclient_t *u = check_here(L, 1);
   lua_Number t = luaL_optnumber(L, 2, 0);
   refuse_reentry(L, u, "poll()");
+  if (t != t)
+    return luaL_error(L, "genesys.notify: poll(timeout_ms): expected a number of milliseconds "
+                         "(negative or infinite: no limit), got nan");
   if (u->closed || !u->c) {
     lua_pushinteger(L, 0);
     return 1;
   }
-  int timeout = t < 0 ? -1 : t > 2147483647.0 ? 2147483647 : (int)t;
+  int timeout = t < 0 || t == HUGE_VAL ? -1 : t > 2147483647.0 ? 2147483647 : (int)t;
   lua_pushinteger(L, poll_items(L, u, timeout));
   return 1;
 }
@@ -635,6 +644,9 @@ static int l_metrics(lua_State *L) {
   setint(L, "health", s.health);
   setint(L, "duplicates", s.duplicates);
   setint(L, "rollovers", s.rollovers);
+  setint(L, "health_dropped", s.health_dropped);
+  setint(L, "queued_events", s.queued_events);
+  setint(L, "queued_bytes", s.queued_bytes);
   setint(L, "topics_wanted", s.topics_wanted);
   setint(L, "topics_confirmed", s.topics_confirmed);
   lua_pushboolean(L, s.subscriptions_synced);
@@ -653,14 +665,16 @@ static int l_metrics(lua_State *L) {
     setnum(L, "max", s.lat_max);
   }
   lua_setfield(L, -2, "latency_ms");
-  uint64_t cycles, coalesced, triggers;
-  gn_client_sched_counts(u->c, &cycles, &coalesced, &triggers);
-  lua_createtable(L, 0, 3);
-  setint(L, "cycles", cycles);
-  setint(L, "coalesced", coalesced);
-  setint(L, "triggers", triggers);
+  lua_createtable(L, 0, 4);
+  setint(L, "cycles", s.sched_cycles);
+  setint(L, "coalesced", s.sched_coalesced);
+  setint(L, "triggers", s.sched_triggers);
+  static const char *const reasons[] = GN_METRICS_REASON_NAMES;
+  lua_createtable(L, 0, GN_METRICS_REASONS);
+  for (int i = 0; i < GN_METRICS_REASONS; i++) setint(L, reasons[i], s.sched_by_reason[i]);
+  lua_setfield(L, -2, "by_reason");
   lua_setfield(L, -2, "scheduler");
-  setint(L, "token_requests", gn_client_token_requests(u->c));
+  setint(L, "token_requests", s.token_requests);
   return 1;
 }
 
@@ -742,6 +756,27 @@ static double opt_number(lua_State *L, int t, const char *k, double def, double 
   return v;
 }
 
+static int backoff_protected(lua_State *L) {
+  lgn_backoff_policy_from_table(L, 1, (gn_backoff_policy_t *)lua_touserdata(L, 2));
+  return 0;
+}
+
+/* The backoff policy at idx (nil: the defaults), checked by the backoff module's rules. A bad
+ * one raises like every configuration error ("genesys.notify: backoff.FIELD: expected ..."),
+ * without the position the Lua error machinery would put first. */
+static void read_backoff(lua_State *L, int idx, gn_backoff_policy_t *p) {
+  lua_pushcfunction(L, backoff_protected);
+  lua_pushvalue(L, idx);
+  lua_pushlightuserdata(L, p);
+  if (lua_pcall(L, 2, 0, 0) == 0) return;
+  const char *msg = lua_tostring(L, -1);
+  if (!msg) msg = "backoff: invalid";
+  const char *colon = strstr(msg, ": backoff");
+  if (colon && strncmp(msg, "backoff", 7) != 0) msg = colon + 2; /* "file:line: backoff..." */
+  lua_pushfstring(L, "genesys.notify: %s", msg);
+  lua_error(L);
+}
+
 /* core.client_new(cfg): cfg is the table genesys.notify builds after validating the user's
  * configuration (field names there are the user's; here they are the normalized ones). */
 static int l_client_new(lua_State *L) {
@@ -761,11 +796,13 @@ static int l_client_new(lua_State *L) {
   cfg.handshake_timeout_ms = (long)opt_number(L, 1, "handshake_timeout_ms", 10000, 1, 3600e3);
   cfg.http_timeout_ms = (long)opt_number(L, 1, "http_timeout_ms", 30000, 1, 3600e3);
   cfg.queue_limit = (size_t)opt_number(L, 1, "queue_limit", 10000, 1, 1e9);
+  cfg.queue_bytes = (size_t)opt_number(L, 1, "queue_bytes", (double)GN_QUEUE_BYTES_DEFAULT,
+                                       65536, 1099511627776.0);
   cfg.max_message = (size_t)opt_number(L, 1, "max_message_size", 1048576, 256, 1 << 30);
   cfg.idle_ms = (long)opt_number(L, 1, "idle_ms", 35000, 10, 86400e3);
   cfg.ping_timeout_ms = (long)opt_number(L, 1, "ping_timeout_ms", 10000, 10, 86400e3);
   lua_getfield(L, 1, "backoff");
-  lgn_backoff_policy_from_table(L, -1, &cfg.backoff);
+  read_backoff(L, lua_gettop(L), &cfg.backoff);
   lua_pop(L, 1);
   size_t nt = 0;
   const char **topics = NULL;

@@ -51,6 +51,7 @@ void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *o) {
   o->health = m->health;
   o->duplicates = m->duplicates;
   o->rollovers = m->rollovers;
+  o->health_dropped = m->health_dropped;
   o->lat_count = m->lat_count;
   o->lat_max = m->lat_max;
   size_t n = m->lat_n;
@@ -73,17 +74,27 @@ char *gn_metrics_prometheus(const gn_metrics_snapshot_t *s, const char *state, c
   gn_buf_t b = {0};
   char line[512];
   const char *cl = client ? client : "";
+  static const char *const reasons[] = GN_METRICS_REASON_NAMES;
 #define L(...) do { snprintf(line, sizeof line, __VA_ARGS__); if (gn_buf_add(&b, line, strlen(line))) goto oom; } while (0)
-  L("# TYPE genesys_notify_attempts_total counter\n");
-  L("genesys_notify_attempts_total{client=\"%s\"} %llu\n", cl, (unsigned long long)s->attempts);
-  L("# TYPE genesys_notify_successes_total counter\n");
-  L("genesys_notify_successes_total{client=\"%s\"} %llu\n", cl, (unsigned long long)s->successes);
-  L("# TYPE genesys_notify_failures_total counter\n");
-  L("genesys_notify_failures_total{client=\"%s\"} %llu\n", cl, (unsigned long long)s->failures);
-  L("# TYPE genesys_notify_events_total counter\n");
-  L("genesys_notify_events_total{client=\"%s\"} %llu\n", cl, (unsigned long long)s->events);
-  L("# TYPE genesys_notify_events_dropped_total counter\n");
-  L("genesys_notify_events_dropped_total{client=\"%s\"} %llu\n", cl, (unsigned long long)s->dropped);
+#define COUNTER(name, v) do { L("# TYPE genesys_notify_" name "_total counter\n"); \
+    L("genesys_notify_" name "_total{client=\"%s\"} %llu\n", cl, (unsigned long long)(v)); } while (0)
+#define GAUGE(name, fmt, v) do { L("# TYPE genesys_notify_" name " gauge\n"); \
+    L("genesys_notify_" name "{client=\"%s\"} " fmt "\n", cl, v); } while (0)
+  COUNTER("attempts", s->attempts);
+  COUNTER("successes", s->successes);
+  COUNTER("failures", s->failures);
+  GAUGE("success_rate", "%.6f", s->attempts ? (double)s->successes / (double)s->attempts : 0.0);
+  COUNTER("events", s->events);
+  COUNTER("events_dropped", s->dropped);
+  COUNTER("health_dropped", s->health_dropped);
+  COUNTER("heartbeats", s->heartbeats);
+  COUNTER("malformed", s->malformed);
+  COUNTER("disconnects", s->disconnects);
+  COUNTER("health", s->health);
+  COUNTER("duplicates", s->duplicates);
+  COUNTER("rollovers", s->rollovers);
+  GAUGE("queued_events", "%llu", (unsigned long long)s->queued_events);
+  GAUGE("queued_bytes", "%llu", (unsigned long long)s->queued_bytes);
   L("# TYPE genesys_notify_reconnect_latency_ms summary\n");
   if (s->lat_count) {
     L("genesys_notify_reconnect_latency_ms{client=\"%s\",quantile=\"0.5\"} %.1f\n", cl, s->lat_p50);
@@ -91,17 +102,26 @@ char *gn_metrics_prometheus(const gn_metrics_snapshot_t *s, const char *state, c
     L("genesys_notify_reconnect_latency_ms{client=\"%s\",quantile=\"0.99\"} %.1f\n", cl, s->lat_p99);
   }
   L("genesys_notify_reconnect_latency_ms_count{client=\"%s\"} %llu\n", cl, (unsigned long long)s->lat_count);
+  if (s->lat_count) GAUGE("reconnect_latency_max_ms", "%.1f", s->lat_max);
   L("# TYPE genesys_notify_up gauge\n");
   L("genesys_notify_up{client=\"%s\",state=\"%s\"} %d\n", cl, state, strcmp(state, "open") == 0);
-  L("# TYPE genesys_notify_topics_wanted gauge\n");
-  L("genesys_notify_topics_wanted{client=\"%s\"} %llu\n", cl, (unsigned long long)s->topics_wanted);
-  L("# TYPE genesys_notify_topics_confirmed gauge\n");
-  L("genesys_notify_topics_confirmed{client=\"%s\"} %llu\n", cl,
-    (unsigned long long)s->topics_confirmed);
-  L("# TYPE genesys_notify_subscriptions_synced gauge\n");
-  L("genesys_notify_subscriptions_synced{client=\"%s\"} %d\n", cl, s->subscriptions_synced);
-  L("# TYPE genesys_notify_uptime_seconds gauge\n");
-  L("genesys_notify_uptime_seconds{client=\"%s\"} %.3f\n", cl, s->uptime_ms / 1000.0);
+  GAUGE("topics_wanted", "%llu", (unsigned long long)s->topics_wanted);
+  GAUGE("topics_confirmed", "%llu", (unsigned long long)s->topics_confirmed);
+  GAUGE("subscriptions_synced", "%d", s->subscriptions_synced);
+  GAUGE("uptime_seconds", "%.3f", s->uptime_ms / 1000.0);
+  GAUGE("connected_seconds", "%.3f", s->connected_ms / 1000.0);
+  L("# TYPE genesys_notify_deaf_seconds_total counter\n");
+  L("genesys_notify_deaf_seconds_total{client=\"%s\"} %.3f\n", cl, s->deaf_ms / 1000.0);
+  COUNTER("scheduler_cycles", s->sched_cycles);
+  COUNTER("scheduler_coalesced", s->sched_coalesced);
+  COUNTER("scheduler_triggers", s->sched_triggers);
+  L("# TYPE genesys_notify_scheduler_triggers_by_reason_total counter\n");
+  for (int i = 0; i < GN_METRICS_REASONS; i++)
+    L("genesys_notify_scheduler_triggers_by_reason_total{client=\"%s\",reason=\"%s\"} %llu\n", cl,
+      reasons[i], (unsigned long long)s->sched_by_reason[i]);
+  COUNTER("token_requests", s->token_requests);
+#undef COUNTER
+#undef GAUGE
 #undef L
   return b.p;
 oom:

@@ -11,10 +11,13 @@
 #include <stdint.h>
 
 #define GN_LAT_SAMPLES 1024 /* latest reconnect latencies kept for percentiles */
+#define GN_METRICS_REASONS 5 /* schedule.h's GN_REASON_COUNT_ (metrics.h sits below it) */
 
 typedef struct {
   uint64_t attempts, successes, failures;
   uint64_t events, dropped, heartbeats, malformed, disconnects, health, duplicates, rollovers;
+  uint64_t health_dropped;  /* health and policy items dropped (cap or memory) */
+  uint64_t queued_events, queued_bytes; /* events waiting for the owner, their estimated bytes */
   double lat_p50, lat_p90, lat_p99, lat_max; /* ms; -1 when no sample yet */
   uint64_t lat_count;
   double uptime_ms;        /* since the client started */
@@ -22,12 +25,20 @@ typedef struct {
   double deaf_ms;          /* total time without a live connection since the first open */
   uint64_t topics_wanted, topics_confirmed; /* the client's topics; those the server holds */
   int subscriptions_synced;/* the server holds exactly the wanted topics, nothing in flight */
+  /* filled by the client (gn_client_metrics), not by gn_metrics_snapshot: */
+  uint64_t sched_cycles, sched_coalesced, sched_triggers;
+  uint64_t sched_by_reason[GN_METRICS_REASONS]; /* triggers by reason, schedule.h's order */
+  uint64_t token_requests;
 } gn_metrics_snapshot_t;
+
+/* The trigger reasons' names, in schedule.h's gn_reason_t order. */
+#define GN_METRICS_REASON_NAMES {"close", "error", "timeout", "manual", "expired"}
 
 typedef struct {
   pthread_mutex_t mu;
   uint64_t attempts, successes, failures;
   uint64_t events, dropped, heartbeats, malformed, disconnects, health, duplicates, rollovers;
+  uint64_t health_dropped;
   double lat[GN_LAT_SAMPLES];
   size_t lat_n, lat_pos;
   uint64_t lat_count;
@@ -49,7 +60,8 @@ void gn_metrics_add_latency(gn_metrics_t *m, double ms);
 /* Copies m's counters into *out and computes the latency percentiles. Returns nothing. Any
  * thread: locks m's mutex (the samples are sorted after it is released). */
 void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *out);
-/* Prometheus text exposition of a snapshot; returns a malloc'd string the caller frees (NULL when
+/* Prometheus text exposition of a snapshot: every field client:metrics() has (counters as
+ * NAME_total, the rest as gauges, the latency as a summary); returns a malloc'd string the caller frees (NULL when
  * out of memory). Any thread: it reads only its arguments, not the live gn_metrics_t. */
 char *gn_metrics_prometheus(const gn_metrics_snapshot_t *s, const char *state, const char *client);
 

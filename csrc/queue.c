@@ -6,16 +6,18 @@
 #include "gn_util.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-int gn_queue_init(gn_queue_t *q, size_t event_limit, gn_metrics_t *metrics, char *err,
-                  size_t errlen) {
+int gn_queue_init(gn_queue_t *q, size_t event_limit, size_t byte_limit, gn_metrics_t *metrics,
+                  char *err, size_t errlen) {
   memset(q, 0, sizeof *q);
   pthread_mutex_init(&q->mu, NULL);
   pthread_cond_init(&q->cv, NULL);
   q->event_limit = event_limit;
+  q->byte_limit = byte_limit;
   q->metrics = metrics;
   q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (q->efd < 0) {
@@ -27,21 +29,36 @@ int gn_queue_init(gn_queue_t *q, size_t event_limit, gn_metrics_t *metrics, char
   return 0;
 }
 
-static void free_list(gn_item_t *it) {
+/* Frees a list of items. Returns the estimated bytes they held. */
+static size_t free_list(gn_item_t *it) {
+  size_t bytes = 0;
   while (it) {
     gn_item_t *n = it->next;
+    bytes += it->cost;
     gn_item_free(it);
     it = n;
   }
+  return bytes;
+}
+
+/* After a large amount was freed at once (an unread queue), the allocator keeps it in its free
+ * lists (in the service thread's arena for items built there): hand it back to the system. */
+static void trim_after(size_t freed) {
+#if defined(__GLIBC__)
+  if (freed >= ((size_t)1 << 20)) malloc_trim(0);
+#else
+  (void)freed;
+#endif
 }
 
 void gn_queue_destroy(gn_queue_t *q) {
-  free_list(q->head);
+  size_t freed = free_list(q->head);
   q->head = q->tail = NULL;
   if (q->efd >= 0) close(q->efd);
   q->efd = -1;
   pthread_mutex_destroy(&q->mu);
   pthread_cond_destroy(&q->cv);
+  trim_after(freed);
 }
 
 void gn_item_free(gn_item_t *it) {
@@ -52,13 +69,104 @@ void gn_item_free(gn_item_t *it) {
   free(it);
 }
 
-void gn_queue_drop(gn_queue_t *q) {
-  pthread_mutex_lock(&q->mu);
-  q->dropped++;
-  pthread_mutex_unlock(&q->mu);
+/* glibc's chunk for a request of n bytes (size word, 16-byte alignment, 32 at least). */
+static size_t chunk(size_t n) {
+  size_t c = (n + 8 + 15) & ~(size_t)15;
+  return c < 32 ? 32 : c;
+}
+
+/* Smallest power of two >= n, at least min. */
+static size_t pow2_at_least(size_t n, size_t min) {
+  size_t p = min;
+  while (p < n && p < ((size_t)1 << 62)) p <<= 1;
+  return p;
+}
+
+/* jansson 2.x's node layouts: json_t is a type and a reference count (16 bytes); an object adds
+ * a hash table (56 bytes; 16-byte buckets, a power of two at least 8 and at least its size) and
+ * one pair per key (57 bytes and the key); an array 24 bytes and a table of pointers (its
+ * capacity, a power of two at least 8); a string 16 bytes and its text; numbers 8 bytes. true,
+ * false and null are shared. */
+static size_t json_cost(const json_t *j, int depth) {
+  if (!j || depth > 4096) return 0;
+  switch (json_typeof(j)) {
+  case JSON_OBJECT: {
+    size_t n = json_object_size(j);
+    size_t c = chunk(72) + pow2_at_least(n, 8) * 16;
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)j, k, v) c += chunk(57 + strlen(k)) + json_cost(v, depth + 1);
+    return c;
+  }
+  case JSON_ARRAY: {
+    size_t n = json_array_size(j);
+    size_t c = chunk(40) + chunk(pow2_at_least(n, 8) * sizeof(void *));
+    for (size_t i = 0; i < n; i++) c += json_cost(json_array_get(j, i), depth + 1);
+    return c;
+  }
+  case JSON_STRING:
+    return chunk(32) + chunk(json_string_length(j) + 1);
+  case JSON_INTEGER:
+  case JSON_REAL:
+    return chunk(24);
+  default:
+    return 0;
+  }
+}
+
+size_t gn_json_cost(const json_t *j) { return json_cost(j, 0); }
+
+/* Makes the eventfd readable if it was not: something (an item or a drop report) now waits
+ * where nothing did. Caller holds q->mu. */
+static void wake_locked(gn_queue_t *q, int was_pending) {
+  if (was_pending) return;
+  uint64_t one = 1;
+  ssize_t w = write(q->efd, &one, sizeof one);
+  (void)w;
+}
+
+static int pending_locked(const gn_queue_t *q) {
+  return q->head != NULL || q->dropped != q->dropped_reported ||
+         q->health_dropped != q->health_dropped_reported;
+}
+
+/* Counts a drop. Caller holds q->mu. */
+static void drop_locked(gn_queue_t *q, int event) {
+  int was = pending_locked(q);
+  if (q->detached) return; /* closing: nobody will read the report */
+  if (event) q->dropped++;
+  else q->health_dropped++;
+  wake_locked(q, was);
   pthread_mutex_lock(&q->metrics->mu);
-  q->metrics->dropped++;
+  if (event) q->metrics->dropped++;
+  else q->metrics->health_dropped++;
   pthread_mutex_unlock(&q->metrics->mu);
+}
+
+void gn_queue_drop(gn_queue_t *q, int event) {
+  pthread_mutex_lock(&q->mu);
+  drop_locked(q, event);
+  pthread_mutex_unlock(&q->mu);
+}
+
+/* Folds the malformed item it into the last item waiting when that one is a malformed item of
+ * the same reason. Returns 1 when it was folded (it is then the caller's to free). Caller holds
+ * q->mu. */
+static int fold_locked(gn_queue_t *q, gn_item_t *it) {
+  gn_item_t *t = q->tail;
+  if (!t || t->type != GN_ITEM_HEALTH || it->type != GN_ITEM_HEALTH) return 0;
+  json_t *n = json_object_get(it->data, "count");
+  json_t *tn = json_object_get(t->data, "count");
+  if (!n || !tn) return 0; /* only foldable items carry a count */
+  const char *k = json_string_value(json_object_get(it->data, "kind"));
+  const char *tk = json_string_value(json_object_get(t->data, "kind"));
+  const char *r = json_string_value(json_object_get(it->data, "reason"));
+  const char *tr = json_string_value(json_object_get(t->data, "reason"));
+  if (!k || !tk || strcmp(k, tk) != 0 || !r || !tr || strcmp(r, tr) != 0) return 0;
+  json_integer_set(tn, json_integer_value(tn) + json_integer_value(n));
+  json_t *ts = json_object_get(it->data, "timestamp_ms");
+  if (ts) json_object_set_new(t->data, "last_timestamp_ms", json_real(json_real_value(ts)));
+  return 1;
 }
 
 void gn_queue_push(gn_queue_t *q, gn_item_t *it) {
@@ -68,25 +176,37 @@ void gn_queue_push(gn_queue_t *q, gn_item_t *it) {
     gn_item_free(it);
     return;
   }
-  if (it->type == GN_ITEM_EVENT) {
-    if (q->events >= q->event_limit) {
+  int event = it->type == GN_ITEM_EVENT;
+  if (event) {
+    /* One event always fits when no other waits: a larger one than the byte limit is not
+     * refused for good. */
+    if (q->events >= q->event_limit ||
+        (q->events > 0 && (it->cost > q->byte_limit || q->bytes > q->byte_limit - it->cost))) {
+      drop_locked(q, 1);
       pthread_mutex_unlock(&q->mu);
       gn_item_free(it);
-      gn_queue_drop(q);
       return;
     }
     q->events++;
+    q->bytes += it->cost;
+  } else if (fold_locked(q, it)) {
+    pthread_mutex_unlock(&q->mu);
+    gn_item_free(it);
+    return;
+  } else if (q->health >= GN_HEALTH_LIMIT) {
+    drop_locked(q, 0);
+    pthread_mutex_unlock(&q->mu);
+    gn_item_free(it);
+    return;
+  } else {
+    q->health++;
   }
-  int was_empty = q->head == NULL;
+  int was = pending_locked(q);
   it->next = NULL;
   if (q->tail) q->tail->next = it;
   else q->head = it;
   q->tail = it;
-  if (was_empty) {
-    uint64_t one = 1;
-    ssize_t w = write(q->efd, &one, sizeof one);
-    (void)w;
-  }
+  wake_locked(q, was);
   pthread_mutex_unlock(&q->mu);
 }
 
@@ -94,7 +214,7 @@ void gn_queue_add(gn_queue_t *q, gn_item_type_t type, json_t *data, uint64_t seq
   gn_item_t *it = calloc(1, sizeof *it);
   if (!it) {
     json_decref(data);
-    gn_queue_drop(q);
+    gn_queue_drop(q, type == GN_ITEM_EVENT);
     return;
   }
   it->type = type;
@@ -106,12 +226,17 @@ void gn_queue_add(gn_queue_t *q, gn_item_type_t type, json_t *data, uint64_t seq
 void gn_queue_health(gn_queue_t *q, const char *kind, const char *state, json_t *fields) {
   if (!fields) fields = json_object();
   if (!fields) {
-    gn_queue_drop(q);
+    gn_queue_drop(q, 0);
     return;
   }
   json_object_set_new(fields, "kind", json_string(kind));
   json_object_set_new(fields, "state", json_string(state));
   json_object_set_new(fields, "timestamp_ms", json_real(gn_now_wall_ms()));
+  if (strcmp(kind, "malformed") == 0) { /* a flood of them folds into one item */
+    json_object_set_new(fields, "count", json_integer(1));
+    json_object_set_new(fields, "last_timestamp_ms",
+                        json_real(json_real_value(json_object_get(fields, "timestamp_ms"))));
+  }
   pthread_mutex_lock(&q->metrics->mu);
   q->metrics->health++;
   pthread_mutex_unlock(&q->metrics->mu);
@@ -124,7 +249,7 @@ void gn_queue_event(gn_queue_t *q, gn_msg_t *m, const char *channel_id, const ch
   if (!it || !(it->raw = malloc(len + 1))) {
     free(it);
     gn_msg_clear(m);
-    gn_queue_drop(q);
+    gn_queue_drop(q, 1);
     return;
   }
   memcpy(it->raw, raw, len);
@@ -134,6 +259,7 @@ void gn_queue_event(gn_queue_t *q, gn_msg_t *m, const char *channel_id, const ch
   it->body = m->body ? json_incref(m->body) : NULL;
   it->data = json_pack("{s:s, s:s, s:f}", "topic", m->topic, "channel_id", channel_id,
                        "received_ms", gn_now_wall_ms());
+  it->cost = chunk(sizeof *it) + chunk(len + 1) + json_cost(it->body, 0) + json_cost(it->data, 0);
   gn_msg_clear(m);
   pthread_mutex_lock(&q->metrics->mu);
   q->metrics->events++;
@@ -141,35 +267,58 @@ void gn_queue_event(gn_queue_t *q, gn_msg_t *m, const char *channel_id, const ch
   gn_queue_push(q, it);
 }
 
-gn_item_t *gn_queue_pop(gn_queue_t *q) {
+gn_item_t *gn_queue_pop(gn_queue_t *q, const char *state) {
   pthread_mutex_lock(&q->mu);
   gn_item_t *it = NULL;
-  if (q->dropped > q->dropped_reported) {
+  if (q->dropped != q->dropped_reported || q->health_dropped != q->health_dropped_reported) {
     /* Report drops as soon as the owner reads again, before the next event. */
     uint64_t n = q->dropped - q->dropped_reported;
+    uint64_t h = q->health_dropped - q->health_dropped_reported;
     it = calloc(1, sizeof *it);
     if (it) { /* without memory the report waits for the next pop */
-      q->dropped_reported = q->dropped;
       it->type = GN_ITEM_HEALTH;
-      it->data = json_pack("{s:s, s:I, s:I, s:I, s:f}", "kind", "overflow", "dropped",
-                           (json_int_t)n, "total_dropped", (json_int_t)q->dropped, "queue_limit",
-                           (json_int_t)q->event_limit, "timestamp_ms", gn_now_wall_ms());
+      it->data = json_pack("{s:s, s:s, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "kind",
+                           "overflow", "state", state ? state : "?", "timestamp_ms",
+                           gn_now_wall_ms(), "dropped", (json_int_t)n, "total_dropped",
+                           (json_int_t)q->dropped, "health_dropped", (json_int_t)h,
+                           "total_health_dropped", (json_int_t)q->health_dropped, "queue_limit",
+                           (json_int_t)q->event_limit, "queue_bytes", (json_int_t)q->byte_limit,
+                           "health_limit", (json_int_t)GN_HEALTH_LIMIT);
+      if (it->data) {
+        q->dropped_reported = q->dropped;
+        q->health_dropped_reported = q->health_dropped;
+      } else {
+        free(it);
+        it = NULL;
+      }
     }
   }
   if (!it && q->head) {
     it = q->head;
     q->head = it->next;
     if (!q->head) q->tail = NULL;
-    if (it->type == GN_ITEM_EVENT) q->events--;
+    if (it->type == GN_ITEM_EVENT) {
+      q->events--;
+      q->bytes -= it->cost;
+    } else {
+      q->health--;
+    }
     it->next = NULL;
   }
-  if (!q->head && q->dropped == q->dropped_reported) {
+  if (!pending_locked(q)) {
     uint64_t v;
     ssize_t r = read(q->efd, &v, sizeof v); /* not readable while nothing waits */
     (void)r;
   }
   pthread_mutex_unlock(&q->mu);
   return it;
+}
+
+void gn_queue_usage(gn_queue_t *q, size_t *events, size_t *bytes) {
+  pthread_mutex_lock(&q->mu);
+  *events = q->events;
+  *bytes = q->bytes;
+  pthread_mutex_unlock(&q->mu);
 }
 
 int gn_queue_fd(const gn_queue_t *q) { return q->efd; }
@@ -192,6 +341,8 @@ void gn_queue_discard(gn_queue_t *q) {
   gn_item_t *it = q->head;
   q->head = q->tail = NULL;
   q->events = 0;
+  q->bytes = 0;
+  q->health = 0;
   pthread_mutex_unlock(&q->mu);
-  free_list(it);
+  trim_after(free_list(it));
 }

@@ -2,9 +2,15 @@
  *
  * The service thread pushes events, health items and policy records; the owner pops them when
  * it wants (poll()), so nothing here ever calls into the owner. An eventfd (gn_queue_fd) is
- * readable while something waits. Events beyond the limit, and any item that cannot be
- * allocated, are dropped, counted, and reported to the owner as one health "overflow" item at
- * its next pop: nothing is lost without being told.
+ * readable while something waits (an unreported drop included).
+ *
+ * Bounds, whether or not the owner ever pops: events by number (event_limit) and by their
+ * estimated cost in memory (byte_limit: the text, the decoded tree and the item; one event is
+ * always let in when no other waits, so an event larger than the limit is not lost for good);
+ * health and policy items by number (GN_HEALTH_LIMIT). Consecutive "malformed" items of one
+ * reason are one item whose "count" grows (a flood of bad frames costs one item). Whatever is
+ * refused, and any item that cannot be allocated, is dropped, counted, and reported to the owner
+ * as one health "overflow" item at its next pop: nothing is lost without being told.
  *
  * Closing: gn_queue_detach (service thread) makes the queue refuse every later item and wakes
  * an owner blocked in gn_queue_wait_detached; after that the owner may discard what is left.
@@ -24,6 +30,8 @@
  * gn_client_policy_answer(c, item->seq, delay). */
 typedef enum { GN_ITEM_EVENT = 1, GN_ITEM_HEALTH = 2, GN_ITEM_POLICY = 3 } gn_item_type_t;
 
+#define GN_HEALTH_LIMIT 1024 /* health and policy items waiting before new ones are dropped */
+
 typedef struct gn_item {
   struct gn_item *next;
   gn_item_type_t type;
@@ -32,6 +40,7 @@ typedef struct gn_item {
   char *raw;     /* event: the message text as received */
   size_t rawlen;
   uint64_t seq;  /* policy: which scheduled attempt this record is for */
+  size_t cost;   /* event: estimated bytes it holds (counted against the byte limit) */
 } gn_item_t;
 
 typedef struct {
@@ -40,27 +49,32 @@ typedef struct {
   gn_item_t *head, *tail;
   size_t events;         /* events (not health) waiting */
   size_t event_limit;
-  uint64_t dropped, dropped_reported;
+  size_t bytes;          /* estimated cost of the events waiting */
+  size_t byte_limit;
+  size_t health;         /* health and policy items waiting */
+  uint64_t dropped, dropped_reported;               /* events */
+  uint64_t health_dropped, health_dropped_reported; /* health and policy items */
   int efd;
   int detached;          /* the service thread let go: items are refused */
   gn_metrics_t *metrics; /* dropped and health are counted there too */
 } gn_queue_t;
 
 /* Prepares q (eventfd included). Returns 0, or -1 and err. Owner thread, before any other use. */
-int gn_queue_init(gn_queue_t *q, size_t event_limit, gn_metrics_t *metrics, char *err,
-                  size_t errlen);
+int gn_queue_init(gn_queue_t *q, size_t event_limit, size_t byte_limit, gn_metrics_t *metrics,
+                  char *err, size_t errlen);
 /* Frees what is left and closes the eventfd. Returns nothing. Owner thread, after the service
  * thread has let go (or never started). */
 void gn_queue_destroy(gn_queue_t *q);
 
-/* Queues it (taking ownership); an event over the limit is freed and counted as dropped.
- * Returns nothing. Service thread. */
+/* Queues it (taking ownership); an item over a limit is freed and counted as dropped, a
+ * malformed item like the last one waiting is folded into it. Returns nothing. Service thread. */
 void gn_queue_push(gn_queue_t *q, gn_item_t *it);
 /* Queues a new item of type with data (stolen) and seq. Returns nothing (out of memory is
  * counted as a drop). Service thread. */
 void gn_queue_add(gn_queue_t *q, gn_item_type_t type, json_t *data, uint64_t seq);
 /* Queues a health item: fields (stolen; NULL for none) plus "kind", "state" and
- * "timestamp_ms". Returns nothing. Service thread. */
+ * "timestamp_ms" ("malformed" also "count" and "last_timestamp_ms"). Returns nothing. Service
+ * thread. */
 void gn_queue_health(gn_queue_t *q, const char *kind, const char *state, json_t *fields);
 /* Queues event m (classified from raw, len bytes) received on channel_id: topic, body and the
  * raw text for the owner, counted in the metrics. m is cleared (its tree released) before the
@@ -70,13 +84,16 @@ void gn_queue_health(gn_queue_t *q, const char *kind, const char *state, json_t 
  * drop). Service thread. */
 void gn_queue_event(gn_queue_t *q, gn_msg_t *m, const char *channel_id, const char *raw,
                     size_t len);
-/* Counts one item that could not be queued. Returns nothing. Service thread. */
-void gn_queue_drop(gn_queue_t *q);
+/* Counts one item that could not be queued (an event when event is set, else a health or policy
+ * item) and makes the eventfd readable for its report. Returns nothing. Service thread. */
+void gn_queue_drop(gn_queue_t *q, int event);
 
-/* Returns the next item (an "overflow" report first when drops are unreported), or NULL when
- * nothing waits; the eventfd is drained when the queue is empty. Free it with gn_item_free.
- * Owner thread. */
-gn_item_t *gn_queue_pop(gn_queue_t *q);
+/* Returns the next item (an "overflow" report first when drops are unreported; state is the
+ * client's state name for it), or NULL when nothing waits; the eventfd is drained when nothing
+ * is left. Free it with gn_item_free. Owner thread. */
+gn_item_t *gn_queue_pop(gn_queue_t *q, const char *state);
+/* The events waiting and their estimated bytes. Returns nothing. Any thread. */
+void gn_queue_usage(gn_queue_t *q, size_t *events, size_t *bytes);
 /* The eventfd, readable while items wait. Any thread. */
 int gn_queue_fd(const gn_queue_t *q);
 
@@ -85,8 +102,13 @@ int gn_queue_fd(const gn_queue_t *q);
 void gn_queue_detach(gn_queue_t *q);
 /* Blocks until gn_queue_detach has run. Returns nothing. Owner thread. */
 void gn_queue_wait_detached(gn_queue_t *q);
-/* Frees every waiting item unread. Returns nothing. Owner thread. */
+/* Frees every waiting item unread (and gives large amounts of freed memory back to the system).
+ * Returns nothing. Owner thread. */
 void gn_queue_discard(gn_queue_t *q);
+
+/* Estimated bytes a decoded JSON tree holds (jansson's nodes and the allocator's overhead).
+ * Returns it. Any thread that holds a reference to j. */
+size_t gn_json_cost(const json_t *j);
 
 /* Frees an item (NULL allowed). Returns nothing. Any thread that owns it. */
 void gn_item_free(gn_item_t *it);

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -160,8 +161,15 @@ gn_service_t *gn_service_new(char *err, size_t errlen) {
   svc->members.next = svc->members.prev = &svc->members;
   svc->refs = 1;
   svc->pid = getpid();
-  if (pthread_create(&svc->thread, NULL, thread_main, svc) != 0) {
-    snprintf(err, errlen, "context: cannot start the service thread (%s)", strerror(errno));
+  /* The thread starts with every signal blocked (it inherits the mask in force here): the
+   * application's handlers run on its own threads, never in the middle of the loop. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = pthread_create(&svc->thread, NULL, thread_main, svc);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc != 0) {
+    snprintf(err, errlen, "context: cannot start the service thread (%s)", strerror(rc));
     pthread_mutex_destroy(&svc->mu);
     pthread_cond_destroy(&svc->cv);
     free(svc);

@@ -243,10 +243,15 @@ static int channel_action(channel_t *ch, const char *action, json_t *o, char *ms
 		channel_expire(ch, "evicted", 1);
 	} else if (!strcmp(action, "malformed")) {
 		const char *k;
-		long size;
+		long size, count;
 		if (get_str(o, "kind", &k, msg, ml) ||
-		    get_long(o, "size", 1, 64L << 20, 1048577, &size, msg, ml))
+		    get_long(o, "size", 1, 64L << 20, 1048577, &size, msg, ml) ||
+		    get_long(o, "count", 1, 1000000, 1, &count, msg, ml))
 			return 400;
+		if (count > 1 && (!k || strcmp(k, "binary"))) {
+			snprintf(msg, ml, "field \"count\": only with \"kind\": \"binary\"");
+			return 400;
+		}
 		if (k && !strcmp(k, "invalid_json")) {
 			static const char bad[] = "{\"topicName\":\"channel.metadata\",\"eventBody\":{";
 			conn_send_text(c, bad, sizeof bad - 1);
@@ -254,7 +259,8 @@ static int channel_action(channel_t *ch, const char *action, json_t *o, char *ms
 			unsigned char b[16];
 			for (size_t i = 0; i < sizeof b; i++)
 				b[i] = (unsigned char)(0xf0 + i);
-			conn_send_raw(c, b, sizeof b, 1);
+			for (long i = 0; i < count; i++) /* a flood: count frames back to back */
+				conn_send_raw(c, b, sizeof b, 1);
 		} else if (k && !strcmp(k, "invalid_utf8")) {
 			static const char bad[] = "{\"topicName\":\"channel.metadata\",\"eventBody\":"
 						  "{\"message\":\"\xff\xfe\xc3\x28\"}}";

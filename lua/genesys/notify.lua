@@ -65,11 +65,34 @@ local function check_keys(t, allowed, prefix)
   end
 end
 
+-- The C core takes strings up to their first NUL byte: one inside would cut the value short
+-- without a word.
+local function no_nul(field, v, secret)
+  if type(v) == "string" and v:find("\0", 1, true) then
+    fail(field, "a string without NUL bytes", secret and "a string with a NUL byte" or describe(v))
+  end
+  return v
+end
+
 local function opt_string(t, k, field)
   local v = t[k]
   if v == nil then return nil end
   if type(v) ~= "string" or v == "" then fail(field, "a non-empty string", describe(v)) end
-  return v
+  return no_nul(field, v)
+end
+
+-- A host name (labels of letters, digits, '-' and '_', not starting or ending with '-'), an
+-- IPv4 address, or an IPv6 literal in brackets: nothing that could change the URL it goes into
+-- ('/', '?', '#', '@', ':', spaces...).
+local function valid_host(h)
+  if h:find("^%[[%x:%.]+%]$") then return true end
+  if #h > 253 then return false end
+  for label in (h .. "."):gmatch("([^.]*)%.") do
+    if #label == 0 or #label > 63 or not label:find("^[%w_][%w_%-]*$") or label:find("%-$") then
+      return false
+    end
+  end
+  return true
 end
 
 local function opt_ms(t, k, field, lo, hi)
@@ -104,8 +127,9 @@ local function gateway_urls(g)
     path_params_api = true }, "gateway.")
   local host = opt_string(g, "host", "gateway.host")
   if not host then fail("gateway.host", "a host name", "nil") end
-  if host:find("[/%s]") then
-    fail("gateway.host", "a bare host name (no scheme, path or spaces)", describe(host))
+  if not valid_host(host) then
+    fail("gateway.host", "a bare host name or IP address (letters, digits, '-', '_' and dots; " ..
+      "IPv6 in brackets; no scheme, port, path or spaces)", describe(host))
   end
   local protocol = g.protocol == nil and "https" or g.protocol
   if protocol ~= "https" and protocol ~= "http" then
@@ -117,6 +141,7 @@ local function gateway_urls(g)
   end
   for _, k in ipairs { "path_params_login", "path_params_api" } do
     if g[k] ~= nil and type(g[k]) ~= "string" then fail("gateway." .. k, "a string", describe(g[k])) end
+    no_nul("gateway." .. k, g[k])
   end
   local base = protocol .. "://" .. host .. (port and (":" .. string_format("%d", port)) or "")
   return join(join(base, g.path_params_login), "oauth/token"), join(base, g.path_params_api)
@@ -124,7 +149,7 @@ end
 
 local ALLOWED = {
   region = true, gateway = true, client_id = true, client_secret = true, topics = true,
-  backoff = true, tls = true, timeouts = true, heartbeat = true, queue_limit = true,
+  backoff = true, tls = true, timeouts = true, heartbeat = true, queue_limit = true, queue_bytes = true,
   max_message_size = true, on_event = true, on_health = true, name = true, context = true,
   audit = true, policy = true,
 }
@@ -224,6 +249,8 @@ function _M.config(cfg)
     fail("client_secret", "a non-empty string (or GENESYSCLOUD_OAUTHCLIENT_SECRET in the environment)",
       secret == nil and "nil" or (type(secret) == "string" and "an empty string" or type(secret)))
   end
+  no_nul("client_id", id)
+  no_nul("client_secret", secret, true)
   out.client_id, out.client_secret = id, secret
   local topics = cfg.topics
   if topics ~= nil then
@@ -302,6 +329,13 @@ function _M.config(cfg)
       fail("queue_limit", "an integer from 1 to 1000000000", describe(q))
     end
     out.queue_limit = q
+  end
+  if cfg.queue_bytes ~= nil then
+    local q = cfg.queue_bytes
+    if type(q) ~= "number" or q % 1 ~= 0 or q < 65536 or q > 1099511627776 then
+      fail("queue_bytes", "an integer number of bytes from 65536 to 1099511627776", describe(q))
+    end
+    out.queue_bytes = q
   end
   if cfg.max_message_size ~= nil then
     local m = cfg.max_message_size

@@ -93,11 +93,17 @@ describe("genesys.notify client: connect and receive", function()
       on_health = function() calls = calls + 1 end }))
     client:start()
     assert.truthy(wait.until_(client, function() return client:state() == "open" end, 10000))
-    emu:admin("POST", "channels/*/events", { count = 50, topic = TOPIC, rate = 1000 })
+    emu:admin("POST", "channels/*/events", { count = 500, topic = TOPIC, rate = 1000 })
+    assert.truthy(wait.until_(client, function() return client:metrics().events > 0 end, 5000))
     client:close()
     local after = calls
     assert.equals("closed", client:state())
-    assert.equals(0, client:poll(50))
+    -- the core let go of the client: what waited is gone and nothing more is read, though the
+    -- stream (500 events at 1,000/s) was still going (metrics() reads a closed client's counters)
+    local m = client:metrics()
+    assert.equals(0, m.queued_events)
+    assert.is_true(m.events < 500, m.events)
+    assert.is_nil(emulator.wait_until(function() return client:metrics().events ~= m.events end, 0.3))
     client:close()
     assert.equals(after, calls)
     assert.has_error(function() client:start() end, "genesys.notify: the client is closed")
@@ -120,24 +126,26 @@ describe("genesys.notify client: connect and receive", function()
 
   it("close() while connecting or backing off leaves no callback and no thread behind", function()
     for _ = 1, 5 do
-      local calls = 0
-      local c = notify.new(wait.config(emu, nil, { topics = { TOPIC },
-        on_health = function() calls = calls + 1 end }))
+      local c = notify.new(wait.config(emu, nil, { topics = { TOPIC } }))
       c:start()
       c:close()
-      assert.equals(0, c:poll(10))
+      -- nothing was left running for it: its counters do not move any more
+      local h = c:metrics().health
+      assert.is_nil(emulator.wait_until(function() return c:metrics().health ~= h end, 0.2))
+      assert.equals("closed", c:state())
     end
-    -- backing off: an unreachable gateway keeps the client failing
+    -- backing off: an unreachable gateway keeps the client failing, every 100 ms
     local rec = wait.recorder()
     local c = notify.new(wait.config({ host = "localhost", port = 1, tls = true, ca_file = emu.ca_file },
-      rec, { backoff = { base_ms = 5000, max_ms = 5000, jitter = "none" } }))
+      rec, { backoff = { base_ms = 100, max_ms = 100, jitter = "none" } }))
     c:start()
-    assert.truthy(wait.until_(c, function() return rec.count("attempt") > 0 end, 5000))
-    assert.equals("backoff", c:state())
-    local n = #rec.health
+    assert.truthy(wait.until_(c, function() return rec.count("attempt") > 1 end, 5000))
     c:close()
-    assert.equals(0, c:poll(20))
-    assert.equals(n, #rec.health)
+    -- the backoff timer died with it: no attempt in five of its delays
+    local m = c:metrics()
+    assert.is_nil(emulator.wait_until(function()
+      local now = c:metrics()
+      return now.attempts ~= m.attempts or now.health ~= m.health end, 0.5))
   end)
 
   it("an error in a callback is reported as health callback_error and the client keeps going", function()
@@ -156,7 +164,39 @@ describe("genesys.notify client: connect and receive", function()
     assert.truthy(ce)
     assert.equals("on_event", ce.callback)
     assert.truthy(ce.error:find("boom in on_event", 1, true))
+    assert.equals("open", ce.state)
+    assert.is_true(ce.timestamp_ms > 1.6e12)
     assert.equals("open", client:state())
+  end)
+
+  it("an error in on_health is reported to on_health as callback_error, once (no loop)", function()
+    local rec = wait.recorder()
+    local raised = 0
+    local client = notify.new(wait.config(emu, rec, { topics = { TOPIC },
+      on_health = function(h)
+        rec.on_health(h)
+        if h.kind == "connected" then raised = raised + 1; error("boom in on_health") end
+      end }))
+    finally(function() client:close() end)
+    client:start()
+    assert.truthy(wait.until_(client, function() return rec.count("callback_error") > 0 end, 10000))
+    local ce = rec.last("callback_error")
+    assert.equals("on_health", ce.callback)
+    assert.truthy(ce.error:find("boom in on_health", 1, true), ce.error)
+    assert.equals("open", ce.state)
+    assert.is_true(ce.timestamp_ms > 1.6e12)
+    -- an on_health that fails on every item, its own reports included: each failure is tried
+    -- once as a report, then goes to stderr; poll() comes back
+    local calls = 0
+    local c2 = notify.new(wait.config(emu, nil, { topics = { TOPIC },
+      on_health = function() calls = calls + 1; error("always") end }))
+    finally(function() c2:close() end)
+    c2:start()
+    assert.truthy(wait.until_(c2, function() return c2:state() == "open" end, 10000))
+    wait.until_(c2, function() return false end, 100)
+    local items = c2:metrics().health
+    assert.is_true(calls <= 2 * items, calls .. " calls for " .. items .. " items")
+    assert.equals(1, raised)
   end)
 
   it("subscribe()/unsubscribe() change the live channel and are reported", function()
@@ -218,6 +258,17 @@ describe("genesys.notify configuration errors name the field", function()
     { { tls = { ca = "x" } }, "tls.ca: unknown field" },
     { { backoff = { base_ms = -5 } }, "backoff.base_ms" },
     { { backoff = { nope = 1 } }, "backoff.nope" },
+    { { queue_bytes = 100 }, "queue_bytes: expected an integer number of bytes from 65536" },
+    { { queue_bytes = 0 / 0 }, "queue_bytes: expected an integer number of bytes from 65536" },
+    { { gateway = { host = "evil.example?x=#@:" } }, "gateway.host: expected a bare host name or IP" },
+    { { gateway = { host = "h:8443" } }, "gateway.host: expected a bare host name or IP" },
+    { { gateway = { host = "user@h" } }, "gateway.host: expected a bare host name or IP" },
+    { { gateway = { host = "h\0.evil" } }, "gateway.host: expected a" },
+    { { gateway = { host = "h", path_params_api = "api\0x" } },
+      "gateway.path_params_api: expected a string without NUL bytes" },
+    { { client_id = "id\0rest" }, "client_id: expected a string without NUL bytes" },
+    { { client_secret = "s3cr3t\0rest" },
+      "client_secret: expected a string without NUL bytes, got a string with a NUL byte" },
   }
   for _, case in ipairs(cases) do
     it(case[2], function()
@@ -231,14 +282,71 @@ describe("genesys.notify configuration errors name the field", function()
     local ok, err = pcall(notify.new, with { client_secret = { "s3cr3t" } })
     assert.is_false(ok)
     assert.falsy(tostring(err):find("s3cr3t", 1, true))
+    ok, err = pcall(notify.new, with { client_secret = "s3cr3t\0rest" })
+    assert.is_false(ok)
+    assert.falsy(tostring(err):find("s3cr3t", 1, true))
+  end)
+
+  it("a backoff error reads like every other configuration error (no file:line first)", function()
+    local ok, err = pcall(notify.new, with { backoff = { base_ms = -5 } })
+    assert.is_false(ok)
+    assert.equals("genesys.notify: backoff.base_ms: expected a number > 0, got -5", err)
+  end)
+
+  it("host names and IP literals are accepted", function()
+    for _, h in ipairs { "localhost", "127.0.0.1", "[::1]", "api.mypurecloud.com", "my_gw.in" } do
+      local c = notify.new(with { gateway = { host = h, port = 1 } })
+      c:close()
+    end
+  end)
+
+  it("poll(nan) raises instead of never returning; negative or infinite waits have no limit", function()
+    local c = notify.new(base)
+    finally(function() c:close() end)
+    local ok, err = pcall(c.poll, c, 0 / 0)
+    assert.is_false(ok)
+    assert.truthy(err:find("poll(timeout_ms): expected a number of milliseconds", 1, true), err)
+    assert.equals(0, c:poll(0.5))
   end)
 
   it("takes credentials and region from the environment names Genesys's tools use", function()
-    -- a wrong-type value from the config wins over the environment and is rejected
-    local ok, err = pcall(notify.new, { gateway = { host = "h" }, client_id = "x" })
-    if os.getenv("GENESYSCLOUD_OAUTHCLIENT_SECRET") == nil then
-      assert.is_false(ok)
-      assert.truthy(err:find("GENESYSCLOUD_OAUTHCLIENT_SECRET", 1, true))
+    -- the module reads the environment through os.getenv when it is loaded: load a copy of it
+    -- with the environment this test wants, whatever the process has
+    local function with_env(env, fn)
+      local saved_getenv, saved_mod = os.getenv, package.loaded["genesys.notify"]
+      os.getenv = function(k) return env[k] end -- luacheck: ignore 122
+      package.loaded["genesys.notify"] = nil
+      local ok, mod = pcall(require, "genesys.notify")
+      os.getenv = saved_getenv -- luacheck: ignore 122
+      package.loaded["genesys.notify"] = saved_mod
+      assert(ok, mod)
+      return fn(mod)
     end
+    with_env({}, function(n)
+      local ok, err = pcall(n.config, { gateway = { host = "h" }, client_id = "x" })
+      assert.is_false(ok)
+      assert.truthy(err:find(
+        "client_secret: expected a non-empty string (or GENESYSCLOUD_OAUTHCLIENT_SECRET", 1, true), err)
+      ok, err = pcall(n.config, { client_id = "x", client_secret = "y" })
+      assert.is_false(ok)
+      assert.truthy(err:find("region: expected a region name or domain", 1, true), err)
+    end)
+    with_env({ GENESYSCLOUD_OAUTHCLIENT_ID = "env-id",
+               GENESYSCLOUD_OAUTHCLIENT_SECRET = "env-secret",
+               GENESYSCLOUD_REGION = "eu-west-1" }, function(n)
+      local out = n.config({})
+      assert.equals("env-id", out.client_id)
+      assert.equals("env-secret", out.client_secret)
+      assert.equals("https://login.mypurecloud.ie/oauth/token", out.token_url)
+      assert.equals("https://api.mypurecloud.ie", out.api_base)
+      -- the configuration wins over the environment
+      out = n.config({ client_id = "cfg-id", region = "us-east-1" })
+      assert.equals("cfg-id", out.client_id)
+      assert.equals("https://api.mypurecloud.com", out.api_base)
+      -- and a wrong-type value from the configuration is rejected, not replaced
+      local ok, err = pcall(n.config, { client_id = 5 })
+      assert.is_false(ok)
+      assert.truthy(err:find("client_id: expected a non-empty string", 1, true), err)
+    end)
   end)
 end)

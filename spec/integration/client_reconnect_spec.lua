@@ -104,24 +104,51 @@ describe("genesys.notify client: reconnection", function()
     assert.equals(2, m.latency_ms.count)
   end)
 
-  it("the close callback, a timer and client:reconnect() firing together -> one attempt", function()
+  it("the watchdog and client:reconnect() firing together -> one attempt", function()
+    local k = wait.slow()
     local client, rec = start_client(emu, {
-      heartbeat = { idle_ms = 100 * wait.slow(), ping_timeout_ms = 50 * wait.slow() },
+      heartbeat = { idle_ms = 100 * k, ping_timeout_ms = 50 * k },
+      backoff = { base_ms = 1000, max_ms = 1000, jitter = "none", reset_after_ms = 100 } })
+    finally(function() client:close() end)
+    local ch = wait.channel_of(rec)
+    -- the server stops answering (no heartbeat, no pong) for longer than the watchdog waits
+    emu:admin("POST", "channels/" .. ch .. "/stall", { ms = 3000 * k })
+    -- the watchdog fires (seen by its trigger), and the application asks for a reconnect on top
+    -- while the cycle it opened waits out its delay
+    assert.truthy(wait.until_(client, function()
+      return client:metrics().scheduler.by_reason.timeout > 0 end, 5000), "the watchdog did not fire")
+    local won = 0
+    for _ = 1, 20 do if client:reconnect() then won = won + 1 end end
+    assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
+    assert.equals(0, won)
+    assert.equals(1, rec.count("attempt"))
+    assert.equals("heartbeat_timeout", rec.kinds.disconnected[1].reason)
+    assert.equals("timeout", rec.kinds.attempt[1].trigger)
+    local sc = client:metrics().scheduler
+    assert.equals(1, sc.by_reason.timeout)
+    assert.equals(1 + 20, sc.by_reason.manual) -- start() opens the first cycle as a manual one
+    assert.equals(20, sc.coalesced)
+    assert.equals(2, sc.cycles)
+  end)
+
+  it("the close callback and client:reconnect() firing together -> one attempt", function()
+    local client, rec = start_client(emu, {
       backoff = { base_ms = 300, max_ms = 300, jitter = "none", reset_after_ms = 100 } })
     finally(function() client:close() end)
     local ch = wait.channel_of(rec)
-    -- the server stops answering (no heartbeat, no pong: the watchdog fires) and closes the socket
-    -- at about the same time, and the application asks for a reconnect on top
-    emu:admin("POST", "channels/" .. ch .. "/stall", { ms = 150 * wait.slow() })
     emu:admin("POST", "channels/" .. ch .. "/close", { code = 1011, reason = "together" })
     local won = 0
     for _ = 1, 20 do if client:reconnect() then won = won + 1 end end
     assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
-    wait.for_ms(client, 300)
+    -- nothing else comes: the one attempt stays the only one
+    assert.is_nil(wait.until_(client, function() return rec.count("attempt") > 1 end, 300))
     assert.equals(1, rec.count("attempt"))
     assert.is_true(won <= 1)
-    local m = client:metrics()
-    assert.is_true(m.scheduler.coalesced >= 19)
+    local sc = client:metrics().scheduler
+    assert.equals(1 + 20, sc.by_reason.manual) -- start() opens the first cycle as a manual one
+    assert.equals(sc.triggers, sc.by_reason.manual + sc.by_reason.close + sc.by_reason.error)
+    assert.equals(2, sc.cycles)
+    assert.equals(sc.triggers - 2, sc.coalesced)
     assert.equals(2, emu:stats().channels[ch].handshakes)
   end)
 

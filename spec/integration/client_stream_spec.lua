@@ -56,6 +56,7 @@ describe("genesys.notify client: stream faults", function()
       local m = rec.kinds.malformed
       assert.truthy(m and #m >= 1, "no malformed health")
       assert.equals(kind, m[1].reason)
+      assert.equals(1, m[1].count)
       assert.equals(1, client:metrics().malformed)
       -- either the stream went on, or (invalid UTF-8 refused by the WebSocket layer) it recovered
       assert.equals("open", client:state())
@@ -150,16 +151,18 @@ describe("genesys.notify client: stream faults", function()
     finally(function() client:close() end)
     local ch = wait.channel_of(rec)
     emu:admin("POST", "channels/" .. ch .. "/events", { count = 50, topic = T1 })
-    -- do not poll until the server has sent them all
-    assert.truthy(emulator.wait_until(function()
-      return emu:stats().channels[ch].events_sent >= 50 end, 5))
-    emulator.sleep(0.2)
-    wait.for_ms(client, 300)
+    -- do not poll until the client has read them all (metrics() counts dropped ones too)
+    assert.truthy(emulator.wait_until(function() return client:metrics().events >= 50 end, 5))
+    assert.equals(10, client:metrics().queued_events)
+    assert.truthy(wait.until_(client, function() return #rec.events >= 10 end, 5000))
     local ov = rec.kinds.overflow
     assert.truthy(ov and #ov >= 1, "no overflow health")
     local dropped = 0
     for _, h in ipairs(ov) do dropped = dropped + h.dropped end
     assert.equals(50, #rec.events + dropped)
     assert.equals(dropped, client:metrics().dropped)
+    assert.equals(10, ov[1].queue_limit)
+    assert.equals("open", ov[1].state)
+    assert.equals("number", type(ov[1].timestamp_ms))
   end)
 end)
