@@ -4,7 +4,8 @@
 --   local hostile = require "support.hostile"
 --   local srv = hostile.start{ mode = "token_echo_401", count = 2, tls = true }
 --   srv.port, srv.host, srv.tls, srv.ca_file, srv.token, srv.secret
---   srv:requests() --> every request logged so far (method, path, headers, mode)
+--   srv:set(mode, count, flood) -- a new mode for the running server
+--   srv:requests() --> every request logged since the last set (method, path, headers, mode)
 --   srv:stop()
 local cjson = require "cjson.safe"
 local emulator = require "support.emulator"
@@ -72,6 +73,20 @@ function _M.start(o)
   return self
 end
 
+--- Changes the mode of the running server (its counters, channel numbers and log start afresh).
+function _M:set(mode, count, flood)
+  local body = string.format('{"mode":"%s","count":%d,"flood":%d}', mode, count or 0,
+    flood or 2000000)
+  local url = (self.tls and "https" or "http") .. "://" .. self.host .. ":" .. self.port ..
+    "/__hostile/mode"
+  local out = capture("curl -sS -o /dev/null -w '%{http_code}' --max-time 5 " ..
+    (self.ca_file and ("--cacert " .. shq(self.ca_file) .. " ") or "") ..
+    "-X POST --data-binary " .. shq(body) .. " " .. shq(url))
+  assert(out:match("200"), "hostile server: setting mode " .. mode .. " failed: " .. out)
+  self.mode = mode
+  return self
+end
+
 function _M:requests()
   local out = {}
   for l in (read_file(self.dir .. "/log") or ""):gmatch("[^\n]+") do
@@ -84,9 +99,7 @@ function _M:log_text() return read_file(self.dir .. "/log") or "" end
 
 function _M:stop()
   if self.pid then
-    sh("kill -TERM " .. self.pid .. " 2>/dev/null; for i in 1 2 3 4 5 6 7 8 9 10; do " ..
-       "kill -0 " .. self.pid .. " 2>/dev/null || exit 0; sleep 0.1; done; kill -9 " ..
-       self.pid .. " 2>/dev/null")
+    sh("kill -TERM " .. self.pid .. " 2>/dev/null")
     live[self.pid] = nil
     self.pid = nil
   end

@@ -11,7 +11,8 @@ token endpoint, the notifications REST API and the WebSocket of the channel:
   GET  /channels/ID (Upgrade: websocket)             101, heartbeats, pong to {"message":"ping"}
 
 --mode MODE makes the first --count matching requests (or connections) misbehave; later ones are
-served well, so the client's recovery can be checked. Every request is logged as one JSON line to
+served well, so the client's recovery can be checked. POST /__hostile/mode {"mode":, "count":,
+"flood":} changes the mode of a running server (counters and log start afresh). Every request is logged as one JSON line to
 --log (method, path, headers, mode applied); the first line on stdout is {"listening": true,
 "port": N} when the server is ready.
 
@@ -23,7 +24,6 @@ import base64
 import hashlib
 import json
 import os
-import signal
 import ssl
 import struct
 import sys
@@ -158,8 +158,8 @@ async def serve_token(writer, headers, mode):
     elif mode in ("token_echo_401", "token_echo_500"):
         # an endpoint that echoes the request's credentials into its error text
         secret = A.secret
-        text = "bad request from %s (secret %s, token %s) headers=%s" % (
-            auth, secret, TOKEN, json.dumps(headers))
+        # (no token: the client has none yet, so it cannot know one to hide)
+        text = "bad request from %s (secret %s) headers=%s" % (auth, secret, json.dumps(headers))
         st = 401 if mode == "token_echo_401" else 500
         writer.write(response(st, jbody({"error": "invalid_client", "error_description": text})))
     elif mode == "token_echo_utf8":
@@ -415,6 +415,24 @@ async def handle(reader, writer):
                 log(entry)
                 await serve_ws(reader, writer, headers, path, mode)
                 return
+            if method == "POST" and path == "/__hostile/mode":
+                # the spec's control: a new mode, its counters and the log start afresh
+                global LOG
+                o = json.loads(body or b"{}")
+                if o.get("mode", "good") not in MODES:
+                    writer.write(response(400, jbody({"message": "unknown mode"})))
+                else:
+                    A.mode = o.get("mode", "good")
+                    A.count = int(o.get("count", 0))
+                    A.flood = int(o.get("flood", A.flood_default))
+                    COUNTS.clear()
+                    CHANNELS[0] = 0
+                    if LOG:
+                        LOG.close()
+                        LOG = open(A.log, "w")
+                    writer.write(response(200, jbody({"mode": A.mode})))
+                await writer.drain()
+                return
             if method == "POST" and path == "/oauth/token":
                 mode = take("token")
                 entry["mode"] = mode
@@ -458,6 +476,7 @@ async def main():
     p.add_argument("--topic", default="v2.users.hostile.presence")
     p.add_argument("--flood", type=int, default=2000000, help="binary frames in a flood")
     A = p.parse_args()
+    A.flood_default = A.flood
     if A.log:
         LOG = open(A.log, "a")
     ctx = None
@@ -469,12 +488,9 @@ async def main():
     A.host = "localhost" if A.tls else A.host
     sys.stdout.write(json.dumps({"listening": True, "port": A.port_bound}) + "\n")
     sys.stdout.flush()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for s in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(s, stop.set)
+    # SIGTERM ends the process at once (default action): nothing here needs a clean exit
     async with server:
-        await stop.wait()
+        await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
