@@ -144,7 +144,7 @@ describe("a hostile gateway", function()
 
     for _, c in ipairs {
       { mode = "ws_deep_json", reason = "invalid_json" },
-      { mode = "ws_million_keys", reason = "no_topic", cfg = { max_message_size = 16 << 20 } },
+      { mode = "ws_million_keys", reason = "no_topic", cfg = { max_message_size = 16 * 1048576 } },
     } do
       it(c.mode .. ": one malformed item, the stream goes on", function()
         local srv, client, rec = start { mode = c.mode, count = 1, cfg = c.cfg }
