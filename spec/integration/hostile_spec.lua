@@ -277,6 +277,17 @@ describe("a hostile gateway", function()
       end)
     end
 
+    it("a wss connectUri on a name the certificate lacks: the connection's own TLS verdict",
+      function()
+        local srv, client, rec = start { mode = "channel_uri_wrong_host", count = 1, tls = true }
+        finally(function() stop(srv, client) end)
+        assert.truthy(connected(client, rec), "never connected")
+        local f = rec.where("failed", function(h) return h.reason == "tls" end)[1]
+        assert.truthy(f, "no TLS failure")
+        assert.equals("tls", f.stage)
+        assert.truthy(has(f.error, "TLS failure: IP address mismatch"), f.error)
+      end)
+
     it("a connectUri over the limit for ever: every attempt fails cleanly on a new channel",
       function()
         local srv, client, rec = start { mode = "channel_long_uri" }

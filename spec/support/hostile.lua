@@ -9,6 +9,7 @@
 --   srv:stop()
 local cjson = require "cjson.safe"
 local emulator = require "support.emulator"
+local wait = require "support.wait"
 
 local _M = { TOKEN = "hostile-access-token-7f3a9c" }
 local mt = { __index = _M }
@@ -116,7 +117,8 @@ function _M:config(rec, extra)
     client_id = "test-id", client_secret = self.secret,
     tls = self.ca_file and { ca_file = self.ca_file } or nil,
     backoff = { base_ms = 50, max_ms = 300, multiplier = 2, jitter = "none", reset_after_ms = 200 },
-    timeouts = { connect_ms = 1500, handshake_ms = 1500, http_ms = 2000 },
+    timeouts = { connect_ms = 1500 * wait.slow(), handshake_ms = 1500 * wait.slow(),
+                 http_ms = 2000 * wait.slow() },
     topics = { "v2.users.hostile.presence" },
     on_event = rec and rec.on_event, on_health = rec and rec.on_health,
   }

@@ -47,6 +47,7 @@ MODES = {
     "channel_cl_short": "channel", "channel_huge": "channel", "channel_million_keys": "channel",
     "channel_bad_id": "channel", "channel_long_id": "channel", "channel_long_uri": "channel",
     "channel_uri_crlf": "channel", "channel_uri_space": "channel",
+    "channel_uri_wrong_host": "channel",
     "subs_echo_400": "subs", "subs_utf8_400": "subs",
     # the WebSocket upgrade
     "upgrade_never": "upgrade", "upgrade_half": "upgrade", "tcp_silence": "tcp",
@@ -210,6 +211,10 @@ async def serve_channel(writer, headers, mode):
         writer.write(response(200, jbody(ans)))
     elif mode == "channel_uri_crlf":
         ans["connectUri"] = uri + "\r\nX-Injected: 1"
+        writer.write(response(200, jbody(ans)))
+    elif mode == "channel_uri_wrong_host":
+        # the same server on an address its certificate does not name
+        ans["connectUri"] = uri.replace("localhost", "127.0.0.2")
         writer.write(response(200, jbody(ans)))
     elif mode == "channel_uri_space":
         ans["connectUri"] = uri + " HTTP/1.1"
@@ -485,6 +490,12 @@ async def main():
         ctx.load_cert_chain(A.tls[0], A.tls[1])
     server = await asyncio.start_server(handle, A.host, A.port, ssl=ctx, limit=1 << 20)
     A.port_bound = server.sockets[0].getsockname()[1]
+    if ctx:
+        # 127.0.0.2 on the same port: a name the certificate (localhost, 127.0.0.1) lacks
+        try:
+            await asyncio.start_server(handle, "127.0.0.2", A.port_bound, ssl=ctx, limit=1 << 20)
+        except OSError:
+            pass
     A.host = "localhost" if A.tls else A.host
     sys.stdout.write(json.dumps({"listening": True, "port": A.port_bound}) + "\n")
     sys.stdout.flush()
