@@ -439,14 +439,19 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
       }
     }
     if (c->handshake_started && status > 0 && status != 101) info.http_status = status;
-    if (info.tls && verdict[0])
+    if (info.tls && verdict[0]) {
       snprintf(info.error, sizeof info.error, "TLS failure: %s", verdict);
-    else if (info.tls && last_log[0])
-      snprintf(info.error, sizeof info.error, "TLS failure: %.200s", last_log);
-    else if (info.http_status)
+    } else if (info.tls && last_log[0]) {
+      /* lws's line may quote what the server sent (names in its certificate): made safe to
+       * show and cut on a character boundary */
+      char line[200];
+      gn_scrub(line, sizeof line, last_log, strlen(last_log), NULL);
+      snprintf(info.error, sizeof info.error, "TLS failure: %s", line);
+    } else if (info.http_status) {
       snprintf(info.error, sizeof info.error, "handshake refused with HTTP %d", info.http_status);
-    else
-      snprintf(info.error, sizeof info.error, "%s", msg);
+    } else {
+      gn_scrub(info.error, sizeof info.error, msg, strlen(msg), NULL);
+    }
     wsi_gone(c, wsi);
     deliver_close(c, &info);
     conn_maybe_free(c);
