@@ -65,6 +65,13 @@ local function assert_clean(rec, audit, extra)
   return #all
 end
 
+local function rss_kb()
+  local f = io.open("/proc/self/status")
+  local s = f:read("*a")
+  f:close()
+  return tonumber(s:match("VmRSS:%s*(%d+)"))
+end
+
 local function any(rec, kind, pred)
   return #rec.where(kind, pred or function() return true end) > 0
 end
@@ -91,9 +98,12 @@ describe("a hostile gateway", function()
     for i, c in ipairs(cases) do
       local tls = i % 2 == 0
       it(c.mode .. (tls and " (TLS)" or "") .. ": reported, then recovered", function()
+        local rss0 = rss_kb()
         local srv, client, rec, audit = start { mode = c.mode, count = 1, tls = tls }
         finally(function() stop(srv, client) end)
         assert.truthy(connected(client, rec), "never connected")
+        -- hundreds of MB offered: what is kept is capped (256 KB token, 4 MB REST answers)
+        assert.is_true(rss_kb() - rss0 < 32 * 1024, "RSS grew by " .. (rss_kb() - rss0) .. " KB")
         assert.truthy(any(rec, c.kind, function(h)
           return has(type(h.error) == "string" and h.error:lower(), c.says:lower()) end),
           "no " .. c.kind .. " item saying " .. c.says)
@@ -126,10 +136,12 @@ describe("a hostile gateway", function()
     end)
 
     it("a 300 MB message streamed: cut at max_message_size, not buffered", function()
+      local rss0 = rss_kb()
       local srv, client, rec = start { mode = "ws_huge_stream", count = 1 }
       finally(function() stop(srv, client) end)
       assert.truthy(connected(client, rec, 2), "never reconnected")
       assert.equals(1, rec.count("oversize"))
+      assert.is_true(rss_kb() - rss0 < 32 * 1024, "RSS grew by " .. (rss_kb() - rss0) .. " KB")
     end)
 
     it("thousands of one-byte fragments: reassembled and delivered", function()
@@ -200,12 +212,6 @@ describe("a hostile gateway", function()
 
     it("a flood of binary frames while the application does not poll: memory stays bounded",
       function()
-        local function rss_kb()
-          local f = io.open("/proc/self/status")
-          local s = f:read("*a")
-          f:close()
-          return tonumber(s:match("VmRSS:%s*(%d+)"))
-        end
         local srv, client, rec = start { mode = "ws_binary_flood", count = 1, flood = 400000 }
         finally(function() stop(srv, client) end)
         assert.truthy(connected(client, rec), "never connected")
