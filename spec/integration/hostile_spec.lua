@@ -35,7 +35,7 @@ local function start(o)
   return srv, client, rec, audit
 end
 
-local function stop(srv, client)
+local function stop(_, client)
   if client then client:close() end
 end
 
