@@ -301,8 +301,10 @@ static void channel_done(void *ud, const gn_http_result_t *hr) {
   int rc = gn_rest_channel_answer(hr, &id, &uri);
   if (rc != 0) {
     attempt_failed(ch, rc == -2 ? "memory" : "protocol", GN_REASON_ERROR, -1,
-                   rc == -2 ? NULL : json_pack("{s:s}", "error", "channel creation answered "
-                                                             "without id and connectUri"));
+                   rc == -2   ? NULL
+                   : rc == -3 ? json_pack("{s:s}", "error", GN_BAD_CHANNEL_ID)
+                              : json_pack("{s:s}", "error", "channel creation answered "
+                                                            "without id and connectUri"));
     return;
   }
   drop_channel(ch);

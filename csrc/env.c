@@ -1,6 +1,10 @@
 /* env.c: the shared part of a client's pieces (see env.h). */
 #include "env.h"
 #include "service.h"
+#include "oauth.h"
+#include "scrub.h"
+
+#include <string.h>
 
 const char *gn_state_name(gn_state_t s) {
   static const char *n[] = {"idle", "auth",   "channel", "subscribe", "connect",
@@ -8,7 +12,61 @@ const char *gn_state_name(gn_state_t s) {
   return (unsigned)s < GN_ST_COUNT_ ? n[s] : "?";
 }
 
+/* The longest string a health item carries (server text is cut to it). */
+#define HEALTH_TEXT_MAX 1024
+
+/* v (a string) as it may be shown: scrubbed of the credential's secrets and of any credential
+ * value after Bearer/Basic, without control characters, valid UTF-8, at most HEALTH_TEXT_MAX
+ * bytes. Returns a new string when that differs from v, else NULL. */
+static json_t *scrubbed(gn_env_t *env, json_t *v) {
+  const char *s = json_string_value(v);
+  size_t len = json_string_length(v);
+  char buf[HEALTH_TEXT_MAX + 1];
+  size_t n;
+  if (env->tok) {
+    n = gn_token_scrub(env->tok, buf, sizeof buf, s, len);
+  } else {
+    gn_secrets_t sec = {0};
+    gn_secrets_add(&sec, env->conf->client_secret);
+    n = gn_scrub(buf, sizeof buf, s, len, &sec);
+  }
+  if (n == len && memcmp(buf, s, len) == 0) return NULL;
+  return json_stringn(buf, n);
+}
+
+/* Scrubs every string of v (an object or array), a few levels down. */
+static void scrub_tree(gn_env_t *env, json_t *v, int depth) {
+  if (depth > 3) return;
+  if (json_is_object(v)) {
+    const char *k;
+    json_t *x;
+    void *tmp;
+    json_object_foreach_safe(v, tmp, k, x) {
+      if (json_is_string(x)) {
+        json_t *n = scrubbed(env, x);
+        if (n) json_object_set_new(v, k, n);
+      } else {
+        scrub_tree(env, x, depth + 1);
+      }
+    }
+  } else if (json_is_array(v)) {
+    size_t i;
+    json_t *x;
+    json_array_foreach(v, i, x) {
+      if (json_is_string(x)) {
+        json_t *n = scrubbed(env, x);
+        if (n) json_array_set_new(v, i, n);
+      } else {
+        scrub_tree(env, x, depth + 1);
+      }
+    }
+  }
+}
+
 void gn_env_health(gn_env_t *env, const char *kind, json_t *fields) {
+  /* Every health item passes here: whatever server text reached its fields (an error body, a
+   * close reason, a 404 notice, a library's message quoting the server) is shown scrubbed. */
+  if (fields) scrub_tree(env, fields, 0);
   gn_queue_health(env->queue, kind, gn_state_name(atomic_load(&env->state)), fields);
 }
 

@@ -8,6 +8,7 @@
 #include "http.h"
 #include "service.h"
 #include "gn_util.h"
+#include "scrub.h"
 
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -24,6 +25,8 @@ struct gn_token_entry {
 
   pthread_mutex_t mu;
   char *token;
+  char *prev_token;        /* the one before (refused or replaced): still never shown */
+  char *basic_b64;         /* base64(id:secret), what a Basic header carries: never shown */
   uint64_t gen;
   uint64_t expires_at_ms;  /* monotonic */
   uint64_t usable_until_ms;
@@ -89,10 +92,17 @@ gn_token_entry_t *gn_token_entry_acquire(const gn_token_cfg_t *cfg) {
     e->client_id = gn_strdup(cfg->client_id);
     e->client_secret = gn_strdup(cfg->client_secret);
     e->ca_file = cfg->ca_file ? gn_strdup(cfg->ca_file) : NULL;
-    if (!e->token_url || !e->client_id || !e->client_secret || (cfg->ca_file && !e->ca_file)) {
+    if (e->client_id && e->client_secret) {
+      size_t cap = 4 * ((strlen(e->client_id) + strlen(e->client_secret) + 3) / 3) + 1;
+      e->basic_b64 = malloc(cap);
+      if (e->basic_b64) gn_basic_b64(e->client_id, e->client_secret, e->basic_b64, cap);
+    }
+    if (!e->token_url || !e->client_id || !e->client_secret || (cfg->ca_file && !e->ca_file) ||
+        !e->basic_b64) {
       free(e->token_url);
       free(e->client_id);
       gn_free_secret(e->client_secret);
+      gn_free_secret(e->basic_b64);
       free(e->ca_file);
       free(e);
       pthread_mutex_unlock(&list_mu);
@@ -131,6 +141,8 @@ void gn_token_entry_release(gn_token_entry_t *e) {
   gn_free_secret(e->client_secret);
   free(e->ca_file);
   gn_free_secret(e->token);
+  gn_free_secret(e->prev_token);
+  gn_free_secret(e->basic_b64);
   pthread_mutex_destroy(&e->mu);
   free(e);
 }
@@ -239,7 +251,13 @@ static void fetch_done(void *ud, const gn_http_result_t *hr) {
     const char *d = j ? json_string_value(json_object_get(j, "error_description")) : NULL;
     if (!d && j) d = json_string_value(json_object_get(j, "error"));
     if (!d && j) d = json_string_value(json_object_get(j, "message"));
-    if (d) snprintf(detail, sizeof detail, " (%s)", d);
+    if (d) {
+      /* The server's words, without any credential it echoed (scrubbed before the cut, so no
+       * part of one survives it either), cut at a character boundary. */
+      char said[150];
+      gn_token_scrub(e, said, sizeof said, d, strlen(d));
+      snprintf(detail, sizeof detail, " (%s)", said);
+    }
     if (hr->status == 400 || hr->status == 401) {
       r.kind = GN_TOK_AUTH;
       snprintf(r.error, sizeof r.error,
@@ -262,7 +280,8 @@ static void fetch_done(void *ud, const gn_http_result_t *hr) {
   e->req = NULL;
   e->fetch_svc = NULL;
   if (r.kind == GN_TOK_OK) {
-    gn_free_secret(e->token);
+    gn_free_secret(e->prev_token);
+    e->prev_token = e->token;
     e->token = gn_strdup(r.token);
     e->gen++;
     r.gen = e->gen;
@@ -395,7 +414,8 @@ void gn_token_cancel(gn_token_entry_t *e, gn_token_waiter_t *w) {
 void gn_token_invalidate(gn_token_entry_t *e, uint64_t gen) {
   pthread_mutex_lock(&e->mu);
   if (e->token && e->gen == gen) {
-    gn_free_secret(e->token);
+    gn_free_secret(e->prev_token);
+    e->prev_token = e->token; /* refused, but still a credential not to show */
     e->token = NULL;
   }
   pthread_mutex_unlock(&e->mu);
@@ -404,6 +424,19 @@ void gn_token_invalidate(gn_token_entry_t *e, uint64_t gen) {
 unsigned long gn_token_requests(gn_token_entry_t *e) {
   pthread_mutex_lock(&e->mu);
   unsigned long n = e->requests;
+  pthread_mutex_unlock(&e->mu);
+  return n;
+}
+
+size_t gn_token_scrub(gn_token_entry_t *e, char *dst, size_t dstlen, const char *src,
+                      size_t len) {
+  gn_secrets_t sec = {0};
+  pthread_mutex_lock(&e->mu);
+  gn_secrets_add(&sec, e->client_secret);
+  gn_secrets_add(&sec, e->basic_b64);
+  gn_secrets_add(&sec, e->token);
+  gn_secrets_add(&sec, e->prev_token);
+  size_t n = gn_scrub(dst, dstlen, src, len, &sec);
   pthread_mutex_unlock(&e->mu);
   return n;
 }

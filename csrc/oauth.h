@@ -17,6 +17,7 @@
 #define GN_OAUTH_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct gn_service gn_service_t;
@@ -80,6 +81,12 @@ void gn_token_cancel(gn_token_entry_t *e, gn_token_waiter_t *w);
 void gn_token_invalidate(gn_token_entry_t *e, uint64_t gen);
 /* Frees r's token (wiped first) and zeroes *r. Returns nothing. Any thread, on a result it owns. */
 void gn_token_result_clear(gn_token_result_t *r);
+
+/* Copies server text src (len bytes) into dst as gn_scrub does (scrub.h), removing this
+ * credential's secret, its base64(id:secret), and the current and previous tokens. Returns the
+ * length written. Any thread (takes the entry's mutex). */
+size_t gn_token_scrub(gn_token_entry_t *e, char *dst, size_t dstlen, const char *src,
+                      size_t len);
 
 /* Returns the number of token requests made for this entry (tests count them). Any thread. */
 unsigned long gn_token_requests(gn_token_entry_t *e);

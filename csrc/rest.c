@@ -33,22 +33,47 @@ static gn_http_req_t *call(gn_http_t *h, const gn_conf_t *conf, const char *toke
   return r;
 }
 
+/* Builds base + the parts into a malloc'd URL; NULL when out of memory. No fixed buffer: a long
+ * api_base is not cut (a cut URL sends the token to another path). */
+static char *url_of(const char *base, const char *a, const char *b, const char *c) {
+  size_t n = strlen(base) + strlen(a) + strlen(b) + strlen(c) + 1;
+  char *u = malloc(n);
+  if (u) snprintf(u, n, "%s%s%s%s", base, a, b, c);
+  return u;
+}
+
 gn_http_req_t *gn_rest_create_channel(gn_http_t *h, const gn_conf_t *conf, const char *token,
                                       gn_http_cb cb, void *ud) {
-  char url[1024];
-  snprintf(url, sizeof url, "%s/api/v2/notifications/channels", conf->api_base);
-  return call(h, conf, token, "POST", url, NULL, cb, ud);
+  char *url = url_of(conf->api_base, "/api/v2/notifications/channels", "", "");
+  gn_http_req_t *r = url ? call(h, conf, token, "POST", url, NULL, cb, ud) : NULL;
+  free(url);
+  return r;
+}
+
+int gn_rest_channel_id_ok(const char *id) {
+  if (!id) return 0;
+  size_t n = 0;
+  for (const char *p = id; *p; p++, n++) {
+    char c = *p;
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          c == '-' || c == '_'))
+      return 0;
+  }
+  return n > 0 && n <= GN_CHANNEL_ID_MAX;
 }
 
 gn_http_req_t *gn_rest_put_topics(gn_http_t *h, const gn_conf_t *conf, const char *token,
                                   const char *channel_id, const gn_topics_t *topics,
                                   gn_http_cb cb, void *ud) {
-  char url[1024];
-  snprintf(url, sizeof url, "%s/api/v2/notifications/channels/%s/subscriptions?ignoreErrors=true",
-           conf->api_base, channel_id ? channel_id : "");
+  /* The id goes into the path: only a plain id (channel answers are checked, this is the last
+   * guard before the token is sent). */
+  if (!gn_rest_channel_id_ok(channel_id)) return NULL;
+  char *url = url_of(conf->api_base, "/api/v2/notifications/channels/", channel_id,
+                     "/subscriptions?ignoreErrors=true");
   char *body = gn_topics_body(topics);
-  gn_http_req_t *r = body && channel_id ? call(h, conf, token, "PUT", url, body, cb, ud) : NULL;
+  gn_http_req_t *r = body && url ? call(h, conf, token, "PUT", url, body, cb, ud) : NULL;
   free(body);
+  free(url);
   return r;
 }
 
@@ -63,6 +88,7 @@ int gn_rest_channel_answer(const gn_http_result_t *hr, char **id, char **uri) {
   const char *i = json_string_value(json_object_get(j, "id"));
   const char *u = json_string_value(json_object_get(j, "connectUri"));
   int rc = i && u ? 0 : -1;
+  if (rc == 0 && !gn_rest_channel_id_ok(i)) rc = -3;
   if (rc == 0) {
     *id = gn_strdup(i);
     *uri = gn_strdup(u);

@@ -19,16 +19,27 @@
 gn_http_req_t *gn_rest_create_channel(gn_http_t *h, const gn_conf_t *conf, const char *token,
                                       gn_http_cb cb, void *ud);
 /* PUT .../channels/{id}/subscriptions?ignoreErrors=true with every topic of topics. Returns the
- * request, or NULL when it could not start. Loop thread. */
+ * request, or NULL when it could not start (id not plain, no token, out of memory). Loop
+ * thread. */
 gn_http_req_t *gn_rest_put_topics(gn_http_t *h, const gn_conf_t *conf, const char *token,
                                   const char *channel_id, const gn_topics_t *topics,
                                   gn_http_cb cb, void *ud);
+
+/* The longest channel id taken (Genesys's are about 30 characters). */
+#define GN_CHANNEL_ID_MAX 128
+/* Returns 1 when id is a plain channel id: 1 to GN_CHANNEL_ID_MAX letters, digits, '-' or '_'
+ * (it goes into request paths: "../" or "?" would send the token elsewhere), else 0. Any
+ * thread. */
+int gn_rest_channel_id_ok(const char *id);
+/* What a refused channel id is called in health items. */
+#define GN_BAD_CHANNEL_ID "channel creation answered an unusable channel id (expected 1 to 128 " \
+                          "letters, digits, '-' or '_')"
 
 /* Returns 1 when the answer is a success (200, 201, 204), else 0. */
 int gn_rest_ok(const gn_http_result_t *hr);
 /* Reads a channel creation answer (200 or 201 with id and connectUri). Returns 0 with *id and
  * *uri malloc'd, -1 when it is not a success or the fields are missing, -2 when out of
- * memory. */
+ * memory, -3 when the id is not a plain channel id (gn_rest_channel_id_ok). */
 int gn_rest_channel_answer(const gn_http_result_t *hr, char **id, char **uri);
 
 typedef enum {

@@ -113,9 +113,11 @@ static void sub_done(void *ud, const gn_http_result_t *hr) {
 static void channel_done(void *ud, const gn_http_result_t *hr) {
   gn_roll_t *r = ud;
   r->req = NULL;
-  if (gn_rest_channel_answer(hr, &r->channel_id, &r->connect_uri) != 0) {
+  int rc = gn_rest_channel_answer(hr, &r->channel_id, &r->connect_uri);
+  if (rc != 0) {
     char msg[200];
-    if (hr->error) snprintf(msg, sizeof msg, "creating the new channel: %s", hr->error);
+    if (rc == -3) snprintf(msg, sizeof msg, "creating the new channel: %s", GN_BAD_CHANNEL_ID);
+    else if (hr->error) snprintf(msg, sizeof msg, "creating the new channel: %s", hr->error);
     else snprintf(msg, sizeof msg, "creating the new channel answered HTTP %ld", hr->status);
     if (hr->status == 401) gn_token_invalidate(r->env->tok, r->token_gen);
     fail(r, msg);

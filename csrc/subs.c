@@ -1,5 +1,6 @@
 /* subs.c: a channel's subscriptions (see subs.h). */
 #include "subs.h"
+#include "oauth.h"
 #include "rest.h"
 #include "service.h"
 #include "gn_util.h"
@@ -189,9 +190,14 @@ void gn_subs_read(gn_env_t *env, const gn_topics_t *sent, const char *channel_id
 static int refused(gn_subs_t *s, const char *channel_id, const gn_http_result_t *hr) {
   json_t *j = json_loadb(hr->body, hr->body_len, 0, NULL);
   const char *m = json_string_value(json_object_get(j, "message"));
+  /* The server's words, scrubbed before they are cut (no part of an echoed credential
+   * survives) and cut at a character boundary (a cut character emptied the item). */
+  char said[200];
+  gn_token_scrub(s->env->tok, said, sizeof said, m ? m : hr->body,
+                 m ? strlen(m) : hr->body_len);
   char msg[300];
-  snprintf(msg, sizeof msg, "the server refused the topic list (HTTP %ld): %.200s", hr->status,
-           m ? m : hr->body);
+  snprintf(msg, sizeof msg, "the server refused the topic list (HTTP %ld): %s", hr->status,
+           said);
   json_decref(j);
   int blamed = 0;
   for (size_t i = 0; i < s->sent.n; i++)

@@ -4,13 +4,16 @@
  * - ci.host must never be NULL with TLS (crash); it carries the name for SNI and certificate
  *   checks while ci.address carries the resolved IP.
  * - The reason of a TLS failure reaches the callback only as "connect SSL err 1"; the useful text
- *   ("unable to get local issuer certificate") is only in lws's log, captured here per thread.
+ *   ("unable to get local issuer certificate") is read from the connection's own SSL object
+ *   (its verify result); lws's log, captured per thread, is only the fallback for failures that
+ *   are not a certificate verdict, on TLS connections only.
  * - Returning -1 from CLIENT_ESTABLISHED causes an extra CONNECTION_ERROR: we close with
  *   lws_set_timeout(..., LWS_TO_KILL_ASYNC) instead.
  * - lws may call CLIENT_WRITEABLE without being asked: writes are driven by pending flags.
  */
 #include "transport.h"
 #include "gn_util.h"
+#include "scrub.h"
 
 #include <arpa/inet.h>
 #include <libwebsockets.h>
@@ -277,8 +280,25 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   conn_maybe_free(c);
 }
 
+/* The longest connectUri taken. lws 4.1.6 builds the upgrade request in a header space of a
+ * few KB; a longer path failed inside lws_client_connect_via_info and leaked ~101 KB there on
+ * each attempt. Genesys's are under 100 bytes. */
+#define MAX_URL 1024
+
 static int parse_url(gn_conn_t *c, const char *url, char *err, size_t errlen) {
   const char *p;
+  size_t ul = strlen(url);
+  if (ul > MAX_URL) {
+    snprintf(err, errlen, "connectUri: expected at most %d bytes, got %zu", MAX_URL, ul);
+    return -1;
+  }
+  for (size_t i = 0; i < ul; i++)
+    if ((unsigned char)url[i] <= 0x20 || (unsigned char)url[i] >= 0x7f) {
+      /* a space, CR/LF or a byte lws would put into the request line as it is */
+      snprintf(err, errlen, "connectUri: expected printable ASCII without spaces, got byte "
+               "0x%02x at offset %zu", (unsigned char)url[i], i);
+      return -1;
+    }
   if (strncasecmp(url, "wss://", 6) == 0) {
     c->tls = 1;
     p = url + 6;
@@ -420,6 +440,16 @@ static void wsi_gone(gn_conn_t *c, struct lws *wsi) {
   if (c->wsi == wsi) c->wsi = NULL;
 }
 
+/* The certificate verification result of wsi's TLS session ("certificate has expired",
+ * "hostname mismatch"), or "" when it has none or it verified. */
+static void tls_verdict(struct lws *wsi, char *out, size_t outlen) {
+  out[0] = 0;
+  SSL *ssl = lws_get_ssl(wsi);
+  if (!ssl) return;
+  long v = SSL_get_verify_result(ssl);
+  if (v != X509_V_OK) snprintf(out, outlen, "%s", X509_verify_cert_error_string(v));
+}
+
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                     size_t len) {
   gn_conn_t *c = wsi ? lws_get_opaque_user_data(wsi) : NULL;
@@ -431,11 +461,16 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     const char *msg = in ? (const char *)in : "connection error";
     int status = (int)lws_http_client_http_response(wsi);
     info.stage = c->handshake_started ? "handshake" : "connect";
+    /* This connection's own verdict on the certificate, from its SSL object: the log line
+     * below is the thread's latest, which may be another connection's. */
+    char verdict[160] = "";
+    if (c->tls && !c->handshake_started) tls_verdict(wsi, verdict, sizeof verdict);
     if (strstr(msg, "imed out") || strstr(msg, "imeout")) {
       info.timed_out = 1; /* lws's own timer ("Timed out waiting SSL") */
       if (!c->handshake_started) info.stage = "tls";
-    } else if (strstr(msg, "SSL") || strstr(msg, "ssl") || strstr(msg, "tls") ||
-               strstr(last_log, "SSL") || strstr(last_log, "certificate")) {
+    } else if (c->tls && (verdict[0] || strstr(msg, "SSL") || strstr(msg, "ssl") ||
+                          strstr(msg, "tls") || strstr(last_log, "SSL") ||
+                          strstr(last_log, "certificate"))) {
       if (!c->handshake_started) {
         info.tls = 1;
         info.stage = "tls";
@@ -446,15 +481,25 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
       wsi_gone(c, wsi); /* a refused or unreachable address: the next one is due */
       return 0;
     }
-    if (info.tls && last_log[0])
-      snprintf(info.error, sizeof info.error, "TLS failure: %.200s", last_log);
-    else if (info.http_status)
+    if (info.tls && verdict[0]) {
+      snprintf(info.error, sizeof info.error, "TLS failure: %s", verdict);
+    } else if (info.tls && last_log[0]) {
+      /* lws's line may quote what the server sent (names in its certificate): made safe to
+       * show and cut on a character boundary */
+      char line[200];
+      gn_scrub(line, sizeof line, last_log, strlen(last_log), NULL);
+      snprintf(info.error, sizeof info.error, "TLS failure: %s", line);
+    } else if (info.http_status) {
       snprintf(info.error, sizeof info.error, "handshake refused with HTTP %d", info.http_status);
-    else if (c->naddr > 1)
-      snprintf(info.error, sizeof info.error, "%s (%d addresses of %s tried)", msg, c->naddr,
-               c->host);
-    else
-      snprintf(info.error, sizeof info.error, "%s", msg);
+    } else {
+      char line[200];
+      gn_scrub(line, sizeof line, msg, strlen(msg), NULL);
+      if (c->naddr > 1)
+        snprintf(info.error, sizeof info.error, "%s (%d addresses of %s tried)", line, c->naddr,
+                 c->host);
+      else
+        snprintf(info.error, sizeof info.error, "%s", line);
+    }
     wsi_gone(c, wsi);
     deliver_close(c, &info);
     conn_maybe_free(c);
@@ -542,9 +587,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     if (c && len >= 2) {
       const unsigned char *p = in;
       c->peer_code = (p[0] << 8) | p[1];
-      size_t rl = len - 2 < sizeof c->peer_reason - 1 ? len - 2 : sizeof c->peer_reason - 1;
-      memcpy(c->peer_reason, p + 2, rl);
-      c->peer_reason[rl] = 0;
+      /* The server's text, safe to show: valid UTF-8, no control characters, cut (if ever) at
+       * a character boundary; credentials are scrubbed where the client knows them. */
+      gn_scrub(c->peer_reason, sizeof c->peer_reason, (const char *)p + 2, len - 2, NULL);
     } else if (c) {
       c->peer_code = 1005;
     }

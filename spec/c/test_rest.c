@@ -30,6 +30,18 @@ static void test_channel_answer(void) {
   CHECK(gn_rest_channel_answer(&r, &id, &uri) == -1, "204 is not a channel");
   r = answer(200, "not json");
   CHECK(gn_rest_channel_answer(&r, &id, &uri) == -1, "not json");
+  /* ids that would change the request path, or too long: refused */
+  r = answer(200, "{\"id\":\"../../oauth/token?x=\",\"connectUri\":\"wss://h/c1\"}");
+  CHECK(gn_rest_channel_answer(&r, &id, &uri) == -3 && !id && !uri, "path id");
+  CHECK(!gn_rest_channel_id_ok("a/b") && !gn_rest_channel_id_ok("a%2e") &&
+        !gn_rest_channel_id_ok("") && !gn_rest_channel_id_ok(NULL), "odd ids");
+  char longid[GN_CHANNEL_ID_MAX + 2];
+  memset(longid, 'a', sizeof longid - 1);
+  longid[sizeof longid - 1] = 0;
+  CHECK(!gn_rest_channel_id_ok(longid), "too long");
+  longid[GN_CHANNEL_ID_MAX] = 0;
+  CHECK(gn_rest_channel_id_ok(longid), "longest");
+  CHECK(gn_rest_channel_id_ok("streaming-0a1B_2"), "plain");
   CHECK(gn_rest_ok(&(gn_http_result_t){.status = 204, .body = ""}), "204 ok");
   CHECK(!gn_rest_ok(&(gn_http_result_t){.status = 200, .body = "", .error = "reset"}), "error");
 }
