@@ -75,13 +75,21 @@ function _M.lost(seen, count, iv, published_ms_of)
   return missing, outside, inside
 end
 
---- Formats the lost events outside every interval (at most 10) and the intervals, for a message.
-function _M.describe(outside, iv, published_ms_of)
+--- Formats the lost events outside every interval (at most 10) and the intervals (with near:
+-- only those within near ms of one of these events), for a message.
+function _M.describe(outside, iv, published_ms_of, near)
   local bad, ivs = {}, {}
   for k = 1, math.min(#outside, 10) do
     bad[k] = ("#%d at %s"):format(outside[k], tostring(published_ms_of(outside[k])))
   end
-  for _, i in ipairs(iv) do ivs[#ivs + 1] = ("[%.0f, %.0f]"):format(i[1], i[2]) end
+  for _, i in ipairs(iv) do
+    local show = not near
+    for k = 1, near and math.min(#outside, 10) or 0 do
+      local t = published_ms_of(outside[k]) or 0
+      if t >= i[1] - near and t <= i[2] + near then show = true end
+    end
+    if show then ivs[#ivs + 1] = ("[%.0f, %.0f]"):format(i[1], i[2]) end
+  end
   return table.concat(ivs, " ") .. ": " .. table.concat(bad, ", ")
 end
 
