@@ -13,7 +13,10 @@ local emulator = require "support.emulator"
 local wait = require "support.wait"
 local delivery = require "support.delivery"
 
-local N = tonumber(os.getenv("GN_SOAK_RECONNECTS") or "") or 100
+-- Sanitizer builds (about 3x slower, and their allocators keep freed memory in quarantine, so
+-- RSS says nothing there): three reconnects of each kind, fds checked, RSS only printed.
+local SAN = wait.slow() > 1
+local N = tonumber(os.getenv("GN_SOAK_RECONNECTS") or "") or (SAN and 27 or 100)
 local RATE = 200               -- events/s
 local STREAM_EVENTS = 2000     -- one stream lasts 10 s; the next starts when it is done
 local EVENT_SIZE = 300
@@ -389,9 +392,11 @@ describe("soak", function()
     local e1, e2 = tenths(samples, "efds")
     local x1, x2 = tenths(samples, "erss")
     assert(f2 <= f1 + FD_SLACK, ("client fds grew: %d -> %d"):format(f1, f2))
-    assert(r2 <= r1 + RSS_SLACK_KB, ("client RSS grew: %d -> %d KiB"):format(r1, r2))
     assert(e2 <= e1 + FD_SLACK, ("emulator fds grew: %d -> %d"):format(e1, e2))
-    assert(x2 <= x1 + RSS_SLACK_KB, ("emulator RSS grew: %d -> %d KiB"):format(x1, x2))
+    if not SAN then
+      assert(r2 <= r1 + RSS_SLACK_KB, ("client RSS grew: %d -> %d KiB"):format(r1, r2))
+      assert(x2 <= x1 + RSS_SLACK_KB, ("emulator RSS grew: %d -> %d KiB"):format(x1, x2))
+    end
   end)
 
   it("resets under 4,000 events/s: what was lost was published after deaf_from_ms", function()
