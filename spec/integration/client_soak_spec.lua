@@ -326,7 +326,7 @@ describe("soak", function()
       collectgarbage()
       collectgarbage()
       local smp = { kind = kind, fds = fds(MY_PID), rss = rss_kb(MY_PID), efds = fds(emu.pid),
-                    erss = rss_kb(emu.pid) }
+                    erss = rss_kb(emu.pid), lua = collectgarbage("count") }
       samples[#samples + 1] = smp
       table.insert(per[kind].samples, smp)
     end
@@ -345,7 +345,7 @@ describe("soak", function()
     if dump then
       local f = assert(io.open(dump, "w"))
       for i, x in ipairs(samples) do
-        f:write(("%d %s %d %d %d %d\n"):format(i, x.kind, x.fds, x.rss, x.efds, x.erss))
+        f:write(("%d %s %d %d %d %d %d\n"):format(i, x.kind, x.fds, x.rss, x.efds, x.erss, x.lua))
       end
       f:close()
     end
@@ -375,7 +375,9 @@ describe("soak", function()
       if p99 == 0 and acc >= 0.99 * nl then p99 = l end
       if latency[l] then lmax = l end
     end
-    lines[#lines + 1] = ("  latency publish -> on_event queue: p99 %d ms, max %d ms"):format(p99, lmax)
+    local l1, l2 = tenths(samples, "lua")
+    lines[#lines + 1] = ("  latency publish -> on_event queue: p99 %d ms, max %d ms; this spec's "
+      .. "own Lua heap (in the RSS above) %.1f/%.1f MiB"):format(p99, lmax, l1 / 1024, l2 / 1024)
     print("\n  soak (fds and RSS: median of the first tenth / of the last tenth)\n" ..
       table.concat(lines, "\n"))
 
