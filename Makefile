@@ -161,12 +161,14 @@ valgrind: all
 	$(SPEC_ENV) $(VALGRIND) $(LUA) $(shell command -v $(BUSTED)) --ignore-lua $(BUSTED_ARGS)
 
 # Long forms of the delivery-guarantee specs: thousands of random subscription sequences under
-# faults, a hundred rollovers back to back under a fast stream, longer stalls and blackholes.
+# faults, a hundred rollovers back to back under a fast stream, longer stalls and blackholes,
+# a thousand forced reconnects of every kind under a 200 events/s stream.
 SOAK_SPECS := spec/integration/client_subs_property_spec.lua \
-	spec/integration/client_delivery_spec.lua
+	spec/integration/client_delivery_spec.lua spec/integration/client_soak_spec.lua
 soak: all $(HOST_DEP)
 	$(SPEC_ENV) $(SAN_ENV) GN_PROP_ROUNDS=$${GN_PROP_ROUNDS:-5000} \
-	  GN_DELIVERY_SCALE=$${GN_DELIVERY_SCALE:-5} $(BUSTED_CMD) $(SOAK_SPECS)
+	  GN_DELIVERY_SCALE=$${GN_DELIVERY_SCALE:-5} \
+	  GN_SOAK_RECONNECTS=$${GN_SOAK_RECONNECTS:-1000} $(BUSTED_CMD) $(SOAK_SPECS)
 
 lint:
 	luacheck lua spec bench

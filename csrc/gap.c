@@ -16,7 +16,7 @@ void gn_gap_deaf(gn_gap_t *g, gn_metrics_t *m, uint64_t heard_ms, double heard_w
     /* Not when the death was noticed (up to idle_ms + ping_timeout_ms later): what the link
      * did not deliver after its last message is what may be lost. */
     g->down_since_ms = heard_ms;
-    g->down_since_wall_ms = heard_wall_ms;
+    g->down_since_wall_ms = heard_wall_ms - GN_GAP_LATENCY_MS;
   }
 }
 

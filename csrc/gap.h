@@ -12,6 +12,12 @@
 
 #include "env.h"
 
+/* How long before the client read a message the server may have written it (network, TCP
+ * retransmission, scheduling on both ends): what the server wrote after the last message a dead
+ * link delivered may be lost, and some of that was written before the client read that message.
+ * Reported intervals start this much earlier than the last message heard. */
+#define GN_GAP_LATENCY_MS 1000.0
+
 typedef struct {
   uint64_t down_since_ms;     /* monotonic; 0 while connected or before the first attempt */
   double down_since_wall_ms;
@@ -20,7 +26,8 @@ typedef struct {
 } gn_gap_t;
 
 /* The live socket is gone: deaf since it last delivered a message, at heard_ms (monotonic) and
- * heard_wall_ms (wall clock), unless already deaf. Returns nothing. */
+ * heard_wall_ms (wall clock), unless already deaf; the interval reported starts
+ * GN_GAP_LATENCY_MS before heard_wall_ms. Returns nothing. */
 void gn_gap_deaf(gn_gap_t *g, gn_metrics_t *m, uint64_t heard_ms, double heard_wall_ms);
 /* The socket is no longer open (for the metrics' connected time). Returns nothing. */
 void gn_gap_not_open(gn_gap_t *g, gn_metrics_t *m);

@@ -1,5 +1,6 @@
 /* rollover.c: make-before-break hand-over to a new channel (see rollover.h). */
 #include "rollover.h"
+#include "gap.h"
 #include "oauth.h"
 #include "rest.h"
 #include "service.h"
@@ -166,13 +167,15 @@ static void report_drained(gn_roll_t *r, gn_roll_old_t *o, int code, int clean) 
                           o->channel_id ? o->channel_id : "", "events", (json_int_t)o->events,
                           "code", code));
   /* Lost without a close frame: what only it carried (published before its successor was
-   * subscribed, after its last message) may be gone. */
-  if (!clean && o->last_heard_wall_ms < o->successor_subscribed_wall_ms)
+   * subscribed, after the server wrote its last message: up to GN_GAP_LATENCY_MS before the
+   * client read it) may be gone. */
+  double from = o->last_heard_wall_ms - GN_GAP_LATENCY_MS;
+  if (!clean && from < o->successor_subscribed_wall_ms)
     gn_env_health(r->env, "gap",
                   json_pack("{s:s, s:s, s:f, s:f, s:f}", "reason", "rollover_drain_lost",
                             "channel_id", o->channel_id ? o->channel_id : "", "deaf_from_ms",
-                            o->last_heard_wall_ms, "deaf_to_ms", o->successor_subscribed_wall_ms,
-                            "gap_ms", o->successor_subscribed_wall_ms - o->last_heard_wall_ms));
+                            from, "deaf_to_ms", o->successor_subscribed_wall_ms,
+                            "gap_ms", o->successor_subscribed_wall_ms - from));
   forget_old(o);
 }
 

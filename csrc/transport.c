@@ -51,7 +51,8 @@ struct gn_conn {
   int state;
   int detached;      /* owner closed or aborted, or on_close delivered: no more callbacks */
   int gai_pending;
-  int in_connect;    /* inside lws_client_connect_via_info: lws may close us there */
+  int in_connect;    /* inside lws_client_connect_via_info or a synchronous kill: lws may
+                      * close us there */
   uv_getaddrinfo_t *gai;
   uv_timer_t *timer;
   uint64_t deadline;  /* loop time when connect_timeout_ms is up, over every address */
@@ -142,8 +143,17 @@ static void timer_cb(uv_timer_t *t) {
   char msg[96];
   snprintf(msg, sizeof msg, "%s timed out after %ld ms", stage,
            c->handshake_started ? c->handshake_timeout_ms : c->connect_timeout_ms);
-  kill_wsi(c);
-  fail(c, stage, 1, "%s", msg);
+  fail(c, stage, 1, "%s", msg); /* detached: lws's callbacks below deliver nothing */
+  /* Closed now, not by an asynchronous kill: lws 4.1.6 acts on that only at its next service
+   * of timers (after I/O on some other socket) and a connecting socket's own progress replaces
+   * it with lws's next timeout, so an attempt given up while nothing else ran went on to TLS
+   * and the upgrade, and displaced the channel's next connection. We run in a timer of ours:
+   * no wsi is being serviced, as a synchronous kill requires. c outlives the call. */
+  if (c->wsi) {
+    c->in_connect = 1;
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
+    c->in_connect = 0;
+  }
   conn_maybe_free(c);
 }
 
@@ -506,7 +516,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     return 0;
   }
   case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
-    if (c && !c->handshake_started) {
+    /* An attempt its owner gave up never sends its upgrade (lws closes it): the server would
+     * take it as the channel's connection and close the live one. */
+    if (!c || c->detached) return -1;
+    if (!c->handshake_started) {
       c->handshake_started = 1;
       if (c->timer && !c->detached)
         uv_timer_start(c->timer, timer_cb, (uint64_t)c->handshake_timeout_ms, 0);

@@ -190,4 +190,43 @@ describe("genesys.notify client: reconnection", function()
     assert.equals(0, client:poll(100))
     assert.equals("failed", client:state())
   end)
+
+  it("an attempt abandoned on its connect timeout never completes its handshake later", function()
+    -- lws 4.1.6 acts on an asynchronous kill only at its next service of timers, and a
+    -- connecting socket's own progress resets that timer: an attempt given up while nothing
+    -- else runs on the loop went on to TLS and the upgrade once the server answered, and then
+    -- displaced whatever connection the channel had (one connection per channel).
+    local k = wait.slow()
+    local client, rec = wait.start_client(emu, {
+      timeouts = { connect_ms = 300 * k, handshake_ms = 300 * k, http_ms = 3000 * k },
+      backoff = { base_ms = 1000 * k, max_ms = 3000 * k, multiplier = 2, jitter = "none",
+                  reset_after_ms = 200 },
+    }, { "v2.users.late-1.presence" }, true)
+    finally(function() client:close() end)
+    local ch = wait.channel_of(rec)
+    -- The attempt after a reconnect (1 s later) is held unread for 1.2 s: the client gives it up
+    -- after 300 ms; the next attempt comes 2 s after that, when nothing is held any more. The
+    -- hold must catch the attempt before its upgrade is sent (a slow build's emulator can read
+    -- the TLS ClientHello before it holds the socket; an upgrade already sent is the server's to
+    -- take), so the scenario is run until an attempt is given up at the connect stage.
+    for _ = 1, 4 do
+      local h0 = emu:stats().channels[ch].handshakes
+      local failed0, restored0 = rec.count("failed"), rec.count("restored")
+      emu:admin("POST", "faults/handshake", { mode = "slow", ms = 1500 * k, delay_ms = 1200 * k })
+      assert.is_true(client:reconnect())
+      assert.truthy(wait.until_(client, function() return rec.count("restored") > restored0 end,
+        15000))
+      assert.equals(ch, wait.channel_of(rec), "a soft reconnect")
+      local f = rec.kinds.failed[failed0 + 1]
+      assert.equals("timeout", f.reason)
+      if f.error:find("^connect timed out") then
+        wait.for_ms(client, 500)
+        -- The connection that restored it, and nothing in between.
+        assert.equals(h0 + 1, emu:stats().channels[ch].handshakes)
+        assert.equals(rec.count("restored"), rec.count("disconnected"))
+        return
+      end
+    end
+    error("no attempt was given up before its upgrade was sent")
+  end)
 end)

@@ -8,8 +8,10 @@ local wait = require "support.wait"
 local _M = {}
 
 --- Starts a stream of count events on topic at rate per second; returns its id.
-function _M.publish(emu, topic, count, rate)
-  local code, body = emu:admin("POST", "publish", { topic = topic, count = count, rate = rate })
+-- size: frame bytes (default the emulator's --event-size).
+function _M.publish(emu, topic, count, rate, size)
+  local code, body = emu:admin("POST", "publish", { topic = topic, count = count, rate = rate,
+                                                    size = size })
   assert(code == 200, "publish stream refused: " .. tostring(code))
   return math.floor(body.stream)
 end
@@ -55,22 +57,48 @@ function _M.check(rec, stream, count)
   return seen, missing, iv, outside
 end
 
+--- Places every sequence 1..count missing from seen (sequence -> anything) against the
+-- intervals iv ({from, to} wall-clock ms): returns the missing sequences, those published outside
+-- every interval, and inside[s] = the index in iv of the interval holding s.
+function _M.lost(seen, count, iv, published_ms_of)
+  local missing, outside, inside = {}, {}, {}
+  for s = 1, count do
+    if not seen[s] then
+      missing[#missing + 1] = s
+      local t = published_ms_of(s)
+      for k, i in ipairs(iv) do
+        if t and t >= i[1] and t <= i[2] then inside[s] = k; break end
+      end
+      if not inside[s] then outside[#outside + 1] = s end
+    end
+  end
+  return missing, outside, inside
+end
+
+--- Formats the lost events outside every interval (at most 10) and the intervals (with near:
+-- only those within near ms of one of these events), for a message.
+function _M.describe(outside, iv, published_ms_of, near)
+  local bad, ivs = {}, {}
+  for k = 1, math.min(#outside, 10) do
+    bad[k] = ("#%d at %s"):format(outside[k], tostring(published_ms_of(outside[k])))
+  end
+  for _, i in ipairs(iv) do
+    local show = not near
+    for k = 1, near and math.min(#outside, 10) or 0 do
+      local t = published_ms_of(outside[k]) or 0
+      if t >= i[1] - near and t <= i[2] + near then show = true end
+    end
+    if show then ivs[#ivs + 1] = ("[%.0f, %.0f]"):format(i[1], i[2]) end
+  end
+  return table.concat(ivs, " ") .. ": " .. table.concat(bad, ", ")
+end
+
 --- Every missing event's publish time inside a reported interval; returns how many missed.
 function _M.assert_covered(rec, stream, count, published_ms_of)
-  local seen, missing, iv = _M.check(rec, stream, count)
-  local bad = {}
-  for _, s in ipairs(missing) do
-    local t = published_ms_of(s)
-    local inside = false
-    for _, i in ipairs(iv) do
-      if t and t >= i[1] and t <= i[2] then inside = true; break end
-    end
-    if not inside then bad[#bad + 1] = ("#%d at %s"):format(s, tostring(t)) end
-  end
-  local ivs = {}
-  for _, i in ipairs(iv) do ivs[#ivs + 1] = ("[%.0f, %.0f]"):format(i[1], i[2]) end
-  assert(#bad == 0, #bad .. " of " .. #missing .. " lost events outside every reported interval "
-    .. table.concat(ivs, " ") .. ": " .. table.concat(bad, ", ", 1, math.min(#bad, 10)))
+  local seen, _, iv = _M.check(rec, stream, count)
+  local missing, outside = _M.lost(seen, count, iv, published_ms_of)
+  assert(#outside == 0, #outside .. " of " .. #missing .. " lost events outside every reported "
+    .. "interval " .. _M.describe(outside, iv, published_ms_of))
   local n = 0
   for _ in pairs(seen) do n = n + 1 end
   return #missing, n
