@@ -217,9 +217,10 @@ describe("genesys.notify client: reconnection", function()
       assert.truthy(wait.until_(client, function() return rec.count("restored") > restored0 end,
         15000))
       assert.equals(ch, wait.channel_of(rec), "a soft reconnect")
-      local f = rec.kinds.failed[failed0 + 1]
-      assert.equals("timeout", f.reason)
-      if f.error:find("^connect timed out") then
+      -- (a slow build may also reach the emulator before the hold starts: no failure at all)
+      local f = (rec.kinds.failed or {})[failed0 + 1]
+      if f then assert.equals("timeout", f.reason) end
+      if f and f.error:find("^connect timed out") then
         wait.for_ms(client, 500)
         -- The connection that restored it, and nothing in between.
         assert.equals(h0 + 1, emu:stats().channels[ch].handshakes)
