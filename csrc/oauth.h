@@ -14,6 +14,7 @@
 #define GN_OAUTH_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct gn_service gn_service_t;
@@ -77,6 +78,13 @@ void gn_token_cancel(gn_token_entry_t *e, gn_token_waiter_t *w);
 void gn_token_invalidate(gn_token_entry_t *e, uint64_t gen);
 /* Frees r's token (wiped first) and zeroes *r. Returns nothing. Any thread, on a result it owns. */
 void gn_token_result_clear(gn_token_result_t *r);
+
+/* Reads the token endpoint's answer (status, body of body_len bytes) into *res: kind, error, and
+ * for a usable token (200) token (malloc'd) and expires_in_s; fetched, status, retry_after_ms
+ * and gen are left 0 for the caller. A pure function of its input (fuzz/fuzz_token_answer.c).
+ * Returns res->kind. Any thread. */
+gn_token_kind_t gn_token_parse_answer(long status, const char *body, size_t body_len,
+                                      gn_token_result_t *res);
 
 /* Returns the number of token requests made for this entry (tests count them). Any thread. */
 unsigned long gn_token_requests(gn_token_entry_t *e);

@@ -240,8 +240,10 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   conn_maybe_free(c);
 }
 
-static int parse_url(gn_conn_t *c, const char *url, char *err, size_t errlen) {
+/* See transport.h. */
+int gn_url_parse(const char *url, gn_url_t *c, char *err, size_t errlen) {
   const char *p;
+  memset(c, 0, sizeof *c);
   if (strncasecmp(url, "wss://", 6) == 0) {
     c->tls = 1;
     p = url + 6;
@@ -288,8 +290,25 @@ static int parse_url(gn_conn_t *c, const char *url, char *err, size_t errlen) {
   c->path = gn_strdup(slash ? slash : "/");
   if (!c->host || !c->path) {
     snprintf(err, errlen, "out of memory");
+    gn_url_free(c);
     return -1;
   }
+  return 0;
+}
+
+void gn_url_free(gn_url_t *u) {
+  free(u->host);
+  free(u->path);
+  u->host = u->path = NULL;
+}
+
+static int parse_url(gn_conn_t *c, const char *url, char *err, size_t errlen) {
+  gn_url_t u;
+  if (gn_url_parse(url, &u, err, errlen) != 0) return -1;
+  c->host = u.host;
+  c->path = u.path;
+  c->port = u.port;
+  c->tls = u.tls;
   return 0;
 }
 
