@@ -314,12 +314,14 @@ static void handle_rest(struct lws *wsi, pss_t *p)
 		ERR(401, "Invalid login credentials.");
 		return;
 	}
-	const char *rest = p->path + strlen("/api/v2/notifications/channels");
-	if (strncmp(p->path, "/api/v2/notifications/channels", 30) || (*rest && *rest != '/')) {
+	char id[64];
+	const char *slash;
+	int route = rest_route(p->path, id, sizeof id, &slash);
+	if (route < 0) {
 		ERR(404, "Resource %s not found", p->path);
 		return;
 	}
-	if (!*rest || !strcmp(rest, "/")) {
+	if (route == 0) {
 		char host[256];
 		host_of(wsi, host, sizeof host);
 		if (p->method == WSI_TOKEN_POST_URI) {
@@ -347,13 +349,6 @@ static void handle_rest(struct lws *wsi, pss_t *p)
 			ERR(405, "%s is not allowed on channels", method_name(p->method));
 		return;
 	}
-	char id[64];
-	const char *s = rest + 1, *slash = strchr(s, '/');
-	size_t il = slash ? (size_t)(slash - s) : strlen(s);
-	if (il >= sizeof id)
-		il = sizeof id - 1;
-	memcpy(id, s, il);
-	id[il] = '\0';
 	channel_t *ch = channel_find(id);
 	if (ch && (ch->expired || ch->client != t->client))
 		ch = NULL;

@@ -140,3 +140,25 @@ int topics_from_body(const char *body, size_t len, char *const *existing, size_t
 	*np = n;
 	return 0;
 }
+
+int rest_route(const char *path, char *id, size_t n, const char **sub)
+{
+	static const char base[] = "/api/v2/notifications/channels";
+	*sub = NULL;
+	id[0] = '\0';
+	if (strncmp(path, base, sizeof base - 1))
+		return -1;
+	const char *rest = path + sizeof base - 1;
+	if (*rest && *rest != '/')
+		return -1;
+	if (!*rest || !strcmp(rest, "/"))
+		return 0;
+	const char *s = rest + 1, *slash = strchr(s, '/');
+	size_t il = slash ? (size_t)(slash - s) : strlen(s);
+	if (il >= n)
+		il = n - 1;
+	memcpy(id, s, il);
+	id[il] = '\0';
+	*sub = slash;
+	return 1;
+}

@@ -1,7 +1,7 @@
 /*
  * genesys-notify-emulator: the parts of an HTTP request the emulator reads itself (lws parses
- * the request line and headers): the form body of a token request, Basic credentials, and the
- * topic list of a subscriptions request.
+ * the request line and headers): the form body of a token request, Basic credentials, the REST
+ * path, and the topic list of a subscriptions request.
  *
  * Pure functions of their input (no state, no lws request), so they are fuzzed on their own
  * (fuzz/fuzz_emu_http.c). Above events.h (topic names); http.c uses them.
@@ -27,6 +27,11 @@ int basic_credentials(const char *auth, int len, char *dec, size_t n, const char
 int topics_from_body(const char *body, size_t len, char *const *existing, size_t nexisting,
 		     int ignore_errors, size_t max_topics, char ***list, size_t *n, char *msg,
 		     size_t ml);
+
+/* Reads a REST path: returns -1 when it is not under /api/v2/notifications/channels, 0 for the
+ * channel collection itself, 1 for a channel: its id in id (n bytes, cut to fit) and *sub the
+ * rest of the path from its '/' (NULL when none). */
+int rest_route(const char *path, char *id, size_t n, const char **sub);
 
 /* Frees a list from topics_from_body. Returns nothing. */
 void topics_list_free(char **list, size_t n);

@@ -1,7 +1,7 @@
 /* Fuzzes what the emulator reads of an HTTP request itself (emulator/request.c; lws parses the
- * request line and headers): Basic credentials from the Authorization header, the form body of a
- * token request, and the topic list of a subscriptions request. Input: a request as sent,
- * "METHOD path\r\nName: value\r\n...\r\n\r\nbody"; the harness only splits it. */
+ * request line and headers): the REST path, Basic credentials from the Authorization header, the
+ * form body of a token request and the topic list of a subscriptions request. Input: a request
+ * as sent, "METHOD path\r\nName: value\r\n...\r\n\r\nbody"; the harness only splits it. */
 #include <strings.h>
 
 #include "fuzz_util.h"
@@ -17,6 +17,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (hend) *hend = 0;
   int post = !strncmp(req, "POST ", 5);
   int ignore = strstr(req, "ignoreErrors=true") != NULL;
+
+  /* the path of the request line, as http.c keeps it (512 bytes) */
+  const char *sp = strchr(req, ' ');
+  if (sp) {
+    char path[512], id[64];
+    size_t pl = strcspn(sp + 1, " \r\n");
+    snprintf(path, sizeof path, "%.*s", (int)pl, sp + 1);
+    const char *sub;
+    int route = rest_route(path, id, sizeof id, &sub);
+    FZ_ASSERT(route >= -1 && route <= 1 && strlen(id) < sizeof id);
+    FZ_ASSERT(route == 1 ? (!sub || (*sub == '/' && sub > path && sub < path + sizeof path))
+                         : (!sub && !id[0]));
+  }
 
   /* Authorization: as lws_hdr_copy gives it, into the 512-byte buffer of http.c */
   for (char *l = strchr(req, '\n'); l; l = strchr(l + 1, '\n')) {
