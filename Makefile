@@ -55,7 +55,7 @@ MODULE := $(BUILD)/genesys/notify/core.so
 
 CTESTS := $(patsubst spec/c/%.c,$(BINDIR)/%,$(wildcard spec/c/test_*.c))
 
-.PHONY: all module ctests deps test test-c test-lua check check-lua asan tsan valgrind soak lint install clean certs bench
+.PHONY: all module ctests deps test test-c test-lua check check-lua asan tsan valgrind soak lint install clean certs bench fuzz
 all: module ctests
 module: $(MODULE)
 ctests: $(CTESTS)
@@ -79,6 +79,7 @@ $(BINDIR)/test_%: spec/c/test_%.c $(CORE_OBJS) spec/c/ctest.h
 -include emulator/emulator.mk
 -include bench/bench.mk
 -include rockspec/rock.mk
+-include fuzz/fuzz.mk
 
 # ---------------------------------------------------------------------------------------------
 # Dependencies: Debian packages, installed only when missing (apt-get update only then too).

@@ -219,31 +219,52 @@ static size_t write_cb(char *p, size_t sz, size_t n, void *ud) {
   return len;
 }
 
+/* A server may ask for any delay; more than a day is taken as a day. */
+#define MAX_RETRY_AFTER_MS (86400.0 * 1000.0)
+
+double gn_http_retry_after_ms(const char *value, size_t len, double now_wall_ms) {
+  const char *s = value, *e = value + len;
+  while (s < e && (*s == ' ' || *s == '\t')) s++;
+  while (e > s && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' || e[-1] == '\t')) e--;
+  if (s == e) return -1;
+  if (*s >= '0' && *s <= '9') {
+    /* delta-seconds = 1*DIGIT (RFC 7231 7.1.3), nothing else: no sign, fraction, exponent,
+     * hex or trailing text. Saturates instead of overflowing. */
+    double secs = 0;
+    for (const char *p = s; p < e; p++) {
+      if (*p < '0' || *p > '9') return -1;
+      if (secs <= MAX_RETRY_AFTER_MS) secs = secs * 10 + (*p - '0');
+    }
+    double ms = secs * 1000.0;
+    return ms < MAX_RETRY_AFTER_MS ? ms : MAX_RETRY_AFTER_MS;
+  }
+  /* HTTP-date: every form (IMF-fixdate, RFC 850, asctime) starts with a day name and holds
+   * only letters, digits, blanks, ',', ':' and '-'; curl_getdate reads them. */
+  if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z'))) return -1;
+  char v[64];
+  if ((size_t)(e - s) >= sizeof v) return -1;
+  for (const char *p = s; p < e; p++) {
+    char c = *p;
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+          c == ' ' || c == ',' || c == ':' || c == '-'))
+      return -1;
+  }
+  memcpy(v, s, (size_t)(e - s));
+  v[e - s] = 0;
+  time_t t = curl_getdate(v, NULL);
+  if (t == -1) return -1;
+  double d = (double)t * 1000.0 - now_wall_ms;
+  return d <= 0 ? 0 : d < MAX_RETRY_AFTER_MS ? d : MAX_RETRY_AFTER_MS;
+}
+
 static size_t header_cb(char *p, size_t sz, size_t n, void *ud) {
   gn_http_req_t *r = ud;
   size_t len = sz * n;
   static const char name[] = "retry-after:";
   if (len > sizeof name - 1 && strncasecmp(p, name, sizeof name - 1) == 0) {
-    char v[128];
-    size_t vl = len - (sizeof name - 1);
-    if (vl >= sizeof v) vl = sizeof v - 1;
-    memcpy(v, p + sizeof name - 1, vl);
-    v[vl] = 0;
-    char *s = v;
-    while (*s == ' ' || *s == '\t') s++;
-    char *e = s + strlen(s);
-    while (e > s && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ')) *--e = 0;
-    char *end;
-    double secs = strtod(s, &end);
-    if (end != s && *end == 0 && secs >= 0) {
-      r->retry_after_ms = secs * 1000.0;
-    } else {
-      time_t t = curl_getdate(s, NULL);
-      if (t != -1) {
-        double d = ((double)t * 1000.0) - gn_now_wall_ms();
-        r->retry_after_ms = d > 0 ? d : 0;
-      }
-    }
+    double ms = gn_http_retry_after_ms(p + sizeof name - 1, len - (sizeof name - 1),
+                                       gn_now_wall_ms());
+    if (ms >= 0) r->retry_after_ms = ms;
   }
   return len;
 }

@@ -56,6 +56,11 @@ gn_http_req_t *gn_http_start(gn_http_t *h, const gn_http_opts_t *o, gn_http_cb c
  * of r's gn_http_t, and only before r's callback is called (r is freed just before that call). */
 void gn_http_cancel(gn_http_req_t *r);
 
+/* Reads a Retry-After header value (len bytes, not NUL-terminated, surrounding blanks and the
+ * line end allowed) at wall-clock time now_wall_ms. Returns the delay it asks for in ms, or -1
+ * when the value is not one. A pure function (fuzz/fuzz_retry_after.c). Any thread. */
+double gn_http_retry_after_ms(const char *value, size_t len, double now_wall_ms);
+
 /* Returns the number of requests started by this engine (for tests and metrics). Loop thread of
  * h: the count is a plain counter written there. */
 unsigned long gn_http_started(const gn_http_t *h);

@@ -18,6 +18,11 @@ void lgn_backoff_policy_from_table(lua_State *L, int idx, gn_backoff_policy_t *p
  * nothing. The Lua thread. */
 void lgn_backoff_policy_push(lua_State *L, const gn_backoff_policy_t *p);
 
+/* A lua_CFunction: pushes the Lua value of the jansson tree (a json_t *) passed as a light
+ * userdata, as events and health items are converted; raises on nesting deeper than 1,000 or out
+ * of memory (call it with lua_pcall). Returns 1. The Lua thread. */
+int lgn_push_json(lua_State *L);
+
 /* Register each part's functions into the module table at the top of the stack. Return 0: they
  * push nothing and leave the module table at the top (the metatables go to the registry). The
  * Lua thread, while the module loads (luaopen_genesys_notify_core). */

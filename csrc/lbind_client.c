@@ -138,6 +138,9 @@ static int push_json_protected(lua_State *L) {
   return 1;
 }
 
+/* See lbind.h (for fuzz/fuzz_json_lua.c). */
+int lgn_push_json(lua_State *L) { return push_json_protected(L); }
+
 /* core.json_decode(text): jansson parse + conversion on the caller's thread (the decode
  * benchmark's C side). Returns the value, or nil and the parser's message. */
 static int l_decode(lua_State *L) {

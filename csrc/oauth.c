@@ -205,20 +205,14 @@ static const char *token_answer_problem(const char *tok, const json_t *exp) {
   return NULL;
 }
 
-static void fetch_done(void *ud, const gn_http_result_t *hr) {
-  gn_token_entry_t *e = ud;
+/* See oauth.h. */
+gn_token_kind_t gn_token_parse_answer(gn_token_entry_t *e, long status, const char *body,
+                                      size_t body_len, gn_token_result_t *res) {
   gn_token_result_t r;
   memset(&r, 0, sizeof r);
-  r.fetched = 1;
-  r.status = hr->status;
-  r.retry_after_ms = hr->retry_after_ms;
-  if (hr->error) {
-    r.kind = GN_TOK_RETRY;
-    r.tls = hr->tls_error;
-    snprintf(r.error, sizeof r.error, "token request failed: %s", hr->error);
-  } else if (hr->status == 200) {
+  if (status == 200) {
     json_error_t je;
-    json_t *j = json_loadb(hr->body, hr->body_len, 0, &je);
+    json_t *j = json_loadb(body, body_len, 0, &je);
     const char *tok = j ? json_string_value(json_object_get(j, "access_token")) : NULL;
     json_t *exp = j ? json_object_get(j, "expires_in") : NULL;
     const char *bad = token_answer_problem(tok, exp);
@@ -247,7 +241,7 @@ static void fetch_done(void *ud, const gn_http_result_t *hr) {
     }
   } else {
     char detail[160] = "";
-    json_t *j = json_loadb(hr->body, hr->body_len, 0, NULL);
+    json_t *j = json_loadb(body, body_len, 0, NULL);
     const char *d = j ? json_string_value(json_object_get(j, "error_description")) : NULL;
     if (!d && j) d = json_string_value(json_object_get(j, "error"));
     if (!d && j) d = json_string_value(json_object_get(j, "message"));
@@ -255,26 +249,48 @@ static void fetch_done(void *ud, const gn_http_result_t *hr) {
       /* The server's words, without any credential it echoed (scrubbed before the cut, so no
        * part of one survives it either), cut at a character boundary. */
       char said[150];
-      gn_token_scrub(e, said, sizeof said, d, strlen(d));
+      if (e) gn_token_scrub(e, said, sizeof said, d, strlen(d));
+      else gn_scrub(said, sizeof said, d, strlen(d), NULL);
       snprintf(detail, sizeof detail, " (%s)", said);
     }
-    if (hr->status == 400 || hr->status == 401) {
+    if (status == 400 || status == 401) {
       r.kind = GN_TOK_AUTH;
       snprintf(r.error, sizeof r.error,
                "bad credentials: the token endpoint answered %ld%s; check client_id and "
-               "client_secret", hr->status, detail);
-    } else if (hr->status == 403) {
+               "client_secret", status, detail);
+    } else if (status == 403) {
       r.kind = GN_TOK_FORBIDDEN;
       snprintf(r.error, sizeof r.error, "the token endpoint answered 403 Forbidden%s", detail);
-    } else if (hr->status == 429) {
+    } else if (status == 429) {
       r.kind = GN_TOK_RATE;
       snprintf(r.error, sizeof r.error, "the token endpoint answered 429 Too Many Requests%s",
                detail);
     } else {
       r.kind = GN_TOK_RETRY;
-      snprintf(r.error, sizeof r.error, "the token endpoint answered %ld%s", hr->status, detail);
+      snprintf(r.error, sizeof r.error, "the token endpoint answered %ld%s", status, detail);
     }
     if (j) json_decref(j);
+  }
+  *res = r;
+  return r.kind;
+}
+
+static void fetch_done(void *ud, const gn_http_result_t *hr) {
+  gn_token_entry_t *e = ud;
+  gn_token_result_t r;
+  memset(&r, 0, sizeof r);
+  r.fetched = 1;
+  r.status = hr->status;
+  r.retry_after_ms = hr->retry_after_ms;
+  if (hr->error) {
+    r.kind = GN_TOK_RETRY;
+    r.tls = hr->tls_error;
+    snprintf(r.error, sizeof r.error, "token request failed: %s", hr->error);
+  } else {
+    gn_token_parse_answer(e, hr->status, hr->body, hr->body_len, &r);
+    r.fetched = 1;
+    r.status = hr->status;
+    r.retry_after_ms = hr->retry_after_ms;
   }
   pthread_mutex_lock(&e->mu);
   e->req = NULL;

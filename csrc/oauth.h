@@ -87,6 +87,13 @@ void gn_token_result_clear(gn_token_result_t *r);
  * length written. Any thread (takes the entry's mutex). */
 size_t gn_token_scrub(gn_token_entry_t *e, char *dst, size_t dstlen, const char *src,
                       size_t len);
+/* Reads the token endpoint's answer (status, body of body_len bytes) into *res: kind, error
+ * (server text scrubbed of e's credentials, as gn_token_scrub does; e may be NULL), and
+ * for a usable token (200) token (malloc'd) and expires_in_s; fetched, status, retry_after_ms
+ * and gen are left 0 for the caller. A pure function of its input (fuzz/fuzz_token_answer.c).
+ * Returns res->kind. Any thread. */
+gn_token_kind_t gn_token_parse_answer(gn_token_entry_t *e, long status, const char *body,
+                                      size_t body_len, gn_token_result_t *res);
 
 /* Returns the number of token requests made for this entry (tests count them). Any thread. */
 unsigned long gn_token_requests(gn_token_entry_t *e);

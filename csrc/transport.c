@@ -295,8 +295,10 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
  * each attempt. Genesys's are under 100 bytes. */
 #define MAX_URL 1024
 
-static int parse_url(gn_conn_t *c, const char *url, char *err, size_t errlen) {
+/* See transport.h. */
+int gn_url_parse(const char *url, gn_url_t *c, char *err, size_t errlen) {
   const char *p;
+  memset(c, 0, sizeof *c);
   size_t ul = strlen(url);
   if (ul > MAX_URL) {
     snprintf(err, errlen, "connectUri: expected at most %d bytes, got %zu", MAX_URL, ul);
@@ -336,27 +338,57 @@ static int parse_url(gn_conn_t *c, const char *url, char *err, size_t errlen) {
       snprintf(err, errlen, "connectUri: bad IPv6 literal");
       return -1;
     }
+    if (rb[1] && rb[1] != ':') {
+      snprintf(err, errlen, "connectUri: expected a port or a path after the IPv6 literal");
+      return -1;
+    }
     *rb = 0;
     colon = rb[1] == ':' ? rb + 1 : NULL;
     hs++;
   } else {
     colon = strrchr(hs, ':');
     if (colon) *colon = 0;
+    if (strchr(hs, ':')) {
+      snprintf(err, errlen, "connectUri: expected an IPv6 address in brackets");
+      return -1;
+    }
   }
   if (colon) {
-    long port = strtol(colon + 1, NULL, 10);
-    if (port <= 0 || port > 65535) {
-      snprintf(err, errlen, "connectUri: bad port");
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (colon[1] < '0' || colon[1] > '9' || *end || port <= 0 || port > 65535) {
+      snprintf(err, errlen, "connectUri: expected a port from 1 to 65535");
       return -1;
     }
     c->port = (int)port;
+  }
+  if (!*hs || strpbrk(hs, "@?#[]")) {
+    snprintf(err, errlen, "connectUri: expected a host name");
+    return -1;
   }
   c->host = gn_strdup(hs);
   c->path = gn_strdup(slash ? slash : "/");
   if (!c->host || !c->path) {
     snprintf(err, errlen, "out of memory");
+    gn_url_free(c);
     return -1;
   }
+  return 0;
+}
+
+void gn_url_free(gn_url_t *u) {
+  free(u->host);
+  free(u->path);
+  u->host = u->path = NULL;
+}
+
+static int parse_url(gn_conn_t *c, const char *url, char *err, size_t errlen) {
+  gn_url_t u;
+  if (gn_url_parse(url, &u, err, errlen) != 0) return -1;
+  c->host = u.host;
+  c->path = u.path;
+  c->port = u.port;
+  c->tls = u.tls;
   return 0;
 }
 

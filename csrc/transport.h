@@ -47,6 +47,20 @@ typedef struct {
   long handshake_timeout_ms;/* HTTP upgrade */
 } gn_conn_opts_t;
 
+/* A connectUri taken apart: host (no brackets for IPv6), port (default 443/80), path ("/" when
+ * none), tls (wss). */
+typedef struct {
+  char *host, *path;
+  int port, tls;
+} gn_url_t;
+
+/* Reads url (a connectUri from the server) into *u. Returns 0 (free u with gn_url_free), or -1
+ * and err naming what is wrong (nothing to free). A pure function of url
+ * (fuzz/fuzz_connect_uri.c). Any thread. */
+int gn_url_parse(const char *url, gn_url_t *u, char *err, size_t errlen);
+/* Frees what u holds. Returns nothing. Any thread. */
+void gn_url_free(gn_url_t *u);
+
 /* The lws context of one loop (libwebsockets on a foreign libuv loop) and its client vhosts, one
  * per (CA bundle, verify) pair, created on first use. The vhosts' TLS contexts are ours, not
  * lws's: lws 4.1.6 keeps the index under which it finds its own client SSL_CTX in a process-wide

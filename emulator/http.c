@@ -14,6 +14,7 @@
 #include "admin.h"
 #include "events.h"
 #include "log.h"
+#include "request.h"
 #include "session.h"
 #include "state.h"
 #include "stream.h"
@@ -173,39 +174,6 @@ static int apply_http_fault(struct lws *wsi, pss_t *p, int kind, http_fault_t *f
 
 /* ---- OAuth ----------------------------------------------------------------------------- */
 
-static int from_hex(int c)
-{
-	return isdigit(c) ? c - '0' : isxdigit(c) ? (tolower(c) - 'a' + 10) : -1;
-}
-
-/* Finds key in an application/x-www-form-urlencoded body; decodes the value into out. */
-static int form_value(const char *body, size_t len, const char *key, char *out, size_t n)
-{
-	size_t kl = strlen(key);
-	const char *s = body, *end = body + len;
-	while (s < end) {
-		const char *amp = memchr(s, '&', (size_t)(end - s));
-		const char *e = amp ? amp : end;
-		if ((size_t)(e - s) > kl && !memcmp(s, key, kl) && s[kl] == '=') {
-			size_t o = 0;
-			for (const char *q = s + kl + 1; q < e && o + 1 < n; q++) {
-				if (*q == '+')
-					out[o++] = ' ';
-				else if (*q == '%' && q + 2 < e && from_hex(q[1]) >= 0 &&
-					 from_hex(q[2]) >= 0) {
-					out[o++] = (char)(from_hex(q[1]) * 16 + from_hex(q[2]));
-					q += 2;
-				} else
-					out[o++] = *q;
-			}
-			out[o] = '\0';
-			return 1;
-		}
-		s = e + 1;
-	}
-	return 0;
-}
-
 static void handle_oauth(struct lws *wsi, pss_t *p)
 {
 	const int kind = KIND_OAUTH;
@@ -218,20 +186,12 @@ static void handle_oauth(struct lws *wsi, pss_t *p)
 	char auth[512], dec[512];
 	int n = lws_hdr_copy(wsi, auth, sizeof auth, WSI_TOKEN_HTTP_AUTHORIZATION);
 	int client = -1;
-	if (n > 6 && !strncasecmp(auth, "Basic ", 6)) {
-		int d = lws_b64_decode_string(auth + 6, dec, sizeof dec - 1);
-		if (d > 0) {
-			dec[d] = '\0';
-			char *colon = strchr(dec, ':');
-			if (colon) {
-				*colon = '\0';
-				for (int i = 0; i < E.cfg.nclients; i++)
-					if (!strcmp(E.cfg.clients[i].id, dec) &&
-					    !strcmp(E.cfg.clients[i].secret, colon + 1))
-						client = i;
-			}
-		}
-	}
+	const char *secret;
+	if (basic_credentials(auth, n, dec, sizeof dec, &secret))
+		for (int i = 0; i < E.cfg.nclients; i++)
+			if (!strcmp(E.cfg.clients[i].id, dec) &&
+			    !strcmp(E.cfg.clients[i].secret, secret))
+				client = i;
 	if (client < 0) {
 		ERR(401, "client credentials are missing or invalid");
 		return;
@@ -318,56 +278,16 @@ static void handle_subscriptions(struct lws *wsi, pss_t *p, channel_t *ch)
 	     i++)
 		if (!strcasecmp(frag, "ignoreErrors=true"))
 			ignore_errors = 1;
-	json_error_t jerr;
-	json_t *j = p->body ? json_loadb(p->body, p->body_len, 0, &jerr) : NULL;
-	if (!json_is_array(j)) {
-		json_decref(j);
-		ERR(400, "body must be a JSON array of {\"id\": topic}");
-		return;
-	}
 	int add = p->method == WSI_TOKEN_POST_URI;
-	size_t base = add ? ch->ntopics : 0, cap = base + json_array_size(j);
-	char **list = calloc(cap ? cap : 1, sizeof *list);
-	size_t n = 0;
-	for (size_t i = 0; add && i < ch->ntopics; i++)
-		list[n++] = strdup(ch->topics[i]);
-	size_t idx;
-	json_t *e;
-	const char *bad = NULL;
-	json_array_foreach(j, idx, e) {
-		json_t *id = json_object_get(e, "id");
-		if (!json_is_object(e) || !json_is_string(id)) {
-			bad = "";
-			break;
-		}
-		const char *t = json_string_value(id);
-		if (!event_topic_valid(t)) {
-			if (ignore_errors)
-				continue;
-			bad = t;
-			break;
-		}
-		int dup = 0;
-		for (size_t k = 0; k < n && !dup; k++)
-			dup = !strcmp(list[k], t);
-		if (!dup)
-			list[n++] = strdup(t);
-	}
-	if (bad || n > EMU_MAX_TOPICS) {
-		for (size_t k = 0; k < n; k++)
-			free(list[k]);
-		free(list);
-		if (bad && !*bad)
-			ERR(400, "entry %zu: expected an object with a string \"id\"", idx);
-		else if (bad)
-			ERR(400, "entry %zu: invalid topic name \"%.200s\"", idx, bad);
-		else
-			ERR(400, "a channel can have at most %d topics (asked for %zu)",
-			    EMU_MAX_TOPICS, n);
-		json_decref(j);
+	char **list, msg[400];
+	size_t n;
+	int st = topics_from_body(p->body, p->body_len, add ? ch->topics : NULL,
+				  add ? ch->ntopics : 0, ignore_errors, EMU_MAX_TOPICS, &list, &n,
+				  msg, sizeof msg);
+	if (st) {
+		ERR(st, "%s", msg);
 		return;
 	}
-	json_decref(j);
 	set_topics(ch, list, n);
 	/* Subscribing extends the channel's life. */
 	channel_set_ttl(ch);
@@ -394,12 +314,14 @@ static void handle_rest(struct lws *wsi, pss_t *p)
 		ERR(401, "Invalid login credentials.");
 		return;
 	}
-	const char *rest = p->path + strlen("/api/v2/notifications/channels");
-	if (strncmp(p->path, "/api/v2/notifications/channels", 30) || (*rest && *rest != '/')) {
+	char id[64];
+	const char *slash;
+	int route = rest_route(p->path, id, sizeof id, &slash);
+	if (route < 0) {
 		ERR(404, "Resource %s not found", p->path);
 		return;
 	}
-	if (!*rest || !strcmp(rest, "/")) {
+	if (route == 0) {
 		char host[256];
 		host_of(wsi, host, sizeof host);
 		if (p->method == WSI_TOKEN_POST_URI) {
@@ -427,13 +349,6 @@ static void handle_rest(struct lws *wsi, pss_t *p)
 			ERR(405, "%s is not allowed on channels", method_name(p->method));
 		return;
 	}
-	char id[64];
-	const char *s = rest + 1, *slash = strchr(s, '/');
-	size_t il = slash ? (size_t)(slash - s) : strlen(s);
-	if (il >= sizeof id)
-		il = sizeof id - 1;
-	memcpy(id, s, il);
-	id[il] = '\0';
 	channel_t *ch = channel_find(id);
 	if (ch && (ch->expired || ch->client != t->client))
 		ch = NULL;
