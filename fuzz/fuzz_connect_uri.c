@@ -12,6 +12,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FZ_ASSERT(u.port > 0 && u.port <= 65535);
     FZ_ASSERT(u.tls == 0 || u.tls == 1);
     FZ_ASSERT(strlen(u.host) < 300 && strlen(u.path) <= strlen(url));
+    FZ_ASSERT(u.host[0] && !strpbrk(u.host, "@?#[]/"));
+    for (const char *p = u.path; *p; p++) FZ_ASSERT(*p > 0x20 && *p < 0x7f);
     gn_url_free(&u);
   } else {
     FZ_ASSERT(err[0] && memchr(err, 0, sizeof err));
