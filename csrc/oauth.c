@@ -446,6 +446,7 @@ unsigned long gn_token_requests(gn_token_entry_t *e) {
 
 size_t gn_token_scrub(gn_token_entry_t *e, char *dst, size_t dstlen, const char *src,
                       size_t len) {
+  if (!e) return gn_scrub(dst, dstlen, src, len, NULL); /* no credential known (yet) */
   gn_secrets_t sec = {0};
   pthread_mutex_lock(&e->mu);
   gn_secrets_add(&sec, e->client_secret);

@@ -84,7 +84,8 @@ void gn_token_result_clear(gn_token_result_t *r);
 
 /* Copies server text src (len bytes) into dst as gn_scrub does (scrub.h), removing this
  * credential's secret, its base64(id:secret), and the current and previous tokens. Returns the
- * length written. Any thread (takes the entry's mutex). */
+ * length written; e may be NULL (then only gn_scrub's own rules apply). Any thread (takes the
+ * entry's mutex). */
 size_t gn_token_scrub(gn_token_entry_t *e, char *dst, size_t dstlen, const char *src,
                       size_t len);
 /* Reads the token endpoint's answer (status, body of body_len bytes) into *res: kind, error
