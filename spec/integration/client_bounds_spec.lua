@@ -6,12 +6,7 @@ local wait = require "support.wait"
 
 local T1 = "v2.users.b1.presence"
 
-local function rss_kb()
-  local f = io.open("/proc/self/status")
-  local s = f:read("*a")
-  f:close()
-  return tonumber(s:match("VmRSS:%s*(%d+)"))
-end
+local rss_kb = wait.rss_kb
 
 -- The sanitizers' allocators keep freed memory in quarantine: RSS bounds mean nothing there
 -- (their own leak checks stand in for them).

@@ -15,13 +15,7 @@ local T2 = "v2.users.fork-parent-ctx.presence"
 local TC = "v2.users.fork-child.presence"
 local SAN = os.getenv("GN_SAN") or ""
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = wait.read_file
 
 -- Runs fn in a forked child; returns what fn returned (a string) or raises with the child's
 -- error. The child ends with _exit(), never closing the Lua state (that would run the parent's

@@ -9,12 +9,7 @@ local function start_client(emu, extra)
   return wait.start_client(emu, extra, { TOPIC })
 end
 
-local function rss_kb()
-  local f = io.open("/proc/self/status")
-  local s = f:read("*a")
-  f:close()
-  return tonumber(s:match("VmRSS:%s*(%d+)"))
-end
+local rss_kb = wait.rss_kb
 
 describe("genesys.notify client: metrics, contexts, timeouts", function()
   local emu
@@ -343,12 +338,7 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
     p:close()
     return n
   end
-  local function threads()
-    local f = io.open("/proc/self/status")
-    local s = f:read("*a")
-    f:close()
-    return tonumber(s:match("Threads:%s*(%d+)"))
-  end
+  local function threads() return wait.proc_status("Threads") end
 
   it("create, start, close in a loop: memory, descriptors and threads stay flat", function()
     local function round(n)

@@ -35,13 +35,7 @@ local RSS_SLACK_KB = 8 * 1024
 local KINDS = { "rst", "close_1011", "socket_closing", "expire", "evict", "stall", "oauth_429",
                 "revoke", "refuse" }
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read_file = wait.read_file
 
 local MY_PID = tonumber(read_file("/proc/self/stat"):match("^(%d+)"))
 
@@ -52,9 +46,7 @@ local function fds(pid)
   return n
 end
 
-local function rss_kb(pid)
-  return tonumber((read_file("/proc/" .. pid .. "/status") or ""):match("VmRSS:%s*(%d+)"))
-end
+local rss_kb = wait.rss_kb
 
 -- Wall-clock ms (the clock of the emulator's publish times and of the deaf intervals), from the
 -- monotonic clock and one reading of the wall clock.

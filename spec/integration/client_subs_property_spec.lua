@@ -4,8 +4,9 @@
 -- settles the emulator's channel holds exactly the wanted set, and no topic was ever reported
 -- rejected (every topic here is valid).
 --
--- GN_PROP_ROUNDS (default 400, fewer in slow builds; `make soak` runs thousands) and GN_PROP_SEED make it longer or
--- repeatable; a failure prints the seed and the round.
+-- GN_PROP_ROUNDS (default 400, fewer in slow builds and 100 in make test's LuaJIT leg; `make
+-- soak` runs thousands) and GN_PROP_SEED make it longer or repeatable; a failure prints the seed
+-- and the round.
 local emulator = require "support.emulator"
 local wait = require "support.wait"
 

@@ -65,12 +65,7 @@ local function assert_clean(rec, audit, extra)
   return #all
 end
 
-local function rss_kb()
-  local f = io.open("/proc/self/status")
-  local s = f:read("*a")
-  f:close()
-  return tonumber(s:match("VmRSS:%s*(%d+)"))
-end
+local rss_kb = wait.rss_kb
 
 local function any(rec, kind, pred)
   return #rec.where(kind, pred or function() return true end) > 0

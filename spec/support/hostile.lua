@@ -25,13 +25,7 @@ local function capture(cmd)
   p:close()
   return s
 end
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read_file = wait.read_file
 
 local live = {}
 

@@ -8,6 +8,24 @@ local _M = {}
 local now_ms = notify.now_ms
 _M.now_ms = now_ms
 
+--- A whole file, or nil when it cannot be opened.
+function _M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+--- A number field of /proc/PID/status (pid: default "self"), e.g. "VmRSS" (KB) or "Threads".
+function _M.proc_status(field, pid)
+  local s = _M.read_file("/proc/" .. tostring(pid or "self") .. "/status") or ""
+  return tonumber(s:match(field .. ":%s*(%d+)"))
+end
+
+--- The resident set of a process (default this one), in KB.
+function _M.rss_kb(pid) return _M.proc_status("VmRSS", pid) end
+
 --- True when the process runs under valgrind (its preload library is mapped).
 local function under_valgrind()
   local f = io.open("/proc/self/maps")
