@@ -216,7 +216,8 @@ describe("genesys.notify client: reconnection", function()
         -- for reset_after_ms), so the next attempt again comes 1 s after reconnect(), inside
         -- the hold's window.
         wait.for_ms(client, 1500 * k)
-        assert.truthy(wait.until_(client, function() return client:state() == "open" end, 15000))
+        assert.truthy(wait.until_(client, function() return client:state() == "open" end,
+          15000 * k))
         wait.for_ms(client, 300)
       end
       local h0 = emu:stats().channels[ch].handshakes
@@ -224,7 +225,7 @@ describe("genesys.notify client: reconnection", function()
       emu:admin("POST", "faults/handshake", { mode = "slow", ms = 1500 * k, delay_ms = 1200 * k })
       assert.is_true(client:reconnect())
       assert.truthy(wait.until_(client, function() return rec.count("restored") > restored0 end,
-        15000))
+        15000 * k), "not restored")
       assert.equals(ch, wait.channel_of(rec), "a soft reconnect")
       -- (a slow build may also reach the emulator before the hold starts: no failure at all)
       local f = (rec.kinds.failed or {})[failed0 + 1]
