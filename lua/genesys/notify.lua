@@ -95,14 +95,19 @@ local function valid_host(h)
   return true
 end
 
-local function opt_ms(t, k, field, lo, hi)
+-- t[k] when it is an integer from lo to hi (of unit, when given), nil when absent; else fails
+-- naming field.
+local function opt_int(t, k, field, lo, hi, unit)
   local v = t[k]
   if v == nil then return nil end
   if type(v) ~= "number" or v ~= v or v < lo or v > hi or v % 1 ~= 0 then
-    fail(field, string_format("an integer number of milliseconds from %d to %d", lo, hi), describe(v))
+    fail(field, string_format("an integer %sfrom %d to %d", unit and ("number of " .. unit .. " ") or "",
+      lo, hi), describe(v))
   end
   return v
 end
+
+local function opt_ms(t, k, field, lo, hi) return opt_int(t, k, field, lo, hi, "milliseconds") end
 
 local function domain_of(region, field)
   if REGIONS[region] then return REGIONS[region] end
@@ -323,27 +328,10 @@ function _M.config(cfg)
     out.idle_ms = opt_ms(hb, "idle_ms", "heartbeat.idle_ms", 10, 86400000)
     out.ping_timeout_ms = opt_ms(hb, "ping_timeout_ms", "heartbeat.ping_timeout_ms", 10, 86400000)
   end
-  if cfg.queue_limit ~= nil then
-    local q = cfg.queue_limit
-    if type(q) ~= "number" or q % 1 ~= 0 or q < 1 or q > 1e9 then
-      fail("queue_limit", "an integer from 1 to 1000000000", describe(q))
-    end
-    out.queue_limit = q
-  end
-  if cfg.queue_bytes ~= nil then
-    local q = cfg.queue_bytes
-    if type(q) ~= "number" or q % 1 ~= 0 or q < 65536 or q > 1099511627776 then
-      fail("queue_bytes", "an integer number of bytes from 65536 to 1099511627776", describe(q))
-    end
-    out.queue_bytes = q
-  end
-  if cfg.max_message_size ~= nil then
-    local m = cfg.max_message_size
-    if type(m) ~= "number" or m % 1 ~= 0 or m < 256 or m > 1073741824 then
-      fail("max_message_size", "an integer number of bytes from 256 to 1073741824", describe(m))
-    end
-    out.max_message_size = m
-  end
+  out.queue_limit = opt_int(cfg, "queue_limit", "queue_limit", 1, 1000000000)
+  out.queue_bytes = opt_int(cfg, "queue_bytes", "queue_bytes", 65536, 1099511627776, "bytes")
+  out.max_message_size = opt_int(cfg, "max_message_size", "max_message_size", 256, 1073741824,
+    "bytes")
   for _, k in ipairs { "on_event", "on_health", "policy" } do
     if cfg[k] ~= nil and type(cfg[k]) ~= "function" then fail(k, "a function", describe(cfg[k])) end
     out[k] = cfg[k]
