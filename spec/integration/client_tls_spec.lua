@@ -39,10 +39,12 @@ local function start(cert, host)
 end
 
 -- Waits (bounded: a client that connects by mistake must fail the spec, not hang it) for the
--- final state.
-local function ends_failed(client)
-  return wait.until_(client, function() return client:state() == "failed" end, 15000) and "failed"
-    or client:state()
+-- final state and its gave_up item. state() is read live from the service thread, which sets it
+-- just before it queues gave_up, so the state can be seen a poll before the item arrives.
+local function ends_failed(client, rec)
+  return wait.until_(client, function()
+    return client:state() == "failed" and rec.count("gave_up") > 0
+  end, 15000) and "failed" or client:state()
 end
 
 local function few_retries()
@@ -86,7 +88,7 @@ describe("TLS matrix", function()
     local client = notify.new(wait.config(good, rec, { topics = { T }, backoff = few_retries() }))
     finally(function() client:close() end)
     client:start()
-    assert.equals("failed", ends_failed(client))
+    assert.equals("failed", ends_failed(client, rec))
     assert.equals(0, rec.count("connected"))
     for _, f in ipairs(rec.kinds.failed) do
       assert.are_not.equal("tls", f.reason, f.error)
@@ -109,7 +111,7 @@ describe("TLS matrix", function()
         local client = notify.new(cfg)
         finally(function() client:close() end)
         client:start()
-        assert.equals("failed", ends_failed(client))
+        assert.equals("failed", ends_failed(client, rec))
         assert.equals(2, all_tls(rec, case.rest)) -- the attempt and its one retry
         assert.equals("max_retries", rec.kinds.gave_up[1].reason)
         assert.equals(0, rec.count("connected"))
@@ -128,7 +130,7 @@ describe("TLS matrix", function()
         local client = notify.new(wait.config(good, rec, { topics = { T }, backoff = few_retries() }))
         finally(function() client:close() end)
         client:start()
-        assert.equals("failed", ends_failed(client))
+        assert.equals("failed", ends_failed(client, rec))
         assert.equals(2, all_tls(rec, case.ws))
         for _, f in ipairs(rec.kinds.failed) do assert.equals("tls", f.stage) end
         assert.equals(0, rec.count("connected"))
