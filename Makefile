@@ -55,7 +55,7 @@ MODULE := $(BUILD)/genesys/notify/core.so
 
 CTESTS := $(patsubst spec/c/%.c,$(BINDIR)/%,$(wildcard spec/c/test_*.c))
 
-.PHONY: all module ctests deps test test-c test-lua check check-lua asan tsan valgrind soak lint install clean certs bench fuzz
+.PHONY: all module ctests deps test test-c test-lua check check-lua asan tsan sanitize test-prep valgrind soak lint install clean certs bench fuzz
 all: module ctests
 module: $(MODULE)
 ctests: $(CTESTS)
@@ -109,13 +109,24 @@ deps-extra::
 
 # ---------------------------------------------------------------------------------------------
 # Tests. `make test` builds for Lua 5.4 and LuaJIT and runs the C tests and the busted specs
-# under both. `make asan` / `make tsan` run the same in sanitizer builds. The long specs (the
-# reconnect soak, the subscription property) run their `make test` size under Lua 5.4 and a
-# shorter one under LuaJIT: the core they drive is the same, and CI must stay under 30 minutes.
-test:
-	$(MAKE) --no-print-directory LUA=lua5.4 check
-	GN_SOAK_RECONNECTS=$${GN_SOAK_RECONNECTS:-27} GN_PROP_ROUNDS=$${GN_PROP_ROUNDS:-100} \
-	  $(MAKE) --no-print-directory LUA=luajit check-lua
+# under both, the two legs side by side (spec/support/legs.sh; each line says its leg).
+# `make sanitize` runs the same in the ASan/UBSan and TSan builds, also side by side (`make asan`
+# / `make tsan` run one). The long specs (the reconnect soak, the subscription property) run
+# their `make test` size under Lua 5.4 and a shorter one under LuaJIT: the core they drive is the
+# same, and CI must stay under 30 minutes.
+LEGS := bash spec/support/legs.sh
+test: test-prep
+	@$(LEGS) lua5.4 "$(MAKE) --no-print-directory LUA=lua5.4 check" \
+	  luajit "GN_SOAK_RECONNECTS=$${GN_SOAK_RECONNECTS:-27} GN_PROP_ROUNDS=$${GN_PROP_ROUNDS:-100} \
+	    $(MAKE) --no-print-directory LUA=luajit check-lua"
+
+sanitize: test-prep
+	@$(LEGS) asan "$(MAKE) --no-print-directory asan" tsan "$(MAKE) --no-print-directory tsan"
+
+# What legs running side by side share is made once, before they start: the emulator's test
+# certificates and the TLS matrix's.
+test-prep: certs
+	@env -u LD_PRELOAD sh spec/support/mkcerts_matrix.sh build/certs/matrix
 
 SPEC_ENV = GN_BUILD=$(abspath $(BUILD)) GN_BINDIR=$(abspath $(BINDIR)) GN_SAN=$(SAN) GN_STRICT_MACHINE=1
 SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
