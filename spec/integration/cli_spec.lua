@@ -253,6 +253,7 @@ describe("genesys-notify command line", function()
     assert.is_true(now_ms() - t0 >= 1000)
     assert.equals("", out)
     assert.matches('"kind":"stop","state":"cli".-"reason":"duration"', err)
+    assert.is_nil(err:find("\27", 1, true), "a status line on a stderr that is not a terminal")
   end)
 
   for _, sig in ipairs { "INT", "TERM" } do
@@ -406,6 +407,41 @@ describe("genesys-notify command line", function()
     assert.is_true((seen.fail or 0) >= 1, text)
     assert.matches("AUDIT|RECONNECT_FAIL|connId=2|attempt=%d+|reason=handshake\n", text)
     scan_secret(text .. cli:err() .. cli:out(), "audit")
+  end)
+
+  -- script(1) gives the CLI a terminal for stderr while stdout goes to a file.
+  local function on_terminal(extra)
+    local d = tmpdir()
+    local cmd = env_prefix(env) .. " " .. shq(interpreter()) .. " bin/genesys-notify " ..
+      argv(args(extra)) .. " >" .. shq(d .. "/out")
+    os.execute("env -u LD_PRELOAD sh -c " .. shq("script -qfec " .. shq(cmd) .. " /dev/null >" ..
+      shq(d .. "/tty") .. " 2>&1 </dev/null; echo $? >" .. shq(d .. "/rc")) .. " >/dev/null 2>&1 &")
+    return d
+  end
+
+  it("shows a live status line on a terminal stderr only, never in stdout", function()
+    local d = on_terminal { "--topic", TA, "--duration", tostring(4 * SLOW) }
+    finally(function() os.execute("rm -rf " .. shq(d)) end)
+    assert.truthy(wait_for(function() return (read_file(d .. "/tty") or ""):find("connected", 1, true) end),
+      read_file(d .. "/tty"))
+    emu:admin("POST", "publish", { topic = TA, count = 3 })
+    assert.truthy(wait_for(function() return read_file(d .. "/rc") end, 20000))
+    local tty, out = read_file(d .. "/tty"), read_file(d .. "/out")
+    assert.equals("0", read_file(d .. "/rc"):match("%d+"), tty)
+    assert.matches("\r\27%[K%[open%] events 3 %([%d%.]+/s%)  reconnects 0  last gap %-", tty)
+    local n = 0
+    for line in out:gmatch("[^\n]+") do
+      n = n + 1
+      assert.truthy(cjson.decode(line), line)
+    end
+    assert.equals(3, n)
+    assert.is_nil(out:find("\27", 1, true))
+    -- --no-status: none
+    local d2 = on_terminal { "--topic", TA, "--duration", "1", "--no-status" }
+    finally(function() os.execute("rm -rf " .. shq(d2)) end)
+    assert.truthy(wait_for(function() return read_file(d2 .. "/rc") end, 20000))
+    assert.matches("stop", read_file(d2 .. "/tty"))
+    assert.is_nil(read_file(d2 .. "/tty"):find("\27[K", 1, true))
   end)
 
   it("the library's audit option offers the seed lines too", function()
