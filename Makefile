@@ -186,7 +186,7 @@ soak: all $(HOST_DEP)
 	  GN_SOAK_RECONNECTS=$${GN_SOAK_RECONNECTS:-1000} $(BUSTED_CMD) $(SOAK_SPECS)
 
 lint:
-	luacheck lua spec bench
+	luacheck lua spec bench bin/genesys-notify
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr --suppress=missingIncludeSystem -Icsrc csrc emulator spec/c
 

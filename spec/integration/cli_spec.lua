@@ -80,9 +80,9 @@ local function spawn(args, env)
   local self = setmetatable({ dir = tmpdir() }, Cli)
   local d = self.dir
   local inner = env_prefix(env) .. " " .. shq(interpreter()) .. " bin/genesys-notify " .. argv(args) ..
-    " >" .. shq(d .. "/out") .. " 2>" .. shq(d .. "/err") .. " </dev/null & echo $! >" .. shq(d .. "/pid.tmp") ..
-    "; mv " .. shq(d .. "/pid.tmp") .. " " .. shq(d .. "/pid") .. "; wait $!; echo $? >" .. shq(d .. "/rc.tmp") ..
-    "; mv " .. shq(d .. "/rc.tmp") .. " " .. shq(d .. "/rc")
+    " >" .. shq(d .. "/out") .. " 2>" .. shq(d .. "/err") .. " </dev/null & echo $! >" ..
+    shq(d .. "/pid.tmp") .. "; mv " .. shq(d .. "/pid.tmp") .. " " .. shq(d .. "/pid") ..
+    "; wait $!; echo $? >" .. shq(d .. "/rc.tmp") .. "; mv " .. shq(d .. "/rc.tmp") .. " " .. shq(d .. "/rc")
   os.execute("env -u LD_PRELOAD sh -c " .. shq(inner) .. " >/dev/null 2>&1 &")
   self.pid = wait_for(function() return tonumber((read_file(d .. "/pid") or ""):match("%d+")) end, 5000)
   assert(self.pid, "the CLI did not start")
@@ -142,7 +142,8 @@ describe("genesys-notify command line", function()
   setup(function()
     emu = emulator.start { tls = true, clients = { ID .. ":" .. SECRET }, heartbeat_ms = 1000 }
     env = { GENESYSCLOUD_OAUTHCLIENT_ID = ID, GENESYSCLOUD_OAUTHCLIENT_SECRET = SECRET }
-    base_args = { "--gateway", "https://localhost:" .. string.format("%d", emu.port), "--ca-file", emu.ca_file,
+    base_args = { "--gateway", "https://localhost:" .. string.format("%d", emu.port),
+      "--ca-file", emu.ca_file,
       "--backoff-base-ms", "50", "--backoff-max-ms", "200", "--backoff-jitter", "none",
       "--connect-timeout-ms", tostring(3000 * SLOW) }
     tmp = tmpdir()
@@ -356,10 +357,12 @@ describe("genesys-notify command line", function()
     assert.matches('genesys_notify_up{client="cli%-test",state="open"} 1', text)
     assert.matches('genesys_notify_attempts_total{client="cli%-test"} 2', text)
     assert.matches('genesys_notify_reconnect_latency_seconds_count{client="cli%-test"} 2', text)
-    local check = capture("curl -sS --max-time 10 " .. shq(url) .. " | promtool check metrics 2>&1; echo rc=$?")
+    local check = capture("curl -sS --max-time 10 " .. shq(url) ..
+      " | promtool check metrics 2>&1; echo rc=$?")
     assert.matches("rc=0", check)
     -- other paths and methods, an oversized request
-    assert.equals("404", capture("curl -s -o /dev/null -w '%{http_code}' " .. shq(url:gsub("/metrics$", "/x"))))
+    local other = url:gsub("/metrics$", "/x")
+    assert.equals("404", capture("curl -s -o /dev/null -w '%{http_code}' " .. shq(other)))
     assert.equals("405", capture("curl -s -o /dev/null -w '%{http_code}' -X POST " .. shq(url)))
     assert.equals("431", capture("curl -s -o /dev/null -w '%{http_code}' -H " ..
       shq("X-Big: " .. string.rep("a", 9000)) .. " " .. shq(url)))
@@ -381,7 +384,8 @@ describe("genesys-notify command line", function()
   it("--audit seed writes exactly the three AUDIT| line types", function()
     local afile = tmp .. "/audit.log"
     os.remove(afile)
-    local cli = spawn(args { "--topic", TA, "--health", "json", "--audit", "seed", "--audit-file", afile }, env)
+    local cli = spawn(args { "--topic", TA, "--health", "json", "--audit", "seed", "--audit-file", afile },
+      env)
     finally(function() cli:cleanup() end)
     assert.truthy(wait_for(function() return #cli:health("connected") > 0 end), cli:err())
     -- a reset (attempt, success), then a refused handshake (fail) before the next success
@@ -397,7 +401,8 @@ describe("genesys-notify command line", function()
     for line in text:gmatch("[^\n]+") do
       local kind
       if line:find("^AUDIT|RECONNECT_ATTEMPT|connId=%d+|attempt=%d+|delayMs=%d+$") then kind = "attempt"
-      elseif line:find("^AUDIT|RECONNECT_SUCCESS|connId=%d+|latencyMs=%d+|successRate=%d%.%d%d$") then kind = "success"
+      elseif line:find("^AUDIT|RECONNECT_SUCCESS|connId=%d+|latencyMs=%d+|successRate=%d%.%d%d$") then
+        kind = "success"
       elseif line:find("^AUDIT|RECONNECT_FAIL|connId=%d+|attempt=%d+|reason=[%w_:]+$") then kind = "fail" end
       assert.truthy(kind, "not a seed audit line: " .. line)
       seen[kind] = (seen[kind] or 0) + 1
