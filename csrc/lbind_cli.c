@@ -48,7 +48,7 @@ static const struct {
   const char *name;
   int sig;
 } SIGNALS[] = {{"HUP", SIGHUP}, {"INT", SIGINT}, {"TERM", SIGTERM}, {"USR1", SIGUSR1},
-               {"USR2", SIGUSR2}, {NULL, 0}};
+               {"USR2", SIGUSR2}, {"PIPE", SIGPIPE}, {NULL, 0}};
 
 typedef struct {
   int fd;
@@ -66,8 +66,8 @@ static int l_signalfd(lua_State *L) {
     for (int k = 0; name && SIGNALS[k].name; k++)
       if (strcmp(SIGNALS[k].name, name) == 0) sig = SIGNALS[k].sig;
     if (!sig)
-      return luaL_error(L, "genesys.notify: signalfd: signals[%d]: expected HUP, INT, TERM, USR1 "
-                           "or USR2, got %s", (int)i, name ? name : luaL_typename(L, -1));
+      return luaL_error(L, "genesys.notify: signalfd: signals[%d]: expected HUP, INT, TERM, USR1, "
+                           "USR2 or PIPE, got %s", (int)i, name ? name : luaL_typename(L, -1));
     sigaddset(&set, sig);
     lua_pop(L, 1);
   }

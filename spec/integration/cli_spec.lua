@@ -137,8 +137,20 @@ local function run(args, env, timeout_s)
   return rc, out, err
 end
 
+-- Cleanups of the running test, run after it whatever happened (busted keeps only one finally
+-- per test, and a test here may start a CLI and other processes).
+local cleanups = {}
+local function defer(fn) cleanups[#cleanups + 1] = fn end
+
 describe("genesys-notify command line", function()
   local emu, base_args, env, tmp
+  after_each(function()
+    for i = #cleanups, 1, -1 do
+      local fn = cleanups[i]
+      cleanups[i] = nil
+      fn()
+    end
+  end)
   setup(function()
     emu = emulator.start { tls = true, clients = { ID .. ":" .. SECRET }, heartbeat_ms = 1000 }
     env = { GENESYSCLOUD_OAUTHCLIENT_ID = ID, GENESYSCLOUD_OAUTHCLIENT_SECRET = SECRET }
@@ -223,7 +235,7 @@ describe("genesys-notify command line", function()
 
   it("prints one JSON line per event and stops after --max-events", function()
     local cli = spawn(args { "--topic", TA, "--max-events", "5", "--health", "json" }, env)
-    finally(function() cli:cleanup() end)
+    defer(function() cli:cleanup() end)
     assert.truthy(wait_for(function() return #cli:health("connected") > 0 end), cli:err())
     local ch = live_channel(TA)
     assert.truthy(ch)
@@ -247,6 +259,30 @@ describe("genesys-notify command line", function()
     scan_secret(cli:out() .. cli:err(), "output")
   end)
 
+  it("exits 1, closing the client, when its stdout reader goes away", function()
+    local d = tmpdir()
+    defer(function() os.execute("rm -rf " .. shq(d)) end)
+    local cmd = "(" .. env_prefix(env) .. " " .. shq(interpreter()) .. " bin/genesys-notify " ..
+      argv(args { "--topic", TA, "--health", "json" }) .. " 2>" .. shq(d .. "/err") ..
+      "; echo $? >" .. shq(d .. "/rc")  .. ") | head -n 1 >" .. shq(d .. "/out")
+    os.execute("env -u LD_PRELOAD sh -c " .. shq(cmd) .. " >/dev/null 2>&1 </dev/null &")
+    assert.truthy(wait_for(function() return (read_file(d .. "/err") or ""):find('"kind":"connected"') end),
+      read_file(d .. "/err"))
+    emu:admin("POST", "publish", { topic = TA, count = 1 })
+    assert.truthy(wait_for(function() return (read_file(d .. "/out") or ""):find("\n") end))
+    -- head has exited: the next events cannot be written
+    emu:admin("POST", "publish", { topic = TA, count = 3 })
+    local function rc_of() return (read_file(d .. "/rc") or ""):match("%d+") end -- not half written
+    local rc = wait_for(rc_of, 20000)
+    if not rc then emu:admin("POST", "publish", { topic = TA, count = 3 }) end
+    rc = wait_for(rc_of, 20000)
+    local err = read_file(d .. "/err")
+    assert.equals("1", rc, err)
+    assert.matches('"kind":"cli_error".-"error":"stdout: ', err)
+    assert.matches('"kind":"stop".-"reason":"stdout"', err)
+    assert.equals(1, select(2, read_file(d .. "/out"):gsub("\n", "")))
+  end)
+
   it("exits 0 at --duration", function()
     local t0 = now_ms()
     local rc, out, err = run(args { "--topic", TA, "--duration", "1", "--health", "json" }, env)
@@ -260,7 +296,7 @@ describe("genesys-notify command line", function()
   for _, sig in ipairs { "INT", "TERM" } do
     it("closes cleanly on SIG" .. sig, function()
       local cli = spawn(args { "--topic", TB, "--health", "json" }, env)
-      finally(function() cli:cleanup() end)
+      defer(function() cli:cleanup() end)
       assert.truthy(wait_for(function() return #cli:health("connected") > 0 end), cli:err())
       local ch = live_channel(TB)
       assert.truthy(ch)
@@ -303,7 +339,7 @@ describe("genesys-notify command line", function()
     local file = tmp .. "/topics.txt"
     write_file(file, "# start\n" .. TA .. "\n")
     local cli = spawn(args { "--topics-file", file, "--health", "json" }, env)
-    finally(function() cli:cleanup() end)
+    defer(function() cli:cleanup() end)
     assert.truthy(wait_for(function() return #cli:health("connected") > 0 end), cli:err())
     local ch, before = live_channel(TA)
     assert.truthy(ch)
@@ -343,7 +379,7 @@ describe("genesys-notify command line", function()
   it("serves Prometheus text at /metrics that promtool accepts", function()
     local cli = spawn(args { "--topic", TA, "--health", "json", "--name", "cli-test",
       "--metrics-listen", "127.0.0.1:0" }, env)
-    finally(function() cli:cleanup() end)
+    defer(function() cli:cleanup() end)
     local url = wait_for(function()
       local l = cli:health("metrics_listen")[1]
       return l and l.url
@@ -372,7 +408,7 @@ describe("genesys-notify command line", function()
     local port = url:match(":(%d+)/")
     local holder = capture("setsid bash -c " .. shq("for i in $(seq 20); do (exec 3<>/dev/tcp/127.0.0.1/" ..
       port .. "; sleep 60) & done; wait") .. " >/dev/null 2>&1 & echo $!"):match("%d+")
-    finally(function() os.execute("kill -- -" .. holder .. " 2>/dev/null") end)
+    defer(function() os.execute("kill -- -" .. holder .. " 2>/dev/null") end)
     emulator.sleep(0.3)
     local code = capture("curl -s -o /dev/null -w '%{http_code}' --max-time 15 " .. shq(url))
     assert.equals("200", code)
@@ -386,7 +422,7 @@ describe("genesys-notify command line", function()
     os.remove(afile)
     local cli = spawn(args { "--topic", TA, "--health", "json", "--audit", "seed", "--audit-file", afile },
       env)
-    finally(function() cli:cleanup() end)
+    defer(function() cli:cleanup() end)
     assert.truthy(wait_for(function() return #cli:health("connected") > 0 end), cli:err())
     -- a reset (attempt, success), then a refused handshake (fail) before the next success
     emu:admin("POST", "channels/" .. live_channel(TA) .. "/reset", {})
@@ -426,11 +462,11 @@ describe("genesys-notify command line", function()
 
   it("shows a live status line on a terminal stderr only, never in stdout", function()
     local d = on_terminal { "--topic", TA, "--duration", tostring(4 * SLOW) }
-    finally(function() os.execute("rm -rf " .. shq(d)) end)
+    defer(function() os.execute("rm -rf " .. shq(d)) end)
     assert.truthy(wait_for(function() return (read_file(d .. "/tty") or ""):find("connected", 1, true) end),
       read_file(d .. "/tty"))
     emu:admin("POST", "publish", { topic = TA, count = 3 })
-    assert.truthy(wait_for(function() return read_file(d .. "/rc") end, 20000))
+    assert.truthy(wait_for(function() return (read_file(d .. "/rc") or ""):match("%d") end, 20000))
     local tty, out = read_file(d .. "/tty"), read_file(d .. "/out")
     assert.equals("0", read_file(d .. "/rc"):match("%d+"), tty)
     assert.matches("\r\27%[K%[open%] events 3 %([%d%.]+/s%)  reconnects 0  last gap %-", tty)
@@ -443,8 +479,8 @@ describe("genesys-notify command line", function()
     assert.is_nil(out:find("\27", 1, true))
     -- --no-status: none
     local d2 = on_terminal { "--topic", TA, "--duration", "1", "--no-status" }
-    finally(function() os.execute("rm -rf " .. shq(d2)) end)
-    assert.truthy(wait_for(function() return read_file(d2 .. "/rc") end, 20000))
+    defer(function() os.execute("rm -rf " .. shq(d2)) end)
+    assert.truthy(wait_for(function() return (read_file(d2 .. "/rc") or ""):match("%d") end, 20000))
     assert.matches("stop", read_file(d2 .. "/tty"))
     assert.is_nil(read_file(d2 .. "/tty"):find("\27[K", 1, true))
   end)
