@@ -445,6 +445,41 @@ function _M.format(h)
   return table_concat(parts, " ")
 end
 
+--- Prometheus text for several clients in one exposition (one scrape): each family's # HELP and
+-- # TYPE once, then the samples of every client, told apart by their client="NAME" label (so
+-- every client needs a name of its own: two alike raise, naming both).
+function _M.prometheus(clients)
+  if type(clients) ~= "table" then fail("prometheus(clients)", "an array of clients", describe(clients)) end
+  local order, fams, names = {}, {}, {}
+  for i = 1, #clients do
+    local text = clients[i]:metrics("prometheus")
+    local name = text:match('{client="([^"]*)"')
+    if names[name] then
+      error(string_format('genesys.notify: prometheus(clients): clients[%d]: expected a name of its own ' ..
+        '(the client label), got %q, the name of clients[%d]', i, name, names[name]), 2)
+    end
+    names[name] = i
+    local cur
+    for line in text:gmatch("[^\n]+") do
+      local fam = line:match("^# %u+ (%S+)")
+      if fam then
+        cur = fams[fam]
+        if not cur then
+          cur = { first = i, lines = {} }
+          fams[fam] = cur
+          order[#order + 1] = fam
+        end
+        if cur.first == i then cur.lines[#cur.lines + 1] = line end
+      elseif cur then
+        cur.lines[#cur.lines + 1] = line
+      end
+    end
+  end
+  local out = {}
+  for _, fam in ipairs(order) do out[#out + 1] = table_concat(fams[fam].lines, "\n") end
+  return #out > 0 and (table_concat(out, "\n") .. "\n") or ""
+end
+
 --- A context of its own: one service thread for every client created with { context = ctx }.
 -- Clients without a context share the process's default context.
 function _M.context()

@@ -179,6 +179,45 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
     assert.truthy(out:find("rc=0", 1, true), out)
   end)
 
+  it("notify.prometheus(clients): one exposition for several clients, each family once", function()
+    local a, rec_a = start_client(emu, { name = "alpha" })
+    local b = start_client(emu, { name = "beta" })
+    finally(function() a:close(); b:close() end)
+    assert.truthy(wait.until_(a, function() return rec_a.count("connected") > 0 end, 10000))
+    local text = notify.prometheus { a, b }
+    local helps, types, per = {}, {}, { alpha = 0, beta = 0 }
+    for line in text:gmatch("[^\n]+") do
+      local h = line:match("^# HELP (%S+)")
+      local t = line:match("^# TYPE (%S+)")
+      if h then helps[h] = (helps[h] or 0) + 1 end
+      if t then types[t] = (types[t] or 0) + 1 end
+      local who = line:match('^genesys_notify_[%w_]+{client="(%w+)"')
+      if who then per[who] = per[who] + 1 end
+    end
+    for fam, n in pairs(helps) do assert.equals(1, n, fam) end
+    for fam, n in pairs(types) do assert.equals(1, n, fam) end
+    -- every sample of each client's own text is in the merged one, and no other
+    for who, c in pairs { alpha = a, beta = b } do
+      local own = 0
+      for line in c:metrics("prometheus"):gmatch("[^\n]+") do
+        if not line:find("^#") then
+          own = own + 1
+          assert.truthy(text:find(line:match("^([^ ]+) "), 1, true), line)
+        end
+      end
+      assert.equals(own, per[who], who)
+    end
+    local f = io.popen("env -u LD_PRELOAD promtool check metrics 2>&1 <<'EOF'\n" .. text .. "EOF\necho rc=$?")
+    local out = f:read("*a")
+    f:close()
+    assert.truthy(out:find("rc=0", 1, true), out)
+    local c = start_client(emu, { name = "alpha" })
+    finally(function() a:close(); b:close(); c:close() end)
+    assert.has_error(function() notify.prometheus { a, b, c } end,
+      'genesys.notify: prometheus(clients): clients[3]: expected a name of its own (the client label), ' ..
+      'got "alpha", the name of clients[1]')
+  end)
+
   it("failures count in the success rate", function()
     emu:admin("POST", "faults/http", { target = "rest", status = 503, count = 2 })
     local client, rec = start_client(emu)
