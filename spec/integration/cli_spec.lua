@@ -283,6 +283,18 @@ describe("genesys-notify command line", function()
     assert.equals(1, select(2, read_file(d .. "/out"):gsub("\n", "")))
   end)
 
+  it("takes an http:// gateway (a plain local test server)", function()
+    local plain = emulator.start { clients = { ID .. ":" .. SECRET } }
+    defer(function() plain:stop() end)
+    local cli = spawn({ "--gateway", "http://127.0.0.1:" .. string.format("%d", plain.port), "--topic", TA,
+      "--max-events", "2", "--health", "json" }, env)
+    defer(function() cli:cleanup() end)
+    assert.truthy(wait_for(function() return #cli:health("connected") > 0 end), cli:err())
+    plain:admin("POST", "publish", { topic = TA, count = 2 })
+    assert.equals(0, cli:wait())
+    assert.equals(2, #cli:events())
+  end)
+
   it("exits 0 at --duration", function()
     local t0 = now_ms()
     local rc, out, err = run(args { "--topic", TA, "--duration", "1", "--health", "json" }, env)
@@ -397,6 +409,14 @@ describe("genesys-notify command line", function()
       " | promtool check metrics 2>&1; echo rc=$?")
     assert.matches("rc=0", check)
     -- other paths and methods, an oversized request
+    -- HEAD: the head only; a request line that is not HTTP: 400
+    local head = capture("curl -sS -I --max-time 10 " .. shq(url))
+    assert.matches("^HTTP/1%.1 200 OK\r\n", head)
+    assert.matches("Content%-Length: %d+", head)
+    local port0 = url:match(":(%d+)/")
+    local bad = capture("bash -c " .. shq("exec 3<>/dev/tcp/127.0.0.1/" .. port0 ..
+      "; printf 'GARBAGE\\r\\n\\r\\n' >&3; timeout 5 cat <&3"))
+    assert.matches("^HTTP/1%.1 400 Bad Request", bad)
     local other = url:gsub("/metrics$", "/x")
     assert.equals("404", capture("curl -s -o /dev/null -w '%{http_code}' " .. shq(other)))
     assert.equals("405", capture("curl -s -o /dev/null -w '%{http_code}' -X POST " .. shq(url)))
