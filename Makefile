@@ -55,7 +55,7 @@ MODULE := $(BUILD)/genesys/notify/core.so
 
 CTESTS := $(patsubst spec/c/%.c,$(BINDIR)/%,$(wildcard spec/c/test_*.c))
 
-.PHONY: all module ctests deps test test-c test-lua check check-lua asan tsan sanitize test-prep valgrind soak lint install clean certs bench fuzz
+.PHONY: all module ctests deps demo test test-c test-lua check check-lua asan tsan sanitize test-prep valgrind soak lint install clean certs bench fuzz
 all: module ctests
 module: $(MODULE)
 ctests: $(CTESTS)
@@ -108,6 +108,14 @@ deps-extra::
 	@true
 
 # ---------------------------------------------------------------------------------------------
+# The demo (demo/demo.lua): the genesys-notify command against the bundled emulator over TLS
+# under a scripted fault sequence, then the accounting of every event. The first command on a
+# fresh machine: it installs what is missing and builds (Lua 5.4) first.
+demo: deps
+	@$(MAKE) --no-print-directory LUA=lua5.4 SAN= all
+	GN_BUILD=$(abspath build/lua5.4) GN_BINDIR=$(abspath build/lua5.4/bin) lua5.4 demo/demo.lua
+
+# ---------------------------------------------------------------------------------------------
 # Tests. `make test` builds for Lua 5.4 and LuaJIT and runs the C tests and the busted specs
 # under both, the two legs side by side (spec/support/legs.sh; each line says its leg).
 # `make sanitize` runs the same in the ASan/UBSan and TSan builds, also side by side (`make asan`
@@ -115,12 +123,12 @@ deps-extra::
 # their `make test` size under Lua 5.4 and a shorter one under LuaJIT: the core they drive is the
 # same, and CI must stay under 30 minutes.
 LEGS := bash spec/support/legs.sh
-test: test-prep
+test: deps test-prep
 	@$(LEGS) lua5.4 "$(MAKE) --no-print-directory LUA=lua5.4 check" \
 	  luajit "GN_SOAK_RECONNECTS=$${GN_SOAK_RECONNECTS:-27} GN_PROP_ROUNDS=$${GN_PROP_ROUNDS:-100} \
 	    $(MAKE) --no-print-directory LUA=luajit check-lua"
 
-sanitize: test-prep
+sanitize: deps test-prep
 	@$(LEGS) asan "$(MAKE) --no-print-directory asan" tsan "$(MAKE) --no-print-directory tsan"
 
 # What legs running side by side share is made once, before they start: the emulator's test
