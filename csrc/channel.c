@@ -486,7 +486,7 @@ static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t 
     break;
   case GN_MSG_EVENT:
     /* Once, even when both sockets of a rollover deliver it. */
-    if (gn_roll_seen(&ch->roll, m.correlation_id, gn_now_mono_ms())) {
+    if (gn_roll_seen(&ch->roll, m.correlation_id, gn_now_mono_ms(), conn)) {
       GN_COUNT(ch->env, duplicates);
     } else {
       gn_queue_event(ch->env->queue, &m, chan ? chan : "", data, len);

@@ -61,13 +61,23 @@ static int make_room(gn_dedup_t *d, uint64_t now_ms) {
 }
 
 int gn_dedup_check(gn_dedup_t *d, const char *id, uint64_t now_ms) {
+  uint32_t first;
+  return gn_dedup_check_src(d, id, now_ms, 0, &first);
+}
+
+int gn_dedup_check_src(gn_dedup_t *d, const char *id, uint64_t now_ms, uint32_t src,
+                       uint32_t *first_src) {
   if (!id || !*id || strlen(id) >= GN_DEDUP_ID) return -1;
   if (d->cap) {
     size_t mask = d->cap - 1;
     for (size_t i = hash(id) & mask; d->slots[i].id[0]; i = (i + 1) & mask)
       if (strcmp(d->slots[i].id, id) == 0) {
-        if (now_ms >= d->slots[i].t_ms && now_ms - d->slots[i].t_ms <= d->max_age_ms) return 1;
+        if (now_ms >= d->slots[i].t_ms && now_ms - d->slots[i].t_ms <= d->max_age_ms) {
+          *first_src = d->slots[i].src;
+          return 1;
+        }
         d->slots[i].t_ms = now_ms; /* seen long ago: a new event that reuses the id */
+        d->slots[i].src = src;
         return 0;
       }
   }
@@ -76,6 +86,7 @@ int gn_dedup_check(gn_dedup_t *d, const char *id, uint64_t now_ms) {
   memset(&e, 0, sizeof e);
   strcpy(e.id, id);
   e.t_ms = now_ms;
+  e.src = src;
   put(d->slots, d->cap, &e);
   d->used++;
   return 0;

@@ -23,6 +23,7 @@
 typedef struct {
   char id[GN_DEDUP_ID]; /* "" when the slot is free */
   uint64_t t_ms;
+  uint32_t src;         /* which socket delivered the first copy (the caller's numbering) */
 } gn_dedup_slot_t;
 
 typedef struct {
@@ -38,6 +39,10 @@ void gn_dedup_init(gn_dedup_t *d, uint64_t max_age_ms);
  * it is the first copy (remembered at now_ms), -1 when id cannot be tracked (NULL, too long, or
  * out of memory): deliver it. */
 int gn_dedup_check(gn_dedup_t *d, const char *id, uint64_t now_ms);
+/* The same, for copies from numbered sockets: the first copy is remembered with src; on a
+ * duplicate (1) *first_src is the number of the socket that delivered the first copy. */
+int gn_dedup_check_src(gn_dedup_t *d, const char *id, uint64_t now_ms, uint32_t src,
+                       uint32_t *first_src);
 /* Ids remembered now. */
 size_t gn_dedup_size(const gn_dedup_t *d);
 /* Forgets everything and frees the memory. Returns nothing. */

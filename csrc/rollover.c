@@ -66,6 +66,7 @@ static void report_drained(gn_roll_t *r, gn_roll_old_t *o, int code, int clean);
 
 void gn_roll_abort_all(gn_roll_t *r) {
   gn_roll_cancel(r);
+  r->live_serial = ++r->next_serial; /* the next live socket is a new one */
   for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++)
     if (r->old[i].conn) { /* cut short: reported like a socket lost while draining */
       gn_conn_abort(r->old[i].conn);
@@ -84,6 +85,9 @@ void gn_roll_close(gn_roll_t *r) {
 void gn_roll_begin(gn_roll_t *r) {
   r->active = 1;
   r->start_ms = gn_now_mono_ms();
+  r->notice_wall_ms = gn_now_wall_ms();
+  r->live_after_notice = 0;
+  if (!r->live_serial) r->live_serial = ++r->next_serial;
   r->dedup_until_ms = 0;
 }
 
@@ -103,12 +107,12 @@ static void sub_done(void *ud, const gn_http_result_t *hr) {
     fail(r, msg);
     return;
   }
-  r->subscribed_wall_ms = gn_now_wall_ms();
   gn_subs_read(r->env, &r->sent, r->channel_id, hr->body, hr->body_len, "subscribed",
                &r->confirmed);
   char err[256] = "";
   r->conn = gn_env_open_conn(r->env, r->connect_uri, r->conn_cbs, r->ud, err, sizeof err);
   if (!r->conn) fail(r, err);
+  else r->b_serial = ++r->next_serial;
 }
 
 static void channel_done(void *ud, const gn_http_result_t *hr) {
@@ -166,16 +170,29 @@ static void report_drained(gn_roll_t *r, gn_roll_old_t *o, int code, int clean) 
                 json_pack("{s:s, s:s, s:I, s:i}", "event", "drained", "channel_id",
                           o->channel_id ? o->channel_id : "", "events", (json_int_t)o->events,
                           "code", code));
-  /* Lost without a close frame: what only it carried (published before its successor was
-   * subscribed, after the server wrote its last message: up to GN_GAP_LATENCY_MS before the
-   * client read it) may be gone. */
-  double from = o->last_heard_wall_ms - GN_GAP_LATENCY_MS;
-  if (!clean && from < o->successor_subscribed_wall_ms)
+  const char *why = NULL;
+  double from = 0, to = o->successor_open_wall_ms;
+  if (o->overlapped) {
+    /* An event came on it and on a later socket: the server wrote to both at once, and what
+     * it wrote to this one before that came in order. Nothing is missing, however it ended. */
+  } else if (o->flow > 0) {
+    /* Events flowed but none came on both: the server stopped writing to it (its grace ended,
+     * or the link died) before the successor was open, and what it published in between went
+     * nowhere. The client may have read this socket late (behind a backlog), so its last
+     * message says little about when the server stopped; the server stopped after it wrote
+     * the notice, which the client read at most GN_GAP_LATENCY_MS later. */
+    why = clean ? "rollover_no_overlap" : "rollover_drain_lost";
+    from = o->notice_wall_ms - GN_GAP_LATENCY_MS;
+  } else if (!clean) {
+    /* Lost while quiet: whatever it had not delivered came after its last message. */
+    why = "rollover_drain_lost";
+    from = o->last_heard_wall_ms - GN_GAP_LATENCY_MS;
+  }
+  if (why && from < to)
     gn_env_health(r->env, "gap",
-                  json_pack("{s:s, s:s, s:f, s:f, s:f}", "reason", "rollover_drain_lost",
-                            "channel_id", o->channel_id ? o->channel_id : "", "deaf_from_ms",
-                            from, "deaf_to_ms", o->successor_subscribed_wall_ms,
-                            "gap_ms", o->successor_subscribed_wall_ms - from));
+                  json_pack("{s:s, s:s, s:f, s:f, s:f}", "reason", why, "channel_id",
+                            o->channel_id ? o->channel_id : "", "deaf_from_ms", from,
+                            "deaf_to_ms", to, "gap_ms", to - from));
   forget_old(o);
 }
 
@@ -220,9 +237,15 @@ void gn_roll_take(gn_roll_t *r, gn_conn_t **conn, char **channel_id, char **conn
     o->channel_id = gn_strdup(old_id ? old_id : "");
     o->until_ms = gn_now_mono_ms() + GN_ROLL_DRAIN_MS;
     o->last_heard_wall_ms = old_last_heard_wall_ms;
-    o->successor_subscribed_wall_ms = r->subscribed_wall_ms;
+    o->notice_wall_ms = r->notice_wall_ms;
+    o->successor_open_wall_ms = gn_now_wall_ms();
+    o->serial = r->live_serial;
+    o->overlapped = 0;
+    o->flow = r->live_after_notice;
     arm_drain(r);
   }
+  r->live_serial = r->b_serial; /* B is the live socket now */
+  r->live_after_notice = 0;
   gn_roll_cancel(r);
 }
 
@@ -240,13 +263,27 @@ void gn_roll_drained(gn_roll_t *r, gn_conn_t *conn, int code, int clean) {
   maybe_settle(r);
 }
 
-int gn_roll_seen(gn_roll_t *r, const char *id, uint64_t now_ms) {
+int gn_roll_seen(gn_roll_t *r, const char *id, uint64_t now_ms, const gn_conn_t *conn) {
   if (!r->active && !draining(r) && now_ms >= r->dedup_until_ms) {
     if (r->dedup.cap) gn_dedup_clear(&r->dedup); /* the overlap is over: give the memory back */
     return 0;
   }
+  const gn_roll_old_t *self = gn_roll_draining(r, conn);
+  uint32_t src = self ? self->serial : gn_roll_owns(r, conn) ? r->b_serial : r->live_serial;
+  uint32_t first = 0;
   uint64_t overflows = r->dedup.overflows;
-  int seen = gn_dedup_check(&r->dedup, id, now_ms) == 1;
+  int seen = gn_dedup_check_src(&r->dedup, id, now_ms, src, &first) == 1;
+  if (seen && first != src) {
+    /* On two sockets: the earlier one overlapped a later one. */
+    uint32_t earlier = first < src ? first : src;
+    for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++)
+      if (r->old[i].conn && r->old[i].serial == earlier) r->old[i].overlapped = 1;
+  }
+  /* Events flowing since a draining socket's notice: on it, or first copies on a later one. */
+  for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++)
+    if (r->old[i].conn && (r->old[i].serial == src || (!seen && r->old[i].serial < src)))
+      r->old[i].flow++;
+  if (r->active && src == r->live_serial) r->live_after_notice++;
   if (r->dedup.overflows != overflows)
     gn_env_health(r->env, "rollover",
                   json_pack("{s:s, s:s}", "event", "dedup_overflow", "error",

@@ -10,8 +10,12 @@
  *
  * A failure while B is prepared calls failed(ud, message) once; the rollover is then idle.
  * A draining socket that ends without the server's close frame (lost, or cut short by us) may
- * have lost what only it carried (events published before B was subscribed and after the last
- * message it delivered): that interval is reported as health "gap". Service thread only.
+ * have lost what only it carried (events published before B was open and after the last
+ * message it delivered): that interval is reported as health "gap". So is a socket the server
+ * closed cleanly but, as far as the client can tell, before B was open: events flowed and none
+ * came on both (a client that read the notice late, after the server's grace, behind a backlog;
+ * or B took longer than the grace): what the server published between its close and B's open
+ * went nowhere. Service thread only.
  */
 #ifndef GN_ROLLOVER_H
 #define GN_ROLLOVER_H
@@ -33,8 +37,12 @@ typedef struct {
   char *channel_id;
   uint64_t until_ms;          /* monotonic: closed by us then */
   double last_heard_wall_ms;  /* its last message */
-  double successor_subscribed_wall_ms; /* since then every event also went to the successor */
+  double notice_wall_ms;      /* when its socket_closing notice was read */
+  double successor_open_wall_ms; /* its successor's socket opened */
   uint64_t events;            /* events it delivered after the hand-over (first copies) */
+  uint32_t serial;            /* its number among the rollover's sockets (later: higher) */
+  int overlapped;             /* an event came on it and on a later socket: no gap between */
+  uint64_t flow;              /* events seen since its notice, on it or (first copies) later */
 } gn_roll_old_t;
 
 typedef struct {
@@ -51,7 +59,11 @@ typedef struct {
   gn_conn_t *conn;
   char *channel_id, *connect_uri;
   gn_topics_t sent, confirmed;   /* B's subscriptions: asked for, then held */
-  double subscribed_wall_ms;
+
+  double notice_wall_ms;         /* the live socket's socket_closing notice was read */
+  uint32_t next_serial;          /* sockets are numbered in the order they open */
+  uint32_t live_serial, b_serial;
+  uint64_t live_after_notice;    /* events on the live socket since its notice */
 
   gn_roll_old_t old[GN_ROLL_DRAIN_MAX];
   uv_timer_t *drain_timer;
@@ -96,8 +108,11 @@ gn_roll_old_t *gn_roll_draining(gn_roll_t *r, const gn_conn_t *conn);
  * Returns nothing. */
 void gn_roll_drained(gn_roll_t *r, gn_conn_t *conn, int code, int clean);
 
-/* Returns 1 when an event with this CorrelationId was already delivered by the other socket
- * of a rollover (drop it), else 0 (deliver it). */
-int gn_roll_seen(gn_roll_t *r, const char *correlation_id, uint64_t now_ms);
+/* Returns 1 when an event with this CorrelationId was already delivered by another socket of
+ * a rollover (drop it), else 0 (deliver it). conn: the socket it came on. A copy on two sockets
+ * proves that they overlapped (the server wrote to both at once); a draining socket that ends
+ * cleanly without such proof while events flowed is reported as a gap (see report_drained). */
+int gn_roll_seen(gn_roll_t *r, const char *correlation_id, uint64_t now_ms,
+                 const gn_conn_t *conn);
 
 #endif

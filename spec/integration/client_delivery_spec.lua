@@ -39,16 +39,22 @@ describe("delivery guarantee", function()
       local handovers = 20 * SCALE
       local count = rate * (4 + math.floor(handovers / 4))
       local stream = delivery.publish(emu, T, count, rate)
-      local done = 0
+      local grace = 400 * wait.slow()
+      local done, late = 0, 0
       while done < handovers do
         wait.for_ms(client, 100)
         local done_items = rec.where("rollover", function(h) return h.event == "completed" end)
         local ch = #done_items > 0 and done_items[#done_items].to or wait.channel_of(rec)
-        emu:admin("POST", "channels/" .. ch .. "/socket_closing", { grace_ms = 400 * wait.slow() })
+        local asked = emulator.now() * 1000 -- wall clock, like the items' timestamp_ms
+        emu:admin("POST", "channels/" .. ch .. "/socket_closing", { grace_ms = grace })
         assert(wait.until_(client, function()
           return #rec.where("rollover", function(h) return h.event == "completed" end) > done
         end, 10000), "rollover " .. done + 1 .. " did not complete")
         done = done + 1
+        -- The new socket opened after the server closed the old one (a client that fell behind
+        -- on a loaded machine read the notice late): that hand-over may lose events, reported.
+        local c = rec.where("rollover", function(h) return h.event == "completed" end)[done]
+        if c.timestamp_ms - asked > grace then late = late + 1 end
       end
       delivery.drain(emu, client, rec, stream, 1000)
       for _, h in ipairs(rec.where("rollover", function(x) return x.event == "completed" end)) do
@@ -56,13 +62,58 @@ describe("delivery guarantee", function()
       end
       no_overflow()
       local missed, got = delivery.assert_covered(rec, stream, count, times_of(emu, stream))
-      assert.equals(0, missed, "events lost without a gap")
-      assert.equals(count, got)
+      if late == 0 then
+        -- every hand-over in time: nothing may be lost
+        assert.equals(0, missed, "events lost without a gap")
+        assert.equals(count, got)
+      else
+        print(("\n  rollover: %d of %d hand-overs opened after the server's %d ms grace " ..
+          "(a loaded machine): %d events lost, all inside reported gaps"):format(late, handovers,
+          grace, missed))
+      end
       assert.equals(handovers, client:metrics().rollovers)
       assert.is_true(client:metrics().duplicates > 0, "the overlap was exercised")
       print(("\n  rollover: %d hand-overs, %d events at %d/s, %d duplicates dropped")
         :format(handovers, count, rate, client:metrics().duplicates))
     end)
+
+  it("a socket_closing read after the server's grace: the hand-over's gap is reported", function()
+    -- The server closes the old socket (its grace) before the new channel is open, and the
+    -- client reads that close only after the new socket opened (the old socket was behind):
+    -- what the server published between its close and the new socket's open went to no socket.
+    -- A stall right after the notice keeps the old socket behind; a late REST answer keeps the
+    -- new channel from opening within the grace.
+    local k = wait.slow()
+    local client, rec = wait.start_client(emu, {}, { T }, true)
+    -- (one finally: busted keeps only the last one of a test)
+    finally(function()
+      emu:admin("POST", "faults/clear", {})
+      client:close()
+    end)
+    local rate, count = 500, 500 * 4
+    local stream = delivery.publish(emu, T, count, rate)
+    wait.for_ms(client, 1000)
+    local ch = wait.channel_of(rec)
+    assert.equals(200, (emu:admin("POST", "faults/http",
+      { target = "rest", delay_ms = 600 * k, count = 1 })))
+    assert.equals(200, (emu:admin("POST", "channels/" .. ch .. "/socket_closing",
+      { grace_ms = 300 * k })))
+    assert(wait.until_(client, function() return rec.count("socket_closing") > 0 end, 2000),
+      "no notice")
+    assert.equals(200, (emu:admin("POST", "channels/" .. ch .. "/stall", { ms = 1500 * k })))
+    delivery.drain(emu, client, rec, stream, 1500)
+    -- (the old socket ends with the server's close frame, or, when the stall holds it past
+    -- the close, without one: either way the interval is the hand-over's)
+    local late = rec.where("gap", function(h)
+      return h.reason == "rollover_no_overlap" or h.reason == "rollover_drain_lost"
+    end)
+    local missed = delivery.assert_covered(rec, stream, count, times_of(emu, stream))
+    assert.is_true(missed > 0, "nothing was lost: the test did not test")
+    assert.equals(1, #late, "the late hand-over's gap")
+    assert.equals(ch, late[1].channel_id)
+    print(("\n  late notice: %d of %d events lost, all inside [%.0f, %.0f]"):format(missed, count,
+      late[1].deaf_from_ms, late[1].deaf_to_ms))
+  end)
 
   it("a stalled socket: what did not arrive lies inside the reported interval", function()
     local client, rec = wait.start_client(emu, {

@@ -200,14 +200,17 @@ describe("genesys.notify client: reconnection", function()
     -- An emulator that offers TLS 1.2 at most: a connection it holds stalls inside TLS whenever
     -- the hold starts (a TLS 1.2 client sends nothing before the server's Finished; a TLS 1.3
     -- client may send its upgrade after one server flight, so the hold could come too late).
-    local emu = emulator.start { tls = true, args = { "--tls-max", "1.2" } }
-    finally(function() emu:stop() end)
-    local client, rec = wait.start_client(emu, {
+    local emu12 = emulator.start { tls = true, args = { "--tls-max", "1.2" } }
+    local client, rec = wait.start_client(emu12, {
       timeouts = { connect_ms = 300 * k, handshake_ms = 300 * k, http_ms = 3000 * k },
       backoff = { base_ms = 1000 * k, max_ms = 3000 * k, multiplier = 2, jitter = "none",
                   reset_after_ms = 200 },
     }, { "v2.users.late-1.presence" }, true)
-    finally(function() client:close() end)
+    -- (one finally: busted keeps only the last one of a test)
+    finally(function()
+      client:close()
+      emu12:stop()
+    end)
     local ch = wait.channel_of(rec)
     -- The attempt after a reconnect (1 s later) is held unread for 1.2 s: the client gives it up
     -- after 300 ms; the next attempt comes 2 s after that, when nothing is held any more. The
@@ -225,9 +228,9 @@ describe("genesys.notify client: reconnection", function()
           15000 * k))
         wait.for_ms(client, 300)
       end
-      local h0 = emu:stats().channels[ch].handshakes
+      local h0 = emu12:stats().channels[ch].handshakes
       local failed0, restored0 = rec.count("failed"), rec.count("restored")
-      emu:admin("POST", "faults/handshake", { mode = "slow", ms = 1500 * k, delay_ms = 1200 * k })
+      emu12:admin("POST", "faults/handshake", { mode = "slow", ms = 1500 * k, delay_ms = 1200 * k })
       assert.is_true(client:reconnect())
       assert.truthy(wait.until_(client, function() return rec.count("restored") > restored0 end,
         15000 * k), "not restored")
@@ -239,7 +242,7 @@ describe("genesys.notify client: reconnection", function()
       if f and f.error:find("^connect timed out") then
         wait.for_ms(client, 500)
         -- The connection that restored it, and nothing in between.
-        assert.equals(h0 + 1, emu:stats().channels[ch].handshakes)
+        assert.equals(h0 + 1, emu12:stats().channels[ch].handshakes)
         assert.equals(rec.count("restored"), rec.count("disconnected"))
         return
       end
