@@ -33,6 +33,7 @@ typedef struct vhost_ent {
   struct vhost_ent *next;
   char *ca_file;     /* "" for the system's bundle */
   int verify;
+  char *proxy;       /* "[user:pass@]address:port" as lws takes it, "" for none (wiped) */
   struct lws_vhost *vh;
   SSL_CTX *ssl_ctx;  /* ours: freed after the lws context (see transport.h) */
 } vhost_ent_t;
@@ -63,6 +64,8 @@ struct gn_conn {
   int port, tls;
   char *ca_file;
   int verify;
+  gn_proxy_t proxy;   /* the proxy this connection goes through (host NULL: direct) */
+  char proxy_hp[280]; /* its "host:port" for messages */
   size_t max_message;
   long connect_timeout_ms, handshake_timeout_ms;
   int handshake_started;
@@ -110,6 +113,7 @@ static void conn_maybe_free(gn_conn_t *c) {
   free(c->host);
   free(c->path);
   free(c->ca_file);
+  gn_proxy_free(&c->proxy);
   free(c);
 }
 
@@ -157,13 +161,23 @@ static void timer_cb(uv_timer_t *t) {
   conn_maybe_free(c);
 }
 
-static struct lws_vhost *vhost_for(gn_transport_t *t, const char *ca_file, int verify, char *err,
-                                   size_t errlen);
+static struct lws_vhost *vhost_for(gn_transport_t *t, const char *ca_file, int verify,
+                                   const char *proxy, char *err, size_t errlen);
 static int try_next_addr(gn_conn_t *c);
 
+/* ip is the target's address, or the proxy's when the connection goes through one: lws then
+ * sends "CONNECT host:port" (the target's name: the proxy resolves it) to the vhost's proxy. */
 static int start_lws(gn_conn_t *c, const char *ip) {
   char err[256] = "";
-  struct lws_vhost *vh = vhost_for(c->t, c->ca_file, c->verify, err, sizeof err);
+  char proxy[600] = "";
+  if (c->proxy.host) {
+    const char *fmt = strchr(ip, ':') ? "%s%s%s%s[%s]:%d" : "%s%s%s%s%s:%d";
+    snprintf(proxy, sizeof proxy, fmt, c->proxy.user ? c->proxy.user : "",
+             c->proxy.user ? ":" : "", c->proxy.user && c->proxy.pass ? c->proxy.pass : "",
+             c->proxy.user ? "@" : "", ip, c->proxy.port);
+  }
+  struct lws_vhost *vh = vhost_for(c->t, c->ca_file, c->verify, proxy, err, sizeof err);
+  for (volatile char *v = proxy; v < proxy + sizeof proxy; v++) *v = 0; /* may hold a password */
   if (!vh) {
     gn_close_info_t info = {0};
     info.code = 1006;
@@ -177,7 +191,7 @@ static int start_lws(gn_conn_t *c, const char *ip) {
   memset(&ci, 0, sizeof ci);
   ci.context = c->t->lws;
   ci.vhost = vh;
-  ci.address = ip;
+  ci.address = c->proxy.host ? c->host : ip;
   ci.port = c->port;
   ci.path = c->path;
   ci.host = c->host; /* never NULL: SNI and certificate name */
@@ -258,9 +272,10 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   }
   if (status != 0 || !res) {
     char msg[200];
-    snprintf(msg, sizeof msg, "cannot resolve %s: %s", c->host, uv_strerror(status));
+    snprintf(msg, sizeof msg, "cannot resolve %s%s: %s", c->proxy.host ? "the proxy " : "",
+             c->proxy.host ? c->proxy.host : c->host, uv_strerror(status));
     if (res) uv_freeaddrinfo(res);
-    fail(c, "dns", 0, "%s", msg);
+    fail(c, c->proxy.host ? "proxy" : "dns", 0, "%s", msg);
     conn_maybe_free(c);
     return;
   }
@@ -409,11 +424,13 @@ gn_conn_t *gn_conn_open(gn_transport_t *t, const gn_conn_opts_t *o, const gn_con
   c->peer_code = 0;
   if (parse_url(c, o->url, err, errlen) != 0 ||
       (o->ca_file && !(c->ca_file = gn_strdup(o->ca_file))) ||
+      gn_proxy_copy(&c->proxy, gn_proxy_for(o->proxy, c->host, c->port)) != 0 ||
       !(c->timer = malloc(sizeof *c->timer)) || !(c->gai = calloc(1, sizeof *c->gai))) {
     if (!*err) snprintf(err, errlen, "out of memory");
     free(c->host);
     free(c->path);
     free(c->ca_file);
+    gn_proxy_free(&c->proxy);
     free(c->timer);
     free(c);
     return NULL;
@@ -430,12 +447,16 @@ gn_conn_t *gn_conn_open(gn_transport_t *t, const gn_conn_opts_t *o, const gn_con
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   c->gai_pending = 1;
-  int rc = uv_getaddrinfo(loop, c->gai, gai_cb, c->host, NULL, &hints);
+  /* Through a proxy, only the proxy's name is ours to resolve (the proxy resolves the host's). */
+  if (c->proxy.host) gn_proxy_hostport(&c->proxy, c->proxy_hp, sizeof c->proxy_hp);
+  const char *name = c->proxy.host ? c->proxy.host : c->host;
+  int rc = uv_getaddrinfo(loop, c->gai, gai_cb, name, NULL, &hints);
   if (rc != 0) {
     c->gai_pending = 0;
     free(c->gai);
     c->gai = NULL;
-    snprintf(err, errlen, "cannot resolve %s: %s", c->host, uv_strerror(rc));
+    snprintf(err, errlen, "cannot resolve %s%s: %s", c->proxy.host ? "the proxy " : "", name,
+             uv_strerror(rc));
     c->detached = 1;
     conn_maybe_free(c);
     return NULL;
@@ -519,11 +540,22 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
       }
     }
     if (c->handshake_started && status > 0 && status != 101) info.http_status = status;
-    if (!info.tls && !info.timed_out && !info.http_status && try_next_addr(c)) {
+    /* lws's own words for a tunnel the proxy refused ("proxy not h1": its answer to CONNECT was
+     * not 200) or dropped before it was up ("proxy conn dead", "proxy read err") */
+    int tunnel = c->proxy.host && !c->handshake_started && strncmp(msg, "proxy", 5) == 0;
+    if (tunnel) {
+      info.proxy = 1;
+      info.tls = 0;
+      info.stage = "proxy";
+    }
+    if (!tunnel && !info.tls && !info.timed_out && !info.http_status && try_next_addr(c)) {
       wsi_gone(c, wsi); /* a refused or unreachable address: the next one is due */
       return 0;
     }
-    if (info.tls && verdict[0]) {
+    if (tunnel) {
+      snprintf(info.error, sizeof info.error, "the proxy %.100s %s the tunnel to %.100s:%d",
+               c->proxy_hp, strstr(msg, "h1") ? "refused" : "dropped", c->host, c->port);
+    } else if (info.tls && verdict[0]) {
       snprintf(info.error, sizeof info.error, "TLS failure: %s", verdict);
     } else if (info.tls && last_log[0]) {
       /* lws's line may quote what the server sent (names in its certificate): made safe to
@@ -533,6 +565,13 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
       snprintf(info.error, sizeof info.error, "TLS failure: %s", line);
     } else if (info.http_status) {
       snprintf(info.error, sizeof info.error, "handshake refused with HTTP %d", info.http_status);
+    } else if (c->proxy.host && !c->handshake_started && !info.tls && !info.timed_out) {
+      char line[120];
+      gn_scrub(line, sizeof line, msg, strlen(msg), NULL);
+      info.proxy = 1;
+      info.stage = "proxy";
+      snprintf(info.error, sizeof info.error, "cannot reach the proxy %.100s: %s", c->proxy_hp,
+               line);
     } else {
       char line[200];
       gn_scrub(line, sizeof line, msg, strlen(msg), NULL);
@@ -720,6 +759,7 @@ void gn_transport_free(gn_transport_t *t) {
     t->vhosts = v->next;
     SSL_CTX_free(v->ssl_ctx); /* lws is done with it: its context is destroyed */
     free(v->ca_file);
+    gn_free_secret(v->proxy);
     free(v);
   }
   free(t);
@@ -728,7 +768,8 @@ void gn_transport_free(gn_transport_t *t) {
 /* A client vhost with a TLS context of our own (see transport.h); NULL and err when the CA
  * bundle cannot be loaded. verify = 0 accepts any certificate (tls.verify = false). */
 static struct lws_vhost *vhost_new(struct lws_context *ctx, const char *name, const char *ca_file,
-                                   int verify, SSL_CTX **ssl_ctx, char *err, size_t errlen) {
+                                   int verify, const char *proxy, SSL_CTX **ssl_ctx, char *err,
+                                   size_t errlen) {
   *ssl_ctx = NULL;
   SSL_CTX *sc = SSL_CTX_new(TLS_client_method());
   if (!sc) {
@@ -757,6 +798,10 @@ static struct lws_vhost *vhost_new(struct lws_context *ctx, const char *name, co
   info.protocols = protocols;
   info.vhost_name = name;
   info.client_ssl_ca_filepath = ca_file;
+  /* Always a proxy setting: without one lws 4.1.6 reads http_proxy from the environment (not
+   * https_proxy, and without NO_PROXY), so the WebSocket and curl could take different routes.
+   * ":0" is lws's way to say none (port 0). */
+  info.http_proxy_address = *proxy ? proxy : ":0";
   info.timeout_secs = 3600;
   info.gid = -1;
   info.uid = -1;
@@ -774,23 +819,26 @@ static struct lws_vhost *vhost_new(struct lws_context *ctx, const char *name, co
 
 /* The vhost for a CA bundle (NULL: the system's) and verification setting, created on first
  * use; NULL and err when the bundle cannot be loaded. */
-static struct lws_vhost *vhost_for(gn_transport_t *t, const char *ca_file, int verify, char *err,
-                                   size_t errlen) {
+static struct lws_vhost *vhost_for(gn_transport_t *t, const char *ca_file, int verify,
+                                   const char *proxy, char *err, size_t errlen) {
   const char *key = ca_file ? ca_file : "";
   verify = verify != 0;
   for (vhost_ent_t *v = t->vhosts; v; v = v->next)
-    if (strcmp(v->ca_file, key) == 0 && v->verify == verify) return v->vh;
+    if (strcmp(v->ca_file, key) == 0 && v->verify == verify && strcmp(v->proxy, proxy) == 0)
+      return v->vh;
   vhost_ent_t *v = calloc(1, sizeof *v);
-  if (!v || !(v->ca_file = gn_strdup(key))) {
+  if (!v || !(v->ca_file = gn_strdup(key)) || !(v->proxy = gn_strdup(proxy))) {
+    if (v) free(v->ca_file);
     free(v);
     snprintf(err, errlen, "tls: out of memory");
     return NULL;
   }
   char name[32];
   snprintf(name, sizeof name, "gn-client-%d", ++t->vhost_seq);
-  v->vh = vhost_new(t->lws, name, *key ? key : NULL, verify, &v->ssl_ctx, err, errlen);
+  v->vh = vhost_new(t->lws, name, *key ? key : NULL, verify, proxy, &v->ssl_ctx, err, errlen);
   if (!v->vh) {
     free(v->ca_file);
+    gn_free_secret(v->proxy);
     free(v);
     return NULL;
   }
