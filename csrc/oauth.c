@@ -108,7 +108,6 @@ gn_token_entry_t *gn_token_entry_acquire(const gn_token_cfg_t *cfg) {
       gn_free_secret(e->client_secret);
       gn_free_secret(e->basic_b64);
       free(e->ca_file);
-  gn_proxy_free(&e->proxy);
       gn_proxy_free(&e->proxy);
       free(e);
       pthread_mutex_unlock(&list_mu);
@@ -146,6 +145,7 @@ void gn_token_entry_release(gn_token_entry_t *e) {
   free(e->client_id);
   gn_free_secret(e->client_secret);
   free(e->ca_file);
+  gn_proxy_free(&e->proxy);
   gn_free_secret(e->token);
   gn_free_secret(e->prev_token);
   gn_free_secret(e->basic_b64);
