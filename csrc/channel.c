@@ -213,8 +213,10 @@ static void attempt_token(gn_channel_t *ch, gn_token_result_t *r) {
     if (f && r->retry_after_ms >= 0)
       json_object_set_new(f, "retry_after_ms", json_real(r->retry_after_ms));
     if (f && r->tls) json_object_set_new(f, "tls", json_true());
-    health(ch, "token", json_pack("{s:s, s:s, s:i}", "event", "failed", "error", r->error,
-                                  "status", (int)r->status));
+    json_t *t = json_pack("{s:s, s:s, s:i}", "event", "failed", "error", r->error, "status",
+                          (int)r->status);
+    if (t && r->proxy) proxy_fields(t, r->proxy_status);
+    health(ch, "token", t);
     attempt_failed(ch, r->kind == GN_TOK_RATE ? "rate_limited" : r->proxy ? "proxy"
                        : r->tls ? "tls" : "token",
                    GN_REASON_ERROR, r->retry_after_ms, f);

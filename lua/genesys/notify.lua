@@ -163,8 +163,8 @@ local ALLOWED = {
 -- "http://[user:pass@]host:port" (user and password percent-encoded as in any URL). Errors show
 -- the value with its credentials replaced: they are secrets.
 local function redact_userinfo(v)
-  local s = v:gsub("^(%a[%w+.-]*://)[^/@]*@", "%1[redacted]@")
-  if s == v then s = v:gsub("^[^/@]*@", "[redacted]@") end
+  local s = v:gsub("^(%a[%w+.-]*://).*@", "%1[redacted]@")
+  if s == v then s = v:gsub("^.*@", "[redacted]@") end
   return string_format("%q", s)
 end
 
@@ -176,36 +176,38 @@ end
 -- out when lenient (environment values, as curl takes them).
 local function parse_proxy(v, field, lenient)
   local expected = '"http://[user:password@]host:port"'
-  if v:find("[%s%c]") then fail(field, expected .. " without spaces or control characters", redact_userinfo(v)) end
+  local shown = redact_userinfo(v)
+  if v:find("[%s%c]") then fail(field, expected .. " without spaces or control characters", shown) end
   local scheme, rest = v:match("^(%a[%w+.-]*)://(.*)$")
   if scheme then
     if scheme:lower() ~= "http" then
-      fail(field, expected .. " (an http:// proxy; " .. scheme:lower() .. ":// is not supported)", redact_userinfo(v))
+      fail(field, expected .. " (an http:// proxy; " .. scheme:lower() .. ":// is not supported)",
+        shown)
     end
   elseif lenient then
     rest = v
   else
-    fail(field, expected, redact_userinfo(v))
+    fail(field, expected, shown)
   end
   rest = rest:gsub("/$", "")
   local userinfo, hostport = rest:match("^(.*)@([^@]*)$")
   if not userinfo then hostport = rest end
   local host, port = hostport:match("^(%[[%x:%.]+%]):(%d+)$")
   if not host then host, port = hostport:match("^([^:/]+):(%d+)$") end
-  if not host or not valid_host(host) then fail(field, expected .. " with a host and a port", redact_userinfo(v)) end
+  if not host or not valid_host(host) then fail(field, expected .. " with a host and a port", shown) end
   port = tonumber(port)
-  if port < 1 or port > 65535 then fail(field, expected .. " with a port from 1 to 65535", redact_userinfo(v)) end
+  if port < 1 or port > 65535 then fail(field, expected .. " with a port from 1 to 65535", shown) end
   local user, pass
   if userinfo then
     local u, p = userinfo:match("^([^:]*):(.*)$")
     if not u then u = userinfo end
     user, pass = pct_decode(u), p and pct_decode(p) or ""
     if user == "" or user:find(":", 1, true) or user:find("\0", 1, true) or pass:find("\0", 1, true) then
-      fail(field, "a user name without ':' or NUL bytes before the password", redact_userinfo(v))
+      fail(field, "a user name without ':' or NUL bytes before the password", shown)
     end
     -- libwebsockets keeps "user:password" in 93 bytes at most (its Basic token buffer)
     if #user + 1 + #pass > 93 then
-      fail(field, "credentials of at most 93 bytes (user:password)", redact_userinfo(v))
+      fail(field, "credentials of at most 93 bytes (user:password)", shown)
     end
   end
   host = host:gsub("^%[(.*)%]$", "%1")

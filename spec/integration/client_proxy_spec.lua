@@ -64,7 +64,8 @@ describe("an HTTP proxy", function()
     assert.is_true(has_connect(px, ws_target), table.concat(px:connects(), ", "))
     -- verification is on (the default) with the emulator's CA: a wrong CA fails through the
     -- proxy as it does without one
-    local bad, brec = wait.start_client(emu, { proxy = px.url, tls = { ca_file = "/etc/ssl/certs/ca-certificates.crt" } }, { T })
+    local bad, brec = wait.start_client(emu, { proxy = px.url,
+      tls = { ca_file = "/etc/ssl/certs/ca-certificates.crt" } }, { T })
     finally(function() bad:close() end)
     assert.truthy(wait.until_(bad, function() return brec.count("failed") > 0 end, 10000))
     assert.equals("tls", brec.kinds.failed[1].reason)
@@ -239,5 +240,50 @@ describe("an HTTP proxy", function()
     r, text = run_child("HTTPS_PROXY=" .. shq("ftp://gnuser:" .. PASSWORD .. "@h:1"))
     assert.truthy(r.error and r.error:find("proxy (from HTTPS_PROXY): expected", 1, true), text)
     assert.is_nil(text:find(PASSWORD, 1, true), text)
+  end)
+end)
+
+describe("proxy configuration", function()
+  local base = { gateway = { host = "localhost", port = 1 }, client_id = "i", client_secret = "s" }
+  local function config(extra)
+    local c = {}
+    for k, v in pairs(base) do c[k] = v end
+    for k, v in pairs(extra) do c[k] = v end
+    return pcall(notify.config, c)
+  end
+
+  it("takes the URL apart, decoding the credentials", function()
+    local ok, out = config { proxy = "http://us%40er:p%3Ass@proxy.corp:3128/", no_proxy = ".corp" }
+    assert.is_true(ok, out)
+    assert.same({ "proxy.corp", 3128, "us@er", "p:ss", ".corp" },
+      { out.proxy_host, out.proxy_port, out.proxy_user, out.proxy_pass, out.no_proxy })
+    ok, out = config { proxy = "http://[::1]:8080" }
+    assert.is_true(ok, out)
+    assert.same({ "::1", 8080 }, { out.proxy_host, out.proxy_port })
+    ok, out = config { proxy = false }
+    assert.is_true(ok, out)
+    assert.is_nil(out.proxy_host)
+  end)
+
+  it("names the field and what was expected, never the password", function()
+    for _, case in ipairs {
+      { 5, 'proxy: expected a string "http://[user:password@]host:port" or false, got 5' },
+      { "proxy.corp:3128", 'got "proxy.corp:3128"' },
+      { "https://u:" .. PASSWORD .. "@h:1", "https:// is not supported" },
+      { "socks5://h:1", "socks5:// is not supported" },
+      { "http://u:" .. PASSWORD .. "@h", "with a host and a port" },
+      { "http://u:" .. PASSWORD .. "@h:70000", "with a port from 1 to 65535" },
+      { "http://" .. string.rep("u", 60) .. ":" .. string.rep("p", 40) .. "@h:1", "at most 93 bytes" },
+      { "http://:" .. PASSWORD .. "@h:1", "a user name without ':'" },
+    } do
+      local ok, err = config { proxy = case[1] }
+      assert.is_false(ok)
+      assert.truthy(err:find("genesys.notify: proxy: expected", 1, true), err)
+      assert.truthy(err:find(case[2], 1, true), err)
+      assert.is_nil(err:find(PASSWORD, 1, true), err)
+    end
+    local ok, err = config { proxy = "http://h:1", no_proxy = 1 }
+    assert.is_false(ok)
+    assert.truthy(err:find("no_proxy: expected a string", 1, true), err)
   end)
 end)
