@@ -30,6 +30,13 @@ end
 
 local function has_connect(px, target) return count(px:connects(), target) > 0 end
 
+-- busted keeps only the last finally() of a test: every cleanup goes through one, in reverse.
+local function cleanups()
+  local fns = {}
+  finally(function() for i = #fns, 1, -1 do pcall(fns[i]) end end)
+  return function(fn) fns[#fns + 1] = fn end
+end
+
 describe("an HTTP proxy", function()
   if not tinyproxy.available() then
     pending("tinyproxy is not installed (make deps installs it)")
@@ -54,10 +61,11 @@ describe("an HTTP proxy", function()
   end
 
   it("carries the token, channel and subscription calls and the WebSocket, TLS verified", function()
+    local later = cleanups()
     local px = tinyproxy.start { connect_ports = { emu.port } }
-    finally(function() px:stop() end)
+    later(function() px:stop() end)
     local client, rec = wait.start_client(emu, { proxy = px.url }, { T }, true)
-    finally(function() client:close() end)
+    later(function() client:close() end)
     publish(1)
     assert.truthy(wait.until_(client, function() return #rec.events >= 1 end, 5000), "no event")
     assert.is_true(has_connect(px, rest_target), table.concat(px:connects(), ", "))
@@ -66,18 +74,42 @@ describe("an HTTP proxy", function()
     -- proxy as it does without one
     local bad, brec = wait.start_client(emu, { proxy = px.url,
       tls = { ca_file = "/etc/ssl/certs/ca-certificates.crt" } }, { T })
-    finally(function() bad:close() end)
+    later(function() bad:close() end)
     assert.truthy(wait.until_(bad, function() return brec.count("failed") > 0 end, 10000))
     assert.equals("tls", brec.kinds.failed[1].reason)
     assert.equals(0, brec.count("connected"))
   end)
 
+  it("the WebSocket's TLS is checked against the server's name through the tunnel", function()
+    local later = cleanups()
+    local px = tinyproxy.start { connect_ports = { emu.port } }
+    later(function() px:stop() end)
+    -- 127.1 is 127.0.0.1 to the proxy's resolver, but not a name in the emulator's certificate
+    -- (localhost, 127.0.0.1): the tunnel is made, then TLS refuses the name
+    local port = string.format("%d", emu.port)
+    assert.equals(200, (emu:admin("POST", "faults/connect_uri", { base = "wss://127.1:" .. port,
+      count = 1000000 })))
+    later(function()
+      emu:admin("POST", "faults/connect_uri", { base = "wss://127.0.0.1:" .. port, count = 1000000 })
+    end)
+    local client, rec = wait.start_client(emu, { proxy = px.url }, { T })
+    later(function() client:close() end)
+    assert.truthy(wait.until_(client, function()
+      return #rec.where("failed", function(h) return h.stage == "tls" end) > 0 end, 10000),
+      "no TLS failure")
+    local f = rec.where("failed", function(h) return h.stage == "tls" end)[1]
+    assert.equals("tls", f.reason)
+    assert.is_true(has_connect(px, "127.1:" .. port), table.concat(px:connects(), ", "))
+    assert.equals(0, rec.count("connected"))
+  end)
+
   it("with the proxy down the client cannot connect: failures name the proxy", function()
+    local later = cleanups()
     local px = tinyproxy.start { connect_ports = { emu.port } }
     px:stop(true) -- its port, now closed
-    finally(function() px:stop() end)
+    later(function() px:stop() end)
     local client, rec = wait.start_client(emu, { proxy = px.url }, { T })
-    finally(function() client:close() end)
+    later(function() client:close() end)
     assert.truthy(wait.until_(client, function() return rec.count("failed") >= 2 end, 10000))
     assert.equals(0, rec.count("connected"))
     local f = rec.kinds.failed[1]
@@ -87,14 +119,15 @@ describe("an HTTP proxy", function()
   end)
 
   it("sends its credentials; wrong ones are the proxy's 401; the password is never shown", function()
+    local later = cleanups()
     local px = tinyproxy.start { connect_ports = { emu.port }, auth = "gnuser:" .. PASSWORD }
-    finally(function() px:stop() end)
+    later(function() px:stop() end)
     local lines = {}
     local audit = { format = "json", sink = function(l) lines[#lines + 1] = l end }
     -- wrong password first
     local url_bad = "http://gnuser:wrong-" .. PASSWORD .. "@127.0.0.1:" .. string.format("%d", px.port)
     local bad, brec = wait.start_client(emu, { proxy = url_bad, audit = audit }, { T })
-    finally(function() bad:close() end)
+    later(function() bad:close() end)
     assert.truthy(wait.until_(bad, function() return brec.count("failed") > 0 end, 10000))
     local f = brec.kinds.failed[1]
     assert.equals("proxy", f.reason)
@@ -104,7 +137,7 @@ describe("an HTTP proxy", function()
     local url = "http://gnuser:" .. PASSWORD:gsub("%-", "%%2D") .. "@127.0.0.1:" ..
       string.format("%d", px.port)
     local client, rec = wait.start_client(emu, { proxy = url, audit = audit }, { T }, true)
-    finally(function() client:close() end)
+    later(function() client:close() end)
     publish(2)
     assert.truthy(wait.until_(client, function() return #rec.events >= 1 end, 5000), "no event")
     assert.is_true(has_connect(px, ws_target))
@@ -122,10 +155,11 @@ describe("an HTTP proxy", function()
   end)
 
   it("a refused CONNECT is a failure naming the proxy (403), then recovery once allowed", function()
+    local later = cleanups()
     local px = tinyproxy.start { connect_ports = {} } -- the emulator's port not allowed
-    finally(function() px:stop() end)
+    later(function() px:stop() end)
     local client, rec = wait.start_client(emu, { proxy = px.url }, { T })
-    finally(function() client:close() end)
+    later(function() client:close() end)
     assert.truthy(wait.until_(client, function() return rec.count("failed") >= 2 end, 10000))
     local f = rec.kinds.failed[1]
     assert.equals("proxy", f.reason)
@@ -140,10 +174,11 @@ describe("an HTTP proxy", function()
   end)
 
   it("a refused WebSocket tunnel (REST allowed) is a failure at stage proxy", function()
+    local later = cleanups()
     local px = tinyproxy.start { connect_ports = { emu.port }, filter = { "127.0.0.1" } }
-    finally(function() px:stop() end)
+    later(function() px:stop() end)
     local client, rec = wait.start_client(emu, { proxy = px.url }, { T })
-    finally(function() client:close() end)
+    later(function() client:close() end)
     assert.truthy(wait.until_(client, function()
       return #rec.where("failed", function(h) return h.stage == "proxy" end) > 0 end, 10000))
     local f = rec.where("failed", function(h) return h.stage == "proxy" end)[1]
@@ -154,10 +189,11 @@ describe("an HTTP proxy", function()
   end)
 
   it("a proxy killed mid-stream is a reconnect through the restarted proxy", function()
+    local later = cleanups()
     local px = tinyproxy.start { connect_ports = { emu.port } }
-    finally(function() px:stop() end)
+    later(function() px:stop() end)
     local client, rec = wait.start_client(emu, { proxy = px.url }, { T }, true)
-    finally(function() client:close() end)
+    later(function() client:close() end)
     publish(3)
     assert.truthy(wait.until_(client, function() return #rec.events >= 1 end, 5000))
     local ws_before = count(px:connects(), ws_target)
@@ -178,18 +214,19 @@ describe("an HTTP proxy", function()
   end)
 
   it("no_proxy exempts the hosts it names (suffix, port), for REST and WebSocket alike", function()
+    local later = cleanups()
     local px = tinyproxy.start { connect_ports = { emu.port } }
-    finally(function() px:stop() end)
+    later(function() px:stop() end)
     -- REST exempt by name, the WebSocket by address and port: nothing goes through the proxy
     local client, rec = wait.start_client(emu, { proxy = px.url,
       no_proxy = "example.com, .localhost,127.0.0.1:" .. string.format("%d", emu.port) }, { T }, true)
-    finally(function() client:close() end)
+    later(function() client:close() end)
     assert.same({}, px:connects())
     client:close()
     -- the WebSocket's entry for another port: it alone goes through the proxy
     local c2, rec2 = wait.start_client(emu, { proxy = px.url, no_proxy = "localhost,127.0.0.1:1" },
       { T }, true)
-    finally(function() c2:close() end)
+    later(function() c2:close() end)
     assert.same({ ws_target }, px:connects())
     assert.equals(1, rec2.count("connected"))
     assert.equals(1, rec.count("connected"))
@@ -215,8 +252,9 @@ describe("an HTTP proxy", function()
   end
 
   it("defaults to HTTPS_PROXY / https_proxy, honours NO_PROXY, and proxy = false turns it off", function()
+    local later = cleanups()
     local px = tinyproxy.start { connect_ports = { emu.port }, auth = "gnuser:" .. PASSWORD }
-    finally(function() px:stop() end)
+    later(function() px:stop() end)
     local authed = "http://gnuser:" .. PASSWORD .. "@127.0.0.1:" .. string.format("%d", px.port)
     local r, text = run_child("HTTPS_PROXY=" .. shq(authed))
     assert.is_true(r.connected, text)
