@@ -165,19 +165,37 @@ static struct lws_vhost *vhost_for(gn_transport_t *t, const char *ca_file, int v
                                    const char *proxy, char *err, size_t errlen);
 static int try_next_addr(gn_conn_t *c);
 
+/* "[user:pass@]host:port" (IPv6 in brackets) of c's proxy at host, as lws_set_proxy takes it. */
+static void proxy_spec(const gn_conn_t *c, const char *host, char *out, size_t outlen) {
+  const char *fmt = strchr(host, ':') ? "%s%s%s%s[%s]:%d" : "%s%s%s%s%s:%d";
+  snprintf(out, outlen, fmt, c->proxy.user ? c->proxy.user : "", c->proxy.user ? ":" : "",
+           c->proxy.user && c->proxy.pass ? c->proxy.pass : "", c->proxy.user ? "@" : "", host,
+           c->proxy.port);
+}
+
+static void wipe(char *p, size_t n) {
+  for (volatile char *v = p; v < p + n; v++) *v = 0;
+}
+
 /* ip is the target's address, or the proxy's when the connection goes through one: lws then
- * sends "CONNECT host:port" (the target's name: the proxy resolves it) to the vhost's proxy. */
+ * sends "CONNECT host:port" (the target's name: the proxy resolves it) to the vhost's proxy.
+ * The vhost is the proxy's by name; its address is set to ip just before the connect (lws reads
+ * it there, synchronously), so a proxy name resolving to ever new addresses does not add a vhost
+ * (and a TLS context with its CA store) for each. */
 static int start_lws(gn_conn_t *c, const char *ip) {
   char err[256] = "";
   char proxy[600] = "";
-  if (c->proxy.host) {
-    const char *fmt = strchr(ip, ':') ? "%s%s%s%s[%s]:%d" : "%s%s%s%s%s:%d";
-    snprintf(proxy, sizeof proxy, fmt, c->proxy.user ? c->proxy.user : "",
-             c->proxy.user ? ":" : "", c->proxy.user && c->proxy.pass ? c->proxy.pass : "",
-             c->proxy.user ? "@" : "", ip, c->proxy.port);
-  }
+  if (c->proxy.host) proxy_spec(c, c->proxy.host, proxy, sizeof proxy);
   struct lws_vhost *vh = vhost_for(c->t, c->ca_file, c->verify, proxy, err, sizeof err);
-  for (volatile char *v = proxy; v < proxy + sizeof proxy; v++) *v = 0; /* may hold a password */
+  if (vh && c->proxy.host) {
+    proxy_spec(c, ip, proxy, sizeof proxy);
+    if (lws_set_proxy(vh, proxy) != 0) snprintf(err, sizeof err, "proxy: lws refused its setting");
+  }
+  wipe(proxy, sizeof proxy); /* may hold a password */
+  if (err[0] && c->proxy.host && vh) {
+    fail(c, "proxy", 0, "%s", err);
+    return -1;
+  }
   if (!vh) {
     gn_close_info_t info = {0};
     info.code = 1006;

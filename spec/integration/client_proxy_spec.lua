@@ -103,6 +103,18 @@ describe("an HTTP proxy", function()
     assert.equals(0, rec.count("connected"))
   end)
 
+  it("a proxy given by name is resolved by the client (every address tried in turn)", function()
+    local later = cleanups()
+    local px = tinyproxy.start { connect_ports = { emu.port } }
+    later(function() px:stop() end)
+    local client, rec = wait.start_client(emu,
+      { proxy = "http://localhost:" .. string.format("%d", px.port) }, { T }, true)
+    later(function() client:close() end)
+    publish(5)
+    assert.truthy(wait.until_(client, function() return #rec.events >= 1 end, 5000), "no event")
+    assert.is_true(has_connect(px, ws_target))
+  end)
+
   it("with the proxy down the client cannot connect: failures name the proxy", function()
     local later = cleanups()
     local px = tinyproxy.start { connect_ports = { emu.port } }
