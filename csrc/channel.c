@@ -570,6 +570,7 @@ static void conn_close_cb(void *ud, gn_conn_t *conn, const gn_close_info_t *info
   if (!f.status && ++ch->connect_failures >= 3) ch->hard_next = 1;
   json_t *fields = json_pack("{s:s, s:s}", "error", info->error, "stage", info->stage);
   if (fields && f.status) json_object_set_new(fields, "status", json_integer(f.status));
+  if (fields && info->proxy_status) proxy_fields(fields, info->proxy_status);
   attempt_failed(ch, f.reason, f.why, -1, fields);
 }
 

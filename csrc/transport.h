@@ -32,6 +32,7 @@ typedef struct {
   int tls;            /* TLS or certificate failure */
   int oversize;       /* a message over max_message */
   int proxy;          /* the proxy failed us (unreachable, refused or dropped the tunnel) */
+  int proxy_status;   /* the proxy's answer to CONNECT when it refused the tunnel, else 0 */
   char error[256];    /* human-readable cause (no secrets) */
 } gn_close_info_t;
 

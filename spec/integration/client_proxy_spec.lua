@@ -195,9 +195,28 @@ describe("an HTTP proxy", function()
       return #rec.where("failed", function(h) return h.stage == "proxy" end) > 0 end, 10000))
     local f = rec.where("failed", function(h) return h.stage == "proxy" end)[1]
     assert.equals("proxy", f.reason)
-    assert.truthy(f.error:find("refused the tunnel to 127.0.0.1", 1, true), f.error)
+    assert.truthy(f.error:find("refused the tunnel to 127.0.0.1:" .. string.format("%d", emu.port) ..
+      " with HTTP 403", 1, true), f.error)
+    assert.equals(403, f.status)
     assert.equals(0, rec.count("connected"))
     assert.is_true(has_connect(px, rest_target))
+  end)
+
+  it("a refused WebSocket tunnel with credentials: the proxy's status for those credentials", function()
+    local later = cleanups()
+    local px = tinyproxy.start { connect_ports = { emu.port }, auth = "gnuser:" .. PASSWORD }
+    later(function() px:stop() end)
+    -- REST direct (no_proxy), the WebSocket through the proxy with a wrong password: 401 (no
+    -- credentials at all would be 407)
+    local client, rec = wait.start_client(emu, { no_proxy = "localhost",
+      proxy = "http://gnuser:x" .. PASSWORD .. "@127.0.0.1:" .. string.format("%d", px.port) }, { T })
+    later(function() client:close() end)
+    assert.truthy(wait.until_(client, function()
+      return #rec.where("failed", function(h) return h.stage == "proxy" end) > 0 end, 10000))
+    local f = rec.where("failed", function(h) return h.stage == "proxy" end)[1]
+    assert.equals(401, f.status)
+    assert.is_nil(f.error:find(PASSWORD, 1, true))
+    assert.same({ ws_target }, { px:connects()[1] })
   end)
 
   it("a proxy killed mid-stream is a reconnect through the restarted proxy", function()
