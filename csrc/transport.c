@@ -33,7 +33,8 @@ typedef struct vhost_ent {
   struct vhost_ent *next;
   char *ca_file;     /* "" for the system's bundle */
   int verify;
-  char *proxy;       /* "[user:pass@]address:port" as lws takes it, "" for none (wiped) */
+  char *proxy;       /* "[user:pass@]name:port" of the proxy, "" for none (wiped); lws is given
+                      * the address to use before each connect */
   struct lws_vhost *vh;
   SSL_CTX *ssl_ctx;  /* ours: freed after the lws context (see transport.h) */
 } vhost_ent_t;

@@ -69,8 +69,8 @@ void gn_url_free(gn_url_t *u);
 
 /* The lws context of one loop (libwebsockets on a foreign libuv loop) and its client vhosts, one
  * per (CA bundle, verify, proxy) triple, created on first use (lws keeps the proxy per vhost;
- * the proxy's address is resolved by us, not by lws's blocking lookup, so a vhost names it by
- * address). The vhosts' TLS contexts are ours, not
+ * the proxy's name is resolved by us, not by lws's blocking lookup, and the vhost is given the
+ * address just before each connect). The vhosts' TLS contexts are ours, not
  * lws's: lws 4.1.6 keeps the index under which it finds its own client SSL_CTX in a process-wide
  * variable that every new lws context overwrites, so an lws context created while another lives
  * would make the older one leak its SSL_CTX (and the CA store, about 700 KB).
