@@ -127,6 +127,7 @@ static void fail_and_schedule(gn_channel_t *ch, gn_reason_t why, double retry_af
 static void schedule_attempt(gn_channel_t *ch, gn_reason_t why, double retry_after_ms,
                              const char *reason);
 static void final_failure(gn_channel_t *ch, const char *code, const char *msg);
+static void proxy_fields(json_t *fields, long status);
 static void put_live(gn_channel_t *ch);
 static void roll_failed(void *ud, const char *msg);
 
@@ -208,12 +209,16 @@ static void attempt_token(gn_channel_t *ch, gn_token_result_t *r) {
   case GN_TOK_RATE:
   case GN_TOK_RETRY: {
     json_t *f = json_pack("{s:s, s:i}", "error", r->error, "status", (int)r->status);
+    if (f && r->proxy) proxy_fields(f, r->proxy_status);
     if (f && r->retry_after_ms >= 0)
       json_object_set_new(f, "retry_after_ms", json_real(r->retry_after_ms));
     if (f && r->tls) json_object_set_new(f, "tls", json_true());
-    health(ch, "token", json_pack("{s:s, s:s, s:i}", "event", "failed", "error", r->error,
-                                  "status", (int)r->status));
-    attempt_failed(ch, r->kind == GN_TOK_RATE ? "rate_limited" : r->tls ? "tls" : "token",
+    json_t *t = json_pack("{s:s, s:s, s:i}", "event", "failed", "error", r->error, "status",
+                          (int)r->status);
+    if (t && r->proxy) proxy_fields(t, r->proxy_status);
+    health(ch, "token", t);
+    attempt_failed(ch, r->kind == GN_TOK_RATE ? "rate_limited" : r->proxy ? "proxy"
+                       : r->tls ? "tls" : "token",
                    GN_REASON_ERROR, r->retry_after_ms, f);
     break;
   }
@@ -258,12 +263,20 @@ static void step_token(gn_channel_t *ch) {
   }
 }
 
+/* Marks a failure as the proxy's: stage "proxy" and the proxy's refusal status when known. */
+static void proxy_fields(json_t *fields, long status) {
+  json_object_set_new(fields, "stage", json_string("proxy"));
+  if (status) json_object_set_new(fields, "status", json_integer(status));
+}
+
 /* A REST answer of the attempt that is not a success. */
 static void rest_failure(gn_channel_t *ch, const char *what, const gn_http_result_t *hr) {
   gn_rest_failure_t f;
   gn_rest_failure(hr, what, &f);
   if (hr->error) {
-    attempt_failed(ch, f.reason, f.why, -1, json_pack("{s:s}", "error", f.error));
+    json_t *fields = json_pack("{s:s}", "error", f.error);
+    if (fields && hr->proxy) proxy_fields(fields, hr->proxy_status);
+    attempt_failed(ch, f.reason, f.why, -1, fields);
     return;
   }
   if (f.verdict == GN_REST_AUTH) {
@@ -557,6 +570,7 @@ static void conn_close_cb(void *ud, gn_conn_t *conn, const gn_close_info_t *info
   if (!f.status && ++ch->connect_failures >= 3) ch->hard_next = 1;
   json_t *fields = json_pack("{s:s, s:s}", "error", info->error, "stage", info->stage);
   if (fields && f.status) json_object_set_new(fields, "status", json_integer(f.status));
+  if (fields && info->proxy_status) proxy_fields(fields, info->proxy_status);
   attempt_failed(ch, f.reason, f.why, -1, fields);
 }
 

@@ -141,7 +141,7 @@ gn_client_t *gn_client_new(const gn_client_cfg_t *cfg, gn_service_t *svc, char *
   if (!(c->ch = gn_channel_new(&c->env, err, errlen))) goto fail;
   gn_token_cfg_t tc = {c->conf.token_url,  c->conf.client_id,       c->conf.client_secret,
                        c->conf.ca_file,    c->conf.verify,          c->conf.http_timeout_ms,
-                       c->conf.connect_timeout_ms};
+                       c->conf.connect_timeout_ms, &c->conf.proxy};
   if (!(c->env.tok = gn_token_entry_acquire(&tc))) {
     snprintf(err, errlen, "out of memory");
     goto fail;

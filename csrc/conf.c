@@ -12,8 +12,9 @@ int gn_conf_init(gn_conf_t *c, const gn_client_cfg_t *cfg, char *err, size_t err
   c->client_secret = gn_strdup(cfg->client_secret);
   c->ca_file = cfg->ca_file ? gn_strdup(cfg->ca_file) : NULL;
   c->name = gn_strdup(cfg->name ? cfg->name : "");
+  int proxy_oom = gn_proxy_copy(&c->proxy, &cfg->proxy) != 0;
   if (!c->token_url || !c->api_base || !c->client_id || !c->client_secret || !c->name ||
-      (cfg->ca_file && !c->ca_file)) {
+      (cfg->ca_file && !c->ca_file) || proxy_oom) {
     snprintf(err, errlen, "out of memory");
     gn_conf_free(c);
     return -1;
@@ -41,5 +42,6 @@ void gn_conf_free(gn_conf_t *c) {
   gn_free_secret(c->client_secret);
   free(c->ca_file);
   free(c->name);
+  gn_proxy_free(&c->proxy);
   memset(c, 0, sizeof *c);
 }

@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "backoff.h"
+#include "proxy.h"
 
 #define GN_QUEUE_BYTES_DEFAULT ((size_t)64 << 20)
 
@@ -29,6 +30,7 @@ typedef struct {
   long ping_timeout_ms;      /* silence after the ping before the link is declared dead */
   const char *name;          /* label for metrics and audit (may be NULL) */
   int policy;                /* an operator policy hook will answer GN_ITEM_POLICY items */
+  gn_proxy_t proxy;          /* HTTP proxy for REST and WebSocket (host NULL: none) */
 } gn_client_cfg_t;
 
 /* The client's copy: owned strings, defaults filled in, api_base without trailing slashes. */
@@ -39,6 +41,7 @@ typedef struct {
   size_t queue_limit, queue_bytes, max_message;
   gn_backoff_policy_t backoff;
   int has_policy;
+  gn_proxy_t proxy;
 } gn_conf_t;
 
 /* Fills c from cfg. Returns 0, or -1 and err (out of memory; c is then freed). Any thread. */

@@ -28,6 +28,7 @@ static json_t *scrubbed(gn_env_t *env, json_t *v) {
   } else {
     gn_secrets_t sec = {0};
     gn_secrets_add(&sec, env->conf->client_secret);
+    gn_secrets_add(&sec, env->conf->proxy.pass);
     n = gn_scrub(buf, sizeof buf, s, len, &sec);
   }
   if (n == len && memcmp(buf, s, len) == 0) return NULL;
@@ -77,6 +78,7 @@ gn_conn_t *gn_env_open_conn(gn_env_t *env, const char *url, const gn_conn_cbs_t 
   o.url = url;
   o.ca_file = c->ca_file;
   o.verify = c->verify;
+  o.proxy = &c->proxy;
   o.max_message = c->max_message;
   o.connect_timeout_ms = c->connect_timeout_ms;
   o.handshake_timeout_ms = c->handshake_timeout_ms;

@@ -34,6 +34,7 @@ struct gn_http_req {
   uint64_t started_ms;
   gn_http_cb cb;
   void *ud;
+  char proxy_hp[300]; /* the proxy's host:port when the request goes through one, else "" */
   char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -92,6 +93,19 @@ static void check_done(gn_http_t *h) {
       res.tls_error = rc == CURLE_PEER_FAILED_VERIFICATION ||
                       rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_SSL_CERTPROBLEM;
       res.timed_out = rc == CURLE_OPERATION_TIMEDOUT;
+      if (r->proxy_hp[0]) {
+        long code = 0;
+        curl_easy_getinfo(r->easy, CURLINFO_HTTP_CONNECTCODE, &code);
+        if (code >= 300) {
+          res.proxy = 1;
+          res.proxy_status = code;
+          snprintf(msg, sizeof msg, "the proxy %.200s refused the tunnel with HTTP %ld", r->proxy_hp,
+                   code);
+        } else if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_PROXY) {
+          res.proxy = 1;
+          snprintf(msg, sizeof msg, "cannot reach the proxy %.150s: %.100s", r->proxy_hp, detail);
+        }
+      }
     }
     gn_http_cb cb = r->cb;
     void *ud = r->ud;
@@ -269,6 +283,45 @@ static size_t header_cb(char *p, size_t sz, size_t n, void *ud) {
   return len;
 }
 
+/* The proxy for o->url, set explicitly either way: curl would otherwise read https_proxy and
+ * no_proxy itself, with its own rule, and the REST calls and the WebSocket could disagree.
+ * Returns 0, or -1 when out of memory. */
+static int set_proxy(gn_http_req_t *r, const gn_http_opts_t *o) {
+  CURL *e = r->easy;
+  const gn_proxy_t *p = NULL;
+  if (o->proxy && o->proxy->host) {
+    CURLU *u = curl_url();
+    if (!u) return -1;
+    char *host = NULL, *port = NULL;
+    if (curl_url_set(u, CURLUPART_URL, o->url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK)
+      p = gn_proxy_for(o->proxy, host, atoi(port));
+    else
+      p = o->proxy; /* curl fails the request on its URL anyway */
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+  }
+  curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+  if (!p) {
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    return 0;
+  }
+  gn_proxy_hostport(p, r->proxy_hp, sizeof r->proxy_hp);
+  char url[320];
+  snprintf(url, sizeof url, "http://%s", r->proxy_hp);
+  curl_easy_setopt(e, CURLOPT_PROXY, url);
+  curl_easy_setopt(e, CURLOPT_PROXYTYPE, (long)CURLPROXY_HTTP);
+  curl_easy_setopt(e, CURLOPT_HTTPPROXYTUNNEL, 1L); /* CONNECT, as the WebSocket does */
+  if (p->user) {
+    curl_easy_setopt(e, CURLOPT_PROXYUSERNAME, p->user);
+    curl_easy_setopt(e, CURLOPT_PROXYPASSWORD, p->pass ? p->pass : "");
+    curl_easy_setopt(e, CURLOPT_PROXYAUTH, (long)CURLAUTH_BASIC);
+  }
+  return 0;
+}
+
 gn_http_req_t *gn_http_start(gn_http_t *h, const gn_http_opts_t *o, gn_http_cb cb, void *ud,
                              char *err, size_t errlen) {
   gn_http_req_t *r = calloc(1, sizeof *r);
@@ -300,6 +353,7 @@ gn_http_req_t *gn_http_start(gn_http_t *h, const gn_http_opts_t *o, gn_http_cb c
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, o->verify ? 1L : 0L);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, o->verify ? 2L : 0L);
   if (o->ca_file && *o->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, o->ca_file);
+  if (set_proxy(r, o) != 0) goto oom;
   for (const char *const *hp = o->headers; hp && *hp; hp++) {
     struct curl_slist *n = curl_slist_append(r->hdrs, *hp);
     if (!n) goto oom;

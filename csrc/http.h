@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "proxy.h"
+
 typedef struct gn_http gn_http_t;
 typedef struct gn_http_req gn_http_req_t;
 
@@ -23,6 +25,8 @@ typedef struct {
   int tls_error;            /* 1 when error is a certificate or TLS failure */
   int timed_out;            /* 1 when error is a timeout */
   double elapsed_ms;
+  int proxy;                /* 1 when error is the proxy's: unreachable, or refused the tunnel */
+  long proxy_status;        /* the proxy's answer to CONNECT when it refused it, else 0 */
 } gn_http_result_t;
 
 typedef void (*gn_http_cb)(void *ud, const gn_http_result_t *res);
@@ -38,6 +42,8 @@ typedef struct {
   const char *ca_file;      /* NULL: system bundle */
   int verify;               /* TLS peer and host verification (1 unless the user said no) */
   size_t max_body;          /* responses above this fail (protects the loop) */
+  const gn_proxy_t *proxy;  /* NULL or without host: direct (curl's environment ignored);
+                             * else a CONNECT tunnel unless no_proxy exempts the URL's host */
 } gn_http_opts_t;
 
 /* Creates an engine on loop. Returns it, or NULL and err (curl's global initialisation failed, or

@@ -796,6 +796,12 @@ static int l_client_new(lua_State *L) {
   lua_getfield(L, 1, "verify");
   cfg.verify = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
   lua_pop(L, 1);
+  /* the proxy, taken apart by genesys.notify (proxy_host NULL: none) */
+  cfg.proxy.host = (char *)opt_string(L, 1, "proxy_host", 0);
+  cfg.proxy.port = (int)opt_number(L, 1, "proxy_port", 0, 0, 65535);
+  cfg.proxy.user = (char *)opt_string(L, 1, "proxy_user", 0);
+  cfg.proxy.pass = (char *)opt_string(L, 1, "proxy_pass", 0);
+  cfg.proxy.no_proxy = (char *)opt_string(L, 1, "no_proxy", 0);
   cfg.connect_timeout_ms = (long)opt_number(L, 1, "connect_timeout_ms", 10000, 1, 3600e3);
   cfg.handshake_timeout_ms = (long)opt_number(L, 1, "handshake_timeout_ms", 10000, 1, 3600e3);
   cfg.http_timeout_ms = (long)opt_number(L, 1, "http_timeout_ms", 30000, 1, 3600e3);

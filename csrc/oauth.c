@@ -22,6 +22,7 @@ struct gn_token_entry {
   char *token_url, *client_id, *client_secret, *ca_file;
   int verify;
   long timeout_ms, connect_timeout_ms;
+  gn_proxy_t proxy;
 
   pthread_mutex_t mu;
   char *token;
@@ -73,6 +74,8 @@ static int same(const char *a, const char *b) {
   return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
+static const gn_proxy_t no_proxy;
+
 gn_token_entry_t *gn_token_entry_acquire(const gn_token_cfg_t *cfg) {
   pthread_once(&fork_once, fork_init);
   pthread_mutex_lock(&list_mu);
@@ -80,7 +83,7 @@ gn_token_entry_t *gn_token_entry_acquire(const gn_token_cfg_t *cfg) {
   for (gn_token_entry_t *e = entries; e; e = e->next) {
     if (same(e->token_url, cfg->token_url) && same(e->client_id, cfg->client_id) &&
         same(e->client_secret, cfg->client_secret) && same(e->ca_file, cfg->ca_file) &&
-        e->verify == cfg->verify) {
+        e->verify == cfg->verify && gn_proxy_same(&e->proxy, cfg->proxy ? cfg->proxy : &no_proxy)) {
       e->refs++;
       pthread_mutex_unlock(&list_mu);
       return e;
@@ -97,13 +100,15 @@ gn_token_entry_t *gn_token_entry_acquire(const gn_token_cfg_t *cfg) {
       e->basic_b64 = malloc(cap);
       if (e->basic_b64) gn_basic_b64(e->client_id, e->client_secret, e->basic_b64, cap);
     }
+    int proxy_oom = gn_proxy_copy(&e->proxy, cfg->proxy) != 0;
     if (!e->token_url || !e->client_id || !e->client_secret || (cfg->ca_file && !e->ca_file) ||
-        !e->basic_b64) {
+        !e->basic_b64 || proxy_oom) {
       free(e->token_url);
       free(e->client_id);
       gn_free_secret(e->client_secret);
       gn_free_secret(e->basic_b64);
       free(e->ca_file);
+      gn_proxy_free(&e->proxy);
       free(e);
       pthread_mutex_unlock(&list_mu);
       return NULL;
@@ -140,6 +145,7 @@ void gn_token_entry_release(gn_token_entry_t *e) {
   free(e->client_id);
   gn_free_secret(e->client_secret);
   free(e->ca_file);
+  gn_proxy_free(&e->proxy);
   gn_free_secret(e->token);
   gn_free_secret(e->prev_token);
   gn_free_secret(e->basic_b64);
@@ -285,6 +291,8 @@ static void fetch_done(void *ud, const gn_http_result_t *hr) {
   if (hr->error) {
     r.kind = GN_TOK_RETRY;
     r.tls = hr->tls_error;
+    r.proxy = hr->proxy;
+    r.proxy_status = hr->proxy_status;
     snprintf(r.error, sizeof r.error, "token request failed: %s", hr->error);
   } else {
     gn_token_parse_answer(e, hr->status, hr->body, hr->body_len, &r);
@@ -344,6 +352,7 @@ static int start_fetch(gn_token_entry_t *e, gn_service_t *svc, char *err, size_t
   o.connect_timeout_ms = e->connect_timeout_ms;
   o.ca_file = e->ca_file;
   o.verify = e->verify;
+  o.proxy = &e->proxy;
   o.max_body = 256 * 1024;
   e->req = gn_http_start(gn_service_http(svc), &o, fetch_done, e, err, errlen);
   memset(hdr, 0, strlen(hdr));
@@ -453,6 +462,7 @@ size_t gn_token_scrub(gn_token_entry_t *e, char *dst, size_t dstlen, const char 
   gn_secrets_add(&sec, e->basic_b64);
   gn_secrets_add(&sec, e->token);
   gn_secrets_add(&sec, e->prev_token);
+  gn_secrets_add(&sec, e->proxy.pass);
   size_t n = gn_scrub(dst, dstlen, src, len, &sec);
   pthread_mutex_unlock(&e->mu);
   return n;

@@ -16,6 +16,7 @@
 #ifndef GN_OAUTH_H
 #define GN_OAUTH_H
 
+#include "proxy.h"
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -41,6 +42,8 @@ typedef struct {
   long status;
   double retry_after_ms;
   int tls;
+  int proxy;            /* the failure is the proxy's (unreachable, refused the tunnel) */
+  long proxy_status;    /* the proxy's refusal status, else 0 */
   char error[256];
 } gn_token_result_t;
 
@@ -59,6 +62,7 @@ typedef struct {
   const char *ca_file;
   int verify;
   long timeout_ms, connect_timeout_ms;
+  const gn_proxy_t *proxy;  /* part of the key: tokens come through the client's own proxy */
 } gn_token_cfg_t;
 
 /* Returns the shared entry for cfg (created on first use), with one more reference; NULL when out

@@ -26,6 +26,7 @@ static gn_http_req_t *call(gn_http_t *h, const gn_conf_t *conf, const char *toke
   o.connect_timeout_ms = conf->connect_timeout_ms;
   o.ca_file = conf->ca_file;
   o.verify = conf->verify;
+  o.proxy = &conf->proxy;
   o.max_body = 4u << 20;
   char err[200];
   gn_http_req_t *r = gn_http_start(h, &o, cb, ud, err, sizeof err);
@@ -110,7 +111,7 @@ void gn_rest_failure(const gn_http_result_t *hr, const char *what, gn_rest_failu
   f->verdict = GN_REST_RETRY;
   if (hr->error) {
     snprintf(f->error, sizeof f->error, "%s failed: %s", what, hr->error);
-    f->reason = hr->tls_error ? "tls" : hr->timed_out ? "timeout" : "network";
+    f->reason = hr->proxy ? "proxy" : hr->tls_error ? "tls" : hr->timed_out ? "timeout" : "network";
     if (hr->timed_out) f->why = GN_REASON_TIMEOUT;
     return;
   }
@@ -131,6 +132,7 @@ void gn_rest_handshake_failure(const gn_close_info_t *info, gn_rest_failure_t *f
   f->verdict = f->status == 401 ? GN_REST_AUTH : f->status == 403 ? GN_REST_FORBIDDEN
                                                                   : GN_REST_RETRY;
   f->gone = f->status && f->status != 429 && f->status < 500; /* 404, 410, 400 */
-  f->reason = info->tls ? "tls" : info->timed_out ? "timeout" : f->status ? "handshake" : "connect";
+  f->reason = info->proxy ? "proxy" : info->tls ? "tls" : info->timed_out ? "timeout"
+              : f->status ? "handshake" : "connect";
   f->why = info->timed_out ? GN_REASON_TIMEOUT : GN_REASON_ERROR;
 }

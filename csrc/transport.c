@@ -33,6 +33,8 @@ typedef struct vhost_ent {
   struct vhost_ent *next;
   char *ca_file;     /* "" for the system's bundle */
   int verify;
+  char *proxy;       /* "[user:pass@]name:port" of the proxy, "" for none (wiped); lws is given
+                      * the address to use before each connect */
   struct lws_vhost *vh;
   SSL_CTX *ssl_ctx;  /* ours: freed after the lws context (see transport.h) */
 } vhost_ent_t;
@@ -44,8 +46,11 @@ struct gn_transport {
   int vhost_seq;
 };
 
+typedef struct probe probe_t;
+
 struct gn_conn {
   gn_transport_t *t;
+  probe_t *probe;     /* asking the proxy why it refused the tunnel (see probe_start) */
   gn_conn_cbs_t cbs;
   void *ud;
   int state;
@@ -63,6 +68,8 @@ struct gn_conn {
   int port, tls;
   char *ca_file;
   int verify;
+  gn_proxy_t proxy;   /* the proxy this connection goes through (host NULL: direct) */
+  char proxy_hp[280]; /* its "host:port" for messages */
   size_t max_message;
   long connect_timeout_ms, handshake_timeout_ms;
   int handshake_started;
@@ -99,7 +106,7 @@ static void log_init(void) {
 static void free_handle_cb(uv_handle_t *h) { free(h); }
 
 static void conn_maybe_free(gn_conn_t *c) {
-  if (!c->detached || c->gai_pending || c->in_connect || c->wsi) return;
+  if (!c->detached || c->gai_pending || c->in_connect || c->wsi || c->probe) return;
   if (c->timer) {
     uv_timer_stop(c->timer);
     uv_close((uv_handle_t *)c->timer, free_handle_cb);
@@ -110,6 +117,7 @@ static void conn_maybe_free(gn_conn_t *c) {
   free(c->host);
   free(c->path);
   free(c->ca_file);
+  gn_proxy_free(&c->proxy);
   free(c);
 }
 
@@ -128,6 +136,148 @@ static void deliver_close(gn_conn_t *c, gn_close_info_t *info) {
   c->cbs.on_close(c->ud, c, info);
 }
 
+/* ---- why the proxy refused the tunnel ----
+ * lws 4.1.6 reads the proxy's answer to CONNECT and keeps it to itself ("proxy not h1"). The
+ * status tells a 403 (the streaming host is not on the proxy's list) from a 407 (credentials),
+ * so the refusal is asked again once, with the same request on a plain TCP connection of ours
+ * to the same proxy address, and the status line read. The connection's failure is delivered
+ * when that ends (answer, error, or the connection's own deadline); its owner may close it
+ * meanwhile (the probe is then closed). Only after a refusal: never on the way to a success. */
+struct probe {
+  uv_tcp_t tcp;
+  uv_connect_t creq;
+  uv_write_t wreq;
+  gn_conn_t *c;
+  int done;               /* its result is in (or it was cancelled): the handle is closing */
+  char req[800];          /* the CONNECT request (may carry the proxy's credentials: wiped) */
+  size_t reqlen;
+  char resp[64];
+  size_t resplen;
+  gn_close_info_t info;   /* what the connection delivers when the probe ends */
+};
+
+static void wipe(char *p, size_t n) {
+  for (volatile char *v = p; v < p + n; v++) *v = 0;
+}
+
+static void probe_closed(uv_handle_t *h) {
+  probe_t *p = h->data;
+  gn_conn_t *c = p->c;
+  wipe(p->req, sizeof p->req);
+  free(p);
+  c->probe = NULL;
+  conn_maybe_free(c);
+}
+
+static void deliver_close(gn_conn_t *c, gn_close_info_t *info);
+
+/* Ends the probe with the proxy's status (0: none read) and delivers the failure, unless the
+ * connection was closed meanwhile. */
+static void probe_end(probe_t *p, int status) {
+  if (p->done) return;
+  p->done = 1;
+  gn_conn_t *c = p->c;
+  if (!c->detached) {
+    if (status >= 100 && status <= 999) {
+      p->info.proxy_status = status;
+      size_t n = strlen(p->info.error);
+      snprintf(p->info.error + n, sizeof p->info.error - n, " with HTTP %d", status);
+    }
+    deliver_close(c, &p->info);
+  }
+  uv_close((uv_handle_t *)&p->tcp, probe_closed);
+}
+
+/* Stops a probe whose answer is no longer wanted (the connection is closed or timed out). */
+static void probe_cancel(gn_conn_t *c) {
+  if (!c->probe || c->probe->done) return;
+  c->probe->done = 1;
+  uv_close((uv_handle_t *)&c->probe->tcp, probe_closed);
+}
+
+static int probe_status(const probe_t *p) {
+  int major, minor, status;
+  if (sscanf(p->resp, "HTTP/%d.%d %d", &major, &minor, &status) == 3) return status;
+  return 0;
+}
+
+static void probe_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  probe_t *p = h->data;
+  size_t room = sizeof p->resp - 1 - p->resplen;
+  *buf = uv_buf_init(p->resp + p->resplen, (unsigned)(room ? room : 1));
+}
+
+static void probe_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  probe_t *p = s->data;
+  if (n < 0) {
+    probe_end(p, probe_status(p));
+    return;
+  }
+  p->resplen += (size_t)n;
+  if (p->resplen >= sizeof p->resp) p->resplen = sizeof p->resp - 1;
+  p->resp[p->resplen] = 0;
+  if (strstr(p->resp, "\r\n") || p->resplen >= sizeof p->resp - 1) probe_end(p, probe_status(p));
+}
+
+static void probe_written(uv_write_t *w, int status) {
+  probe_t *p = w->data;
+  if (status < 0 || p->done) {
+    probe_end(p, 0);
+    return;
+  }
+  if (uv_read_start((uv_stream_t *)&p->tcp, probe_alloc, probe_read) != 0) probe_end(p, 0);
+}
+
+static void probe_connected(uv_connect_t *r, int status) {
+  probe_t *p = r->data;
+  if (status < 0 || p->done) {
+    probe_end(p, 0);
+    return;
+  }
+  uv_buf_t b = uv_buf_init(p->req, (unsigned)p->reqlen);
+  p->wreq.data = p;
+  if (uv_write(&p->wreq, (uv_stream_t *)&p->tcp, &b, 1, probe_written) != 0) probe_end(p, 0);
+}
+
+/* Starts the probe for c's refused tunnel through the proxy at ip, to deliver info when it
+ * ends. Returns 0, or -1 when it cannot start (info is then the caller's to deliver). */
+static int probe_start(gn_conn_t *c, const char *ip, const gn_close_info_t *info) {
+  struct sockaddr_storage sa;
+  if (uv_ip4_addr(ip, c->proxy.port, (struct sockaddr_in *)&sa) != 0 &&
+      uv_ip6_addr(ip, c->proxy.port, (struct sockaddr_in6 *)&sa) != 0)
+    return -1;
+  probe_t *p = calloc(1, sizeof *p);
+  if (!p) return -1;
+  p->c = c;
+  p->info = *info;
+  char auth[200] = "";
+  if (c->proxy.user) {
+    char b64[160];
+    if (gn_basic_b64(c->proxy.user, c->proxy.pass ? c->proxy.pass : "", b64, sizeof b64) == 0)
+      snprintf(auth, sizeof auth, "Proxy-Authorization: Basic %s\r\n", b64);
+    wipe(b64, sizeof b64);
+  }
+  const char *lb = strchr(c->host, ':') ? "[" : "", *rb = *lb ? "]" : "";
+  int n = snprintf(p->req, sizeof p->req, "CONNECT %s%s%s:%d HTTP/1.1\r\nHost: %s%s%s:%d\r\n%s\r\n",
+                   lb, c->host, rb, c->port, lb, c->host, rb, c->port, auth);
+  wipe(auth, sizeof auth);
+  if (n < 0 || (size_t)n >= sizeof p->req || uv_tcp_init(c->t->loop, &p->tcp) != 0) {
+    wipe(p->req, sizeof p->req);
+    free(p);
+    return -1;
+  }
+  p->reqlen = (size_t)n;
+  p->tcp.data = p;
+  p->creq.data = p;
+  c->probe = p;
+  if (uv_tcp_connect(&p->creq, &p->tcp, (const struct sockaddr *)&sa, probe_connected) != 0) {
+    p->done = 1; /* nothing delivered: the caller does */
+    uv_close((uv_handle_t *)&p->tcp, probe_closed);
+    return -1;
+  }
+  return 0;
+}
+
 static void fail(gn_conn_t *c, const char *stage, int timed_out, const char *fmt, const char *a) {
   gn_close_info_t info = {0};
   info.code = 1006;
@@ -144,6 +294,7 @@ static void timer_cb(uv_timer_t *t) {
   snprintf(msg, sizeof msg, "%s timed out after %ld ms", stage,
            c->handshake_started ? c->handshake_timeout_ms : c->connect_timeout_ms);
   fail(c, stage, 1, "%s", msg); /* detached: lws's callbacks below deliver nothing */
+  probe_cancel(c);
   /* Closed now, not by an asynchronous kill: lws 4.1.6 acts on that only at its next service
    * of timers (after I/O on some other socket) and a connecting socket's own progress replaces
    * it with lws's next timeout, so an attempt given up while nothing else ran went on to TLS
@@ -157,13 +308,37 @@ static void timer_cb(uv_timer_t *t) {
   conn_maybe_free(c);
 }
 
-static struct lws_vhost *vhost_for(gn_transport_t *t, const char *ca_file, int verify, char *err,
-                                   size_t errlen);
+static struct lws_vhost *vhost_for(gn_transport_t *t, const char *ca_file, int verify,
+                                   const char *proxy, char *err, size_t errlen);
 static int try_next_addr(gn_conn_t *c);
 
+/* "[user:pass@]host:port" (IPv6 in brackets) of c's proxy at host, as lws_set_proxy takes it. */
+static void proxy_spec(const gn_conn_t *c, const char *host, char *out, size_t outlen) {
+  const char *fmt = strchr(host, ':') ? "%s%s%s%s[%s]:%d" : "%s%s%s%s%s:%d";
+  snprintf(out, outlen, fmt, c->proxy.user ? c->proxy.user : "", c->proxy.user ? ":" : "",
+           c->proxy.user && c->proxy.pass ? c->proxy.pass : "", c->proxy.user ? "@" : "", host,
+           c->proxy.port);
+}
+
+/* ip is the target's address, or the proxy's when the connection goes through one: lws then
+ * sends "CONNECT host:port" (the target's name: the proxy resolves it) to the vhost's proxy.
+ * The vhost is the proxy's by name; its address is set to ip just before the connect (lws reads
+ * it there, synchronously), so a proxy name resolving to ever new addresses does not add a vhost
+ * (and a TLS context with its CA store) for each. */
 static int start_lws(gn_conn_t *c, const char *ip) {
   char err[256] = "";
-  struct lws_vhost *vh = vhost_for(c->t, c->ca_file, c->verify, err, sizeof err);
+  char proxy[600] = "";
+  if (c->proxy.host) proxy_spec(c, c->proxy.host, proxy, sizeof proxy);
+  struct lws_vhost *vh = vhost_for(c->t, c->ca_file, c->verify, proxy, err, sizeof err);
+  if (vh && c->proxy.host) {
+    proxy_spec(c, ip, proxy, sizeof proxy);
+    if (lws_set_proxy(vh, proxy) != 0) snprintf(err, sizeof err, "proxy: lws refused its setting");
+  }
+  wipe(proxy, sizeof proxy); /* may hold a password */
+  if (err[0] && c->proxy.host && vh) {
+    fail(c, "proxy", 0, "%s", err);
+    return -1;
+  }
   if (!vh) {
     gn_close_info_t info = {0};
     info.code = 1006;
@@ -177,7 +352,7 @@ static int start_lws(gn_conn_t *c, const char *ip) {
   memset(&ci, 0, sizeof ci);
   ci.context = c->t->lws;
   ci.vhost = vh;
-  ci.address = ip;
+  ci.address = c->proxy.host ? c->host : ip;
   ci.port = c->port;
   ci.path = c->path;
   ci.host = c->host; /* never NULL: SNI and certificate name */
@@ -258,9 +433,10 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   }
   if (status != 0 || !res) {
     char msg[200];
-    snprintf(msg, sizeof msg, "cannot resolve %s: %s", c->host, uv_strerror(status));
+    snprintf(msg, sizeof msg, "cannot resolve %s%s: %s", c->proxy.host ? "the proxy " : "",
+             c->proxy.host ? c->proxy.host : c->host, uv_strerror(status));
     if (res) uv_freeaddrinfo(res);
-    fail(c, "dns", 0, "%s", msg);
+    fail(c, c->proxy.host ? "proxy" : "dns", 0, "%s", msg);
     conn_maybe_free(c);
     return;
   }
@@ -409,11 +585,13 @@ gn_conn_t *gn_conn_open(gn_transport_t *t, const gn_conn_opts_t *o, const gn_con
   c->peer_code = 0;
   if (parse_url(c, o->url, err, errlen) != 0 ||
       (o->ca_file && !(c->ca_file = gn_strdup(o->ca_file))) ||
+      gn_proxy_copy(&c->proxy, gn_proxy_for(o->proxy, c->host, c->port)) != 0 ||
       !(c->timer = malloc(sizeof *c->timer)) || !(c->gai = calloc(1, sizeof *c->gai))) {
     if (!*err) snprintf(err, errlen, "out of memory");
     free(c->host);
     free(c->path);
     free(c->ca_file);
+    gn_proxy_free(&c->proxy);
     free(c->timer);
     free(c);
     return NULL;
@@ -430,12 +608,16 @@ gn_conn_t *gn_conn_open(gn_transport_t *t, const gn_conn_opts_t *o, const gn_con
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   c->gai_pending = 1;
-  int rc = uv_getaddrinfo(loop, c->gai, gai_cb, c->host, NULL, &hints);
+  /* Through a proxy, only the proxy's name is ours to resolve (the proxy resolves the host's). */
+  if (c->proxy.host) gn_proxy_hostport(&c->proxy, c->proxy_hp, sizeof c->proxy_hp);
+  const char *name = c->proxy.host ? c->proxy.host : c->host;
+  int rc = uv_getaddrinfo(loop, c->gai, gai_cb, name, NULL, &hints);
   if (rc != 0) {
     c->gai_pending = 0;
     free(c->gai);
     c->gai = NULL;
-    snprintf(err, errlen, "cannot resolve %s: %s", c->host, uv_strerror(rc));
+    snprintf(err, errlen, "cannot resolve %s%s: %s", c->proxy.host ? "the proxy " : "", name,
+             uv_strerror(rc));
     c->detached = 1;
     conn_maybe_free(c);
     return NULL;
@@ -454,6 +636,7 @@ int gn_conn_send_text(gn_conn_t *c, const char *text, size_t len) {
 void gn_conn_close(gn_conn_t *c, int code, const char *reason) {
   if (!c) return;
   c->detached = 1;
+  probe_cancel(c);
   if (c->timer) uv_timer_stop(c->timer);
   if (c->state == C_OPEN && c->wsi) {
     c->close_pending = 1;
@@ -472,6 +655,7 @@ void gn_conn_close(gn_conn_t *c, int code, const char *reason) {
 void gn_conn_abort(gn_conn_t *c) {
   if (!c) return;
   c->detached = 1;
+  probe_cancel(c);
   c->state = C_DONE;
   kill_wsi(c);
   conn_maybe_free(c);
@@ -519,11 +703,22 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
       }
     }
     if (c->handshake_started && status > 0 && status != 101) info.http_status = status;
-    if (!info.tls && !info.timed_out && !info.http_status && try_next_addr(c)) {
+    /* lws's own words for a tunnel the proxy refused ("proxy not h1": its answer to CONNECT was
+     * not 200) or dropped before it was up ("proxy conn dead", "proxy read err") */
+    int tunnel = c->proxy.host && !c->handshake_started && strncmp(msg, "proxy", 5) == 0;
+    if (tunnel) {
+      info.proxy = 1;
+      info.tls = 0;
+      info.stage = "proxy";
+    }
+    if (!tunnel && !info.tls && !info.timed_out && !info.http_status && try_next_addr(c)) {
       wsi_gone(c, wsi); /* a refused or unreachable address: the next one is due */
       return 0;
     }
-    if (info.tls && verdict[0]) {
+    if (tunnel) {
+      snprintf(info.error, sizeof info.error, "the proxy %.100s %s the tunnel to %.100s:%d",
+               c->proxy_hp, strstr(msg, "h1") ? "refused" : "dropped", c->host, c->port);
+    } else if (info.tls && verdict[0]) {
       snprintf(info.error, sizeof info.error, "TLS failure: %s", verdict);
     } else if (info.tls && last_log[0]) {
       /* lws's line may quote what the server sent (names in its certificate): made safe to
@@ -533,6 +728,13 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
       snprintf(info.error, sizeof info.error, "TLS failure: %s", line);
     } else if (info.http_status) {
       snprintf(info.error, sizeof info.error, "handshake refused with HTTP %d", info.http_status);
+    } else if (c->proxy.host && !c->handshake_started && !info.tls && !info.timed_out) {
+      char line[120];
+      gn_scrub(line, sizeof line, msg, strlen(msg), NULL);
+      info.proxy = 1;
+      info.stage = "proxy";
+      snprintf(info.error, sizeof info.error, "cannot reach the proxy %.100s: %s", c->proxy_hp,
+               line);
     } else {
       char line[200];
       gn_scrub(line, sizeof line, msg, strlen(msg), NULL);
@@ -543,6 +745,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         snprintf(info.error, sizeof info.error, "%s", line);
     }
     wsi_gone(c, wsi);
+    /* a refused tunnel: its status is asked for, then the failure delivered */
+    if (tunnel && strstr(msg, "h1") && c->next_addr > 0 &&
+        probe_start(c, c->addrs[c->next_addr - 1], &info) == 0)
+      return 0;
     deliver_close(c, &info);
     conn_maybe_free(c);
     return 0;
@@ -720,6 +926,7 @@ void gn_transport_free(gn_transport_t *t) {
     t->vhosts = v->next;
     SSL_CTX_free(v->ssl_ctx); /* lws is done with it: its context is destroyed */
     free(v->ca_file);
+    gn_free_secret(v->proxy);
     free(v);
   }
   free(t);
@@ -728,7 +935,8 @@ void gn_transport_free(gn_transport_t *t) {
 /* A client vhost with a TLS context of our own (see transport.h); NULL and err when the CA
  * bundle cannot be loaded. verify = 0 accepts any certificate (tls.verify = false). */
 static struct lws_vhost *vhost_new(struct lws_context *ctx, const char *name, const char *ca_file,
-                                   int verify, SSL_CTX **ssl_ctx, char *err, size_t errlen) {
+                                   int verify, const char *proxy, SSL_CTX **ssl_ctx, char *err,
+                                   size_t errlen) {
   *ssl_ctx = NULL;
   SSL_CTX *sc = SSL_CTX_new(TLS_client_method());
   if (!sc) {
@@ -757,6 +965,10 @@ static struct lws_vhost *vhost_new(struct lws_context *ctx, const char *name, co
   info.protocols = protocols;
   info.vhost_name = name;
   info.client_ssl_ca_filepath = ca_file;
+  /* Always a proxy setting: without one lws 4.1.6 reads http_proxy from the environment (not
+   * https_proxy, and without NO_PROXY), so the WebSocket and curl could take different routes.
+   * ":0" is lws's way to say none (port 0). */
+  info.http_proxy_address = *proxy ? proxy : ":0";
   info.timeout_secs = 3600;
   info.gid = -1;
   info.uid = -1;
@@ -774,23 +986,26 @@ static struct lws_vhost *vhost_new(struct lws_context *ctx, const char *name, co
 
 /* The vhost for a CA bundle (NULL: the system's) and verification setting, created on first
  * use; NULL and err when the bundle cannot be loaded. */
-static struct lws_vhost *vhost_for(gn_transport_t *t, const char *ca_file, int verify, char *err,
-                                   size_t errlen) {
+static struct lws_vhost *vhost_for(gn_transport_t *t, const char *ca_file, int verify,
+                                   const char *proxy, char *err, size_t errlen) {
   const char *key = ca_file ? ca_file : "";
   verify = verify != 0;
   for (vhost_ent_t *v = t->vhosts; v; v = v->next)
-    if (strcmp(v->ca_file, key) == 0 && v->verify == verify) return v->vh;
+    if (strcmp(v->ca_file, key) == 0 && v->verify == verify && strcmp(v->proxy, proxy) == 0)
+      return v->vh;
   vhost_ent_t *v = calloc(1, sizeof *v);
-  if (!v || !(v->ca_file = gn_strdup(key))) {
+  if (!v || !(v->ca_file = gn_strdup(key)) || !(v->proxy = gn_strdup(proxy))) {
+    if (v) free(v->ca_file);
     free(v);
     snprintf(err, errlen, "tls: out of memory");
     return NULL;
   }
   char name[32];
   snprintf(name, sizeof name, "gn-client-%d", ++t->vhost_seq);
-  v->vh = vhost_new(t->lws, name, *key ? key : NULL, verify, &v->ssl_ctx, err, errlen);
+  v->vh = vhost_new(t->lws, name, *key ? key : NULL, verify, proxy, &v->ssl_ctx, err, errlen);
   if (!v->vh) {
     free(v->ca_file);
+    gn_free_secret(v->proxy);
     free(v);
     return NULL;
   }

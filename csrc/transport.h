@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "proxy.h"
+
 typedef struct gn_transport gn_transport_t;
 typedef struct gn_conn gn_conn_t;
 
@@ -24,11 +26,13 @@ typedef struct {
   int was_open;       /* the handshake had completed */
   int code;           /* close code (1006 when none came) */
   char reason[124];   /* peer's close reason, or empty */
-  const char *stage;  /* "dns", "connect", "tls", "handshake", "open" */
+  const char *stage;  /* "dns", "connect", "proxy", "tls", "handshake", "open" */
   int http_status;    /* refused handshake: the server's status, else 0 */
   int timed_out;
   int tls;            /* TLS or certificate failure */
   int oversize;       /* a message over max_message */
+  int proxy;          /* the proxy failed us (unreachable, refused or dropped the tunnel) */
+  int proxy_status;   /* the proxy's answer to CONNECT when it refused the tunnel, else 0 */
   char error[256];    /* human-readable cause (no secrets) */
 } gn_close_info_t;
 
@@ -45,6 +49,8 @@ typedef struct {
   size_t max_message;       /* bytes; larger messages end the connection (oversize) */
   long connect_timeout_ms;  /* DNS + TCP + TLS */
   long handshake_timeout_ms;/* HTTP upgrade */
+  const gn_proxy_t *proxy;  /* NULL or without host: direct (lws's http_proxy ignored); else an
+                             * HTTP CONNECT tunnel unless no_proxy exempts the URL's host */
 } gn_conn_opts_t;
 
 /* A connectUri taken apart: host (no brackets for IPv6), port (default 443/80), path ("/" when
@@ -62,7 +68,9 @@ int gn_url_parse(const char *url, gn_url_t *u, char *err, size_t errlen);
 void gn_url_free(gn_url_t *u);
 
 /* The lws context of one loop (libwebsockets on a foreign libuv loop) and its client vhosts, one
- * per (CA bundle, verify) pair, created on first use. The vhosts' TLS contexts are ours, not
+ * per (CA bundle, verify, proxy) triple, created on first use (lws keeps the proxy per vhost;
+ * the proxy's name is resolved by us, not by lws's blocking lookup, and the vhost is given the
+ * address just before each connect). The vhosts' TLS contexts are ours, not
  * lws's: lws 4.1.6 keeps the index under which it finds its own client SSL_CTX in a process-wide
  * variable that every new lws context overwrites, so an lws context created while another lives
  * would make the older one leak its SSL_CTX (and the CA store, about 700 KB).

@@ -156,8 +156,90 @@ local ALLOWED = {
   region = true, gateway = true, client_id = true, client_secret = true, topics = true,
   backoff = true, tls = true, timeouts = true, heartbeat = true, queue_limit = true, queue_bytes = true,
   max_message_size = true, on_event = true, on_health = true, name = true, context = true,
-  audit = true, policy = true,
+  audit = true, policy = true, proxy = true, no_proxy = true,
 }
+
+-- ---- proxy -------------------------------------------------------------------------------
+-- "http://[user:pass@]host:port" (user and password percent-encoded as in any URL). Errors show
+-- the value with its credentials replaced: they are secrets.
+local function redact_userinfo(v)
+  local s = v:gsub("^(%a[%w+.-]*://).*@", "%1[redacted]@")
+  if s == v then s = v:gsub("^.*@", "[redacted]@") end
+  return string_format("%q", s)
+end
+
+local function pct_decode(s)
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+-- Returns host, port, user, pass from v (field names the source in errors); scheme may be left
+-- out when lenient (environment values, as curl takes them).
+local function parse_proxy(v, field, lenient)
+  local expected = '"http://[user:password@]host:port"'
+  local shown = redact_userinfo(v)
+  if v:find("[%s%c]") then fail(field, expected .. " without spaces or control characters", shown) end
+  local scheme, rest = v:match("^(%a[%w+.-]*)://(.*)$")
+  if scheme then
+    if scheme:lower() ~= "http" then
+      fail(field, expected .. " (an http:// proxy; " .. scheme:lower() .. ":// is not supported)",
+        shown)
+    end
+  elseif lenient then
+    rest = v
+  else
+    fail(field, expected, shown)
+  end
+  rest = rest:gsub("/$", "")
+  local userinfo, hostport = rest:match("^(.*)@([^@]*)$")
+  if not userinfo then hostport = rest end
+  local host, port = hostport:match("^(%[[%x:%.]+%]):(%d+)$")
+  if not host then host, port = hostport:match("^([^:/]+):(%d+)$") end
+  if not host or not valid_host(host) then fail(field, expected .. " with a host and a port", shown) end
+  port = tonumber(port)
+  if port < 1 or port > 65535 then fail(field, expected .. " with a port from 1 to 65535", shown) end
+  local user, pass
+  if userinfo then
+    local u, p = userinfo:match("^([^:]*):(.*)$")
+    if not u then u = userinfo end
+    user, pass = pct_decode(u), p and pct_decode(p) or ""
+    if user == "" or user:find(":", 1, true) or user:find("\0", 1, true) or pass:find("\0", 1, true) then
+      fail(field, "a user name without ':' or NUL bytes before the password", shown)
+    end
+    -- libwebsockets keeps "user:password" in 93 bytes at most (its Basic token buffer)
+    if #user + 1 + #pass > 93 then
+      fail(field, "credentials of at most 93 bytes (user:password)", shown)
+    end
+  end
+  host = host:gsub("^%[(.*)%]$", "%1")
+  return host, port, user, pass
+end
+
+local function proxy_config(cfg, out)
+  local v, field = cfg.proxy, "proxy"
+  if v == false then return end
+  if v == nil then
+    for _, name in ipairs { "https_proxy", "HTTPS_PROXY" } do
+      local e = os_getenv(name)
+      if e and e ~= "" then v, field = e, "proxy (from " .. name .. ")"; break end
+    end
+    if v == nil then return end
+    out.proxy_host, out.proxy_port, out.proxy_user, out.proxy_pass = parse_proxy(v, field, true)
+  elseif type(v) ~= "string" or v == "" then
+    fail("proxy", 'a string "http://[user:password@]host:port" or false', describe(v))
+  else
+    out.proxy_host, out.proxy_port, out.proxy_user, out.proxy_pass = parse_proxy(v, field, false)
+  end
+  local np = cfg.no_proxy
+  if np == nil then
+    for _, name in ipairs { "no_proxy", "NO_PROXY" } do
+      local e = os_getenv(name)
+      if e and e ~= "" then np = e; break end
+    end
+  elseif type(np) ~= "string" then
+    fail("no_proxy", 'a string of host names separated by commas ("*" for all)', describe(np))
+  end
+  if np and np ~= "" then out.no_proxy = no_nul("no_proxy", np) end
+end
 
 -- ---- audit lines -------------------------------------------------------------------------
 -- One line per health item, for an audit trail of the connection: "pipe" (timestamp|kind|state|
@@ -405,6 +487,7 @@ function _M.config(cfg)
       if user then return user(h) end
     end
   end
+  proxy_config(cfg, out)
   if cfg.context ~= nil then
     if not core.is_context(cfg.context) then
       fail("context", "a context from notify.context()", describe(cfg.context))
