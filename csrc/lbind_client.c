@@ -341,6 +341,97 @@ static int poll_items(lua_State *L, lclient_t *u, int timeout_ms) {
   return n;
 }
 
+/* ---- drain(): the pull API ----
+ * The items waiting, as tables, without calling on_event/on_health: the caller runs its handlers
+ * itself (in OpenResty, where a handler may yield; a C function like poll() cannot be yielded
+ * across). Policy records are still answered here by calling the policy hook (a computation on
+ * the record; it must not yield) and are not returned. Health items are written to the audit
+ * sink, when one is configured, as poll() does through on_health. */
+#define DRAIN_MAX_ITEMS POLL_MAX_ITEMS
+
+static void refuse_reentry(lua_State *L, lclient_t *u, const char *fn);
+
+/* Builds the array of drain() in protected mode: [it (light), array] -> array with the item's
+ * table appended (n + 1 at index 3). */
+static int drain_append(lua_State *L) {
+  gn_item_t *it = (gn_item_t *)lua_touserdata(L, 1);
+  lua_Integer n = lua_tointeger(L, 3);
+  lua_settop(L, 2);
+  lua_pushcfunction(L, push_item_table);
+  lua_pushlightuserdata(L, it);
+  lua_call(L, 1, 1);
+  if (it->type == GN_ITEM_EVENT) lua_pushliteral(L, "event");
+  else lua_pushliteral(L, "health");
+  lua_setfield(L, -2, "item");
+  lua_rawseti(L, 2, (int)n + 1);
+  return 0;
+}
+
+/* Writes a health item's audit line (the sink configured with audit=, stored as "audit" in the
+ * user value at uv). Stack: [..., item table]; leaves it. A failing sink is reported on stderr
+ * (the same last resort as a failing on_health report): drain() calls no on_health. */
+static void drain_audit(lua_State *L, lclient_t *u, int uv) {
+  lua_getfield(L, uv, "audit");
+  if (!lua_isfunction(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushvalue(L, -2);
+  if (call_protected(L, u, "audit")) {
+    fprintf(stderr, "genesys.notify: the audit sink raised: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
+static int l_drain(lua_State *L) {
+  lclient_t *u = check_here(L, 1);
+  refuse_reentry(L, u, "drain()");
+  lua_Number m = DRAIN_MAX_ITEMS;
+  if (!lua_isnoneornil(L, 2)) {
+    if (lua_type(L, 2) != LUA_TNUMBER)
+      return luaL_error(L, "genesys.notify: drain(max): expected an integer from 1 to %d, got "
+                           "a %s", DRAIN_MAX_ITEMS, luaL_typename(L, 2));
+    m = lua_tonumber(L, 2);
+    if (!(m >= 1) || m != floor(m))
+      return luaL_error(L, "genesys.notify: drain(max): expected an integer from 1 to %d (more "
+                           "counts as %d), got %s", DRAIN_MAX_ITEMS, DRAIN_MAX_ITEMS,
+                        lua_tostring(L, 2));
+  }
+  int max = m > DRAIN_MAX_ITEMS ? DRAIN_MAX_ITEMS : (int)m;
+  lua_settop(L, 1);
+  lua_newtable(L); /* 2: the result */
+  if (u->closed || !u->c) return 1;
+  lua_getuservalue(L, 1); /* 3 */
+  int uv = 3;
+  int n = 0;
+  while (n < max && !u->closed) {
+    gn_item_t *it = gn_client_pop(u->c);
+    if (!it) break;
+    if (it->type == GN_ITEM_POLICY) {
+      /* Answered here, not returned: the engine waits for the answer, not for the caller. */
+      run_policy(L, u, uv, it);
+      gn_item_free(it);
+      continue;
+    }
+    lua_pushcfunction(L, drain_append);
+    lua_pushlightuserdata(L, it);
+    lua_pushvalue(L, 2);
+    lua_pushinteger(L, n);
+    int rc = lua_pcall(L, 3, 0, 0);
+    int health = it->type == GN_ITEM_HEALTH;
+    gn_item_free(it);
+    if (rc != 0) return lua_error(L); /* out of memory building a table */
+    n++;
+    if (health) {
+      lua_rawgeti(L, 2, n);
+      drain_audit(L, u, uv);
+      lua_pop(L, 1);
+    }
+  }
+  lua_settop(L, 2);
+  return 1;
+}
+
 /* poll() or run() from inside one of this client's callbacks: raised there, so it is reported
  * like any error of that callback (health callback_error) and the outer poll() goes on with the
  * next item. */
@@ -835,6 +926,10 @@ static int l_client_new(lua_State *L) {
   lua_setfield(L, -2, "on_health");
   lua_pushvalue(L, -3);
   lua_setfield(L, -2, "policy");
+  lua_getfield(L, 1, "audit_sink"); /* the audit line writer, for drain() (poll: in on_health) */
+  if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
+    luaL_error(L, "genesys.notify: audit: expected a sink function, got %s", luaL_typename(L, -1));
+  lua_setfield(L, -2, "audit");
   lua_setuservalue(L, -2);
   gn_service_t *svc = NULL;
   lua_getfield(L, 1, "context");
@@ -868,6 +963,7 @@ static int l_now_ms(lua_State *L) {
 int lgn_open_client(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"start", l_start},           {"poll", l_poll},         {"run", l_run},
+      {"drain", l_drain},
       {"fd", l_fd},                 {"close", l_close},       {"reconnect", l_reconnect},
       {"subscribe", l_subscribe},   {"unsubscribe", l_unsubscribe},
       {"state", l_state},           {"metrics", l_metrics},   {NULL, NULL}};

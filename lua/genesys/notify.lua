@@ -354,6 +354,9 @@ function _M.config(cfg)
       fail("audit.sink", "a file (with :write) or a function(line)", describe(sink))
     end
     local user = out.on_health
+    -- poll() writes the line before on_health; drain() (which calls no on_health) through
+    -- audit_sink.
+    out.audit_sink = function(h) write(audit_line(fmt, h)) end
     out.on_health = function(h)
       write(audit_line(fmt, h))
       if user then return user(h) end
