@@ -71,7 +71,7 @@ local function new_client()
   return c
 end
 
-local clients = {}
+local clients = {} -- luacheck: ignore (keeps every client referenced for the worker's life)
 
 local function start_variant(v)
   local c = new_client()
@@ -191,6 +191,7 @@ end
 function _M.state()
   local out = {}
   for _, k in ipairs(D:get_keys(0)) do out[k] = D:get(k) end
+  if _M.resty then out.resty_state = _M.resty.status().state end
   ngx.say(cjson.encode(out))
 end
 

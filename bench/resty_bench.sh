@@ -7,7 +7,8 @@
 # Run 1 (latency): the holding worker runs the variants a (wake socket), b (timer 10 ms), c (timer
 # 1 ms) side by side, and d (genesys.notify.resty's subscribe in the other worker) when
 # lua/genesys/notify/resty.lua exists; the other worker publishes COUNT events at RATE/s.
-# Runs 2-5 (idle): none, a, b, c alone, a connected client and nothing published; the workers'
+# Runs 2-6 (idle): none (the module loaded, no client), a, b, c alone, and d (resty.start and
+# subscribe in every worker) when there, a connected client and nothing published; the workers'
 # utime+stime from /proc/PID/stat over IDLE_S seconds.
 set -eu
 root=$(cd "$1" && pwd); bindir=$(cd "$2" && pwd); count=${3:-1500}; rate=${4:-50}; idle_s=${5:-30}
@@ -75,6 +76,11 @@ stop_nginx() {  # quit; the wake-socket reader's cosocket is cut by worker_shutd
   wait "$ngx" 2>/dev/null || true; ngx=
 }
 workers() { pgrep -P "$ngx" | tr '\n' ' '; }
+runns() {  # run time of every thread of the given pids, in ns (schedstat: finer than ticks)
+  t=0; for p in "$@"; do
+    for f in /proc/"$p"/task/*/schedstat; do read -r ns _ <"$f" && t=$((t + ns)); done
+  done; echo $t
+}
 ticks() {  # utime+stime of the given pids, summed
   t=0; for p in "$@"; do
     s=$(sed 's/^.*) //' "/proc/$p/stat"); set -- $s
@@ -112,15 +118,19 @@ stop_nginx
 
 # ---- runs 2-5: idle CPU ----
 echo "idle CPU of both workers over ${idle_s} s (a connected client, 30 s heartbeats):"
-for v in none a b c; do
-  vs=$v; need=1; [ "$v" = none ] && { vs=; need=0; }
-  start_nginx idle "$vs" $need false
+variants="none a b c"; $resty && variants="$variants d"
+for v in $variants; do
+  vs=$v; need=1; r=false
+  [ "$v" = none ] && { vs=; need=0; }
+  [ "$v" = d ] && { vs=; need=0; r=true; }
+  start_nginx idle "$vs" $need $r
   if [ $need -gt 0 ]; then until state | grep -q '"connected"'; do sleep 0.2; done; fi
+  if $r; then until state | grep -q '"resty_state":"open"'; do sleep 0.2; done; fi
   sleep 2
   w=$(workers)
   # shellcheck disable=SC2086
-  t0=$(ticks $w); sleep "$idle_s"; t1=$(ticks $w)
+  t0=$(ticks $w); n0=$(runns $w); sleep "$idle_s"; t1=$(ticks $w); n1=$(runns $w)
   hz=$(getconf CLK_TCK)
-  lua5.4 -e "print(string.format('  %-5s %5.2f %% of one core (%d ticks of 1/%d s in %d s)', '$v', ($t1 - $t0) / $hz / $idle_s * 100, $t1 - $t0, $hz, $idle_s))"
+  lua5.4 -e "print(string.format('  %-5s %5.2f %% of one core (%d ticks of 1/%d s in %d s; schedstat: %.3f %%)', '$v', ($t1 - $t0) / $hz / $idle_s * 100, $t1 - $t0, $hz, $idle_s, ($n1 - $n0) / 1e9 / $idle_s * 100))"
   stop_nginx
 done
