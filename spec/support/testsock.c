@@ -5,6 +5,8 @@
  *   ts.connect(path)        -> fd, or nil and the error (a unix-domain stream socket)
  *   ts.wait(fd, timeout_ms) -> bytes read (all there are, up to 64 KB) once readable, 0 on
  *                              timeout, or "eof" (the other end closed, or an error)
+ *   ts.readable(fd, timeout_ms) -> true once fd is readable, false on timeout; reads nothing
+ *                              (for a client's eventfd: the queue owns what it counts)
  *   ts.close(fd)
  *   ts.stale(path)          -> true: leaves a socket file at path that nobody listens on
  */
@@ -56,6 +58,12 @@ static int l_wait(lua_State *L) {
   return 1;
 }
 
+static int l_readable(lua_State *L) {
+  struct pollfd p = {(int)luaL_checkinteger(L, 1), POLLIN, 0};
+  lua_pushboolean(L, poll(&p, 1, (int)luaL_checkinteger(L, 2)) > 0);
+  return 1;
+}
+
 static int l_close(lua_State *L) {
   close((int)luaL_checkinteger(L, 1));
   return 0;
@@ -75,7 +83,8 @@ static int l_stale(lua_State *L) {
 int luaopen_gn_testsock(lua_State *L);
 int luaopen_gn_testsock(lua_State *L) {
   static const luaL_Reg fns[] = {{"connect", l_connect}, {"wait", l_wait}, {"close", l_close},
-                                 {"stale", l_stale},     {NULL, NULL}};
+                                 {"stale", l_stale},     {"readable", l_readable},
+                                 {NULL, NULL}};
   lua_newtable(L);
   luaL_setfuncs(L, fns, 0);
   return 1;
