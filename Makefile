@@ -55,7 +55,7 @@ MODULE := $(BUILD)/genesys/notify/core.so
 
 CTESTS := $(patsubst spec/c/%.c,$(BINDIR)/%,$(wildcard spec/c/test_*.c))
 
-.PHONY: all module ctests deps test test-c test-lua check check-lua asan tsan valgrind soak lint install clean certs bench fuzz
+.PHONY: all module ctests deps demo test test-c test-lua check check-lua asan tsan sanitize test-prep valgrind soak lint install clean certs bench fuzz
 all: module ctests
 module: $(MODULE)
 ctests: $(CTESTS)
@@ -86,7 +86,7 @@ $(BINDIR)/test_%: spec/c/test_%.c $(CORE_OBJS) spec/c/ctest.h
 DEB_PKGS := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted luarocks lua-cjson \
 	lua-check libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libcurl4-openssl-dev \
 	libssl-dev libjansson-dev luajit2 libluajit2-5.1-dev valgrind clang libclang-rt-14-dev \
-	cppcheck openssl curl python3
+	cppcheck openssl curl python3 prometheus
 # Node.js (for the emulator's conformance test with Genesys's JS SDK) comes from Debian only when
 # no node/npm is on the PATH: some images ship NodeSource's nodejs, which conflicts with Debian's npm.
 NODE_PKGS := $(if $(shell command -v node),,nodejs) $(if $(shell command -v npm),,npm)
@@ -108,14 +108,33 @@ deps-extra::
 	@true
 
 # ---------------------------------------------------------------------------------------------
+# The demo (demo/demo.lua): the genesys-notify command against the bundled emulator over TLS
+# under a scripted fault sequence, then the accounting of every event. The first command on a
+# fresh machine: it installs what is missing and builds (Lua 5.4) first.
+demo: deps
+	@$(MAKE) --no-print-directory LUA=lua5.4 SAN= all
+	GN_BUILD=$(abspath build/lua5.4) GN_BINDIR=$(abspath build/lua5.4/bin) lua5.4 demo/demo.lua
+
+# ---------------------------------------------------------------------------------------------
 # Tests. `make test` builds for Lua 5.4 and LuaJIT and runs the C tests and the busted specs
-# under both. `make asan` / `make tsan` run the same in sanitizer builds. The long specs (the
-# reconnect soak, the subscription property) run their `make test` size under Lua 5.4 and a
-# shorter one under LuaJIT: the core they drive is the same, and CI must stay under 30 minutes.
-test:
-	$(MAKE) --no-print-directory LUA=lua5.4 check
-	GN_SOAK_RECONNECTS=$${GN_SOAK_RECONNECTS:-27} GN_PROP_ROUNDS=$${GN_PROP_ROUNDS:-100} \
-	  $(MAKE) --no-print-directory LUA=luajit check-lua
+# under both, the two legs side by side (spec/support/legs.sh; each line says its leg).
+# `make sanitize` runs the same in the ASan/UBSan and TSan builds, also side by side (`make asan`
+# / `make tsan` run one). The long specs (the reconnect soak, the subscription property) run
+# their `make test` size under Lua 5.4 and a shorter one under LuaJIT: the core they drive is the
+# same, and CI must stay under 30 minutes.
+LEGS := bash spec/support/legs.sh
+test: deps test-prep
+	@$(LEGS) lua5.4 "$(MAKE) --no-print-directory LUA=lua5.4 check" \
+	  luajit "GN_SOAK_RECONNECTS=$${GN_SOAK_RECONNECTS:-27} GN_PROP_ROUNDS=$${GN_PROP_ROUNDS:-100} \
+	    $(MAKE) --no-print-directory LUA=luajit check-lua"
+
+sanitize: deps test-prep
+	@$(LEGS) asan "$(MAKE) --no-print-directory asan" tsan "$(MAKE) --no-print-directory tsan"
+
+# What legs running side by side share is made once, before they start: the emulator's test
+# certificates and the TLS matrix's.
+test-prep: certs
+	@env -u LD_PRELOAD sh spec/support/mkcerts_matrix.sh build/certs/matrix
 
 SPEC_ENV = GN_BUILD=$(abspath $(BUILD)) GN_BINDIR=$(abspath $(BINDIR)) GN_SAN=$(SAN) GN_STRICT_MACHINE=1
 SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
@@ -182,7 +201,7 @@ soak: all $(HOST_DEP)
 	  GN_SOAK_RECONNECTS=$${GN_SOAK_RECONNECTS:-1000} $(BUSTED_CMD) $(SOAK_SPECS)
 
 lint:
-	luacheck lua spec bench
+	luacheck lua spec bench bin/genesys-notify
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr --suppress=missingIncludeSystem -Icsrc csrc emulator spec/c
 

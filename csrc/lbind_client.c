@@ -770,6 +770,7 @@ static int l_metrics(lua_State *L) {
     setnum(L, "p99", s.lat_p99);
     setnum(L, "max", s.lat_max);
   }
+  setnum(L, "sum", s.lat_sum);
   lua_setfield(L, -2, "latency_ms");
   lua_createtable(L, 0, 4);
   setint(L, "cycles", s.sched_cycles);

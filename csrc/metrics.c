@@ -18,6 +18,7 @@ void gn_metrics_add_latency(gn_metrics_t *m, double ms) {
   m->lat_pos = (m->lat_pos + 1) % GN_LAT_SAMPLES;
   if (m->lat_n < GN_LAT_SAMPLES) m->lat_n++;
   m->lat_count++;
+  m->lat_sum += ms;
   if (ms > m->lat_max) m->lat_max = ms;
   pthread_mutex_unlock(&m->mu);
 }
@@ -53,6 +54,7 @@ void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *o) {
   o->rollovers = m->rollovers;
   o->health_dropped = m->health_dropped;
   o->lat_count = m->lat_count;
+  o->lat_sum = m->lat_sum;
   o->lat_max = m->lat_max;
   size_t n = m->lat_n;
   memcpy(tmp, m->lat, n * sizeof *tmp);
@@ -76,54 +78,68 @@ char *gn_metrics_prometheus(const gn_metrics_snapshot_t *s, const char *state, c
   const char *cl = client ? client : "";
   static const char *const reasons[] = GN_METRICS_REASON_NAMES;
 #define L(...) do { snprintf(line, sizeof line, __VA_ARGS__); if (gn_buf_add(&b, line, strlen(line))) goto oom; } while (0)
-#define COUNTER(name, v) do { L("# TYPE genesys_notify_" name "_total counter\n"); \
+#define HEAD(name, type, help) do { L("# HELP genesys_notify_" name " " help "\n"); \
+    L("# TYPE genesys_notify_" name " " type "\n"); } while (0)
+#define COUNTER(name, v, help) do { HEAD(name "_total", "counter", help); \
     L("genesys_notify_" name "_total{client=\"%s\"} %llu\n", cl, (unsigned long long)(v)); } while (0)
-#define GAUGE(name, fmt, v) do { L("# TYPE genesys_notify_" name " gauge\n"); \
+#define GAUGE(name, fmt, v, help) do { HEAD(name, "gauge", help); \
     L("genesys_notify_" name "{client=\"%s\"} " fmt "\n", cl, v); } while (0)
-  COUNTER("attempts", s->attempts);
-  COUNTER("successes", s->successes);
-  COUNTER("failures", s->failures);
-  GAUGE("success_rate", "%.6f", s->attempts ? (double)s->successes / (double)s->attempts : 0.0);
-  COUNTER("events", s->events);
-  COUNTER("events_dropped", s->dropped);
-  COUNTER("health_dropped", s->health_dropped);
-  COUNTER("heartbeats", s->heartbeats);
-  COUNTER("malformed", s->malformed);
-  COUNTER("disconnects", s->disconnects);
-  COUNTER("health", s->health);
-  COUNTER("duplicates", s->duplicates);
-  COUNTER("rollovers", s->rollovers);
-  GAUGE("queued_events", "%llu", (unsigned long long)s->queued_events);
-  GAUGE("queued_bytes", "%llu", (unsigned long long)s->queued_bytes);
-  L("# TYPE genesys_notify_reconnect_latency_ms summary\n");
+  COUNTER("attempts", s->attempts, "Connection attempts (the first connection and every reconnect).");
+  COUNTER("successes", s->successes, "Attempts that ended open and subscribed.");
+  COUNTER("failures", s->failures, "Attempts that failed.");
+  GAUGE("success_rate", "%.6f", s->attempts ? (double)s->successes / (double)s->attempts : 0.0,
+        "Successes divided by attempts (0 before the first attempt).");
+  COUNTER("events", s->events, "Events received from the stream.");
+  COUNTER("events_dropped", s->dropped, "Events dropped because the queue was full or memory ran out.");
+  COUNTER("health_dropped", s->health_dropped, "Health and policy items dropped (cap or memory).");
+  COUNTER("heartbeats", s->heartbeats, "Heartbeat messages received on the stream.");
+  COUNTER("malformed", s->malformed, "Frames that were not a JSON object.");
+  COUNTER("disconnects", s->disconnects, "Live connections that ended.");
+  COUNTER("health", s->health, "Health items produced.");
+  COUNTER("duplicates", s->duplicates, "Second copies of events dropped during rollovers.");
+  COUNTER("rollovers", s->rollovers, "Make-before-break moves to a new channel after socket_closing.");
+  GAUGE("queued_events", "%llu", (unsigned long long)s->queued_events, "Events waiting for poll().");
+  GAUGE("queued_bytes", "%llu", (unsigned long long)s->queued_bytes,
+        "Estimated bytes held by the events waiting for poll().");
+  HEAD("reconnect_latency_seconds", "summary",
+       "Attempt start to open and subscribed; quantiles over the latest 1024 attempts.");
   if (s->lat_count) {
-    L("genesys_notify_reconnect_latency_ms{client=\"%s\",quantile=\"0.5\"} %.1f\n", cl, s->lat_p50);
-    L("genesys_notify_reconnect_latency_ms{client=\"%s\",quantile=\"0.9\"} %.1f\n", cl, s->lat_p90);
-    L("genesys_notify_reconnect_latency_ms{client=\"%s\",quantile=\"0.99\"} %.1f\n", cl, s->lat_p99);
+    L("genesys_notify_reconnect_latency_seconds{client=\"%s\",quantile=\"0.5\"} %.4f\n", cl, s->lat_p50 / 1000.0);
+    L("genesys_notify_reconnect_latency_seconds{client=\"%s\",quantile=\"0.9\"} %.4f\n", cl, s->lat_p90 / 1000.0);
+    L("genesys_notify_reconnect_latency_seconds{client=\"%s\",quantile=\"0.99\"} %.4f\n", cl, s->lat_p99 / 1000.0);
   }
-  L("genesys_notify_reconnect_latency_ms_count{client=\"%s\"} %llu\n", cl, (unsigned long long)s->lat_count);
-  if (s->lat_count) GAUGE("reconnect_latency_max_ms", "%.1f", s->lat_max);
-  L("# TYPE genesys_notify_up gauge\n");
+  L("genesys_notify_reconnect_latency_seconds_sum{client=\"%s\"} %.4f\n", cl, s->lat_sum / 1000.0);
+  L("genesys_notify_reconnect_latency_seconds_count{client=\"%s\"} %llu\n", cl, (unsigned long long)s->lat_count);
+  if (s->lat_count)
+    GAUGE("reconnect_latency_max_seconds", "%.4f", s->lat_max / 1000.0,
+          "Longest reconnect latency among the latest 1024 attempts.");
+  HEAD("up", "gauge", "1 while the stream is open; the state label names the client's state.");
   L("genesys_notify_up{client=\"%s\",state=\"%s\"} %d\n", cl, state, strcmp(state, "open") == 0);
-  GAUGE("topics_wanted", "%llu", (unsigned long long)s->topics_wanted);
-  GAUGE("topics_confirmed", "%llu", (unsigned long long)s->topics_confirmed);
-  GAUGE("subscriptions_synced", "%d", s->subscriptions_synced);
-  GAUGE("uptime_seconds", "%.3f", s->uptime_ms / 1000.0);
-  GAUGE("connected_seconds", "%.3f", s->connected_ms / 1000.0);
-  L("# TYPE genesys_notify_deaf_seconds_total counter\n");
+  GAUGE("topics_wanted", "%llu", (unsigned long long)s->topics_wanted, "Topics the client wants.");
+  GAUGE("topics_confirmed", "%llu", (unsigned long long)s->topics_confirmed,
+        "Topics the server holds on the live channel.");
+  GAUGE("subscriptions_synced", "%d", s->subscriptions_synced,
+        "1 when the server holds exactly the wanted topics and nothing is in flight.");
+  GAUGE("uptime_seconds", "%.3f", s->uptime_ms / 1000.0, "Seconds since the client started.");
+  GAUGE("connected_seconds", "%.3f", s->connected_ms / 1000.0,
+        "Age of the current connection in seconds (0 when not open).");
+  HEAD("deaf_seconds_total", "counter", "Seconds without a live connection since the first open.");
   L("genesys_notify_deaf_seconds_total{client=\"%s\"} %.3f\n", cl, s->deaf_ms / 1000.0);
-  COUNTER("scheduler_cycles", s->sched_cycles);
-  COUNTER("scheduler_coalesced", s->sched_coalesced);
-  COUNTER("scheduler_triggers", s->sched_triggers);
-  L("# TYPE genesys_notify_scheduler_triggers_by_reason_total counter\n");
+  COUNTER("scheduler_cycles", s->sched_cycles, "Reconnect cycles the single-flight scheduler opened.");
+  COUNTER("scheduler_coalesced", s->sched_coalesced, "Reconnect triggers folded into a cycle already open.");
+  COUNTER("scheduler_triggers", s->sched_triggers, "Reconnect triggers (close, error, timeout, manual, expired).");
+  HEAD("scheduler_triggers_by_reason_total", "counter", "Reconnect triggers by reason.");
   for (int i = 0; i < GN_METRICS_REASONS; i++)
     L("genesys_notify_scheduler_triggers_by_reason_total{client=\"%s\",reason=\"%s\"} %llu\n", cl,
       reasons[i], (unsigned long long)s->sched_by_reason[i]);
-  COUNTER("token_requests", s->token_requests);
-  GAUGE("wake_peers", "%llu", (unsigned long long)s->wake_peers);
-  COUNTER("wake_refused", s->wake_refused);
+  COUNTER("token_requests", s->token_requests, "Token requests for the client's shared credential.");
+  GAUGE("wake_peers", "%llu", (unsigned long long)s->wake_peers,
+        "Peers connected to the client's wake socket.");
+  COUNTER("wake_refused", s->wake_refused,
+          "Connections to the wake socket closed at once (1024 peers reached, or no memory).");
 #undef COUNTER
 #undef GAUGE
+#undef HEAD
 #undef L
   return b.p;
 oom:

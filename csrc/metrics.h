@@ -20,6 +20,7 @@ typedef struct {
   uint64_t queued_events, queued_bytes; /* events waiting for the owner, their estimated bytes */
   double lat_p50, lat_p90, lat_p99, lat_max; /* ms; -1 when no sample yet */
   uint64_t lat_count;
+  double lat_sum;          /* ms, every latency recorded (the summary's _sum) */
   double uptime_ms;        /* since the client started */
   double connected_ms;     /* current connection's age, 0 when not open */
   double deaf_ms;          /* total time without a live connection since the first open */
@@ -43,6 +44,7 @@ typedef struct {
   double lat[GN_LAT_SAMPLES];
   size_t lat_n, lat_pos;
   uint64_t lat_count;
+  double lat_sum;
   double lat_max;
   uint64_t started_ms, open_since_ms;
   double deaf_ms;
@@ -61,8 +63,9 @@ void gn_metrics_add_latency(gn_metrics_t *m, double ms);
 /* Copies m's counters into *out and computes the latency percentiles. Returns nothing. Any
  * thread: locks m's mutex (the samples are sorted after it is released). */
 void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *out);
-/* Prometheus text exposition of a snapshot: every field client:metrics() has (counters as
- * NAME_total, the rest as gauges, the latency as a summary); returns a malloc'd string the caller frees (NULL when
+/* Prometheus text exposition of a snapshot: every field client:metrics() has, each family with
+ * # HELP and # TYPE (counters as NAME_total, the rest as gauges, the reconnect latency as a
+ * summary in seconds with _sum and _count), every sample labelled client="NAME"; returns a malloc'd string the caller frees (NULL when
  * out of memory). Any thread: it reads only its arguments, not the live gn_metrics_t. */
 char *gn_metrics_prometheus(const gn_metrics_snapshot_t *s, const char *state, const char *client);
 

@@ -16,6 +16,7 @@
 #include "stream.h"
 
 #include <errno.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,6 +120,7 @@ static const struct lws_protocols protocols[] = {
 
 static const char USAGE[] =
 	"usage: genesys-notify-emulator [--port N] [--host ADDR] [--tls-cert FILE --tls-key FILE]\n"
+	"         [--tls-max 1.2|1.3]\n"
 	"         --client ID:SECRET [--client ...] [--token-ttl S] [--channel-ttl S]\n"
 	"         [--heartbeat-ms N] [--event-rate N] [--event-size BYTES] [--max-message BYTES]\n"
 	"         [--max-channels N] [--fault KIND:key=value,...] [--log]\n";
@@ -229,6 +231,10 @@ static void parse_args(int argc, char **argv, const char ***faults, int *nfaults
 				c->tls_cert = v;
 			else
 				c->tls_key = v;
+		} else if (!strcmp(f, "--tls-max")) {
+			if (!v || (strcmp(v, "1.2") && strcmp(v, "1.3")))
+				die_flag(f, "1.2 or 1.3", v);
+			c->tls12_only = !strcmp(v, "1.2");
 		} else if (!strcmp(f, "--client")) {
 			const char *colon = v ? strchr(v, ':') : NULL;
 			if (!colon || colon == v || !colon[1])
@@ -314,6 +320,11 @@ int main(int argc, char **argv)
 		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
 		info.ssl_cert_filepath = E.cfg.tls_cert;
 		info.ssl_private_key_filepath = E.cfg.tls_key;
+		/* --tls-max 1.2: a TLS 1.2 client cannot send application data before the server's
+		 * Finished, so a held connection stalls inside TLS (TLS 1.3 lets the client send its
+		 * upgrade after one server flight). */
+		if (E.cfg.tls12_only)
+			info.ssl_options_set = SSL_OP_NO_TLSv1_3;
 	}
 	info.alpn = "http/1.1";
 	info.max_http_header_data = 8192;

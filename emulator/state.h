@@ -69,6 +69,7 @@ typedef struct emu_cfg {
 	const char *host;
 	int port;
 	const char *tls_cert, *tls_key;
+	int tls12_only; /* --tls-max 1.2 */
 	client_cred_t *clients;
 	int nclients;
 	long token_ttl, channel_ttl;

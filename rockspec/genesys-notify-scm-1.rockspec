@@ -59,4 +59,8 @@ build = {
     LUA_LIBDIR = "$(LIBDIR)",
     LUA_LUADIR = "$(LUADIR)",
   },
+  -- The command-line tool; LuaRocks wraps it so it runs with this rock's Lua and paths.
+  install = {
+    bin = { ["genesys-notify"] = "bin/genesys-notify" },
+  },
 }

@@ -189,7 +189,38 @@ local function json_str(v)
   end) .. '"'
 end
 
-local function audit_line(fmt, h)
+-- The original design's three line types ("seed"), so log parsers written for it keep working:
+--   AUDIT|RECONNECT_ATTEMPT|connId=N|attempt=N|delayMs=N         (health "attempt")
+--   AUDIT|RECONNECT_SUCCESS|connId=N|latencyMs=N|successRate=R   ("connected" after attempt 1+)
+--   AUDIT|RECONNECT_FAIL|connId=N|attempt=N|reason=WORD          ("failed"; "gave_up" with
+--                                                                  reason=gave_up:WHY)
+-- Other items give no line (nil). ctx: { connection_id = the last one seen, success_rate = 0..1 }.
+local function seed_value(v)
+  return (tostring(v):gsub("[|=%s]", "_"))
+end
+
+local function seed_line(h, ctx)
+  ctx = ctx or {}
+  local conn = h.connection_id or ctx.connection_id or 0
+  local k = h.kind
+  if k == "attempt" then
+    return string_format("AUDIT|RECONNECT_ATTEMPT|connId=%d|attempt=%d|delayMs=%d", conn,
+      h.attempt or 0, math.floor((h.delay_ms or 0) + 0.5))
+  elseif k == "connected" and (h.attempt or 0) > 0 then
+    return string_format("AUDIT|RECONNECT_SUCCESS|connId=%d|latencyMs=%d|successRate=%.2f", conn,
+      math.floor((h.latency_ms or 0) + 0.5), ctx.success_rate or 0)
+  elseif k == "failed" then
+    return string_format("AUDIT|RECONNECT_FAIL|connId=%d|attempt=%d|reason=%s", conn,
+      h.attempt or 0, seed_value(h.reason or "unknown"))
+  elseif k == "gave_up" then
+    return string_format("AUDIT|RECONNECT_FAIL|connId=%d|attempt=%d|reason=gave_up:%s", conn,
+      h.attempts or 0, seed_value(h.reason or "unknown"))
+  end
+  return nil
+end
+
+local function audit_line(fmt, h, ctx)
+  if fmt == "seed" then return seed_line(h, ctx) end
   local keys = {}
   for k in pairs(h) do
     if k ~= "kind" and k ~= "state" and k ~= "timestamp_ms" then keys[#keys + 1] = k end
@@ -339,11 +370,13 @@ function _M.config(cfg)
   if cfg.audit ~= nil then
     local a = cfg.audit
     if type(a) ~= "table" then
-      fail("audit", 'a table {format = "pipe"|"json", sink = file or function}', describe(a))
+      fail("audit", 'a table {format = "pipe"|"json"|"seed", sink = file or function}', describe(a))
     end
     check_keys(a, { format = true, sink = true }, "audit.")
     local fmt = a.format == nil and "pipe" or a.format
-    if fmt ~= "pipe" and fmt ~= "json" then fail("audit.format", '"pipe" or "json"', describe(fmt)) end
+    if fmt ~= "pipe" and fmt ~= "json" and fmt ~= "seed" then
+      fail("audit.format", '"pipe", "json" or "seed"', describe(fmt))
+    end
     local sink = a.sink == nil and io.stderr or a.sink
     local write
     if type(sink) == "function" then
@@ -354,11 +387,27 @@ function _M.config(cfg)
       fail("audit.sink", "a file (with :write) or a function(line)", describe(sink))
     end
     local user = out.on_health
+    -- "seed" lines carry the last connection id and the client's success rate: the client is
+    -- known once notify.new has made it (a weak reference: no cycle through the callback).
+    local holder = setmetatable({}, { __mode = "v" })
+    local ctx = { connection_id = 0 }
+    out.audit_holder = holder
+    local function audit(h)
+      if fmt == "seed" then
+        if h.connection_id then ctx.connection_id = h.connection_id end
+        if h.kind == "connected" and holder.client then
+          local ok, m = pcall(holder.client.metrics, holder.client)
+          ctx.success_rate = ok and m.success_rate or nil
+        end
+      end
+      local line = audit_line(fmt, h, ctx)
+      if line then write(line) end
+    end
     -- poll() writes the line before on_health; drain() (which calls no on_health) through
     -- audit_sink.
-    out.audit_sink = function(h) write(audit_line(fmt, h)) end
+    out.audit_sink = audit
     out.on_health = function(h)
-      write(audit_line(fmt, h))
+      audit(h)
       if user then return user(h) end
     end
   end
@@ -402,6 +451,41 @@ function _M.format(h)
   return table_concat(parts, " ")
 end
 
+--- Prometheus text for several clients in one exposition (one scrape): each family's # HELP and
+-- # TYPE once, then the samples of every client, told apart by their client="NAME" label (so
+-- every client needs a name of its own: two alike raise, naming both).
+function _M.prometheus(clients)
+  if type(clients) ~= "table" then fail("prometheus(clients)", "an array of clients", describe(clients)) end
+  local order, fams, names = {}, {}, {}
+  for i = 1, #clients do
+    local text = clients[i]:metrics("prometheus")
+    local name = text:match('{client="([^"]*)"')
+    if names[name] then
+      error(string_format('genesys.notify: prometheus(clients): clients[%d]: expected a name of its own ' ..
+        '(the client label), got %q, the name of clients[%d]', i, name, names[name]), 2)
+    end
+    names[name] = i
+    local cur
+    for line in text:gmatch("[^\n]+") do
+      local fam = line:match("^# %u+ (%S+)")
+      if fam then
+        cur = fams[fam]
+        if not cur then
+          cur = { first = i, lines = {} }
+          fams[fam] = cur
+          order[#order + 1] = fam
+        end
+        if cur.first == i then cur.lines[#cur.lines + 1] = line end
+      elseif cur then
+        cur.lines[#cur.lines + 1] = line
+      end
+    end
+  end
+  local out = {}
+  for _, fam in ipairs(order) do out[#out + 1] = table_concat(fams[fam].lines, "\n") end
+  return #out > 0 and (table_concat(out, "\n") .. "\n") or ""
+end
+
 --- A context of its own: one service thread for every client created with { context = ctx }.
 -- Clients without a context share the process's default context.
 function _M.context()
@@ -425,7 +509,9 @@ end
 function _M.new(cfg)
   local ok, norm = pcall(_M.config, cfg)
   if not ok then error(norm, 2) end -- point at the caller's line
-  return core.client_new(norm)
+  local client = core.client_new(norm)
+  if norm.audit_holder then norm.audit_holder.client = client end
+  return client
 end
 
 return _M

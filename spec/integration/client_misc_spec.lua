@@ -45,7 +45,7 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
     assert.equals(4, m.scheduler.cycles)
     local text = client:metrics("prometheus")
     assert.truthy(text:find('genesys_notify_attempts_total{client=""} 4', 1, true), text)
-    assert.truthy(text:find('genesys_notify_reconnect_latency_ms{client="",quantile="0.99"}', 1, true))
+    assert.truthy(text:find('genesys_notify_reconnect_latency_seconds{client="",quantile="0.99"}', 1, true))
     assert.truthy(text:find('genesys_notify_up{client="",state="open"} 1', 1, true))
     assert.has_error(function() client:metrics("xml") end)
   end)
@@ -75,11 +75,15 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
     connected_ms = { "genesys_notify_connected_seconds", scale = 1000, approx = true },
     deaf_ms = { "genesys_notify_deaf_seconds_total", scale = 1000, approx = true },
     state = { "genesys_notify_up", label = "state" },
-    ["latency_ms.count"] = { "genesys_notify_reconnect_latency_ms_count" },
-    ["latency_ms.p50"] = { 'genesys_notify_reconnect_latency_ms{quantile="0.5"}', approx = true },
-    ["latency_ms.p90"] = { 'genesys_notify_reconnect_latency_ms{quantile="0.9"}', approx = true },
-    ["latency_ms.p99"] = { 'genesys_notify_reconnect_latency_ms{quantile="0.99"}', approx = true },
-    ["latency_ms.max"] = { "genesys_notify_reconnect_latency_max_ms", approx = true },
+    ["latency_ms.count"] = { "genesys_notify_reconnect_latency_seconds_count" },
+    ["latency_ms.sum"] = { "genesys_notify_reconnect_latency_seconds_sum", scale = 1000, approx = true },
+    ["latency_ms.p50"] = { 'genesys_notify_reconnect_latency_seconds{quantile="0.5"}', scale = 1000,
+      approx = true },
+    ["latency_ms.p90"] = { 'genesys_notify_reconnect_latency_seconds{quantile="0.9"}', scale = 1000,
+      approx = true },
+    ["latency_ms.p99"] = { 'genesys_notify_reconnect_latency_seconds{quantile="0.99"}', scale = 1000,
+      approx = true },
+    ["latency_ms.max"] = { "genesys_notify_reconnect_latency_max_seconds", scale = 1000, approx = true },
     ["scheduler.cycles"] = { "genesys_notify_scheduler_cycles_total" },
     ["scheduler.coalesced"] = { "genesys_notify_scheduler_coalesced_total" },
     ["scheduler.triggers"] = { "genesys_notify_scheduler_triggers_total" },
@@ -99,12 +103,16 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
     return out
   end
 
-  -- { ['name{labels without client}'] = value }, { family = type }
+  -- { ['name{labels without client}'] = value }, { family = type }, { family = help }
   local function parse_prometheus(text)
-    local samples, types = {}, {}
+    local samples, types, helps = {}, {}, {}
     for line in text:gmatch("[^\n]+") do
       local fam, ty = line:match("^# TYPE (%S+) (%S+)$")
-      if fam then
+      local hfam, help = line:match("^# HELP (%S+) (.+)$")
+      if hfam then
+        assert.is_nil(helps[hfam], "help twice: " .. hfam)
+        helps[hfam] = help
+      elseif fam then
         assert.is_nil(types[fam], "family twice: " .. fam)
         types[fam] = ty
       else
@@ -120,7 +128,7 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
         samples[key] = tonumber(value)
       end
     end
-    return samples, types
+    return samples, types, helps
   end
 
   it("the Prometheus text carries every field of metrics(), with counters as _total", function()
@@ -131,7 +139,7 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
     assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
     local m = flatten(client:metrics(), "", {})
     local text = client:metrics("prometheus")
-    local samples, types = parse_prometheus(text)
+    local samples, types, helps = parse_prometheus(text)
     local used = {}
     for key in pairs(m) do
       assert.truthy(PROM[key], "metrics()." .. key .. " is missing from the Prometheus text (and this spec)")
@@ -161,17 +169,55 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
       else assert.truthy(ty == "gauge" or ty == "summary", fam .. " " .. ty) end
     end
     for sample in pairs(samples) do
-      local fam = sample:gsub("{.*", ""):gsub("_count$", "")
+      local fam = sample:gsub("{.*", "")
+      if types[fam] == nil then fam = fam:gsub("_count$", ""):gsub("_sum$", "") end
       assert.truthy(types[fam], "no # TYPE for " .. sample)
+      assert.truthy(helps[fam], "no # HELP for " .. sample)
     end
-    -- promtool (Debian's prometheus package, not in make deps: too large) lints it when present
-    local has = os.execute("command -v promtool >/dev/null 2>&1")
-    if has == true or has == 0 then
-      local f = io.popen("promtool check metrics 2>&1 <<'EOF'\n" .. text .. "EOF\necho rc=$?")
-      local out = f:read("*a")
-      f:close()
-      assert.truthy(out:find("rc=0", 1, true), out)
+    -- promtool (Debian's prometheus package, in make deps) lints it
+    local f = io.popen("env -u LD_PRELOAD promtool check metrics 2>&1 <<'EOF'\n" .. text .. "EOF\necho rc=$?")
+    local out = f:read("*a")
+    f:close()
+    assert.truthy(out:find("rc=0", 1, true), out)
+  end)
+
+  it("notify.prometheus(clients): one exposition for several clients, each family once", function()
+    local a, rec_a = start_client(emu, { name = "alpha" })
+    local b = start_client(emu, { name = "beta" })
+    finally(function() a:close(); b:close() end)
+    assert.truthy(wait.until_(a, function() return rec_a.count("connected") > 0 end, 10000))
+    local text = notify.prometheus { a, b }
+    local helps, types, per = {}, {}, { alpha = 0, beta = 0 }
+    for line in text:gmatch("[^\n]+") do
+      local h = line:match("^# HELP (%S+)")
+      local t = line:match("^# TYPE (%S+)")
+      if h then helps[h] = (helps[h] or 0) + 1 end
+      if t then types[t] = (types[t] or 0) + 1 end
+      local who = line:match('^genesys_notify_[%w_]+{client="(%w+)"')
+      if who then per[who] = per[who] + 1 end
     end
+    for fam, n in pairs(helps) do assert.equals(1, n, fam) end
+    for fam, n in pairs(types) do assert.equals(1, n, fam) end
+    -- every sample of each client's own text is in the merged one, and no other
+    for who, c in pairs { alpha = a, beta = b } do
+      local own = 0
+      for line in c:metrics("prometheus"):gmatch("[^\n]+") do
+        if not line:find("^#") then
+          own = own + 1
+          assert.truthy(text:find(line:match("^([^ ]+) "), 1, true), line)
+        end
+      end
+      assert.equals(own, per[who], who)
+    end
+    local f = io.popen("env -u LD_PRELOAD promtool check metrics 2>&1 <<'EOF'\n" .. text .. "EOF\necho rc=$?")
+    local out = f:read("*a")
+    f:close()
+    assert.truthy(out:find("rc=0", 1, true), out)
+    local c = start_client(emu, { name = "alpha" })
+    finally(function() a:close(); b:close(); c:close() end)
+    assert.has_error(function() notify.prometheus { a, b, c } end,
+      'genesys.notify: prometheus(clients): clients[3]: expected a name of its own (the client label), ' ..
+      'got "alpha", the name of clients[1]')
   end)
 
   it("failures count in the success rate", function()
@@ -413,7 +459,7 @@ describe("genesys.notify audit lines", function()
   it("rejects a bad audit configuration by field", function()
     local ok, err = pcall(notify.new, wait.config(emu, nil, { audit = { format = "xml" } }))
     assert.is_false(ok)
-    assert.truthy(err:find('audit.format: expected "pipe" or "json"', 1, true), err)
+    assert.truthy(err:find('audit.format: expected "pipe", "json" or "seed", got "xml"', 1, true), err)
     ok, err = pcall(notify.new, wait.config(emu, nil, { audit = { sink = 42 } }))
     assert.is_false(ok)
     assert.truthy(err:find("audit.sink: expected a file", 1, true), err)

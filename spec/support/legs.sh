@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# legs.sh NAME CMD [NAME CMD ...]: runs the commands side by side and waits for all of them.
+# Every line a command prints is prefixed with "[NAME] " (whole lines only, so two legs never
+# mix inside a line). Exits 0 when every command did, else 1 after naming the legs that failed.
+#
+# The specs spend most of their time waiting on sockets and timers (a plain `make test` leg uses
+# about a third of one core), so two legs side by side on two cores take little more than the
+# longer one. Each leg builds into its own folder (build/$(LUA)[-$(SAN)]); what the legs share
+# (test certificates) is made before they start.
+set -u
+if [ $# -lt 2 ] || [ $(($# % 2)) -ne 0 ]; then
+  echo "usage: legs.sh NAME CMD [NAME CMD ...]" >&2
+  exit 2
+fi
+dir=$(mktemp -d /tmp/gn-legs.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+names=()
+pids=()
+while [ $# -gt 0 ]; do
+  name=$1 cmd=$2
+  shift 2
+  names+=("$name")
+  (
+    set -o pipefail
+    start=$(date +%s)
+    bash -c "$cmd" 2>&1 | sed -u "s/^/[$name] /"
+    rc=$?
+    echo "[$name] finished with status $rc after $(( $(date +%s) - start )) s"
+    echo $rc > "$dir/$name.rc"
+  ) &
+  pids+=($!)
+done
+# Ctrl-C or a CI timeout: take the legs (and what they started) down too.
+trap 'trap - INT TERM; kill 0; exit 130' INT TERM
+wait "${pids[@]}"
+failed=()
+for name in "${names[@]}"; do
+  rc=$(cat "$dir/$name.rc" 2>/dev/null || echo 1)
+  [ "$rc" = 0 ] || failed+=("$name (status $rc)")
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "legs.sh: failed: ${failed[*]}"
+  exit 1
+fi
+echo "legs.sh: all passed: ${names[*]}"
