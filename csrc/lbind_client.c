@@ -10,6 +10,7 @@
  * Event bodies are decoded in C from the jansson tree the service thread already built while it
  * looked for the topic (see bench/decode_bench.lua for the measurement against lua-cjson).
  */
+#include "bell.h"
 #include "client.h"
 #include "gn_util.h"
 #include "lbind.h"
@@ -341,6 +342,97 @@ static int poll_items(lua_State *L, lclient_t *u, int timeout_ms) {
   return n;
 }
 
+/* ---- drain(): the pull API ----
+ * The items waiting, as tables, without calling on_event/on_health: the caller runs its handlers
+ * itself (in OpenResty, where a handler may yield; a C function like poll() cannot be yielded
+ * across). Policy records are still answered here by calling the policy hook (a computation on
+ * the record; it must not yield) and are not returned. Health items are written to the audit
+ * sink, when one is configured, as poll() does through on_health. */
+#define DRAIN_MAX_ITEMS POLL_MAX_ITEMS
+
+static void refuse_reentry(lua_State *L, lclient_t *u, const char *fn);
+
+/* Builds the array of drain() in protected mode: [it (light), array] -> array with the item's
+ * table appended (n + 1 at index 3). */
+static int drain_append(lua_State *L) {
+  gn_item_t *it = (gn_item_t *)lua_touserdata(L, 1);
+  lua_Integer n = lua_tointeger(L, 3);
+  lua_settop(L, 2);
+  lua_pushcfunction(L, push_item_table);
+  lua_pushlightuserdata(L, it);
+  lua_call(L, 1, 1);
+  if (it->type == GN_ITEM_EVENT) lua_pushliteral(L, "event");
+  else lua_pushliteral(L, "health");
+  lua_setfield(L, -2, "item");
+  lua_rawseti(L, 2, (int)n + 1);
+  return 0;
+}
+
+/* Writes a health item's audit line (the sink configured with audit=, stored as "audit" in the
+ * user value at uv). Stack: [..., item table]; leaves it. A failing sink is reported on stderr
+ * (the same last resort as a failing on_health report): drain() calls no on_health. */
+static void drain_audit(lua_State *L, lclient_t *u, int uv) {
+  lua_getfield(L, uv, "audit");
+  if (!lua_isfunction(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushvalue(L, -2);
+  if (call_protected(L, u, "audit")) {
+    fprintf(stderr, "genesys.notify: the audit sink raised: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
+static int l_drain(lua_State *L) {
+  lclient_t *u = check_here(L, 1);
+  refuse_reentry(L, u, "drain()");
+  lua_Number m = DRAIN_MAX_ITEMS;
+  if (!lua_isnoneornil(L, 2)) {
+    if (lua_type(L, 2) != LUA_TNUMBER)
+      return luaL_error(L, "genesys.notify: drain(max): expected an integer from 1 to %d, got "
+                           "a %s", DRAIN_MAX_ITEMS, luaL_typename(L, 2));
+    m = lua_tonumber(L, 2);
+    if (!(m >= 1) || m != floor(m))
+      return luaL_error(L, "genesys.notify: drain(max): expected an integer from 1 to %d (more "
+                           "counts as %d), got %s", DRAIN_MAX_ITEMS, DRAIN_MAX_ITEMS,
+                        lua_tostring(L, 2));
+  }
+  int max = m > DRAIN_MAX_ITEMS ? DRAIN_MAX_ITEMS : (int)m;
+  lua_settop(L, 1);
+  lua_newtable(L); /* 2: the result */
+  if (u->closed || !u->c) return 1;
+  lua_getuservalue(L, 1); /* 3 */
+  int uv = 3;
+  int n = 0;
+  while (n < max && !u->closed) {
+    gn_item_t *it = gn_client_pop(u->c);
+    if (!it) break;
+    if (it->type == GN_ITEM_POLICY) {
+      /* Answered here, not returned: the engine waits for the answer, not for the caller. */
+      run_policy(L, u, uv, it);
+      gn_item_free(it);
+      continue;
+    }
+    lua_pushcfunction(L, drain_append);
+    lua_pushlightuserdata(L, it);
+    lua_pushvalue(L, 2);
+    lua_pushinteger(L, n);
+    int rc = lua_pcall(L, 3, 0, 0);
+    int health = it->type == GN_ITEM_HEALTH;
+    gn_item_free(it);
+    if (rc != 0) return lua_error(L); /* out of memory building a table */
+    n++;
+    if (health) {
+      lua_rawgeti(L, 2, n);
+      drain_audit(L, u, uv);
+      lua_pop(L, 1);
+    }
+  }
+  lua_settop(L, 2);
+  return 1;
+}
+
 /* poll() or run() from inside one of this client's callbacks: raised there, so it is reported
  * like any error of that callback (health callback_error) and the outer poll() goes on with the
  * next item. */
@@ -392,6 +484,17 @@ static int l_start(lua_State *L) {
 static int l_fd(lua_State *L) {
   lclient_t *u = check_open(L, 1);
   lua_pushinteger(L, gn_client_fd(u->c));
+  return 1;
+}
+
+/* client:wake_socket() -> the path of a unix socket whose peers get a byte when items start
+ * waiting (bell.h); made on first call, closed by close(). */
+static int l_wake_socket(lua_State *L) {
+  lclient_t *u = check_open(L, 1);
+  char err[256] = "";
+  const char *path = gn_client_wake_path(u->c, err, sizeof err);
+  if (!path) return luaL_error(L, "genesys.notify: wake_socket(): %s", err);
+  lua_pushstring(L, path);
   return 1;
 }
 
@@ -679,6 +782,8 @@ static int l_metrics(lua_State *L) {
   lua_setfield(L, -2, "by_reason");
   lua_setfield(L, -2, "scheduler");
   setint(L, "token_requests", s.token_requests);
+  setint(L, "wake_peers", s.wake_peers);
+  setint(L, "wake_refused", s.wake_refused);
   return 1;
 }
 
@@ -728,6 +833,84 @@ static int l_context_tostring(lua_State *L) {
 
 static int l_is_context(lua_State *L) {
   lua_pushboolean(L, luaL_testudata(L, 1, LGN_CONTEXT_MT) != NULL);
+  return 1;
+}
+
+/* ---- bells (notify.bell(path)) ---- */
+
+#define LGN_BELL_MT "genesys.notify.bell"
+
+typedef struct {
+  gn_bell_t *b;
+  pid_t pid;
+} lbell_t;
+
+static lbell_t *check_bell(lua_State *L, int i) {
+  return (lbell_t *)luaL_checkudata(L, i, LGN_BELL_MT);
+}
+static lbell_t *check_bell_here(lua_State *L, int i) {
+  lbell_t *x = check_bell(L, i);
+  if (x->pid != getpid()) refuse_forked(L, "bell", x->pid);
+  return x;
+}
+
+/* core.bell_new(path): a bell listening at path on the default context's service thread. */
+static int l_bell_new(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  lbell_t *x = (lbell_t *)lua_newuserdata(L, sizeof *x);
+  x->b = NULL;
+  x->pid = getpid();
+  luaL_setmetatable(L, LGN_BELL_MT);
+  char err[256] = "";
+  gn_service_t *svc = gn_service_acquire_default(err, sizeof err);
+  if (!svc) return luaL_error(L, "genesys.notify: %s", err);
+  x->b = gn_bell_new(svc, path, err, sizeof err);
+  gn_service_release(svc); /* the bell holds its own reference */
+  if (!x->b) return luaL_error(L, "genesys.notify: %s", err);
+  return 1;
+}
+
+static int l_bell_ring(lua_State *L) {
+  lbell_t *x = check_bell_here(L, 1);
+  if (!x->b) return luaL_error(L, "genesys.notify: ring(): the bell is closed");
+  gn_bell_ring(x->b);
+  return 0;
+}
+
+static int l_bell_path(lua_State *L) {
+  lbell_t *x = check_bell_here(L, 1);
+  if (!x->b) return luaL_error(L, "genesys.notify: path(): the bell is closed");
+  lua_pushstring(L, gn_bell_path(x->b));
+  return 1;
+}
+
+static int l_bell_stats(lua_State *L) {
+  lbell_t *x = check_bell_here(L, 1);
+  if (!x->b) return luaL_error(L, "genesys.notify: stats(): the bell is closed");
+  gn_bell_stats_t st;
+  gn_bell_stats(x->b, &st);
+  lua_createtable(L, 0, 5);
+  setint(L, "peers", st.peers);
+  setint(L, "accepted", st.accepted);
+  setint(L, "refused", st.refused);
+  setint(L, "rings", st.rings);
+  setint(L, "skipped", st.skipped);
+  return 1;
+}
+
+/* close() and __gc: idempotent; in a child forked after the bell was made they return at once
+ * (its descriptors there were closed at the fork). */
+static int l_bell_close(lua_State *L) {
+  lbell_t *x = check_bell(L, 1);
+  gn_bell_t *b = x->b;
+  x->b = NULL;
+  gn_bell_free(b);
+  return 0;
+}
+
+static int l_bell_tostring(lua_State *L) {
+  lbell_t *x = check_bell(L, 1);
+  lua_pushfstring(L, "genesys.notify.bell (%s) %p", x->b ? "open" : "closed", (void *)x);
   return 1;
 }
 
@@ -842,6 +1025,10 @@ static int l_client_new(lua_State *L) {
   lua_setfield(L, -2, "on_health");
   lua_pushvalue(L, -3);
   lua_setfield(L, -2, "policy");
+  lua_getfield(L, 1, "audit_sink"); /* the audit line writer, for drain() (poll: in on_health) */
+  if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
+    luaL_error(L, "genesys.notify: audit: expected a sink function, got %s", luaL_typename(L, -1));
+  lua_setfield(L, -2, "audit");
   lua_setuservalue(L, -2);
   gn_service_t *svc = NULL;
   lua_getfield(L, 1, "context");
@@ -875,6 +1062,7 @@ static int l_now_ms(lua_State *L) {
 int lgn_open_client(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"start", l_start},           {"poll", l_poll},         {"run", l_run},
+      {"drain", l_drain},           {"wake_socket", l_wake_socket},
       {"fd", l_fd},                 {"close", l_close},       {"reconnect", l_reconnect},
       {"subscribe", l_subscribe},   {"unsubscribe", l_unsubscribe},
       {"state", l_state},           {"metrics", l_metrics},   {NULL, NULL}};
@@ -907,6 +1095,25 @@ int lgn_open_client(lua_State *L) {
     lua_setfield(L, -2, "__tostring");
   }
   lua_pop(L, 1);
+  if (luaL_newmetatable(L, LGN_BELL_MT)) {
+    static const luaL_Reg bell_methods[] = {{"ring", l_bell_ring},   {"path", l_bell_path},
+                                            {"stats", l_bell_stats}, {"close", l_bell_close},
+                                            {NULL, NULL}};
+    lua_newtable(L);
+    luaL_setfuncs(L, bell_methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_bell_close);
+    lua_setfield(L, -2, "__gc");
+#if GN_HAVE_CLOSE
+    lua_pushcfunction(L, l_bell_close);
+    lua_setfield(L, -2, "__close");
+#endif
+    lua_pushcfunction(L, l_bell_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_bell_new);
+  lua_setfield(L, -2, "bell_new");
   /* module table is at the top */
   lua_pushcfunction(L, l_context_new);
   lua_setfield(L, -2, "context_new");

@@ -133,6 +133,10 @@ char *gn_metrics_prometheus(const gn_metrics_snapshot_t *s, const char *state, c
     L("genesys_notify_scheduler_triggers_by_reason_total{client=\"%s\",reason=\"%s\"} %llu\n", cl,
       reasons[i], (unsigned long long)s->sched_by_reason[i]);
   COUNTER("token_requests", s->token_requests, "Token requests for the client's shared credential.");
+  GAUGE("wake_peers", "%llu", (unsigned long long)s->wake_peers,
+        "Peers connected to the client's wake socket.");
+  COUNTER("wake_refused", s->wake_refused,
+          "Connections to the wake socket closed at once (1024 peers reached, or no memory).");
 #undef COUNTER
 #undef GAUGE
 #undef HEAD

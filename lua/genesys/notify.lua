@@ -474,7 +474,7 @@ function _M.config(cfg)
     local holder = setmetatable({}, { __mode = "v" })
     local ctx = { connection_id = 0 }
     out.audit_holder = holder
-    out.on_health = function(h)
+    local function audit(h)
       if fmt == "seed" then
         if h.connection_id then ctx.connection_id = h.connection_id end
         if h.kind == "connected" and holder.client then
@@ -484,6 +484,12 @@ function _M.config(cfg)
       end
       local line = audit_line(fmt, h, ctx)
       if line then write(line) end
+    end
+    -- poll() writes the line before on_health; drain() (which calls no on_health) through
+    -- audit_sink.
+    out.audit_sink = audit
+    out.on_health = function(h)
+      audit(h)
       if user then return user(h) end
     end
   end
@@ -567,6 +573,19 @@ end
 -- Clients without a context share the process's default context.
 function _M.context()
   return core.context_new()
+end
+
+--- A bell: a unix-domain socket at `path` whose peers get one byte at each bell:ring()
+-- (coalesced, never blocking), served by the default context's service thread. A socket file
+-- already at `path` is replaced. bell:ring(), bell:path(), bell:stats(), bell:close().
+function _M.bell(path)
+  if type(path) ~= "string" or path == "" then
+    fail("path", "a file path for a unix socket", describe(path))
+  end
+  if path:find("\0", 1, true) then fail("path", "a path without NUL bytes", describe(path)) end
+  local ok, b = pcall(core.bell_new, path)
+  if not ok then error(b, 2) end
+  return b
 end
 
 --- Creates a client (not yet connected: call client:start()). Raises on a bad configuration.
