@@ -3,3 +3,6 @@ std = "max"
 max_line_length = 110
 files["spec"] = { std = "+busted" }
 exclude_files = { "build/**", "spec/conformance/node_modules/**" }
+files["lua/genesys/notify/resty.lua"] = { std = "max+ngx_lua" }
+files["examples"] = { std = "max+ngx_lua" }
+files["spec/support/resty_hook.lua"] = { std = "max+ngx_lua" }
