@@ -318,6 +318,9 @@ local function pump(h, client)
           reason = it.reason, error = it.error }
         h.status_due = true
         ngx_log(INFO, "genesys.notify.resty: ", notify.format(it))
+        if it.kind == "rollover" and it.event == "completed" and it.to then
+          h.status.channel_id = it.to
+        end
         if it.kind == "connected" then
           h.status.channel_id = it.channel_id
           if h.takeover_from then
