@@ -6,3 +6,4 @@ exclude_files = { "build/**", "spec/conformance/node_modules/**" }
 files["lua/genesys/notify/resty.lua"] = { std = "max+ngx_lua" }
 files["examples"] = { std = "max+ngx_lua" }
 files["spec/support/resty_hook.lua"] = { std = "max+ngx_lua" }
+files["spec/support/resty_slow_hook.lua"] = { std = "max+ngx_lua" }

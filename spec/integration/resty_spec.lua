@@ -311,6 +311,51 @@ describe("genesys.notify.resty in nginx", function()
     assert.truthy(tostring(err):find("start() belongs in init_worker_by_lua*", 1, true), err)
   end)
 
+  it("a slow worker: what the ring overwrote before it read it is reported as missed, never skipped", function()
+    local ng = start(emu, { GN_HANDLER_MODULE = "support.resty_slow_hook", GN_RING_SIZE = "16" })
+    finally(function() ng:stop() end)
+    assert.truthy(health(ng), "no worker connected: " .. ng:log())
+    local s = ng:stream("/events", 60)
+    local w = nginx.wait_until(function() return s:worker() end, 5)
+    assert.truthy(w)
+    local head0 = ng:health().ring.head
+    local st, j = emu:admin("POST", "publish", { topic = TOPIC, count = 200 })
+    assert.equals(200, st)
+    local stream = j.stream
+    assert.truthy(nginx.wait_until(function()
+      local _, p = emu:admin("GET", "publish/" .. stream)
+      return p.done and p.delivered == 200
+    end, 10))
+    -- the stream ends once the reader has come up to the head (200 events past head0)
+    local recs = s:wait_for(function(r)
+      local last = r[#r]
+      return last and ((last.seq or last.to_seq or 0) >= head0 + 200)
+    end, 30)
+    assert.truthy(recs, "the slow worker did not catch up: " .. s:text():sub(-2000))
+    -- every sequence number after head0 is either delivered or inside a reported range
+    local covered, missed = {}, 0
+    for _, r in ipairs(recs) do
+      if r.kind == "missed" then
+        assert.equals("overwritten", r.reason)
+        assert.equals(r.to_seq - r.from_seq + 1, r.count)
+        missed = missed + r.count
+        for q = r.from_seq, r.to_seq do
+          assert.is_nil(covered[q]); covered[q] = true
+        end
+      elseif r.seq then
+        assert.is_nil(covered[r.seq]); covered[r.seq] = true
+      end
+    end
+    for q = head0 + 1, head0 + 200 do assert.truthy(covered[q], "seq " .. q .. " neither read nor reported") end
+    assert.truthy(missed > 0)
+    local h = ng:health()
+    local _, metrics = ng:get("/metrics")
+    local total = 0
+    for n in metrics:gmatch('genesys_notify_resty_missed_total{worker="%d+"} (%d+)') do total = total + tonumber(n) end
+    assert.truthy(total >= missed) -- both workers are slow: the other one missed some too
+    assert.equals(0, h.ring.write_failures)
+  end)
+
   it("a handler that yields (ngx.sleep(0), a cosocket call) runs in every worker", function()
     local ng = start(emu, { GN_HANDLER_MODULE = "support.resty_hook" })
     finally(function() ng:stop() end)
