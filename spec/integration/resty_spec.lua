@@ -275,7 +275,8 @@ describe("genesys.notify.resty in nginx", function()
     local took = ng:quit(10)
     assert.truthy(took, "nginx did not exit")
     assert.truthy(took < 5, "quit took " .. took .. " s")
-    assert.truthy(ng:log():find("(pid " .. h.holder_pid .. ") stepped down as the stream holder: the worker is exiting", 1, true))
+    assert.truthy(ng:log():find("(pid " .. h.holder_pid ..
+      ") stepped down as the stream holder: the worker is exiting", 1, true))
     assert.truthy(nginx.wait_until(function() return connected_channels(emu) == 0 end, 5))
     assert.truthy(s:done())
   end)
@@ -311,7 +312,7 @@ describe("genesys.notify.resty in nginx", function()
     assert.truthy(tostring(err):find("start() belongs in init_worker_by_lua*", 1, true), err)
   end)
 
-  it("a slow worker: what the ring overwrote before it read it is reported as missed, never skipped", function()
+  it("a slow worker: what the ring overwrote before it was read is reported as missed", function()
     local ng = start(emu, { GN_HANDLER_MODULE = "support.resty_slow_hook", GN_RING_SIZE = "16" })
     finally(function() ng:stop() end)
     assert.truthy(health(ng), "no worker connected: " .. ng:log())
@@ -346,14 +347,25 @@ describe("genesys.notify.resty in nginx", function()
         assert.is_nil(covered[r.seq]); covered[r.seq] = true
       end
     end
-    for q = head0 + 1, head0 + 200 do assert.truthy(covered[q], "seq " .. q .. " neither read nor reported") end
+    for q = head0 + 1, head0 + 200 do
+      assert.truthy(covered[q], "seq " .. q .. " neither read nor reported")
+    end
     assert.truthy(missed > 0)
     local h = ng:health()
     local _, metrics = ng:get("/metrics")
     local total = 0
-    for n in metrics:gmatch('genesys_notify_resty_missed_total{worker="%d+"} (%d+)') do total = total + tonumber(n) end
+    for n in metrics:gmatch('genesys_notify_resty_missed_total{worker="%d+"} (%d+)') do
+      total = total + tonumber(n)
+    end
     assert.truthy(total >= missed) -- both workers are slow: the other one missed some too
     assert.equals(0, h.ring.write_failures)
+  end)
+
+  it("a bad resty field in init_worker: the error in the log names it and what was expected", function()
+    local ng = start(emu, { GN_RING_SIZE = "3" })
+    finally(function() ng:stop() end)
+    assert.truthy(ng:log():find("init_worker_by_lua error: genesys.notify.resty: ring_size: " ..
+      "expected an integer from 16 to 10000000, got 3", 1, true), ng:log())
   end)
 
   it("a handler that yields (ngx.sleep(0), a cosocket call) runs in every worker", function()

@@ -85,7 +85,9 @@ end
 _M.root = root
 
 function _M.available()
-  if not rawget(_G, "jit") then return false, "nginx loads the LuaJIT build of the module: run under LuaJIT" end
+  if not rawget(_G, "jit") then
+    return false, "nginx loads the LuaJIT build of the module: run under LuaJIT"
+  end
   if (os.getenv("GN_SAN") or "") ~= "" then
     return false, "nginx cannot load a sanitizer build of the module (its binary has no sanitizer runtime)"
   end
@@ -112,10 +114,11 @@ function _M:_launch()
     return tonumber((read_file(p .. "/master") or ""):match("%d+") or "")
   end, 5)
   assert(self.master, "nginx: no master pid")
-  -- ready: every worker answers (a request served means the workers run init_worker)
+  -- ready: the workers run and one answers (a request served means init_worker has run; an
+  -- error there is in the log and answered 500, for the specs that look for it)
   return _M.wait_until(function()
     if read_file(p .. "/rc") then return false end
-    return #self:workers() >= self.nworkers and self:get("/health") == 200
+    return #self:workers() >= self.nworkers and self:get("/health") ~= 0
   end, 10)
 end
 
@@ -229,7 +232,7 @@ function _M:reload()
   assert(sh("kill -HUP " .. self.master))
 end
 
-function _M:kill_worker(pid)
+function _M.kill_worker(_, pid)
   assert(sh("kill -9 " .. pid))
 end
 
@@ -243,7 +246,7 @@ function _M:quit(timeout_s)
   return now_s() - t0
 end
 
-function _M:_kill_all()
+function _M._kill_all(self)
   if not self.master then return end
   for _, w in ipairs(self:workers()) do sh("kill -9 " .. w.pid .. " 2>/dev/null") end
   sh("kill -9 " .. self.master .. " 2>/dev/null")

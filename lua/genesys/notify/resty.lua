@@ -526,7 +526,8 @@ function _M.start(cfg)
   if phase ~= "init_worker" then
     error("genesys.notify.resty: start() belongs in init_worker_by_lua* (it runs in every " ..
       "worker, after the fork); it was called in phase " .. tostring(phase) ..
-      (phase == "init" and " (init_by_lua*, the master: a client made there cannot be used in the workers)" or ""), 2)
+      (phase == "init" and " (init_by_lua*, the master: a client made there cannot be used " ..
+      "in the workers)" or ""), 2)
   end
   if S then error("genesys.notify.resty: start() was already called in this worker", 2) end
   if type(cfg) ~= "table" then fail("config", "a table", describe(cfg)) end
@@ -709,7 +710,8 @@ function _M.prometheus()
     dropped[#dropped + 1] = { lbl, counter("follower_dropped:" .. wid) }
     herr[#herr + 1] = { lbl, counter("handler_errors:" .. wid) }
   end
-  metric("missed_total", "counter", "Ring items a worker's reader missed (overwritten or not written).", missed)
+  metric("missed_total", "counter",
+    "Ring items a worker's reader missed (overwritten or not written).", missed)
   metric("follower_dropped_total", "counter", "Items dropped for slow followers (/events).", dropped)
   metric("handler_errors_total", "counter", "Errors raised by subscribe/on_health handlers.", herr)
   metric("ring_head", "gauge", "Sequence number of the last item written into the ring.",
