@@ -368,6 +368,54 @@ describe("genesys.notify.resty in nginx", function()
       "expected an integer from 16 to 10000000, got 3", 1, true), ng:log())
   end)
 
+  it("a follower that does not read: at most its limit waits, the rest dropped and counted", function()
+    -- a location of the spec's own: follows with a limit of 5 (once its worker has read the
+    -- ring up to its head), reads nothing for a while, then everything that waits
+    local conf = CONF:gsub("    location = /health {", function() return [[
+    location = /lazy {
+      content_by_lua_block {
+        local resty = require "genesys.notify.resty"
+        repeat -- this worker has read what the ring holds (the connection's health items)
+          ngx.sleep(0.05)
+          local st = resty.status()
+        until st.worker.cursor >= st.ring.head
+        local f = resty.follow(5)
+        ngx.print(": worker ", ngx.worker.pid(), "\n\n")
+        ngx.flush(true)
+        ngx.sleep(tonumber(ngx.var.arg_sleep))
+        while true do
+          local rec, json = f:next(0)
+          if not rec then break end
+          ngx.print("data: ", json, "\n\n")
+        end
+        f:close()
+      }
+    }
+
+    location = /health {]] end, 1)
+    local ng = start(emu, nil, conf)
+    finally(function() ng:stop() end)
+    assert.truthy(health(ng), "no worker connected: " .. ng:log())
+    local s = ng:stream("/lazy?sleep=3", 20)
+    local w = nginx.wait_until(function() return s:worker() end, 5)
+    assert.truthy(w)
+    for _ = 1, 12 do publish(emu) end
+    assert.truthy(nginx.wait_until(function() return s:done() end, 10))
+    local recs = s:records()
+    assert.equals(6, #recs, s:text())
+    assert.equals(5, #events_of(recs))
+    local o = recs[1]
+    assert.equals("overflow", o.kind)
+    assert.equals("follower", o.reason)
+    assert.equals(7, o.dropped)
+    local _, metrics = ng:get("/metrics")
+    local total = 0
+    for n in metrics:gmatch('genesys_notify_resty_follower_dropped_total{worker="%d+"} (%d+)') do
+      total = total + tonumber(n)
+    end
+    assert.equals(7, total)
+  end)
+
   it("a handler that yields (ngx.sleep(0), a cosocket call) runs in every worker", function()
     local ng = start(emu, { GN_HANDLER_MODULE = "support.resty_hook" })
     finally(function() ng:stop() end)
