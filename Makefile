@@ -143,9 +143,16 @@ $(TESTFORK): spec/support/testfork.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LUA_CFLAGS) -shared $(LDFLAGS) -o $@ $<
 
+# A test-only Lua module (connect to a unix socket, wait for bytes) for the wake socket and bell
+# specs; never installed.
+TESTSOCK := $(BUILD)/gn_testsock.so
+$(TESTSOCK): spec/support/testsock.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LUA_CFLAGS) -shared $(LDFLAGS) -o $@ $<
+
 # C tests and specs for the current LUA.
 check: all test-c check-lua
-check-lua: all $(HOST_DEP) $(TESTFORK)
+check-lua: all $(HOST_DEP) $(TESTFORK) $(TESTSOCK)
 	$(SPEC_ENV) $(SAN_ENV) $(BUSTED_CMD) $(BUSTED_ARGS)
 
 test-c: ctests

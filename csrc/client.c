@@ -27,6 +27,7 @@ struct gn_client {
    * count as synced, whatever the service thread last said */
   _Atomic uint64_t changes_posted, changes_applied;
   int queue_ready;
+  gn_bell_t *wake;      /* the wake socket, once asked for (owner thread) */
   int unreached;        /* close() could not reach the service thread: it may still use it */
   pid_t pid;            /* the process that created it (see gn_client_forked) */
   gn_client_t *next_orphan;
@@ -246,6 +247,11 @@ void gn_client_close(gn_client_t *c) {
   atomic_store(&c->env.state, GN_ST_CLOSED);
   /* Drop what was never read: the owner asked for no more callbacks. */
   gn_queue_discard(&c->queue);
+  if (c->wake) { /* its peers see EOF; the queue rings it no more (detached) */
+    gn_queue_set_bell(&c->queue, NULL);
+    gn_bell_free(c->wake);
+    c->wake = NULL;
+  }
   gn_service_t *svc = c->env.svc;
   c->env.svc = NULL;
   gn_service_release(svc);
@@ -283,6 +289,24 @@ void gn_client_free(gn_client_t *c) {
 }
 
 int gn_client_fd(gn_client_t *c) { return gn_queue_fd(&c->queue); }
+
+const char *gn_client_wake_path(gn_client_t *c, char *err, size_t errlen) {
+  if (gn_client_forked(c) || atomic_load(&c->closing) || !c->env.svc) {
+    snprintf(err, errlen, "the client is closed");
+    return NULL;
+  }
+  if (!c->wake) {
+    c->wake = gn_bell_new(c->env.svc, NULL, err, errlen);
+    if (!c->wake) return NULL;
+    gn_queue_set_bell(&c->queue, c->wake);
+  }
+  return gn_bell_path(c->wake);
+}
+
+void gn_client_wake_stats(gn_client_t *c, gn_bell_stats_t *out) {
+  if (c->wake) gn_bell_stats(c->wake, out);
+  else memset(out, 0, sizeof *out);
+}
 
 gn_item_t *gn_client_pop(gn_client_t *c) {
   return gn_queue_pop(&c->queue, gn_state_name(atomic_load(&c->env.state)));

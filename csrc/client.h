@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bell.h"
 #include "conf.h"
 #include "env.h"
 #include "metrics.h"
@@ -58,6 +59,13 @@ void gn_client_free(gn_client_t *c);
 
 /* The eventfd that is readable while items wait. Any thread. */
 int gn_client_fd(gn_client_t *c);
+/* The path of the client's wake socket (bell.h), created on first use in a private directory:
+ * every peer connected there gets a byte when items start waiting. Closed, and its directory
+ * removed, by gn_client_close. Returns the path, or NULL and err. Owner thread. */
+const char *gn_client_wake_path(gn_client_t *c, char *err, size_t errlen);
+/* The wake socket's counters (all 0 before gn_client_wake_path). Returns nothing. Owner
+ * thread. */
+void gn_client_wake_stats(gn_client_t *c, gn_bell_stats_t *out);
 /* Returns the next waiting item (free it with gn_item_free), or NULL. Owner thread. */
 gn_item_t *gn_client_pop(gn_client_t *c);
 

@@ -10,6 +10,7 @@
  * Event bodies are decoded in C from the jansson tree the service thread already built while it
  * looked for the topic (see bench/decode_bench.lua for the measurement against lua-cjson).
  */
+#include "bell.h"
 #include "client.h"
 #include "gn_util.h"
 #include "lbind.h"
@@ -486,6 +487,17 @@ static int l_fd(lua_State *L) {
   return 1;
 }
 
+/* client:wake_socket() -> the path of a unix socket whose peers get a byte when items start
+ * waiting (bell.h); made on first call, closed by close(). */
+static int l_wake_socket(lua_State *L) {
+  lclient_t *u = check_open(L, 1);
+  char err[256] = "";
+  const char *path = gn_client_wake_path(u->c, err, sizeof err);
+  if (!path) return luaL_error(L, "genesys.notify: wake_socket(): %s", err);
+  lua_pushstring(L, path);
+  return 1;
+}
+
 static void do_close(lclient_t *u) {
   if (u->closed) return;
   u->closed = 1;
@@ -769,6 +781,10 @@ static int l_metrics(lua_State *L) {
   lua_setfield(L, -2, "by_reason");
   lua_setfield(L, -2, "scheduler");
   setint(L, "token_requests", s.token_requests);
+  gn_bell_stats_t ws;
+  gn_client_wake_stats(u->c, &ws);
+  setint(L, "wake_peers", ws.peers);
+  setint(L, "wake_refused", ws.refused);
   return 1;
 }
 
@@ -818,6 +834,84 @@ static int l_context_tostring(lua_State *L) {
 
 static int l_is_context(lua_State *L) {
   lua_pushboolean(L, luaL_testudata(L, 1, LGN_CONTEXT_MT) != NULL);
+  return 1;
+}
+
+/* ---- bells (notify.bell(path)) ---- */
+
+#define LGN_BELL_MT "genesys.notify.bell"
+
+typedef struct {
+  gn_bell_t *b;
+  pid_t pid;
+} lbell_t;
+
+static lbell_t *check_bell(lua_State *L, int i) {
+  return (lbell_t *)luaL_checkudata(L, i, LGN_BELL_MT);
+}
+static lbell_t *check_bell_here(lua_State *L, int i) {
+  lbell_t *x = check_bell(L, i);
+  if (x->pid != getpid()) refuse_forked(L, "bell", x->pid);
+  return x;
+}
+
+/* core.bell_new(path): a bell listening at path on the default context's service thread. */
+static int l_bell_new(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  lbell_t *x = (lbell_t *)lua_newuserdata(L, sizeof *x);
+  x->b = NULL;
+  x->pid = getpid();
+  luaL_setmetatable(L, LGN_BELL_MT);
+  char err[256] = "";
+  gn_service_t *svc = gn_service_acquire_default(err, sizeof err);
+  if (!svc) return luaL_error(L, "genesys.notify: %s", err);
+  x->b = gn_bell_new(svc, path, err, sizeof err);
+  gn_service_release(svc); /* the bell holds its own reference */
+  if (!x->b) return luaL_error(L, "genesys.notify: %s", err);
+  return 1;
+}
+
+static int l_bell_ring(lua_State *L) {
+  lbell_t *x = check_bell_here(L, 1);
+  if (!x->b) return luaL_error(L, "genesys.notify: ring(): the bell is closed");
+  gn_bell_ring(x->b);
+  return 0;
+}
+
+static int l_bell_path(lua_State *L) {
+  lbell_t *x = check_bell_here(L, 1);
+  if (!x->b) return luaL_error(L, "genesys.notify: path(): the bell is closed");
+  lua_pushstring(L, gn_bell_path(x->b));
+  return 1;
+}
+
+static int l_bell_stats(lua_State *L) {
+  lbell_t *x = check_bell_here(L, 1);
+  if (!x->b) return luaL_error(L, "genesys.notify: stats(): the bell is closed");
+  gn_bell_stats_t st;
+  gn_bell_stats(x->b, &st);
+  lua_createtable(L, 0, 5);
+  setint(L, "peers", st.peers);
+  setint(L, "accepted", st.accepted);
+  setint(L, "refused", st.refused);
+  setint(L, "rings", st.rings);
+  setint(L, "skipped", st.skipped);
+  return 1;
+}
+
+/* close() and __gc: idempotent; in a child forked after the bell was made they return at once
+ * (its descriptors there were closed at the fork). */
+static int l_bell_close(lua_State *L) {
+  lbell_t *x = check_bell(L, 1);
+  gn_bell_t *b = x->b;
+  x->b = NULL;
+  gn_bell_free(b);
+  return 0;
+}
+
+static int l_bell_tostring(lua_State *L) {
+  lbell_t *x = check_bell(L, 1);
+  lua_pushfstring(L, "genesys.notify.bell (%s) %p", x->b ? "open" : "closed", (void *)x);
   return 1;
 }
 
@@ -963,7 +1057,7 @@ static int l_now_ms(lua_State *L) {
 int lgn_open_client(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"start", l_start},           {"poll", l_poll},         {"run", l_run},
-      {"drain", l_drain},
+      {"drain", l_drain},           {"wake_socket", l_wake_socket},
       {"fd", l_fd},                 {"close", l_close},       {"reconnect", l_reconnect},
       {"subscribe", l_subscribe},   {"unsubscribe", l_unsubscribe},
       {"state", l_state},           {"metrics", l_metrics},   {NULL, NULL}};
@@ -996,6 +1090,25 @@ int lgn_open_client(lua_State *L) {
     lua_setfield(L, -2, "__tostring");
   }
   lua_pop(L, 1);
+  if (luaL_newmetatable(L, LGN_BELL_MT)) {
+    static const luaL_Reg bell_methods[] = {{"ring", l_bell_ring},   {"path", l_bell_path},
+                                            {"stats", l_bell_stats}, {"close", l_bell_close},
+                                            {NULL, NULL}};
+    lua_newtable(L);
+    luaL_setfuncs(L, bell_methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_bell_close);
+    lua_setfield(L, -2, "__gc");
+#if GN_HAVE_CLOSE
+    lua_pushcfunction(L, l_bell_close);
+    lua_setfield(L, -2, "__close");
+#endif
+    lua_pushcfunction(L, l_bell_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_bell_new);
+  lua_setfield(L, -2, "bell_new");
   /* module table is at the top */
   lua_pushcfunction(L, l_context_new);
   lua_setfield(L, -2, "context_new");

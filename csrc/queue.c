@@ -123,6 +123,7 @@ static void wake_locked(gn_queue_t *q, int was_pending) {
   uint64_t one = 1;
   ssize_t w = write(q->efd, &one, sizeof one);
   (void)w;
+  if (q->bell) gn_bell_ring(q->bell);
 }
 
 static int pending_locked(const gn_queue_t *q) {
@@ -322,6 +323,12 @@ void gn_queue_usage(gn_queue_t *q, size_t *events, size_t *bytes) {
 }
 
 int gn_queue_fd(const gn_queue_t *q) { return q->efd; }
+
+void gn_queue_set_bell(gn_queue_t *q, gn_bell_t *b) {
+  pthread_mutex_lock(&q->mu);
+  q->bell = b;
+  pthread_mutex_unlock(&q->mu);
+}
 
 void gn_queue_detach(gn_queue_t *q) {
   pthread_mutex_lock(&q->mu);

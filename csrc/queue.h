@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bell.h"
 #include "message.h"
 #include "metrics.h"
 
@@ -56,6 +57,7 @@ typedef struct {
   uint64_t health_dropped, health_dropped_reported; /* health and policy items */
   int efd;
   int detached;          /* the service thread let go: items are refused */
+  gn_bell_t *bell;       /* rung with the eventfd's wake-ups (the client's wake socket), or NULL */
   gn_metrics_t *metrics; /* dropped and health are counted there too */
 } gn_queue_t;
 
@@ -96,6 +98,10 @@ gn_item_t *gn_queue_pop(gn_queue_t *q, const char *state);
 void gn_queue_usage(gn_queue_t *q, size_t *events, size_t *bytes);
 /* The eventfd, readable while items wait. Any thread. */
 int gn_queue_fd(const gn_queue_t *q);
+/* Rings b (NULL: none) whenever the eventfd becomes readable (items start waiting where none
+ * did): the client's wake socket. Returns nothing. Owner thread; b must outlive its use here
+ * (set NULL before freeing it). */
+void gn_queue_set_bell(gn_queue_t *q, gn_bell_t *b);
 
 /* Refuses every later item and wakes gn_queue_wait_detached. Returns nothing. Service thread
  * (or the owner when the service thread never had the client). */

@@ -408,6 +408,17 @@ function _M.context()
   return core.context_new()
 end
 
+--- A bell: a unix-domain socket at `path` whose peers get one byte at each bell:ring()
+-- (coalesced, never blocking), served by the default context's service thread. A socket file
+-- already at `path` is replaced. bell:ring(), bell:path(), bell:stats(), bell:close().
+function _M.bell(path)
+  if type(path) ~= "string" or path == "" then fail("path", "a file path for a unix socket", describe(path)) end
+  if path:find("\0", 1, true) then fail("path", "a path without NUL bytes", describe(path)) end
+  local ok, b = pcall(core.bell_new, path)
+  if not ok then error(b, 2) end
+  return b
+end
+
 --- Creates a client (not yet connected: call client:start()). Raises on a bad configuration.
 function _M.new(cfg)
   local ok, norm = pcall(_M.config, cfg)
