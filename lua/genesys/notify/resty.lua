@@ -196,6 +196,15 @@ local function read_ring()
   if miss_reason then report_missed(miss_reason, miss_n, miss_from, miss_from + miss_n - 1) end
 end
 
+-- Whether the bell's socket file is there (nginx logs a failed connect at level crit, so the
+-- reader does not try while no holder has made it): opening a socket fails with ENXIO, a
+-- missing file with ENOENT.
+local function bell_exists()
+  local f, err = io.open(S.bell_path, "rb")
+  if f then f:close() return true end
+  return not (err and err:find("No such file", 1, true))
+end
+
 -- The reader: one per worker, a light thread (an ngx.timer) connected to the bell; reads the
 -- ring on every byte, and at least every fallback_ms (also while the bell is gone).
 local function reader(premature)
@@ -204,7 +213,7 @@ local function reader(premature)
   local retry = 0.05
   local fallback = S.fallback_ms / 1000
   while not (S.exiting or ngx.worker.exiting()) do
-    if not sock then
+    if not sock and bell_exists() then
       sock = ngx.socket.tcp()
       sock:settimeout(1000)
       local ok = sock:connect("unix:" .. S.bell_path)
