@@ -183,7 +183,9 @@ describe("genesys.notify.resty in nginx", function()
     local recs = s:records()
     assert.truthy(health_of(recs, "disconnected", function(r) return r.reason == "lost" end))
     assert.truthy(health_of(recs, "channel_gone"))
-    assert.equals(1, connected_channels(emu))
+    -- the socket_closing channel stays connected for its grace (1 s) while the rollover drains it
+    assert.truthy(nginx.wait_until(function() return connected_channels(emu) == 1 end, 5),
+      cjson.encode(emu:stats().channels))
     assert.equals(0, ng:health().workers[1].missed + ng:health().workers[2].missed)
   end)
 
@@ -416,6 +418,78 @@ describe("genesys.notify.resty in nginx", function()
       total = total + tonumber(n)
     end
     assert.equals(7, total, metrics)
+  end)
+
+  it("a dict too small for the ring: failed writes counted and reported, the lock never evicted", function()
+    local conf = CONF:gsub("lua_shared_dict genesys_notify 4m;",
+      "lua_shared_dict genesys_notify 128k;", 1)
+    local ng = start(emu, nil, conf)
+    finally(function() ng:stop() end)
+    local h = health(ng)
+    assert.truthy(h, "no worker connected: " .. ng:log())
+    local s = ng:stream("/events", 60)
+    assert.truthy(nginx.wait_until(function() return s:worker() end, 5))
+    local head0 = ng:health().ring.head
+    local st, j = emu:admin("POST", "publish", { topic = TOPIC, count = 40, size = 8000 })
+    assert.equals(200, st)
+    assert.truthy(nginx.wait_until(function()
+      local _, p = emu:admin("GET", "publish/" .. j.stream)
+      return p.done and p.delivered == 40
+    end, 10))
+    local recs = s:wait_for(function(r)
+      local last = r[#r]
+      return last and ((last.seq or last.to_seq or 0) >= head0 + 40)
+    end, 10)
+    assert.truthy(recs, s:text():sub(-3000))
+    local covered, failed = {}, 0
+    for _, r in ipairs(recs) do
+      if r.kind == "missed" then
+        assert.equals("write_failed", r.reason)
+        failed = failed + r.count
+        for q = r.from_seq, r.to_seq do covered[q] = true end
+      elseif r.seq then
+        covered[r.seq] = true
+      end
+    end
+    for q = head0 + 1, head0 + 40 do
+      assert.truthy(covered[q], "seq " .. q .. " neither read nor reported")
+    end
+    assert.truthy(failed > 0 and failed < 40, "failed " .. failed)
+    local h2 = ng:health()
+    assert.equals(failed, h2.ring.write_failures)
+    assert.equals(h.holder_pid, h2.holder_pid) -- the lock is still the first holder's
+    assert.equals(0, h2.takeovers)
+    assert.truthy(ng:log():find("could not be written into the ring", 1, true))
+  end)
+
+  it("a holder whose lock is not its own any more steps down; another takes over", function()
+    local conf = CONF:gsub("    location = /health {", function() return [[
+    location = /steal {
+      content_by_lua_block {
+        ngx.shared.genesys_notify:set("gn:lock", "1:stolen", 1)
+        ngx.say("ok")
+      }
+    }
+
+    location = /health {]] end, 1)
+    local ng = start(emu, nil, conf)
+    finally(function() ng:stop() end)
+    local h = health(ng)
+    assert.truthy(h, "no worker connected: " .. ng:log())
+    assert.equals(200, (ng:get("/steal")))
+    assert.truthy(nginx.wait_until(function()
+      return ng:log():find("(pid " .. h.holder_pid ..
+        ") stepped down as the stream holder: the lock is held by 1:stolen", 1, true)
+    end, 5), ng:log())
+    -- the key expires after 1 s; a worker takes it, and the emulator has one connected channel
+    local h2 = nginx.wait_until(function()
+      local x = ng:health()
+      return x and x.state == "open" and x.takeovers == 1 and x
+    end, 10)
+    assert.truthy(h2, ng:log())
+    assert.truthy(nginx.wait_until(function() return connected_channels(emu) == 1 end, 5))
+    -- the gap, in the example's on_health log
+    assert.truthy(nginx.wait_until(function() return ng:log():find("reason=takeover", 1, true) end, 5))
   end)
 
   it("a handler that yields (ngx.sleep(0), a cosocket call) runs in every worker", function()

@@ -331,6 +331,8 @@ local function pump(h, client)
           h.status.channel_id = it.to
         end
         if it.kind == "connected" then
+          -- from here on a successor has a gap to report, even if nothing is heard before it
+          heard(h, it.timestamp_ms)
           h.status.channel_id = it.channel_id
           if h.takeover_from then
             -- the gap of the takeover: from the last message the previous holder read to this
