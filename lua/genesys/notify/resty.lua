@@ -571,6 +571,8 @@ function _M.start(cfg)
   if type(st.bell_path) ~= "string" or st.bell_path == "" then
     fail("bell_path", "a file path for a unix socket", describe(cfg.bell_path))
   end
+  -- workers inherit the master's generator: seed each apart, so their lock tries spread out
+  math.randomseed(st.pid * 1000003 + math_floor(now_ms()) % 1000003)
   st.nonce = string_format("%08x%08x", math_random(0, 0x7fffffff), math_floor(now_ms()) % 0x7fffffff)
   S = st
   local ok, err = dict:safe_add(K_SEQ, 0)
