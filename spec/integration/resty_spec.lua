@@ -232,6 +232,12 @@ describe("genesys.notify.resty in nginx", function()
     assert.truthy(health(ng), "no worker connected: " .. ng:log())
     local st = emu:admin("POST", "publish", { topic = topic, count = 400, rate = 20 })
     assert.equals(200, st)
+    -- open /events requests on the first generation must not keep its workers alive
+    local open_streams = {}
+    for i = 1, 3 do
+      open_streams[i] = ng:stream("/events", 120)
+      assert.truthy(nginx.wait_until(function() return open_streams[i]:worker() end, 5))
+    end
     local old = {}
     for _ = 1, 5 do
       for _, w in ipairs(ng:workers()) do old[w.pid] = true end
@@ -249,6 +255,10 @@ describe("genesys.notify.resty in nginx", function()
       return true
     end, 15), "old workers still running: " .. cjson.encode(ng:workers()))
     for _, w in ipairs(ng:workers()) do assert.is_false(w.shutting_down) end
+    for _, os_ in ipairs(open_streams) do
+      assert.truthy(os_:done(), "an /events request outlived its worker")
+      assert.truthy(#events_of(os_:records()) > 0)
+    end
     local h = health(ng)
     assert.truthy(h)
     -- each reload hands the stream over, unless the next reload came before a worker of the
