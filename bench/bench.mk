@@ -25,3 +25,11 @@ bench-decode: module
 	$(LUA) bench/decode_bench.lua $(BUILD)
 bench-client: all
 	GN_BINDIR=$(BINDIR) $(LUA) bench/client_bench.lua $(BUILD) 200
+
+# Wake-up latency and idle CPU inside real nginx workers (issue 10; README "OpenResty"): Debian's
+# nginx and lua-nginx-module against the emulator over TLS; needs the LuaJIT module.
+.PHONY: bench-resty
+bench-resty:
+	$(MAKE) --no-print-directory LUA=luajit module
+	$(MAKE) --no-print-directory emulator
+	sh bench/resty_bench.sh . $(BINDIR) $(RESTY_BENCH_ARGS)

@@ -27,7 +27,7 @@ struct gn_client {
    * count as synced, whatever the service thread last said */
   _Atomic uint64_t changes_posted, changes_applied;
   int queue_ready;
-  gn_bell_t *wake;      /* the wake socket, once asked for (owner thread) */
+  _Atomic(gn_bell_t *) wake; /* the wake socket, once asked for (set by the owner) */
   int unreached;        /* close() could not reach the service thread: it may still use it */
   pid_t pid;            /* the process that created it (see gn_client_forked) */
   gn_client_t *next_orphan;
@@ -247,10 +247,10 @@ void gn_client_close(gn_client_t *c) {
   atomic_store(&c->env.state, GN_ST_CLOSED);
   /* Drop what was never read: the owner asked for no more callbacks. */
   gn_queue_discard(&c->queue);
-  if (c->wake) { /* its peers see EOF; the queue rings it no more (detached) */
+  gn_bell_t *wake = atomic_exchange(&c->wake, NULL);
+  if (wake) { /* its peers see EOF; the queue rings it no more (detached) */
     gn_queue_set_bell(&c->queue, NULL);
-    gn_bell_free(c->wake);
-    c->wake = NULL;
+    gn_bell_free(wake);
   }
   gn_service_t *svc = c->env.svc;
   c->env.svc = NULL;
@@ -295,16 +295,19 @@ const char *gn_client_wake_path(gn_client_t *c, char *err, size_t errlen) {
     snprintf(err, errlen, "the client is closed");
     return NULL;
   }
-  if (!c->wake) {
-    c->wake = gn_bell_new(c->env.svc, NULL, err, errlen);
-    if (!c->wake) return NULL;
-    gn_queue_set_bell(&c->queue, c->wake);
+  gn_bell_t *wake = atomic_load(&c->wake);
+  if (!wake) {
+    wake = gn_bell_new(c->env.svc, NULL, err, errlen);
+    if (!wake) return NULL;
+    gn_queue_set_bell(&c->queue, wake);
+    atomic_store(&c->wake, wake);
   }
-  return gn_bell_path(c->wake);
+  return gn_bell_path(wake);
 }
 
 void gn_client_wake_stats(gn_client_t *c, gn_bell_stats_t *out) {
-  if (c->wake) gn_bell_stats(c->wake, out);
+  gn_bell_t *wake = atomic_load(&c->wake);
+  if (wake) gn_bell_stats(wake, out);
   else memset(out, 0, sizeof *out);
 }
 
@@ -329,6 +332,10 @@ void gn_client_metrics(gn_client_t *c, gn_metrics_snapshot_t *out) {
   for (int i = 0; i < GN_METRICS_REASONS; i++)
     out->sched_by_reason[i] = atomic_load(&sc->by_reason[i]);
   out->token_requests = gn_client_token_requests(c);
+  gn_bell_stats_t ws;
+  gn_client_wake_stats(c, &ws);
+  out->wake_peers = ws.peers;
+  out->wake_refused = ws.refused;
   if (applied != atomic_load(&c->changes_posted)) out->subscriptions_synced = 0;
 }
 

@@ -63,15 +63,16 @@ int gn_client_fd(gn_client_t *c);
  * every peer connected there gets a byte when items start waiting. Closed, and its directory
  * removed, by gn_client_close. Returns the path, or NULL and err. Owner thread. */
 const char *gn_client_wake_path(gn_client_t *c, char *err, size_t errlen);
-/* The wake socket's counters (all 0 before gn_client_wake_path). Returns nothing. Owner
- * thread. */
+/* The wake socket's counters (all 0 before gn_client_wake_path and after close). Returns
+ * nothing. Owner thread (gn_client_metrics fills them too). */
 void gn_client_wake_stats(gn_client_t *c, gn_bell_stats_t *out);
 /* Returns the next waiting item (free it with gn_item_free), or NULL. Owner thread. */
 gn_item_t *gn_client_pop(gn_client_t *c);
 
 /* Returns the state. Any thread. */
 gn_state_t gn_client_state(gn_client_t *c);
-/* Fills out with a snapshot of the counters. Returns nothing. Any thread. */
+/* Fills out with a snapshot of the counters. Returns nothing. Any thread (the wake socket's
+ * counters: not while the owner closes the client). */
 void gn_client_metrics(gn_client_t *c, gn_metrics_snapshot_t *out);
 /* Returns the label for metrics and audit ("" when none). Any thread. */
 const char *gn_client_name(gn_client_t *c);

@@ -781,10 +781,8 @@ static int l_metrics(lua_State *L) {
   lua_setfield(L, -2, "by_reason");
   lua_setfield(L, -2, "scheduler");
   setint(L, "token_requests", s.token_requests);
-  gn_bell_stats_t ws;
-  gn_client_wake_stats(u->c, &ws);
-  setint(L, "wake_peers", ws.peers);
-  setint(L, "wake_refused", ws.refused);
+  setint(L, "wake_peers", s.wake_peers);
+  setint(L, "wake_refused", s.wake_refused);
   return 1;
 }
 

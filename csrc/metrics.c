@@ -120,6 +120,8 @@ char *gn_metrics_prometheus(const gn_metrics_snapshot_t *s, const char *state, c
     L("genesys_notify_scheduler_triggers_by_reason_total{client=\"%s\",reason=\"%s\"} %llu\n", cl,
       reasons[i], (unsigned long long)s->sched_by_reason[i]);
   COUNTER("token_requests", s->token_requests);
+  GAUGE("wake_peers", "%llu", (unsigned long long)s->wake_peers);
+  COUNTER("wake_refused", s->wake_refused);
 #undef COUNTER
 #undef GAUGE
 #undef L

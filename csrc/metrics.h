@@ -29,6 +29,7 @@ typedef struct {
   uint64_t sched_cycles, sched_coalesced, sched_triggers;
   uint64_t sched_by_reason[GN_METRICS_REASONS]; /* triggers by reason, schedule.h's order */
   uint64_t token_requests;
+  uint64_t wake_peers, wake_refused; /* the wake socket's peers now; connections it refused */
 } gn_metrics_snapshot_t;
 
 /* The trigger reasons' names, in schedule.h's gn_reason_t order. */

@@ -412,7 +412,9 @@ end
 -- (coalesced, never blocking), served by the default context's service thread. A socket file
 -- already at `path` is replaced. bell:ring(), bell:path(), bell:stats(), bell:close().
 function _M.bell(path)
-  if type(path) ~= "string" or path == "" then fail("path", "a file path for a unix socket", describe(path)) end
+  if type(path) ~= "string" or path == "" then
+    fail("path", "a file path for a unix socket", describe(path))
+  end
   if path:find("\0", 1, true) then fail("path", "a path without NUL bytes", describe(path)) end
   local ok, b = pcall(core.bell_new, path)
   if not ok then error(b, 2) end

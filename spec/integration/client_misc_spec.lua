@@ -84,6 +84,8 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
     ["scheduler.coalesced"] = { "genesys_notify_scheduler_coalesced_total" },
     ["scheduler.triggers"] = { "genesys_notify_scheduler_triggers_total" },
     token_requests = { "genesys_notify_token_requests_total" },
+    wake_peers = { "genesys_notify_wake_peers" },
+    wake_refused = { "genesys_notify_wake_refused_total" },
   }
   for _, r in ipairs { "close", "error", "timeout", "manual", "expired" } do
     PROM["scheduler.by_reason." .. r] =

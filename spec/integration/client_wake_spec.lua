@@ -10,7 +10,6 @@ local ts = require "gn_testsock"
 local tf = require "gn_testfork"
 
 local T = "v2.users.wake-1.presence"
-local SAN = os.getenv("GN_SAN") or ""
 local now_ms = wait.now_ms
 local QUIET_MS = 300 -- how long "nothing arrives" is watched for
 
@@ -281,7 +280,8 @@ describe("notify.bell(path)", function()
       { file, 'path: expected a free path or a stale socket file, got a regular file at "' .. file .. '"' },
       { dir, "path: expected a free path or a stale socket file, got a directory" },
       { dir .. "/" .. string.rep("x", 120), "path: expected a unix socket path of 1 to 107 bytes, got" },
-      { dir .. "/no/such/dir.sock", 'path: cannot listen at "' .. dir .. '/no/such/dir.sock" (bind: No such file or directory)' },
+      { dir .. "/no/such/dir.sock",
+        'path: cannot listen at "' .. dir .. '/no/such/dir.sock" (bind: No such file or directory)' },
       { "", 'path: expected a file path for a unix socket, got ""' },
       { nil, "path: expected a file path for a unix socket, got nil" },
       { 42, "path: expected a file path for a unix socket, got 42" },
@@ -294,7 +294,8 @@ describe("notify.bell(path)", function()
     assert.equals("x", wait.read_file(file)) -- left alone
   end)
 
-  it("fork: the child's copies are closed (peers see EOF when the parent closes), and it refuses", function()
+  it("fork: the child's copies are closed (peers see EOF when the parent closes), and it refuses",
+    function()
     local path = dir .. "/fork.sock"
     local bell = notify.bell(path)
     local fd = connect(path)
