@@ -205,39 +205,56 @@ local function bell_exists()
   return not (err and err:find("No such file", 1, true))
 end
 
--- The reader: one per worker, a light thread (an ngx.timer) connected to the bell; reads the
+-- A light thread that stays connected to a unix socket (path_of() gives its path, or nil while
+-- there is none) and posts `sema` when bytes arrive or the peer goes; reconnects with a backoff
+-- up to max_retry_s (none: it ends when the peer goes). It only waits: its parent does the
+-- work and kills it when done. The read timeout is long because nginx logs each cosocket
+-- timeout at level error (unless lua_socket_log_errors is off); the parent's own ticks are
+-- semaphore waits, which it does not log.
+local function watch(path_of, sema, max_retry_s)
+  local retry = 0.05
+  while true do
+    local path = path_of()
+    local sock
+    if path then
+      sock = ngx.socket.tcp()
+      sock:settimeout(1000)
+      if not sock:connect("unix:" .. path) then sock = nil end
+    end
+    if sock then
+      retry = 0.05
+      sock:settimeout(3600000)
+      while true do
+        local data, err = sock:receiveany(4096)
+        if not data and err ~= "timeout" then break end
+        if data and sema:count() <= 0 then sema:post(1) end
+      end
+      sock:close()
+      if sema:count() <= 0 then sema:post(1) end -- read once more after the peer went
+      if not max_retry_s then return end
+    elseif not max_retry_s then
+      return
+    else
+      ngx.sleep(retry)
+      retry = math_min(retry * 2, max_retry_s)
+    end
+  end
+end
+
+-- The reader: one per worker (an ngx.timer). Its watcher is connected to the bell; it reads the
 -- ring on every byte, and at least every fallback_ms (also while the bell is gone).
 local function reader(premature)
   if premature then return end
-  local sock
-  local retry = 0.05
   local fallback = S.fallback_ms / 1000
+  local child = ngx.thread.spawn(watch, function()
+    return bell_exists() and S.bell_path or nil
+  end, S.reader_sema, fallback)
   while not (S.exiting or ngx.worker.exiting()) do
-    if not sock and bell_exists() then
-      sock = ngx.socket.tcp()
-      sock:settimeout(1000)
-      local ok = sock:connect("unix:" .. S.bell_path)
-      if ok then
-        retry = 0.05
-      else
-        sock = nil
-      end
-    end
-    if sock then
-      sock:settimeout(S.fallback_ms)
-      local data, err = sock:receiveany(4096)
-      if not data and err ~= "timeout" then
-        sock:close()
-        sock = nil -- EOF: the holder's bell closed (the holder stepped down, exited or died)
-      end
-    else
-      S.reader_sema:wait(math_min(retry, fallback))
-      retry = math_min(retry * 2, fallback)
-    end
+    S.reader_sema:wait(fallback)
     local ok, err = pcall(read_ring)
     if not ok then ngx_log(ERR, "genesys.notify.resty: reading the ring: ", tostring(err)) end
   end
-  if sock then sock:close() end
+  ngx.thread.kill(child)
 end
 
 -- ---- the holder --------------------------------------------------------------------------
@@ -421,7 +438,12 @@ local function hold(h)
       "): the holder drains every 50 ms instead")
     wpath = nil
   end
-  local wsock
+  local wake = semaphore.new(0)
+  h.wake = wake
+  if wpath then
+    -- the wake socket goes only with the client: its watcher ends then
+    h.watcher = ngx.thread.spawn(watch, function() return wpath end, wake, nil)
+  end
   local tick = math_min(S.ttl_ms / 4, 500)
   local next_status = 0
   local last_heartbeats, last_tick = 0, now_ms()
@@ -430,15 +452,6 @@ local function hold(h)
     if t - h.renewed_ms >= S.ttl_ms / 4 then
       local rok, why = renew(h)
       if not rok then return why end
-    end
-    if not wsock and wpath then
-      wsock = ngx.socket.tcp()
-      wsock:settimeout(1000)
-      local cok, cerr = wsock:connect("unix:" .. wpath)
-      if not cok then
-        ngx_log(ERR, "genesys.notify.resty: the wake socket: ", tostring(cerr))
-        wsock = nil
-      end
     end
     local n = pump(h, client)
     if n > 0 and bell then bell:ring() end
@@ -455,18 +468,8 @@ local function hold(h)
       last_tick = t
     end
     if S.exiting or ngx.worker.exiting() then break end
-    if wsock then
-      wsock:settimeout(tick)
-      local data, err = wsock:receiveany(4096)
-      if not data and err ~= "timeout" then
-        wsock:close()
-        wsock = nil
-      end
-    else
-      ngx.sleep(wpath and tick / 1000 or 0.05)
-    end
+    wake:wait(wpath and tick / 1000 or 0.05)
   end
-  if wsock then wsock:close() end
   return (S.exiting or ngx.worker.exiting()) and "the worker is exiting" or "stopped"
 end
 
@@ -501,6 +504,9 @@ local function lock_loop(premature)
     local h = try_take()
     if h then
       local ok, why = pcall(hold, h)
+      if h.watcher and coroutine.status(h.watcher) ~= "dead" then
+        ngx.thread.kill(h.watcher)
+      end
       step_down(h, ok and why or ("error: " .. tostring(why)))
       if not ok then ngx_log(ERR, "genesys.notify.resty: the holder failed: ", tostring(why)) end
     end
@@ -520,7 +526,10 @@ local function on_exit(premature)
   end
   S.exiting = true
   local h = S.holder
-  if h then step_down(h, "the worker is exiting") end
+  if h then
+    step_down(h, "the worker is exiting")
+    if h.wake then h.wake:post(1) end
+  end
   for f in pairs(followers) do f.sema:post(1) end
   S.lock_sema:post(1)
   S.reader_sema:post(1)
