@@ -1,6 +1,7 @@
 -- genesys.notify.resty inside real nginx (Debian's nginx + lua-nginx-module, a master and two
--- workers) against the emulator over TLS: the example server (examples/openresty/nginx.conf)
--- as it is, only its port changed. LuaJIT only: nginx loads the LuaJIT build of the module.
+-- workers) against the emulator over TLS: the example server (examples/openresty/nginx.conf),
+-- its port changed (a few tests add a location, an init block or a smaller dict). LuaJIT only:
+-- nginx loads the LuaJIT build of the module; pending elsewhere, saying why.
 local nginx = require "support.nginx"
 local cjson = require "cjson.safe"
 
