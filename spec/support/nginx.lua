@@ -140,9 +140,13 @@ function _M.start(o)
     local log = self:log() .. (read_file(self.prefix .. "/out") or "")
     self:_kill_all()
     if not log:find("Address already in use", 1, true) then
+      self.exited = true
+      self:stop()
       error("nginx did not start:\n" .. log, 2)
     end
   end
+  self.exited = true
+  self:stop()
   error("nginx: no free port found", 2)
 end
 
