@@ -7,4 +7,5 @@ files["lua/genesys/notify/resty.lua"] = { std = "max+ngx_lua" }
 files["examples"] = { std = "max+ngx_lua" }
 files["spec/support/resty_hook.lua"] = { std = "max+ngx_lua" }
 files["spec/support/resty_slow_hook.lua"] = { std = "max+ngx_lua" }
+files["spec/support/resty_bad_hook.lua"] = { std = "max+ngx_lua" }
 files["bench/resty_bench.lua"] = { std = "max+ngx_lua" }

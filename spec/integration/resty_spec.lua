@@ -503,6 +503,26 @@ describe("genesys.notify.resty in nginx", function()
     assert.truthy(nginx.wait_until(function() return ng:log():find("reason=takeover", 1, true) end, 5))
   end)
 
+  it("a handler that raises: logged and counted per worker, delivery goes on", function()
+    local ng = start(emu, { GN_HANDLER_MODULE = "support.resty_bad_hook" })
+    finally(function() ng:stop() end)
+    assert.truthy(health(ng), "no worker connected: " .. ng:log())
+    local s = ng:stream("/events", 30)
+    assert.truthy(nginx.wait_until(function() return s:worker() end, 5))
+    local cids = { publish(emu), publish(emu), publish(emu) }
+    assert.truthy(s:wait_for(function(r) return has_cid(r, cids[3]) end, 10), s:text())
+    assert.equals(3, #events_of(s:records()))
+    local h = nginx.wait_until(function()
+      local x = ng:health()
+      return x and x.workers[1].handler_errors == 3 and x.workers[2].handler_errors == 3 and x
+    end, 10)
+    assert.truthy(h, cjson.encode(ng:health()))
+    local _, metrics = ng:get("/metrics")
+    assert.truthy(metrics:find('genesys_notify_resty_handler_errors_total{worker="0"} 3', 1, true))
+    local seq = s:records()[#s:records()].seq
+    assert.truthy(ng:log():find("a subscribe handler raised: [^\n]*bad handler saw seq " .. seq))
+  end)
+
   it("a handler that yields (ngx.sleep(0), a cosocket call) runs in every worker", function()
     local ng = start(emu, { GN_HANDLER_MODULE = "support.resty_hook" })
     finally(function() ng:stop() end)
