@@ -1,0 +1,545 @@
+-- genesys.notify.resty inside real nginx (Debian's nginx + lua-nginx-module, a master and two
+-- workers) against the emulator over TLS: the example server (examples/openresty/nginx.conf),
+-- its port changed (a few tests add a location, an init block or a smaller dict). LuaJIT only:
+-- nginx loads the LuaJIT build of the module; pending elsewhere, saying why.
+local nginx = require "support.nginx"
+local cjson = require "cjson.safe"
+
+local available, why = nginx.available()
+if not available then
+  describe("genesys.notify.resty in nginx", function()
+    pending("skipped: " .. why)
+  end)
+  return
+end
+
+local emulator = require "support.emulator"
+
+local TOPIC = "v2.users.ngx1.presence"
+local TTL_MS = 2000
+local ROOT = nginx.root()
+if ROOT:sub(1, 1) ~= "/" then ROOT = (io.popen("pwd"):read("*l")) .. "/" .. ROOT end
+local CONF = assert(nginx.read_file(ROOT .. "/examples/openresty/nginx.conf"))
+
+local function abs(p)
+  if p:sub(1, 1) == "/" then return p end
+  return ROOT .. "/" .. p:gsub("^%./", "")
+end
+
+local function env_for(emu, extra)
+  local env = {
+    GENESYSCLOUD_OAUTHCLIENT_ID = "test-id", GENESYSCLOUD_OAUTHCLIENT_SECRET = "test-secret",
+    GN_GATEWAY = "localhost:" .. emu.port, GN_CA_FILE = abs(emu.ca_file), GN_TOPICS = TOPIC,
+    GN_LOCK_TTL_MS = tostring(TTL_MS),
+  }
+  for k, v in pairs(extra or {}) do env[k] = v end
+  return env
+end
+
+local function start(emu, extra, conf)
+  return nginx.start { conf = conf or CONF, env = env_for(emu, extra) }
+end
+
+local function health(ng)
+  return nginx.wait_until(function()
+    local h = ng:health()
+    return h and h.state == "open" and h.holder_pid and h
+  end, 15)
+end
+
+local seqn = 0
+local function publish(emu)
+  seqn = seqn + 1
+  local st, j = emu:admin("POST", "publish", { topic = TOPIC, eventBody = { n = seqn } })
+  assert.equals(200, st)
+  return j.correlationId, j.delivered
+end
+
+local function events_of(recs)
+  local out = {}
+  for _, r in ipairs(recs) do if r.item == "event" then out[#out + 1] = r end end
+  return out
+end
+
+local function has_cid(recs, cid)
+  for _, r in ipairs(recs) do if r.correlation_id == cid then return r end end
+  return nil
+end
+
+local function health_of(recs, kind, pred)
+  for _, r in ipairs(recs) do
+    if r.item == "health" and r.kind == kind and (not pred or pred(r)) then return r end
+  end
+  return nil
+end
+
+local function connected_channels(emu)
+  local n = 0
+  for _, c in pairs(emu:stats().channels) do
+    if c.connected and c.client_id == "test-id" then n = n + 1 end
+  end
+  return n
+end
+
+-- A stream on a worker that is not `avoid` (or any worker): streams are opened until one lands
+-- there (the example listens with reuseport, so connections spread over the workers).
+local function stream_on(ng, seconds, pred)
+  for _ = 1, 30 do
+    local s = ng:stream("/events", seconds)
+    local w = nginx.wait_until(function() return s:worker() end, 5)
+    if w and pred(w) then return s, w end
+  end
+  error("no /events stream landed on the wanted worker in 30 tries")
+end
+
+describe("genesys.notify.resty in nginx", function()
+  local emu
+  setup(function() emu = emulator.start { tls = true, heartbeat_ms = 500 } end)
+  teardown(function() if emu then emu:stop() end end)
+
+  it("/events gets every published event through every worker, one channel in all", function()
+    local ng = start(emu)
+    finally(function() ng:stop() end)
+    local h = health(ng)
+    assert.truthy(h, "no worker connected: " .. ng:log())
+    local workers = {}
+    for _, w in ipairs(ng:live_workers()) do workers[w.pid] = true end
+    local streams, seen = {}, {}
+    local nseen = 0
+    for _ = 1, 40 do
+      local s = ng:stream("/events", 20)
+      local w = nginx.wait_until(function() return s:worker() end, 5)
+      assert.truthy(w, "no stream opened")
+      streams[#streams + 1] = s
+      if not seen[w] then seen[w] = true; nseen = nseen + 1 end
+      if nseen == 2 and #streams >= 4 then break end
+    end
+    assert.equals(2, nseen)
+    for w in pairs(seen) do assert.truthy(workers[w], "a stream on a pid that is no worker") end
+    local cids = {}
+    for i = 1, 5 do cids[i] = publish(emu) end
+    for _, s in ipairs(streams) do
+      local recs = s:wait_for(function(r)
+        for _, cid in ipairs(cids) do if not has_cid(r, cid) then return false end end
+        return true
+      end, 10)
+      assert.truthy(recs, "a stream missed events: " .. s:text())
+      local ev = events_of(recs)
+      assert.equals(5, #ev)
+      for i, r in ipairs(ev) do
+        assert.equals(cids[i], r.correlation_id)
+        assert.equals(TOPIC, r.topic)
+        assert.equals(s:worker(), r.worker)
+        assert.equals(i, cjson.decode(r.raw).eventBody.n - (seqn - 5))
+        if i > 1 then assert.equals(ev[i - 1].seq + 1, r.seq) end
+      end
+    end
+    assert.equals(1, connected_channels(emu))
+    -- /health and /metrics from any worker
+    local st, body = ng:get("/metrics")
+    assert.equals(200, st)
+    assert.truthy(body:find("genesys_notify_events_total{client=\"nginx\"} ", 1, true))
+    assert.truthy(body:find("genesys_notify_resty_ring_writes_total ", 1, true))
+    assert.truthy(body:find("genesys_notify_resty_missed_total{worker=\"1\"} 0", 1, true))
+    local hh = ng:health()
+    assert.equals(h.holder_pid, hh.holder_pid)
+    assert.equals(0, hh.ring.write_failures)
+  end)
+
+  it("RST, socket_closing and channel expiry: events go on, each gap reported", function()
+    local ng = start(emu)
+    finally(function() ng:stop() end)
+    assert.truthy(health(ng), "no worker connected: " .. ng:log())
+    local s = ng:stream("/events", 60)
+    assert.truthy(nginx.wait_until(function() return s:worker() end, 5))
+    local function fault(path, body, check)
+      local ch = ng:health().channel_id
+      local before = publish(emu)
+      assert.truthy(s:wait_for(function(r) return has_cid(r, before) end, 10))
+      local n0 = #s:records()
+      assert.equals(200, (emu:admin("POST", "channels/" .. ch .. "/" .. path, body)))
+      local recs = s:wait_for(function(r)
+        for i = n0 + 1, #r do if check(r[i]) then return true end end
+        return false
+      end, 15)
+      assert.truthy(recs, path .. ": no gap reported: " .. s:text())
+      -- events go on afterwards, on whatever channel the holder has now
+      local after
+      assert.truthy(nginx.wait_until(function()
+        local h = ng:health()
+        if not (h and h.state == "open") then return false end
+        after = publish(emu)
+        return s:wait_for(function(r) return has_cid(r, after) end, 2)
+      end, 20), path .. ": events did not come back: " .. s:text())
+    end
+    fault("reset", {}, function(r)
+      return r.kind == "restored" and r.new_channel == false
+    end)
+    fault("socket_closing", { grace_ms = 1000 }, function(r)
+      return r.kind == "rollover" and r.event == "completed"
+    end)
+    fault("expire", {}, function(r)
+      return r.kind == "restored" and r.new_channel == true
+    end)
+    local recs = s:records()
+    assert.truthy(health_of(recs, "disconnected", function(r) return r.reason == "lost" end))
+    assert.truthy(health_of(recs, "channel_gone"))
+    -- the socket_closing channel stays connected for its grace (1 s) while the rollover drains it
+    assert.truthy(nginx.wait_until(function() return connected_channels(emu) == 1 end, 5),
+      cjson.encode(emu:stats().channels))
+    assert.equals(0, ng:health().workers[1].missed + ng:health().workers[2].missed)
+  end)
+
+  it("kill -9 of the holder: another worker takes over, one channel, the gap reported", function()
+    local ng = start(emu)
+    finally(function() ng:stop() end)
+    local h = health(ng)
+    assert.truthy(h, "no worker connected: " .. ng:log())
+    local holder = h.holder_pid
+    local s = stream_on(ng, 60, function(w) return w ~= holder end)
+    local cid = publish(emu)
+    assert.truthy(s:wait_for(function(r) return has_cid(r, cid) end, 10))
+    local killed_ms = math.floor(nginx.now() * 1000)
+    ng:kill_worker(holder)
+    -- published while nobody holds the stream: lost, and inside the reported interval
+    local lost_ms = math.floor(nginx.now() * 1000)
+    local _, delivered = publish(emu)
+    local recs = s:wait_for(function(r)
+      return health_of(r, "restored", function(x) return x.reason == "takeover" end) ~= nil
+    end, TTL_MS / 1000 + 10)
+    assert.truthy(recs, "no takeover: " .. s:text() .. ng:log())
+    local r = health_of(recs, "restored", function(x) return x.reason == "takeover" end)
+    assert.equals(holder, r.previous_holder)
+    assert.are_not.equal(holder, r.holder_pid)
+    assert.truthy(r.deaf_from_ms <= killed_ms, "deaf_from_ms after the kill")
+    assert.truthy(r.deaf_to_ms >= killed_ms)
+    if delivered == 0 then
+      assert.truthy(r.deaf_from_ms <= lost_ms and lost_ms <= r.deaf_to_ms)
+    end
+    -- the new holder is another worker; events resume through it
+    local h2 = health(ng)
+    assert.equals(r.holder_pid, h2.holder_pid)
+    assert.equals(1, h2.takeovers)
+    local cid2 = publish(emu)
+    assert.truthy(s:wait_for(function(x) return has_cid(x, cid2) end, 10), s:text())
+    assert.truthy(nginx.wait_until(function() return connected_channels(emu) == 1 end, 5))
+  end)
+
+  it("five reloads under a steady stream: one channel, no thread or worker left behind", function()
+    -- a topic of its own: the publish stream outlives this test
+    local topic = "v2.users.ngx-reload.presence"
+    local ng = start(emu, { GN_TOPICS = topic })
+    finally(function() ng:stop() end)
+    assert.truthy(health(ng), "no worker connected: " .. ng:log())
+    local st = emu:admin("POST", "publish", { topic = topic, count = 400, rate = 20 })
+    assert.equals(200, st)
+    -- open /events requests on the first generation must not keep its workers alive
+    local open_streams = {}
+    for i = 1, 3 do
+      open_streams[i] = ng:stream("/events", 120)
+      assert.truthy(nginx.wait_until(function() return open_streams[i]:worker() end, 5))
+    end
+    local old = {}
+    for _ = 1, 5 do
+      for _, w in ipairs(ng:workers()) do old[w.pid] = true end
+      ng:reload()
+      -- the next reload once the new generation serves (two live workers not seen before)
+      assert.truthy(nginx.wait_until(function()
+        local fresh = 0
+        for _, w in ipairs(ng:live_workers()) do if not old[w.pid] then fresh = fresh + 1 end end
+        return fresh == 2
+      end, 10), "the reload did not start new workers")
+    end
+    -- every old worker exits (none stuck in "shutting down")
+    assert.truthy(nginx.wait_until(function()
+      for pid in pairs(old) do if nginx.alive(pid) then return false end end
+      return true
+    end, 15), "old workers still running: " .. cjson.encode(ng:workers()))
+    for _, w in ipairs(ng:workers()) do assert.is_false(w.shutting_down) end
+    for _, os_ in ipairs(open_streams) do
+      assert.truthy(os_:done(), "an /events request outlived its worker")
+      assert.truthy(#events_of(os_:records()) > 0)
+    end
+    local h = health(ng)
+    assert.truthy(h)
+    -- each reload hands the stream over, unless the next reload came before a worker of the
+    -- new generation took it (then a later generation takes it)
+    assert.truthy(h.takeovers >= 1 and h.takeovers <= 5, "takeovers " .. tostring(h.takeovers))
+    assert.truthy(nginx.wait_until(function() return connected_channels(emu) == 1 end, 10))
+    -- threads: the master and every worker but the holder have only their main thread (the
+    -- holder has the client's service thread and libuv's pool)
+    assert.equals(1, nginx.tasks(ng.master))
+    local live = ng:live_workers()
+    assert.equals(2, #live)
+    for _, w in ipairs(live) do
+      if w.pid ~= h.holder_pid then assert.equals(1, nginx.tasks(w.pid)) end
+    end
+    -- events still flow, through a worker of the last generation
+    local s = ng:stream("/events", 30)
+    assert.truthy(s:wait_for(function(r) return #events_of(r) >= 3 end, 10), s:text())
+  end)
+
+  it("quit: nginx exits within a few seconds, the holder's client closed first", function()
+    local ng = start(emu)
+    finally(function() ng:stop() end)
+    local h = health(ng)
+    assert.truthy(h)
+    local s = ng:stream("/events", 60) -- an open /events request must not hold the exit up
+    assert.truthy(nginx.wait_until(function() return s:worker() end, 5))
+    assert.equals(1, connected_channels(emu))
+    local took = ng:quit(10)
+    assert.truthy(took, "nginx did not exit")
+    assert.truthy(took < 5, "quit took " .. took .. " s")
+    assert.truthy(ng:log():find("(pid " .. h.holder_pid ..
+      ") stepped down as the stream holder: the worker is exiting", 1, true))
+    assert.truthy(nginx.wait_until(function() return connected_channels(emu) == 0 end, 5))
+    assert.truthy(s:done())
+  end)
+
+  it("a client created in init_by_lua_block: a clear error in the log, no hang", function()
+    local conf = CONF:gsub("init_worker_by_lua_block {", function() return [[
+  init_by_lua_block {
+    local notify = require "genesys.notify"
+    local host, port = os.getenv("GN_GATEWAY"):match("^(.-):(%d+)$")
+    MASTER_CLIENT = notify.new { gateway = { host = host, port = tonumber(port) },
+      tls = { ca_file = os.getenv("GN_CA_FILE") }, topics = { os.getenv("GN_TOPICS") } }
+  }
+  init_worker_by_lua_block {]] end, 1):gsub("    resty.start%(cfg%)\n", "%0    MASTER_CLIENT:start()\n", 1)
+    local ng = start(emu, nil, conf)
+    finally(function() ng:stop() end)
+    local log = ng:log()
+    assert.truthy(log:find("init_worker_by_lua error", 1, true), log)
+    assert.truthy(log:find("before a fork(); it cannot be used in process", 1, true), log)
+    assert.truthy(log:find("in init_worker_by_lua*, not init_by_lua*", 1, true))
+    local took = ng:quit(10)
+    assert.truthy(took and took < 5, "quit took " .. tostring(took))
+  end)
+
+  it("resty.start in init_by_lua_block: nginx refuses to start, saying where it belongs", function()
+    local conf = CONF:gsub("init_worker_by_lua_block {", function() return [[
+  init_by_lua_block {
+    require("genesys.notify.resty").start { dict = "genesys_notify" }
+  }
+  init_worker_by_lua_block {
+]] end, 1)
+    local ok, err = pcall(start, emu, nil, conf)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("start() belongs in init_worker_by_lua*", 1, true), err)
+  end)
+
+  it("a slow worker: what the ring overwrote before it was read is reported as missed", function()
+    local ng = start(emu, { GN_HANDLER_MODULE = "support.resty_slow_hook", GN_RING_SIZE = "16" })
+    finally(function() ng:stop() end)
+    assert.truthy(health(ng), "no worker connected: " .. ng:log())
+    local s = ng:stream("/events", 60)
+    local w = nginx.wait_until(function() return s:worker() end, 5)
+    assert.truthy(w)
+    local head0 = ng:health().ring.head
+    local st, j = emu:admin("POST", "publish", { topic = TOPIC, count = 200 })
+    assert.equals(200, st)
+    local stream = j.stream
+    assert.truthy(nginx.wait_until(function()
+      local _, p = emu:admin("GET", "publish/" .. stream)
+      return p.done and p.delivered == 200
+    end, 10))
+    -- the stream ends once the reader has come up to the head (200 events past head0)
+    local recs = s:wait_for(function(r)
+      local last = r[#r]
+      return last and ((last.seq or last.to_seq or 0) >= head0 + 200)
+    end, 30)
+    assert.truthy(recs, "the slow worker did not catch up: " .. s:text():sub(-2000))
+    -- every sequence number after head0 is either delivered or inside a reported range
+    local covered, missed = {}, 0
+    for _, r in ipairs(recs) do
+      if r.kind == "missed" then
+        assert.equals("overwritten", r.reason)
+        assert.equals(r.to_seq - r.from_seq + 1, r.count)
+        missed = missed + r.count
+        for q = r.from_seq, r.to_seq do
+          assert.is_nil(covered[q]); covered[q] = true
+        end
+      elseif r.seq then
+        assert.is_nil(covered[r.seq]); covered[r.seq] = true
+      end
+    end
+    for q = head0 + 1, head0 + 200 do
+      assert.truthy(covered[q], "seq " .. q .. " neither read nor reported")
+    end
+    assert.truthy(missed > 0)
+    local h = ng:health()
+    local _, metrics = ng:get("/metrics")
+    local total = 0
+    for n in metrics:gmatch('genesys_notify_resty_missed_total{worker="%d+"} (%d+)') do
+      total = total + tonumber(n)
+    end
+    assert.truthy(total >= missed) -- both workers are slow: the other one missed some too
+    assert.equals(0, h.ring.write_failures)
+  end)
+
+  it("a bad resty field in init_worker: the error in the log names it and what was expected", function()
+    local ng = start(emu, { GN_RING_SIZE = "3" })
+    finally(function() ng:stop() end)
+    assert.truthy(ng:log():find("init_worker_by_lua error: genesys.notify.resty: ring_size: " ..
+      "expected an integer from 16 to 10000000, got 3", 1, true), ng:log())
+  end)
+
+  it("a follower that does not read: at most its limit waits, the rest dropped and counted", function()
+    -- a location of the spec's own: follows with a limit of 5 (once its worker has read the
+    -- ring up to its head), reads nothing for a while, then everything that waits
+    local conf = CONF:gsub("    location = /health {", function() return [[
+    location = /lazy {
+      content_by_lua_block {
+        local resty = require "genesys.notify.resty"
+        repeat -- this worker has read what the ring holds (the connection's health items)
+          ngx.sleep(0.05)
+          local st = resty.status()
+        until st.worker.cursor >= st.ring.head
+        local f = resty.follow(5)
+        ngx.print(": worker ", ngx.worker.pid(), "\n\n")
+        ngx.flush(true)
+        ngx.sleep(tonumber(ngx.var.arg_sleep))
+        while true do
+          local rec, json = f:next(0)
+          if not rec then break end
+          ngx.print("data: ", json, "\n\n")
+        end
+        f:close()
+      }
+    }
+
+    location = /health {]] end, 1)
+    local ng = start(emu, nil, conf)
+    finally(function() ng:stop() end)
+    assert.truthy(health(ng), "no worker connected: " .. ng:log())
+    local s = ng:stream("/lazy?sleep=3", 20)
+    local w = nginx.wait_until(function() return s:worker() end, 5)
+    assert.truthy(w)
+    for _ = 1, 12 do publish(emu) end
+    assert.truthy(nginx.wait_until(function() return s:done() end, 10))
+    local recs = s:records()
+    assert.equals(6, #recs, s:text())
+    assert.equals(5, #events_of(recs))
+    local o = recs[1]
+    assert.equals("overflow", o.kind)
+    assert.equals("follower", o.reason)
+    assert.equals(7, o.dropped)
+    local _, metrics = ng:get("/metrics")
+    local total = 0
+    for n in metrics:gmatch('genesys_notify_resty_follower_dropped_total{worker="%d+"} (%d+)') do
+      total = total + tonumber(n)
+    end
+    assert.equals(7, total, metrics)
+  end)
+
+  it("a dict too small for the ring: failed writes counted and reported, the lock never evicted", function()
+    local conf = CONF:gsub("lua_shared_dict genesys_notify 4m;",
+      "lua_shared_dict genesys_notify 128k;", 1)
+    local ng = start(emu, nil, conf)
+    finally(function() ng:stop() end)
+    local h = health(ng)
+    assert.truthy(h, "no worker connected: " .. ng:log())
+    local s = ng:stream("/events", 60)
+    assert.truthy(nginx.wait_until(function() return s:worker() end, 5))
+    local head0 = ng:health().ring.head
+    local st, j = emu:admin("POST", "publish", { topic = TOPIC, count = 40, size = 8000 })
+    assert.equals(200, st)
+    assert.truthy(nginx.wait_until(function()
+      local _, p = emu:admin("GET", "publish/" .. j.stream)
+      return p.done and p.delivered == 40
+    end, 10))
+    local recs = s:wait_for(function(r)
+      local last = r[#r]
+      return last and ((last.seq or last.to_seq or 0) >= head0 + 40)
+    end, 10)
+    assert.truthy(recs, s:text():sub(-3000))
+    local covered, failed = {}, 0
+    for _, r in ipairs(recs) do
+      if r.kind == "missed" then
+        assert.equals("write_failed", r.reason)
+        failed = failed + r.count
+        for q = r.from_seq, r.to_seq do covered[q] = true end
+      elseif r.seq then
+        covered[r.seq] = true
+      end
+    end
+    for q = head0 + 1, head0 + 40 do
+      assert.truthy(covered[q], "seq " .. q .. " neither read nor reported")
+    end
+    assert.truthy(failed > 0 and failed < 40, "failed " .. failed)
+    local h2 = ng:health()
+    assert.equals(failed, h2.ring.write_failures)
+    assert.equals(h.holder_pid, h2.holder_pid) -- the lock is still the first holder's
+    assert.equals(0, h2.takeovers)
+    assert.truthy(ng:log():find("could not be written into the ring", 1, true))
+  end)
+
+  it("a holder whose lock is not its own any more steps down; another takes over", function()
+    local conf = CONF:gsub("    location = /health {", function() return [[
+    location = /steal {
+      content_by_lua_block {
+        ngx.shared.genesys_notify:set("gn:lock", "1:stolen", 1)
+        ngx.say("ok")
+      }
+    }
+
+    location = /health {]] end, 1)
+    local ng = start(emu, nil, conf)
+    finally(function() ng:stop() end)
+    local h = health(ng)
+    assert.truthy(h, "no worker connected: " .. ng:log())
+    assert.equals(200, (ng:get("/steal")))
+    assert.truthy(nginx.wait_until(function()
+      return ng:log():find("(pid " .. h.holder_pid ..
+        ") stepped down as the stream holder: the lock is held by 1:stolen", 1, true)
+    end, 5), ng:log())
+    -- the key expires after 1 s; a worker takes it, and the emulator has one connected channel
+    local h2 = nginx.wait_until(function()
+      local x = ng:health()
+      return x and x.state == "open" and x.takeovers == 1 and x
+    end, 10)
+    assert.truthy(h2, ng:log())
+    assert.truthy(nginx.wait_until(function() return connected_channels(emu) == 1 end, 5))
+    -- the gap, in the example's on_health log
+    assert.truthy(nginx.wait_until(function() return ng:log():find("reason=takeover", 1, true) end, 5))
+  end)
+
+  it("a handler that raises: logged and counted per worker, delivery goes on", function()
+    local ng = start(emu, { GN_HANDLER_MODULE = "support.resty_bad_hook" })
+    finally(function() ng:stop() end)
+    assert.truthy(health(ng), "no worker connected: " .. ng:log())
+    local s = ng:stream("/events", 30)
+    assert.truthy(nginx.wait_until(function() return s:worker() end, 5))
+    local cids = { publish(emu), publish(emu), publish(emu) }
+    assert.truthy(s:wait_for(function(r) return has_cid(r, cids[3]) end, 10), s:text())
+    assert.equals(3, #events_of(s:records()))
+    local h = nginx.wait_until(function()
+      local x = ng:health()
+      return x and x.workers[1].handler_errors == 3 and x.workers[2].handler_errors == 3 and x
+    end, 10)
+    assert.truthy(h, cjson.encode(ng:health()))
+    local _, metrics = ng:get("/metrics")
+    assert.truthy(metrics:find('genesys_notify_resty_handler_errors_total{worker="0"} 3', 1, true))
+    local seq = s:records()[#s:records()].seq
+    assert.truthy(ng:log():find("a subscribe handler raised: [^\n]*bad handler saw seq " .. seq))
+  end)
+
+  it("a handler that yields (ngx.sleep(0), a cosocket call) runs in every worker", function()
+    local ng = start(emu, { GN_HANDLER_MODULE = "support.resty_hook" })
+    finally(function() ng:stop() end)
+    assert.truthy(health(ng))
+    local cid = publish(emu)
+    local live = ng:live_workers()
+    local log = nginx.wait_until(function()
+      local l = ng:log()
+      for _, w in ipairs(live) do
+        if not l:find("hook: seq=%d+ topic=" .. TOPIC:gsub("%.", "%%.") ..
+          " slept, cosocket status=200 err=nil worker=" .. w.pid) then return false end
+      end
+      return l
+    end, 10)
+    assert.truthy(log, "the handler did not finish in both workers: " .. ng:log())
+    local h = ng:health()
+    assert.truthy(cid)
+    assert.equals(0, h.workers[1].handler_errors + h.workers[2].handler_errors)
+  end)
+end)
