@@ -200,6 +200,8 @@ describe("genesys-notify command line", function()
       { { "--backoff-base-ms", "5000", "--backoff-max-ms", "100" }, "^genesys%-notify: %-%-backoff" },
       { { "--ca-file", "/nonexistent.pem" }, "%-%-ca%-file %(tls%.ca_file%): expected a readable PEM file" },
       { { "--client-secret-file", "/nonexistent" }, "%-%-client%-secret%-file: expected a readable file" },
+      { { "--proxy", "ftp://u:pw@x:1" },
+        '%-%-proxy %(proxy%): expected "http://%[user:password@%]host:port"' },
     }
     for _, c in ipairs(cases) do
       it(table.concat(c[1], " "), function()
@@ -231,6 +233,27 @@ describe("genesys-notify command line", function()
       assert.equals(0, rc)
       assert.matches("^genesys%-notify %d", out)
     end)
+  end)
+
+  it("--proxy: REST and the WebSocket through a real proxy, its password in no output", function()
+    local tinyproxy = require "support.tinyproxy"
+    local px = tinyproxy.start { connect_ports = { emu.port }, auth = "cliuser:cli-proxy-pw" }
+    defer(function() px:stop() end)
+    local url = "http://cliuser:cli-proxy-pw@127.0.0.1:" .. string.format("%d", px.port)
+    local cli = spawn(args { "--topic", TA, "--max-events", "2", "--health", "json",
+      "--audit", "json", "--proxy", url }, env)
+    defer(function() cli:cleanup() end)
+    assert.truthy(wait_for(function() return #cli:health("connected") > 0 end), cli:err())
+    assert.equals(200, (emu:admin("POST", "publish", { topic = TA, count = 2 })))
+    assert.equals(0, cli:wait())
+    assert.equals(2, #cli:events(), cli:out())
+    -- both stacks went through it: the token and channel requests (REST) and the WebSocket
+    local port = string.format(":%d", emu.port)
+    local n = 0
+    for _, c in ipairs(px:connects()) do if c:sub(-#port) == port then n = n + 1 end end
+    assert.is_true(n >= 2, "CONNECTs to the emulator through the proxy: " .. n .. "\n" .. px:log())
+    assert.is_nil((cli:out() .. cli:err()):find("cli-proxy-pw", 1, true), "the proxy password shows")
+    scan_secret(cli:out() .. cli:err(), "output")
   end)
 
   it("prints one JSON line per event and stops after --max-events", function()
