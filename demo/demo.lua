@@ -24,11 +24,14 @@ local CLIENT_ID = "demo-client"
 local SECRET = ("demo-%08x%08x"):format(math.random(0, 0x7fffffff), math.floor(now_ms() % 0x7fffffff))
 
 local TTY = os.getenv("TERM") and os.getenv("TERM") ~= "dumb" and
-  os.execute("test -t 1") == true
+  (os.execute("test -t 1") == true or os.execute("test -t 1") == 0)
 local function color(code, s) return TTY and ("\27[" .. code .. "m" .. s .. "\27[0m") or s end
 
 local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local function sh(cmd) return os.execute(cmd) == true end
+local function sh(cmd)
+  local r = os.execute(cmd)
+  return r == true or r == 0 -- (a status number under LuaJIT)
+end
 local function capture(cmd)
   local p = assert(io.popen(cmd, "r"))
   local s = p:read("*a")

@@ -135,12 +135,19 @@ describe("delivery guarantee", function()
   end)
 end)
 
+-- True when cmd exited 0: os.execute returns true/nil in Lua 5.4 but a status number in
+-- LuaJIT, where even a failure's number is truthy.
+local function ok(cmd)
+  local r = os.execute(cmd)
+  return r == true or r == 0
+end
+
 -- A kernel-level blackhole needs two network namespaces: only root can make them.
 local function netns_reason()
   local id = io.popen("id -u"):read("*l")
   if id ~= "0" then return "not root (network namespaces need CAP_NET_ADMIN)" end
   local probe = "gn-probe-" .. tostring(os.time()) .. "-" .. tostring(math.random(1e6))
-  if not os.execute("ip netns add " .. probe .. " >/dev/null 2>&1") then
+  if not ok("ip netns add " .. probe .. " >/dev/null 2>&1") then
     return "`ip netns add` failed (no iproute2, or namespaces not allowed in this container)"
   end
   os.execute("ip netns del " .. probe .. " >/dev/null 2>&1")
@@ -157,11 +164,11 @@ describe("delivery guarantee through a blackholed link", function()
   -- a slot by creating its namespace (`ip netns add` fails when the name exists, so creation is
   -- the lock) and takes the slot's own /30, so no two runs share a name, a veth or a route.
   local ns, slot
-  local function sh(cmd) assert(os.execute(cmd), cmd) end
+  local function sh(cmd) assert(ok(cmd), cmd) end
   local emu
   setup(function()
     for i = 0, 63 do
-      if os.execute(("ip netns add gnbh%d >/dev/null 2>&1"):format(i)) then
+      if ok(("ip netns add gnbh%d >/dev/null 2>&1"):format(i)) then
         ns, slot = "gnbh" .. i, i
         break
       end
