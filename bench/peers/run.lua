@@ -11,7 +11,8 @@
 --   GN_BINDIR=build/lua5.4/bin lua5.4 bench/peers/run.lua
 --   env: BENCH_RUNS (3), BENCH_EVENTS (200000), BENCH_RECONNECTS (20), BENCH_IDLE (50
 --        idle connections in one process), BENCH_IDLE_S (10, seconds of idle CPU measured),
---        BENCH_ONLY (comma-separated client keys), BENCH_OUT (keep the clients' output there)
+--        BENCH_ONLY (comma-separated client keys), BENCH_OUT (keep the clients' output there),
+--        BENCH_PERF (a file: `perf record -g` of each client's ~1 KB bursts, FILE-key-run.data)
 package.path = "spec/?.lua;lua/?.lua;" .. package.path
 local emulator = require "support.emulator"
 
@@ -21,6 +22,7 @@ local RECONNECTS = tonumber(os.getenv("BENCH_RECONNECTS")) or 20
 local IDLE = tonumber(os.getenv("BENCH_IDLE")) or 50
 local IDLE_S = tonumber(os.getenv("BENCH_IDLE_S")) or 10
 local ONLY = os.getenv("BENCH_ONLY")
+local PERF = os.getenv("BENCH_PERF")
 local BIN = emulator.bindir()
 local TCK = 100   -- getconf CLK_TCK on Linux
 
@@ -140,18 +142,31 @@ local function burst_run(c, run)
     local o = assert(p:line("open", 1, 30))
     local chan = o[2]
     for k, size in ipairs { 1024, 400 } do
-      local c0 = cpu_ticks(p.pid)
+      local c0, e0 = cpu_ticks(p.pid), cpu_ticks(emu.pid)
+      local perf
+      if PERF and size == 1024 then
+        perf = tonumber(capture(string.format("perf record -g -F 999 -p %d -o %s >/dev/null 2>&1 & echo $!",
+          p.pid, shq(PERF .. "-" .. c[1] .. "-" .. run .. ".data"))):match("%d+"))
+        sleep(0.5)
+      end
       local st = emu:admin("POST", "publish", { topic = topic, count = EVENTS, size = size })
       assert(st == 200, "publish: HTTP " .. tostring(st))
       local d, e = p:line("done", k, 300)
       if not d then error(e, 0) end
-      local c1 = cpu_ticks(p.pid)
+      local c1, e1 = cpu_ticks(p.pid), cpu_ticks(emu.pid)
+      if perf then
+        sh("kill -INT " .. perf)
+        while read("/proc/" .. perf .. "/stat") do sleep(0.1) end
+      end
       if d[3] ~= "1" or tonumber(d[2]) ~= EVENTS then
         error(string.format("burst of %d B: %s events, loss or reorder", size, d[2]), 0)
       end
       local ms = tonumber(d[4])
       put(c[1], "eps" .. size, EVENTS / ms * 1000)
-      if size == 1024 then put(c[1], "cpu", (c1 - c0) * 1e6 / TCK / EVENTS) end
+      if size == 1024 then
+        put(c[1], "cpu", (c1 - c0) * 1e6 / TCK / EVENTS)
+        put(c[1], "emu", (e1 - e0) * 1e6 / TCK / EVENTS)
+      end
     end
     local lat = {}
     for i = 1, RECONNECTS do
@@ -218,14 +233,15 @@ end
 print(string.format("\n%d runs, bursts of %d events, %d resets per run, %d idle connections " ..
   "per client process; median (min-max)\n", RUNS, EVENTS, RECONNECTS, IDLE))
 print("| client | ~1 KB events/s | CPU µs/event | ~400 B events/s | reconnect p50 / p99 ms " ..
-  "| RSS KB per idle client | idle CPU ms/s (" .. IDLE .. " clients) | failed runs |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
+  "| RSS KB per idle client | idle CPU ms/s (" .. IDLE .. " clients) | failed runs " ..
+  "| emulator CPU µs/event (1 KB) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for _, c in ipairs(CLIENTS) do
   local k = c[1]
-  print(string.format("| %s | %s | %s | %s | %s / %s | %s | %s | %d |", c[2],
+  print(string.format("| %s | %s | %s | %s | %s / %s | %s | %s | %d | %s |", c[2],
     med(k, "eps1024", "%.0f"), med(k, "cpu", "%.1f"), med(k, "eps400", "%.0f"),
     med(k, "rec50", "%.1f"), med(k, "rec99", "%.1f"), med(k, "rss", "%.0f"),
-    med(k, "idle", "%.2f"), failures[k] and #failures[k] or 0))
+    med(k, "idle", "%.2f"), failures[k] and #failures[k] or 0, med(k, "emu", "%.1f")))
 end
 for _, c in ipairs(CLIENTS) do
   for _, f in ipairs(failures[c[1]] or {}) do print("- " .. c[2] .. " failed: " .. f) end
