@@ -110,7 +110,9 @@ function P:line(word, k, timeout)
   until now() > deadline
   return nil, "timeout waiting for " .. word .. " #" .. k
 end
-function P:kill() sh("kill " .. self.pid .. " 2>/dev/null; sleep 0.2; kill -9 " .. self.pid .. " 2>/dev/null") end
+function P:kill()
+  sh("kill " .. self.pid .. " 2>/dev/null; sleep 0.2; kill -9 " .. self.pid .. " 2>/dev/null")
+end
 
 local results = {}   -- key -> metric -> list
 local failures = {}  -- key -> list of strings
@@ -145,7 +147,8 @@ local function burst_run(c, run)
       local c0, e0 = cpu_ticks(p.pid), cpu_ticks(emu.pid)
       local perf
       if PERF and size == 1024 then
-        perf = tonumber(capture(string.format("perf record -g -F 999 -p %d -o %s >/dev/null 2>&1 & echo $!",
+        perf = tonumber(capture(string.format(
+          "perf record -g -F 999 -p %d -o %s >/dev/null 2>&1 & echo $!",
           p.pid, shq(PERF .. "-" .. c[1] .. "-" .. run .. ".data"))):match("%d+"))
         sleep(0.5)
       end
@@ -221,7 +224,6 @@ if not ok then error(err, 0) end
 local function med(key, m, fmt)
   local l = results[key] and results[key][m]
   if not l or #l == 0 then return "-" end
-  local lo, hi = pct(l, 0), pct(l, 1)
   local s = {}
   for i, v in ipairs(l) do s[i] = v end
   table.sort(s)
