@@ -70,6 +70,13 @@ end
 
 local emu = emulator.start { tls = true, token_ttl = 86400, channel_ttl = 86400,
   args = { "--max-channels", tostring(IDLE * 4 + 100) } }
+-- The emulator helper keeps its curl files in emu.dir under /tmp; a cleanup of /tmp by another
+-- program removed it under a run once (every later publish failed): it is made again if gone.
+local admin = emu.admin
+function emu.admin(self, ...)
+  sh("mkdir -p " .. shq(self.dir))
+  return admin(self, ...)
+end
 local dir = os.getenv("BENCH_OUT") or capture("mktemp -d /tmp/gn-peers.XXXXXX"):gsub("%s+$", "")
 sh("mkdir -p " .. shq(dir))
 local seq = 0
