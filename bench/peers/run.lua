@@ -12,7 +12,8 @@
 --   env: BENCH_RUNS (3), BENCH_EVENTS (200000), BENCH_RECONNECTS (20), BENCH_IDLE (50
 --        idle connections in one process), BENCH_IDLE_S (10, seconds of idle CPU measured),
 --        BENCH_ONLY (comma-separated client keys), BENCH_OUT (keep the clients' output there),
---        BENCH_PERF (a file: `perf record -g` of each client's ~1 KB bursts, FILE-key-run.data)
+--        BENCH_PERF (a file: `perf record -g` of each client's ~1 KB bursts, FILE-key-run.data),
+--        BENCH_BASELINE (a build folder: the project from it as one more row, "gnbase")
 package.path = "spec/?.lua;lua/?.lua;" .. package.path
 local emulator = require "support.emulator"
 
@@ -49,6 +50,13 @@ local CLIENTS = {
   { "lws", "bare libwebsockets 4.1.6 C client, no parse", BIN .. "/gn-bench-lws" },
   { "lwsjson", "bare libwebsockets + jansson parse", BIN .. "/gn-bench-lws --parse" },
 }
+-- BENCH_BASELINE=DIR: one more row, the project's Lua 5.4 client with the module built in DIR
+-- (DIR/genesys/notify/core.so), for a before/after in the same run.
+local BASELINE = os.getenv("BENCH_BASELINE")
+if BASELINE then
+  table.insert(CLIENTS, 2, { "gnbase", "genesys-notify, Lua 5.4, before (" .. BASELINE .. ")",
+    "lua5.4 bench/peers/gn_client.lua " .. BASELINE })
+end
 if ONLY then
   local keep = {}
   for _, c in ipairs(CLIENTS) do
