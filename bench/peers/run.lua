@@ -13,7 +13,8 @@
 --        idle connections in one process), BENCH_IDLE_S (10, seconds of idle CPU measured),
 --        BENCH_ONLY (comma-separated client keys), BENCH_OUT (keep the clients' output there),
 --        BENCH_PERF (a file: `perf record -g` of each client's ~1 KB bursts, FILE-key-run.data),
---        BENCH_BASELINE (a build folder: the project from it as one more row, "gnbase")
+--        BENCH_BASELINE (a build folder: the project from it as one more row, "gnbase"),
+--        BENCH_GN_BUILD (the Lua 5.4 build folder of the "gn54" row, default build/lua5.4)
 package.path = "spec/?.lua;lua/?.lua;" .. package.path
 local emulator = require "support.emulator"
 
@@ -41,7 +42,8 @@ local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 -- Clients: key, label, command (run from the repository root).
 local CLIENTS = {
-  { "gn54", "genesys-notify, Lua 5.4", "lua5.4 bench/peers/gn_client.lua build/lua5.4" },
+  { "gn54", "genesys-notify, Lua 5.4", "lua5.4 bench/peers/gn_client.lua " ..
+    (os.getenv("BENCH_GN_BUILD") or "build/lua5.4") },
   { "gnjit", "genesys-notify, LuaJIT", "luajit bench/peers/gn_client.lua build/luajit" },
   { "node", "Node 20 + `ws` + `JSON.parse`", "node bench/peers/node_client.js" },
   { "python", "Python 3.11 + `websockets` + `json.loads`", "/usr/bin/python3 bench/peers/py_client.py" },
