@@ -33,3 +33,25 @@ bench-resty:
 	$(MAKE) --no-print-directory LUA=luajit module
 	$(MAKE) --no-print-directory emulator
 	sh bench/resty_bench.sh . $(BINDIR) $(RESTY_BENCH_ARGS)
+
+# make bench-peers: the project against its peers (Node ws, Python websockets, lua-http, bare lws
+# with and without jansson), one at a time against one emulator over TLS; one markdown table of
+# medians (README, "Performance"; bench/peers/run.lua says what each column is). Not in make test.
+# make deps-bench installs the peers' packages (Debian, and ws from npm into bench/peers).
+BENCH_LWS := $(BINDIR)/gn-bench-lws
+.PHONY: bench-peers deps-bench
+bench: $(BENCH_LWS)
+
+$(BENCH_LWS): bench/peers/lws_client.c $(PROBE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iemulator/probe $(LDFLAGS) -o $@ $< $(PROBE_LIB) $(DEP_LIBS)
+
+deps-bench:
+	@dpkg -s lua-http python3-websockets linux-perf lua5.1 >/dev/null 2>&1 || \
+	  (apt-get update && apt-get install -y lua-http python3-websockets linux-perf lua5.1)
+	cd bench/peers && npm install --no-audit --no-fund
+
+bench-peers: $(BENCH_LWS) $(EMU_BIN)
+	$(MAKE) LUA=luajit module
+	$(MAKE) LUA=lua5.4 module
+	GN_BINDIR=$(BINDIR) lua5.4 bench/peers/run.lua

@@ -28,6 +28,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   gn_msg_clear(&m);
   FZ_ASSERT(m.root == NULL);
+  /* the fast path gives json_loadb's tree (types, values, key order) or leaves the bytes to it */
+  json_t *fast = gn_msg_fast_parse((const char *)data, size);
+  if (fast) {
+    json_t *ref = json_loadb((const char *)data, size, 0, NULL);
+    FZ_ASSERT(ref && json_equal(fast, ref));
+    char *a = json_dumps(fast, JSON_ENCODE_ANY), *b = json_dumps(ref, JSON_ENCODE_ANY);
+    FZ_ASSERT(a && b && strcmp(a, b) == 0);
+    free(a);
+    free(b);
+    json_decref(ref);
+    json_decref(fast);
+  }
   /* the same bytes in a binary frame are always malformed */
   FZ_ASSERT(gn_msg_classify((const char *)data, size, 1, &m) == GN_MSG_MALFORMED);
   gn_msg_clear(&m);
