@@ -102,6 +102,17 @@ describe("delivery guarantee", function()
       "no notice")
     assert.equals(200, (emu:admin("POST", "channels/" .. ch .. "/stall", { ms = 1500 * k })))
     delivery.drain(emu, client, rec, stream, 1500)
+    -- The gap is known when the old socket ends: after its stall (in slow builds, after the
+    -- stream has ended). It is queued just after the drained item: wait for both (a missing
+    -- gap then fails below, after this wait).
+    assert(wait.until_(client, function()
+      return #rec.where("rollover", function(h)
+        return h.event == "drained" and h.channel_id == ch
+      end) > 0
+    end, 10000), "the old socket did not end")
+    wait.until_(client, function()
+      return #rec.where("gap", function(h) return h.channel_id == ch end) > 0
+    end, 2000)
     -- (the old socket ends with the server's close frame, or, when the stall holds it past
     -- the close, without one: either way the interval is the hand-over's)
     local late = rec.where("gap", function(h)
