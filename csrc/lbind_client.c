@@ -1059,6 +1059,28 @@ static int l_now_ms(lua_State *L) {
   return 1;
 }
 
+/* The metatable name: methods as __index, gc as __gc, close as __close (Lua 5.4), tostring as
+ * __tostring. Leaves the stack as it was. */
+static void register_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                           lua_CFunction gc, lua_CFunction close, lua_CFunction tostring) {
+  if (luaL_newmetatable(L, name)) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+#if GN_HAVE_CLOSE
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__close");
+#else
+    (void)close;
+#endif
+    lua_pushcfunction(L, tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+}
+
 int lgn_open_client(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"start", l_start},           {"poll", l_poll},         {"run", l_run},
@@ -1066,52 +1088,14 @@ int lgn_open_client(lua_State *L) {
       {"fd", l_fd},                 {"close", l_close},       {"reconnect", l_reconnect},
       {"subscribe", l_subscribe},   {"unsubscribe", l_unsubscribe},
       {"state", l_state},           {"metrics", l_metrics},   {NULL, NULL}};
-  if (luaL_newmetatable(L, LGN_CLIENT_MT)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-#if GN_HAVE_CLOSE
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__close");
-#endif
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, LGN_CONTEXT_MT)) {
-    lua_newtable(L);
-    lua_pushcfunction(L, l_context_close);
-    lua_setfield(L, -2, "close");
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_context_close);
-    lua_setfield(L, -2, "__gc");
-#if GN_HAVE_CLOSE
-    lua_pushcfunction(L, l_context_close);
-    lua_setfield(L, -2, "__close");
-#endif
-    lua_pushcfunction(L, l_context_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, LGN_BELL_MT)) {
-    static const luaL_Reg bell_methods[] = {{"ring", l_bell_ring},   {"path", l_bell_path},
-                                            {"stats", l_bell_stats}, {"close", l_bell_close},
-                                            {NULL, NULL}};
-    lua_newtable(L);
-    luaL_setfuncs(L, bell_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_bell_close);
-    lua_setfield(L, -2, "__gc");
-#if GN_HAVE_CLOSE
-    lua_pushcfunction(L, l_bell_close);
-    lua_setfield(L, -2, "__close");
-#endif
-    lua_pushcfunction(L, l_bell_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  static const luaL_Reg context_methods[] = {{"close", l_context_close}, {NULL, NULL}};
+  static const luaL_Reg bell_methods[] = {{"ring", l_bell_ring},   {"path", l_bell_path},
+                                          {"stats", l_bell_stats}, {"close", l_bell_close},
+                                          {NULL, NULL}};
+  register_class(L, LGN_CLIENT_MT, methods, l_gc, l_close, l_tostring);
+  register_class(L, LGN_CONTEXT_MT, context_methods, l_context_close, l_context_close,
+                 l_context_tostring);
+  register_class(L, LGN_BELL_MT, bell_methods, l_bell_close, l_bell_close, l_bell_tostring);
   lua_pushcfunction(L, l_bell_new);
   lua_setfield(L, -2, "bell_new");
   /* module table is at the top */

@@ -183,9 +183,13 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
 
   it("notify.prometheus(clients): one exposition for several clients, each family once", function()
     local a, rec_a = start_client(emu, { name = "alpha" })
-    local b = start_client(emu, { name = "beta" })
+    local b, rec_b = start_client(emu, { name = "beta" })
     finally(function() a:close(); b:close() end)
-    assert.truthy(wait.until_(a, function() return rec_a.count("connected") > 0 end, 10000))
+    -- both connected, so that neither gains samples (its first latency) between the merged
+    -- text and its own
+    assert.truthy(wait.until_({ a, b }, function()
+      return rec_a.count("connected") > 0 and rec_b.count("connected") > 0
+    end, 10000))
     local text = notify.prometheus { a, b }
     local helps, types, per = {}, {}, { alpha = 0, beta = 0 }
     for line in text:gmatch("[^\n]+") do
