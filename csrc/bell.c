@@ -203,10 +203,11 @@ static void lpoll_cb(uv_poll_t *h, int status, int events) {
         }
     peer_t *p = slot >= 0 ? calloc(1, sizeof *p) : NULL;
     if (!p || uv_poll_init(gn_service_loop(b->svc), &p->poll, fd) != 0) {
+      /* Counted before the close: a peer that sees its EOF also sees the count. */
+      atomic_fetch_add(&b->refused, 1);
       close(fd); /* the peer sees EOF at once */
       pthread_mutex_unlock(&reg_mu);
       free(p);
-      atomic_fetch_add(&b->refused, 1);
       continue;
     }
     p->b = b;
