@@ -35,6 +35,13 @@ static void fast_ws(fast_t *f) {
     f->p++;
 }
 
+/* Steps over c when it comes next: 1, else 0. */
+static int fast_eat(fast_t *f, char c) {
+  if (f->p >= f->end || *f->p != c) return 0;
+  f->p++;
+  return 1;
+}
+
 /* Length of a valid UTF-8 sequence starting at s (lead byte >= 0x80), or 0: jansson's rules
  * (no overlong forms, no surrogates, at most U+10FFFF). */
 static size_t utf8_seq(const unsigned char *s, const unsigned char *end) {
@@ -159,10 +166,7 @@ static json_t *fast_value(fast_t *f, int depth) {
     if (!o) return NULL;
     f->p++;
     fast_ws(f);
-    if (f->p < f->end && *f->p == '}') {
-      f->p++;
-      return o;
-    }
+    if (fast_eat(f, '}')) return o;
     for (;;) {
       const char *k;
       size_t kl;
@@ -184,22 +188,15 @@ static json_t *fast_value(fast_t *f, int depth) {
       }
       fast_ws(f);
       json_t *v = NULL;
-      if (f->p < f->end && *f->p == ':') {
-        f->p++;
+      if (fast_eat(f, ':')) {
         v = fast_value(f, depth + 1);
       }
       int bad = !v || json_object_setn_new_nocheck(o, k, kl, v);
       free(kheap);
       if (bad) break;
       fast_ws(f);
-      if (f->p < f->end && *f->p == ',') {
-        f->p++;
-        continue;
-      }
-      if (f->p < f->end && *f->p == '}') {
-        f->p++;
-        return o;
-      }
+      if (fast_eat(f, ',')) continue;
+      if (fast_eat(f, '}')) return o;
       break;
     }
     json_decref(o);
@@ -210,22 +207,13 @@ static json_t *fast_value(fast_t *f, int depth) {
     if (!a) return NULL;
     f->p++;
     fast_ws(f);
-    if (f->p < f->end && *f->p == ']') {
-      f->p++;
-      return a;
-    }
+    if (fast_eat(f, ']')) return a;
     for (;;) {
       json_t *v = fast_value(f, depth + 1);
       if (!v || json_array_append_new(a, v)) break;
       fast_ws(f);
-      if (f->p < f->end && *f->p == ',') {
-        f->p++;
-        continue;
-      }
-      if (f->p < f->end && *f->p == ']') {
-        f->p++;
-        return a;
-      }
+      if (fast_eat(f, ',')) continue;
+      if (fast_eat(f, ']')) return a;
       break;
     }
     json_decref(a);
