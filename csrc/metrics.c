@@ -53,6 +53,8 @@ void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *o) {
   o->duplicates = m->duplicates;
   o->rollovers = m->rollovers;
   o->health_dropped = m->health_dropped;
+  o->pauses = m->pauses;
+  o->tls_resumed = m->tls_resumed;
   o->lat_count = m->lat_count;
   o->lat_sum = m->lat_sum;
   o->lat_max = m->lat_max;
@@ -62,6 +64,7 @@ void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *o) {
   o->uptime_ms = m->started_ms ? (double)(now - m->started_ms) : 0;
   o->connected_ms = m->open_since_ms ? (double)(now - m->open_since_ms) : 0;
   o->deaf_ms = m->deaf_ms;
+  o->paused_ms = m->paused_ms + (m->paused_since_ms ? (double)(now - m->paused_since_ms) : 0);
   o->topics_wanted = m->topics_wanted;
   o->topics_confirmed = m->topics_confirmed;
   o->subscriptions_synced = m->subscriptions_synced;
@@ -92,6 +95,10 @@ char *gn_metrics_prometheus(const gn_metrics_snapshot_t *s, const char *state, c
   COUNTER("events", s->events, "Events received from the stream.");
   COUNTER("events_dropped", s->dropped, "Events dropped because the queue was full or memory ran out.");
   COUNTER("health_dropped", s->health_dropped, "Health and policy items dropped (cap or memory).");
+  COUNTER("pauses", s->pauses, "Times reading stopped because the queue was full (overflow = pause).");
+  HEAD("paused_seconds_total", "counter", "Seconds reading was stopped for a full queue.");
+  L("genesys_notify_paused_seconds_total{client=\"%s\"} %.3f\n", cl, s->paused_ms / 1000.0);
+  COUNTER("tls_resumed", s->tls_resumed, "Connections whose TLS session was resumed.");
   COUNTER("heartbeats", s->heartbeats, "Heartbeat messages received on the stream.");
   COUNTER("malformed", s->malformed, "Frames that were not a JSON object.");
   COUNTER("disconnects", s->disconnects, "Live connections that ended.");

@@ -83,6 +83,7 @@ struct gn_conn {
   int peer_code;
   char peer_reason[124];
   int http_status;
+  int paused;         /* reading is off (gn_conn_pause) */
 };
 
 /* ---- lws log capture: the only place TLS failure reasons appear ---- */
@@ -650,6 +651,29 @@ void gn_conn_close(gn_conn_t *c, int code, const char *reason) {
   }
   c->state = C_DONE;
   conn_maybe_free(c);
+}
+
+/* lws 4.1.6 must not be told to stop reading from inside its receive callback: it stashes the
+ * rest of what it read and then spins on the loop thread draining and re-stashing it for as long
+ * as reading stays off. From a 0 ms timer (after lws has parsed all it read) nothing is stashed:
+ * lws only takes POLLIN off the socket. The connection's timer is free while it is open. */
+static void pause_cb(uv_timer_t *t) {
+  gn_conn_t *c = t->data;
+  if (c->state != C_OPEN || c->detached || !c->wsi || c->paused) return;
+  c->paused = 1;
+  lws_rx_flow_control(c->wsi, 0);
+}
+
+void gn_conn_pause(gn_conn_t *c, int pause) {
+  if (!c || c->state != C_OPEN || c->detached || !c->wsi || !c->timer) return;
+  if (pause) {
+    uv_timer_start(c->timer, pause_cb, 0, 0);
+    return;
+  }
+  uv_timer_stop(c->timer); /* a pause not applied yet */
+  if (!c->paused) return;
+  c->paused = 0;
+  lws_rx_flow_control(c->wsi, 1);
 }
 
 void gn_conn_abort(gn_conn_t *c) {
