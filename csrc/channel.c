@@ -388,6 +388,7 @@ static void opened(gn_channel_t *ch) {
   uint32_t attempt_no = ch->retry.bo.attempt;
   gn_gap_opened(&ch->gap, ch->env->metrics, now);
   gn_metrics_add_latency(ch->env->metrics, latency);
+  if (gn_conn_tls_resumed(ch->conn)) GN_COUNT(ch->env, tls_resumed);
   /* Close the cycle before anyone can read "connected": a reconnect() asked after that must
    * open a new cycle, not fold into this finished one. */
   if (gn_sched_open(&ch->sched)) gn_sched_complete(&ch->sched, 1);
