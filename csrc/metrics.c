@@ -10,13 +10,30 @@ void gn_metrics_init(gn_metrics_t *m) {
   m->lat_max = -1;
 }
 
-void gn_metrics_destroy(gn_metrics_t *m) { pthread_mutex_destroy(&m->mu); }
+void gn_metrics_destroy(gn_metrics_t *m) {
+  pthread_mutex_destroy(&m->mu);
+  free(m->lat);
+  m->lat = NULL;
+}
 
 void gn_metrics_add_latency(gn_metrics_t *m, double ms) {
   pthread_mutex_lock(&m->mu);
-  m->lat[m->lat_pos] = ms;
-  m->lat_pos = (m->lat_pos + 1) % GN_LAT_SAMPLES;
-  if (m->lat_n < GN_LAT_SAMPLES) m->lat_n++;
+  if (m->lat_n == m->lat_cap && m->lat_cap < GN_LAT_SAMPLES) {
+    size_t cap = m->lat_cap ? m->lat_cap * 2 : 8;
+    if (cap > GN_LAT_SAMPLES) cap = GN_LAT_SAMPLES;
+    double *n = realloc(m->lat, cap * sizeof *n);
+    if (n) {
+      m->lat = n;
+      m->lat_cap = cap;
+    }
+  }
+  if (m->lat_n < m->lat_cap) { /* still filling (lat_pos == lat_n) */
+    m->lat[m->lat_n++] = ms;
+    m->lat_pos = m->lat_n % GN_LAT_SAMPLES;
+  } else if (m->lat_cap == GN_LAT_SAMPLES) { /* full: the oldest goes */
+    m->lat[m->lat_pos] = ms;
+    m->lat_pos = (m->lat_pos + 1) % GN_LAT_SAMPLES;
+  } /* else out of memory: counted below, not kept for the percentiles */
   m->lat_count++;
   m->lat_sum += ms;
   if (ms > m->lat_max) m->lat_max = ms;
@@ -59,7 +76,7 @@ void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *o) {
   o->lat_sum = m->lat_sum;
   o->lat_max = m->lat_max;
   size_t n = m->lat_n;
-  memcpy(tmp, m->lat, n * sizeof *tmp);
+  if (n) memcpy(tmp, m->lat, n * sizeof *tmp);
   uint64_t now = gn_now_mono_ms();
   o->uptime_ms = m->started_ms ? (double)(now - m->started_ms) : 0;
   o->connected_ms = m->open_since_ms ? (double)(now - m->open_since_ms) : 0;

@@ -47,8 +47,9 @@ typedef struct {
   uint64_t pauses, tls_resumed;
   double paused_ms;          /* finished pauses */
   uint64_t paused_since_ms;  /* monotonic start of the current pause, 0 when reading */
-  double lat[GN_LAT_SAMPLES];
-  size_t lat_n, lat_pos;
+  double *lat;               /* the latest latencies: grown as they come, GN_LAT_SAMPLES at most
+                              * (an idle client that connected once holds 8, not 1,024) */
+  size_t lat_n, lat_pos, lat_cap;
   uint64_t lat_count;
   double lat_sum;
   double lat_max;
