@@ -1,7 +1,7 @@
 -- The project as a peer for make bench-peers: events into on_event with the body as a table.
 --   lua5.4 bench/peers/gn_client.lua build/lua5.4   (env and output lines: see run.lua)
--- queue_limit holds a whole burst: the slow-consumer pause (issue 12, goal 4) is not there yet,
--- and a burst larger than the queue would be dropped (counted) instead of pushed back.
+-- queue_limit holds a whole burst, as before overflow = "pause" existed: the figures stay
+-- comparable (with "pause" a smaller queue would push back on the emulator instead).
 local build = arg[1] or "build/lua5.4"
 package.path = "lua/?.lua;" .. package.path
 package.cpath = build .. "/?.so;" .. package.cpath
