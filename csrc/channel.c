@@ -32,6 +32,7 @@
  */
 #include "channel.h"
 #include "bearer.h"
+#include "flow.h"
 #include "gap.h"
 #include "heartbeat.h"
 #include "message.h"
@@ -62,6 +63,7 @@ struct gn_channel {
   gn_http_req_t *req;          /* the attempt's REST call */
   gn_conn_t *conn;             /* the live (or connecting) socket */
   gn_heartbeat_t hb;           /* the live socket's watchdog */
+  gn_flow_t flow;              /* overflow = "pause": reading stops while the queue is full */
 
   gn_retry_t retry;             /* BACKOFF: delay, record, timer, policy hook */
   int in_attempt;
@@ -386,6 +388,7 @@ static void opened(gn_channel_t *ch) {
   uint32_t attempt_no = ch->retry.bo.attempt;
   gn_gap_opened(&ch->gap, ch->env->metrics, now);
   gn_metrics_add_latency(ch->env->metrics, latency);
+  if (gn_conn_tls_resumed(ch->conn)) GN_COUNT(ch->env, tls_resumed);
   /* Close the cycle before anyone can read "connected": a reconnect() asked after that must
    * open a new cycle, not fold into this finished one. */
   if (gn_sched_open(&ch->sched)) gn_sched_complete(&ch->sched, 1);
@@ -504,6 +507,7 @@ static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t 
     } else {
       gn_queue_event(ch->env->queue, &m, chan ? chan : "", data, len);
       if (old) old->events++;
+      if (conn == ch->conn) gn_flow_event(&ch->flow, conn);
     }
     break;
   }
@@ -753,7 +757,8 @@ void gn_channel_start(gn_channel_t *ch) {
   const gn_conf_t *conf = ch->env->conf;
   if (gn_retry_start(&ch->retry, loop, backoff_done, ch) != 0 ||
       gn_subs_start(&ch->subs, loop) != 0 || gn_roll_start(&ch->roll, loop) != 0 ||
-      gn_heartbeat_init(&ch->hb, loop, conf->idle_ms, conf->ping_timeout_ms, link_dead, ch) != 0) {
+      gn_heartbeat_init(&ch->hb, loop, conf->idle_ms, conf->ping_timeout_ms, link_dead, ch) != 0 ||
+      gn_flow_start(&ch->flow, ch->env, loop, &ch->hb, &ch->conn) != 0) {
     final_failure(ch, "memory", "out of memory");
     return;
   }
@@ -772,6 +777,7 @@ void gn_channel_stop(gn_channel_t *ch) {
   ch->conn = NULL;
   gn_retry_close(&ch->retry);
   gn_heartbeat_close(&ch->hb);
+  gn_flow_close(&ch->flow);
   gn_bearer_stop(&ch->bearer);
   enter(ch, GN_ST_CLOSED);
   if (gn_sched_open(&ch->sched)) gn_sched_complete(&ch->sched, 0);
@@ -808,6 +814,8 @@ void gn_channel_reconnect(gn_channel_t *ch) {
     gn_sched_complete(&ch->sched, 0);
   }
 }
+
+void gn_channel_room(gn_channel_t *ch) { gn_flow_room(&ch->flow); }
 
 void gn_channel_topics_changed(gn_channel_t *ch) {
   gn_subs_changed(&ch->subs);

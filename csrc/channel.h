@@ -37,6 +37,8 @@ void gn_channel_stop(gn_channel_t *ch);
 /* Carries out a reconnect the owner asked for; the cycle it opened is taken over or closed.
  * Returns nothing. Service thread. */
 void gn_channel_reconnect(gn_channel_t *ch);
+/* The owner made room in the queue (overflow = "pause"): reading resumes. Returns nothing. */
+void gn_channel_room(gn_channel_t *ch);
 /* env->topics changed: puts them on the live channel (later channels get them anyway).
  * Returns nothing. Service thread. */
 void gn_channel_topics_changed(gn_channel_t *ch);

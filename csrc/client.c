@@ -74,6 +74,19 @@ static void task_reconnect(gn_service_t *svc, void *arg) {
   gn_channel_reconnect(c->ch);
 }
 
+static void task_room(gn_service_t *svc, void *arg) {
+  gn_client_t *c = arg;
+  gn_channel_room(c->ch);
+}
+
+/* The queue is half empty after a pause (owner thread, inside a pop): the service thread reads
+ * again. Posted before any later close(), so it runs while the channel lives. */
+static void queue_room(void *ud) {
+  gn_client_t *c = ud;
+  if (atomic_load(&c->closing) || !c->env.svc) return;
+  gn_service_post(c->env.svc, task_room, c); /* out of memory: pause_max_ms ends the pause */
+}
+
 static void free_sub_task(sub_task_t *t) {
   for (size_t i = 0; i < t->n; i++) free(t->topics[i]);
   free(t->topics);
@@ -134,6 +147,7 @@ gn_client_t *gn_client_new(const gn_client_cfg_t *cfg, gn_service_t *svc, char *
   if (gn_queue_init(&c->queue, c->conf.queue_limit, c->conf.queue_bytes, &c->metrics, err,
                     errlen) != 0) goto fail;
   c->queue_ready = 1;
+  gn_queue_set_room_cb(&c->queue, queue_room, c);
   c->env.conf = &c->conf;
   c->env.queue = &c->queue;
   c->env.metrics = &c->metrics;

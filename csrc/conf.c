@@ -30,6 +30,8 @@ int gn_conf_init(gn_conf_t *c, const gn_client_cfg_t *cfg, char *err, size_t err
   c->queue_limit = cfg->queue_limit ? cfg->queue_limit : 10000;
   c->queue_bytes = cfg->queue_bytes ? cfg->queue_bytes : GN_QUEUE_BYTES_DEFAULT;
   c->max_message = cfg->max_message ? cfg->max_message : (1u << 20);
+  c->overflow_pause = cfg->overflow_pause;
+  c->pause_max_ms = cfg->pause_max_ms >= 0 ? cfg->pause_max_ms : 30000;
   c->backoff = cfg->backoff;
   c->has_policy = cfg->policy;
   return 0;

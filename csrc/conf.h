@@ -26,6 +26,8 @@ typedef struct {
   size_t queue_limit;        /* events waiting for the owner before new ones are dropped */
   size_t queue_bytes;        /* their estimated bytes (text and decoded tree), the same way */
   size_t max_message;        /* bytes per WebSocket message */
+  int overflow_pause;        /* a full queue stops reading the socket instead of dropping */
+  long pause_max_ms;         /* longest pause before dropping again (0: no limit) */
   long idle_ms;              /* silence before a ping */
   long ping_timeout_ms;      /* silence after the ping before the link is declared dead */
   const char *name;          /* label for metrics and audit (may be NULL) */
@@ -39,6 +41,8 @@ typedef struct {
   int verify;
   long connect_timeout_ms, handshake_timeout_ms, http_timeout_ms, idle_ms, ping_timeout_ms;
   size_t queue_limit, queue_bytes, max_message;
+  int overflow_pause;
+  long pause_max_ms;
   gn_backoff_policy_t backoff;
   int has_policy;
   gn_proxy_t proxy;

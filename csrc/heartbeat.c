@@ -9,6 +9,10 @@ static void timer_cb(uv_timer_t *t) {
   gn_heartbeat_t *hb = t->data;
   if (!hb->conn) return;
   uint64_t now = gn_now_mono_ms();
+  if (hb->paused) { /* not reading: nothing can come, and that is ours, not the link's */
+    arm(hb, (uint64_t)hb->idle_ms);
+    return;
+  }
   uint64_t quiet = now - hb->last_rx_ms;
   if (!hb->ping_sent) {
     if (quiet < (uint64_t)hb->idle_ms) {
@@ -48,6 +52,17 @@ int gn_heartbeat_init(gn_heartbeat_t *hb, uv_loop_t *loop, long idle_ms, long pi
 void gn_heartbeat_watch(gn_heartbeat_t *hb, gn_conn_t *conn) {
   hb->conn = conn;
   hb->last_rx_ms = hb->heard_ms = gn_now_mono_ms();
+  hb->ping_sent = 0;
+  hb->paused = 0;
+  arm(hb, (uint64_t)hb->idle_ms);
+}
+
+void gn_heartbeat_pause(gn_heartbeat_t *hb, int paused) {
+  hb->paused = paused;
+  if (paused || !hb->conn) return;
+  /* A ping sent before the pause may have been answered into the unread buffer: the watch
+   * starts over with a full idle period. */
+  hb->last_rx_ms = gn_now_mono_ms();
   hb->ping_sent = 0;
   arm(hb, (uint64_t)hb->idle_ms);
 }

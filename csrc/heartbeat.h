@@ -22,6 +22,7 @@ typedef struct {
   uint64_t last_rx_ms;   /* monotonic: the last message (or the ping) */
   uint64_t heard_ms;     /* monotonic: the last message (or the open), pings aside */
   int ping_sent;
+  int paused;            /* reading is stopped on purpose (a full queue): silence is not death */
   void (*dead)(void *ud);
   void *ud;
 } gn_heartbeat_t;
@@ -36,6 +37,9 @@ void gn_heartbeat_heard(gn_heartbeat_t *hb);
 /* Returns when the watched socket last delivered a message (its open time if none yet), on the
  * monotonic clock (*wall_ms: the same moment on the wall clock). */
 uint64_t gn_heartbeat_last_heard(const gn_heartbeat_t *hb, double *wall_ms);
+/* The socket's reading was stopped (paused = 1: no ping, never dead while so) or resumed (0:
+ * the idle time counts again from now). Returns nothing. */
+void gn_heartbeat_pause(gn_heartbeat_t *hb, int paused);
 /* Stops watching (the socket is gone). Returns nothing. */
 void gn_heartbeat_stop(gn_heartbeat_t *hb);
 /* Stops and releases the timer (freed on the loop). Returns nothing. */

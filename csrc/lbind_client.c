@@ -751,6 +751,9 @@ static int l_metrics(lua_State *L) {
   setint(L, "duplicates", s.duplicates);
   setint(L, "rollovers", s.rollovers);
   setint(L, "health_dropped", s.health_dropped);
+  setint(L, "pauses", s.pauses);
+  setnum(L, "paused_ms", s.paused_ms);
+  setint(L, "tls_resumed", s.tls_resumed);
   setint(L, "queued_events", s.queued_events);
   setint(L, "queued_bytes", s.queued_bytes);
   setint(L, "topics_wanted", s.topics_wanted);
@@ -992,6 +995,10 @@ static int l_client_new(lua_State *L) {
   cfg.queue_bytes = (size_t)opt_number(L, 1, "queue_bytes", (double)GN_QUEUE_BYTES_DEFAULT,
                                        65536, 1099511627776.0);
   cfg.max_message = (size_t)opt_number(L, 1, "max_message_size", 1048576, 256, 1 << 30);
+  lua_getfield(L, 1, "overflow");
+  cfg.overflow_pause = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "pause") == 0;
+  lua_pop(L, 1);
+  cfg.pause_max_ms = (long)opt_number(L, 1, "pause_max_ms", 30000, 0, 86400e3);
   cfg.idle_ms = (long)opt_number(L, 1, "idle_ms", 35000, 10, 86400e3);
   cfg.ping_timeout_ms = (long)opt_number(L, 1, "ping_timeout_ms", 10000, 10, 86400e3);
   lua_getfield(L, 1, "backoff");

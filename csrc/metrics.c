@@ -10,13 +10,30 @@ void gn_metrics_init(gn_metrics_t *m) {
   m->lat_max = -1;
 }
 
-void gn_metrics_destroy(gn_metrics_t *m) { pthread_mutex_destroy(&m->mu); }
+void gn_metrics_destroy(gn_metrics_t *m) {
+  pthread_mutex_destroy(&m->mu);
+  free(m->lat);
+  m->lat = NULL;
+}
 
 void gn_metrics_add_latency(gn_metrics_t *m, double ms) {
   pthread_mutex_lock(&m->mu);
-  m->lat[m->lat_pos] = ms;
-  m->lat_pos = (m->lat_pos + 1) % GN_LAT_SAMPLES;
-  if (m->lat_n < GN_LAT_SAMPLES) m->lat_n++;
+  if (m->lat_n == m->lat_cap && m->lat_cap < GN_LAT_SAMPLES) {
+    size_t cap = m->lat_cap ? m->lat_cap * 2 : 8;
+    if (cap > GN_LAT_SAMPLES) cap = GN_LAT_SAMPLES;
+    double *n = realloc(m->lat, cap * sizeof *n);
+    if (n) {
+      m->lat = n;
+      m->lat_cap = cap;
+    }
+  }
+  if (m->lat_n < m->lat_cap) { /* still filling (lat_pos == lat_n) */
+    m->lat[m->lat_n++] = ms;
+    m->lat_pos = m->lat_n % GN_LAT_SAMPLES;
+  } else if (m->lat_cap == GN_LAT_SAMPLES) { /* full: the oldest goes */
+    m->lat[m->lat_pos] = ms;
+    m->lat_pos = (m->lat_pos + 1) % GN_LAT_SAMPLES;
+  } /* else out of memory: counted below, not kept for the percentiles */
   m->lat_count++;
   m->lat_sum += ms;
   if (ms > m->lat_max) m->lat_max = ms;
@@ -53,15 +70,18 @@ void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *o) {
   o->duplicates = m->duplicates;
   o->rollovers = m->rollovers;
   o->health_dropped = m->health_dropped;
+  o->pauses = m->pauses;
+  o->tls_resumed = m->tls_resumed;
   o->lat_count = m->lat_count;
   o->lat_sum = m->lat_sum;
   o->lat_max = m->lat_max;
   size_t n = m->lat_n;
-  memcpy(tmp, m->lat, n * sizeof *tmp);
+  if (n) memcpy(tmp, m->lat, n * sizeof *tmp);
   uint64_t now = gn_now_mono_ms();
   o->uptime_ms = m->started_ms ? (double)(now - m->started_ms) : 0;
   o->connected_ms = m->open_since_ms ? (double)(now - m->open_since_ms) : 0;
   o->deaf_ms = m->deaf_ms;
+  o->paused_ms = m->paused_ms + (m->paused_since_ms ? (double)(now - m->paused_since_ms) : 0);
   o->topics_wanted = m->topics_wanted;
   o->topics_confirmed = m->topics_confirmed;
   o->subscriptions_synced = m->subscriptions_synced;
@@ -92,6 +112,10 @@ char *gn_metrics_prometheus(const gn_metrics_snapshot_t *s, const char *state, c
   COUNTER("events", s->events, "Events received from the stream.");
   COUNTER("events_dropped", s->dropped, "Events dropped because the queue was full or memory ran out.");
   COUNTER("health_dropped", s->health_dropped, "Health and policy items dropped (cap or memory).");
+  COUNTER("pauses", s->pauses, "Times reading stopped because the queue was full (overflow = pause).");
+  HEAD("paused_seconds_total", "counter", "Seconds reading was stopped for a full queue.");
+  L("genesys_notify_paused_seconds_total{client=\"%s\"} %.3f\n", cl, s->paused_ms / 1000.0);
+  COUNTER("tls_resumed", s->tls_resumed, "Connections whose TLS session was resumed.");
   COUNTER("heartbeats", s->heartbeats, "Heartbeat messages received on the stream.");
   COUNTER("malformed", s->malformed, "Frames that were not a JSON object.");
   COUNTER("disconnects", s->disconnects, "Live connections that ended.");

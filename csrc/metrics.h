@@ -17,6 +17,9 @@ typedef struct {
   uint64_t attempts, successes, failures;
   uint64_t events, dropped, heartbeats, malformed, disconnects, health, duplicates, rollovers;
   uint64_t health_dropped;  /* health and policy items dropped (cap or memory) */
+  uint64_t pauses;          /* overflow = "pause": times reading stopped for a full queue */
+  double paused_ms;         /* total time reading was stopped (the current pause included) */
+  uint64_t tls_resumed;     /* connections whose TLS session was resumed (no full handshake) */
   uint64_t queued_events, queued_bytes; /* events waiting for the owner, their estimated bytes */
   double lat_p50, lat_p90, lat_p99, lat_max; /* ms; -1 when no sample yet */
   uint64_t lat_count;
@@ -41,8 +44,12 @@ typedef struct {
   uint64_t attempts, successes, failures;
   uint64_t events, dropped, heartbeats, malformed, disconnects, health, duplicates, rollovers;
   uint64_t health_dropped;
-  double lat[GN_LAT_SAMPLES];
-  size_t lat_n, lat_pos;
+  uint64_t pauses, tls_resumed;
+  double paused_ms;          /* finished pauses */
+  uint64_t paused_since_ms;  /* monotonic start of the current pause, 0 when reading */
+  double *lat;               /* the latest latencies: grown as they come, GN_LAT_SAMPLES at most
+                              * (an idle client that connected once holds 8, not 1,024) */
+  size_t lat_n, lat_pos, lat_cap;
   uint64_t lat_count;
   double lat_sum;
   double lat_max;

@@ -181,8 +181,10 @@ void gn_queue_push(gn_queue_t *q, gn_item_t *it) {
   if (event) {
     /* One event always fits when no other waits: a larger one than the byte limit is not
      * refused for good. */
-    if (q->events >= q->event_limit ||
-        (q->events > 0 && (it->cost > q->byte_limit || q->bytes > q->byte_limit - it->cost))) {
+    size_t elim = q->soft ? 2 * q->event_limit : q->event_limit;
+    size_t blim = q->soft ? 2 * q->byte_limit : q->byte_limit;
+    if (q->events >= elim ||
+        (q->events > 0 && (it->cost > blim || q->bytes > blim - it->cost))) {
       drop_locked(q, 1);
       pthread_mutex_unlock(&q->mu);
       gn_item_free(it);
@@ -268,7 +270,34 @@ void gn_queue_event(gn_queue_t *q, gn_msg_t *m, const char *channel_id, const ch
   gn_queue_push(q, it);
 }
 
+/* The queue is at or over a limit. Caller holds q->mu. */
+static int full_locked(const gn_queue_t *q) {
+  return q->events >= q->event_limit || q->bytes >= q->byte_limit;
+}
+
+void gn_queue_set_soft(gn_queue_t *q, int on) {
+  pthread_mutex_lock(&q->mu);
+  q->soft = on;
+  pthread_mutex_unlock(&q->mu);
+}
+
+void gn_queue_set_room_cb(gn_queue_t *q, void (*cb)(void *ud), void *ud) {
+  pthread_mutex_lock(&q->mu);
+  q->room_cb = cb;
+  q->room_ud = ud;
+  pthread_mutex_unlock(&q->mu);
+}
+
+int gn_queue_want_room(gn_queue_t *q) {
+  pthread_mutex_lock(&q->mu);
+  int full = full_locked(q);
+  if (full) q->room_wanted = 1;
+  pthread_mutex_unlock(&q->mu);
+  return full;
+}
+
 gn_item_t *gn_queue_pop(gn_queue_t *q, const char *state) {
+  int room = 0;
   pthread_mutex_lock(&q->mu);
   gn_item_t *it = NULL;
   if (q->dropped != q->dropped_reported || q->health_dropped != q->health_dropped_reported) {
@@ -301,6 +330,12 @@ gn_item_t *gn_queue_pop(gn_queue_t *q, const char *state) {
     if (it->type == GN_ITEM_EVENT) {
       q->events--;
       q->bytes -= it->cost;
+      /* half empty: the paused producer may read again (it refills the other half while the
+       * owner works through this one) */
+      if (q->room_wanted && q->events <= q->event_limit / 2 && q->bytes <= q->byte_limit / 2) {
+        q->room_wanted = 0;
+        room = q->room_cb != NULL && !q->detached;
+      }
     } else {
       q->health--;
     }
@@ -311,7 +346,10 @@ gn_item_t *gn_queue_pop(gn_queue_t *q, const char *state) {
     ssize_t r = read(q->efd, &v, sizeof v); /* not readable while nothing waits */
     (void)r;
   }
+  void (*cb)(void *) = q->room_cb;
+  void *ud = q->room_ud;
   pthread_mutex_unlock(&q->mu);
+  if (room) cb(ud);
   return it;
 }
 

@@ -58,6 +58,11 @@ typedef struct {
   int efd;
   int detached;          /* the service thread let go: items are refused */
   gn_bell_t *bell;       /* rung with the eventfd's wake-ups (the client's wake socket), or NULL */
+  int soft;              /* overflow = "pause": events over the limits are let in (up to twice
+                          * them) while the producer stops reading; see gn_queue_want_room */
+  int room_wanted;       /* the producer paused: call room_cb once the queue is half empty */
+  void (*room_cb)(void *ud);
+  void *room_ud;
   gn_metrics_t *metrics; /* dropped and health are counted there too */
 } gn_queue_t;
 
@@ -102,6 +107,23 @@ int gn_queue_fd(const gn_queue_t *q);
  * did): the client's wake socket. Returns nothing. Owner thread; b must outlive its use here
  * (set NULL before freeing it). */
 void gn_queue_set_bell(gn_queue_t *q, gn_bell_t *b);
+
+/* Flow control (overflow = "pause"). The service thread stops reading the socket when the
+ * queue is full instead of dropping, and the owner's pops tell it when there is room again.
+ *
+ * gn_queue_set_soft: with on, an event over queue_limit/queue_bytes is still let in (what the
+ * transport had already read when it paused), up to twice the limits (then dropped and
+ * counted as ever); with 0 the limits are hard again (drop mode). Service thread (or the owner
+ * before start). */
+void gn_queue_set_soft(gn_queue_t *q, int on);
+/* Sets the callback gn_queue_want_room arms: cb(ud) runs on the owner thread, inside a pop,
+ * without the queue's lock, once the events waiting have fallen to half the limits. It must not
+ * block (it posts to the service thread). Owner thread, before start. */
+void gn_queue_set_room_cb(gn_queue_t *q, void (*cb)(void *ud), void *ud);
+/* Returns 1 when the queue is at or over a limit, and then arms the room callback (once); 0
+ * when there is room. One lock for both, so a pop in between cannot be missed. Service
+ * thread. */
+int gn_queue_want_room(gn_queue_t *q);
 
 /* Refuses every later item and wakes gn_queue_wait_detached. Returns nothing. Service thread
  * (or the owner when the service thread never had the client). */

@@ -29,8 +29,19 @@ enum { C_RESOLVING = 1, C_CONNECTING, C_NEXT, C_OPEN, C_DONE };
 
 #define MAX_ADDRS 8 /* resolved addresses tried in turn, in the resolver's order */
 
+/* TLS sessions kept for resumption, per vhost (so per CA bundle, verify setting and proxy),
+ * keyed by the server name (SNI, the name the certificate was checked against) and the peer's
+ * address and port: a session is offered only to the same host, port and name. */
+#define SESS_SLOTS 8
+typedef struct {
+  char key[INET6_ADDRSTRLEN + 300];
+  SSL_SESSION *sess;
+} sess_slot_t;
+
 typedef struct vhost_ent {
   struct vhost_ent *next;
+  sess_slot_t sess[SESS_SLOTS];
+  int sess_next;     /* the slot a new key takes (round robin) */
   char *ca_file;     /* "" for the system's bundle */
   int verify;
   char *proxy;       /* "[user:pass@]name:port" of the proxy, "" for none (wiped); lws is given
@@ -83,6 +94,8 @@ struct gn_conn {
   int peer_code;
   char peer_reason[124];
   int http_status;
+  int paused;         /* reading is off (gn_conn_pause) */
+  int tls_resumed;    /* the TLS session was resumed (no full handshake) */
 };
 
 /* ---- lws log capture: the only place TLS failure reasons appear ---- */
@@ -652,6 +665,31 @@ void gn_conn_close(gn_conn_t *c, int code, const char *reason) {
   conn_maybe_free(c);
 }
 
+/* lws 4.1.6 must not be told to stop reading from inside its receive callback: it stashes the
+ * rest of what it read and then spins on the loop thread draining and re-stashing it for as long
+ * as reading stays off. From a 0 ms timer (after lws has parsed all it read) nothing is stashed:
+ * lws only takes POLLIN off the socket. The connection's timer is free while it is open. */
+static void pause_cb(uv_timer_t *t) {
+  gn_conn_t *c = t->data;
+  if (c->state != C_OPEN || c->detached || !c->wsi || c->paused) return;
+  c->paused = 1;
+  lws_rx_flow_control(c->wsi, 0);
+}
+
+int gn_conn_tls_resumed(const gn_conn_t *c) { return c && c->tls_resumed; }
+
+void gn_conn_pause(gn_conn_t *c, int pause) {
+  if (!c || c->state != C_OPEN || c->detached || !c->wsi || !c->timer) return;
+  if (pause) {
+    uv_timer_start(c->timer, pause_cb, 0, 0);
+    return;
+  }
+  uv_timer_stop(c->timer); /* a pause not applied yet */
+  if (!c->paused) return;
+  c->paused = 0;
+  lws_rx_flow_control(c->wsi, 1);
+}
+
 void gn_conn_abort(gn_conn_t *c) {
   if (!c) return;
   c->detached = 1;
@@ -770,6 +808,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     }
     uv_timer_stop(c->timer);
     c->state = C_OPEN;
+    if (c->tls) {
+      SSL *ssl = lws_get_ssl(wsi);
+      c->tls_resumed = ssl && SSL_session_reused(ssl);
+    }
     c->cbs.on_open(c->ud, c);
     return 0;
   case LWS_CALLBACK_CLIENT_RECEIVE: {
@@ -924,12 +966,86 @@ void gn_transport_free(gn_transport_t *t) {
   while (t->vhosts) {
     vhost_ent_t *v = t->vhosts;
     t->vhosts = v->next;
+    for (int i = 0; i < SESS_SLOTS; i++) SSL_SESSION_free(v->sess[i].sess);
     SSL_CTX_free(v->ssl_ctx); /* lws is done with it: its context is destroyed */
     free(v->ca_file);
     gn_free_secret(v->proxy);
     free(v);
   }
   free(t);
+}
+
+/* ---- TLS session resumption ----
+ * lws 4.1.6 has no client session cache and no hook between SSL_new and SSL_connect, so the
+ * session is offered from OpenSSL's info callback at the start of the first handshake (the
+ * ClientHello is built after it) and kept from the new-session callback (TLS 1.3 tickets arrive
+ * after the handshake). Both run on the loop thread. Not through a proxy: the peer is then the
+ * proxy, whose address says nothing of the target's port. */
+static int vhost_ex_idx = -1;
+static pthread_once_t vhost_ex_once = PTHREAD_ONCE_INIT;
+static void vhost_ex_init(void) { vhost_ex_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL); }
+
+/* "name|address|port" of ssl's server into key. Returns 0, or -1 when it has none. */
+static int sess_key(const SSL *ssl, char *key, size_t keylen) {
+  const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  int fd = SSL_get_fd(ssl);
+  if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl) != 0) return -1;
+  char ip[INET6_ADDRSTRLEN] = "";
+  int port;
+  if (ss.ss_family == AF_INET) {
+    inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof ip);
+    port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof ip);
+    port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  } else {
+    return -1;
+  }
+  int n = snprintf(key, keylen, "%s|%s|%d", name ? name : "", ip, port);
+  return n > 0 && (size_t)n < keylen ? 0 : -1;
+}
+
+static vhost_ent_t *ent_of(const SSL *ssl) {
+  vhost_ent_t *v = vhost_ex_idx >= 0 ? SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), vhost_ex_idx) : NULL;
+  return v && !v->proxy[0] ? v : NULL;
+}
+
+static sess_slot_t *slot_for(vhost_ent_t *v, const char *key) {
+  for (int i = 0; i < SESS_SLOTS; i++)
+    if (v->sess[i].sess && strcmp(v->sess[i].key, key) == 0) return &v->sess[i];
+  return NULL;
+}
+
+static int new_session_cb(SSL *ssl, SSL_SESSION *sess) {
+  vhost_ent_t *v = ent_of(ssl);
+  char key[sizeof v->sess[0].key];
+  if (!v || !SSL_SESSION_is_resumable(sess) || sess_key(ssl, key, sizeof key) != 0) return 0;
+  /* A copy: OpenSSL marks the connection's own session not resumable when the connection ends
+   * without a close_notify (an RST, the very case a fast reconnect is for). */
+  SSL_SESSION *copy = SSL_SESSION_dup(sess);
+  if (!copy) return 0;
+  sess_slot_t *s = slot_for(v, key);
+  if (!s) {
+    s = &v->sess[v->sess_next];
+    v->sess_next = (v->sess_next + 1) % SESS_SLOTS;
+    snprintf(s->key, sizeof s->key, "%s", key);
+  }
+  SSL_SESSION_free(s->sess);
+  s->sess = copy;
+  return 0; /* sess stays OpenSSL's */
+}
+
+static void info_cb(const SSL *cssl, int where, int ret) {
+  (void)ret;
+  if (!(where & SSL_CB_HANDSHAKE_START) || SSL_is_server((SSL *)cssl) || SSL_get_session(cssl))
+    return;
+  vhost_ent_t *v = ent_of(cssl);
+  char key[sizeof v->sess[0].key];
+  if (!v || sess_key(cssl, key, sizeof key) != 0) return;
+  sess_slot_t *s = slot_for(v, key);
+  if (s && SSL_SESSION_is_resumable(s->sess)) SSL_set_session((SSL *)cssl, s->sess);
 }
 
 /* A client vhost with a TLS context of our own (see transport.h); NULL and err when the CA
@@ -957,6 +1073,13 @@ static struct lws_vhost *vhost_new(struct lws_context *ctx, const char *name, co
   }
   /* Chain verification here; lws adds the host name check per connection (ci.host). */
   SSL_CTX_set_verify(sc, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+  /* Session resumption (see info_cb): the sessions are kept by us, per server. */
+  SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(sc, new_session_cb);
+  SSL_CTX_set_info_callback(sc, info_cb);
+  /* An idle connection gives back OpenSSL's read and write buffers (about 34 KB with 4.1.6's
+   * defaults) until the next record: most of an idle client's memory otherwise. */
+  SSL_CTX_set_mode(sc, SSL_MODE_RELEASE_BUFFERS);
   struct lws_context_creation_info info;
   memset(&info, 0, sizeof info);
   info.provided_client_ssl_ctx = sc;
@@ -1010,6 +1133,8 @@ static struct lws_vhost *vhost_for(gn_transport_t *t, const char *ca_file, int v
     return NULL;
   }
   v->verify = verify;
+  pthread_once(&vhost_ex_once, vhost_ex_init);
+  if (vhost_ex_idx >= 0) SSL_CTX_set_ex_data(v->ssl_ctx, vhost_ex_idx, v);
   v->next = t->vhosts;
   t->vhosts = v;
   return v->vh;

@@ -97,6 +97,15 @@ int gn_conn_send_text(gn_conn_t *c, const char *text, size_t len);
 /* Sends a close frame with code (when open) and ends the connection; no callbacks afterwards.
  * Returns nothing. Loop thread. */
 void gn_conn_close(gn_conn_t *c, int code, const char *reason);
+/* Returns 1 when the open connection's TLS session was resumed (an abbreviated handshake with a
+ * session kept from an earlier connection to the same server name, address and port), else 0.
+ * Loop thread. */
+int gn_conn_tls_resumed(const gn_conn_t *c);
+/* Stops (pause = 1) or resumes (0) reading the socket of an open connection: the kernel's
+ * receive buffer fills and TCP pushes back on the server. A message lws had already read may
+ * still be delivered after the pause. A no-op for a connection not open. Returns nothing. Loop
+ * thread. */
+void gn_conn_pause(gn_conn_t *c, int pause);
 /* Ends the connection at once (no close frame); no callbacks afterwards. Returns nothing. Loop
  * thread. */
 void gn_conn_abort(gn_conn_t *c);

@@ -1,7 +1,7 @@
 -- The project as a peer for make bench-peers: events into on_event with the body as a table.
 --   lua5.4 bench/peers/gn_client.lua build/lua5.4   (env and output lines: see run.lua)
--- queue_limit holds a whole burst: the slow-consumer pause (issue 12, goal 4) is not there yet,
--- and a burst larger than the queue would be dropped (counted) instead of pushed back.
+-- queue_limit holds a whole burst, as before overflow = "pause" existed: the figures stay
+-- comparable (with "pause" a smaller queue would push back on the emulator instead).
 local build = arg[1] or "build/lua5.4"
 package.path = "lua/?.lua;" .. package.path
 package.cpath = build .. "/?.so;" .. package.cpath
@@ -12,10 +12,11 @@ local id, secret = os.getenv("GN_CRED"):match("^(.-):(.*)$")
 local topic = os.getenv("GN_TOPIC")
 local COUNT = tonumber(os.getenv("GN_COUNT")) or 0
 local CONNS = tonumber(os.getenv("GN_CONNS")) or 1
+local MANY = tonumber(os.getenv("GN_MANY")) or 0
 
 local function out(s) io.stdout:write(s, "\n"); io.stdout:flush() end
 
-local function client(t, counting)
+local function client(t, counting, on_ev)
   local n, bad, first = 0, false, 0
   local closed_at
   local st = {}
@@ -35,12 +36,14 @@ local function client(t, counting)
         out(string.format("done %d %d %.3f", n, (bad or n ~= COUNT) and 0 or 1,
           notify.now_ms() - first))
       end
-    end or nil,
+    end or on_ev,
     on_health = function(h)
       if h.kind == "disconnected" then closed_at = h.timestamp_ms
       elseif h.kind == "connected" then
         st.channel = h.channel_id
-        if closed_at then out(string.format("reconnect %.3f", h.timestamp_ms - closed_at)) end
+        if closed_at then
+          out(string.format("reconnect %.3f %s", h.timestamp_ms - closed_at, h.channel_id))
+        end
         closed_at = nil
       elseif h.kind == "overflow" or h.kind == "gave_up" then
         out("error " .. notify.format(h))
@@ -50,6 +53,23 @@ local function client(t, counting)
   c:start()
   while not st.channel do c:poll(50) end
   return c, st.channel
+end
+
+if MANY > 0 then
+  -- many clients on one context (the default one), each on its own channel; a luv loop
+  -- watches every client's fd() and polls the one that is readable
+  local uv = require "luv"
+  local total, all, chans = 0, {}, {}
+  local function count() total = total + 1 end
+  for i = 1, MANY do
+    all[i], chans[i] = client((topic:gsub("%.presence$", "-m" .. i .. ".presence")), false, count)
+  end
+  out("many " .. table.concat(chans, " "))
+  for _, c in ipairs(all) do
+    uv.new_poll(c:fd()):start("r", function() c:poll(0) end)
+  end
+  uv.new_timer():start(200, 200, function() out("got " .. total) end)
+  uv.run()
 end
 
 local first, chan = client(topic, CONNS == 1)

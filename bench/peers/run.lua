@@ -23,6 +23,10 @@ local EVENTS = tonumber(os.getenv("BENCH_EVENTS")) or 200000
 local RECONNECTS = tonumber(os.getenv("BENCH_RECONNECTS")) or 20
 local IDLE = tonumber(os.getenv("BENCH_IDLE")) or 50
 local IDLE_S = tonumber(os.getenv("BENCH_IDLE_S")) or 10
+local MANY = tonumber(os.getenv("BENCH_MANY")) or 100      -- clients on one context
+local MANY_RATE = tonumber(os.getenv("BENCH_MANY_RATE")) or 1000 -- events/s over all of them
+local MANY_S = tonumber(os.getenv("BENCH_MANY_S")) or 10   -- seconds measured
+local HARD = tonumber(os.getenv("BENCH_HARD")) or 10       -- hard reconnects (channel expired)
 local ONLY = os.getenv("BENCH_ONLY")
 local PERF = os.getenv("BENCH_PERF")
 local BIN = emulator.bindir()
@@ -199,6 +203,22 @@ local function burst_run(c, run)
     end
     put(c[1], "rec50", pct(lat, 0.5))
     put(c[1], "rec99", pct(lat, 0.99))
+    -- hard reconnect (the channel expired: a new channel, its subscriptions, then the socket):
+    -- the project's rows only (the peers have no reconnect logic of their own)
+    if c[1]:match("^gn") then
+      local hl, n = {}, RECONNECTS
+      for i = 1, HARD do
+        local st = emu:admin("POST", "channels/" .. chan .. "/expire", {})
+        assert(st == 200, "expire: HTTP " .. tostring(st))
+        local r, e = p:line("reconnect", n + i, 30)
+        if not r then error(e, 0) end
+        hl[#hl + 1] = tonumber(r[2])
+        chan = r[3] or chan
+        sleep(0.05)
+      end
+      put(c[1], "hard50", pct(hl, 0.5))
+      put(c[1], "hard99", pct(hl, 0.99))
+    end
   end)
   p:kill()
   if not ok then fail(c[1], "run " .. run .. ": " .. tostring(err)) end
@@ -226,12 +246,47 @@ local function idle_run(c, run)
   if not ok then fail(c[1], "idle run " .. run .. ": " .. tostring(err)) end
 end
 
+-- MANY clients of the project in one process on one context, MANY_RATE events/s in all (a
+-- paced stream per channel) for MANY_S seconds: CPU (all threads) and RSS of the process.
+local function many_run(c, run)
+  topic_n = topic_n + 1
+  local topic = "v2.users.many" .. topic_n .. ".presence"
+  local p = spawn(c, { GN_TOPIC = topic, GN_MANY = MANY })
+  local ok, err = pcall(function()
+    local m, e = p:line("many", 1, 180)
+    if not m then error(e, 0) end
+    -- the streams outlast the window (they start one admin call at a time, which takes seconds
+    -- for 100) and end with the process
+    local per = MANY_RATE / MANY
+    for i = 2, #m do
+      local st = emu:admin("POST", "channels/" .. m[i] .. "/events",
+        { count = math.floor(per * (MANY_S + 60)), rate = per })
+      assert(st == 200, "events: HTTP " .. tostring(st))
+    end
+    local function got() -- the latest count the client printed (every 200 ms)
+      local n = 0
+      for l in (read(p.out) or ""):gmatch("got (%d+)") do n = tonumber(l) end
+      return n
+    end
+    sleep(1.5)
+    local g0, c0, t0 = got(), cpu_ticks(p.pid), now()
+    sleep(MANY_S)
+    local n, c1, t1 = got(), cpu_ticks(p.pid), now()
+    put(c[1], "many_cpu", (c1 - c0) * 100 / TCK / (t1 - t0))
+    put(c[1], "many_rss", rss_kb(p.pid) / 1024)
+    put(c[1], "many_eps", (n - g0) / (t1 - t0))
+  end)
+  p:kill()
+  if not ok then fail(c[1], "many run " .. run .. ": " .. tostring(err)) end
+end
+
 local ok, err = pcall(function()
   for run = 1, RUNS do
     for _, c in ipairs(CLIENTS) do
       io.stderr:write(string.format("run %d/%d: %s\n", run, RUNS, c[2]))
       burst_run(c, run)
       idle_run(c, run)
+      if c[1] == "gn54" and MANY > 0 then many_run(c, run) end
     end
   end
 end)
@@ -264,4 +319,15 @@ for _, c in ipairs(CLIENTS) do
 end
 for _, c in ipairs(CLIENTS) do
   for _, f in ipairs(failures[c[1]] or {}) do print("- " .. c[2] .. " failed: " .. f) end
+end
+print("\n| client | hard reconnect p50 / p99 ms (" .. HARD .. " channel expiries) | " .. MANY ..
+  " clients, " .. MANY_RATE .. " events/s: CPU % of a core | RSS MB | events/s received |")
+print("|---|---:|---:|---:|---:|")
+for _, c in ipairs(CLIENTS) do
+  local k = c[1]
+  if results[k] and (results[k].hard50 or results[k].many_cpu) then
+    print(string.format("| %s | %s / %s | %s | %s | %s |", c[2], med(k, "hard50", "%.1f"),
+      med(k, "hard99", "%.1f"), med(k, "many_cpu", "%.1f"), med(k, "many_rss", "%.1f"),
+      med(k, "many_eps", "%.0f")))
+  end
 end

@@ -155,6 +155,7 @@ end
 local ALLOWED = {
   region = true, gateway = true, client_id = true, client_secret = true, topics = true,
   backoff = true, tls = true, timeouts = true, heartbeat = true, queue_limit = true, queue_bytes = true,
+  overflow = true, pause_max_ms = true,
   max_message_size = true, on_event = true, on_health = true, name = true, context = true,
   audit = true, policy = true, proxy = true, no_proxy = true,
 }
@@ -443,6 +444,11 @@ function _M.config(cfg)
   end
   out.queue_limit = opt_int(cfg, "queue_limit", "queue_limit", 1, 1000000000)
   out.queue_bytes = opt_int(cfg, "queue_bytes", "queue_bytes", 65536, 1099511627776, "bytes")
+  if cfg.overflow ~= nil and cfg.overflow ~= "drop" and cfg.overflow ~= "pause" then
+    fail("overflow", '"drop" or "pause"', describe(cfg.overflow))
+  end
+  out.overflow = cfg.overflow or "drop"
+  out.pause_max_ms = opt_ms(cfg, "pause_max_ms", "pause_max_ms", 0, 86400000)
   out.max_message_size = opt_int(cfg, "max_message_size", "max_message_size", 256, 1073741824,
     "bytes")
   for _, k in ipairs { "on_event", "on_health", "policy" } do

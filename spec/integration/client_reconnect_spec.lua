@@ -51,6 +51,28 @@ describe("genesys.notify client: reconnection", function()
     assert.equals(2, emu:stats().channels[ch].handshakes)
   end)
 
+  it("a soft reconnect resumes the TLS session, offered only to the same name, address and port", function()
+    local ctx = notify.context()
+    local a, ra = start_client(emu, { context = ctx })
+    finally(function() a:close(); ctx:close() end)
+    assert.equals(0, a:metrics().tls_resumed)
+    assert.equals(200, (emu:admin("POST", "channels/" .. wait.channel_of(ra) .. "/reset", {})))
+    assert.truthy(wait.until_(a, function() return ra.count("restored") > 0 end, 10000))
+    assert.equals(1, a:metrics().tls_resumed)
+    -- the same server under another name (127.0.0.1; the emulator names itself localhost, and
+    -- its certificate holds both): a's session is not
+    -- offered to it (a session skips the certificate check that the name needs)
+    assert.equals(200, (emu:admin("POST", "faults/connect_uri",
+      { base = "wss://127.0.0.1:" .. emu.port, count = 1 })))
+    local b, rb = start_client(emu, { context = ctx })
+    finally(function() b:close() end)
+    assert.equals(0, b:metrics().tls_resumed)
+    assert.equals(200, (emu:admin("POST", "channels/" .. wait.channel_of(rb) .. "/reset", {})))
+    assert.truthy(wait.until_(b, function() return rb.count("restored") > 0 end, 10000))
+    assert.equals(1, b:metrics().tls_resumed)
+    assert.equals(1, a:metrics().tls_resumed)
+  end)
+
   for _, code in ipairs { 1000, 1001, 1011, 4000 } do
     it("close code " .. code .. " -> disconnected with that code, then back on the same channel", function()
       local client, rec = start_client(emu)
