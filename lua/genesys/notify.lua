@@ -447,7 +447,7 @@ function _M.config(cfg)
   if cfg.overflow ~= nil and cfg.overflow ~= "drop" and cfg.overflow ~= "pause" then
     fail("overflow", '"drop" or "pause"', describe(cfg.overflow))
   end
-  out.overflow = cfg.overflow or "drop"
+  out.overflow = cfg.overflow or "pause"
   out.pause_max_ms = opt_ms(cfg, "pause_max_ms", "pause_max_ms", 0, 86400000)
   out.max_message_size = opt_int(cfg, "max_message_size", "max_message_size", 256, 1073741824,
     "bytes")

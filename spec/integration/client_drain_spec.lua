@@ -149,7 +149,7 @@ describe("client:drain()", function()
   end)
 
   it("reports drops first, as an overflow health item, as poll() does", function()
-    local cfg, called = strict_config(emu, { queue_limit = 4 })
+    local cfg, called = strict_config(emu, { queue_limit = 4, overflow = "drop" })
     local client = notify.new(cfg)
     finally(function() client:close() end)
     client:start()

@@ -147,7 +147,7 @@ describe("genesys.notify client: stream faults", function()
   end)
 
   it("a full event queue drops and counts, and reports it as health overflow", function()
-    local client, rec = start_client(emu, { queue_limit = 10 })
+    local client, rec = start_client(emu, { queue_limit = 10, overflow = "drop" })
     finally(function() client:close() end)
     local ch = wait.channel_of(rec)
     emu:admin("POST", "channels/" .. ch .. "/events", { count = 50, topic = T1 })
