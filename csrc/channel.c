@@ -69,6 +69,7 @@ struct gn_channel {
   int attempt_hard;
   uint64_t connection_id;
   gn_gap_t gap;                /* the deaf interval */
+  int spare_held;              /* a rollover holds the budget's spare unit (env->spare) */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -130,6 +131,18 @@ static void final_failure(gn_channel_t *ch, const char *code, const char *msg);
 static void proxy_fields(json_t *fields, long status);
 static void put_live(gn_channel_t *ch);
 static void roll_failed(void *ud, const char *msg);
+
+/* Gives the budget's spare unit back once no rollover needs it: B is not being made and no old
+ * socket drains (until it closes it is a live channel of the credential). */
+static void spare_check(gn_channel_t *ch) {
+  if (!ch->spare_held || ch->roll.active) return;
+  for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++)
+    if (ch->roll.old[i].conn) return;
+  ch->spare_held = 0;
+  ch->env->spare(ch->env->spare_ud, 0);
+}
+
+static void roll_settled(void *ud) { spare_check(ud); }
 
 static void drop_channel(gn_channel_t *ch) {
   free(ch->channel_id);
@@ -401,6 +414,18 @@ static void opened(gn_channel_t *ch) {
 }
 
 static void start_rollover(gn_channel_t *ch) {
+  if (ch->env->spare && !ch->spare_held) {
+    /* B is one more channel of the credential while the old one lives: the spare unit. */
+    if (!ch->env->spare(ch->env->spare_ud, 1)) {
+      health(ch, "rollover", json_pack("{s:s, s:s, s:s, s:s}", "event", "deferred", "reason",
+                                       "channel_budget", "from", chan_id(ch), "error",
+                                       "the credential's spare channel is in use by another "
+                                       "rollover: the channel reconnects when the server "
+                                       "closes it"));
+      return;
+    }
+    ch->spare_held = 1;
+  }
   gn_roll_begin(&ch->roll);
   enter(ch, GN_ST_ROLLOVER);
   health(ch, "rollover", json_pack("{s:s, s:s}", "event", "started", "from", chan_id(ch)));
@@ -430,6 +455,7 @@ static void roll_open(gn_channel_t *ch) {
                                    old_id ? old_id : "", "to", chan_id(ch), "elapsed_ms",
                                    (double)(now - started), "gap", old == NULL));
   free(old_id);
+  spare_check(ch);
   if (old) {
     gn_heartbeat_watch(&ch->hb, ch->conn);
     GN_COUNT(ch->env, rollovers);
@@ -449,6 +475,7 @@ static void roll_open(gn_channel_t *ch) {
 static void roll_failed(void *ud, const char *msg) {
   gn_channel_t *ch = ud;
   gn_roll_cancel(&ch->roll);
+  spare_check(ch);
   ch->hard_next = 1; /* the old channel is going away: the next attempt makes a new one */
   health(ch, "rollover", json_pack("{s:s, s:s, s:s}", "event", "failed", "error", msg ? msg : "",
                                    "channel_id", chan_id(ch)));
@@ -503,6 +530,7 @@ static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t 
       GN_COUNT(ch->env, duplicates);
     } else {
       gn_queue_event(ch->env->queue, &m, chan ? chan : "", data, len);
+      GN_COUNT(ch->env, events); /* the channel's own count (the queue counts the client's) */
       if (old) old->events++;
     }
     break;
@@ -514,6 +542,7 @@ static void conn_close_cb(void *ud, gn_conn_t *conn, const gn_close_info_t *info
   gn_channel_t *ch = ud;
   if (gn_roll_draining(&ch->roll, conn)) { /* the server closed a rollover's old socket */
     gn_roll_drained(&ch->roll, conn, info->code, info->code != 1006);
+    spare_check(ch);
     return;
   }
   if (gn_roll_owns(&ch->roll, conn)) {
@@ -581,6 +610,7 @@ static void link_dead(void *ud) {
   if (!is_live(state(ch)) || !ch->conn) return;
   /* Dead link: nothing came back, not even the pong. */
   gn_roll_abort_all(&ch->roll);
+  spare_check(ch);
   gn_conn_abort(ch->conn);
   ch->conn = NULL;
   went_deaf(ch);
@@ -649,7 +679,8 @@ static void schedule_attempt(gn_channel_t *ch, gn_reason_t why, double retry_aft
   health(ch, "attempt", rec);
   uint64_t seq = gn_retry_arm(&ch->retry, delay, retry_after_ms);
   /* The hook sees the same record; the engine's delay runs until it answers. */
-  if (copy) gn_queue_add(ch->env->queue, GN_ITEM_POLICY, copy, seq);
+  /* The item names the pool's channel too (the answer comes back to the client). */
+  if (copy) gn_queue_add(ch->env->queue, GN_ITEM_POLICY, copy, (seq << 5) | (uint64_t)ch->env->index);
 }
 
 void gn_channel_policy(gn_channel_t *ch, uint64_t seq, double d) {
@@ -705,6 +736,7 @@ static void attempt_failed(gn_channel_t *ch, const char *reason, gn_reason_t why
 
 static void final_failure(gn_channel_t *ch, const char *code, const char *msg) {
   gn_roll_abort_all(&ch->roll);
+  spare_check(ch);
   cancel_attempt_io(ch);
   gn_heartbeat_stop(&ch->hb);
   gn_gap_not_open(&ch->gap, ch->env->metrics);
@@ -729,6 +761,7 @@ gn_channel_t *gn_channel_new(gn_env_t *env, char *err, size_t errlen) {
   gn_sched_init(&ch->sched);
   gn_bearer_init(&ch->bearer, env, token_ready, ch);
   gn_roll_init(&ch->roll, env, &conn_cbs, ch, roll_failed);
+  ch->roll.settled = roll_settled;
   if (gn_retry_init(&ch->retry, &env->conf->backoff, err, errlen) != 0 ||
       gn_subs_init(&ch->subs, env, subs_retry, ch, err, errlen) != 0) {
     free(ch);
@@ -766,6 +799,7 @@ void gn_channel_start(gn_channel_t *ch) {
 
 void gn_channel_stop(gn_channel_t *ch) {
   gn_roll_close(&ch->roll);
+  spare_check(ch);
   cancel_attempt_io(ch);
   gn_subs_close(&ch->subs);
   if (ch->conn) gn_conn_close(ch->conn, 1000, "client closed");
@@ -785,6 +819,7 @@ void gn_channel_reconnect(gn_channel_t *ch) {
     return;
   }
   gn_roll_abort_all(&ch->roll);
+  spare_check(ch);
   if (is_live(st)) {
     if (ch->conn) gn_conn_close(ch->conn, 1000, "reconnect requested");
     ch->conn = NULL;

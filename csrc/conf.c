@@ -32,6 +32,7 @@ int gn_conf_init(gn_conf_t *c, const gn_client_cfg_t *cfg, char *err, size_t err
   c->max_message = cfg->max_message ? cfg->max_message : (1u << 20);
   c->backoff = cfg->backoff;
   c->has_policy = cfg->policy;
+  c->channel_budget = cfg->channel_budget >= 2 ? cfg->channel_budget : 20;
   return 0;
 }
 

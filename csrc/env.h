@@ -46,6 +46,14 @@ typedef struct {
   gn_metrics_t *metrics;
   gn_topics_t *topics;    /* desired topics (service thread once started) */
   _Atomic int state;      /* gn_state_t the owner sees; written on the service thread */
+  /* a channel of a client's pool (client.c): its number there (0-based), whether its health
+   * items say it ("channel", 1-based: the client holds or held more than one), and the spare
+   * unit of the credential's budget for a rollover (take 1: returns 1 when granted; take 0:
+   * gives it back). spare NULL: a rollover needs no unit. */
+  int index;
+  _Atomic int *stamp;
+  int (*spare)(void *ud, int take);
+  void *spare_ud;
 } gn_env_t;
 
 /* Queues health item kind with fields (stolen, may be NULL) stamped with the current state.

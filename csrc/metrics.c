@@ -146,3 +146,76 @@ oom:
   gn_buf_free(&b);
   return NULL;
 }
+
+void gn_metrics_snapshot_pool(gn_metrics_t *client, gn_metrics_t *const *chans, size_t n,
+                              gn_metrics_snapshot_t *o) {
+  gn_metrics_snapshot(client, o);
+  double *all = malloc((n ? n : 1) * GN_LAT_SAMPLES * sizeof *all);
+  size_t na = 0;
+  uint64_t now = gn_now_mono_ms();
+  o->lat_max = -1;
+  for (size_t i = 0; i < n; i++) {
+    gn_metrics_t *m = chans[i];
+    pthread_mutex_lock(&m->mu);
+    o->attempts += m->attempts;
+    o->successes += m->successes;
+    o->failures += m->failures;
+    o->heartbeats += m->heartbeats;
+    o->malformed += m->malformed;
+    o->disconnects += m->disconnects;
+    o->duplicates += m->duplicates;
+    o->rollovers += m->rollovers;
+    o->lat_count += m->lat_count;
+    o->lat_sum += m->lat_sum;
+    if (m->lat_max > o->lat_max) o->lat_max = m->lat_max;
+    o->deaf_ms += m->deaf_ms;
+    double up = m->started_ms ? (double)(now - m->started_ms) : 0;
+    if (up > o->uptime_ms) o->uptime_ms = up;
+    if (all) {
+      memcpy(all + na, m->lat, m->lat_n * sizeof *all);
+      na += m->lat_n;
+    }
+    pthread_mutex_unlock(&m->mu);
+  }
+  if (all) {
+    qsort(all, na, sizeof *all, cmp_d);
+    o->lat_p50 = pct(all, na, 50);
+    o->lat_p90 = pct(all, na, 90);
+    o->lat_p99 = pct(all, na, 99);
+    free(all);
+  }
+}
+
+char *gn_metrics_prometheus_channels(const gn_metrics_snapshot_t *per, const char *const *states,
+                                     const int *numbers, size_t n, const char *client) {
+  gn_buf_t b = {0};
+  char line[512];
+  const char *cl = client ? client : "";
+  if (gn_buf_add(&b, "", 0)) goto oom;
+#define L(...) do { snprintf(line, sizeof line, __VA_ARGS__); if (gn_buf_add(&b, line, strlen(line))) goto oom; } while (0)
+#define FAMILY(name, type, help, fmt, expr) do { \
+    L("# HELP genesys_notify_channel_" name " " help "\n"); \
+    L("# TYPE genesys_notify_channel_" name " " type "\n"); \
+    for (size_t i = 0; i < n; i++) { const gn_metrics_snapshot_t *s = &per[i]; (void)s; \
+      L("genesys_notify_channel_" name "{client=\"%s\",channel=\"%d\"} " fmt "\n", cl, numbers[i], expr); } \
+  } while (0)
+  L("# HELP genesys_notify_channel_up 1 while the channel's stream is open; the state label names its state.\n");
+  L("# TYPE genesys_notify_channel_up gauge\n");
+  for (size_t i = 0; i < n; i++)
+    L("genesys_notify_channel_up{client=\"%s\",channel=\"%d\",state=\"%s\"} %d\n", cl, numbers[i],
+      states[i], strcmp(states[i], "open") == 0);
+  FAMILY("events_total", "counter", "Events the channel received.", "%llu", (unsigned long long)s->events);
+  FAMILY("attempts_total", "counter", "Connection attempts of the channel.", "%llu", (unsigned long long)s->attempts);
+  FAMILY("disconnects_total", "counter", "Live connections of the channel that ended.", "%llu",
+         (unsigned long long)s->disconnects);
+  FAMILY("rollovers_total", "counter", "Rollovers of the channel.", "%llu", (unsigned long long)s->rollovers);
+  FAMILY("topics_wanted", "gauge", "Topics placed on the channel.", "%llu", (unsigned long long)s->topics_wanted);
+  FAMILY("topics_confirmed", "gauge", "Topics the server holds on the channel.", "%llu",
+         (unsigned long long)s->topics_confirmed);
+#undef FAMILY
+#undef L
+  return b.p;
+oom:
+  gn_buf_free(&b);
+  return NULL;
+}
