@@ -70,6 +70,7 @@ struct gn_channel {
   uint64_t connection_id;
   gn_gap_t gap;                /* the deaf interval */
   int spare_held;              /* a rollover holds the budget's spare unit (env->spare) */
+  int roll_waiting;            /* a socket_closing notice waits for that unit */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -132,12 +133,10 @@ static void proxy_fields(json_t *fields, long status);
 static void put_live(gn_channel_t *ch);
 static void roll_failed(void *ud, const char *msg);
 
-/* Gives the budget's spare unit back once no rollover needs it: B is not being made and no old
- * socket drains (until it closes it is a live channel of the credential). */
+/* Gives the budget's spare unit back once no rollover needs it: B took over or failed (the old
+ * channel it leaves is abandoned: the server closes it within its grace). */
 static void spare_check(gn_channel_t *ch) {
   if (!ch->spare_held || ch->roll.active) return;
-  for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++)
-    if (ch->roll.old[i].conn) return;
   ch->spare_held = 0;
   ch->env->spare(ch->env->spare_ud, 0);
 }
@@ -394,7 +393,7 @@ static void opened(gn_channel_t *ch) {
   uint64_t now = gn_now_mono_ms();
   double latency = (double)(now - ch->attempt_start_ms);
   enter(ch, GN_ST_OPEN);
-  ch->in_attempt = ch->auth_retried = ch->connect_failures = 0;
+  ch->in_attempt = ch->auth_retried = ch->connect_failures = ch->roll_waiting = 0;
   ch->connection_id++;
   uint32_t attempt_no = ch->retry.bo.attempt;
   gn_gap_opened(&ch->gap, ch->env->metrics, now);
@@ -415,17 +414,21 @@ static void opened(gn_channel_t *ch) {
 
 static void start_rollover(gn_channel_t *ch) {
   if (ch->env->spare && !ch->spare_held) {
-    /* B is one more channel of the credential while the old one lives: the spare unit. */
+    /* B is one more channel of the credential while the old one lives: the spare unit. When
+     * another rollover holds it, this one waits for it (gn_channel_spare_freed); if the server
+     * closes the socket first, the ordinary reconnect takes over. */
     if (!ch->env->spare(ch->env->spare_ud, 1)) {
-      health(ch, "rollover", json_pack("{s:s, s:s, s:s, s:s}", "event", "deferred", "reason",
-                                       "channel_budget", "from", chan_id(ch), "error",
-                                       "the credential's spare channel is in use by another "
-                                       "rollover: the channel reconnects when the server "
-                                       "closes it"));
+      if (!ch->roll_waiting)
+        health(ch, "rollover", json_pack("{s:s, s:s, s:s, s:s}", "event", "deferred", "reason",
+                                         "channel_budget", "from", chan_id(ch), "error",
+                                         "the credential's spare channel is in use by another "
+                                         "rollover: this one starts when it is given back"));
+      ch->roll_waiting = 1;
       return;
     }
     ch->spare_held = 1;
   }
+  ch->roll_waiting = 0;
   gn_roll_begin(&ch->roll);
   enter(ch, GN_ST_ROLLOVER);
   health(ch, "rollover", json_pack("{s:s, s:s}", "event", "started", "from", chan_id(ch)));
@@ -842,6 +845,10 @@ void gn_channel_reconnect(gn_channel_t *ch) {
     /* Something already runs for this failure: nothing to add. */
     gn_sched_complete(&ch->sched, 0);
   }
+}
+
+void gn_channel_spare_freed(gn_channel_t *ch) {
+  if (ch->roll_waiting && ch->conn && state(ch) == GN_ST_OPEN) start_rollover(ch);
 }
 
 void gn_channel_topics_changed(gn_channel_t *ch) {

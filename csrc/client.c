@@ -43,7 +43,7 @@ struct gn_client {
   _Atomic size_t npending;
   _Atomic int pooled;       /* held more than one channel once: health items name the channel */
   gn_budget_t *budget;      /* the credential's channels, shared by the process */
-  gn_budget_waiter_t waiter;/* listed while topics wait for budget */
+  gn_budget_waiter_t waiter;/* poked when a unit comes back (start to close) */
   _Atomic int poke_posted;
   int first_cycle;          /* start() opened slot 0's first cycle, not yet used (service) */
   _Atomic int started;
@@ -103,7 +103,7 @@ static void client_health(gn_client_t *c, const char *kind, json_t *fields) {
 static int spare_cb(void *ud, int take) {
   gn_client_t *c = ud;
   if (take) return gn_budget_take(c->budget, c->conf.channel_budget, 1);
-  gn_budget_give(c->budget, &c->waiter);
+  gn_budget_give(c->budget, NULL); /* this client's other rollovers may wait for it too */
   return 1;
 }
 
@@ -290,7 +290,6 @@ static void pool_fill(gn_client_t *c, int *changed, int after_poke) {
       gn_channel_topics_changed(s->ch);
   }
   if (k) {
-    gn_budget_wait(c->budget, &c->waiter);
     if (!after_poke) {
       json_t *names = json_array();
       for (size_t j = 0; names && j < k && j < 100; j++)
@@ -307,8 +306,6 @@ static void pool_fill(gn_client_t *c, int *changed, int after_poke) {
                               names, "channel_budget", c->conf.channel_budget, "channels", units,
                               "error", msg));
     }
-  } else {
-    gn_budget_unwait(c->budget, &c->waiter);
   }
   if (after_poke && placed)
     client_health(c, "subscription", json_pack("{s:s, s:s, s:I, s:I}", "event", "admitted",
@@ -356,6 +353,7 @@ static void task_start(gn_service_t *svc, void *arg) {
   gn_client_t *c = arg;
   int changed[GN_POOL_MAX] = {0};
   c->first_cycle = 1;
+  gn_budget_wait(c->budget, &c->waiter); /* poked whenever a unit comes back, until close */
   pool_fill(c, changed, 0);
   gn_slot_t *s0 = slot_at(c, 0);
   /* No budget for a first channel: the cycle start() opened ends here. */
@@ -368,6 +366,11 @@ static void task_poke(gn_service_t *svc, void *arg) {
   gn_client_t *c = arg;
   atomic_store(&c->poke_posted, 0);
   if (atomic_load(&c->closing)) return;
+  for (int i = 0; i < GN_POOL_MAX; i++) { /* rollovers waiting for the spare unit */
+    gn_slot_t *s = slot_at(c, i);
+    if (s && s->ch && atomic_load(&s->running)) gn_channel_spare_freed(s->ch);
+  }
+  if (!c->pending.n) return;
   int changed[GN_POOL_MAX] = {0};
   pool_fill(c, changed, 1);
 }

@@ -206,12 +206,22 @@ char *gn_metrics_prometheus_channels(const gn_metrics_snapshot_t *per, const cha
       states[i], strcmp(states[i], "open") == 0);
   FAMILY("events_total", "counter", "Events the channel received.", "%llu", (unsigned long long)s->events);
   FAMILY("attempts_total", "counter", "Connection attempts of the channel.", "%llu", (unsigned long long)s->attempts);
+  FAMILY("successes_total", "counter", "Attempts of the channel that ended open and subscribed.", "%llu",
+         (unsigned long long)s->successes);
+  FAMILY("failures_total", "counter", "Attempts of the channel that failed.", "%llu",
+         (unsigned long long)s->failures);
+  FAMILY("duplicates_total", "counter", "Second copies of events the channel's rollovers dropped.", "%llu",
+         (unsigned long long)s->duplicates);
   FAMILY("disconnects_total", "counter", "Live connections of the channel that ended.", "%llu",
          (unsigned long long)s->disconnects);
   FAMILY("rollovers_total", "counter", "Rollovers of the channel.", "%llu", (unsigned long long)s->rollovers);
   FAMILY("topics_wanted", "gauge", "Topics placed on the channel.", "%llu", (unsigned long long)s->topics_wanted);
   FAMILY("topics_confirmed", "gauge", "Topics the server holds on the channel.", "%llu",
          (unsigned long long)s->topics_confirmed);
+  FAMILY("subscriptions_synced", "gauge", "1 when the server holds exactly the channel's topics.", "%d",
+         s->subscriptions_synced);
+  FAMILY("connected_seconds", "gauge", "Age of the channel's connection in seconds (0 when not open).",
+         "%.3f", s->connected_ms / 1000.0);
 #undef FAMILY
 #undef L
   return b.p;
