@@ -803,10 +803,13 @@ void gn_channel_start(gn_channel_t *ch) {
 void gn_channel_stop(gn_channel_t *ch) {
   gn_roll_close(&ch->roll);
   spare_check(ch);
+  /* The live socket ends with a close frame (the server sees it at once; an abort waits for
+   * the loop's next event on that socket, which an idle one may not have for a while). */
+  if (ch->conn && is_live(state(ch))) gn_conn_close(ch->conn, 1000, "client closed");
+  else if (ch->conn) gn_conn_abort(ch->conn);
+  ch->conn = NULL;
   cancel_attempt_io(ch);
   gn_subs_close(&ch->subs);
-  if (ch->conn) gn_conn_close(ch->conn, 1000, "client closed");
-  ch->conn = NULL;
   gn_retry_close(&ch->retry);
   gn_heartbeat_close(&ch->hb);
   gn_bearer_stop(&ch->bearer);
