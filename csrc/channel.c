@@ -532,8 +532,9 @@ static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t 
     if (gn_roll_seen(&ch->roll, m.correlation_id, gn_now_mono_ms(), conn)) {
       GN_COUNT(ch->env, duplicates);
     } else {
+      /* the channel's own count (the queue counts the client's), before the owner can see it */
+      GN_COUNT(ch->env, events);
       gn_queue_event(ch->env->queue, &m, chan ? chan : "", data, len);
-      GN_COUNT(ch->env, events); /* the channel's own count (the queue counts the client's) */
       if (old) old->events++;
     }
     break;
