@@ -533,7 +533,7 @@ static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t 
       GN_COUNT(ch->env, duplicates);
     } else {
       /* the channel's own count (the queue counts the client's), before the owner can see it */
-      GN_COUNT(ch->env, events);
+      if (ch->env->count_events) GN_COUNT(ch->env, events);
       gn_queue_event(ch->env->queue, &m, chan ? chan : "", data, len);
       if (old) old->events++;
     }

@@ -20,7 +20,9 @@
  * GN_POOL_MAX), so the owner may read it at any time; the channel in it comes and goes. */
 typedef struct {
   gn_env_t env;          /* the client's, but for state, metrics, topics and index */
-  gn_metrics_t metrics;  /* the channel's own counters, kept across the channels it held */
+  gn_metrics_t *metrics; /* the channel's own counters, kept across the channels it held:
+                            the first slot's are the client's own (which the queue counts
+                            in too: a lone channel costs no second set), the others' own */
   gn_topics_t topics;    /* placed on this channel (service thread once started) */
   gn_channel_t *ch;      /* NULL: free (an emptied channel was closed); under pool_mu */
   int unit;              /* holds a unit of the credential's budget (service thread) */
@@ -112,12 +114,20 @@ static gn_slot_t *slot_get(gn_client_t *c, int i) {
   gn_slot_t *s = slot_at(c, i);
   if (s) return s;
   if (!(s = calloc(1, sizeof *s))) return NULL;
-  gn_metrics_init(&s->metrics);
+  if (i == 0) {
+    s->metrics = &c->metrics;
+  } else if ((s->metrics = malloc(sizeof *s->metrics))) {
+    gn_metrics_init(s->metrics);
+    s->env.count_events = 1; /* the queue counts the client's (and the first channel's) */
+  } else {
+    free(s);
+    return NULL;
+  }
   s->env.conf = c->env.conf;
   s->env.svc = c->env.svc;
   s->env.tok = c->env.tok;
   s->env.queue = c->env.queue;
-  s->env.metrics = &s->metrics;
+  s->env.metrics = s->metrics;
   s->env.topics = &s->topics;
   s->env.index = i;
   s->env.stamp = &c->pooled;
@@ -204,10 +214,10 @@ static void slot_stop(gn_client_t *c, int i, const char *why) {
   pthread_mutex_unlock(&c->pool_mu);
   gn_channel_free(ch);
   gn_topics_free(&s->topics);
-  pthread_mutex_lock(&s->metrics.mu);
-  s->metrics.topics_wanted = s->metrics.topics_confirmed = 0;
-  s->metrics.open_since_ms = 0;
-  pthread_mutex_unlock(&s->metrics.mu);
+  pthread_mutex_lock(&s->metrics->mu);
+  s->metrics->topics_wanted = s->metrics->topics_confirmed = 0;
+  s->metrics->open_since_ms = 0;
+  pthread_mutex_unlock(&s->metrics->mu);
   client_health(c, "pool", json_pack("{s:s, s:i, s:s}", "event", "closed", "channel", i + 1,
                                      "reason", why));
   s->unit = 0;
@@ -662,7 +672,10 @@ void gn_client_free(gn_client_t *c) {
     if (!s) continue;
     gn_channel_free(s->ch);
     gn_topics_free(&s->topics);
-    gn_metrics_destroy(&s->metrics);
+    if (i > 0) {
+      gn_metrics_destroy(s->metrics);
+      free(s->metrics);
+    }
     free(s);
   }
   if (c->queue_ready) gn_queue_destroy(&c->queue);
@@ -726,11 +739,11 @@ void gn_client_metrics(gn_client_t *c, gn_metrics_snapshot_t *out) {
   for (int i = 0; i < GN_POOL_MAX; i++) {
     gn_slot_t *s = slot_at(c, i);
     if (!s) continue;
-    ms[n++] = &s->metrics;
+    if (i > 0) ms[n++] = s->metrics; /* the first slot's are the client's */
     slot_sched(s, sched);
     if (!atomic_load(&s->running)) continue;
     gn_metrics_snapshot_t one;
-    gn_metrics_snapshot(&s->metrics, &one);
+    gn_metrics_snapshot(s->metrics, &one);
     any = 1;
     wanted += one.topics_wanted;
     confirmed += one.topics_confirmed;
@@ -763,13 +776,25 @@ void gn_client_metrics(gn_client_t *c, gn_metrics_snapshot_t *out) {
 
 size_t gn_client_channels(gn_client_t *c, gn_client_channel_t *out, size_t max) {
   size_t n = 0;
-  for (int i = 0; i < GN_POOL_MAX && n < max; i++) {
+  uint64_t others = 0; /* events the other channels counted */
+  int first = -1;
+  for (int i = 0; i < GN_POOL_MAX; i++) {
     gn_slot_t *s = slot_at(c, i);
-    if (!s || !atomic_load(&s->running)) continue;
+    if (!s) continue;
+    gn_metrics_snapshot_t m;
+    gn_metrics_snapshot(s->metrics, &m);
+    if (i > 0) others += m.events;
+    if (!atomic_load(&s->running) || n >= max) continue;
+    if (i == 0) first = (int)n;
     out[n].number = i + 1;
     out[n].state = atomic_load(&s->env.state);
-    gn_metrics_snapshot(&s->metrics, &out[n].m);
+    out[n].m = m;
     n++;
+  }
+  /* The first channel's events: the client's (counted by the queue) but the others'. */
+  if (first >= 0) {
+    uint64_t all = out[first].m.events;
+    out[first].m.events = all > others ? all - others : 0;
   }
   return n;
 }

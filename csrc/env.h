@@ -54,6 +54,7 @@ typedef struct {
   _Atomic int *stamp;
   int (*spare)(void *ud, int take);
   void *spare_ud;
+  int count_events;       /* count events in metrics too (the queue counts them elsewhere) */
 } gn_env_t;
 
 /* Queues health item kind with fields (stolen, may be NULL) stamped with the current state.

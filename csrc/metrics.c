@@ -150,10 +150,16 @@ oom:
 void gn_metrics_snapshot_pool(gn_metrics_t *client, gn_metrics_t *const *chans, size_t n,
                               gn_metrics_snapshot_t *o) {
   gn_metrics_snapshot(client, o);
-  double *all = malloc((n ? n : 1) * GN_LAT_SAMPLES * sizeof *all);
+  if (!n) return;
+  double *all = malloc((n + 1) * GN_LAT_SAMPLES * sizeof *all);
   size_t na = 0;
   uint64_t now = gn_now_mono_ms();
-  o->lat_max = -1;
+  if (all) { /* the client's own samples (its first channel's) with the others' */
+    pthread_mutex_lock(&client->mu);
+    memcpy(all, client->lat, client->lat_n * sizeof *all);
+    na = client->lat_n;
+    pthread_mutex_unlock(&client->mu);
+  }
   for (size_t i = 0; i < n; i++) {
     gn_metrics_t *m = chans[i];
     pthread_mutex_lock(&m->mu);

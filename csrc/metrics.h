@@ -70,8 +70,9 @@ void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *out);
 char *gn_metrics_prometheus(const gn_metrics_snapshot_t *s, const char *state, const char *client);
 
 /* A client with a pool of channels (client.c): client holds what the queue counts (events,
- * dropped, health, health_dropped), chans[0..n) each channel's own counters. Fills *out with
- * the client's totals: queue counts from client, the rest summed over chans (deaf time in
+ * dropped, health, health_dropped) and its first channel's counters, chans[0..n) each other
+ * channel's own. Fills *out with the client's totals: queue counts from client, the rest
+ * summed over client and chans (deaf time in
  * channel-seconds, uptime the longest, latency percentiles over every channel's samples).
  * topics_*, subscriptions_synced and connected_ms are left to the caller. Returns nothing. Any
  * thread: locks each mutex in turn. */

@@ -98,6 +98,11 @@ describe("genesys.notify client: a pool of channels within the channel budget", 
     for n, id in pairs(ids) do assert.equals(20, per[id], "channel " .. n) end
     local m = client:metrics()
     assert.equals(100, m.events)
+    -- the totals are the channels' together
+    assert.equals(5, m.successes)
+    assert.equals(5, m.latency_ms.count)
+    assert.equals(5000, m.topics_wanted)
+    assert.equals(5, m.scheduler.cycles)
     for _, ch in ipairs(m.channels) do
       assert.equals(20, ch.events)
       assert.equals(1000, ch.topics_confirmed)
