@@ -41,12 +41,14 @@ gn_client_t *gn_client_new(const gn_client_cfg_t *cfg, gn_service_t *svc, char *
 int gn_client_forked(const gn_client_t *c);
 /* Starts connecting. Returns 0, or -1 (already started, closed, or forked). Owner thread. */
 int gn_client_start(gn_client_t *c);
-/* Asks for a reconnect now. Returns 1 if this call opened a reconnect cycle, 0 if one was already
- * open (the request is folded into it: single flight), -1 if the client is not running. Any
- * thread. */
+/* Asks for a reconnect of every channel now. Returns 1 if this call opened a reconnect cycle
+ * (on any channel), 0 if each had one open already (the request is folded into it: single
+ * flight), -1 if the client is not running or out of memory. Any thread. */
 int gn_client_reconnect(gn_client_t *c);
-/* Adds (add = 1) or removes topics on the live channel and for every later channel. Results
- * come back as health "subscription". Returns 0 or -1 (closed / out of memory). Owner thread. */
+/* Adds (add = 1) or removes topics: new ones go to a channel with room first, then to a new
+ * channel while the budget allows, else they wait (reported); removed ones leave their channel,
+ * which is closed when it empties (but the last). Results come back as health "subscription".
+ * Returns 0 or -1 (closed / out of memory). Owner thread. */
 int gn_client_subscribe(gn_client_t *c, const char *const *topics, size_t n, int add);
 /* Stops everything, waits until the service thread has let go of the client; idempotent. After
  * it returns no item is produced any more. Returns nothing. Owner thread. */

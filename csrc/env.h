@@ -1,9 +1,9 @@
-/* env.h: what the parts of one client share, and the states the owner sees.
+/* env.h: what the parts of one channel share with its client, and the states the owner sees.
  *
- * A client owns these things once (settings, the queue to the owner, metrics, the shared token
- * cache entry, the desired topics) and hands its channel a gn_env_t pointing at them; the
- * channel, its subscription changes and its rollover report through it. Nothing here is a
- * channel's own, so a client could hold several channels on one env.
+ * A client owns some things once (settings, the queue to the owner, the shared token cache
+ * entry) and gives each channel of its pool a gn_env_t pointing at them and at what is that
+ * channel's own (its state, counters and topics); the channel, its subscription changes and its
+ * rollover report through it.
  */
 #ifndef GN_ENV_H
 #define GN_ENV_H
