@@ -359,8 +359,10 @@ typedef struct {
   uint64_t gen[GN_POOL_MAX]; /* the channels whose cycle the owner opened (0: none) */
 } reconnect_task_t;
 
-static void task_start(gn_service_t *svc, void *arg) {
-  gn_client_t *c = arg;
+/* Starts all channels: the wanted topics placed on as many channels as they need and the
+ * budget allows (slot 0 even with none), each started. The one place where the pool starts.
+ * Service thread. */
+static void pool_start(gn_client_t *c) {
   int changed[GN_POOL_MAX] = {0};
   c->first_cycle = 1;
   gn_budget_wait(c->budget, &c->waiter); /* poked whenever a unit comes back, until close */
@@ -371,6 +373,15 @@ static void task_start(gn_service_t *svc, void *arg) {
     gn_sched_complete(gn_channel_sched(s0->ch), 0);
   c->first_cycle = 0;
 }
+
+/* Stops all channels and gives their budget back (others waiting for it are poked); no poke
+ * reaches this client afterwards. The one place where the pool stops. Service thread. */
+static void pool_stop(gn_client_t *c) {
+  gn_budget_unwait(c->budget, &c->waiter);
+  for (int i = 0; i < GN_POOL_MAX; i++) slot_stop(c, i, "closed");
+}
+
+static void task_start(gn_service_t *svc, void *arg) { pool_start(arg); }
 
 static void task_poke(gn_service_t *svc, void *arg) {
   gn_client_t *c = arg;
@@ -387,8 +398,7 @@ static void task_poke(gn_service_t *svc, void *arg) {
 
 static void task_close(gn_service_t *svc, void *arg) {
   gn_client_t *c = arg;
-  gn_budget_unwait(c->budget, &c->waiter); /* no poke is posted after this */
-  for (int i = 0; i < GN_POOL_MAX; i++) slot_stop(c, i, "closed");
+  pool_stop(c);
   gn_queue_detach(&c->queue);
 }
 
