@@ -266,10 +266,12 @@ static void poke(void *ud) {
 }
 
 /* Places the waiting topics in order: on a channel with room first, else on a new channel
- * while the budget allows; what does not fit keeps waiting and is reported (after a change of
- * the owner's: rejected; after budget came back: what got in). Then starts the new channels
- * and puts the topics on the changed ones. Service thread, once started. */
-static void pool_fill(gn_client_t *c, int *changed, int after_poke) {
+ * while the budget allows; what does not fit keeps waiting. Reported: after start() or new
+ * topics (wanted), what waits as rejected; after budget came back (a poke, or topics removed
+ * here), what got in as admitted. Then starts the new channels and puts the topics on the
+ * changed ones. Service thread, once started. */
+static void pool_fill(gn_client_t *c, int *changed, int wanted) {
+  int after_poke = !wanted;
   int fresh[GN_POOL_MAX] = {0};
   size_t placed = 0, k = 0;
   for (size_t j = 0; j < c->pending.n; j++) {
@@ -325,8 +327,8 @@ static void pool_fill(gn_client_t *c, int *changed, int after_poke) {
 
 /* After topics left: a channel left empty is closed (its unit back to the budget) unless it
  * is the last one or waiting topics fill it. Service thread. */
-static void pool_settle(gn_client_t *c, int *changed) {
-  pool_fill(c, changed, 0);
+static void pool_settle(gn_client_t *c, int *changed, int wanted) {
+  pool_fill(c, changed, wanted);
   int units = 0;
   for (int i = 0; i < GN_POOL_MAX; i++) units += slot_at(c, i) && slot_at(c, i)->unit;
   for (int i = 0; i < GN_POOL_MAX && units > 1; i++) {
@@ -366,7 +368,7 @@ static void pool_start(gn_client_t *c) {
   int changed[GN_POOL_MAX] = {0};
   c->first_cycle = 1;
   gn_budget_wait(c->budget, &c->waiter); /* poked whenever a unit comes back, until close */
-  pool_fill(c, changed, 0);
+  pool_fill(c, changed, 1);
   gn_slot_t *s0 = slot_at(c, 0);
   /* No budget for a first channel: the cycle start() opened ends here. */
   if (c->first_cycle && s0 && s0->ch && gn_sched_open(gn_channel_sched(s0->ch)))
@@ -393,7 +395,7 @@ static void task_poke(gn_service_t *svc, void *arg) {
   }
   if (!c->pending.n) return;
   int changed[GN_POOL_MAX] = {0};
-  pool_fill(c, changed, 1);
+  pool_fill(c, changed, 0);
 }
 
 static void task_close(gn_service_t *svc, void *arg) {
@@ -441,7 +443,7 @@ static void task_subscribe(gn_service_t *svc, void *arg) {
   sub_task_t *t = arg;
   gn_client_t *c = t->c;
   int changed[GN_POOL_MAX] = {0};
-  if (apply_topics(c, t, changed)) pool_settle(c, changed);
+  if (apply_topics(c, t, changed)) pool_settle(c, changed, t->add);
   free_sub_task(t);
   atomic_fetch_add(&c->changes_applied, 1);
 }

@@ -209,43 +209,58 @@ describe("genesys.notify client: a pool of channels within the channel budget", 
     for _, ch in ipairs(m.channels) do assert.equals(1, ch.rollovers) end
   end)
 
-  it("two clients of one credential share its budget: the one that does not fit is told, and served when the other closes", function()
+  it("two clients of one credential share its budget: the one that does not fit is told, and served as the other frees channels", function()
     local ctx = notify.context()
     finally(function() ctx:close() end)
     local a, ra = wait.start_client(emu, { channel_budget = 4 }, topics(2000, "a"))
     finally(function() a:close() end)
     wait_pool(a, ra, 2, 2000)
-    local bt = topics(2000, "b")
+    local bt = topics(2500, "b")
     local b, rb = wait.start_client(emu, { channel_budget = 4, context = ctx }, bt)
     finally(function() b:close() end)
-    assert.truthy(wait.until_(b, function()
-      return rb.count("connected") > 0 and #rb.where("subscription", function(h) return h.reason == "channel_budget" end) > 0
+    local function budget_items(event)
+      return rb.where("subscription", function(h) return h.reason == "channel_budget" and h.event == event end)
+    end
+    assert.truthy(wait.until_({ a, b }, function()
+      return b:metrics().topics_confirmed == 1000 and #budget_items("rejected") > 0
     end, 10000))
-    local rej = rb.where("subscription", function(h) return h.reason == "channel_budget" end)
+    local rej = budget_items("rejected")
     assert.equals(1, #rej)
-    assert.equals("rejected", rej[1].event)
-    assert.equals(1000, rej[1].count)
+    assert.equals(1500, rej[1].count)
     assert.equals(100, #rej[1].topics)
     assert.truthy(rej[1].error:find("channel budget (4", 1, true), rej[1].error)
-    wait.until_(b, function() return b:metrics().topics_confirmed == 1000 end, 10000)
     local mb = b:metrics()
     assert.equals(1, #mb.channels)
-    assert.equals(1000, mb.topics_waiting)
-    assert.equals(2000, mb.topics_wanted)
+    assert.equals(1500, mb.topics_waiting)
+    assert.equals(2500, mb.topics_wanted)
     assert.is_false(mb.subscriptions_synced)
     -- no channel of a was evicted or touched: three live channels for the credential
-    local live = 0
-    for _, c in pairs(emu:stats().channels) do
-      if c.client_id == "test-id" and c.connected and not c.expired then live = live + 1 end
+    local function live()
+      local n = 0
+      for _, c in pairs(emu:stats().channels) do
+        if c.client_id == "test-id" and c.connected and not c.expired then n = n + 1 end
+      end
+      return n
     end
-    assert.equals(3, live)
-    assert.equals(0, #ra.where("channel_gone", function() return true end))
-    a:close()
+    assert.equals(3, live())
+    assert.equals(0, ra.count("channel_gone"))
+    assert.equals(0, ra.count("disconnected"))
+    -- a empties its second channel: b gets that channel
+    local a2 = emu:stats().channels[channel_ids(ra)[2]].subscriptions
+    assert.is_true(a:unsubscribe(a2))
+    assert.truthy(wait.until_({ a, b }, function() return #budget_items("admitted") == 1 end, 10000))
+    assert.equals(1000, budget_items("admitted")[1].count)
+    assert.equals(500, budget_items("admitted")[1].waiting)
     assert.truthy(wait.until_(b, function()
-      return #rb.where("subscription", function(h) return h.event == "admitted" end) > 0
+      local m = b:metrics()
+      return #m.channels == 2 and m.state == "open" and m.topics_confirmed == 2000 and m.topics_waiting == 500
     end, 10000))
-    assert.equals(1000, rb.where("subscription", function(h) return h.event == "admitted" end)[1].count)
-    wait_pool(b, rb, 2, 2000)
+    assert.equals(1, #budget_items("rejected")) -- told once
+    -- a closes: b gets the rest
+    a:close()
+    assert.truthy(wait.until_(b, function() return #budget_items("admitted") == 2 end, 10000))
+    assert.equals(500, budget_items("admitted")[2].count)
+    wait_pool(b, rb, 3, 2500)
     local idset = {}
     for _, id in pairs(channel_ids(rb)) do idset[id] = true end
     local held = {}
@@ -254,6 +269,7 @@ describe("genesys.notify client: a pool of channels within the channel budget", 
     end
     assert.same(set_of(bt), held)
     assert.equals(0, b:metrics().topics_waiting)
+    assert.truthy(wait.until_(b, function() return live() == 3 end, 5000))
   end)
 
   it("unsubscribing half the topics closes the emptied channels and leaves the others alone", function()
