@@ -222,7 +222,7 @@ describe("genesys.notify client: a pool of channels within the channel budget", 
       return rb.where("subscription", function(h) return h.reason == "channel_budget" and h.event == event end)
     end
     assert.truthy(wait.until_({ a, b }, function()
-      return b:metrics().topics_confirmed == 1000 and #budget_items("rejected") > 0
+      return b:state() == "open" and b:metrics().topics_confirmed == 1000 and #budget_items("rejected") > 0
     end, 10000))
     local rej = budget_items("rejected")
     assert.equals(1, #rej)
