@@ -65,8 +65,9 @@ local ok, err = pcall(function()
   local cpu, wall = os.clock() - cpu0, (notify.now_ms() - w0) / 1000
   local m = c:metrics()
   local rss2 = rss_kb()
-  print(string.format("  %d of %d events in %.1f s (%.0f events/s), dropped %d; CPU %.2f s = %.1f%% of one core; " ..
-    "RSS +%d KB while streaming", n, want, wall, n / wall, m.dropped, cpu, 100 * cpu / wall, rss2 - rss0))
+  print(string.format("  %d of %d events in %.1f s (%.0f events/s), dropped %d; " ..
+    "CPU %.2f s = %.1f%% of one core; RSS +%d KB while streaming", n, want, wall, n / wall, m.dropped, cpu,
+    100 * cpu / wall, rss2 - rss0))
   local lo, hi
   for _, ch in ipairs(m.channels) do
     lo = math.min(lo or ch.events, ch.events)
@@ -74,7 +75,7 @@ local ok, err = pcall(function()
   end
   print(string.format("  events per channel: %d to %d", lo, hi))
   c:close()
-  topics = nil
+  assert(#topics == CHANNELS * PER) -- the names lived through the figures
 end)
 emu:stop()
 if not ok then error(err, 0) end

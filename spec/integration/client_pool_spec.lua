@@ -41,7 +41,7 @@ local function connects(rec, n)
 end
 
 -- Waits until the client has `n` channels open and the server holds all `total` topics.
-local function wait_pool(client, rec, n, total)
+local function wait_pool(client, n, total)
   local ok = wait.until_(client, function()
     local m = client:metrics()
     return #m.channels == n and m.state == "open" and m.topics_confirmed == total
@@ -72,7 +72,7 @@ describe("genesys.notify client: a pool of channels within the channel budget", 
     local want = topics(5000, "five")
     local client, rec = wait.start_client(emu, nil, want)
     finally(function() client:close() end)
-    wait_pool(client, rec, 5, 5000)
+    wait_pool(client, 5, 5000)
     local ids = channel_ids(rec)
     assert.equals(5, count_keys(ids))
     local idset = {}
@@ -108,19 +108,19 @@ describe("genesys.notify client: a pool of channels within the channel budget", 
       assert.equals(1000, ch.topics_confirmed)
       assert.equals("open", ch.state)
     end
-    assert.truthy(client:metrics("prometheus"):find('genesys_notify_channel_events_total{client="",channel="5"} 20',
-      1, true))
+    local prom = client:metrics("prometheus")
+    assert.truthy(prom:find('genesys_notify_channel_events_total{client="",channel="5"} 20', 1, true))
   end)
 
   it("an RST on one channel reconnects that one only", function()
     local client, rec = wait.start_client(emu, nil, topics(2500, "rst"))
     finally(function() client:close() end)
-    wait_pool(client, rec, 3, 2500)
+    wait_pool(client, 3, 2500)
     local ids = channel_ids(rec)
     local before = emu:stats().channels
     assert.equals(200, (emu:admin("POST", "channels/" .. ids[2] .. "/reset", {})))
     assert.truthy(wait.until_(client, function() return connects(rec, 2) == 2 end, 10000))
-    wait_pool(client, rec, 3, 2500)
+    wait_pool(client, 3, 2500)
     local after = emu:stats().channels
     assert.equals(1, connects(rec, 1))
     assert.equals(1, connects(rec, 3))
@@ -138,16 +138,18 @@ describe("genesys.notify client: a pool of channels within the channel budget", 
   it("an expired channel is replaced (hard reconnect) with its topics; the others are untouched", function()
     local client, rec = wait.start_client(emu, nil, topics(2500, "exp"))
     finally(function() client:close() end)
-    wait_pool(client, rec, 3, 2500)
+    wait_pool(client, 3, 2500)
     local ids = channel_ids(rec)
     local before = emu:stats().channels
     local had = before[ids[3]].subscriptions
     assert.equals(500, #had)
     assert.equals(200, (emu:admin("POST", "channels/" .. ids[3] .. "/expire", {})))
     assert.truthy(wait.until_(client, function()
-      return #rec.where("connected", function(h) return h.channel == 3 and h.new_channel and h.channel_id ~= ids[3] end) > 0
+      return #rec.where("connected", function(h)
+        return h.channel == 3 and h.new_channel and h.channel_id ~= ids[3]
+      end) > 0
     end, 10000))
-    wait_pool(client, rec, 3, 2500)
+    wait_pool(client, 3, 2500)
     local now = channel_ids(rec)
     assert.equals(ids[1], now[1])
     assert.equals(ids[2], now[2])
@@ -161,11 +163,12 @@ describe("genesys.notify client: a pool of channels within the channel budget", 
     assert.equals(1, connects(rec, 2))
   end)
 
-  it("socket_closing on every channel at once: each rolls over through the one spare, nothing lost or doubled", function()
+  it("socket_closing on every channel at once: each rolls over through the one spare, none lost or doubled",
+      function()
     -- budget 4: the 3 channels leave one spare, so the rollovers take it one after another
     local client, rec = wait.start_client(emu, { channel_budget = 4 }, topics(2100, "roll"))
     finally(function() client:close() end)
-    wait_pool(client, rec, 3, 2100)
+    wait_pool(client, 3, 2100)
     local ids = channel_ids(rec)
     assert.equals(200, (emu:admin("POST", "channels/*/events", { count = 300, rate = 200 })))
     assert.truthy(wait.until_(client, function() return #rec.events >= 30 end, 5000))
@@ -209,17 +212,20 @@ describe("genesys.notify client: a pool of channels within the channel budget", 
     for _, ch in ipairs(m.channels) do assert.equals(1, ch.rollovers) end
   end)
 
-  it("two clients of one credential share its budget: the one that does not fit is told, and served as the other frees channels", function()
+  it("two clients of one credential share its budget: the one that does not fit is told, and served as the "
+      .. "other frees channels", function()
     local ctx = notify.context()
     finally(function() ctx:close() end)
     local a, ra = wait.start_client(emu, { channel_budget = 4 }, topics(2000, "a"))
     finally(function() a:close() end)
-    wait_pool(a, ra, 2, 2000)
+    wait_pool(a, 2, 2000)
     local bt = topics(2500, "b")
     local b, rb = wait.start_client(emu, { channel_budget = 4, context = ctx }, bt)
     finally(function() b:close() end)
     local function budget_items(event)
-      return rb.where("subscription", function(h) return h.reason == "channel_budget" and h.event == event end)
+      return rb.where("subscription", function(h)
+        return h.reason == "channel_budget" and h.event == event
+      end)
     end
     assert.truthy(wait.until_({ a, b }, function()
       return b:state() == "open" and b:metrics().topics_confirmed == 1000 and #budget_items("rejected") > 0
@@ -260,7 +266,7 @@ describe("genesys.notify client: a pool of channels within the channel budget", 
     a:close()
     assert.truthy(wait.until_(b, function() return #budget_items("admitted") == 2 end, 10000))
     assert.equals(500, budget_items("admitted")[2].count)
-    wait_pool(b, rb, 3, 2500)
+    wait_pool(b, 3, 2500)
     local idset = {}
     for _, id in pairs(channel_ids(rb)) do idset[id] = true end
     local held = {}
@@ -275,7 +281,7 @@ describe("genesys.notify client: a pool of channels within the channel budget", 
   it("unsubscribing half the topics closes the emptied channels and leaves the others alone", function()
     local client, rec = wait.start_client(emu, nil, topics(4000, "half"))
     finally(function() client:close() end)
-    wait_pool(client, rec, 4, 4000)
+    wait_pool(client, 4, 4000)
     local ids = channel_ids(rec)
     local before = emu:stats().channels
     local gone = {}
@@ -288,10 +294,11 @@ describe("genesys.notify client: a pool of channels within the channel budget", 
     assert.truthy(wait.until_(client, function()
       return #rec.where("pool", function(h) return h.event == "closed" end) == 2
     end, 10000))
-    wait_pool(client, rec, 2, 2000)
+    wait_pool(client, 2, 2000)
     for i = mark + 1, #rec.health do
       local h = rec.health[i]
-      assert.is_false(h.channel == 1 or h.channel == 2, "channel " .. tostring(h.channel) .. " got " .. h.kind)
+      assert.is_false(h.channel == 1 or h.channel == 2,
+        "channel " .. tostring(h.channel) .. " got " .. h.kind)
     end
     local after = emu:stats().channels
     for _, n in ipairs { 1, 2 } do
@@ -304,9 +311,10 @@ describe("genesys.notify client: a pool of channels within the channel budget", 
       return not st[ids[3]].connected and not st[ids[4]].connected
     end, 5000), "the emptied channels' sockets closed")
     local closed = rec.where("pool", function(h) return h.event == "closed" end)
-    assert.same({ 3, 4 }, { math.min(closed[1].channel, closed[2].channel), math.max(closed[1].channel, closed[2].channel) })
+    local c1, c2 = closed[1].channel, closed[2].channel
+    assert.same({ 3, 4 }, { math.min(c1, c2), math.max(c1, c2) })
     -- new topics fill a new channel (1 and 2 are full), not a move
     assert.is_true(client:subscribe(topics(10, "more")))
-    wait_pool(client, rec, 3, 2010)
+    wait_pool(client, 3, 2010)
   end)
 end)
