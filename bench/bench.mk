@@ -26,6 +26,13 @@ bench-decode: module
 bench-client: all
 	GN_BINDIR=$(BINDIR) $(LUA) bench/client_bench.lua $(BUILD) 200
 
+# A pool at Genesys's limits (issue 13; README "More than 1,000 topics"): 20 channels x 1,000
+# topics at 1,000 events/s in total, memory per channel. BENCH_POOL_SECS: how long it streams.
+.PHONY: bench-pool
+BENCH_POOL_SECS ?= 10
+bench-pool: all
+	GN_BINDIR=$(BINDIR) $(LUA) bench/pool_bench.lua $(BUILD) $(BENCH_POOL_SECS)
+
 # Wake-up latency and idle CPU inside real nginx workers (issue 10; README "OpenResty"): Debian's
 # nginx and lua-nginx-module against the emulator over TLS; needs the LuaJIT module.
 .PHONY: bench-resty

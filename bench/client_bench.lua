@@ -35,7 +35,8 @@ local ok, err = pcall(function()
   local clients = {}
   local t0 = notify.now_ms()
   for i = 1, N do
-    clients[i] = notify.new(wait.config(emu, nil, { topics = { "v2.users.b" .. i .. ".presence" } }))
+    clients[i] = notify.new(wait.config(emu, nil, { topics = { "v2.users.b" .. i .. ".presence" },
+      channel_budget = math.min(1000, N + 10) }))
     clients[i]:start()
     if i % 10 == 0 or i == N then
       assert(wait.until_(clients, function()

@@ -71,6 +71,8 @@ struct gn_channel {
   int attempt_hard;
   uint64_t connection_id;
   gn_gap_t gap;                /* the deaf interval */
+  int spare_held;              /* a rollover holds the budget's spare unit (env->spare) */
+  int roll_waiting;            /* a socket_closing notice waits for that unit */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -132,6 +134,16 @@ static void final_failure(gn_channel_t *ch, const char *code, const char *msg);
 static void proxy_fields(json_t *fields, long status);
 static void put_live(gn_channel_t *ch);
 static void roll_failed(void *ud, const char *msg);
+
+/* Gives the budget's spare unit back once no rollover needs it: B took over or failed (the old
+ * channel it leaves is abandoned: the server closes it within its grace). */
+static void spare_check(gn_channel_t *ch) {
+  if (!ch->spare_held || ch->roll.active) return;
+  ch->spare_held = 0;
+  ch->env->spare(ch->env->spare_ud, 0);
+}
+
+static void roll_settled(void *ud) { spare_check(ud); }
 
 static void drop_channel(gn_channel_t *ch) {
   free(ch->channel_id);
@@ -383,7 +395,7 @@ static void opened(gn_channel_t *ch) {
   uint64_t now = gn_now_mono_ms();
   double latency = (double)(now - ch->attempt_start_ms);
   enter(ch, GN_ST_OPEN);
-  ch->in_attempt = ch->auth_retried = ch->connect_failures = 0;
+  ch->in_attempt = ch->auth_retried = ch->connect_failures = ch->roll_waiting = 0;
   ch->connection_id++;
   uint32_t attempt_no = ch->retry.bo.attempt;
   gn_gap_opened(&ch->gap, ch->env->metrics, now);
@@ -404,6 +416,22 @@ static void opened(gn_channel_t *ch) {
 }
 
 static void start_rollover(gn_channel_t *ch) {
+  if (ch->env->spare && !ch->spare_held) {
+    /* B is one more channel of the credential while the old one lives: the spare unit. When
+     * another rollover holds it, this one waits for it (gn_channel_spare_freed); if the server
+     * closes the socket first, the ordinary reconnect takes over. */
+    if (!ch->env->spare(ch->env->spare_ud, 1)) {
+      if (!ch->roll_waiting)
+        health(ch, "rollover", json_pack("{s:s, s:s, s:s, s:s}", "event", "deferred", "reason",
+                                         "channel_budget", "from", chan_id(ch), "error",
+                                         "the credential's spare channel is in use by another "
+                                         "rollover: this one starts when it is given back"));
+      ch->roll_waiting = 1;
+      return;
+    }
+    ch->spare_held = 1;
+  }
+  ch->roll_waiting = 0;
   gn_roll_begin(&ch->roll);
   enter(ch, GN_ST_ROLLOVER);
   health(ch, "rollover", json_pack("{s:s, s:s}", "event", "started", "from", chan_id(ch)));
@@ -433,6 +461,7 @@ static void roll_open(gn_channel_t *ch) {
                                    old_id ? old_id : "", "to", chan_id(ch), "elapsed_ms",
                                    (double)(now - started), "gap", old == NULL));
   free(old_id);
+  spare_check(ch);
   if (old) {
     gn_heartbeat_watch(&ch->hb, ch->conn);
     GN_COUNT(ch->env, rollovers);
@@ -452,6 +481,7 @@ static void roll_open(gn_channel_t *ch) {
 static void roll_failed(void *ud, const char *msg) {
   gn_channel_t *ch = ud;
   gn_roll_cancel(&ch->roll);
+  spare_check(ch);
   ch->hard_next = 1; /* the old channel is going away: the next attempt makes a new one */
   health(ch, "rollover", json_pack("{s:s, s:s, s:s}", "event", "failed", "error", msg ? msg : "",
                                    "channel_id", chan_id(ch)));
@@ -505,6 +535,8 @@ static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t 
     if (gn_roll_seen(&ch->roll, m.correlation_id, gn_now_mono_ms(), conn)) {
       GN_COUNT(ch->env, duplicates);
     } else {
+      /* the channel's own count (the queue counts the client's), before the owner can see it */
+      if (ch->env->count_events) GN_COUNT(ch->env, events);
       gn_queue_event(ch->env->queue, &m, chan ? chan : "", data, len);
       if (old) old->events++;
       if (conn == ch->conn) gn_flow_event(&ch->flow, conn);
@@ -518,6 +550,7 @@ static void conn_close_cb(void *ud, gn_conn_t *conn, const gn_close_info_t *info
   gn_channel_t *ch = ud;
   if (gn_roll_draining(&ch->roll, conn)) { /* the server closed a rollover's old socket */
     gn_roll_drained(&ch->roll, conn, info->code, info->code != 1006);
+    spare_check(ch);
     return;
   }
   if (gn_roll_owns(&ch->roll, conn)) {
@@ -585,6 +618,7 @@ static void link_dead(void *ud) {
   if (!is_live(state(ch)) || !ch->conn) return;
   /* Dead link: nothing came back, not even the pong. */
   gn_roll_abort_all(&ch->roll);
+  spare_check(ch);
   gn_conn_abort(ch->conn);
   ch->conn = NULL;
   went_deaf(ch);
@@ -653,7 +687,8 @@ static void schedule_attempt(gn_channel_t *ch, gn_reason_t why, double retry_aft
   health(ch, "attempt", rec);
   uint64_t seq = gn_retry_arm(&ch->retry, delay, retry_after_ms);
   /* The hook sees the same record; the engine's delay runs until it answers. */
-  if (copy) gn_queue_add(ch->env->queue, GN_ITEM_POLICY, copy, seq);
+  /* The item names the pool's channel too (the answer comes back to the client). */
+  if (copy) gn_queue_add(ch->env->queue, GN_ITEM_POLICY, copy, (seq << 5) | (uint64_t)ch->env->index);
 }
 
 void gn_channel_policy(gn_channel_t *ch, uint64_t seq, double d) {
@@ -709,6 +744,7 @@ static void attempt_failed(gn_channel_t *ch, const char *reason, gn_reason_t why
 
 static void final_failure(gn_channel_t *ch, const char *code, const char *msg) {
   gn_roll_abort_all(&ch->roll);
+  spare_check(ch);
   cancel_attempt_io(ch);
   gn_heartbeat_stop(&ch->hb);
   gn_gap_not_open(&ch->gap, ch->env->metrics);
@@ -733,6 +769,7 @@ gn_channel_t *gn_channel_new(gn_env_t *env, char *err, size_t errlen) {
   gn_sched_init(&ch->sched);
   gn_bearer_init(&ch->bearer, env, token_ready, ch);
   gn_roll_init(&ch->roll, env, &conn_cbs, ch, roll_failed);
+  ch->roll.settled = roll_settled;
   if (gn_retry_init(&ch->retry, &env->conf->backoff, err, errlen) != 0 ||
       gn_subs_init(&ch->subs, env, subs_retry, ch, err, errlen) != 0) {
     free(ch);
@@ -771,10 +808,14 @@ void gn_channel_start(gn_channel_t *ch) {
 
 void gn_channel_stop(gn_channel_t *ch) {
   gn_roll_close(&ch->roll);
+  spare_check(ch);
+  /* The live socket ends with a close frame (the server sees it at once; an abort waits for
+   * the loop's next event on that socket, which an idle one may not have for a while). */
+  if (ch->conn && is_live(state(ch))) gn_conn_close(ch->conn, 1000, "client closed");
+  else if (ch->conn) gn_conn_abort(ch->conn);
+  ch->conn = NULL;
   cancel_attempt_io(ch);
   gn_subs_close(&ch->subs);
-  if (ch->conn) gn_conn_close(ch->conn, 1000, "client closed");
-  ch->conn = NULL;
   gn_retry_close(&ch->retry);
   gn_heartbeat_close(&ch->hb);
   gn_flow_close(&ch->flow);
@@ -791,6 +832,7 @@ void gn_channel_reconnect(gn_channel_t *ch) {
     return;
   }
   gn_roll_abort_all(&ch->roll);
+  spare_check(ch);
   if (is_live(st)) {
     if (ch->conn) gn_conn_close(ch->conn, 1000, "reconnect requested");
     ch->conn = NULL;
@@ -816,6 +858,10 @@ void gn_channel_reconnect(gn_channel_t *ch) {
 }
 
 void gn_channel_room(gn_channel_t *ch) { gn_flow_room(&ch->flow); }
+
+void gn_channel_spare_freed(gn_channel_t *ch) {
+  if (ch->roll_waiting && ch->conn && state(ch) == GN_ST_OPEN) start_rollover(ch);
+}
 
 void gn_channel_topics_changed(gn_channel_t *ch) {
   gn_subs_changed(&ch->subs);

@@ -42,6 +42,9 @@ void gn_channel_room(gn_channel_t *ch);
 /* env->topics changed: puts them on the live channel (later channels get them anyway).
  * Returns nothing. Service thread. */
 void gn_channel_topics_changed(gn_channel_t *ch);
+/* The budget's spare unit came back: a rollover that waited for it starts. Returns nothing.
+ * Service thread. */
+void gn_channel_spare_freed(gn_channel_t *ch);
 /* The policy hook's answer for attempt seq (see gn_client_policy_answer). Returns nothing.
  * Service thread. */
 void gn_channel_policy(gn_channel_t *ch, uint64_t seq, double delay_ms);

@@ -1,8 +1,10 @@
 /* client.h: one notification client, as its owner (the Lua binding, or any C program) sees it.
  *
  * A client holds the settings, the desired topics, the queue of items to the owner, metrics,
- * the shared token cache entry of its credential, and its channel (channel.h), whose state
- * machine runs on the service thread of its context (service.h). The functions below run on
+ * the shared token cache entry of its credential, and a pool of channels (channel.h): its
+ * topics spread over the fewest channels of 1,000 (pool.h), as many as the credential's
+ * channel budget allows, each with its own state machine on the service thread of its context
+ * (service.h); topics that do not fit wait, reported, until budget frees up. The functions below run on
  * the owner's thread and only post tasks, take the queue's lock, or read atomics; the owner
  * receives events and health as gn_item_t structs (queue.h) whose eventfd (gn_client_fd) is
  * readable while items wait.
@@ -39,12 +41,14 @@ gn_client_t *gn_client_new(const gn_client_cfg_t *cfg, gn_service_t *svc, char *
 int gn_client_forked(const gn_client_t *c);
 /* Starts connecting. Returns 0, or -1 (already started, closed, or forked). Owner thread. */
 int gn_client_start(gn_client_t *c);
-/* Asks for a reconnect now. Returns 1 if this call opened a reconnect cycle, 0 if one was already
- * open (the request is folded into it: single flight), -1 if the client is not running. Any
- * thread. */
+/* Asks for a reconnect of every channel now. Returns 1 if this call opened a reconnect cycle
+ * (on any channel), 0 if each had one open already (the request is folded into it: single
+ * flight), -1 if the client is not running or out of memory. Any thread. */
 int gn_client_reconnect(gn_client_t *c);
-/* Adds (add = 1) or removes topics on the live channel and for every later channel. Results
- * come back as health "subscription". Returns 0 or -1 (closed / out of memory). Owner thread. */
+/* Adds (add = 1) or removes topics: new ones go to a channel with room first, then to a new
+ * channel while the budget allows, else they wait (reported); removed ones leave their channel,
+ * which is closed when it empties (but the last). Results come back as health "subscription".
+ * Returns 0 or -1 (closed / out of memory). Owner thread. */
 int gn_client_subscribe(gn_client_t *c, const char *const *topics, size_t n, int add);
 /* Stops everything, waits until the service thread has let go of the client; idempotent. After
  * it returns no item is produced any more. Returns nothing. Owner thread. */
@@ -74,6 +78,16 @@ gn_state_t gn_client_state(gn_client_t *c);
 /* Fills out with a snapshot of the counters. Returns nothing. Any thread (the wake socket's
  * counters: not while the owner closes the client). */
 void gn_client_metrics(gn_client_t *c, gn_metrics_snapshot_t *out);
+/* One channel of the client's pool, as the owner sees it. */
+typedef struct {
+  int number;              /* 1-based, the "channel" of its health items and metrics */
+  gn_state_t state;
+  gn_metrics_snapshot_t m; /* its own counters (events: those it received) */
+} gn_client_channel_t;
+/* Fills out[0..max) with the running channels, in order. Returns how many. Any thread. */
+size_t gn_client_channels(gn_client_t *c, gn_client_channel_t *out, size_t max);
+/* Returns how many wanted topics wait for the credential's channel budget. Any thread. */
+size_t gn_client_topics_waiting(gn_client_t *c);
 /* Returns the label for metrics and audit ("" when none). Any thread. */
 const char *gn_client_name(gn_client_t *c);
 /* Fills the scheduler's counters: cycles opened, triggers coalesced, triggers. Returns nothing.

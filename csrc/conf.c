@@ -34,6 +34,7 @@ int gn_conf_init(gn_conf_t *c, const gn_client_cfg_t *cfg, char *err, size_t err
   c->pause_max_ms = cfg->pause_max_ms >= 0 ? cfg->pause_max_ms : 30000;
   c->backoff = cfg->backoff;
   c->has_policy = cfg->policy;
+  c->channel_budget = cfg->channel_budget >= 2 ? cfg->channel_budget : 20;
   return 0;
 }
 

@@ -33,6 +33,7 @@ typedef struct {
   const char *name;          /* label for metrics and audit (may be NULL) */
   int policy;                /* an operator policy hook will answer GN_ITEM_POLICY items */
   gn_proxy_t proxy;          /* HTTP proxy for REST and WebSocket (host NULL: none) */
+  int channel_budget;        /* channels of the credential, one spare for rollovers (0: 20) */
 } gn_client_cfg_t;
 
 /* The client's copy: owned strings, defaults filled in, api_base without trailing slashes. */
@@ -46,6 +47,7 @@ typedef struct {
   gn_backoff_policy_t backoff;
   int has_policy;
   gn_proxy_t proxy;
+  int channel_budget;
 } gn_conf_t;
 
 /* Fills c from cfg. Returns 0, or -1 and err (out of memory; c is then freed). Any thread. */

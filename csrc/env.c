@@ -68,6 +68,10 @@ void gn_env_health(gn_env_t *env, const char *kind, json_t *fields) {
   /* Every health item passes here: whatever server text reached its fields (an error body, a
    * close reason, a 404 notice, a library's message quoting the server) is shown scrubbed. */
   if (fields) scrub_tree(env, fields, 0);
+  if (env->stamp && atomic_load(env->stamp)) {
+    if (!fields) fields = json_object();
+    if (fields) json_object_set_new(fields, "channel", json_integer(env->index + 1));
+  }
   gn_queue_health(env->queue, kind, gn_state_name(atomic_load(&env->state)), fields);
 }
 

@@ -1,9 +1,9 @@
-/* env.h: what the parts of one client share, and the states the owner sees.
+/* env.h: what the parts of one channel share with its client, and the states the owner sees.
  *
- * A client owns these things once (settings, the queue to the owner, metrics, the shared token
- * cache entry, the desired topics) and hands its channel a gn_env_t pointing at them; the
- * channel, its subscription changes and its rollover report through it. Nothing here is a
- * channel's own, so a client could hold several channels on one env.
+ * A client owns some things once (settings, the queue to the owner, the shared token cache
+ * entry) and gives each channel of its pool a gn_env_t pointing at them and at what is that
+ * channel's own (its state, counters and topics); the channel, its subscription changes and its
+ * rollover report through it.
  */
 #ifndef GN_ENV_H
 #define GN_ENV_H
@@ -46,6 +46,15 @@ typedef struct {
   gn_metrics_t *metrics;
   gn_topics_t *topics;    /* desired topics (service thread once started) */
   _Atomic int state;      /* gn_state_t the owner sees; written on the service thread */
+  /* a channel of a client's pool (client.c): its number there (0-based), whether its health
+   * items say it ("channel", 1-based: the client holds or held more than one), and the spare
+   * unit of the credential's budget for a rollover (take 1: returns 1 when granted; take 0:
+   * gives it back). spare NULL: a rollover needs no unit. */
+  int index;
+  _Atomic int *stamp;
+  int (*spare)(void *ud, int take);
+  void *spare_ud;
+  int count_events;       /* count events in metrics too (the queue counts them elsewhere) */
 } gn_env_t;
 
 /* Queues health item kind with fields (stolen, may be NULL) stamped with the current state.

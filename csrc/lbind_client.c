@@ -14,6 +14,7 @@
 #include "client.h"
 #include "gn_util.h"
 #include "lbind.h"
+#include "pool.h"
 #include "service.h"
 
 #include <math.h>
@@ -728,11 +729,38 @@ static int l_metrics(lua_State *L) {
   gn_metrics_snapshot_t s;
   gn_client_metrics(u->c, &s);
   const char *state = gn_state_name(gn_client_state(u->c));
+  gn_client_channel_t chs[GN_POOL_MAX];
+  size_t nch = gn_client_channels(u->c, chs, GN_POOL_MAX);
+  size_t waiting = gn_client_topics_waiting(u->c);
   if (strcmp(fmt, "prometheus") == 0) {
     char *txt = gn_metrics_prometheus(&s, state, gn_client_name(u->c));
     if (!txt) return luaL_error(L, "genesys.notify: out of memory");
-    lua_pushstring(L, txt);
+    /* the pool: each channel labelled channel="N", and the topics waiting for budget */
+    gn_metrics_snapshot_t per[GN_POOL_MAX];
+    const char *states[GN_POOL_MAX];
+    int numbers[GN_POOL_MAX];
+    for (size_t i = 0; i < nch; i++) {
+      per[i] = chs[i].m;
+      states[i] = gn_state_name(chs[i].state);
+      numbers[i] = chs[i].number;
+    }
+    char *pool = gn_metrics_prometheus_channels(per, states, numbers, nch, gn_client_name(u->c));
+    if (!pool) {
+      free(txt);
+      return luaL_error(L, "genesys.notify: out of memory");
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, txt);
+    luaL_addstring(&b, pool);
+    lua_pushfstring(L, "# HELP genesys_notify_topics_waiting Topics waiting for the credential's "
+                    "channel budget.\n# TYPE genesys_notify_topics_waiting gauge\n"
+                    "genesys_notify_topics_waiting{client=\"%s\"} %d\n",
+                    gn_client_name(u->c), (int)waiting);
+    luaL_addvalue(&b);
     free(txt);
+    free(pool);
+    luaL_pushresult(&b);
     return 1;
   }
   if (strcmp(fmt, "table") != 0)
@@ -787,6 +815,29 @@ static int l_metrics(lua_State *L) {
   setint(L, "token_requests", s.token_requests);
   setint(L, "wake_peers", s.wake_peers);
   setint(L, "wake_refused", s.wake_refused);
+  setint(L, "topics_waiting", waiting);
+  lua_createtable(L, (int)nch, 0);
+  for (size_t i = 0; i < nch; i++) {
+    const gn_metrics_snapshot_t *m = &chs[i].m;
+    lua_createtable(L, 0, 12);
+    setint(L, "channel", (uint64_t)chs[i].number);
+    lua_pushstring(L, gn_state_name(chs[i].state));
+    lua_setfield(L, -2, "state");
+    setint(L, "events", m->events);
+    setint(L, "attempts", m->attempts);
+    setint(L, "successes", m->successes);
+    setint(L, "failures", m->failures);
+    setint(L, "disconnects", m->disconnects);
+    setint(L, "rollovers", m->rollovers);
+    setint(L, "duplicates", m->duplicates);
+    setint(L, "topics_wanted", m->topics_wanted);
+    setint(L, "topics_confirmed", m->topics_confirmed);
+    lua_pushboolean(L, m->subscriptions_synced);
+    lua_setfield(L, -2, "subscriptions_synced");
+    setnum(L, "connected_ms", m->connected_ms);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  lua_setfield(L, -2, "channels");
   return 1;
 }
 
@@ -1001,6 +1052,7 @@ static int l_client_new(lua_State *L) {
   cfg.pause_max_ms = (long)opt_number(L, 1, "pause_max_ms", 30000, 0, 86400e3);
   cfg.idle_ms = (long)opt_number(L, 1, "idle_ms", 35000, 10, 86400e3);
   cfg.ping_timeout_ms = (long)opt_number(L, 1, "ping_timeout_ms", 10000, 10, 86400e3);
+  cfg.channel_budget = (int)opt_number(L, 1, "channel_budget", 20, 2, 1000);
   lua_getfield(L, 1, "backoff");
   read_backoff(L, lua_gettop(L), &cfg.backoff);
   lua_pop(L, 1);

@@ -170,3 +170,92 @@ oom:
   gn_buf_free(&b);
   return NULL;
 }
+
+void gn_metrics_snapshot_pool(gn_metrics_t *client, gn_metrics_t *const *chans, size_t n,
+                              gn_metrics_snapshot_t *o) {
+  gn_metrics_snapshot(client, o);
+  if (!n) return;
+  double *all = malloc((n + 1) * GN_LAT_SAMPLES * sizeof *all);
+  size_t na = 0;
+  uint64_t now = gn_now_mono_ms();
+  if (all) { /* the client's own samples (its first channel's) with the others' */
+    pthread_mutex_lock(&client->mu);
+    memcpy(all, client->lat, client->lat_n * sizeof *all);
+    na = client->lat_n;
+    pthread_mutex_unlock(&client->mu);
+  }
+  for (size_t i = 0; i < n; i++) {
+    gn_metrics_t *m = chans[i];
+    pthread_mutex_lock(&m->mu);
+    o->attempts += m->attempts;
+    o->successes += m->successes;
+    o->failures += m->failures;
+    o->heartbeats += m->heartbeats;
+    o->malformed += m->malformed;
+    o->disconnects += m->disconnects;
+    o->duplicates += m->duplicates;
+    o->rollovers += m->rollovers;
+    o->lat_count += m->lat_count;
+    o->lat_sum += m->lat_sum;
+    if (m->lat_max > o->lat_max) o->lat_max = m->lat_max;
+    o->deaf_ms += m->deaf_ms;
+    double up = m->started_ms ? (double)(now - m->started_ms) : 0;
+    if (up > o->uptime_ms) o->uptime_ms = up;
+    if (all) {
+      memcpy(all + na, m->lat, m->lat_n * sizeof *all);
+      na += m->lat_n;
+    }
+    pthread_mutex_unlock(&m->mu);
+  }
+  if (all) {
+    qsort(all, na, sizeof *all, cmp_d);
+    o->lat_p50 = pct(all, na, 50);
+    o->lat_p90 = pct(all, na, 90);
+    o->lat_p99 = pct(all, na, 99);
+    free(all);
+  }
+}
+
+char *gn_metrics_prometheus_channels(const gn_metrics_snapshot_t *per, const char *const *states,
+                                     const int *numbers, size_t n, const char *client) {
+  gn_buf_t b = {0};
+  char line[512];
+  const char *cl = client ? client : "";
+  if (gn_buf_add(&b, "", 0)) goto oom;
+#define L(...) do { snprintf(line, sizeof line, __VA_ARGS__); if (gn_buf_add(&b, line, strlen(line))) goto oom; } while (0)
+#define FAMILY(name, type, help, fmt, expr) do { \
+    L("# HELP genesys_notify_channel_" name " " help "\n"); \
+    L("# TYPE genesys_notify_channel_" name " " type "\n"); \
+    for (size_t i = 0; i < n; i++) { const gn_metrics_snapshot_t *s = &per[i]; (void)s; \
+      L("genesys_notify_channel_" name "{client=\"%s\",channel=\"%d\"} " fmt "\n", cl, numbers[i], expr); } \
+  } while (0)
+  L("# HELP genesys_notify_channel_up 1 while the channel's stream is open; the state label names its state.\n");
+  L("# TYPE genesys_notify_channel_up gauge\n");
+  for (size_t i = 0; i < n; i++)
+    L("genesys_notify_channel_up{client=\"%s\",channel=\"%d\",state=\"%s\"} %d\n", cl, numbers[i],
+      states[i], strcmp(states[i], "open") == 0);
+  FAMILY("events_total", "counter", "Events the channel received.", "%llu", (unsigned long long)s->events);
+  FAMILY("attempts_total", "counter", "Connection attempts of the channel.", "%llu", (unsigned long long)s->attempts);
+  FAMILY("successes_total", "counter", "Attempts of the channel that ended open and subscribed.", "%llu",
+         (unsigned long long)s->successes);
+  FAMILY("failures_total", "counter", "Attempts of the channel that failed.", "%llu",
+         (unsigned long long)s->failures);
+  FAMILY("duplicates_total", "counter", "Second copies of events the channel's rollovers dropped.", "%llu",
+         (unsigned long long)s->duplicates);
+  FAMILY("disconnects_total", "counter", "Live connections of the channel that ended.", "%llu",
+         (unsigned long long)s->disconnects);
+  FAMILY("rollovers_total", "counter", "Rollovers of the channel.", "%llu", (unsigned long long)s->rollovers);
+  FAMILY("topics_wanted", "gauge", "Topics placed on the channel.", "%llu", (unsigned long long)s->topics_wanted);
+  FAMILY("topics_confirmed", "gauge", "Topics the server holds on the channel.", "%llu",
+         (unsigned long long)s->topics_confirmed);
+  FAMILY("subscriptions_synced", "gauge", "1 when the server holds exactly the channel's topics.", "%d",
+         s->subscriptions_synced);
+  FAMILY("connected_seconds", "gauge", "Age of the channel's connection in seconds (0 when not open).",
+         "%.3f", s->connected_ms / 1000.0);
+#undef FAMILY
+#undef L
+  return b.p;
+oom:
+  gn_buf_free(&b);
+  return NULL;
+}

@@ -76,4 +76,19 @@ void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *out);
  * out of memory). Any thread: it reads only its arguments, not the live gn_metrics_t. */
 char *gn_metrics_prometheus(const gn_metrics_snapshot_t *s, const char *state, const char *client);
 
+/* A client with a pool of channels (client.c): client holds what the queue counts (events,
+ * dropped, health, health_dropped) and its first channel's counters, chans[0..n) each other
+ * channel's own. Fills *out with the client's totals: queue counts from client, the rest
+ * summed over client and chans (deaf time in
+ * channel-seconds, uptime the longest, latency percentiles over every channel's samples).
+ * topics_*, subscriptions_synced and connected_ms are left to the caller. Returns nothing. Any
+ * thread: locks each mutex in turn. */
+void gn_metrics_snapshot_pool(gn_metrics_t *client, gn_metrics_t *const *chans, size_t n,
+                              gn_metrics_snapshot_t *out);
+/* Prometheus families of a pool's channels: genesys_notify_channel_* with the labels
+ * client="NAME" and channel="N" (1-based), from per[0..n) (snapshots of the channels) and
+ * states[0..n). Returns a malloc'd string (NULL when out of memory). Any thread. */
+char *gn_metrics_prometheus_channels(const gn_metrics_snapshot_t *per, const char *const *states,
+                                     const int *numbers, size_t n, const char *client);
+
 #endif

@@ -206,6 +206,7 @@ static void drain_cb(uv_timer_t *t) {
     }
   arm_drain(r);
   maybe_settle(r);
+  if (r->settled && !draining(r)) r->settled(r->ud);
 }
 
 void gn_roll_take(gn_roll_t *r, gn_conn_t **conn, char **channel_id, char **connect_uri,

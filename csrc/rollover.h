@@ -50,6 +50,7 @@ typedef struct {
   const gn_conn_cbs_t *conn_cbs; /* B's and the old sockets' callbacks: the channel's */
   void *ud;
   void (*failed)(void *ud, const char *msg);
+  void (*settled)(void *ud);     /* optional: the drain timer closed the last old socket */
 
   int active;                    /* B is being prepared */
   uint64_t start_ms;

@@ -27,6 +27,8 @@ local function client(t, counting, on_ev)
     -- reconnect at once after an RST: the latency measured is the reconnect's own
     backoff = { base_ms = 1, max_ms = 1, jitter = "none", reset_after_ms = 1 },
     queue_limit = COUNT + 10000, queue_bytes = 1024 * 1024 * 1024,
+    -- many idle connections of one credential: the emulator is told to allow them (--max-channels)
+    channel_budget = 1000,
     on_event = counting and function(ev)
       local seq = ev.body.sequence
       if seq == 1 then n, bad, first = 0, false, notify.now_ms() end

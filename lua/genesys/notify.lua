@@ -157,7 +157,7 @@ local ALLOWED = {
   backoff = true, tls = true, timeouts = true, heartbeat = true, queue_limit = true, queue_bytes = true,
   overflow = true, pause_max_ms = true,
   max_message_size = true, on_event = true, on_health = true, name = true, context = true,
-  audit = true, policy = true, proxy = true, no_proxy = true,
+  audit = true, policy = true, proxy = true, no_proxy = true, channel_budget = true,
 }
 
 -- ---- proxy -------------------------------------------------------------------------------
@@ -399,8 +399,8 @@ function _M.config(cfg)
       end
       if not seen[t] then seen[t] = true; list[#list + 1] = t end
     end
-    if #list > 1000 then
-      fail("topics", "at most 1000 topics (Genesys's limit per channel)", #list .. " topics")
+    if #list > 20000 then
+      fail("topics", "at most 20000 topics (20 channels of 1000, Genesys's limits)", #list .. " topics")
     end
     out.topics = list
   end
@@ -443,6 +443,8 @@ function _M.config(cfg)
     out.ping_timeout_ms = opt_ms(hb, "ping_timeout_ms", "heartbeat.ping_timeout_ms", 10, 86400000)
   end
   out.queue_limit = opt_int(cfg, "queue_limit", "queue_limit", 1, 1000000000)
+  -- channels of the credential (client id + login host) across the process, one kept spare
+  out.channel_budget = opt_int(cfg, "channel_budget", "channel_budget", 2, 1000)
   out.queue_bytes = opt_int(cfg, "queue_bytes", "queue_bytes", 65536, 1099511627776, "bytes")
   if cfg.overflow ~= nil and cfg.overflow ~= "drop" and cfg.overflow ~= "pause" then
     fail("overflow", '"drop" or "pause"', describe(cfg.overflow))

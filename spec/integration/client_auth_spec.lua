@@ -136,7 +136,8 @@ describe("genesys.notify client: tokens and auth faults", function()
     local N = wait.under_valgrind() and 20 or 100
     for i = 1, N do
       recs[i] = wait.recorder()
-      clients[i] = notify.new(wait.config(emu2, recs[i], { topics = { "v2.users.m" .. i .. ".presence" } }))
+      clients[i] = notify.new(wait.config(emu2, recs[i], { topics = { "v2.users.m" .. i .. ".presence" },
+        channel_budget = 1000 })) -- and the clients' budget for their shared credential too
     end
     for _, c in ipairs(clients) do c:start() end
     local function all(kind, n)

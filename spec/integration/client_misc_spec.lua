@@ -93,6 +93,21 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
     token_requests = { "genesys_notify_token_requests_total" },
     wake_peers = { "genesys_notify_wake_peers" },
     wake_refused = { "genesys_notify_wake_refused_total" },
+    topics_waiting = { "genesys_notify_topics_waiting" },
+  }
+  -- Each channel of the pool (metrics().channels[i]), labelled channel="N" (its number).
+  local CHAN = {
+    events = { "genesys_notify_channel_events_total" },
+    attempts = { "genesys_notify_channel_attempts_total" },
+    successes = { "genesys_notify_channel_successes_total" },
+    failures = { "genesys_notify_channel_failures_total" },
+    disconnects = { "genesys_notify_channel_disconnects_total" },
+    rollovers = { "genesys_notify_channel_rollovers_total" },
+    duplicates = { "genesys_notify_channel_duplicates_total" },
+    topics_wanted = { "genesys_notify_channel_topics_wanted" },
+    topics_confirmed = { "genesys_notify_channel_topics_confirmed" },
+    subscriptions_synced = { "genesys_notify_channel_subscriptions_synced" },
+    connected_ms = { "genesys_notify_channel_connected_seconds", scale = 1000, approx = true },
   }
   for _, r in ipairs { "close", "error", "timeout", "manual", "expired" } do
     PROM["scheduler.by_reason." .. r] =
@@ -140,8 +155,20 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
     assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
     emu:admin("POST", "channels/" .. wait.channel_of(rec) .. "/reset", {})
     assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
-    local m = flatten(client:metrics(), "", {})
+    local raw = client:metrics()
+    local m = flatten(raw, "", {})
     local text = client:metrics("prometheus")
+    assert.equals(1, #raw.channels)
+    for i, ch in ipairs(raw.channels) do
+      local lab = 'channel="' .. ch.channel .. '"'
+      for k, p in pairs(CHAN) do
+        PROM["channels." .. i .. "." .. k] = { p[1] .. "{" .. lab .. "}", scale = p.scale, approx = p.approx }
+      end
+      -- its number and state are the labels of its up sample
+      PROM["channels." .. i .. ".state"] = { "genesys_notify_channel_up{" .. lab .. "}", label = "state" }
+      PROM["channels." .. i .. ".channel"] = { "genesys_notify_channel_up{" .. lab .. "}", label = "state",
+        number = true }
+    end
     local samples, types, helps = parse_prometheus(text)
     local used = {}
     for key in pairs(m) do
@@ -151,7 +178,12 @@ describe("genesys.notify client: metrics, contexts, timeouts", function()
       assert.is_not_nil(m[key], "metrics() has no " .. key)
       local v = m[key]
       local sample = p[1]
-      if p.label then sample = sample .. "{" .. p.label .. '="' .. v .. '"}' end
+      if p.number then v = m[key:gsub("channel$", "state")] end
+      if p.label then
+        local name, labels = sample:match("^(.-){(.*)}$")
+        sample = name and (name .. "{" .. labels .. "," .. p.label .. '="' .. v .. '"}')
+          or (sample .. "{" .. p.label .. '="' .. v .. '"}')
+      end
       local got = samples[sample]
       assert.is_not_nil(got, "no sample " .. sample .. " for metrics()." .. key .. " in:\n" .. text)
       used[sample] = true

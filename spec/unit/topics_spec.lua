@@ -148,16 +148,28 @@ describe("genesys.notify topic names", function()
       assert.truthy(err:find('topics[2]: expected a non-empty string, got ""', 1, true), err)
     end)
 
-    it("takes duplicates (a set) and keeps the 1,000-topic limit", function()
+    it("takes duplicates (a set) and keeps the 20,000-topic limit (20 channels of 1,000)", function()
       local list = {}
-      for i = 1, 1000 do list[i] = "v2.users.u" .. i .. ".presence" end
-      list[1001] = list[1]
-      list[1002] = list[1000]
+      for i = 1, 20000 do list[i] = "v2.users.u" .. i .. ".presence" end
+      list[20001] = list[1]
+      list[20002] = list[20000]
       notify.new(cfg(list)):close()
-      list[1003] = "v2.users.one-too-many.presence"
+      list[20003] = "v2.users.one-too-many.presence"
       local err = err_of(notify.new, cfg(list))
-      assert.truthy(err:find("genesys.notify: topics: expected at most 1000 topics (Genesys's limit per " ..
-        "channel), got 1001 topics", 1, true), err)
+      assert.truthy(err:find("genesys.notify: topics: expected at most 20000 topics (20 channels of 1000, " ..
+        "Genesys's limits), got 20001 topics", 1, true), err)
+    end)
+
+    it("names channel_budget when it is not an integer from 2 to 1000", function()
+      for _, v in ipairs { 1, 1001, 2.5, "20" } do
+        local c = cfg { "v2.users.first.presence" }
+        c.channel_budget = v
+        local err = err_of(notify.new, c)
+        assert.truthy(err:find("genesys.notify: channel_budget: expected", 1, true), err)
+      end
+      local c = cfg { "v2.users.first.presence" }
+      c.channel_budget = 2
+      notify.new(c):close()
     end)
   end)
 
