@@ -34,7 +34,7 @@ describe("genesys.notify client: a slow consumer", function()
   setup(function() emu = emulator.start { tls = true } end)
   teardown(function() if emu then emu:stop() end end)
 
-  it("pause (the default): a burst of 20x queue_limit arrives whole, once and in order, pauses reported", function()
+  it("pause (default): a burst of 20x queue_limit arrives once and in order, pauses reported", function()
     local client, rec = start(emu, { queue_limit = 25, pause_max_ms = 60000 })
     finally(function() client:close() end)
     local ch = wait.channel_of(rec)
