@@ -5,6 +5,7 @@
  */
 #include "client.h"
 #include "channel.h"
+#include "lease.h"
 #include "oauth.h"
 #include "service.h"
 #include "gn_util.h"
@@ -21,6 +22,7 @@ struct gn_client {
   gn_topics_t topics;   /* desired: the owner's until start(), the service thread's after */
   gn_env_t env;
   gn_channel_t *ch;
+  gn_lease_t *lease;    /* redis = {...}: the stream runs only while this process holds it */
   _Atomic int started;
   _Atomic int closing;
   /* subscribe/unsubscribe calls posted and applied: until they agree the subscriptions do not
@@ -58,13 +60,31 @@ typedef struct {
   double delay_ms;
 } policy_task_t;
 
+/* The lease's hooks: the client's channels run only while it holds the lease. */
+static void channels_start(void *ud) {
+  gn_client_t *c = ud;
+  gn_sched_trigger(gn_channel_sched(c->ch), GN_REASON_MANUAL);
+  gn_channel_start(c->ch);
+}
+
+static void channels_stop(void *ud) {
+  gn_client_t *c = ud;
+  gn_channel_park(c->ch);
+}
+
 static void task_start(gn_service_t *svc, void *arg) {
   gn_client_t *c = arg;
+  if (c->lease) {
+    gn_channel_park(c->ch); /* standby until the lease is ours */
+    gn_lease_start(c->lease);
+    return;
+  }
   gn_channel_start(c->ch);
 }
 
 static void task_close(gn_service_t *svc, void *arg) {
   gn_client_t *c = arg;
+  if (c->lease) gn_lease_stop(c->lease);
   gn_channel_stop(c->ch);
   gn_queue_detach(&c->queue);
 }
@@ -159,12 +179,28 @@ fail:
   return NULL;
 }
 
+int gn_client_set_lease(gn_client_t *c, const gn_lease_cfg_t *cfg, char *err, size_t errlen) {
+  if (c->lease || atomic_load(&c->started)) {
+    snprintf(err, errlen, "redis: the client already has a lease or is started");
+    return -1;
+  }
+  gn_lease_hooks_t hooks = {channels_start, channels_stop, c};
+  c->lease = gn_lease_new(cfg, &c->env, &hooks, err, errlen);
+  return c->lease ? 0 : -1;
+}
+
+int gn_client_lease_stats(gn_client_t *c, gn_lease_stats_t *out) {
+  if (!c->lease) return 0;
+  gn_lease_stats(c->lease, out);
+  return 1;
+}
+
 int gn_client_start(gn_client_t *c) {
   int expected = 0;
   if (gn_client_forked(c) || atomic_load(&c->closing) || !atomic_compare_exchange_strong(&c->started, &expected, 1))
     return -1;
-  /* The first connection is the first cycle. */
-  gn_sched_trigger(gn_channel_sched(c->ch), GN_REASON_MANUAL);
+  /* The first connection is the first cycle (with a lease: once it is taken). */
+  if (!c->lease) gn_sched_trigger(gn_channel_sched(c->ch), GN_REASON_MANUAL);
   if (gn_service_post(c->env.svc, task_start, c) != 0) return -1;
   return 0;
 }
@@ -280,6 +316,7 @@ void gn_client_free(gn_client_t *c) {
     return;
   }
   gn_token_entry_release(c->env.tok);
+  gn_lease_free(c->lease);
   gn_channel_free(c->ch);
   if (c->queue_ready) gn_queue_destroy(&c->queue);
   gn_topics_free(&c->topics);

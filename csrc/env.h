@@ -32,6 +32,7 @@ typedef enum {
   GN_ST_CLOSED,
   GN_ST_ROLLOVER,   /* open, and moving to a new channel before the server closes this one;
                        the owner sees "open": the live socket still delivers */
+  GN_ST_STANDBY,    /* a fleet member without the lease (lease.h): no channel, waiting */
   GN_ST_COUNT_
 } gn_state_t;
 
@@ -46,6 +47,10 @@ typedef struct {
   gn_metrics_t *metrics;
   gn_topics_t *topics;    /* desired topics (service thread once started) */
   _Atomic int state;      /* gn_state_t the owner sees; written on the service thread */
+  /* Sees each event before it is queued to the owner (the lease's stream append, lease.h);
+   * returns 0 to withhold it (counted by the tap). NULL: none. Service thread. */
+  int (*tap)(void *ud, const gn_msg_t *m, const char *channel_id, const char *raw, size_t len);
+  void *tap_ud;
 } gn_env_t;
 
 /* Queues health item kind with fields (stolen, may be NULL) stamped with the current state.

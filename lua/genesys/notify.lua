@@ -156,8 +156,34 @@ local ALLOWED = {
   region = true, gateway = true, client_id = true, client_secret = true, topics = true,
   backoff = true, tls = true, timeouts = true, heartbeat = true, queue_limit = true, queue_bytes = true,
   max_message_size = true, on_event = true, on_health = true, name = true, context = true,
-  audit = true, policy = true, proxy = true, no_proxy = true,
+  audit = true, policy = true, proxy = true, no_proxy = true, redis = true,
 }
+
+-- ---- redis (a fleet member: see the README, "Running a fleet") ----------------------------
+local REDIS_ALLOWED = { url = true, key = true, lease_ms = true, margin_ms = true, maxlen = true }
+local function redis_url(v, field)
+  if type(v) ~= "string" or not v:find("^redis://[^/:@%s]+:?%d*/?%d*$") then
+    fail(field, "a URL redis://host[:port][/db] (no credentials)", type(v) == "string" and
+      (v:find("@", 1, true) and "a URL with credentials" or describe(v)) or describe(v))
+  end
+  return v
+end
+_M.redis_url = redis_url
+
+local function redis_config(r, out)
+  if type(r) ~= "table" then fail("redis", "a table { url = ..., key = ..., lease_ms = ... }", describe(r)) end
+  check_keys(r, REDIS_ALLOWED, "redis.")
+  local o = { url = redis_url(r.url, "redis.url") }
+  o.key = opt_string(r, "key", "redis.key")
+  if not o.key then fail("redis.key", "a non-empty string", "nil") end
+  o.lease_ms = opt_ms(r, "lease_ms", "redis.lease_ms", 100, 3600000) or 10000
+  o.margin_ms = opt_ms(r, "margin_ms", "redis.margin_ms", 1, 1800000)
+  if o.margin_ms and o.margin_ms * 2 >= o.lease_ms then
+    fail("redis.margin_ms", "less than half of lease_ms", describe(o.margin_ms))
+  end
+  o.maxlen = opt_int(r, "maxlen", "redis.maxlen", 1, 1e12)
+  out.redis = o
+end
 
 -- ---- proxy -------------------------------------------------------------------------------
 -- "http://[user:pass@]host:port" (user and password percent-encoded as in any URL). Errors show
@@ -494,6 +520,7 @@ function _M.config(cfg)
     end
   end
   proxy_config(cfg, out)
+  if cfg.redis ~= nil then redis_config(cfg.redis, out) end
   if cfg.context ~= nil then
     if not core.is_context(cfg.context) then
       fail("context", "a context from notify.context()", describe(cfg.context))
