@@ -88,7 +88,7 @@ static const unsigned machine[GN_ST_COUNT_] = {
     [GN_ST_BACKOFF] = TO(GN_ST_AUTH) | TO(GN_ST_CONNECT) | ATTEMPT_END,
     [GN_ST_FAILED] = TO(GN_ST_AUTH) | TO(GN_ST_CONNECT) | TO(GN_ST_CLOSED) | TO(GN_ST_STANDBY),
     [GN_ST_CLOSED] = 0,
-    [GN_ST_STANDBY] = TO(GN_ST_AUTH) | TO(GN_ST_FAILED) | TO(GN_ST_CLOSED),
+    [GN_ST_STANDBY] = TO(GN_ST_AUTH) | TO(GN_ST_CONNECT) | TO(GN_ST_FAILED) | TO(GN_ST_CLOSED),
 };
 
 static gn_state_t state(const gn_channel_t *ch) { return atomic_load(&ch->env->state); }

@@ -615,6 +615,43 @@ function _M.bell(path)
   return b
 end
 
+--- A reader of a fleet's Redis Stream (see the README, "Running a fleet"):
+-- notify.consumer{ redis = { url = ..., key = ... }, mode = "fanout" | "group", group = ...,
+--   consumer = ..., claim_idle_ms = ..., block_ms = ..., on_event = f, on_health = g }
+-- with start/poll/run/fd/close/metrics like a client.
+local CONSUMER_ALLOWED = { redis = true, mode = true, group = true, consumer = true,
+  claim_idle_ms = true, block_ms = true, count = true, queue_limit = true, on_event = true,
+  on_health = true }
+function _M.consumer(cfg)
+  local ok, norm = pcall(function()
+    if type(cfg) ~= "table" then fail("consumer", "a table", describe(cfg)) end
+    check_keys(cfg, CONSUMER_ALLOWED, "")
+    local r = cfg.redis
+    if type(r) ~= "table" then fail("redis", "a table { url = ..., key = ... }", describe(r)) end
+    check_keys(r, { url = true, key = true }, "redis.")
+    local o = { url = redis_url(r.url, "redis.url"), key = opt_string(r, "key", "redis.key") }
+    if not o.key then fail("redis.key", "a non-empty string", "nil") end
+    o.mode = cfg.mode or "fanout"
+    if o.mode ~= "fanout" and o.mode ~= "group" then
+      fail("mode", '"fanout" or "group"', describe(o.mode))
+    end
+    o.group = opt_string(cfg, "group", "group")
+    if o.mode == "group" and not o.group then fail("group", 'a group name (mode = "group")', "nil") end
+    o.consumer = opt_string(cfg, "consumer", "consumer")
+    o.claim_idle_ms = opt_ms(cfg, "claim_idle_ms", "claim_idle_ms", 10, 86400000)
+    o.block_ms = opt_ms(cfg, "block_ms", "block_ms", 10, 60000)
+    o.count = opt_int(cfg, "count", "count", 1, 100000)
+    o.queue_limit = opt_int(cfg, "queue_limit", "queue_limit", 2, 1e9)
+    for _, k in ipairs { "on_event", "on_health" } do
+      if cfg[k] ~= nil and type(cfg[k]) ~= "function" then fail(k, "a function", describe(cfg[k])) end
+      o[k] = cfg[k]
+    end
+    return o
+  end)
+  if not ok then error(norm, 2) end
+  return core.consumer_new(norm)
+end
+
 --- Creates a client (not yet connected: call client:start()). Raises on a bad configuration.
 function _M.new(cfg)
   local ok, norm = pcall(_M.config, cfg)
