@@ -42,7 +42,7 @@ if role == "holder" then
     topics = { os.getenv("FLEET_TOPIC") },
     redis = { url = os.getenv("FLEET_REDIS"), key = os.getenv("FLEET_KEY"),
               lease_ms = tonumber(os.getenv("FLEET_LEASE_MS")) },
-    on_event = function(ev) out:write("L ", ev.body and ev.body.seq and tostring(ev.body.seq) or "-", "\n") end,
+    on_event = function(ev) out:write("L ", string.format("%d", ev.received_ms), "\n") end,
     on_health = on_health,
   }
 else
