@@ -22,7 +22,7 @@ struct gn_consumer {
   gn_service_t *svc;
   pid_t pid;
   gn_redis_url_t url;
-  char *stream, *group, *name;
+  char *stream, *gaps, *group, *name;
   int group_mode;
   char block[24], count[24];
   double block_ms, claim_idle_ms;
@@ -38,6 +38,8 @@ struct gn_consumer {
   int claiming;
   uint64_t last_claim;
   char last_id[64];          /* fanout: where the next XREAD starts */
+  char gap_id[64];           /* group: where the next read of KEY:gaps starts */
+  int gap_reading;
   uint64_t max_fence;
   int reported_down;
   pthread_mutex_t mu;
@@ -94,6 +96,10 @@ static void handle_entry(gn_consumer_t *c, redisReply *e) {
   uint64_t fv = fence > 0 ? (uint64_t)fence : 0;
   if (type && strcmp(type, "gap") == 0) {
     if (fv > c->max_fence) c->max_fence = fv;
+    if (c->group_mode) { /* reported from KEY:gaps, which every member reads */
+      ack_now(c, id);
+      return;
+    }
     STAT_ADD(c, gaps, 1);
     health(c, "restored", json_pack("{s:f, s:f, s:f, s:b, s:I, s:s}", "gap_ms",
                                     num_field(f, "gap_ms"), "deaf_from_ms",
@@ -144,6 +150,35 @@ static void handle_entry(gn_consumer_t *c, redisReply *e) {
   it->cost = rawlen + 256;
   STAT_ADD(c, events, 1);
   gn_queue_push(&c->queue, it);
+}
+
+/* group mode: an entry of KEY:gaps */
+static void handle_gap(gn_consumer_t *c, redisReply *e) {
+  if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 || e->element[0]->type != REDIS_REPLY_STRING)
+    return;
+  const char *id = e->element[0]->str;
+  redisReply *f = e->element[1];
+  if (strlen(id) < sizeof c->gap_id) strcpy(c->gap_id, id);
+  double fence = num_field(f, "fence");
+  uint64_t fv = fence > 0 ? (uint64_t)fence : 0;
+  if (fv > c->max_fence) c->max_fence = fv;
+  STAT_ADD(c, gaps, 1);
+  health(c, "restored", json_pack("{s:f, s:f, s:f, s:b, s:I, s:s}", "gap_ms",
+                                  num_field(f, "gap_ms"), "deaf_from_ms", num_field(f, "from_ms"),
+                                  "deaf_to_ms", num_field(f, "to_ms"), "takeover", 1, "fence",
+                                  (json_int_t)fv, "id", id));
+}
+
+static void gaps_done(void *ud, redisReply *rep) {
+  gn_consumer_t *c = ud;
+  if (!c->running) return;
+  c->gap_reading = 0;
+  if (!rep || rep->type != REDIS_REPLY_ARRAY) return;
+  for (size_t i = 0; i < rep->elements; i++) {
+    redisReply *s = rep->element[i];
+    if (s->type == REDIS_REPLY_ARRAY && s->elements == 2 && s->element[1]->type == REDIS_REPLY_ARRAY)
+      for (size_t j = 0; j < s->element[1]->elements; j++) handle_gap(c, s->element[1]->element[j]);
+  }
 }
 
 static void handle_entries(gn_consumer_t *c, redisReply *list) {
@@ -202,6 +237,10 @@ static void read_next(gn_consumer_t *c) {
     arm(c, 20);
     return;
   }
+  if (c->group_mode && !c->gap_reading) { /* not blocking: answered before the group read */
+    const char *argv[] = {"XREAD", "COUNT", "10", "STREAMS", c->gaps, c->gap_id};
+    if (gn_redis_cmd(c->r, gaps_done, c, 6, argv, NULL) == 0) c->gap_reading = 1;
+  }
   if (c->group_mode && !c->claiming &&
       (double)(gn_now_mono_ms() - c->last_claim) >= c->claim_idle_ms / 2)
     claim(c);
@@ -238,7 +277,7 @@ static void link_cb(void *ud, int up, const char *err) {
   pthread_mutex_lock(&c->mu);
   c->stats.redis_up = up;
   pthread_mutex_unlock(&c->mu);
-  c->reading = c->claiming = 0;
+  c->reading = c->claiming = c->gap_reading = 0;
   if (up) {
     gn_backoff_succeeded(&c->bo, gn_now_mono_ms());
     if (c->reported_down) {
@@ -360,6 +399,10 @@ gn_consumer_t *gn_consumer_new(const gn_consumer_cfg_t *cfg, gn_service_t *svc, 
   size_t n = strlen(cfg->key) + 8;
   if (!(c->stream = malloc(n))) goto oom;
   snprintf(c->stream, n, "%s:stream", cfg->key);
+  if (!(c->gaps = malloc(n))) goto oom;
+  snprintf(c->gaps, n, "%s:gaps", cfg->key);
+  /* markers from now on (stream ids are the server's milliseconds) */
+  snprintf(c->gap_id, sizeof c->gap_id, "%.0f-0", gn_now_wall_ms());
   c->group_mode = cfg->group;
   if (cfg->group) {
     if (!cfg->group_name || !cfg->group_name[0]) {
@@ -438,6 +481,7 @@ void gn_consumer_free(gn_consumer_t *c) {
   gn_metrics_destroy(&c->metrics);
   pthread_mutex_destroy(&c->mu);
   free(c->stream);
+  free(c->gaps);
   free(c->group);
   free(c->name);
   free(c);

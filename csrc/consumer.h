@@ -9,7 +9,9 @@
  * Fencing: an event whose fencing token is lower than the highest one seen (an append by a
  * holder that lost the lease) is not delivered: counted (stale) and reported as health "stale"
  * (and acknowledged in group mode, so it is not claimed again). A gap marker (a takeover) reaches
- * the owner as health "restored" with the deaf interval.
+ * the owner as health "restored" with the deaf interval: from KEY:stream in fanout mode (in order
+ * with the events), from KEY:gaps in group mode (every member of the group reads it, before each
+ * group read, from the time it was created).
  */
 #ifndef GN_CONSUMER_H
 #define GN_CONSUMER_H

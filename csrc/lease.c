@@ -16,7 +16,7 @@ struct gn_lease {
   gn_env_t *env;
   gn_lease_hooks_t hooks;
   gn_redis_url_t url;
-  char *k_lease, *k_fence, *k_last, *k_stream;
+  char *k_lease, *k_fence, *k_last, *k_stream, *k_gaps;
   char value[160];           /* host:pid:random: who holds it, nothing secret */
   double lease_ms, margin_ms;
   char maxlen[24];
@@ -185,6 +185,10 @@ static void write_gap(gn_lease_t *l) {
                         "gap_ms",    gap_s,       "fence",   fence};
   size_t n = sizeof argv / sizeof *argv;
   if (gn_redis_cmd(l->r, append_done, l, (int)n, argv, NULL) != 0) return; /* later */
+  /* and on KEY:gaps, where every consumer of a group sees it (a group shares the stream) */
+  argv[1] = l->k_gaps;
+  argv[4] = "1000";
+  gn_redis_cmd(l->r, append_done, l, (int)n, argv, NULL);
   l->gap_pending = 0;
   STAT_ADD(l, gaps);
 }
@@ -468,7 +472,8 @@ gn_lease_t *gn_lease_new(const gn_lease_cfg_t *cfg, gn_env_t *env, const gn_leas
   }
   if (gn_backoff_init(&l->bo, &p, err, errlen) != 0) goto fail;
   if (!(l->k_lease = key_of(cfg->key, "lease")) || !(l->k_fence = key_of(cfg->key, "fence")) ||
-      !(l->k_last = key_of(cfg->key, "last")) || !(l->k_stream = key_of(cfg->key, "stream"))) {
+      !(l->k_last = key_of(cfg->key, "last")) || !(l->k_stream = key_of(cfg->key, "stream")) ||
+      !(l->k_gaps = key_of(cfg->key, "gaps"))) {
     snprintf(err, errlen, "out of memory");
     goto fail;
   }
@@ -513,6 +518,7 @@ void gn_lease_free(gn_lease_t *l) {
   free(l->k_fence);
   free(l->k_last);
   free(l->k_stream);
+  free(l->k_gaps);
   pthread_mutex_destroy(&l->mu);
   free(l);
 }

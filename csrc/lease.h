@@ -5,7 +5,8 @@
  * Keys, from the configured base KEY: KEY:lease (the holder's value: host:pid:random, never a
  * secret; SET NX PX), KEY:fence (INCR at each acquisition: the fencing token), KEY:last (wall ms
  * of the holder's last acquisition or renewal: where the next holder's gap starts) and
- * KEY:stream (XADD ... MAXLEN ~ N: events and gap markers).
+ * KEY:stream (XADD ... MAXLEN ~ N: events and gap markers) and KEY:gaps (the gap markers again,
+ * for consumer groups, whose members each see only part of KEY:stream).
  *
  * Everything runs on the client's service thread: the lease is renewed there every lease_ms/3
  * with a script that extends it only while the value is ours, whatever the owner does. A holder
