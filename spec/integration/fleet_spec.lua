@@ -337,6 +337,36 @@ describe("a fleet behind a Redis lease", function()
     end, 8000), "the dead consumer's pending entries were not handled by another")
   end)
 
+  it("metrics (and Prometheus) show the lease state and the fencing token", function()
+    local notify = require "genesys.notify"
+    local wait = require "support.wait"
+    local made = {}
+    local function member(name)
+      local c, rec = wait.start_client(emu, { name = name, topics = { TOPIC },
+        redis = { url = r.url, key = "gn:solo", lease_ms = LEASE_MS } })
+      made[#made + 1] = c
+      return c, rec
+    end
+    local a, arec = member("a")
+    assert.truthy(wait.until_(a, function() return arec.count("connected") > 0 end, 10000))
+    local b = member("b")
+    wait.for_ms({ a, b }, 300)
+    local ma, mb = a:metrics(), b:metrics()
+    assert.equals("holder", ma.lease.state)
+    assert.equals("open", ma.state)
+    assert.equals("candidate", mb.lease.state)
+    assert.equals("standby", b:state())
+    assert.equals(tonumber(r:cli("GET", "gn:solo:fence")), ma.lease.fence)
+    assert.equals(1, arec.count("lease"))
+    assert.equals("acquired", arec.last("lease").event)
+    local text = notify.prometheus { a, b }
+    assert.truthy(text:find('genesys_notify_lease_holder{client="a"} 1\n', 1, true), text)
+    assert.truthy(text:find('genesys_notify_lease_holder{client="b"} 0\n', 1, true), text)
+    assert.truthy(text:find(string.format('genesys_notify_lease_fence{client="a"} %d\n', ma.lease.fence), 1, true))
+    assert.truthy(text:find('# TYPE genesys_notify_lease_appended_total counter', 1, true))
+    for _, c in ipairs(made) do c:close() end
+  end)
+
   it("no credential or token in Redis or in any output", function()
     local dump = {}
     for key in r:cli("KEYS", "*"):gmatch("[^\n]+") do
