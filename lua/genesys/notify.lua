@@ -171,7 +171,9 @@ end
 _M.redis_url = redis_url
 
 local function redis_config(r, out)
-  if type(r) ~= "table" then fail("redis", "a table { url = ..., key = ..., lease_ms = ... }", describe(r)) end
+  if type(r) ~= "table" then
+    fail("redis", "a table { url = ..., key = ..., lease_ms = ... }", describe(r))
+  end
   check_keys(r, REDIS_ALLOWED, "redis.")
   local o = { url = redis_url(r.url, "redis.url") }
   o.key = opt_string(r, "key", "redis.key")
