@@ -40,6 +40,7 @@ struct gn_consumer {
   char last_id[64];          /* fanout: where the next XREAD starts */
   char gap_id[64];           /* group: where the next read of KEY:gaps starts */
   int gap_reading;
+  int group_from_start;      /* recreate the group at "0" (its stream is new), not "$" */
   uint64_t max_fence;
   int reported_down;
   pthread_mutex_t mu;
@@ -195,6 +196,7 @@ static void read_done(void *ud, redisReply *rep) {
   if (!rep) return; /* the link callback takes over */
   if (rep->type == REDIS_REPLY_ERROR) {
     if (strstr(rep->str, "NOGROUP")) { /* the stream was deleted (a restarted Redis) */
+      c->group_from_start = 1; /* a new stream: the group reads it from its first entry */
       gn_redis_drop(c->r, "the consumer group is gone");
       return;
     }
@@ -285,7 +287,8 @@ static void link_cb(void *ud, int up, const char *err) {
       health(c, "redis", json_pack("{s:s}", "event", "connected"));
     }
     if (c->group_mode) {
-      const char *argv[] = {"XGROUP", "CREATE", c->stream, c->group, "$", "MKSTREAM"};
+      const char *argv[] = {"XGROUP", "CREATE", c->stream, c->group,
+                            c->group_from_start ? "0" : "$", "MKSTREAM"};
       if (gn_redis_cmd(c->r, group_done, c, 6, argv, NULL) == 0) {
         c->reading = 1;
         c->read_since = gn_now_mono_ms();

@@ -57,6 +57,11 @@ static const char ACQUIRE[] =
     "local id = false\n"
     "if top[1] then id = top[1][1] end\n"
     "return {f, last or false, id}\n";
+/* KEYS: lease; ARGV: value. Deletes the lease if it is ours (a holder closing: the next one need
+ * not wait for it to expire). */
+static const char RELEASE[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
+    "return 0\n";
 /* KEYS: lease, last; ARGV: value, lease_ms, wall_ms. 1: extended; 0: not ours any more. */
 static const char RENEW[] =
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
@@ -127,6 +132,11 @@ static void step_down(gn_lease_t *l, const char *event, const char *reason) {
   health(l, "lease", json_pack("{s:s, s:s, s:I}", "event", event, "reason", reason, "fence",
                                (json_int_t)fence));
   retry_later(l);
+}
+
+static void ignore_reply(void *ud, redisReply *rep) {
+  (void)ud;
+  (void)rep;
 }
 
 /* ---- the gap marker ---- */
@@ -503,7 +513,12 @@ void gn_lease_start(gn_lease_t *l) {
 }
 
 void gn_lease_stop(gn_lease_t *l) {
-  if (l->st == GN_LEASE_HOLDER) l->hooks.stop(l->hooks.ud);
+  if (l->st == GN_LEASE_HOLDER) {
+    l->hooks.stop(l->hooks.ud);
+    /* Let go at Redis: sent now (appends still buffered go first), no answer awaited. */
+    const char *argv[] = {"EVAL", RELEASE, "1", l->k_lease, l->value};
+    if (l->r && gn_redis_cmd(l->r, ignore_reply, NULL, 5, argv, NULL) == 0) gn_redis_flush(l->r);
+  }
   l->running = 0;
   l->gen++;
   gn_timer_close(&l->timer);

@@ -178,6 +178,10 @@ int gn_redis_cmd(gn_redis_t *r, gn_redis_reply_fn fn, void *ud, int argc, const 
   return 0;
 }
 
+void gn_redis_flush(gn_redis_t *r) {
+  if (gn_redis_up(r)) redisAsyncHandleWrite(r->ac);
+}
+
 void gn_redis_drop(gn_redis_t *r, const char *why) {
   redisAsyncContext *ac = r->ac;
   if (!ac) return;

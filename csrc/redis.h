@@ -47,6 +47,9 @@ int gn_redis_busy(const gn_redis_t *r);
  * Returns 0, or -1 when not connected (fn is then not called). Loop thread. */
 int gn_redis_cmd(gn_redis_t *r, gn_redis_reply_fn fn, void *ud, int argc, const char **argv,
                  const size_t *lens);
+/* Writes what commands are buffered now, as far as the socket takes them without blocking (for a
+ * last command before gn_redis_free). Returns nothing. Loop thread, not from a reply callback. */
+void gn_redis_flush(gn_redis_t *r);
 /* Ends the connection now: pending commands get NULL, link hears up = 0 with why. Returns
  * nothing. Loop thread, not from inside a reply callback. */
 void gn_redis_drop(gn_redis_t *r, const char *why);

@@ -338,6 +338,19 @@ describe("a fleet behind a Redis lease", function()
     end, 8000), "the dead consumer's pending entries were not handled by another")
   end)
 
+  it("a holder that closes lets go of the lease at once", function()
+    assert.truthy(wait_for(function() return #holding() == 1 end, 5000))
+    local h = holding()[1]
+    local value = r:cli("GET", KEY .. ":lease")
+    assert.truthy(value:find(":" .. h.pid .. ":", 1, true), value)
+    h:stop()
+    assert.equals("0\n", read_file(h.dir .. "/rc"))
+    -- gone or someone else's already, well before it could have expired (lease_ms)
+    local now = r:cli("GET", KEY .. ":lease")
+    assert.is_nil(now:find(":" .. h.pid .. ":", 1, true), "the closed holder still holds the lease")
+    expect(function() return #holding() == 1 end, 5000, "a new holder after the close")
+  end)
+
   it("metrics (and Prometheus) show the lease state and the fencing token", function()
     local notify = require "genesys.notify"
     local wait = require "support.wait"
