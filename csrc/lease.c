@@ -372,9 +372,10 @@ static void tick(gn_lease_t *l) {
       renew(l);
     }
     if (!l->running || l->st != GN_LEASE_HOLDER) return;
-    double left = (double)(l->stepdown_at - gn_now_mono_ms());
+    uint64_t t = gn_now_mono_ms();
+    double left = l->stepdown_at > t ? (double)(l->stepdown_at - t) : 0;
     double next = l->gap_pending ? 20 : period;
-    arm(l, left < next ? (left > 0 ? left : 0) : next);
+    arm(l, left < next ? left : next);
     return;
   }
   /* candidate */
