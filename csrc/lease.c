@@ -46,9 +46,11 @@ typedef struct {
 /* KEYS: lease, fence, last, stream; ARGV: value, lease_ms, wall_ms. A missing counter (a new
  * fleet, or a Redis that lost its data) starts from the wall clock in ms, so fences stay above
  * those handed out before the loss as long as the nodes' clocks agree to within the outage.
- * Returns nil (held by another), or {fence, last renewal wall ms or false, last stream id or false}. */
+ * Already ours (an earlier request that this process gave up waiting for, run late by a Redis
+ * that was stopped) counts as taken. Returns nil (held by another), or {fence, last renewal wall ms or false, last stream id or false}. */
 static const char ACQUIRE[] =
-    "if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end\n"
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "elseif not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end\n"
     "if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], ARGV[3]) end\n"
     "local f = redis.call('INCR', KEYS[2])\n"
     "local last = redis.call('GET', KEYS[3])\n"
