@@ -422,5 +422,9 @@ describe("a fleet behind a Redis lease", function()
                               "access_token" } do
       assert.is_nil(all:find(secret, 1, true), "found " .. secret)
     end
+    -- the emulator's access tokens are 32 random hex digits: no such run anywhere
+    assert.truthy(emu:token():find("^" .. string.rep("%x", 32)), "the emulator's tokens changed form")
+    local run = all:match(string.rep("%x", 32))
+    assert.is_nil(run, "a token-like value: " .. tostring(run))
   end)
 end)
