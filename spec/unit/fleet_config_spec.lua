@@ -16,6 +16,8 @@ describe("fleet configuration errors name the field", function()
     { with("redis://x"), "redis: expected a table" },
     { with { url = "http://h:1", key = "k" }, "redis.url: expected a URL redis://host[:port][/db]" },
     { with { url = "redis://h:port", key = "k" }, "redis.url: expected a URL redis://host[:port][/db]" },
+    { with { url = "redis://h:99999/0", key = "k" }, "redis.url: expected a port from 1 to 65535" },
+    { with { url = "redis://h:6379/70000", key = "k" }, "redis.url: expected a database number" },
     { with { url = url }, "redis.key: expected a non-empty string, got nil" },
     { with { url = url, key = "" }, "redis.key: expected a non-empty string" },
     { with { url = url, key = "k", lease_ms = 50 },
