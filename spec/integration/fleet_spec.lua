@@ -361,6 +361,17 @@ describe("a fleet behind a Redis lease", function()
     end, 8000), "the dead consumer's pending entries were not handled by another")
   end)
 
+  it("a group event whose handler raised is not acknowledged: it is claimed and handled again", function()
+    local c = spawn("group", consumer_env { FLEET_GROUP = "g3", FLEET_CONSUMER = "once",
+      FLEET_RAISE_ONCE = "1", FLEET_CLAIM_MS = "300" })
+    local id = wait_for(function() return c:out():match("\nR (%S+)\n") end, 10000)
+    assert.truthy(id, "no event reached the handler")
+    assert.truthy(wait_for(function() return c:out():find("E %S+ %d+ " .. id:gsub("%-", "%%-")) end, 8000),
+      "the failed event was not handled again")
+    assert.truthy(c:out():find("H callback_error", 1, true))
+    c:stop()
+  end)
+
   it("a holder that closes lets go of the lease at once", function()
     assert.truthy(wait_for(function() return #holding() == 1 end, 5000))
     local h = holding()[1]

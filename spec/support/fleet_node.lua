@@ -32,7 +32,7 @@ local function busy_wait(ms)
   while notify.now_ms() < t do end
 end
 
-local obj
+local obj, raised
 if role == "holder" then
   obj = notify.new {
     gateway = { host = "localhost", port = tonumber(os.getenv("FLEET_EMU_PORT")), protocol = "https" },
@@ -52,6 +52,11 @@ else
     claim_idle_ms = tonumber(os.getenv("FLEET_CLAIM_MS") or "30000"), block_ms = 200,
     count = tonumber(os.getenv("FLEET_COUNT") or "100"),
     on_event = function(ev)
+      if os.getenv("FLEET_RAISE_ONCE") and not raised then
+        raised = true
+        out:write("R ", ev.id, "\n")
+        error("a handler that fails once")
+      end
       out:write("E ", ev.correlation_id, " ", string.format("%d", ev.fence), " ", ev.id, "\n")
       if slow_ms > 0 then busy_wait(slow_ms) end
     end,
