@@ -62,3 +62,9 @@ bench-peers: $(BENCH_LWS) $(EMU_BIN)
 	$(MAKE) LUA=luajit module
 	$(MAKE) LUA=lua5.4 module
 	GN_BINDIR=$(BINDIR) lua5.4 bench/peers/run.lua
+
+# Takeover times of a fleet behind a Redis lease (README, "Running a fleet"): kill -9 of the
+# holder among three candidate processes, for two lease_ms. Needs redis-server (make deps).
+.PHONY: bench-fleet
+bench-fleet: all
+	GN_BUILD=$(abspath $(BUILD)) GN_BINDIR=$(abspath $(BINDIR)) $(LUA) bench/fleet_takeover.lua $(FLEET_ROUNDS)

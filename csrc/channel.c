@@ -79,9 +79,10 @@ struct gn_channel {
 /* the machine's table */
 
 #define TO(s) (1u << (s))
-#define ATTEMPT_END (TO(GN_ST_BACKOFF) | TO(GN_ST_FAILED) | TO(GN_ST_CLOSED))
+/* STANDBY: parked by the lease (lease.h) from wherever the channel was */
+#define ATTEMPT_END (TO(GN_ST_BACKOFF) | TO(GN_ST_FAILED) | TO(GN_ST_CLOSED) | TO(GN_ST_STANDBY))
 static const unsigned machine[GN_ST_COUNT_] = {
-    [GN_ST_IDLE] = TO(GN_ST_AUTH) | TO(GN_ST_FAILED) | TO(GN_ST_CLOSED),
+    [GN_ST_IDLE] = TO(GN_ST_AUTH) | TO(GN_ST_FAILED) | TO(GN_ST_CLOSED) | TO(GN_ST_STANDBY),
     [GN_ST_AUTH] = TO(GN_ST_CHANNEL) | TO(GN_ST_SUBSCRIBE) | TO(GN_ST_CONNECT) | ATTEMPT_END,
     [GN_ST_CHANNEL] = TO(GN_ST_SUBSCRIBE) | TO(GN_ST_AUTH) | ATTEMPT_END,
     [GN_ST_SUBSCRIBE] = TO(GN_ST_CONNECT) | TO(GN_ST_AUTH) | ATTEMPT_END,
@@ -89,8 +90,9 @@ static const unsigned machine[GN_ST_COUNT_] = {
     [GN_ST_OPEN] = TO(GN_ST_ROLLOVER) | ATTEMPT_END,
     [GN_ST_ROLLOVER] = TO(GN_ST_OPEN) | TO(GN_ST_CONNECT) | ATTEMPT_END,
     [GN_ST_BACKOFF] = TO(GN_ST_AUTH) | TO(GN_ST_CONNECT) | ATTEMPT_END,
-    [GN_ST_FAILED] = TO(GN_ST_AUTH) | TO(GN_ST_CONNECT) | TO(GN_ST_CLOSED),
+    [GN_ST_FAILED] = TO(GN_ST_AUTH) | TO(GN_ST_CONNECT) | TO(GN_ST_CLOSED) | TO(GN_ST_STANDBY),
     [GN_ST_CLOSED] = 0,
+    [GN_ST_STANDBY] = TO(GN_ST_AUTH) | TO(GN_ST_CONNECT) | TO(GN_ST_FAILED) | TO(GN_ST_CLOSED),
 };
 
 static gn_state_t state(const gn_channel_t *ch) { return atomic_load(&ch->env->state); }
@@ -534,7 +536,7 @@ static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t 
     /* Once, even when both sockets of a rollover deliver it. */
     if (gn_roll_seen(&ch->roll, m.correlation_id, gn_now_mono_ms(), conn)) {
       GN_COUNT(ch->env, duplicates);
-    } else {
+    } else if (!ch->env->tap || ch->env->tap(ch->env->tap_ud, &m, chan ? chan : "", data, len)) {
       /* the channel's own count (the queue counts the client's), before the owner can see it */
       if (ch->env->count_events) GN_COUNT(ch->env, events);
       gn_queue_event(ch->env->queue, &m, chan ? chan : "", data, len);
@@ -806,7 +808,8 @@ void gn_channel_start(gn_channel_t *ch) {
   run_attempt(ch);
 }
 
-void gn_channel_stop(gn_channel_t *ch) {
+/* Everything of gn_channel_stop but the final state. */
+static void halt(gn_channel_t *ch) {
   gn_roll_close(&ch->roll);
   spare_check(ch);
   /* The live socket ends with a close frame (the server sees it at once; an abort waits for
@@ -820,7 +823,23 @@ void gn_channel_stop(gn_channel_t *ch) {
   gn_heartbeat_close(&ch->hb);
   gn_flow_close(&ch->flow);
   gn_bearer_stop(&ch->bearer);
+}
+
+void gn_channel_stop(gn_channel_t *ch) {
+  halt(ch);
   enter(ch, GN_ST_CLOSED);
+  if (gn_sched_open(&ch->sched)) gn_sched_complete(&ch->sched, 0);
+}
+
+void gn_channel_park(gn_channel_t *ch) {
+  gn_state_t st = state(ch);
+  if (st == GN_ST_CLOSED) return;
+  if (st != GN_ST_IDLE && st != GN_ST_STANDBY) {
+    if (is_live(st)) went_deaf(ch);
+    halt(ch);
+    ch->in_attempt = 0;
+  }
+  enter(ch, GN_ST_STANDBY);
   if (gn_sched_open(&ch->sched)) gn_sched_complete(&ch->sched, 0);
 }
 
@@ -847,7 +866,7 @@ void gn_channel_reconnect(gn_channel_t *ch) {
     gn_backoff_reset(&ch->retry.bo);
     ch->auth_retried = 0;
     run_attempt(ch);
-  } else if (st == GN_ST_CLOSED || st == GN_ST_IDLE) {
+  } else if (st == GN_ST_CLOSED || st == GN_ST_IDLE || st == GN_ST_STANDBY) {
     gn_sched_complete(&ch->sched, 0);
   } else if (!ch->in_attempt && !ch->retry.armed) {
     schedule_attempt(ch, GN_REASON_MANUAL, -1, "manual");

@@ -34,6 +34,10 @@ void gn_channel_start(gn_channel_t *ch);
 /* Stops everything (sockets, requests, timers, token wait): state closed, no more items.
  * Returns nothing. Service thread. */
 void gn_channel_stop(gn_channel_t *ch);
+/* Parks the channel (state standby): like gn_channel_stop, but gn_channel_start may start it
+ * again (the scheduler's first cycle open again first). The lease (lease.h) parks it when this
+ * process stops holding the stream. Returns nothing. Service thread. */
+void gn_channel_park(gn_channel_t *ch);
 /* Carries out a reconnect the owner asked for; the cycle it opened is taken over or closed.
  * Returns nothing. Service thread. */
 void gn_channel_reconnect(gn_channel_t *ch);

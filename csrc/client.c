@@ -5,6 +5,7 @@
  */
 #include "client.h"
 #include "channel.h"
+#include "lease.h"
 #include "oauth.h"
 #include "pool.h"
 #include "service.h"
@@ -48,6 +49,9 @@ struct gn_client {
   gn_budget_waiter_t waiter;/* poked when a unit comes back (start to close) */
   _Atomic int poke_posted;
   int first_cycle;          /* start() opened slot 0's first cycle, not yet used (service) */
+  int pool_started;         /* pool_start ran (service thread) */
+  int lease_held;           /* with a lease: this process holds it now (service thread) */
+  gn_lease_t *lease;        /* redis = {...}: the pool runs only while this process holds it */
   _Atomic int started;
   _Atomic int closing;
   /* subscribe/unsubscribe calls posted and applied: until they agree the subscriptions do not
@@ -81,7 +85,7 @@ static gn_state_t client_state(gn_client_t *c) {
   static const int rank[GN_ST_COUNT_] = {
       [GN_ST_OPEN] = 0,    [GN_ST_ROLLOVER] = 0, [GN_ST_CONNECT] = 1, [GN_ST_SUBSCRIBE] = 2,
       [GN_ST_CHANNEL] = 3, [GN_ST_AUTH] = 4,     [GN_ST_IDLE] = 5,    [GN_ST_BACKOFF] = 6,
-      [GN_ST_FAILED] = 7,  [GN_ST_CLOSED] = 8};
+      [GN_ST_FAILED] = 7,  [GN_ST_CLOSED] = 8,    [GN_ST_STANDBY] = 5};
   gn_state_t cs = atomic_load(&c->env.state);
   if (cs == GN_ST_CLOSED || !atomic_load(&c->started)) return cs;
   int found = 0;
@@ -93,7 +97,7 @@ static gn_state_t client_state(gn_client_t *c) {
     if (!found || rank[st] > rank[worst]) worst = st;
     found = 1;
   }
-  return found ? worst : GN_ST_IDLE;
+  return found ? worst : c->lease ? GN_ST_STANDBY : GN_ST_IDLE;
 }
 
 /* A health item of the client as a whole (not of one channel). Service thread. */
@@ -133,6 +137,8 @@ static gn_slot_t *slot_get(gn_client_t *c, int i) {
   s->env.stamp = &c->pooled;
   s->env.spare = spare_cb;
   s->env.spare_ud = c;
+  gn_slot_t *s0 = slot_at(c, 0);
+  if (s0) s->env.tap = s0->env.tap, s->env.tap_ud = s0->env.tap_ud; /* the lease's (lease.h) */
   atomic_store(&s->env.state, GN_ST_IDLE);
   atomic_store(&c->slots[i], s);
   return s;
@@ -188,7 +194,8 @@ static void slot_start(gn_client_t *c, int i, int cycle_open) {
   if (atomic_load(&c->pooled))
     client_health(c, "pool", json_pack("{s:s, s:i, s:I}", "event", "opened", "channel", i + 1,
                                        "topics", (json_int_t)s->topics.n));
-  gn_channel_start(s->ch);
+  if (c->lease && !c->lease_held) gn_channel_park(s->ch); /* standby: the lease is not ours */
+  else gn_channel_start(s->ch);
 }
 
 /* Stops slot i's channel and gives its unit back (why: "empty", "closed"); the slot is free.
@@ -383,7 +390,45 @@ static void pool_stop(gn_client_t *c) {
   for (int i = 0; i < GN_POOL_MAX; i++) slot_stop(c, i, "closed");
 }
 
-static void task_start(gn_service_t *svc, void *arg) { pool_start(arg); }
+/* The lease's hooks (lease.h): the pool runs only while this process holds the lease. The
+ * first acquisition starts it (start() left slot 0's first cycle to this); a loss parks every
+ * running channel (standby: its topics and budget kept), a later acquisition resumes them. */
+static void lease_acquired(void *ud) {
+  gn_client_t *c = ud;
+  c->lease_held = 1;
+  if (!c->pool_started) {
+    c->pool_started = 1;
+    gn_sched_trigger(gn_channel_sched(slot_at(c, 0)->ch), GN_REASON_MANUAL);
+    pool_start(c);
+    return;
+  }
+  for (int i = 0; i < GN_POOL_MAX; i++) {
+    gn_slot_t *s = slot_at(c, i);
+    if (!s || !s->ch || !atomic_load(&s->running)) continue;
+    gn_sched_trigger(gn_channel_sched(s->ch), GN_REASON_MANUAL);
+    gn_channel_start(s->ch);
+  }
+}
+
+static void lease_lost(void *ud) {
+  gn_client_t *c = ud;
+  c->lease_held = 0;
+  for (int i = 0; i < GN_POOL_MAX; i++) {
+    gn_slot_t *s = slot_at(c, i);
+    if (s && s->ch && atomic_load(&s->running)) gn_channel_park(s->ch);
+  }
+}
+
+static void task_start(gn_service_t *svc, void *arg) {
+  gn_client_t *c = arg;
+  if (c->lease) { /* standby until the lease is ours */
+    gn_channel_park(slot_at(c, 0)->ch);
+    gn_lease_start(c->lease);
+    return;
+  }
+  c->pool_started = 1;
+  pool_start(c);
+}
 
 static void task_poke(gn_service_t *svc, void *arg) {
   gn_client_t *c = arg;
@@ -400,6 +445,7 @@ static void task_poke(gn_service_t *svc, void *arg) {
 
 static void task_close(gn_service_t *svc, void *arg) {
   gn_client_t *c = arg;
+  if (c->lease) gn_lease_stop(c->lease);
   pool_stop(c);
   gn_queue_detach(&c->queue);
 }
@@ -546,12 +592,36 @@ fail:
   return NULL;
 }
 
+int gn_client_set_lease(gn_client_t *c, const gn_lease_cfg_t *cfg, char *err, size_t errlen) {
+  if (c->lease || atomic_load(&c->started)) {
+    snprintf(err, errlen, "redis: the client already has a lease or is started");
+    return -1;
+  }
+  /* The lease watches slot 0's channel (always there) for its gap marker's end, and taps the
+   * events of every channel (slot_get gives later slots the tap). */
+  gn_lease_hooks_t hooks = {lease_acquired, lease_lost, c};
+  gn_env_t *env0 = &slot_at(c, 0)->env;
+  c->lease = gn_lease_new(cfg, env0, &hooks, err, errlen);
+  if (!c->lease) return -1;
+  for (int i = 1; i < GN_POOL_MAX; i++) {
+    gn_slot_t *s = slot_at(c, i);
+    if (s) s->env.tap = env0->tap, s->env.tap_ud = env0->tap_ud;
+  }
+  return 0;
+}
+
+int gn_client_lease_stats(gn_client_t *c, gn_lease_stats_t *out) {
+  if (!c->lease) return 0;
+  gn_lease_stats(c->lease, out);
+  return 1;
+}
+
 int gn_client_start(gn_client_t *c) {
   int expected = 0;
   if (gn_client_forked(c) || atomic_load(&c->closing) || !atomic_compare_exchange_strong(&c->started, &expected, 1))
     return -1;
-  /* The first connection is the first cycle. */
-  gn_sched_trigger(gn_channel_sched(slot_at(c, 0)->ch), GN_REASON_MANUAL);
+  /* The first connection is the first cycle (with a lease: once it is taken). */
+  if (!c->lease) gn_sched_trigger(gn_channel_sched(slot_at(c, 0)->ch), GN_REASON_MANUAL);
   if (gn_service_post(c->env.svc, task_start, c) != 0) return -1;
   return 0;
 }
@@ -696,6 +766,7 @@ void gn_client_free(gn_client_t *c) {
     return;
   }
   gn_token_entry_release(c->env.tok);
+  gn_lease_free(c->lease);
   gn_budget_release(c->budget);
   for (int i = 0; i < GN_POOL_MAX; i++) {
     gn_slot_t *s = slot_at(c, i);

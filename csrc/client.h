@@ -26,6 +26,7 @@
 #include "bell.h"
 #include "conf.h"
 #include "env.h"
+#include "lease.h"
 #include "metrics.h"
 #include "queue.h"
 
@@ -39,6 +40,12 @@ gn_client_t *gn_client_new(const gn_client_cfg_t *cfg, gn_service_t *svc, char *
 /* Returns 1 when c was created by another process (this one was forked after it), else 0.
  * Any thread. */
 int gn_client_forked(const gn_client_t *c);
+/* Makes c a fleet member (lease.h): its stream runs only while it holds the Redis lease, and
+ * each event is appended to the fleet's stream. Returns 0, or -1 and err naming the field.
+ * Owner thread, before gn_client_start. */
+int gn_client_set_lease(gn_client_t *c, const gn_lease_cfg_t *cfg, char *err, size_t errlen);
+/* Fills *out and returns 1 when c has a lease, else returns 0. Any thread. */
+int gn_client_lease_stats(gn_client_t *c, gn_lease_stats_t *out);
 /* Starts connecting. Returns 0, or -1 (already started, closed, or forked). Owner thread. */
 int gn_client_start(gn_client_t *c);
 /* Asks for a reconnect of every channel now. Returns 1 if this call opened a reconnect cycle

@@ -8,7 +8,8 @@
 
 const char *gn_state_name(gn_state_t s) {
   static const char *n[] = {"idle", "auth",   "channel", "subscribe", "connect",
-                            "open", "backoff", "failed", "closed",    "open"};
+                            "open", "backoff", "failed", "closed",    "open",
+                            "standby"};
   return (unsigned)s < GN_ST_COUNT_ ? n[s] : "?";
 }
 

@@ -32,6 +32,7 @@ typedef enum {
   GN_ST_CLOSED,
   GN_ST_ROLLOVER,   /* open, and moving to a new channel before the server closes this one;
                        the owner sees "open": the live socket still delivers */
+  GN_ST_STANDBY,    /* a fleet member without the lease (lease.h): no channel, waiting */
   GN_ST_COUNT_
 } gn_state_t;
 
@@ -55,6 +56,10 @@ typedef struct {
   int (*spare)(void *ud, int take);
   void *spare_ud;
   int count_events;       /* count events in metrics too (the queue counts them elsewhere) */
+  /* Sees each event before it is queued to the owner (the lease's stream append, lease.h);
+   * returns 0 to withhold it (counted by the tap). NULL: none. Service thread. */
+  int (*tap)(void *ud, const gn_msg_t *m, const char *channel_id, const char *raw, size_t len);
+  void *tap_ud;
 } gn_env_t;
 
 /* Queues health item kind with fields (stolen, may be NULL) stamped with the current state.

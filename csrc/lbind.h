@@ -28,6 +28,7 @@ int lgn_push_json(lua_State *L);
  * Lua thread, while the module loads (luaopen_genesys_notify_core). */
 int lgn_open_backoff(lua_State *L);
 int lgn_open_client(lua_State *L);
+int lgn_open_consumer(lua_State *L); /* lbind_consumer.c: notify.consumer */
 int lgn_open_cli(lua_State *L); /* lbind_cli.c: what bin/genesys-notify needs */
 
 #endif

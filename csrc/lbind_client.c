@@ -722,6 +722,37 @@ static void setint(lua_State *L, const char *k, uint64_t v) {
   lua_setfield(L, -2, k);
 }
 
+/* Appends the lease's families to the Prometheus text at the stack top (replacing it). */
+static void push_lease_prometheus(lua_State *L, const gn_lease_stats_t *ls, const char *name) {
+  static const struct { const char *fam, *help; } c[] = {
+      {"acquired", "Times this client took the fleet lease"},
+      {"lost", "Times a renewal found the lease held by another or expired"},
+      {"stepped_down", "Times this client parked its stream for want of a timely renewal"},
+      {"renewals", "Lease renewals confirmed"},
+      {"appended", "Stream entries appended to redis"},
+      {"append_failed", "Stream appends refused or unanswered"},
+      {"discarded", "Events withheld because the lease was not (validly) held"}};
+  uint64_t v[] = {ls->acquired, ls->lost, ls->stepped_down, ls->renewals, ls->appended,
+                  ls->append_failed, ls->discarded};
+  char line[512];
+  const char *nm = name ? name : "";
+  snprintf(line, sizeof line,
+           "# HELP genesys_notify_lease_holder 1 while this client holds the fleet lease\n"
+           "# TYPE genesys_notify_lease_holder gauge\ngenesys_notify_lease_holder{client=\"%s\"} %d\n"
+           "# HELP genesys_notify_lease_fence Fencing token of the current or last tenure\n"
+           "# TYPE genesys_notify_lease_fence gauge\ngenesys_notify_lease_fence{client=\"%s\"} %llu\n",
+           nm, ls->state == GN_LEASE_HOLDER, nm, (unsigned long long)ls->fence);
+  lua_pushstring(L, line);
+  for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
+    snprintf(line, sizeof line,
+             "# HELP genesys_notify_lease_%s_total %s\n# TYPE genesys_notify_lease_%s_total "
+             "counter\ngenesys_notify_lease_%s_total{client=\"%s\"} %llu\n",
+             c[i].fam, c[i].help, c[i].fam, c[i].fam, nm, (unsigned long long)v[i]);
+    lua_pushstring(L, line);
+  }
+  lua_concat(L, 2 + (int)(sizeof v / sizeof *v));
+}
+
 static int l_metrics(lua_State *L) {
   lclient_t *u = check_here(L, 1);
   if (!u->c) return luaL_error(L, "genesys.notify: the client is closed");
@@ -732,6 +763,8 @@ static int l_metrics(lua_State *L) {
   gn_client_channel_t chs[GN_POOL_MAX];
   size_t nch = gn_client_channels(u->c, chs, GN_POOL_MAX);
   size_t waiting = gn_client_topics_waiting(u->c);
+  gn_lease_stats_t ls;
+  int has_lease = gn_client_lease_stats(u->c, &ls);
   if (strcmp(fmt, "prometheus") == 0) {
     char *txt = gn_metrics_prometheus(&s, state, gn_client_name(u->c));
     if (!txt) return luaL_error(L, "genesys.notify: out of memory");
@@ -761,6 +794,7 @@ static int l_metrics(lua_State *L) {
     free(txt);
     free(pool);
     luaL_pushresult(&b);
+    if (has_lease) push_lease_prometheus(L, &ls, gn_client_name(u->c));
     return 1;
   }
   if (strcmp(fmt, "table") != 0)
@@ -838,6 +872,24 @@ static int l_metrics(lua_State *L) {
     lua_rawseti(L, -2, (int)i + 1);
   }
   lua_setfield(L, -2, "channels");
+  if (has_lease) {
+    lua_createtable(L, 0, 12);
+    lua_pushstring(L, gn_lease_state_name(ls.state));
+    lua_setfield(L, -2, "state");
+    setint(L, "fence", ls.fence);
+    setint(L, "acquired", ls.acquired);
+    setint(L, "lost", ls.lost);
+    setint(L, "stepped_down", ls.stepped_down);
+    setint(L, "renewals", ls.renewals);
+    setint(L, "attempts", ls.attempts);
+    setint(L, "appended", ls.appended);
+    setint(L, "append_failed", ls.append_failed);
+    setint(L, "discarded", ls.discarded);
+    setint(L, "gaps", ls.gaps);
+    lua_pushboolean(L, ls.redis_up);
+    lua_setfield(L, -2, "redis_up");
+    lua_setfield(L, -2, "lease");
+  }
   return 1;
 }
 
@@ -1107,6 +1159,22 @@ static int l_client_new(lua_State *L) {
     u->closed = 1;
     return luaL_error(L, "genesys.notify: %s", err);
   }
+  lua_getfield(L, 1, "redis"); /* a fleet member: see lease.h */
+  if (!lua_isnil(L, -1)) {
+    if (!lua_istable(L, -1))
+      return luaL_error(L, "genesys.notify: redis: expected a table, got %s", luaL_typename(L, -1));
+    int r = lua_gettop(L);
+    gn_lease_cfg_t lc;
+    memset(&lc, 0, sizeof lc);
+    lc.url = opt_string(L, r, "url", 0);
+    lc.key = opt_string(L, r, "key", 0);
+    lc.lease_ms = opt_number(L, r, "lease_ms", 10000, 100, 3600e3);
+    lc.margin_ms = opt_number(L, r, "margin_ms", 0, 0, 3600e3);
+    lc.maxlen = (size_t)opt_number(L, r, "maxlen", 100000, 1, 1e12);
+    if (gn_client_set_lease(u->c, &lc, err, sizeof err) != 0)
+      return luaL_error(L, "genesys.notify: %s", err);
+  }
+  lua_pop(L, 1);
   return 1;
 }
 

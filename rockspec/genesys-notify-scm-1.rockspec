@@ -31,7 +31,7 @@ dependencies = {
   "lua-cjson",
 }
 
--- The C module links libwebsockets, libcurl, libuv, OpenSSL and jansson through pkg-config
+-- The C module links libwebsockets, libcurl, libuv, OpenSSL and jansson through pkg-config, and hiredis
 -- (`make deps` installs them on Debian 12).
 build = {
   type = "make",

@@ -158,7 +158,36 @@ local ALLOWED = {
   overflow = true, pause_max_ms = true,
   max_message_size = true, on_event = true, on_health = true, name = true, context = true,
   audit = true, policy = true, proxy = true, no_proxy = true, channel_budget = true,
+  redis = true,
 }
+
+-- ---- redis (a fleet member: see the README, "Running a fleet") ----------------------------
+local REDIS_ALLOWED = { url = true, key = true, lease_ms = true, margin_ms = true, maxlen = true }
+local function redis_url(v, field)
+  if type(v) ~= "string" or not v:find("^redis://[^/:@%s]+:?%d*/?%d*$") then
+    fail(field, "a URL redis://host[:port][/db] (no credentials)", type(v) == "string" and
+      (v:find("@", 1, true) and "a URL with credentials" or describe(v)) or describe(v))
+  end
+  return v
+end
+_M.redis_url = redis_url
+
+local function redis_config(r, out)
+  if type(r) ~= "table" then
+    fail("redis", "a table { url = ..., key = ..., lease_ms = ... }", describe(r))
+  end
+  check_keys(r, REDIS_ALLOWED, "redis.")
+  local o = { url = redis_url(r.url, "redis.url") }
+  o.key = opt_string(r, "key", "redis.key")
+  if not o.key then fail("redis.key", "a non-empty string", "nil") end
+  o.lease_ms = opt_ms(r, "lease_ms", "redis.lease_ms", 100, 3600000) or 10000
+  o.margin_ms = opt_ms(r, "margin_ms", "redis.margin_ms", 1, 1800000)
+  if o.margin_ms and o.margin_ms * 2 >= o.lease_ms then
+    fail("redis.margin_ms", "less than half of lease_ms", describe(o.margin_ms))
+  end
+  o.maxlen = opt_int(r, "maxlen", "redis.maxlen", 1, 1e12)
+  out.redis = o
+end
 
 -- ---- proxy -------------------------------------------------------------------------------
 -- "http://[user:pass@]host:port" (user and password percent-encoded as in any URL). Errors show
@@ -502,6 +531,7 @@ function _M.config(cfg)
     end
   end
   proxy_config(cfg, out)
+  if cfg.redis ~= nil then redis_config(cfg.redis, out) end
   if cfg.context ~= nil then
     if not core.is_context(cfg.context) then
       fail("context", "a context from notify.context()", describe(cfg.context))
@@ -594,6 +624,43 @@ function _M.bell(path)
   local ok, b = pcall(core.bell_new, path)
   if not ok then error(b, 2) end
   return b
+end
+
+--- A reader of a fleet's Redis Stream (see the README, "Running a fleet"):
+-- notify.consumer{ redis = { url = ..., key = ... }, mode = "fanout" | "group", group = ...,
+--   consumer = ..., claim_idle_ms = ..., block_ms = ..., on_event = f, on_health = g }
+-- with start/poll/run/fd/close/metrics like a client.
+local CONSUMER_ALLOWED = { redis = true, mode = true, group = true, consumer = true,
+  claim_idle_ms = true, block_ms = true, count = true, queue_limit = true, on_event = true,
+  on_health = true }
+function _M.consumer(cfg)
+  local ok, norm = pcall(function()
+    if type(cfg) ~= "table" then fail("consumer", "a table", describe(cfg)) end
+    check_keys(cfg, CONSUMER_ALLOWED, "")
+    local r = cfg.redis
+    if type(r) ~= "table" then fail("redis", "a table { url = ..., key = ... }", describe(r)) end
+    check_keys(r, { url = true, key = true }, "redis.")
+    local o = { url = redis_url(r.url, "redis.url"), key = opt_string(r, "key", "redis.key") }
+    if not o.key then fail("redis.key", "a non-empty string", "nil") end
+    o.mode = cfg.mode or "fanout"
+    if o.mode ~= "fanout" and o.mode ~= "group" then
+      fail("mode", '"fanout" or "group"', describe(o.mode))
+    end
+    o.group = opt_string(cfg, "group", "group")
+    if o.mode == "group" and not o.group then fail("group", 'a group name (mode = "group")', "nil") end
+    o.consumer = opt_string(cfg, "consumer", "consumer")
+    o.claim_idle_ms = opt_ms(cfg, "claim_idle_ms", "claim_idle_ms", 10, 86400000)
+    o.block_ms = opt_ms(cfg, "block_ms", "block_ms", 10, 60000)
+    o.count = opt_int(cfg, "count", "count", 1, 100000)
+    o.queue_limit = opt_int(cfg, "queue_limit", "queue_limit", 2, 1e9)
+    for _, k in ipairs { "on_event", "on_health" } do
+      if cfg[k] ~= nil and type(cfg[k]) ~= "function" then fail(k, "a function", describe(cfg[k])) end
+      o[k] = cfg[k]
+    end
+    return o
+  end)
+  if not ok then error(norm, 2) end
+  return core.consumer_new(norm)
 end
 
 --- Creates a client (not yet connected: call client:start()). Raises on a bad configuration.

@@ -543,3 +543,60 @@ describe("genesys.notify.resty in nginx", function()
     assert.equals(0, h.workers[1].handler_errors + h.workers[2].handler_errors)
   end)
 end)
+
+describe("genesys.notify.resty on several machines: a Redis lease for the fleet", function()
+  local redis = require "support.redis"
+  local emu, r
+  setup(function()
+    emu = emulator.start { tls = true, heartbeat_ms = 500 }
+    r = redis.start()
+  end)
+  teardown(function()
+    if emu then emu:stop() end
+    if r then r:stop() end
+  end)
+
+  it("two nginx share one channel; every node's /events gets every event; the other takes over", function()
+    local env = { GN_REDIS_URL = r.url, GN_REDIS_KEY = "gn:ngx", GN_REDIS_LEASE_MS = "1000" }
+    local a = start(emu, env)
+    finally(function() a:stop() end)
+    local b = start(emu, env)
+    finally(function() b:stop() end)
+    assert.truthy(nginx.wait_until(function() return connected_channels(emu) == 1 end, 15),
+      "no channel: " .. a:log())
+    for _ = 1, 10 do
+      assert.is_true(connected_channels(emu) <= 1, "two channels at once")
+      emulator.sleep(0.05)
+    end
+    local sa = a:stream("/events", 30)
+    local sb = b:stream("/events", 30)
+    assert.truthy(nginx.wait_until(function() return sa:worker() and sb:worker() end, 5))
+    emulator.sleep(0.5) -- the fleet consumers read from the stream's end
+    local cids = {}
+    for i = 1, 3 do cids[i] = publish(emu) end
+    for _, s in ipairs { sa, sb } do
+      local recs = s:wait_for(function(rr)
+        for _, cid in ipairs(cids) do if not has_cid(rr, cid) then return false end end
+        return true
+      end, 10)
+      assert.truthy(recs, "a node's stream missed events: " .. s:text())
+      assert.equals(3, #events_of(recs))
+    end
+    -- the node holding the lease goes away: the other one streams, its workers get the gap
+    local fence = tonumber(r:cli("GET", "gn:ngx:fence"))
+    local holder = tonumber(r:cli("GET", "gn:ngx:lease"):match(":(%d+):")) -- host:pid:random
+    local gone, stay, st = a, b, sb
+    for _, w in ipairs(b:workers()) do if w.pid == holder then gone, stay, st = b, a, sa end end
+    gone:stop()
+    assert.truthy(nginx.wait_until(function()
+      return (tonumber(r:cli("GET", "gn:ngx:fence")) or 0) > fence and connected_channels(emu) == 1
+    end, 10), "no takeover: " .. stay:log())
+    assert.truthy(st:wait_for(function(rr)
+      return health_of(rr, "restored", function(x) return x.takeover end)
+    end, 10), "no gap marker: " .. st:text())
+    local cid = publish(emu)
+    assert.truthy(st:wait_for(function(rr) return has_cid(rr, cid) end, 10), st:text())
+    local log = stay:log() .. gone:log()
+    assert.is_nil(log:find("test-secret", 1, true))
+  end)
+end)

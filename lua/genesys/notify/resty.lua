@@ -16,6 +16,11 @@
 -- cursor; what was overwritten before it read it (or could not be written) is counted and
 -- delivered as a health item of kind "missed", never skipped silently. Every write into the
 -- dict is a safe_* call (or incr of an existing number): a plain set could evict the lock.
+--
+-- Nodes on several machines: give redis = { url, key, lease_ms } (README, "Running a fleet").
+-- The dict lock still picks one worker per nginx; that worker's client streams only while it
+-- holds the Redis lease (one holder for the whole fleet) and appends to the fleet's Redis
+-- Stream, and the same worker feeds this nginx's ring from that stream (a fanout consumer).
 local notify = require "genesys.notify"
 local cjson = require "cjson.safe"
 local semaphore = require "ngx.semaphore"
@@ -322,15 +327,46 @@ local function heard(h, ms)
   end
 end
 
+-- Fleet mode (redis = {...}): the ring is fed from the fleet's Redis Stream (a fanout consumer
+-- in the worker holding the dict lock of each nginx), so every node's workers get every event
+-- whichever node holds the Redis lease; this node's client only appends to that stream.
+local function fleet_consumer(h)
+  local r = S.client_cfg.redis
+  h.cwrote = 0
+  return notify.consumer { redis = { url = r.url, key = r.key }, mode = "fanout", block_ms = 200,
+    on_event = function(ev)
+      ring_write { item = "event", topic = ev.topic, channel_id = ev.channel_id,
+        received_ms = ev.received_ms, raw = ev.raw, correlation_id = ev.correlation_id,
+        fence = ev.fence }
+      h.cwrote = h.cwrote + 1
+    end,
+    on_health = function(it)
+      local rec = {}
+      for k, v in pairs(it) do rec[k] = v end
+      rec.item = "health"
+      ngx_log(INFO, "genesys.notify.resty: fleet stream: ", notify.format(it))
+      ring_write(rec)
+      h.cwrote = h.cwrote + 1
+    end }
+end
+
 -- The items one drain gave: each into the ring, in order.
 local function pump(h, client)
   local wrote, last_ms = 0, nil
+  if h.consumer then
+    h.cwrote = 0
+    h.consumer:poll(0)
+    wrote = h.cwrote
+  end
   while true do
     local items = client:drain(4096)
     for i = 1, #items do
       local it = items[i]
       local rec
-      if it.item == "event" then
+      if it.item == "event" and h.consumer then
+        -- fleet mode: it is in the Redis Stream, and reaches the ring through the consumer
+        if it.received_ms and (not last_ms or it.received_ms > last_ms) then last_ms = it.received_ms end
+      elseif it.item == "event" then
         local raw = it.raw
         rec = { item = "event", topic = it.topic, channel_id = it.channel_id,
           received_ms = it.received_ms, raw = raw,
@@ -366,8 +402,10 @@ local function pump(h, client)
           end
         end
       end
-      ring_write(rec)
-      wrote = wrote + 1
+      if rec then
+        ring_write(rec)
+        wrote = wrote + 1
+      end
     end
     if #items < 4096 then break end
   end
@@ -394,6 +432,7 @@ local function step_down(h, why)
   if h.down then return end
   h.down = true
   local client, bell = h.client, h.bell
+  if h.consumer then h.consumer:close() end
   if client then
     -- what the client still holds goes into the ring first (nothing dropped silently)
     pcall(pump, h, client)
@@ -422,6 +461,17 @@ local function hold(h)
     return "the client could not be created"
   end
   h.client = client
+  if S.client_cfg.redis then
+    -- fleet mode: the takeover gap comes from the Redis Stream's marker (every node gets it)
+    h.takeover_from = nil
+    local cok, consumer = pcall(fleet_consumer, h)
+    if not cok then
+      ngx_log(ERR, "genesys.notify.resty: the fleet stream consumer: ", tostring(consumer))
+      return "the fleet stream consumer could not be created"
+    end
+    h.consumer = consumer
+    consumer:start()
+  end
   -- Without a bell the readers still read the ring every fallback_ms; without the wake socket
   -- the holder drains every 50 ms: slower, never silent (logged here).
   local bok, bell = pcall(notify.bell, S.bell_path)
@@ -444,7 +494,7 @@ local function hold(h)
     -- the wake socket goes only with the client: its watcher ends then
     h.watcher = ngx.thread.spawn(watch, function() return wpath end, wake, nil)
   end
-  local tick = math_min(S.ttl_ms / 4, 500)
+  local tick = h.consumer and 50 or math_min(S.ttl_ms / 4, 500)
   local next_status = 0
   local last_heartbeats, last_tick = 0, now_ms()
   while not (S.exiting or ngx.worker.exiting() or h.down) do

@@ -1,0 +1,515 @@
+/* consumer.c: the fleet stream's reader (see consumer.h). The task_* functions and every
+ * callback run on the service thread; the rest on the owner's. */
+#include "consumer.h"
+#include "backoff.h"
+#include "conf.h"
+#include "redis.h"
+#include "service.h"
+#include "gn_util.h"
+#include "uvtimer.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct gn_consumer {
+  gn_queue_t queue;
+  gn_metrics_t metrics;
+  int queue_ready;
+  gn_service_t *svc;
+  pid_t pid;
+  gn_redis_url_t url;
+  char *stream, *gaps, *group, *name;
+  int group_mode;
+  char block[24], count[24];
+  double block_ms, claim_idle_ms;
+  size_t queue_limit;
+  _Atomic int started, closing;
+  /* service thread */
+  gn_redis_t *r;
+  uv_timer_t *timer;
+  gn_backoff_t bo;
+  int running;
+  int reading;               /* a read (or the group creation) is out */
+  uint64_t read_since;
+  int claiming;
+  uint64_t last_claim;
+  char last_id[64];          /* fanout: where the next XREAD starts */
+  char gap_id[64];           /* group: where the next read of KEY:gaps starts */
+  int gap_reading;
+  int group_from_start;      /* recreate the group at "0" (its stream is new), not "$" */
+  uint64_t max_fence;
+  int reported_down;
+  pthread_mutex_t mu;
+  gn_consumer_stats_t stats;
+};
+
+int gn_consumer_forked(const gn_consumer_t *c) { return c->pid != getpid(); }
+
+#define STAT_ADD(c, field, n)           \
+  do {                                  \
+    pthread_mutex_lock(&(c)->mu);       \
+    (c)->stats.field += (n);            \
+    pthread_mutex_unlock(&(c)->mu);     \
+  } while (0)
+
+static void health(gn_consumer_t *c, const char *kind, json_t *fields) {
+  gn_queue_health(&c->queue, kind, c->stats.redis_up ? "open" : "connect", fields);
+}
+
+static void arm(gn_consumer_t *c, double ms);
+static void read_next(gn_consumer_t *c);
+
+/* ---- entries ---- */
+
+static const char *field_of(redisReply *fields, const char *name, size_t *len) {
+  if (!fields || fields->type != REDIS_REPLY_ARRAY) return NULL;
+  for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+    redisReply *k = fields->element[i], *v = fields->element[i + 1];
+    if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING &&
+        strcmp(k->str, name) == 0) {
+      if (len) *len = (size_t)v->len;
+      return v->str;
+    }
+  }
+  return NULL;
+}
+
+static double num_field(redisReply *f, const char *name) {
+  const char *s = field_of(f, name, NULL);
+  return s ? strtod(s, NULL) : -1;
+}
+
+static void ack_now(gn_consumer_t *c, const char *id);
+
+static void handle_entry(gn_consumer_t *c, redisReply *e) {
+  if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 || e->element[0]->type != REDIS_REPLY_STRING)
+    return;
+  const char *id = e->element[0]->str;
+  redisReply *f = e->element[1];
+  if (!c->group_mode && strlen(id) < sizeof c->last_id) strcpy(c->last_id, id);
+  if (f->type != REDIS_REPLY_ARRAY) return; /* deleted (trimmed) while pending */
+  const char *type = field_of(f, "type", NULL);
+  double fence = num_field(f, "fence");
+  uint64_t fv = fence > 0 ? (uint64_t)fence : 0;
+  if (type && strcmp(type, "gap") == 0) {
+    if (fv > c->max_fence) c->max_fence = fv;
+    if (c->group_mode) { /* reported from KEY:gaps, which every member reads */
+      ack_now(c, id);
+      return;
+    }
+    STAT_ADD(c, gaps, 1);
+    health(c, "restored", json_pack("{s:f, s:f, s:f, s:b, s:I, s:s}", "gap_ms",
+                                    num_field(f, "gap_ms"), "deaf_from_ms",
+                                    num_field(f, "from_ms"), "deaf_to_ms", num_field(f, "to_ms"),
+                                    "takeover", 1, "fence", (json_int_t)fv, "id", id));
+    if (c->group_mode) ack_now(c, id);
+    return;
+  }
+  if (!type || strcmp(type, "event") != 0) {
+    if (c->group_mode) ack_now(c, id);
+    return;
+  }
+  if (fv < c->max_fence) {
+    STAT_ADD(c, stale, 1);
+    health(c, "stale", json_pack("{s:s, s:I, s:I, s:s}", "id", id, "fence", (json_int_t)fv,
+                                 "highest_fence", (json_int_t)c->max_fence, "reason",
+                                 "appended by a holder that had lost the lease"));
+    if (c->group_mode) ack_now(c, id);
+    return;
+  }
+  c->max_fence = fv;
+  pthread_mutex_lock(&c->mu);
+  c->stats.highest_fence = fv;
+  pthread_mutex_unlock(&c->mu);
+  size_t rawlen = 0;
+  const char *raw = field_of(f, "raw", &rawlen);
+  gn_item_t *it = calloc(1, sizeof *it);
+  if (!it || !(it->raw = malloc(rawlen + 1))) {
+    free(it);
+    gn_queue_drop(&c->queue, 1);
+    STAT_ADD(c, dropped, 1);
+    return;
+  }
+  if (rawlen) memcpy(it->raw, raw, rawlen);
+  it->raw[rawlen] = 0;
+  it->rawlen = rawlen;
+  it->type = GN_ITEM_EVENT;
+  json_t *root = json_loadb(it->raw, rawlen, 0, NULL);
+  json_t *body = root ? json_object_get(root, "eventBody") : NULL;
+  it->body = body ? json_incref(body) : NULL;
+  json_decref(root);
+  const char *topic = field_of(f, "topic", NULL), *chan = field_of(f, "channel_id", NULL);
+  const char *cid = field_of(f, "correlation_id", NULL);
+  it->data = json_pack("{s:s, s:s, s:f, s:s, s:I, s:s}", "topic", topic ? topic : "",
+                       "channel_id", chan ? chan : "", "received_ms",
+                       num_field(f, "received_ms"), "correlation_id", cid ? cid : "", "fence",
+                       (json_int_t)fv, "id", id);
+  it->cost = rawlen + 256;
+  STAT_ADD(c, events, 1);
+  gn_queue_push(&c->queue, it);
+}
+
+/* group mode: an entry of KEY:gaps */
+static void handle_gap(gn_consumer_t *c, redisReply *e) {
+  if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 || e->element[0]->type != REDIS_REPLY_STRING)
+    return;
+  const char *id = e->element[0]->str;
+  redisReply *f = e->element[1];
+  if (strlen(id) < sizeof c->gap_id) strcpy(c->gap_id, id);
+  double fence = num_field(f, "fence");
+  uint64_t fv = fence > 0 ? (uint64_t)fence : 0;
+  if (fv > c->max_fence) c->max_fence = fv;
+  STAT_ADD(c, gaps, 1);
+  health(c, "restored", json_pack("{s:f, s:f, s:f, s:b, s:I, s:s}", "gap_ms",
+                                  num_field(f, "gap_ms"), "deaf_from_ms", num_field(f, "from_ms"),
+                                  "deaf_to_ms", num_field(f, "to_ms"), "takeover", 1, "fence",
+                                  (json_int_t)fv, "id", id));
+}
+
+static void gaps_done(void *ud, redisReply *rep) {
+  gn_consumer_t *c = ud;
+  if (!c->running) return;
+  c->gap_reading = 0;
+  if (!rep || rep->type != REDIS_REPLY_ARRAY) return;
+  for (size_t i = 0; i < rep->elements; i++) {
+    redisReply *s = rep->element[i];
+    if (s->type == REDIS_REPLY_ARRAY && s->elements == 2 && s->element[1]->type == REDIS_REPLY_ARRAY)
+      for (size_t j = 0; j < s->element[1]->elements; j++) handle_gap(c, s->element[1]->element[j]);
+  }
+}
+
+static void handle_entries(gn_consumer_t *c, redisReply *list) {
+  if (!list || list->type != REDIS_REPLY_ARRAY) return;
+  for (size_t i = 0; i < list->elements; i++) handle_entry(c, list->element[i]);
+}
+
+/* ---- reading ---- */
+
+static void read_done(void *ud, redisReply *rep) {
+  gn_consumer_t *c = ud;
+  if (!c->running) return;
+  c->reading = 0;
+  if (!rep) return; /* the link callback takes over */
+  if (rep->type == REDIS_REPLY_ERROR) {
+    if (strstr(rep->str, "NOGROUP")) { /* the stream was deleted (a restarted Redis) */
+      c->group_from_start = 1; /* a new stream: the group reads it from its first entry */
+      gn_redis_drop(c->r, "the consumer group is gone");
+      return;
+    }
+    health(c, "redis", json_pack("{s:s, s:s}", "event", "error", "error", rep->str));
+    arm(c, 500);
+    return;
+  }
+  if (rep->type == REDIS_REPLY_ARRAY) /* [[stream, entries]] */
+    for (size_t i = 0; i < rep->elements; i++)
+      if (rep->element[i]->type == REDIS_REPLY_ARRAY && rep->element[i]->elements == 2)
+        handle_entries(c, rep->element[i]->element[1]);
+  read_next(c);
+}
+
+static void claim_done(void *ud, redisReply *rep) {
+  gn_consumer_t *c = ud;
+  if (!c->running) return;
+  c->claiming = 0;
+  if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 2) return;
+  redisReply *list = rep->element[1];
+  if (list->type == REDIS_REPLY_ARRAY && list->elements) {
+    STAT_ADD(c, claimed, list->elements);
+    handle_entries(c, list);
+  }
+}
+
+static void claim(gn_consumer_t *c) {
+  char idle[24];
+  snprintf(idle, sizeof idle, "%.0f", c->claim_idle_ms);
+  const char *argv[] = {"XAUTOCLAIM", c->stream, c->group, c->name, idle, "0-0", "COUNT", c->count};
+  if (gn_redis_cmd(c->r, claim_done, c, 8, argv, NULL) == 0) c->claiming = 1;
+  c->last_claim = gn_now_mono_ms();
+}
+
+static void read_next(gn_consumer_t *c) {
+  if (!c->running || c->reading || !gn_redis_up(c->r)) return;
+  size_t waiting, bytes;
+  gn_queue_usage(&c->queue, &waiting, &bytes);
+  if (waiting * 2 >= c->queue_limit) { /* the owner is behind: wait for it */
+    arm(c, 20);
+    return;
+  }
+  if (c->group_mode && !c->gap_reading) { /* not blocking: answered before the group read */
+    const char *argv[] = {"XREAD", "COUNT", "10", "STREAMS", c->gaps, c->gap_id};
+    if (gn_redis_cmd(c->r, gaps_done, c, 6, argv, NULL) == 0) c->gap_reading = 1;
+  }
+  if (c->group_mode && !c->claiming &&
+      (double)(gn_now_mono_ms() - c->last_claim) >= c->claim_idle_ms / 2)
+    claim(c);
+  int rc;
+  if (c->group_mode) {
+    const char *argv[] = {"XREADGROUP", "GROUP", c->group, c->name, "COUNT", c->count,
+                          "BLOCK", c->block, "STREAMS", c->stream, ">"};
+    rc = gn_redis_cmd(c->r, read_done, c, 11, argv, NULL);
+  } else {
+    const char *argv[] = {"XREAD", "COUNT", c->count, "BLOCK", c->block, "STREAMS", c->stream,
+                          c->last_id};
+    rc = gn_redis_cmd(c->r, read_done, c, 8, argv, NULL);
+  }
+  if (rc == 0) {
+    c->reading = 1;
+    c->read_since = gn_now_mono_ms();
+  }
+  arm(c, c->block_ms + 2000); /* watchdog */
+}
+
+static void group_done(void *ud, redisReply *rep) {
+  gn_consumer_t *c = ud;
+  if (!c->running) return;
+  c->reading = 0;
+  if (!rep) return;
+  if (rep->type == REDIS_REPLY_ERROR && !strstr(rep->str, "BUSYGROUP"))
+    health(c, "redis", json_pack("{s:s, s:s}", "event", "error", "error", rep->str));
+  read_next(c);
+}
+
+static void link_cb(void *ud, int up, const char *err) {
+  gn_consumer_t *c = ud;
+  if (!c->running) return;
+  pthread_mutex_lock(&c->mu);
+  c->stats.redis_up = up;
+  pthread_mutex_unlock(&c->mu);
+  c->reading = c->claiming = c->gap_reading = 0;
+  if (up) {
+    gn_backoff_succeeded(&c->bo, gn_now_mono_ms());
+    if (c->reported_down) {
+      c->reported_down = 0;
+      health(c, "redis", json_pack("{s:s}", "event", "connected"));
+    }
+    if (c->group_mode) {
+      const char *argv[] = {"XGROUP", "CREATE", c->stream, c->group,
+                            c->group_from_start ? "0" : "$", "MKSTREAM"};
+      if (gn_redis_cmd(c->r, group_done, c, 6, argv, NULL) == 0) {
+        c->reading = 1;
+        c->read_since = gn_now_mono_ms();
+      }
+    } else {
+      read_next(c);
+    }
+    return;
+  }
+  if (!c->reported_down) {
+    c->reported_down = 1;
+    health(c, "redis", json_pack("{s:s, s:s}", "event", "down", "error", err ? err : "?"));
+  }
+  double d = 0;
+  if (gn_backoff_next(&c->bo, -1, gn_now_mono_ms(), &d) != GN_BACKOFF_OK) {
+    gn_backoff_reset(&c->bo);
+    gn_backoff_next(&c->bo, -1, gn_now_mono_ms(), &d);
+  }
+  arm(c, d);
+}
+
+static void tick(uv_timer_t *t) {
+  gn_consumer_t *c = t->data;
+  if (!c->running) return;
+  if (!gn_redis_busy(c->r)) {
+    if (gn_redis_connect(c->r) == 0) arm(c, 5000); /* a connect that never ends */
+    return;
+  }
+  if (!gn_redis_up(c->r)) {
+    gn_redis_drop(c->r, "connect timed out");
+    return;
+  }
+  if (c->reading && (double)(gn_now_mono_ms() - c->read_since) > c->block_ms + 1500) {
+    gn_redis_drop(c->r, "no answer in time");
+    return;
+  }
+  if (!c->reading) read_next(c);
+  else arm(c, c->block_ms + 2000);
+}
+
+static void arm(gn_consumer_t *c, double ms) {
+  if (c->timer) uv_timer_start(c->timer, tick, (uint64_t)ceil(ms > 0 ? ms : 0), 0);
+}
+
+static void ack_done(void *ud, redisReply *rep) {
+  gn_consumer_t *c = ud;
+  if (!c->running) return;
+  if (rep && rep->type == REDIS_REPLY_INTEGER) STAT_ADD(c, acked, (uint64_t)rep->integer);
+}
+
+static void ack_now(gn_consumer_t *c, const char *id) {
+  const char *argv[] = {"XACK", c->stream, c->group, id};
+  gn_redis_cmd(c->r, ack_done, c, 4, argv, NULL); /* lost with the connection: claimed later */
+}
+
+/* ---- tasks ---- */
+
+static void task_start(gn_service_t *svc, void *arg) {
+  gn_consumer_t *c = arg;
+  uv_loop_t *loop = gn_service_loop(svc);
+  c->running = 1;
+  if (!(c->r = gn_redis_new(loop, &c->url, link_cb, c)) || !(c->timer = gn_timer_new(loop, c))) {
+    health(c, "redis", json_pack("{s:s, s:s}", "event", "error", "error", "out of memory"));
+    return;
+  }
+  if (gn_redis_connect(c->r) == 0) arm(c, 5000);
+}
+
+static void task_close(gn_service_t *svc, void *arg) {
+  gn_consumer_t *c = arg;
+  c->running = 0;
+  gn_timer_close(&c->timer);
+  gn_redis_free(c->r);
+  c->r = NULL;
+  gn_queue_detach(&c->queue);
+}
+
+typedef struct {
+  gn_consumer_t *c;
+  char id[64];
+} ack_task_t;
+
+static void task_ack(gn_service_t *svc, void *arg) {
+  ack_task_t *t = arg;
+  if (t->c->running && t->c->r) ack_now(t->c, t->id);
+  free(t);
+}
+
+/* ---- owner ---- */
+
+gn_consumer_t *gn_consumer_new(const gn_consumer_cfg_t *cfg, gn_service_t *svc, char *err,
+                               size_t errlen) {
+  gn_consumer_t *c = calloc(1, sizeof *c);
+  if (!c) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  c->pid = getpid();
+  pthread_mutex_init(&c->mu, NULL);
+  gn_metrics_init(&c->metrics);
+  if (gn_redis_url_parse(cfg->url, &c->url, err, errlen) != 0) {
+    char tmp[200];
+    snprintf(tmp, sizeof tmp, "%s", err);
+    snprintf(err, errlen, "redis.%s", tmp);
+    goto fail;
+  }
+  if (!cfg->key || !cfg->key[0]) {
+    snprintf(err, errlen, "redis.key: expected a non-empty string");
+    goto fail;
+  }
+  size_t n = strlen(cfg->key) + 8;
+  if (!(c->stream = malloc(n))) goto oom;
+  snprintf(c->stream, n, "%s:stream", cfg->key);
+  if (!(c->gaps = malloc(n))) goto oom;
+  snprintf(c->gaps, n, "%s:gaps", cfg->key);
+  /* markers from now on (stream ids are the server's milliseconds) */
+  snprintf(c->gap_id, sizeof c->gap_id, "%.0f-0", gn_now_wall_ms());
+  c->group_mode = cfg->group;
+  if (cfg->group) {
+    if (!cfg->group_name || !cfg->group_name[0]) {
+      snprintf(err, errlen, "group: expected a non-empty string (mode = \"group\")");
+      goto fail;
+    }
+    if (!(c->group = gn_strdup(cfg->group_name))) goto oom;
+    char def[96];
+    char host[64] = "";
+    gethostname(host, sizeof host - 1);
+    snprintf(def, sizeof def, "%s:%d", host, (int)getpid());
+    if (!(c->name = gn_strdup(cfg->consumer_name && cfg->consumer_name[0] ? cfg->consumer_name : def)))
+      goto oom;
+  }
+  c->block_ms = cfg->block_ms > 0 ? cfg->block_ms : 1000;
+  c->claim_idle_ms = cfg->claim_idle_ms > 0 ? cfg->claim_idle_ms : 30000;
+  c->queue_limit = cfg->queue_limit ? cfg->queue_limit : 10000;
+  snprintf(c->block, sizeof c->block, "%.0f", c->block_ms);
+  snprintf(c->count, sizeof c->count, "%zu", cfg->count ? cfg->count : (size_t)100);
+  strcpy(c->last_id, "$");
+  gn_backoff_policy_t p;
+  gn_backoff_policy_default(&p);
+  p.base_ms = 100;
+  p.max_ms = 2000;
+  p.max_retries = 0;
+  p.max_window_ms = 0;
+  if (gn_backoff_init(&c->bo, &p, err, errlen) != 0) goto fail;
+  if (gn_queue_init(&c->queue, c->queue_limit, GN_QUEUE_BYTES_DEFAULT, &c->metrics, err, errlen) != 0)
+    goto fail;
+  c->queue_ready = 1;
+  if (svc) {
+    gn_service_ref(svc);
+    c->svc = svc;
+  } else if (!(c->svc = gn_service_acquire_default(err, errlen))) {
+    goto fail;
+  }
+  return c;
+oom:
+  snprintf(err, errlen, "out of memory");
+fail:
+  gn_consumer_free(c);
+  return NULL;
+}
+
+int gn_consumer_start(gn_consumer_t *c) {
+  int expected = 0;
+  if (gn_consumer_forked(c) || atomic_load(&c->closing) ||
+      !atomic_compare_exchange_strong(&c->started, &expected, 1))
+    return -1;
+  return gn_service_post(c->svc, task_start, c);
+}
+
+void gn_consumer_close(gn_consumer_t *c) {
+  if (gn_consumer_forked(c)) return;
+  int expected = 0;
+  if (!atomic_compare_exchange_strong(&c->closing, &expected, 1)) return;
+  if (atomic_load(&c->started)) {
+    while (gn_service_post(c->svc, task_close, c) != 0) {
+      struct timespec ts = {0, 1000000};
+      nanosleep(&ts, NULL);
+    }
+    gn_queue_wait_detached(&c->queue);
+  } else if (c->queue_ready) {
+    gn_queue_detach(&c->queue);
+  }
+  if (c->queue_ready) gn_queue_discard(&c->queue);
+  if (c->svc) gn_service_release(c->svc);
+  c->svc = NULL;
+}
+
+void gn_consumer_free(gn_consumer_t *c) {
+  if (!c) return;
+  if (gn_consumer_forked(c)) return; /* the parent's pages: left alone */
+  gn_consumer_close(c);
+  if (c->queue_ready) gn_queue_destroy(&c->queue);
+  gn_metrics_destroy(&c->metrics);
+  pthread_mutex_destroy(&c->mu);
+  free(c->stream);
+  free(c->gaps);
+  free(c->group);
+  free(c->name);
+  free(c);
+}
+
+int gn_consumer_fd(gn_consumer_t *c) { return gn_queue_fd(&c->queue); }
+
+gn_item_t *gn_consumer_pop(gn_consumer_t *c) {
+  pthread_mutex_lock(&c->mu);
+  int up = c->stats.redis_up;
+  pthread_mutex_unlock(&c->mu);
+  return gn_queue_pop(&c->queue, up ? "open" : "connect");
+}
+
+void gn_consumer_ack(gn_consumer_t *c, const char *id) {
+  if (!c->group_mode || atomic_load(&c->closing) || !c->svc || strlen(id) >= 64) return;
+  ack_task_t *t = malloc(sizeof *t);
+  if (!t) return;
+  t->c = c;
+  strcpy(t->id, id);
+  if (gn_service_post(c->svc, task_ack, t) != 0) free(t);
+}
+
+void gn_consumer_stats(gn_consumer_t *c, gn_consumer_stats_t *out) {
+  pthread_mutex_lock(&c->mu);
+  *out = c->stats;
+  pthread_mutex_unlock(&c->mu);
+}

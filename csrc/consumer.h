@@ -1,0 +1,67 @@
+/* consumer.h: reads a fleet's Redis Stream (the one a lease holder appends to, lease.h) on a
+ * service thread and queues its entries to the owner like a client's items (queue.h).
+ *
+ * Modes: fanout (XREAD BLOCK from the stream's end: every consumer sees every entry) and group
+ * (XREADGROUP in a consumer group: each entry to one consumer; the owner acknowledges it with
+ * gn_consumer_ack after its handler returned (XACK), and entries another consumer left pending
+ * longer than claim_idle_ms are taken over with XAUTOCLAIM: at least once).
+ *
+ * Fencing: an event whose fencing token is lower than the highest one seen (an append by a
+ * holder that lost the lease) is not delivered: counted (stale) and reported as health "stale"
+ * (and acknowledged in group mode, so it is not claimed again). A gap marker (a takeover) reaches
+ * the owner as health "restored" with the deaf interval: from KEY:stream in fanout mode (in order
+ * with the events), from KEY:gaps in group mode (every member of the group reads it, before each
+ * group read, from the time it was created).
+ */
+#ifndef GN_CONSUMER_H
+#define GN_CONSUMER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "queue.h"
+
+typedef struct gn_service gn_service_t;
+typedef struct gn_consumer gn_consumer_t;
+
+typedef struct {
+  const char *url;       /* redis://host[:port][/db] */
+  const char *key;       /* the fleet's base key: the stream is KEY:stream */
+  int group;             /* 0: fanout, 1: consumer group */
+  const char *group_name, *consumer_name;
+  double block_ms;       /* XREAD BLOCK */
+  double claim_idle_ms;  /* group: claim entries pending longer than this */
+  size_t count;          /* entries per read */
+  size_t queue_limit;    /* entries waiting for the owner (reads pause above half of it) */
+} gn_consumer_cfg_t;
+
+typedef struct {
+  uint64_t events, stale, gaps, acked, claimed, dropped;
+  uint64_t highest_fence;
+  int redis_up;
+} gn_consumer_stats_t;
+
+/* A stopped consumer on svc (NULL: the default context). Returns it or NULL and err naming the
+ * field. Owner thread. */
+gn_consumer_t *gn_consumer_new(const gn_consumer_cfg_t *cfg, gn_service_t *svc, char *err,
+                               size_t errlen);
+/* Starts reading. Returns 0 or -1 (already started, closed). Owner thread. */
+int gn_consumer_start(gn_consumer_t *c);
+/* Stops reading and waits until the service thread let go; idempotent. Owner thread. */
+void gn_consumer_close(gn_consumer_t *c);
+/* Closes and frees (NULL allowed). Owner thread. */
+void gn_consumer_free(gn_consumer_t *c);
+/* Readable while items wait. Any thread. */
+int gn_consumer_fd(gn_consumer_t *c);
+/* The next item (free with gn_item_free), or NULL. An event's data has "id" (the stream
+ * entry's id). Owner thread. */
+gn_item_t *gn_consumer_pop(gn_consumer_t *c);
+/* Group mode: acknowledges entry id (XACK) once the handler returned. Returns nothing. Owner
+ * thread. */
+void gn_consumer_ack(gn_consumer_t *c, const char *id);
+/* Fills *out. Any thread. */
+void gn_consumer_stats(gn_consumer_t *c, gn_consumer_stats_t *out);
+/* 1 when c was created by another process (forked after). Any thread. */
+int gn_consumer_forked(const gn_consumer_t *c);
+
+#endif

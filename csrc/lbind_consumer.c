@@ -1,0 +1,298 @@
+/* lbind_consumer.c: the Lua face of gn_consumer_t ("genesys.notify.consumer" objects): a
+ * reader of a fleet's Redis Stream with start/poll/run/fd/close/metrics like a client.
+ * Callbacks run only inside poll()/run() on the caller's lua_State. In group mode each event is
+ * acknowledged (XACK) after on_event returned without raising; an event whose handler raised
+ * stays pending and is claimed again after claim_idle_ms. */
+#include "consumer.h"
+#include "gn_util.h"
+#include "lbind.h"
+
+#include <math.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define LGN_CONSUMER_MT "genesys.notify.consumer"
+#define POLL_MAX 4096
+
+typedef struct {
+  gn_consumer_t *c;
+  int closed;
+  int in_callback;
+  pid_t pid;
+} lconsumer_t;
+
+static lconsumer_t *check_any(lua_State *L) {
+  return (lconsumer_t *)luaL_checkudata(L, 1, LGN_CONSUMER_MT);
+}
+static lconsumer_t *check_open(lua_State *L) {
+  lconsumer_t *u = check_any(L);
+  if (u->pid != getpid())
+    luaL_error(L, "genesys.notify: this consumer was created in process %d, before a fork(); "
+                  "create it in the process that uses it", (int)u->pid);
+  if (u->closed || !u->c) luaL_error(L, "genesys.notify: the consumer is closed");
+  return u;
+}
+
+/* [item light userdata] -> its table */
+static int push_item(lua_State *L) {
+  gn_item_t *it = (gn_item_t *)lua_touserdata(L, 1);
+  if (it->data) {
+    lua_pushcfunction(L, lgn_push_json);
+    lua_pushlightuserdata(L, it->data);
+    lua_call(L, 1, 1);
+  } else {
+    lua_newtable(L);
+  }
+  if (it->type == GN_ITEM_EVENT) {
+    if (it->body) {
+      lua_pushcfunction(L, lgn_push_json);
+      lua_pushlightuserdata(L, it->body);
+      lua_call(L, 1, 1);
+    } else {
+      lua_newtable(L);
+    }
+    lua_setfield(L, -2, "body");
+    lua_pushlstring(L, it->raw, it->rawlen);
+    lua_setfield(L, -2, "raw");
+  }
+  return 1;
+}
+
+static int traceback(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  luaL_traceback(L, L, msg ? msg : "(error object is not a string)", 1);
+  return 1;
+}
+
+/* Calls uv[which](item table). Returns 1 when it ran without raising. */
+static int call(lua_State *L, lconsumer_t *u, int uv, const char *which, gn_item_t *it) {
+  lua_getfield(L, uv, which);
+  if (!lua_isfunction(L, -1)) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  lua_pushcfunction(L, traceback);
+  lua_insert(L, -2);
+  int base = lua_gettop(L) - 1;
+  lua_pushcfunction(L, push_item);
+  lua_pushlightuserdata(L, it);
+  int rc = lua_pcall(L, 1, 1, 0);
+  if (rc == 0) {
+    u->in_callback = 1;
+    rc = lua_pcall(L, 1, 0, base);
+    u->in_callback = 0;
+  } else {
+    lua_remove(L, -2); /* the callback */
+  }
+  if (rc == 0) {
+    lua_pop(L, 1); /* traceback */
+    return 1;
+  }
+  /* report as health callback_error through on_health (or stderr) */
+  const char *msg = lua_tostring(L, -1);
+  lua_getfield(L, uv, "on_health");
+  if (strcmp(which, "on_health") != 0 && lua_isfunction(L, -1)) {
+    lua_createtable(L, 0, 4);
+    lua_pushliteral(L, "callback_error");
+    lua_setfield(L, -2, "kind");
+    lua_pushnumber(L, gn_now_wall_ms());
+    lua_setfield(L, -2, "timestamp_ms");
+    lua_pushstring(L, which);
+    lua_setfield(L, -2, "callback");
+    lua_pushstring(L, msg ? msg : "?");
+    lua_setfield(L, -2, "error");
+    if (lua_pcall(L, 1, 0, 0) != 0) {
+      fprintf(stderr, "genesys.notify: consumer on_health failed: %s\n", lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  } else {
+    lua_pop(L, 1);
+    fprintf(stderr, "genesys.notify: consumer %s raised: %s\n", which, msg ? msg : "?");
+  }
+  lua_pop(L, 2); /* msg, traceback */
+  return 0;
+}
+
+static int poll_items(lua_State *L, lconsumer_t *u, int timeout_ms) {
+  gn_item_t *it = gn_consumer_pop(u->c);
+  if (!it && timeout_ms != 0) {
+    struct pollfd pfd = {gn_consumer_fd(u->c), POLLIN, 0};
+    poll(&pfd, 1, timeout_ms < 0 ? -1 : timeout_ms);
+    it = gn_consumer_pop(u->c);
+  }
+  lua_getuservalue(L, 1);
+  int uv = lua_gettop(L);
+  int n = 0;
+  while (it) {
+    int ev = it->type == GN_ITEM_EVENT;
+    char id[64] = "";
+    if (ev) {
+      const char *s = json_string_value(json_object_get(it->data, "id"));
+      if (s && strlen(s) < sizeof id) strcpy(id, s);
+    }
+    int ok = call(L, u, uv, ev ? "on_event" : "on_health", it);
+    gn_item_free(it);
+    if (ev && ok && id[0] && !u->closed) gn_consumer_ack(u->c, id);
+    n++;
+    if (u->closed || n >= POLL_MAX) break;
+    it = gn_consumer_pop(u->c);
+  }
+  lua_pop(L, 1);
+  return n;
+}
+
+static int l_poll(lua_State *L) {
+  lconsumer_t *u = check_any(L);
+  lua_Number t = luaL_optnumber(L, 2, 0);
+  if (u->in_callback) return luaL_error(L, "genesys.notify: poll() called from inside a callback");
+  if (u->closed || !u->c) {
+    lua_pushinteger(L, 0);
+    return 1;
+  }
+  check_open(L);
+  int timeout = t < 0 || t == HUGE_VAL ? -1 : t > 2147483647.0 ? 2147483647 : (int)t;
+  lua_pushinteger(L, poll_items(L, u, timeout));
+  return 1;
+}
+
+static int l_run(lua_State *L) {
+  lconsumer_t *u = check_open(L);
+  if (u->in_callback) return luaL_error(L, "genesys.notify: run() called from inside a callback");
+  while (!u->closed && u->c) poll_items(L, u, 1000);
+  lua_pushliteral(L, "closed");
+  return 1;
+}
+
+static int l_start(lua_State *L) {
+  lconsumer_t *u = check_open(L);
+  if (gn_consumer_start(u->c) != 0) return luaL_error(L, "genesys.notify: start(): already started");
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int l_fd(lua_State *L) {
+  lconsumer_t *u = check_open(L);
+  lua_pushinteger(L, gn_consumer_fd(u->c));
+  return 1;
+}
+
+static int l_close(lua_State *L) {
+  lconsumer_t *u = check_any(L);
+  if (!u->closed) {
+    u->closed = 1;
+    if (u->c) gn_consumer_close(u->c);
+    lua_newtable(L);
+    lua_setuservalue(L, 1);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_gc(lua_State *L) {
+  lconsumer_t *u = check_any(L);
+  u->closed = 1;
+  gn_consumer_free(u->c);
+  u->c = NULL;
+  return 0;
+}
+
+static void setint(lua_State *L, const char *k, uint64_t v) {
+  lua_pushnumber(L, (lua_Number)v);
+  lua_setfield(L, -2, k);
+}
+
+static int l_metrics(lua_State *L) {
+  lconsumer_t *u = check_any(L);
+  if (!u->c) return luaL_error(L, "genesys.notify: the consumer is closed");
+  gn_consumer_stats_t s;
+  gn_consumer_stats(u->c, &s);
+  lua_createtable(L, 0, 8);
+  setint(L, "events", s.events);
+  setint(L, "stale", s.stale);
+  setint(L, "gaps", s.gaps);
+  setint(L, "acked", s.acked);
+  setint(L, "claimed", s.claimed);
+  setint(L, "dropped", s.dropped);
+  setint(L, "highest_fence", s.highest_fence);
+  lua_pushboolean(L, s.redis_up);
+  lua_setfield(L, -2, "redis_up");
+  return 1;
+}
+
+static int l_tostring(lua_State *L) {
+  lconsumer_t *u = check_any(L);
+  lua_pushfstring(L, "genesys.notify.consumer (%s) %p", u->closed ? "closed" : "open", (void *)u);
+  return 1;
+}
+
+static const char *str(lua_State *L, const char *k) {
+  lua_getfield(L, 1, k);
+  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  lua_pop(L, 1); /* the table keeps it */
+  return s;
+}
+static double num(lua_State *L, const char *k, double def) {
+  lua_getfield(L, 1, k);
+  double v = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : def;
+  lua_pop(L, 1);
+  return v;
+}
+
+/* core.consumer_new(cfg): cfg validated by genesys.notify.consumer. */
+static int l_consumer_new(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  gn_consumer_cfg_t cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.url = str(L, "url");
+  cfg.key = str(L, "key");
+  const char *mode = str(L, "mode");
+  cfg.group = mode && strcmp(mode, "group") == 0;
+  cfg.group_name = str(L, "group");
+  cfg.consumer_name = str(L, "consumer");
+  cfg.block_ms = num(L, "block_ms", 1000);
+  cfg.claim_idle_ms = num(L, "claim_idle_ms", 30000);
+  cfg.count = (size_t)num(L, "count", 100);
+  cfg.queue_limit = (size_t)num(L, "queue_limit", 10000);
+  lconsumer_t *u = (lconsumer_t *)lua_newuserdata(L, sizeof *u);
+  memset(u, 0, sizeof *u);
+  u->pid = getpid();
+  luaL_setmetatable(L, LGN_CONSUMER_MT);
+  lua_createtable(L, 0, 2);
+  lua_getfield(L, 1, "on_event");
+  lua_setfield(L, -2, "on_event");
+  lua_getfield(L, 1, "on_health");
+  lua_setfield(L, -2, "on_health");
+  lua_setuservalue(L, -2);
+  char err[256] = "";
+  u->c = gn_consumer_new(&cfg, NULL, err, sizeof err);
+  if (!u->c) {
+    u->closed = 1;
+    return luaL_error(L, "genesys.notify: %s", err);
+  }
+  return 1;
+}
+
+int lgn_open_consumer(lua_State *L) {
+  static const luaL_Reg methods[] = {{"start", l_start}, {"poll", l_poll},   {"run", l_run},
+                                     {"fd", l_fd},       {"close", l_close}, {"metrics", l_metrics},
+                                     {NULL, NULL}};
+  if (luaL_newmetatable(L, LGN_CONSUMER_MT)) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__gc");
+#if GN_HAVE_CLOSE
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__close");
+#endif
+    lua_pushcfunction(L, l_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_consumer_new);
+  lua_setfield(L, -2, "consumer_new");
+  return 0;
+}

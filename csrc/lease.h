@@ -1,0 +1,71 @@
+/* lease.h: one stream holder for a fleet. A client configured with redis = {...} connects its
+ * Genesys stream only while it holds a lease in Redis, and appends each event to a Redis Stream
+ * for the fleet's consumers (consumer.h).
+ *
+ * Keys, from the configured base KEY: KEY:lease (the holder's value: host:pid:random, never a
+ * secret; SET NX PX), KEY:fence (INCR at each acquisition: the fencing token), KEY:last (wall ms
+ * of the holder's last acquisition or renewal: where the next holder's gap starts) and
+ * KEY:stream (XADD ... MAXLEN ~ N: events and gap markers) and KEY:gaps (the gap markers again,
+ * for consumer groups, whose members each see only part of KEY:stream).
+ *
+ * Everything runs on the client's service thread: the lease is renewed there every lease_ms/3
+ * with a script that extends it only while the value is ours, whatever the owner does. A holder
+ * steps down (parks its channel) when its own monotonic clock says the lease may be about to
+ * expire at Redis without a renewal confirmed: at send time of the last confirmed request +
+ * lease_ms - margin. Candidates retry with the backoff engine. Events the channel delivers while
+ * this process does not hold a valid lease are withheld and counted (discarded).
+ */
+#ifndef GN_LEASE_H
+#define GN_LEASE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backoff.h"
+#include "env.h"
+
+typedef struct {
+  const char *url;   /* redis://host[:port][/db] */
+  const char *key;   /* base key */
+  double lease_ms;   /* lease time to live */
+  double margin_ms;  /* step down this long before the lease could expire (0: lease_ms/5) */
+  size_t maxlen;     /* stream length kept (approximately) */
+  const gn_backoff_policy_t *backoff; /* candidates' retries (NULL: derived from lease_ms) */
+} gn_lease_cfg_t;
+
+typedef enum { GN_LEASE_STOPPED = 0, GN_LEASE_CANDIDATE, GN_LEASE_HOLDER } gn_lease_state_t;
+
+typedef struct {
+  gn_lease_state_t state;
+  uint64_t fence;          /* the fencing token of the current (or last) tenure */
+  uint64_t acquired, lost, stepped_down, renewals, attempts;
+  uint64_t appended, append_failed, discarded, gaps;
+  int redis_up;
+} gn_lease_stats_t;
+
+typedef struct gn_lease gn_lease_t;
+
+/* start(ud): the lease was taken, connect the stream; stop(ud): park it. Service thread. */
+typedef struct {
+  void (*start)(void *ud);
+  void (*stop)(void *ud);
+  void *ud;
+} gn_lease_hooks_t;
+
+/* A lease for the client whose env is given (health goes there; env->tap is set to the stream
+ * append). Returns it or NULL and err naming the field. Owner thread, before the client starts. */
+gn_lease_t *gn_lease_new(const gn_lease_cfg_t *cfg, gn_env_t *env, const gn_lease_hooks_t *hooks,
+                         char *err, size_t errlen);
+/* Starts competing for the lease. Returns nothing. Service thread. */
+void gn_lease_start(gn_lease_t *l);
+/* Stops (stepping down first when holding) and lets go of Redis; no hook runs after. Returns
+ * nothing. Service thread. */
+void gn_lease_stop(gn_lease_t *l);
+/* Frees a stopped (or never started) lease; NULL allowed. Returns nothing. Owner thread. */
+void gn_lease_free(gn_lease_t *l);
+/* Fills *out. Returns nothing. Any thread. */
+void gn_lease_stats(gn_lease_t *l, gn_lease_stats_t *out);
+/* "stopped", "candidate", "holder". Any thread. */
+const char *gn_lease_state_name(gn_lease_state_t s);
+
+#endif

@@ -1,0 +1,128 @@
+-- Starts a real redis-server (Debian's) on a free port for busted specs, as a separate process.
+--   local redis = require "support.redis"
+--   local r = redis.start()        -- r.port, r.url ("redis://127.0.0.1:PORT/0"), r.pid
+--   r:cli("GET", "k")  --> the reply text of redis-cli (raw mode, one line per element)
+--   r:stop(); r:restart() (same port, data gone); r:signal("STOP"|"CONT"|"KILL")
+-- Every started server must be stopped (finally/teardown); redis.stop_all() stops any left.
+local _M = {}
+local mt = { __index = _M }
+local live = {}
+
+local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local function clean(cmd) return "exec env -u LD_PRELOAD sh -c " .. shq(cmd) end
+local function sh(cmd)
+  local ok = os.execute(clean(cmd))
+  return ok == true or ok == 0
+end
+local function capture(cmd)
+  local p = assert(io.popen(clean(cmd), "r"))
+  local s = p:read("*a")
+  p:close()
+  return s
+end
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+local function sleep(s) sh("sleep " .. string.format("%.3f", s)) end
+_M.sleep = sleep
+_M.shq = shq
+
+local function now_s() return tonumber(capture("date +%s.%N")) or os.time() end
+
+function _M:_spawn()
+  os.remove(self.dir .. "/log")
+  os.remove(self.dir .. "/pid")
+  local args = { "redis-server", "--port", tostring(self.port), "--bind", "127.0.0.1",
+    "--save", "", "--appendonly", "no", "--dir", self.dir, "--logfile", self.dir .. "/log",
+    "--daemonize", "no", "--protected-mode", "no" }
+  local parts = {}
+  for _, a in ipairs(args) do parts[#parts + 1] = shq(a) end
+  sh(table.concat(parts, " ") .. " </dev/null >/dev/null 2>&1 & echo $! >" .. shq(self.dir .. "/pid"))
+  self.pid = tonumber((read_file(self.dir .. "/pid") or ""):match("%d+"))
+  local deadline = now_s() + 10
+  repeat
+    local log = read_file(self.dir .. "/log") or ""
+    if log:find("Ready to accept connections", 1, true) then return true end
+    if log:find("Address already in use", 1, true) or
+      not sh("kill -0 " .. tostring(self.pid) .. " 2>/dev/null") then
+      return false
+    end
+    sleep(0.02)
+  until now_s() > deadline
+  return false
+end
+
+function _M.start()
+  local self = setmetatable({}, mt)
+  self.dir = capture("mktemp -d /tmp/gn-redis.XXXXXX"):gsub("%s+$", "")
+  math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
+  for _ = 1, 20 do
+    self.port = math.random(20000, 59999)
+    if self:_spawn() then
+      self.url = string.format("redis://127.0.0.1:%d/0", self.port)
+      live[self.pid] = self
+      return self
+    end
+    if self.pid then sh("kill -9 " .. self.pid .. " 2>/dev/null") end
+  end
+  error("redis-server did not start: " .. (read_file(self.dir .. "/log") or ""))
+end
+
+-- redis-cli in raw mode: the reply, one element a line.
+function _M:cli(...)
+  local parts = { "redis-cli", "--raw", "-p", tostring(self.port) }
+  for _, a in ipairs { ... } do parts[#parts + 1] = shq(a) end
+  return capture(table.concat(parts, " ") .. " 2>&1")
+end
+
+function _M:signal(sig)
+  if self.pid then sh("kill -" .. sig .. " " .. self.pid .. " 2>/dev/null") end
+end
+
+local function wait_gone(pid)
+  local deadline = now_s() + 10
+  while sh("kill -0 " .. pid .. " 2>/dev/null") and now_s() < deadline do sleep(0.02) end
+end
+
+function _M:stop(keep_dir)
+  if self.pid then
+    self:signal("KILL")
+    wait_gone(self.pid)
+    live[self.pid] = nil
+    self.pid = nil
+  end
+  if not keep_dir then sh("rm -rf " .. shq(self.dir)) end
+end
+
+-- Same port, empty data (no persistence), after `down_s` seconds without a server.
+function _M:restart(down_s)
+  self:stop(true)
+  if down_s then sleep(down_s) end
+  for _ = 1, 50 do
+    if self:_spawn() then
+      live[self.pid] = self
+      return self
+    end
+    sleep(0.1)
+  end
+  error("redis-server did not restart on port " .. self.port)
+end
+
+function _M.stop_all()
+  for _, r in pairs(live) do pcall(r.stop, r) end
+end
+
+local sentinel_mt = { __gc = function() _M.stop_all() end }
+if rawget(_G, "newproxy") then
+  local proxy = newproxy(true)
+  getmetatable(proxy).__gc = sentinel_mt.__gc
+  _M._sentinel = proxy
+else
+  _M._sentinel = setmetatable({}, sentinel_mt)
+end
+
+return _M
