@@ -439,3 +439,65 @@ describe("a fleet behind a Redis lease", function()
     assert.is_nil(run, "a token-like value: " .. tostring(run))
   end)
 end)
+
+describe("a fleet whose holder needs a pool of channels", function()
+  local r, emu, a, b
+  local function env()
+    return { FLEET_EMU_PORT = string.format("%d", emu.port), FLEET_CA = emu.ca_file,
+      FLEET_TOPIC = TOPIC, FLEET_REDIS = r.url, FLEET_KEY = KEY .. ":pool",
+      FLEET_LEASE_MS = string.format("%d", LEASE_MS), FLEET_TOPICS_N = "1500" }
+  end
+  local function open_conns() return emu:stats().global.open_connections end
+  -- the emulator keeps n connections (and never more) for ms milliseconds
+  local function holds(n, ms)
+    local deadline = now_ms() + ms
+    while now_ms() < deadline do
+      local open = open_conns()
+      assert.equals(n, open, "connections at the emulator")
+      emulator.sleep(0.05)
+    end
+  end
+
+  setup(function()
+    r = redis.start()
+    emu = emulator.start { tls = true }
+    a = spawn("holder", env())
+    b = spawn("holder", env())
+  end)
+
+  teardown(function()
+    for _, n in ipairs { a, b } do
+      if n then
+        n:stop()
+        assert.not_matches("Sanitizer", n:err())
+        assert.not_matches("runtime error", n:err())
+      end
+    end
+    if emu then emu:stop() end
+    if r then r:stop() end
+  end)
+
+  it("1,500 topics: the holder's two channels, none of the candidate's; a paused holder parks both", function()
+    local holder, other
+    expect(function()
+      if a:lease() == "holder" then holder, other = a, b elseif b:lease() == "holder" then holder, other = b, a end
+      return holder and open_conns() == 2 and select(3, holder:lease()) == "open"
+    end, 15000, "one holder with two open channels")
+    assert.equals("standby", select(3, other:lease()))
+    holds(2, 1000)
+    -- paused past the lease: the other takes over with its own two channels
+    local _, old_fence = holder:lease()
+    holder:signal("STOP")
+    expect(function()
+      local st, fence, cst = other:lease()
+      return st == "holder" and fence > old_fence and cst == "open"
+    end, 15000, "the candidate took over")
+    holder:signal("CONT")
+    -- the old holder finds it lost the lease and parks every channel of its pool
+    expect(function()
+      local st, _, cst = holder:lease()
+      return st ~= "holder" and cst == "standby" and open_conns() == 2
+    end, 10000, "the paused holder parked its pool")
+    holds(2, 1000)
+  end)
+end)

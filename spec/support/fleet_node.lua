@@ -32,6 +32,12 @@ local function busy_wait(ms)
   while notify.now_ms() < t do end
 end
 
+-- FLEET_TOPICS_N: that many topics (more than 1,000 need a pool of channels)
+local topics = { os.getenv("FLEET_TOPIC") }
+for i = 2, tonumber(os.getenv("FLEET_TOPICS_N") or "1") do
+  topics[i] = "v2.users.fleet-" .. i .. ".presence"
+end
+
 local obj, raised
 if role == "holder" then
   obj = notify.new {
@@ -39,7 +45,7 @@ if role == "holder" then
     client_id = "test-id", client_secret = "test-secret",
     tls = { ca_file = os.getenv("FLEET_CA") },
     backoff = { base_ms = 50, max_ms = 400, multiplier = 2, jitter = "none", reset_after_ms = 200 },
-    topics = { os.getenv("FLEET_TOPIC") },
+    topics = topics,
     redis = { url = os.getenv("FLEET_REDIS"), key = os.getenv("FLEET_KEY"),
               lease_ms = tonumber(os.getenv("FLEET_LEASE_MS")) },
     on_event = function(ev) out:write("L ", string.format("%d", ev.received_ms), "\n") end,
