@@ -477,10 +477,11 @@ describe("a fleet whose holder needs a pool of channels", function()
     if r then r:stop() end
   end)
 
-  it("1,500 topics: the holder's two channels, none of the candidate's; a paused holder parks both", function()
+  it("1,500 topics: two channels at the holder, none at the candidate; a paused holder parks both", function()
     local holder, other
     expect(function()
-      if a:lease() == "holder" then holder, other = a, b elseif b:lease() == "holder" then holder, other = b, a end
+      if a:lease() == "holder" then holder, other = a, b
+      elseif b:lease() == "holder" then holder, other = b, a end
       return holder and open_conns() == 2 and select(3, holder:lease()) == "open"
     end, 15000, "one holder with two open channels")
     assert.equals("standby", select(3, other:lease()))
