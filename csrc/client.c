@@ -315,6 +315,10 @@ gn_item_t *gn_client_pop(gn_client_t *c) {
   return gn_queue_pop(&c->queue, gn_state_name(atomic_load(&c->env.state)));
 }
 
+gn_item_t *gn_client_pop_batch(gn_client_t *c, size_t max) {
+  return gn_queue_pop_batch(&c->queue, gn_state_name(atomic_load(&c->env.state)), max);
+}
+
 gn_state_t gn_client_state(gn_client_t *c) { return atomic_load(&c->env.state); }
 
 void gn_client_metrics(gn_client_t *c, gn_metrics_snapshot_t *out) {

@@ -39,7 +39,8 @@ typedef struct {
 typedef struct {
   pthread_mutex_t mu;
   uint64_t attempts, successes, failures;
-  uint64_t events, dropped, heartbeats, malformed, disconnects, health, duplicates, rollovers;
+  uint64_t events; /* atomic (__atomic builtins): counted per event without the lock */
+  uint64_t dropped, heartbeats, malformed, disconnects, health, duplicates, rollovers;
   uint64_t health_dropped;
   double lat[GN_LAT_SAMPLES];
   size_t lat_n, lat_pos;

@@ -64,9 +64,7 @@ void gn_queue_destroy(gn_queue_t *q) {
 void gn_item_free(gn_item_t *it) {
   if (!it) return;
   json_decref(it->data);
-  json_decref(it->body);
-  free(it->raw);
-  free(it);
+  free(it); /* an event's text lives in the same allocation */
 }
 
 /* glibc's chunk for a request of n bytes (size word, 16-byte alignment, 32 at least). */
@@ -74,47 +72,6 @@ static size_t chunk(size_t n) {
   size_t c = (n + 8 + 15) & ~(size_t)15;
   return c < 32 ? 32 : c;
 }
-
-/* Smallest power of two >= n, at least min. */
-static size_t pow2_at_least(size_t n, size_t min) {
-  size_t p = min;
-  while (p < n && p < ((size_t)1 << 62)) p <<= 1;
-  return p;
-}
-
-/* jansson 2.x's node layouts: json_t is a type and a reference count (16 bytes); an object adds
- * a hash table (56 bytes; 16-byte buckets, a power of two at least 8 and at least its size) and
- * one pair per key (57 bytes and the key); an array 24 bytes and a table of pointers (its
- * capacity, a power of two at least 8); a string 16 bytes and its text; numbers 8 bytes. true,
- * false and null are shared. */
-static size_t json_cost(const json_t *j, int depth) {
-  if (!j || depth > 4096) return 0;
-  switch (json_typeof(j)) {
-  case JSON_OBJECT: {
-    size_t n = json_object_size(j);
-    size_t c = chunk(72) + pow2_at_least(n, 8) * 16;
-    const char *k;
-    json_t *v;
-    json_object_foreach((json_t *)j, k, v) c += chunk(57 + strlen(k)) + json_cost(v, depth + 1);
-    return c;
-  }
-  case JSON_ARRAY: {
-    size_t n = json_array_size(j);
-    size_t c = chunk(40) + chunk(pow2_at_least(n, 8) * sizeof(void *));
-    for (size_t i = 0; i < n; i++) c += json_cost(json_array_get(j, i), depth + 1);
-    return c;
-  }
-  case JSON_STRING:
-    return chunk(32) + chunk(json_string_length(j) + 1);
-  case JSON_INTEGER:
-  case JSON_REAL:
-    return chunk(24);
-  default:
-    return 0;
-  }
-}
-
-size_t gn_json_cost(const json_t *j) { return json_cost(j, 0); }
 
 /* Makes the eventfd readable if it was not: something (an item or a drop report) now waits
  * where nothing did. Caller holds q->mu. */
@@ -244,32 +201,40 @@ void gn_queue_health(gn_queue_t *q, const char *kind, const char *state, json_t 
   gn_queue_add(q, GN_ITEM_HEALTH, fields, 0);
 }
 
-void gn_queue_event(gn_queue_t *q, gn_msg_t *m, const char *channel_id, const char *raw,
+void gn_queue_event(gn_queue_t *q, const gn_msg_t *m, const char *channel_id, const char *raw,
                     size_t len) {
-  gn_item_t *it = calloc(1, sizeof *it);
-  if (!it || !(it->raw = malloc(len + 1))) {
-    free(it);
-    gn_msg_clear(m);
+  size_t tl = strlen(m->topic) + 1, cl = strlen(channel_id) + 1;
+  size_t n = sizeof(gn_item_t) + len + 1 + tl + cl;
+  gn_item_t *it = malloc(n);
+  if (!it) {
     gn_queue_drop(q, 1);
     return;
   }
-  memcpy(it->raw, raw, len);
-  it->raw[len] = 0;
+  memset(it, 0, sizeof *it);
+  char *p = (char *)(it + 1);
+  it->raw = p;
+  memcpy(p, raw, len);
+  p[len] = 0;
   it->rawlen = len;
+  p += len + 1;
+  memcpy(p, m->topic, tl);
+  it->topic = p;
+  p += tl;
+  memcpy(p, channel_id, cl);
+  it->channel_id = p;
+  if (m->body) {
+    it->body_off = (size_t)(m->body - raw);
+    it->body_len = m->body_len;
+  }
   it->type = GN_ITEM_EVENT;
-  it->body = m->body ? json_incref(m->body) : NULL;
-  it->data = json_pack("{s:s, s:s, s:f}", "topic", m->topic, "channel_id", channel_id,
-                       "received_ms", gn_now_wall_ms());
-  it->cost = chunk(sizeof *it) + chunk(len + 1) + json_cost(it->body, 0) + json_cost(it->data, 0);
-  gn_msg_clear(m);
-  pthread_mutex_lock(&q->metrics->mu);
-  q->metrics->events++;
-  pthread_mutex_unlock(&q->metrics->mu);
+  it->received_ms = gn_now_wall_ms();
+  it->cost = chunk(n);
+  __atomic_fetch_add(&q->metrics->events, 1, __ATOMIC_RELAXED);
   gn_queue_push(q, it);
 }
 
-gn_item_t *gn_queue_pop(gn_queue_t *q, const char *state) {
-  pthread_mutex_lock(&q->mu);
+/* The next item, or NULL. Caller holds q->mu. */
+static gn_item_t *pop_locked(gn_queue_t *q, const char *state) {
   gn_item_t *it = NULL;
   if (q->dropped != q->dropped_reported || q->health_dropped != q->health_dropped_reported) {
     /* Report drops as soon as the owner reads again, before the next event. */
@@ -306,13 +271,36 @@ gn_item_t *gn_queue_pop(gn_queue_t *q, const char *state) {
     }
     it->next = NULL;
   }
+  return it;
+}
+
+/* Drains the eventfd when nothing waits any more. Caller holds q->mu. */
+static void settle_locked(gn_queue_t *q) {
   if (!pending_locked(q)) {
     uint64_t v;
     ssize_t r = read(q->efd, &v, sizeof v); /* not readable while nothing waits */
     (void)r;
   }
+}
+
+gn_item_t *gn_queue_pop(gn_queue_t *q, const char *state) {
+  pthread_mutex_lock(&q->mu);
+  gn_item_t *it = pop_locked(q, state);
+  settle_locked(q);
   pthread_mutex_unlock(&q->mu);
   return it;
+}
+
+gn_item_t *gn_queue_pop_batch(gn_queue_t *q, const char *state, size_t max) {
+  gn_item_t *head = NULL, **tail = &head, *it;
+  pthread_mutex_lock(&q->mu);
+  for (size_t i = 0; i < max && (it = pop_locked(q, state)); i++) {
+    *tail = it;
+    tail = &it->next;
+  }
+  settle_locked(q);
+  pthread_mutex_unlock(&q->mu);
+  return head;
 }
 
 void gn_queue_usage(gn_queue_t *q, size_t *events, size_t *bytes) {
