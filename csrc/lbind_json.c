@@ -59,10 +59,24 @@ static void put_utf8(luaL_Buffer *b, unsigned cp) {
   luaL_addlstring(b, u, n);
 }
 
+/* The first quote or backslash at or after q, or end: eight bytes at a time. */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+static const unsigned char *run(const unsigned char *q, const unsigned char *end) {
+  while (end - q >= 8) {
+    uint64_t w;
+    memcpy(&w, q, 8);
+    uint64_t quote = w ^ (ONES * '"'), bslash = w ^ (ONES * '\\');
+    if ((((quote - ONES) & ~quote) | ((bslash - ONES) & ~bslash)) & HIGHS) break;
+    q += 8;
+  }
+  while (q < end && *q != '"' && *q != '\\') q++;
+  return q;
+}
+
 /* A string after its opening quote: pushed; p after the closing quote. */
 static void string(lua_State *L, dec_t *d) {
-  const unsigned char *s = d->p, *q = s;
-  while (q < d->end && *q != '"' && *q != '\\') q++;
+  const unsigned char *s = d->p, *q = run(s, d->end);
   if (q >= d->end) bad(L);
   if (*q == '"') { /* the usual case: no escape */
     lua_pushlstring(L, (const char *)s, (size_t)(q - s));
@@ -99,15 +113,15 @@ static void string(lua_State *L, dec_t *d) {
         bad(L);
       }
       put_utf8(&b, cp);
-      s = q = d->p;
-      while (q < d->end && *q != '"' && *q != '\\') q++;
+      s = d->p;
+      q = run(s, d->end);
       continue;
     }
     default: bad(L); return;
     }
     luaL_addchar(&b, c);
-    s = q = d->p;
-    while (q < d->end && *q != '"' && *q != '\\') q++;
+    s = d->p;
+    q = run(s, d->end);
   }
   luaL_pushresult(&b);
   d->p = q + 1;
