@@ -185,7 +185,7 @@ static int l_decode(lua_State *L) {
 }
 
 /* core.json_bench(text, n, mode): the C side of bench/decode_bench.lua, timed in C so the loop
- * costs nothing. mode "parse+convert": jansson parse and Lua table, n times (what decoding on the
+ * costs nothing. mode "text": lbind_json.c's decoder, n times (what poll() pays now); "parse+convert": jansson parse and Lua table, n times (what decoding on the
  * Lua thread would cost); "convert": parse once, build the table n times (what the client's Lua
  * thread really pays: the service thread has already parsed the message to read its topic).
  * Returns the elapsed milliseconds. */
@@ -195,6 +195,18 @@ static int l_json_bench(lua_State *L) {
   long n = (long)luaL_checkinteger(L, 2);
   const char *mode = luaL_checkstring(L, 3);
   int convert_only = strcmp(mode, "convert") == 0;
+  if (strcmp(mode, "text") == 0) { /* lbind_json.c's decoder on the text: what poll() does now */
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < n; i++) {
+      lgn_json_push(L, s, len);
+      lua_pop(L, 1);
+      if ((i & 255) == 0) lua_gc(L, LUA_GCSTEP, 0);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    lua_pushnumber(L, (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6);
+    return 1;
+  }
   json_t *pre = convert_only ? json_loadb(s, len, 0, NULL) : NULL;
   if (convert_only && !pre) return luaL_error(L, "json_bench: invalid JSON");
   struct timespec a, b;
