@@ -11,6 +11,18 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+static int pending_locked(const gn_queue_t *q);
+static void wake_locked(gn_queue_t *q);
+
+/* The deferred wake-up (gn_service_defer): the eventfd written once for the events queued in
+ * this iteration of the loop, if they still wait. Service thread. */
+static void flush_wake(void *arg) {
+  gn_queue_t *q = arg;
+  pthread_mutex_lock(&q->mu);
+  if (pending_locked(q)) wake_locked(q);
+  pthread_mutex_unlock(&q->mu);
+}
+
 int gn_queue_init(gn_queue_t *q, size_t event_limit, size_t byte_limit, gn_metrics_t *metrics,
                   char *err, size_t errlen) {
   memset(q, 0, sizeof *q);
@@ -19,6 +31,8 @@ int gn_queue_init(gn_queue_t *q, size_t event_limit, size_t byte_limit, gn_metri
   q->event_limit = event_limit;
   q->byte_limit = byte_limit;
   q->metrics = metrics;
+  q->defer.fn = flush_wake;
+  q->defer.arg = q;
   q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (q->efd < 0) {
     snprintf(err, errlen, "eventfd: %s", strerror(errno));
@@ -73,13 +87,14 @@ static size_t chunk(size_t n) {
   return c < 32 ? 32 : c;
 }
 
-/* Makes the eventfd readable if it was not: something (an item or a drop report) now waits
- * where nothing did. Caller holds q->mu. */
-static void wake_locked(gn_queue_t *q, int was_pending) {
-  if (was_pending) return;
+/* Makes the eventfd readable if it was not: something (an item or a drop report) now waits.
+ * Caller holds q->mu. */
+static void wake_locked(gn_queue_t *q) {
+  if (q->armed) return;
   uint64_t one = 1;
   ssize_t w = write(q->efd, &one, sizeof one);
   (void)w;
+  q->armed = 1;
   if (q->bell) gn_bell_ring(q->bell);
 }
 
@@ -90,11 +105,10 @@ static int pending_locked(const gn_queue_t *q) {
 
 /* Counts a drop. Caller holds q->mu. */
 static void drop_locked(gn_queue_t *q, int event) {
-  int was = pending_locked(q);
   if (q->detached) return; /* closing: nobody will read the report */
   if (event) q->dropped++;
   else q->health_dropped++;
-  wake_locked(q, was);
+  wake_locked(q);
   pthread_mutex_lock(&q->metrics->mu);
   if (event) q->metrics->dropped++;
   else q->metrics->health_dropped++;
@@ -159,12 +173,13 @@ void gn_queue_push(gn_queue_t *q, gn_item_t *it) {
   } else {
     q->health++;
   }
-  int was = pending_locked(q);
   it->next = NULL;
   if (q->tail) q->tail->next = it;
   else q->head = it;
   q->tail = it;
-  wake_locked(q, was);
+  /* An event's wake-up waits for the end of the loop's iteration (on a service thread): the
+   * other events of the same read join it. */
+  if (!event || q->armed || gn_service_defer(&q->defer) != 0) wake_locked(q);
   pthread_mutex_unlock(&q->mu);
 }
 
@@ -276,10 +291,11 @@ static gn_item_t *pop_locked(gn_queue_t *q, const char *state) {
 
 /* Drains the eventfd when nothing waits any more. Caller holds q->mu. */
 static void settle_locked(gn_queue_t *q) {
-  if (!pending_locked(q)) {
+  if (q->armed && !pending_locked(q)) {
     uint64_t v;
     ssize_t r = read(q->efd, &v, sizeof v); /* not readable while nothing waits */
     (void)r;
+    q->armed = 0;
   }
 }
 
@@ -320,6 +336,7 @@ void gn_queue_set_bell(gn_queue_t *q, gn_bell_t *b) {
 
 void gn_queue_detach(gn_queue_t *q) {
   pthread_mutex_lock(&q->mu);
+  gn_service_undefer(&q->defer); /* the owner may free q once it sees this */
   q->detached = 1;
   pthread_cond_broadcast(&q->cv);
   pthread_mutex_unlock(&q->mu);

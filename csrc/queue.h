@@ -2,7 +2,9 @@
  *
  * The service thread pushes events, health items and policy records; the owner pops them when
  * it wants (poll()), so nothing here ever calls into the owner. An eventfd (gn_queue_fd) is
- * readable while something waits (an unreported drop included).
+ * readable while something waits (an unreported drop included); for events it is written at the
+ * end of the service loop's iteration (gn_service_defer), once for all the events one read of
+ * the socket gave, not once per event.
  *
  * Bounds, whether or not the owner ever pops: events by number (event_limit) and by their
  * estimated cost in memory (byte_limit: the item's one allocation, the text in it; one event is
@@ -26,6 +28,7 @@
 #include "bell.h"
 #include "message.h"
 #include "metrics.h"
+#include "service.h"
 
 /* GN_ITEM_POLICY: an attempt record for the operator's policy hook; answered with
  * gn_client_policy_answer(c, item->seq, delay). */
@@ -60,6 +63,8 @@ typedef struct {
   uint64_t dropped, dropped_reported;               /* events */
   uint64_t health_dropped, health_dropped_reported; /* health and policy items */
   int efd;
+  int armed;             /* the eventfd was written and not read since */
+  gn_defer_t defer;      /* an event's wake-up, deferred to the end of the loop's iteration */
   int detached;          /* the service thread let go: items are refused */
   gn_bell_t *bell;       /* rung with the eventfd's wake-ups (the client's wake socket), or NULL */
   gn_metrics_t *metrics; /* dropped and health are counted there too */
