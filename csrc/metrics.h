@@ -1,7 +1,8 @@
 /* metrics.h: per-client counters and reconnect-latency percentiles.
  *
  * Written by the service thread, read by the Lua thread: every access goes through the struct's
- * mutex (reads are rare and coarse: one snapshot per client:metrics() call).
+ * mutex (reads are rare and coarse: one snapshot per client:metrics() call), except `events`,
+ * counted per event with an atomic add (and read with an atomic load).
  */
 #ifndef GN_METRICS_H
 #define GN_METRICS_H
