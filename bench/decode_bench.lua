@@ -43,7 +43,7 @@ local function time_cjson(text, n)
 end
 
 local function run(name, text)
-  local r = { cjson = {}, pc = {}, conv = {} }
+  local r = { cjson = {}, pc = {}, conv = {}, text = {} }
   for _ = 1, 5 do
     collectgarbage()
     r.cjson[#r.cjson + 1] = time_cjson(text, N)
@@ -51,12 +51,15 @@ local function run(name, text)
     r.pc[#r.pc + 1] = core.json_bench(text, N, "parse+convert")
     collectgarbage()
     r.conv[#r.conv + 1] = core.json_bench(text, N, "convert")
+    collectgarbage()
+    r.text[#r.text + 1] = core.json_bench(text, N, "text")
   end
   local us = function(ms) return ms * 1000 / N end
   local cj, pc, cv = us(median(r.cjson)), us(median(r.pc)), us(median(r.conv))
+  local tx = us(median(r.text))
   print(string.format("%-13s %6d B   cjson %6.2f us   C parse+convert %6.2f us (%4.2fx)"
-    .. "   C convert %6.2f us (%4.2fx)",
-    name, #text, cj, pc, pc / cj, cv, cv / cj))
+    .. "   C convert %6.2f us (%4.2fx)   C text decode %6.2f us (%4.2fx)",
+    name, #text, cj, pc, pc / cj, cv, cv / cj, tx, tx / cj))
 end
 
 print(string.format("decode bench: %s, %d messages per run, median of 5 runs, per message",

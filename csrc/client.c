@@ -815,6 +815,10 @@ gn_item_t *gn_client_pop(gn_client_t *c) {
   return gn_queue_pop(&c->queue, gn_state_name(client_state(c)));
 }
 
+gn_item_t *gn_client_pop_batch(gn_client_t *c, size_t max) {
+  return gn_queue_pop_batch(&c->queue, gn_state_name(client_state(c)), max);
+}
+
 gn_state_t gn_client_state(gn_client_t *c) { return client_state(c); }
 
 /* Adds slot s's scheduler counts (its earlier channels' and its channel's) to v. Under pool_mu. */

@@ -79,6 +79,9 @@ const char *gn_client_wake_path(gn_client_t *c, char *err, size_t errlen);
 void gn_client_wake_stats(gn_client_t *c, gn_bell_stats_t *out);
 /* Returns the next waiting item (free it with gn_item_free), or NULL. Owner thread. */
 gn_item_t *gn_client_pop(gn_client_t *c);
+/* Returns up to max waiting items linked by next (one lock for all; free each with
+ * gn_item_free), or NULL. Owner thread. */
+gn_item_t *gn_client_pop_batch(gn_client_t *c, size_t max);
 
 /* Returns the state. Any thread. */
 gn_state_t gn_client_state(gn_client_t *c);

@@ -127,28 +127,33 @@ static void handle_entry(gn_consumer_t *c, redisReply *e) {
   pthread_mutex_unlock(&c->mu);
   size_t rawlen = 0;
   const char *raw = field_of(f, "raw", &rawlen);
-  gn_item_t *it = calloc(1, sizeof *it);
-  if (!it || !(it->raw = malloc(rawlen + 1))) {
-    free(it);
+  /* one allocation, as the client's events (queue.h): the text, its eventBody's span found by
+   * the same scan, and the stream's fields in data */
+  gn_item_t *it = malloc(sizeof *it + rawlen + 1);
+  if (!it) {
     gn_queue_drop(&c->queue, 1);
     STAT_ADD(c, dropped, 1);
     return;
   }
+  memset(it, 0, sizeof *it);
+  it->raw = (char *)(it + 1);
   if (rawlen) memcpy(it->raw, raw, rawlen);
   it->raw[rawlen] = 0;
   it->rawlen = rawlen;
   it->type = GN_ITEM_EVENT;
-  json_t *root = json_loadb(it->raw, rawlen, 0, NULL);
-  json_t *body = root ? json_object_get(root, "eventBody") : NULL;
-  it->body = body ? json_incref(body) : NULL;
-  json_decref(root);
+  gn_msg_t m;
+  if (gn_msg_classify(it->raw, rawlen, 0, &m) == GN_MSG_EVENT && m.body) {
+    it->body_off = (size_t)(m.body - it->raw);
+    it->body_len = m.body_len;
+  }
+  gn_msg_clear(&m);
   const char *topic = field_of(f, "topic", NULL), *chan = field_of(f, "channel_id", NULL);
   const char *cid = field_of(f, "correlation_id", NULL);
   it->data = json_pack("{s:s, s:s, s:f, s:s, s:I, s:s}", "topic", topic ? topic : "",
                        "channel_id", chan ? chan : "", "received_ms",
                        num_field(f, "received_ms"), "correlation_id", cid ? cid : "", "fence",
                        (json_int_t)fv, "id", id);
-  it->cost = rawlen + 256;
+  it->cost = sizeof *it + rawlen + 1 + 256;
   STAT_ADD(c, events, 1);
   gn_queue_push(&c->queue, it);
 }

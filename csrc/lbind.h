@@ -23,6 +23,11 @@ void lgn_backoff_policy_push(lua_State *L, const gn_backoff_policy_t *p);
  * of memory (call it with lua_pcall). Returns 1. The Lua thread. */
 int lgn_push_json(lua_State *L);
 
+/* Pushes the Lua value of the JSON text s (len bytes) as lgn_push_json would push jansson's tree
+ * of it (csrc/lbind_json.c; the text was validated by the service thread, so anything it cannot
+ * decode raises, as does nesting deeper than 1,000). Returns nothing. The Lua thread. */
+void lgn_json_push(lua_State *L, const char *s, size_t len);
+
 /* Register each part's functions into the module table at the top of the stack. Return 0: they
  * push nothing and leave the module table at the top (the metatables go to the registry). The
  * Lua thread, while the module loads (luaopen_genesys_notify_core). */
@@ -30,5 +35,6 @@ int lgn_open_backoff(lua_State *L);
 int lgn_open_client(lua_State *L);
 int lgn_open_consumer(lua_State *L); /* lbind_consumer.c: notify.consumer */
 int lgn_open_cli(lua_State *L); /* lbind_cli.c: what bin/genesys-notify needs */
+int lgn_open_json(lua_State *L); /* lbind_json.c: core.json_decode_text */
 
 #endif

@@ -7,8 +7,9 @@
  * without calling Lua. A client or context used in a child process forked after it was made
  * raises (its service thread stayed in the parent); close() and __gc return at once there.
  *
- * Event bodies are decoded in C from the jansson tree the service thread already built while it
- * looked for the topic (see bench/decode_bench.lua for the measurement against lua-cjson).
+ * Event bodies are decoded in C on this thread, from the raw text the service thread validated,
+ * straight into Lua tables (lbind_json.c); poll() takes the items waiting in batches (one lock
+ * per POLL_BATCH items).
  */
 #include "bell.h"
 #include "client.h"
@@ -26,6 +27,7 @@
 
 #define LGN_CLIENT_MT "genesys.notify.client"
 #define POLL_MAX_ITEMS 4096 /* per poll() call, so a busy stream cannot starve the caller */
+#define POLL_BATCH 64       /* items taken from the queue under one lock */
 
 typedef struct {
   gn_client_t *c;
@@ -120,18 +122,38 @@ static void push_json(lua_State *L, json_t *j, int depth) {
   }
 }
 
-/* Pushes the Lua table for an item (protected: may raise on memory errors). */
+/* Pushes received_ms as push_json pushes a real (whole numbers as integers on 5.4). */
+static void push_ms(lua_State *L, double d) {
+#if LUA_VERSION_NUM >= 503
+  if (d == floor(d) && fabs(d) < 9007199254740992.0) {
+    lua_pushinteger(L, (lua_Integer)d);
+    return;
+  }
+#endif
+  lua_pushnumber(L, d);
+}
+
+/* Pushes the Lua table for an item (protected: may raise on memory errors). An event's body is
+ * decoded here, from the text the service thread validated (lbind_json.c). */
 static int push_item_table(lua_State *L) {
   gn_item_t *it = (gn_item_t *)lua_touserdata(L, 1);
-  if (it->data) push_json(L, it->data, 0);
-  else lua_newtable(L);
   if (it->type == GN_ITEM_EVENT) {
-    if (it->body) push_json(L, it->body, 0);
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, it->topic);
+    lua_setfield(L, -2, "topic");
+    lua_pushstring(L, it->channel_id);
+    lua_setfield(L, -2, "channel_id");
+    push_ms(L, it->received_ms);
+    lua_setfield(L, -2, "received_ms");
+    if (it->body_len) lgn_json_push(L, it->raw + it->body_off, it->body_len);
     else lua_newtable(L);
     lua_setfield(L, -2, "body");
     lua_pushlstring(L, it->raw, it->rawlen);
     lua_setfield(L, -2, "raw");
+    return 1;
   }
+  if (it->data) push_json(L, it->data, 0);
+  else lua_newtable(L);
   return 1;
 }
 
@@ -164,7 +186,7 @@ static int l_decode(lua_State *L) {
 }
 
 /* core.json_bench(text, n, mode): the C side of bench/decode_bench.lua, timed in C so the loop
- * costs nothing. mode "parse+convert": jansson parse and Lua table, n times (what decoding on the
+ * costs nothing. mode "text": lbind_json.c's decoder, n times (what poll() pays now); "parse+convert": jansson parse and Lua table, n times (what decoding on the
  * Lua thread would cost); "convert": parse once, build the table n times (what the client's Lua
  * thread really pays: the service thread has already parsed the message to read its topic).
  * Returns the elapsed milliseconds. */
@@ -174,6 +196,18 @@ static int l_json_bench(lua_State *L) {
   long n = (long)luaL_checkinteger(L, 2);
   const char *mode = luaL_checkstring(L, 3);
   int convert_only = strcmp(mode, "convert") == 0;
+  if (strcmp(mode, "text") == 0) { /* lbind_json.c's decoder on the text: what poll() does now */
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < n; i++) {
+      lgn_json_push(L, s, len);
+      lua_pop(L, 1);
+      if ((i & 255) == 0) lua_gc(L, LUA_GCSTEP, 0);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    lua_pushnumber(L, (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6);
+    return 1;
+  }
   json_t *pre = convert_only ? json_loadb(s, len, 0, NULL) : NULL;
   if (convert_only && !pre) return luaL_error(L, "json_bench: invalid JSON");
   struct timespec a, b;
@@ -298,46 +332,60 @@ static void run_policy(lua_State *L, lclient_t *u, int uv, gn_item_t *it) {
   lua_pop(L, 1);
 }
 
+/* Up to POLL_BATCH items per lock of the queue (and per read of its eventfd when it empties),
+ * never more than poll() may still run. */
+static gn_item_t *pop_batch(lclient_t *u, int n) {
+  int room = POLL_MAX_ITEMS - n;
+  return gn_client_pop_batch(u->c, (size_t)(room < POLL_BATCH ? room : POLL_BATCH));
+}
+
 static int poll_items(lua_State *L, lclient_t *u, int timeout_ms) {
-  gn_item_t *it = gn_client_pop(u->c);
-  if (!it && timeout_ms != 0) {
+  gn_item_t *batch = pop_batch(u, 0);
+  if (!batch && timeout_ms != 0) {
     struct pollfd pfd = {gn_client_fd(u->c), POLLIN, 0};
     poll(&pfd, 1, timeout_ms < 0 ? -1 : timeout_ms);
-    it = gn_client_pop(u->c);
+    batch = pop_batch(u, 0);
   }
   lua_getuservalue(L, 1);
   int uv = lua_gettop(L);
   int n = 0;
-  while (it) {
+  while (batch) {
+    gn_item_t *it = batch;
+    batch = it->next;
+    it->next = NULL;
     if (it->type == GN_ITEM_POLICY) {
       run_policy(L, u, uv, it);
       gn_item_free(it);
       n++;
-      if (u->closed || n >= POLL_MAX_ITEMS) break;
-      it = gn_client_pop(u->c);
-      continue;
-    }
-    const char *which = it->type == GN_ITEM_EVENT ? "on_event" : "on_health";
-    lua_getfield(L, uv, which);
-    if (!lua_isfunction(L, -1)) {
-      lua_pop(L, 1);
-      gn_item_free(it);
     } else {
-      /* Build the table in protected mode so the item is freed even on a memory error. */
-      lua_pushcfunction(L, push_item_table);
-      lua_pushlightuserdata(L, it);
-      int rc = lua_pcall(L, 1, 1, 0);
-      gn_item_free(it);
-      if (rc != 0) {
-        lua_remove(L, -2); /* the callback */
-        report_callback_error(L, u, uv, which);
-      } else if (call_protected(L, u, which)) {
-        report_callback_error(L, u, uv, which);
+      const char *which = it->type == GN_ITEM_EVENT ? "on_event" : "on_health";
+      lua_getfield(L, uv, which);
+      if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        gn_item_free(it);
+      } else {
+        /* Build the table in protected mode so the item is freed even on a memory error. */
+        lua_pushcfunction(L, push_item_table);
+        lua_pushlightuserdata(L, it);
+        int rc = lua_pcall(L, 1, 1, 0);
+        gn_item_free(it);
+        if (rc != 0) {
+          lua_remove(L, -2); /* the callback */
+          report_callback_error(L, u, uv, which);
+        } else if (call_protected(L, u, which)) {
+          report_callback_error(L, u, uv, which);
+        }
+        n++;
       }
-      n++;
     }
     if (u->closed || n >= POLL_MAX_ITEMS) break;
-    it = gn_client_pop(u->c);
+    if (!batch) batch = pop_batch(u, n);
+  }
+  /* Left over only when a callback closed the client: close() discards what waits anyway. */
+  while (batch) {
+    gn_item_t *it = batch;
+    batch = it->next;
+    gn_item_free(it);
   }
   lua_pop(L, 1);
   return n;

@@ -46,13 +46,8 @@ static int push_item(lua_State *L) {
     lua_newtable(L);
   }
   if (it->type == GN_ITEM_EVENT) {
-    if (it->body) {
-      lua_pushcfunction(L, lgn_push_json);
-      lua_pushlightuserdata(L, it->body);
-      lua_call(L, 1, 1);
-    } else {
-      lua_newtable(L);
-    }
+    if (it->body_len) lgn_json_push(L, it->raw + it->body_off, it->body_len);
+    else lua_newtable(L);
     lua_setfield(L, -2, "body");
     lua_pushlstring(L, it->raw, it->rawlen);
     lua_setfield(L, -2, "raw");

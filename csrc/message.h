@@ -24,16 +24,27 @@ typedef enum {
 
 typedef struct {
   gn_msg_kind_t kind;
-  json_t *root;               /* the parsed message (owned; NULL when it did not parse) */
-  const char *topic;          /* topicName, inside root */
-  json_t *body;               /* EVENT: eventBody inside root (borrowed), or NULL */
-  const char *correlation_id; /* metadata.CorrelationId inside root, or NULL */
+  json_t *root;               /* the parsed message, only when the scan was not sure (owned) */
+  const char *topic;          /* topicName (NUL-terminated, held by m) */
+  const char *body;           /* EVENT: eventBody's text inside the message, or NULL */
+  size_t body_len;
+  const char *correlation_id; /* metadata.CorrelationId (held by m), or NULL */
   const char *reason;         /* MALFORMED: a short code; CHANNEL_GONE: the server's text */
   char error[160];            /* MALFORMED: what was wrong, for people */
+  char *heap;                 /* strings that did not fit buf (owned) */
+  size_t used;                /* of buf */
+  char buf[256];              /* topic, CorrelationId and message, unescaped */
 } gn_msg_t;
 
 /* Classifies one complete message (binary: it came in binary frames). Returns the kind, also
- * in m->kind; release m with gn_msg_clear. Any thread. */
+ * in m->kind; release m with gn_msg_clear. Any thread.
+ *
+ * No tree is built for the usual message: one pass validates the whole text as JSON (jansson's
+ * rules: UTF-8 without overlong forms or surrogates, no control characters in strings, integers
+ * in range) and notes the top-level keys it needs (topicName, eventBody's span, metadata's
+ * CorrelationId, result, message; the last of duplicate keys wins, as in jansson). Anything the
+ * scan is not sure of (a \u escape, an exponent, a huge integer, nesting deeper than 64, any
+ * error) goes to jansson, whose answers and error texts are the reference. */
 gn_msg_kind_t gn_msg_classify(const char *data, size_t len, int binary, gn_msg_t *m);
 /* The tree json_loadb(data, len, 0, ...) gives, built faster, or NULL when the fast path is not
  * sure (then json_loadb decides; gn_msg_classify does so). Exposed for its differential test. */

@@ -61,7 +61,7 @@ void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *o) {
   o->attempts = m->attempts;
   o->successes = m->successes;
   o->failures = m->failures;
-  o->events = m->events;
+  o->events = __atomic_load_n(&m->events, __ATOMIC_RELAXED); /* counted without the lock */
   o->dropped = m->dropped;
   o->heartbeats = m->heartbeats;
   o->malformed = m->malformed;

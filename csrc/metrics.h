@@ -1,7 +1,8 @@
 /* metrics.h: per-client counters and reconnect-latency percentiles.
  *
  * Written by the service thread, read by the Lua thread: every access goes through the struct's
- * mutex (reads are rare and coarse: one snapshot per client:metrics() call).
+ * mutex (reads are rare and coarse: one snapshot per client:metrics() call), except `events`,
+ * counted per event with an atomic add (and read with an atomic load).
  */
 #ifndef GN_METRICS_H
 #define GN_METRICS_H
@@ -42,7 +43,8 @@ typedef struct {
 typedef struct {
   pthread_mutex_t mu;
   uint64_t attempts, successes, failures;
-  uint64_t events, dropped, heartbeats, malformed, disconnects, health, duplicates, rollovers;
+  uint64_t events; /* atomic (__atomic builtins): counted per event without the lock */
+  uint64_t dropped, heartbeats, malformed, disconnects, health, duplicates, rollovers;
   uint64_t health_dropped;
   uint64_t pauses, tls_resumed;
   double paused_ms;          /* finished pauses */

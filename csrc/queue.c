@@ -11,6 +11,18 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+static int pending_locked(const gn_queue_t *q);
+static void wake_locked(gn_queue_t *q);
+
+/* The deferred wake-up (gn_service_defer): the eventfd written once for the events queued in
+ * this iteration of the loop, if they still wait. Service thread. */
+static void flush_wake(void *arg) {
+  gn_queue_t *q = arg;
+  pthread_mutex_lock(&q->mu);
+  if (pending_locked(q)) wake_locked(q);
+  pthread_mutex_unlock(&q->mu);
+}
+
 int gn_queue_init(gn_queue_t *q, size_t event_limit, size_t byte_limit, gn_metrics_t *metrics,
                   char *err, size_t errlen) {
   memset(q, 0, sizeof *q);
@@ -19,6 +31,8 @@ int gn_queue_init(gn_queue_t *q, size_t event_limit, size_t byte_limit, gn_metri
   q->event_limit = event_limit;
   q->byte_limit = byte_limit;
   q->metrics = metrics;
+  q->defer.fn = flush_wake;
+  q->defer.arg = q;
   q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (q->efd < 0) {
     snprintf(err, errlen, "eventfd: %s", strerror(errno));
@@ -64,9 +78,7 @@ void gn_queue_destroy(gn_queue_t *q) {
 void gn_item_free(gn_item_t *it) {
   if (!it) return;
   json_decref(it->data);
-  json_decref(it->body);
-  free(it->raw);
-  free(it);
+  free(it); /* an event's text lives in the same allocation */
 }
 
 /* glibc's chunk for a request of n bytes (size word, 16-byte alignment, 32 at least). */
@@ -75,54 +87,14 @@ static size_t chunk(size_t n) {
   return c < 32 ? 32 : c;
 }
 
-/* Smallest power of two >= n, at least min. */
-static size_t pow2_at_least(size_t n, size_t min) {
-  size_t p = min;
-  while (p < n && p < ((size_t)1 << 62)) p <<= 1;
-  return p;
-}
-
-/* jansson 2.x's node layouts: json_t is a type and a reference count (16 bytes); an object adds
- * a hash table (56 bytes; 16-byte buckets, a power of two at least 8 and at least its size) and
- * one pair per key (57 bytes and the key); an array 24 bytes and a table of pointers (its
- * capacity, a power of two at least 8); a string 16 bytes and its text; numbers 8 bytes. true,
- * false and null are shared. */
-static size_t json_cost(const json_t *j, int depth) {
-  if (!j || depth > 4096) return 0;
-  switch (json_typeof(j)) {
-  case JSON_OBJECT: {
-    size_t n = json_object_size(j);
-    size_t c = chunk(72) + pow2_at_least(n, 8) * 16;
-    const char *k;
-    json_t *v;
-    json_object_foreach((json_t *)j, k, v) c += chunk(57 + strlen(k)) + json_cost(v, depth + 1);
-    return c;
-  }
-  case JSON_ARRAY: {
-    size_t n = json_array_size(j);
-    size_t c = chunk(40) + chunk(pow2_at_least(n, 8) * sizeof(void *));
-    for (size_t i = 0; i < n; i++) c += json_cost(json_array_get(j, i), depth + 1);
-    return c;
-  }
-  case JSON_STRING:
-    return chunk(32) + chunk(json_string_length(j) + 1);
-  case JSON_INTEGER:
-  case JSON_REAL:
-    return chunk(24);
-  default:
-    return 0;
-  }
-}
-
-size_t gn_json_cost(const json_t *j) { return json_cost(j, 0); }
-
-/* Makes the eventfd readable if it was not: something (an item or a drop report) now waits
- * where nothing did. Caller holds q->mu. */
-static void wake_locked(gn_queue_t *q, int was_pending) {
-  if (was_pending) return;
+/* Makes the eventfd readable if it was not: something (an item or a drop report) now waits.
+ * Caller holds q->mu. */
+static void wake_locked(gn_queue_t *q) {
+  if (q->armed) return;
   uint64_t one = 1;
   ssize_t w = write(q->efd, &one, sizeof one);
   (void)w;
+  q->armed = 1;
   if (q->bell) gn_bell_ring(q->bell);
 }
 
@@ -133,11 +105,10 @@ static int pending_locked(const gn_queue_t *q) {
 
 /* Counts a drop. Caller holds q->mu. */
 static void drop_locked(gn_queue_t *q, int event) {
-  int was = pending_locked(q);
   if (q->detached) return; /* closing: nobody will read the report */
   if (event) q->dropped++;
   else q->health_dropped++;
-  wake_locked(q, was);
+  wake_locked(q);
   pthread_mutex_lock(&q->metrics->mu);
   if (event) q->metrics->dropped++;
   else q->metrics->health_dropped++;
@@ -204,12 +175,13 @@ void gn_queue_push(gn_queue_t *q, gn_item_t *it) {
   } else {
     q->health++;
   }
-  int was = pending_locked(q);
   it->next = NULL;
   if (q->tail) q->tail->next = it;
   else q->head = it;
   q->tail = it;
-  wake_locked(q, was);
+  /* An event's wake-up waits for the end of the loop's iteration (on a service thread): the
+   * other events of the same read join it. */
+  if (!event || q->armed || gn_service_defer(&q->defer) != 0) wake_locked(q);
   pthread_mutex_unlock(&q->mu);
 }
 
@@ -246,27 +218,35 @@ void gn_queue_health(gn_queue_t *q, const char *kind, const char *state, json_t 
   gn_queue_add(q, GN_ITEM_HEALTH, fields, 0);
 }
 
-void gn_queue_event(gn_queue_t *q, gn_msg_t *m, const char *channel_id, const char *raw,
+void gn_queue_event(gn_queue_t *q, const gn_msg_t *m, const char *channel_id, const char *raw,
                     size_t len) {
-  gn_item_t *it = calloc(1, sizeof *it);
-  if (!it || !(it->raw = malloc(len + 1))) {
-    free(it);
-    gn_msg_clear(m);
+  size_t tl = strlen(m->topic) + 1, cl = strlen(channel_id) + 1;
+  size_t n = sizeof(gn_item_t) + len + 1 + tl + cl;
+  gn_item_t *it = malloc(n);
+  if (!it) {
     gn_queue_drop(q, 1);
     return;
   }
-  memcpy(it->raw, raw, len);
-  it->raw[len] = 0;
+  memset(it, 0, sizeof *it);
+  char *p = (char *)(it + 1);
+  it->raw = p;
+  memcpy(p, raw, len);
+  p[len] = 0;
   it->rawlen = len;
+  p += len + 1;
+  memcpy(p, m->topic, tl);
+  it->topic = p;
+  p += tl;
+  memcpy(p, channel_id, cl);
+  it->channel_id = p;
+  if (m->body) {
+    it->body_off = (size_t)(m->body - raw);
+    it->body_len = m->body_len;
+  }
   it->type = GN_ITEM_EVENT;
-  it->body = m->body ? json_incref(m->body) : NULL;
-  it->data = json_pack("{s:s, s:s, s:f}", "topic", m->topic, "channel_id", channel_id,
-                       "received_ms", gn_now_wall_ms());
-  it->cost = chunk(sizeof *it) + chunk(len + 1) + json_cost(it->body, 0) + json_cost(it->data, 0);
-  gn_msg_clear(m);
-  pthread_mutex_lock(&q->metrics->mu);
-  q->metrics->events++;
-  pthread_mutex_unlock(&q->metrics->mu);
+  it->received_ms = gn_now_wall_ms();
+  it->cost = chunk(n);
+  __atomic_fetch_add(&q->metrics->events, 1, __ATOMIC_RELAXED);
   gn_queue_push(q, it);
 }
 
@@ -296,9 +276,9 @@ int gn_queue_want_room(gn_queue_t *q) {
   return full;
 }
 
-gn_item_t *gn_queue_pop(gn_queue_t *q, const char *state) {
-  int room = 0;
-  pthread_mutex_lock(&q->mu);
+/* The next item, or NULL; *room set when it left the queue half empty for a paused producer
+ * (overflow = "pause"). Caller holds q->mu. */
+static gn_item_t *pop_locked(gn_queue_t *q, const char *state, int *room) {
   gn_item_t *it = NULL;
   if (q->dropped != q->dropped_reported || q->health_dropped != q->health_dropped_reported) {
     /* Report drops as soon as the owner reads again, before the next event. */
@@ -334,23 +314,52 @@ gn_item_t *gn_queue_pop(gn_queue_t *q, const char *state) {
        * owner works through this one) */
       if (q->room_wanted && q->events <= q->event_limit / 2 && q->bytes <= q->byte_limit / 2) {
         q->room_wanted = 0;
-        room = q->room_cb != NULL && !q->detached;
+        *room = q->room_cb != NULL && !q->detached;
       }
     } else {
       q->health--;
     }
     it->next = NULL;
   }
-  if (!pending_locked(q)) {
+  return it;
+}
+
+/* Drains the eventfd when nothing waits any more. Caller holds q->mu. */
+static void settle_locked(gn_queue_t *q) {
+  if (q->armed && !pending_locked(q)) {
     uint64_t v;
     ssize_t r = read(q->efd, &v, sizeof v); /* not readable while nothing waits */
     (void)r;
+    q->armed = 0;
   }
+}
+
+gn_item_t *gn_queue_pop(gn_queue_t *q, const char *state) {
+  int room = 0;
+  pthread_mutex_lock(&q->mu);
+  gn_item_t *it = pop_locked(q, state, &room);
+  settle_locked(q);
   void (*cb)(void *) = q->room_cb;
   void *ud = q->room_ud;
   pthread_mutex_unlock(&q->mu);
   if (room) cb(ud);
   return it;
+}
+
+gn_item_t *gn_queue_pop_batch(gn_queue_t *q, const char *state, size_t max) {
+  gn_item_t *head = NULL, **tail = &head, *it;
+  int room = 0;
+  pthread_mutex_lock(&q->mu);
+  for (size_t i = 0; i < max && (it = pop_locked(q, state, &room)); i++) {
+    *tail = it;
+    tail = &it->next;
+  }
+  settle_locked(q);
+  void (*cb)(void *) = q->room_cb;
+  void *ud = q->room_ud;
+  pthread_mutex_unlock(&q->mu);
+  if (room) cb(ud);
+  return head;
 }
 
 void gn_queue_usage(gn_queue_t *q, size_t *events, size_t *bytes) {
@@ -370,6 +379,7 @@ void gn_queue_set_bell(gn_queue_t *q, gn_bell_t *b) {
 
 void gn_queue_detach(gn_queue_t *q) {
   pthread_mutex_lock(&q->mu);
+  gn_service_undefer(&q->defer); /* the owner may free q once it sees this */
   q->detached = 1;
   pthread_cond_broadcast(&q->cv);
   pthread_mutex_unlock(&q->mu);

@@ -2,10 +2,12 @@
  *
  * The service thread pushes events, health items and policy records; the owner pops them when
  * it wants (poll()), so nothing here ever calls into the owner. An eventfd (gn_queue_fd) is
- * readable while something waits (an unreported drop included).
+ * readable while something waits (an unreported drop included); for events it is written at the
+ * end of the service loop's iteration (gn_service_defer), once for all the events one read of
+ * the socket gave, not once per event.
  *
  * Bounds, whether or not the owner ever pops: events by number (event_limit) and by their
- * estimated cost in memory (byte_limit: the text, the decoded tree and the item; one event is
+ * estimated cost in memory (byte_limit: the item's one allocation, the text in it; one event is
  * always let in when no other waits, so an event larger than the limit is not lost for good);
  * health and policy items by number (GN_HEALTH_LIMIT). Consecutive "malformed" items of one
  * reason are one item whose "count" grows (a flood of bad frames costs one item). Whatever is
@@ -26,6 +28,7 @@
 #include "bell.h"
 #include "message.h"
 #include "metrics.h"
+#include "service.h"
 
 /* GN_ITEM_POLICY: an attempt record for the operator's policy hook; answered with
  * gn_client_policy_answer(c, item->seq, delay). */
@@ -36,10 +39,14 @@ typedef enum { GN_ITEM_EVENT = 1, GN_ITEM_HEALTH = 2, GN_ITEM_POLICY = 3 } gn_it
 typedef struct gn_item {
   struct gn_item *next;
   gn_item_type_t type;
-  json_t *data;  /* health: {"kind":..., fields}; event: {"topic","channel_id","received_ms"} */
-  json_t *body;  /* event: the decoded eventBody (owned) */
-  char *raw;     /* event: the message text as received */
+  json_t *data;  /* health and policy: {"kind":..., fields}; NULL for an event */
+  /* event: the message text as received and what the service thread read from it, all in the
+   * item's one allocation (raw, topic and channel_id point behind the struct) */
+  char *raw;
   size_t rawlen;
+  size_t body_off, body_len; /* eventBody's text in raw (body_len 0: no eventBody) */
+  const char *topic, *channel_id;
+  double received_ms;
   uint64_t seq;  /* policy: which scheduled attempt this record is for */
   size_t cost;   /* event: estimated bytes it holds (counted against the byte limit) */
 } gn_item_t;
@@ -56,6 +63,8 @@ typedef struct {
   uint64_t dropped, dropped_reported;               /* events */
   uint64_t health_dropped, health_dropped_reported; /* health and policy items */
   int efd;
+  int armed;             /* the eventfd was written and not read since */
+  gn_defer_t defer;      /* an event's wake-up, deferred to the end of the loop's iteration */
   int detached;          /* the service thread let go: items are refused */
   gn_bell_t *bell;       /* rung with the eventfd's wake-ups (the client's wake socket), or NULL */
   int soft;              /* overflow = "pause": events over the limits are let in (up to twice
@@ -83,13 +92,11 @@ void gn_queue_add(gn_queue_t *q, gn_item_type_t type, json_t *data, uint64_t seq
  * "timestamp_ms" ("malformed" also "count" and "last_timestamp_ms"). Returns nothing. Service
  * thread. */
 void gn_queue_health(gn_queue_t *q, const char *kind, const char *state, json_t *fields);
-/* Queues event m (classified from raw, len bytes) received on channel_id: topic, body and the
- * raw text for the owner, counted in the metrics. m is cleared (its tree released) before the
- * item is queued: the owner must hold the last reference to the body, since jansson's
- * reference count orders a free after the other thread's reads only when the freeing thread
- * drops the last one after it received the item. Returns nothing (out of memory is counted as a
- * drop). Service thread. */
-void gn_queue_event(gn_queue_t *q, gn_msg_t *m, const char *channel_id, const char *raw,
+/* Queues event m (classified from raw, len bytes) received on channel_id: the raw text, where
+ * its eventBody lies, the topic and the channel for the owner (no tree: the owner decodes the
+ * body), counted in the metrics. Returns nothing (out of memory is counted as a drop). Service
+ * thread. */
+void gn_queue_event(gn_queue_t *q, const gn_msg_t *m, const char *channel_id, const char *raw,
                     size_t len);
 /* Counts one item that could not be queued (an event when event is set, else a health or policy
  * item) and makes the eventfd readable for its report. Returns nothing. Service thread. */
@@ -99,6 +106,10 @@ void gn_queue_drop(gn_queue_t *q, int event);
  * client's state name for it), or NULL when nothing waits; the eventfd is drained when nothing
  * is left. Free it with gn_item_free. Owner thread. */
 gn_item_t *gn_queue_pop(gn_queue_t *q, const char *state);
+/* Up to max items at once under one lock, as gn_queue_pop would return them one by one, linked
+ * by next (NULL when nothing waits); the eventfd is drained when nothing is left. Free each with
+ * gn_item_free. Owner thread. */
+gn_item_t *gn_queue_pop_batch(gn_queue_t *q, const char *state, size_t max);
 /* The events waiting and their estimated bytes. Returns nothing. Any thread. */
 void gn_queue_usage(gn_queue_t *q, size_t *events, size_t *bytes);
 /* The eventfd, readable while items wait. Any thread. */
@@ -133,10 +144,6 @@ void gn_queue_wait_detached(gn_queue_t *q);
 /* Frees every waiting item unread (and gives large amounts of freed memory back to the system).
  * Returns nothing. Owner thread. */
 void gn_queue_discard(gn_queue_t *q);
-
-/* Estimated bytes a decoded JSON tree holds (jansson's nodes and the allocator's overhead).
- * Returns it. Any thread that holds a reference to j. */
-size_t gn_json_cost(const json_t *j);
 
 /* Frees an item (NULL allowed). Returns nothing. Any thread that owns it. */
 void gn_item_free(gn_item_t *it);

@@ -28,6 +28,7 @@ struct gn_service {
   pthread_t thread_id_copy;
   uv_loop_t loop;
   uv_async_t wake;
+  uv_prepare_t prep;   /* runs the deferred calls (gn_service_defer) */
   gn_transport_t *transport;
   gn_http_t *http;
   gn_member_t members; /* sentinel of a circular list */
@@ -92,10 +93,45 @@ static void drain_cb(uv_async_t *h) {
   }
 }
 
+/* This thread's deferred calls (only service threads have a list: tls_service is set). */
+static __thread int tls_service;
+static __thread gn_defer_t *tls_deferred;
+
+int gn_service_defer(gn_defer_t *d) {
+  if (!tls_service) return -1;
+  if (d->queued) return 0;
+  d->queued = 1;
+  d->next = tls_deferred;
+  tls_deferred = d;
+  return 0;
+}
+
+void gn_service_undefer(gn_defer_t *d) {
+  if (!d->queued) return;
+  for (gn_defer_t **pp = &tls_deferred; *pp; pp = &(*pp)->next)
+    if (*pp == d) {
+      *pp = d->next;
+      break;
+    }
+  d->queued = 0;
+}
+
+static void prepare_cb(uv_prepare_t *h) {
+  (void)h;
+  while (tls_deferred) {
+    gn_defer_t *d = tls_deferred;
+    tls_deferred = d->next;
+    d->queued = 0;
+    d->fn(d->arg);
+  }
+}
+
 static void stop_task(gn_service_t *svc, void *arg) {
   (void)arg;
   gn_http_shutdown(svc->http);
   svc->http = NULL;
+  prepare_cb(&svc->prep);
+  uv_close((uv_handle_t *)&svc->prep, NULL);
   uv_close((uv_handle_t *)&svc->wake, NULL);
   gn_transport_stop(svc->transport);
 }
@@ -116,6 +152,9 @@ static void *thread_main(void *arg) {
   loop_ok = 1;
   svc->wake.data = svc;
   uv_async_init(&svc->loop, &svc->wake, drain_cb);
+  uv_prepare_init(&svc->loop, &svc->prep);
+  uv_prepare_start(&svc->prep, prepare_cb);
+  tls_service = 1;
   svc->http = gn_http_new(&svc->loop, err, sizeof err);
   if (!svc->http) goto signal;
   svc->transport = gn_transport_new(&svc->loop, err, sizeof err);

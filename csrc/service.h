@@ -72,4 +72,21 @@ void gn_service_member_remove(gn_service_t *svc, gn_member_t *m);
 /* Asks the loop to call poke() on every member. Returns nothing. Any thread. */
 void gn_service_poke(gn_service_t *svc);
 
+/* A call deferred to the end of the service loop's current iteration (a uv_prepare, before the
+ * loop waits for I/O again): queue.c writes its eventfd there once for all the events one read
+ * of the socket produced, not once per event. */
+typedef struct gn_defer {
+  struct gn_defer *next;
+  void (*fn)(void *arg);
+  void *arg;
+  int queued;
+} gn_defer_t;
+/* Queues d (once: a queued d is left as it is) to run on this service thread before its loop
+ * next waits. Returns 0, or -1 when the caller is not on a service thread (run it now then).
+ * Any thread. */
+int gn_service_defer(gn_defer_t *d);
+/* Takes d off this thread's list when queued (its owner is going away). Returns nothing. The
+ * thread that queued it. */
+void gn_service_undefer(gn_defer_t *d);
+
 #endif

@@ -14,6 +14,7 @@
 --        BENCH_ONLY (comma-separated client keys), BENCH_OUT (keep the clients' output there),
 --        BENCH_PERF (a file: `perf record -g` of each client's ~1 KB bursts, FILE-key-run.data),
 --        BENCH_BASELINE (a build folder: the project from it as one more row, "gnbase"),
+--        BENCH_BASELINE_JIT (the same for LuaJIT: "gnbasejit"),
 --        BENCH_GN_BUILD (the Lua 5.4 build folder of the "gn54" row, default build/lua5.4)
 package.path = "spec/?.lua;lua/?.lua;" .. package.path
 local emulator = require "support.emulator"
@@ -62,6 +63,12 @@ local BASELINE = os.getenv("BENCH_BASELINE")
 if BASELINE then
   table.insert(CLIENTS, 2, { "gnbase", "genesys-notify, Lua 5.4, before (" .. BASELINE .. ")",
     "lua5.4 bench/peers/gn_client.lua " .. BASELINE })
+end
+-- BENCH_BASELINE_JIT=DIR: the same for the LuaJIT client (DIR built with LUA=luajit), "gnbasejit".
+local BASELINE_JIT = os.getenv("BENCH_BASELINE_JIT")
+if BASELINE_JIT then
+  table.insert(CLIENTS, BASELINE and 4 or 3, { "gnbasejit", "genesys-notify, LuaJIT, before (" ..
+    BASELINE_JIT .. ")", "luajit bench/peers/gn_client.lua " .. BASELINE_JIT })
 end
 if ONLY then
   local keep = {}

@@ -1,0 +1,298 @@
+/* lbind_json.c: JSON text straight into Lua values, on the Lua thread (see lbind.h).
+ *
+ * The service thread no longer builds a tree: it validates the message and queues its text with
+ * eventBody's span (message.c). This decodes that span with lua_createtable/lua_rawset and no
+ * intermediate tree, to the same values lgn_push_json gives for jansson's tree of the same text:
+ * objects and arrays as tables, null as a NULL light userdata (cjson.null), integers as Lua
+ * integers on 5.4 (numbers on 5.1/LuaJIT), reals as numbers (whole ones below 2^53 as integers
+ * on 5.4), the last of duplicate keys. Strings without escapes are pushed from the text itself.
+ */
+#include "lbind.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEPTH_MAX 1000 /* lgn_push_json's limit */
+
+typedef struct {
+  const unsigned char *p, *end;
+} dec_t;
+
+static int bad(lua_State *L) {
+  return luaL_error(L, "genesys.notify: invalid JSON in an event body");
+}
+
+static void ws(dec_t *d) {
+  while (d->p < d->end && (*d->p == ' ' || *d->p == '\t' || *d->p == '\n' || *d->p == '\r'))
+    d->p++;
+}
+
+static unsigned hex4(lua_State *L, dec_t *d) {
+  if (d->end - d->p < 4) bad(L);
+  unsigned v = 0;
+  for (int i = 0; i < 4; i++) {
+    unsigned c = d->p[i];
+    v <<= 4;
+    if (c >= '0' && c <= '9') v |= c - '0';
+    else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
+    else bad(L);
+  }
+  d->p += 4;
+  return v;
+}
+
+static void put_utf8(luaL_Buffer *b, unsigned cp) {
+  char u[4];
+  size_t n;
+  if (cp < 0x80) u[0] = (char)cp, n = 1;
+  else if (cp < 0x800) u[0] = (char)(0xC0 | (cp >> 6)), u[1] = (char)(0x80 | (cp & 0x3F)), n = 2;
+  else if (cp < 0x10000)
+    u[0] = (char)(0xE0 | (cp >> 12)), u[1] = (char)(0x80 | ((cp >> 6) & 0x3F)),
+    u[2] = (char)(0x80 | (cp & 0x3F)), n = 3;
+  else
+    u[0] = (char)(0xF0 | (cp >> 18)), u[1] = (char)(0x80 | ((cp >> 12) & 0x3F)),
+    u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)), u[3] = (char)(0x80 | (cp & 0x3F)), n = 4;
+  luaL_addlstring(b, u, n);
+}
+
+/* The first quote or backslash at or after q, or end: eight bytes at a time. */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+static const unsigned char *run(const unsigned char *q, const unsigned char *end) {
+  while (end - q >= 8) {
+    uint64_t w;
+    memcpy(&w, q, 8);
+    uint64_t quote = w ^ (ONES * '"'), bslash = w ^ (ONES * '\\');
+    if ((((quote - ONES) & ~quote) | ((bslash - ONES) & ~bslash)) & HIGHS) break;
+    q += 8;
+  }
+  while (q < end && *q != '"' && *q != '\\') q++;
+  return q;
+}
+
+/* A string after its opening quote: pushed; p after the closing quote. */
+static void string(lua_State *L, dec_t *d) {
+  const unsigned char *s = d->p, *q = run(s, d->end);
+  if (q >= d->end) bad(L);
+  if (*q == '"') { /* the usual case: no escape */
+    lua_pushlstring(L, (const char *)s, (size_t)(q - s));
+    d->p = q + 1;
+    return;
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (;;) {
+    luaL_addlstring(&b, (const char *)s, (size_t)(q - s));
+    if (q >= d->end) bad(L);
+    if (*q == '"') break;
+    if (q + 1 >= d->end) bad(L);
+    char c;
+    d->p = q + 2;
+    switch (q[1]) {
+    case '"': c = '"'; break;
+    case '\\': c = '\\'; break;
+    case '/': c = '/'; break;
+    case 'b': c = '\b'; break;
+    case 'f': c = '\f'; break;
+    case 'n': c = '\n'; break;
+    case 'r': c = '\r'; break;
+    case 't': c = '\t'; break;
+    case 'u': {
+      unsigned cp = hex4(L, d);
+      if (cp >= 0xD800 && cp <= 0xDBFF) { /* a pair: the low half must follow */
+        if (d->end - d->p < 6 || d->p[0] != '\\' || d->p[1] != 'u') bad(L);
+        d->p += 2;
+        unsigned lo = hex4(L, d);
+        if (lo < 0xDC00 || lo > 0xDFFF) bad(L);
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+      } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+        bad(L);
+      }
+      put_utf8(&b, cp);
+      s = d->p;
+      q = run(s, d->end);
+      continue;
+    }
+    default: bad(L); return;
+    }
+    luaL_addchar(&b, c);
+    s = d->p;
+    q = run(s, d->end);
+  }
+  luaL_pushresult(&b);
+  d->p = q + 1;
+}
+
+static void number(lua_State *L, dec_t *d) {
+  const unsigned char *s = d->p, *q = s;
+  int real = 0;
+  if (q < d->end && *q == '-') q++;
+  const unsigned char *digits = q;
+  uint64_t v = 0;
+  while (q < d->end && *q >= '0' && *q <= '9') v = v * 10 + (uint64_t)(*q++ - '0');
+  if (q == digits) bad(L);
+  if (q < d->end && (*q == '.' || *q == 'e' || *q == 'E')) {
+    real = 1;
+    while (q < d->end && ((*q >= '0' && *q <= '9') || *q == '.' || *q == 'e' || *q == 'E' ||
+                          *q == '+' || *q == '-'))
+      q++;
+  }
+  size_t n = (size_t)(q - s);
+  d->p = q;
+  /* jansson's lexer swallows one NUL byte right after a number ("[1\0,2]" is [1,2]); the
+   * service thread lets jansson judge such a message, so its body is decoded the same way */
+  if (d->p < d->end && *d->p == 0) d->p++;
+  if (!real && q - digits <= 18) { /* fits without overflow */
+    int64_t i = *s == '-' ? -(int64_t)v : (int64_t)v;
+#if LUA_VERSION_NUM >= 503
+    lua_pushinteger(L, (lua_Integer)i);
+#else
+    lua_pushnumber(L, (lua_Number)i);
+#endif
+    return;
+  }
+  char buf[64], *t = buf;
+  if (n >= sizeof buf) {
+    lua_pushlstring(L, (const char *)s, n); /* NUL-terminated copy, popped below */
+    t = (char *)lua_tostring(L, -1);
+  } else {
+    memcpy(buf, s, n);
+    buf[n] = 0;
+  }
+  char *e;
+  errno = 0;
+  if (!real) {
+    long long i = strtoll(t, &e, 10);
+    if (errno || *e) bad(L);
+    if (t != buf) lua_pop(L, 1);
+#if LUA_VERSION_NUM >= 503
+    lua_pushinteger(L, (lua_Integer)i);
+#else
+    lua_pushnumber(L, (lua_Number)i);
+#endif
+    return;
+  }
+  double x = strtod(t, &e);
+  if (*e || isinf(x)) bad(L);
+  if (t != buf) lua_pop(L, 1);
+#if LUA_VERSION_NUM >= 503
+  /* Whole-number reals (timestamps, latencies) read better as integers on 5.4. */
+  if (x == floor(x) && fabs(x) < 9007199254740992.0) {
+    lua_pushinteger(L, (lua_Integer)x);
+    return;
+  }
+#endif
+  lua_pushnumber(L, x);
+}
+
+static void word(lua_State *L, dec_t *d, const char *w, size_t n) {
+  if ((size_t)(d->end - d->p) < n || memcmp(d->p, w, n)) bad(L);
+  d->p += n;
+}
+
+static void value(lua_State *L, dec_t *d, int depth) {
+  if (depth > DEPTH_MAX || !lua_checkstack(L, 4))
+    luaL_error(L, "genesys.notify: JSON nested too deeply");
+  ws(d);
+  if (d->p >= d->end) bad(L);
+  switch (*d->p) {
+  case '{':
+    d->p++;
+    lua_createtable(L, 0, 4);
+    ws(d);
+    if (d->p < d->end && *d->p == '}') {
+      d->p++;
+      return;
+    }
+    for (;;) {
+      ws(d);
+      if (d->p >= d->end || *d->p != '"') bad(L);
+      d->p++;
+      string(L, d);
+      ws(d);
+      if (d->p >= d->end || *d->p != ':') bad(L);
+      d->p++;
+      value(L, d, depth + 1);
+      lua_rawset(L, -3);
+      ws(d);
+      if (d->p < d->end && *d->p == ',') {
+        d->p++;
+        continue;
+      }
+      if (d->p < d->end && *d->p == '}') {
+        d->p++;
+        return;
+      }
+      bad(L);
+    }
+  case '[': {
+    int i = 0;
+    d->p++;
+    lua_createtable(L, 0, 0);
+    ws(d);
+    if (d->p < d->end && *d->p == ']') {
+      d->p++;
+      return;
+    }
+    for (;;) {
+      value(L, d, depth + 1);
+      lua_rawseti(L, -2, ++i);
+      ws(d);
+      if (d->p < d->end && *d->p == ',') {
+        d->p++;
+        continue;
+      }
+      if (d->p < d->end && *d->p == ']') {
+        d->p++;
+        return;
+      }
+      bad(L);
+    }
+  }
+  case '"':
+    d->p++;
+    string(L, d);
+    return;
+  case 't':
+    word(L, d, "true", 4);
+    lua_pushboolean(L, 1);
+    return;
+  case 'f':
+    word(L, d, "false", 5);
+    lua_pushboolean(L, 0);
+    return;
+  case 'n':
+    word(L, d, "null", 4);
+    lua_pushlightuserdata(L, NULL); /* the same value as cjson.null */
+    return;
+  default:
+    number(L, d);
+    return;
+  }
+}
+
+void lgn_json_push(lua_State *L, const char *s, size_t len) {
+  dec_t d = {(const unsigned char *)s, (const unsigned char *)s + len};
+  value(L, &d, 0);
+  ws(&d);
+  if (d.p != d.end) bad(L);
+}
+
+/* core.json_decode_text(text): lgn_json_push on a whole text (its differential spec and the
+ * decode benchmark). Returns the value; raises on what it cannot decode. */
+static int l_decode_text(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lgn_json_push(L, s, len);
+  return 1;
+}
+
+int lgn_open_json(lua_State *L) {
+  lua_pushcfunction(L, l_decode_text);
+  lua_setfield(L, -2, "json_decode_text");
+  return 0;
+}

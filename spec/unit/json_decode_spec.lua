@@ -1,0 +1,109 @@
+-- The Lua thread's JSON decoder (csrc/lbind_json.c, core.json_decode_text: event bodies are
+-- decoded with it at poll()/drain()) against the reference it replaced: jansson's tree converted
+-- by push_json (core.json_decode). Same values, same integer/float subtypes, null as the same
+-- light userdata, on Lua 5.4 and LuaJIT.
+local core = require "genesys.notify.core"
+
+local math_type = math.type or function() return "float" end -- 5.1/LuaJIT: numbers only
+
+-- Deep equality with number subtypes; returns true or false and where they differ.
+local function same(a, b, path)
+  path = path or "$"
+  if type(a) ~= type(b) then
+    return false, path .. ": " .. type(a) .. " vs " .. type(b)
+  end
+  if type(a) == "number" then
+    if math_type(a) ~= math_type(b) or a ~= b then
+      return false, string.format("%s: %s %s vs %s %s", path, math_type(a), tostring(a),
+        math_type(b), tostring(b))
+    end
+    return true
+  end
+  if type(a) ~= "table" then
+    if a ~= b then return false, path .. ": " .. tostring(a) .. " vs " .. tostring(b) end
+    return true
+  end
+  for k, v in pairs(a) do
+    local ok, why = same(v, b[k], path .. "." .. tostring(k))
+    if not ok then return false, why end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false, path .. "." .. tostring(k) .. ": missing" end
+  end
+  return true
+end
+
+local function agree(text)
+  local ref, err = core.json_decode(text)
+  assert(ref ~= nil, "the reference refused " .. text .. ": " .. tostring(err))
+  local ok, got = pcall(core.json_decode_text, text)
+  assert(ok, "decoder raised on " .. text .. ": " .. tostring(got))
+  local eq, why = same(got, ref)
+  assert(eq, "differs on " .. text .. ": " .. tostring(why))
+end
+
+describe("the Lua thread's JSON decoder", function()
+  it("gives jansson's values on tricky texts", function()
+    local texts = {
+      '{}', '[]', '{"a":{},"b":[],"c":[{}]}', 'null', 'true', 'false', '"s"', '0', '-0',
+      '{"topicName":"t","eventBody":{"x":1}}',
+      -- strings: every short escape, \u in the BMP, surrogate pairs, raw UTF-8, long ones
+      [["a\"b\\c\/d\be\ff\ng\rh\ti"]],
+      [["\u00e9\u20AC\u0041\u007f\u0080\u07ff\u0800\uffff"]],
+      [["\ud834\udd1e \uD83D\uDE00 \udbff\udfff"]],
+      '"caf\195\169 \226\130\172 \240\157\132\158"',
+      '"' .. string.rep("x", 5000) .. '\\n' .. string.rep("y", 3) .. '"',
+      '{"' .. string.rep("k", 300) .. '":"' .. string.rep("v", 301) .. '"}',
+      '{"\\u00e9":1,"\\n":2,"":3}',
+      -- numbers: integer edges, reals, exponents, whole reals, 2^53
+      '[9223372036854775807,-9223372036854775808,123456789012345678,-1]',
+      '[1.5,-0.25,1e3,1E-3,2.5e+2,1.0,-1.0,0.0,12345678901234567890.5]',
+      '[9007199254740992.0,9007199254740993.0,9007199254740991.0,1e300,-1e300,5e-324]',
+      '[100000000000000000000000000000000000000000000000000.0]',
+      -- duplicate keys (the last wins), keys in any order, whitespace everywhere
+      '{"a":1,"b":2,"a":3}', '{"a":{"x":1},"a":[2]}',
+      ' \t\r\n{ "b" : [ 1 , 2 , { } ] ,\n"a" : { "c" : null } } \n',
+      -- arrays with nulls (holes in Lua: the null sentinel keeps them)
+      '[null,1,null,[null]]',
+      -- jansson swallows one NUL byte right after a number (found by fuzz_json_lua)
+      '[1\0,2,3]', '{"a":1.5\0,"b":-2\0}',
+    }
+    for _, t in ipairs(texts) do agree(t) end
+  end)
+
+  it("gives jansson's values on deep nesting, and refuses too deep the same way", function()
+    agree(string.rep("[", 1000) .. string.rep("]", 1000))
+    agree(string.rep('{"a":', 500) .. "1" .. string.rep("}", 500))
+    local deep = string.rep("[", 1002) .. string.rep("]", 1002)
+    local ok1, e1 = pcall(core.json_decode, deep)
+    local ok2, e2 = pcall(core.json_decode_text, deep)
+    assert.is_false(ok1)
+    assert.is_false(ok2)
+    assert.equals(e1, e2)
+  end)
+
+  it("gives jansson's values on random JSON", function()
+    math.randomseed(1234)
+    local pieces = { '"a"', '"\\u00e9\\n"', '"\\ud83d\\ude00"', "0", "-12", "1.25", "3e2", "true",
+      "false", "null", '"caf\195\169"', "9223372036854775807", "2.0" }
+    local function gen(depth)
+      local r = math.random(1, depth > 6 and 2 or 4)
+      if r <= 2 then return pieces[math.random(#pieces)] end
+      local n, out = math.random(0, 5), {}
+      if r == 3 then
+        for i = 1, n do out[i] = gen(depth + 1) end
+        return "[" .. table.concat(out, " , ") .. "]"
+      end
+      for i = 1, n do out[i] = '"k' .. math.random(1, 4) .. '":' .. gen(depth + 1) end
+      return "{" .. table.concat(out, ",") .. "}"
+    end
+    for _ = 1, 2000 do agree(gen(0)) end
+  end)
+
+  it("raises on what is not JSON instead of guessing", function()
+    for _, t in ipairs({ "", "{", '{"a"}', '{"a":1,}', "[1 2]", '"abc', '"\\x"', '"\\ud834"',
+                         '"\\udd1e"', "tru", "nul", "-", "[1] x", '{"a":1}}' }) do
+      assert.is_false((pcall(core.json_decode_text, t)), t)
+    end
+  end)
+end)
