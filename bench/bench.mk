@@ -54,8 +54,8 @@ $(BENCH_LWS): bench/peers/lws_client.c $(PROBE_LIB)
 	$(CC) $(CFLAGS) -Iemulator/probe $(LDFLAGS) -o $@ $< $(PROBE_LIB) $(DEP_LIBS)
 
 deps-bench:
-	@dpkg -s lua-http python3-websockets linux-perf lua5.1 >/dev/null 2>&1 || \
-	  (apt-get update && apt-get install -y lua-http python3-websockets linux-perf lua5.1)
+	@dpkg -s lua-http python3-websockets linux-perf lua5.1 curl >/dev/null 2>&1 || \
+	  (apt-get update && apt-get install -y lua-http python3-websockets linux-perf lua5.1 curl)
 	cd bench/peers && npm install --no-audit --no-fund
 
 bench-peers: $(BENCH_LWS) $(EMU_BIN)

@@ -287,8 +287,25 @@ local function many_run(c, run)
   if not ok then fail(c[1], "many run " .. run .. ": " .. tostring(err)) end
 end
 
+-- One HTTP round trip to the emulator's REST side on a kept TLS connection (curl, 21 requests
+-- on one connection, the first, which pays the handshake, left out): what a hard reconnect's two
+-- REST calls (POST channels, PUT subscriptions) cost at least, for its goal (issue 12, goal 2).
+local function rtt_run()
+  local url = emu.base_url .. "/api/v2/notifications/channels"
+  local args = {}
+  for i = 1, 21 do args[i] = "-o /dev/null " .. shq(url) end
+  local out = capture("curl -s --cacert " .. shq(emu.ca_file) .. " -w 'rtt %{time_total}\\n' " ..
+    table.concat(args, " ") .. " 2>/dev/null")
+  local first = true
+  for v in out:gmatch("rtt ([%d.]+)") do
+    if not first then put("http", "rtt", tonumber(v) * 1000) end
+    first = false
+  end
+end
+
 local ok, err = pcall(function()
   for run = 1, RUNS do
+    rtt_run()
     for _, c in ipairs(CLIENTS) do
       io.stderr:write(string.format("run %d/%d: %s\n", run, RUNS, c[2]))
       burst_run(c, run)
@@ -330,11 +347,21 @@ end
 print("\n| client | hard reconnect p50 / p99 ms (" .. HARD .. " channel expiries) | " .. MANY ..
   " clients, " .. MANY_RATE .. " events/s: CPU % of a core | RSS MB | events/s received |")
 print("|---|---:|---:|---:|---:|")
+local rtt = results.http and results.http.rtt and pct(results.http.rtt, 0.5)
+local lws50 = results.lws and results.lws.rec50 and pct(results.lws.rec50, 0.5)
 for _, c in ipairs(CLIENTS) do
   local k = c[1]
   if results[k] and (results[k].hard50 or results[k].many_cpu) then
     print(string.format("| %s | %s / %s | %s | %s | %s |", c[2], med(k, "hard50", "%.1f"),
       med(k, "hard99", "%.1f"), med(k, "many_cpu", "%.1f"), med(k, "many_rss", "%.1f"),
       med(k, "many_eps", "%.0f")))
+  end
+end
+if rtt then
+  print(string.format("\nHTTP round trip on a kept TLS connection (curl, %d requests): p50 %.2f ms, " ..
+    "p99 %.2f ms", #results.http.rtt, rtt, pct(results.http.rtt, 0.99)))
+  if lws50 then
+    print(string.format("Hard reconnect goal: bare lws handshake p50 %.1f + 2 x %.2f = %.2f ms", lws50,
+      rtt, lws50 + 2 * rtt))
   end
 end
