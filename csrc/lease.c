@@ -313,6 +313,9 @@ static void acquire(gn_lease_t *l) {
   }
   l->inflight = 1;
   l->inflight_since = q->sent;
+  /* the timer stays armed while the answer is out: one that never comes (or one that is not
+   * this request's) is noticed by tick(), never waited for forever */
+  arm(l, l->lease_ms / 3);
 }
 
 static void renew_done(void *ud, redisReply *rep) {
@@ -382,7 +385,9 @@ static void tick(gn_lease_t *l) {
   }
   /* candidate */
   if (l->inflight && (double)(now - l->inflight_since) > period) {
-    gn_redis_drop(l->r, "no answer in time");
+    l->inflight = 0;
+    if (gn_redis_busy(l->r)) gn_redis_drop(l->r, "no answer in time"); /* link_cb: retry */
+    else retry_later(l);
     return;
   }
   if (!gn_redis_busy(l->r)) {
