@@ -180,7 +180,7 @@ void gn_metrics_snapshot_pool(gn_metrics_t *client, gn_metrics_t *const *chans, 
   uint64_t now = gn_now_mono_ms();
   if (all) { /* the client's own samples (its first channel's) with the others' */
     pthread_mutex_lock(&client->mu);
-    memcpy(all, client->lat, client->lat_n * sizeof *all);
+    if (client->lat_n) memcpy(all, client->lat, client->lat_n * sizeof *all);
     na = client->lat_n;
     pthread_mutex_unlock(&client->mu);
   }
@@ -202,7 +202,7 @@ void gn_metrics_snapshot_pool(gn_metrics_t *client, gn_metrics_t *const *chans, 
     double up = m->started_ms ? (double)(now - m->started_ms) : 0;
     if (up > o->uptime_ms) o->uptime_ms = up;
     if (all) {
-      memcpy(all + na, m->lat, m->lat_n * sizeof *all);
+      if (m->lat_n) memcpy(all + na, m->lat, m->lat_n * sizeof *all);
       na += m->lat_n;
     }
     pthread_mutex_unlock(&m->mu);
