@@ -40,15 +40,18 @@ DEP_CFLAGS := $(shell pkg-config --cflags $(DEP_PCS))
 DEP_LIBS := $(shell pkg-config --libs $(DEP_PCS)) -lhiredis -lpthread -lm
 
 override CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -Wall -Wextra -Wno-unused-parameter \
-	$(SAN_FLAGS) $(DEP_CFLAGS) -Icsrc
+	$(SAN_FLAGS) $(DEP_CFLAGS) $(LAYER_INCS)
 LUA_CFLAGS := $(addprefix -I,$(LUA_INCDIR))
 override LDFLAGS += $(SAN_FLAGS)
 
-# The Lua-free core (linkable into a C program) and the Lua binding.
-CORE_SRCS := csrc/backoff.c csrc/schedule.c
-BIND_SRCS := csrc/lbind_core.c csrc/lbind_backoff.c
-# Later parts add their sources in their own fragments.
--include csrc/client.mk
+# The C core in layers, bottom first (docs/design.md): a file includes only headers of its own
+# layer or of those below it (`make lint` checks). core: pure pieces, no I/O; net: the service
+# thread and its I/O; stream: one Genesys stream and the client; fleet: above the client. The
+# Lua binding (csrc/lua) sits on top. Each source is listed once, by its folder.
+LAYERS     := core net stream fleet
+LAYER_INCS := $(addprefix -Icsrc/,$(LAYERS) lua)
+CORE_SRCS  := $(foreach l,$(LAYERS),$(sort $(wildcard csrc/$(l)/*.c)))
+BIND_SRCS  := $(sort $(wildcard csrc/lua/*.c))
 CORE_OBJS := $(CORE_SRCS:csrc/%.c=$(OBJDIR)/%.o)
 BIND_OBJS := $(BIND_SRCS:csrc/%.c=$(OBJDIR)/%.o)
 MODULE := $(BUILD)/genesys/notify/core.so
@@ -60,13 +63,16 @@ all: module ctests
 module: $(MODULE)
 ctests: $(CTESTS)
 
-$(OBJDIR)/%.o: csrc/%.c $(wildcard csrc/*.h)
+# Header dependencies come from the compiler (-MMD): an object depends on the headers it includes.
+$(OBJDIR)/%.o: csrc/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(OBJDIR)/lbind_%.o: csrc/lbind_%.c $(wildcard csrc/*.h)
+$(OBJDIR)/lua/%.o: csrc/lua/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LUA_CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(LUA_CFLAGS) -MMD -MP -c $< -o $@
+
+-include $(CORE_OBJS:.o=.d) $(BIND_OBJS:.o=.d)
 
 $(MODULE): $(CORE_OBJS) $(BIND_OBJS)
 	@mkdir -p $(dir $@)
@@ -204,7 +210,7 @@ soak: all $(HOST_DEP)
 lint:
 	luacheck lua spec bench bin/genesys-notify
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
-	  --inline-suppr --suppress=missingIncludeSystem -Icsrc csrc emulator spec/c
+	  --inline-suppr --suppress=missingIncludeSystem $(LAYER_INCS) csrc emulator spec/c
 
 # ---------------------------------------------------------------------------------------------
 # Install (used by the rockspec's make backend, which passes LUA_LIBDIR/LUA_LUADIR).

@@ -11,7 +11,7 @@ HERD_ARGS ?=
 bench: $(HERD)
 ctests: $(HERD)
 
-$(HERD): bench/herd.c $(CORE_OBJS) $(wildcard csrc/*.h)
+$(HERD): bench/herd.c $(CORE_OBJS) $(wildcard csrc/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(CORE_OBJS) $(DEP_LIBS)
 

@@ -13,7 +13,7 @@ FUZZ_DIR    := build/fuzz
 FUZZ_OBJDIR := $(FUZZ_DIR)/obj
 FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS := -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter \
-	-fsanitize=fuzzer-no-link $(FUZZ_SAN) $(DEP_CFLAGS) -Icsrc -Iemulator
+	-fsanitize=fuzzer-no-link $(FUZZ_SAN) $(DEP_CFLAGS) $(LAYER_INCS) -Iemulator
 FUZZ_LUA_PC := lua5.4
 FUZZ_ALL    := $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_TARGETS ?= $(FUZZ_ALL)
@@ -26,10 +26,10 @@ FUZZ_BIND_OBJS := $(BIND_SRCS:csrc/%.c=$(FUZZ_OBJDIR)/%.o)
 FUZZ_EMU_OBJS  := $(patsubst emulator/%.c,$(FUZZ_OBJDIR)/emulator/%.o,\
 	$(filter-out emulator/main.c,$(wildcard emulator/*.c)))
 
-$(FUZZ_OBJDIR)/%.o: csrc/%.c $(wildcard csrc/*.h)
+$(FUZZ_OBJDIR)/%.o: csrc/%.c $(wildcard csrc/*/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
-$(FUZZ_OBJDIR)/lbind_%.o: csrc/lbind_%.c $(wildcard csrc/*.h)
+$(FUZZ_OBJDIR)/lua/%.o: csrc/lua/%.c $(wildcard csrc/*/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(shell pkg-config --cflags $(FUZZ_LUA_PC)) -c $< -o $@
 $(FUZZ_OBJDIR)/emulator/%.o: emulator/%.c $(wildcard emulator/*.h)
