@@ -208,6 +208,7 @@ soak: all $(HOST_DEP)
 	  GN_SOAK_RECONNECTS=$${GN_SOAK_RECONNECTS:-1000} $(BUSTED_CMD) $(SOAK_SPECS)
 
 lint:
+	sh spec/support/layers.sh
 	luacheck lua spec bench bin/genesys-notify
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr --suppress=missingIncludeSystem $(LAYER_INCS) csrc emulator spec/c
