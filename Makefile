@@ -39,7 +39,7 @@ DEP_PCS := libwebsockets libcurl libuv openssl jansson
 DEP_CFLAGS := $(shell pkg-config --cflags $(DEP_PCS))
 DEP_LIBS := $(shell pkg-config --libs $(DEP_PCS)) -lhiredis -lpthread -lm
 
-override CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -Wall -Wextra -Wno-unused-parameter \
+override CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -Wall -Wextra -Wno-unused-parameter \
 	$(SAN_FLAGS) $(DEP_CFLAGS) $(LAYER_INCS)
 LUA_CFLAGS := $(addprefix -I,$(LUA_INCDIR))
 override LDFLAGS += $(SAN_FLAGS)
@@ -63,12 +63,20 @@ all: module ctests
 module: $(MODULE)
 ctests: $(CTESTS)
 
-# Header dependencies come from the compiler (-MMD): an object depends on the headers it includes.
-$(OBJDIR)/%.o: csrc/%.c
+# Header dependencies come from the compiler (-MMD): an object depends on the headers it includes,
+# and on the flags it was built with (a changed CFLAGS rebuilds it).
+FLAGS_STAMP := $(OBJDIR)/.cflags
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(CC) $(CFLAGS) $(LUA_CFLAGS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(LUA_CFLAGS)' > $@
+.PHONY: FORCE
+FORCE:
+
+$(OBJDIR)/%.o: csrc/%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(OBJDIR)/lua/%.o: csrc/lua/%.c
+$(OBJDIR)/lua/%.o: csrc/lua/%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LUA_CFLAGS) -MMD -MP -c $< -o $@
 
