@@ -38,7 +38,6 @@ void lgn_json_push(lua_State *L, const char *s, size_t len);
 int lgn_open_backoff(lua_State *L);
 int lgn_open_client(lua_State *L);
 int lgn_open_consumer(lua_State *L); /* lbind_consumer.c: notify.consumer */
-int lgn_open_cli(lua_State *L); /* lbind_cli.c: what bin/genesys-notify needs */
 int lgn_open_json(lua_State *L); /* lbind_json.c: core.json_decode_text */
 
 #endif
