@@ -183,6 +183,13 @@ describe("genesys-notify always stops and answers", function()
     assert.equals(0, #cli:health("output_dropped"))
   end)
 
+  it("exits 1 naming stdout when it starts with stdout closed", function()
+    local out = capture(C.env_prefix(env) .. " " .. shq(C.interpreter()) .. " bin/genesys-notify " ..
+      C.argv(args { "--topic", TA }) .. " 2>&1 >&- </dev/null; echo rc=$?")
+    assert.matches("genesys%-notify: stdout: fd 1: Bad file descriptor", out)
+    assert.matches("rc=1\n", out)
+  end)
+
   local function topics_file(name, n)
     local t = {}
     for i = 1, n do t[i] = string.format("v2.users.cli-%05d.presence", i) end
