@@ -230,6 +230,11 @@ static int out_flush(lout_t *o) {
     if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     o->err = w < 0 ? errno : EIO;
   }
+  if (!o->len && o->cap > (1u << 20)) { /* a burst's buffer is not kept */
+    free(o->buf);
+    o->buf = NULL;
+    o->cap = 0;
+  }
   if (!o->len) o->start = 0;
   return o->err;
 }
