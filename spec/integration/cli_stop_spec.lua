@@ -183,6 +183,35 @@ describe("genesys-notify always stops and answers", function()
     assert.equals(0, #cli:health("output_dropped"))
   end)
 
+  it("--pause-max-ms reaches the library: a reader stuck past it costs events, all reported", function()
+    local cli = cli_into_fifo { "--topic", TA, "--pause-max-ms", "500", "--metrics-listen", "127.0.0.1:0" }
+    local url = metrics_url(cli)
+    assert.truthy(url, cli.err())
+    assert.truthy(wait_for(function() return #cli:health("connected") > 0 end), cli.err())
+    -- more than the command buffers (1 MiB) and the library queues (10,000 events) together
+    assert.equals(200, (emu:admin("POST", "publish", { topic = TA, count = 20000, size = 300 })))
+    -- /metrics shows it live: the library paused the socket, then dropped past 500 ms
+    local function metric(text, name) return tonumber(text:match(name .. "{[^}]*} (%d+)")) end
+    local text = wait_for(function()
+      local t = capture("curl -s --max-time " .. 10 * SLOW .. " " .. shq(url))
+      return (metric(t, "genesys_notify_events_dropped_total") or 0) > 0 and t
+    end, 60000)
+    assert.truthy(text, cli.err():sub(-3000))
+    assert.is_true(metric(text, "genesys_notify_pauses_total") >= 1)
+    -- health lines wait behind the events: once a reader comes, the drops are reported there too
+    defer(background("exec cat " .. shq(cli.fifo) .. " >/dev/null"))
+    assert.truthy(wait_for(function()
+      for _, h in ipairs(cli:health("backpressure")) do
+        if h.event == "dropping" and h.pause_max_ms == 500 then return h end
+      end
+    end, 60000), cli.err():sub(-3000))
+    cli:signal("TERM")
+    assert.equals(0, wait_for(function() return cli.rc() end, 20000), cli.err():sub(-3000))
+    local rc, _, err = run(args { "--topic", TA, "--pause-max-ms", "-1" }, env)
+    assert.equals(2, rc)
+    assert.matches("%-%-pause%-max%-ms: expected an integer from 0 to 86400000", err)
+  end)
+
   it("exits 1 naming stdout when it starts with stdout closed", function()
     local out = capture(C.env_prefix(env) .. " " .. shq(C.interpreter()) .. " bin/genesys-notify " ..
       C.argv(args { "--topic", TA }) .. " 2>&1 >&- </dev/null; echo rc=$?")
