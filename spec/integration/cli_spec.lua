@@ -322,7 +322,7 @@ describe("genesys-notify command line", function()
     local port = url:match(":(%d+)/")
     local holder = capture("setsid bash -c " .. shq("for i in $(seq 20); do (exec 3<>/dev/tcp/127.0.0.1/" ..
       port .. "; sleep 60) & done; wait") .. " >/dev/null 2>&1 & echo $!"):match("%d+")
-    defer(function() os.execute("kill -- -" .. holder .. " 2>/dev/null") end)
+    defer(function() os.execute("kill -KILL -" .. holder .. " 2>/dev/null") end) -- dash: no "--"
     emulator.sleep(0.3)
     local code = capture("curl -s -o /dev/null -w '%{http_code}' --max-time 15 " .. shq(url))
     assert.equals("200", code)

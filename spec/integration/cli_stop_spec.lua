@@ -20,7 +20,8 @@ local defer = C.defer
 local function background(cmd)
   local pid = capture("setsid sh -c " .. shq(cmd) .. " >/dev/null 2>&1 </dev/null & echo $!"):match("%d+")
   assert(pid, "could not start: " .. cmd)
-  return function() os.execute("kill -KILL -- -" .. pid .. " 2>/dev/null") end
+  -- the whole group (dash's kill takes "-PID" after the signal, and no "--")
+  return function() os.execute("kill -KILL -" .. pid .. " 2>/dev/null") end
 end
 
 local function http_code(url, extra, max_s)
