@@ -16,6 +16,7 @@
  *   request was read whole (431) arrives instead of a reset.
  */
 #include "cli.h"
+#include "http_parse.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -262,49 +263,18 @@ static void plain(lcli_httpd_t *h, hconn_t *c, int status, const char *msg, doub
   respond(h, c, status, "text/plain; charset=utf-8", msg, strlen(msg), 0, now);
 }
 
-/* The end of the request line: its length without CR (*next: the byte after the LF). */
-static size_t line_len(const char *s, const char *end, const char **next) {
-  const char *lf = (const char *)memchr(s, '\n', (size_t)(end - s));
-  *next = lf + 1;
-  return (size_t)(lf - s) - (lf > s && lf[-1] == '\r');
-}
-
-static int tchar(unsigned char c) { /* RFC 9110 token characters */
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-         (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
-/* A whole request head is in c->in (ending before hend): checks its syntax and asks the Lua
- * handler (at stack index hidx) for the answer. The handler runs protected: an error is a 500. */
-static void handle_request(lua_State *L, lcli_httpd_t *h, hconn_t *c, int hidx, const char *hend,
+/* A whole request head is in c->in (hlen bytes): checks its syntax (http_parse.c) and asks the
+ * Lua handler (at stack index hidx) for the answer. The handler runs protected: an error is a
+ * 500. */
+static void handle_request(lua_State *L, lcli_httpd_t *h, hconn_t *c, int hidx, size_t hlen,
                            double now) {
-  const char *s = c->in, *next;
-  size_t ll = line_len(s, hend + 1, &next);
-  char method[16], path[1024];
-  size_t i = 0, m = 0, p = 0;
-  while (i < ll && tchar((unsigned char)s[i]) && m < sizeof method - 1) method[m++] = s[i++];
-  method[m] = 0;
-  int ok = m > 0 && i < ll && s[i++] == ' ';
-  while (ok && i < ll && s[i] > ' ' && s[i] < 0x7f && p < sizeof path - 1) path[p++] = s[i++];
-  path[p] = 0;
-  ok = ok && p > 0 && path[0] == '/' && i < ll && s[i++] == ' ' && ll - i == 8 &&
-       memcmp(s + i, "HTTP/1.", 7) == 0 && (s[i + 7] == '0' || s[i + 7] == '1');
-  /* header lines (up to the empty one): a token, a colon, visible characters, spaces, tabs */
-  const char *blank = hend[-1] == '\r' ? hend - 1 : hend;
-  for (const char *q = next; ok && q < blank;) {
-    size_t hl = line_len(q, hend + 1, &next);
-    size_t k = 0;
-    while (k < hl && tchar((unsigned char)q[k])) k++;
-    ok = k > 0 && k < hl && q[k] == ':';
-    for (k++; ok && k < hl; k++) ok = (unsigned char)q[k] >= 0x20 || q[k] == '\t';
-    ok = ok && !memchr(q, 0x7f, hl);
-    q = next;
-  }
-  if (!ok) {
+  lcli_req_t req;
+  if (!lcli_http_parse(c->in, hlen, &req)) {
     h->bad++;
     plain(h, c, 400, "bad request\n", now);
     return;
   }
+  const char *method = req.method, *path = req.path;
   int top = lua_gettop(L);
   lua_pushvalue(L, hidx);
   lua_pushstring(L, method);
@@ -323,21 +293,6 @@ static void handle_request(lua_State *L, lcli_httpd_t *h, hconn_t *c, int hidx, 
   h->served++;
   respond(h, c, status, ctype, body ? body : "", body ? blen : 0, strcmp(method, "HEAD") == 0, now);
   lua_settop(L, top);
-}
-
-/* The LF that ends the head (a line that is empty, or holds only CR), searched from c->scanned;
- * NULL when the head is not whole yet. */
-static const char *head_end(hconn_t *c) {
-  const char *s = c->in, *end = c->in + c->inlen;
-  const char *q = s + c->scanned;
-  while ((q = (const char *)memchr(q, '\n', (size_t)(end - q)))) {
-    if (q + 1 < end && q[1] == '\n') return q + 1;
-    if (q + 2 < end && q[1] == '\r' && q[2] == '\n') return q + 2;
-    if (q + 2 >= end) break; /* not sure yet: look here again */
-    q++;
-  }
-  c->scanned = q ? (size_t)(q - s) : (c->inlen > 2 ? c->inlen - 2 : 0);
-  return NULL;
 }
 
 /* Reads what c has; answers once the head is whole (or too large). */
@@ -361,9 +316,9 @@ static void conn_read(lua_State *L, lcli_httpd_t *h, hconn_t *c, int hidx, doubl
     if (r > 0) {
       c->inlen += (size_t)r;
       c->deadline = now + h->idle_ms < c->end_by ? now + h->idle_ms : c->end_by;
-      const char *e = head_end(c);
-      if (e) {
-        handle_request(L, h, c, hidx, e, now);
+      size_t hlen = lcli_http_head_end(c->in, c->inlen, &c->scanned);
+      if (hlen) {
+        handle_request(L, h, c, hidx, hlen, now);
         if (c->fd < 0 || c->state != C_LINGER) return;
       }
       continue;
