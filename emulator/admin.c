@@ -12,6 +12,7 @@
 #include "publish.h"
 #include "state.h"
 #include "stream.h"
+#include "subscribe.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -149,8 +150,10 @@ int fault_parse_json(json_t *o, const char *kind, char *err, size_t errlen)
 		E.connect_count = count;
 		return 0;
 	}
+	if (!strcmp(kind, "subscriptions"))
+		return subs_fault_parse(o, err, errlen);
 	snprintf(err, errlen, "unknown fault kind \"%s\" (expected handshake, tcp, http, "
-		 "connect_uri or token)", kind);
+		 "connect_uri, token or subscriptions)", kind);
 	return -1;
 }
 
@@ -266,7 +269,7 @@ static int channel_action(channel_t *ch, const char *action, json_t *o, char *ms
 						  "{\"message\":\"\xff\xfe\xc3\x28\"}}";
 			conn_send_text(c, bad, sizeof bad - 1);
 		} else if (k && !strcmp(k, "oversized")) {
-			const char *topic = ch->ntopics ? ch->topics[0] : "v2.emulator.oversized";
+			const char *topic = ch->ndeliver ? ch->deliver[0] : "v2.emulator.oversized";
 			size_t cap = event_max_len((size_t)size, topic);
 			char *buf = malloc(cap);
 			size_t n = buf ? event_format(buf, cap, topic, 0, (size_t)size) : 0;
@@ -303,7 +306,7 @@ static int channel_action(channel_t *ch, const char *action, json_t *o, char *ms
 				 ch->id, topic);
 			return 409;
 		}
-		if (!topic && !ch->ntopics) {
+		if (!topic && !ch->ndeliver) {
 			snprintf(msg, ml, "channel %s has no subscriptions", ch->id);
 			return 409;
 		}
@@ -473,7 +476,7 @@ int admin_handle(const char *method, const char *path, const char *body, size_t 
 	}
 	if (get && (!strcmp(r, "publish") || !strncmp(r, "publish/", 8)))
 		return publish_get(r, answer, msg, ml);
-	if (!post)
+	if (!post && strcmp(r, "subscriptions"))
 		return fail(msg, ml, 404, "no admin endpoint %s %s", method, path);
 	json_t *o = NULL;
 	if (body && body_len) {
@@ -485,8 +488,10 @@ int admin_handle(const char *method, const char *path, const char *body, size_t 
 		}
 	} else
 		o = json_object();
-	int st = 200;
-	if (!strncmp(r, "channels/", 9))
+	int st = 200, subs_st = subs_admin(post, r, o, answer, msg, ml);
+	if (subs_st >= 0)
+		st = subs_st; /* subscriptions and permissions: subscribe.c */
+	else if (!strncmp(r, "channels/", 9))
 		st = channels_request(r, o, answer, msg, ml);
 	else if (!strcmp(r, "publish"))
 		st = publish_request(o, answer, msg, ml);
@@ -505,6 +510,7 @@ int admin_handle(const char *method, const char *path, const char *body, size_t 
 		json_decref(E.token_answer);
 		E.token_answer = NULL;
 		E.token_count = 0;
+		subs_faults_clear();
 		*answer = json_pack("{s:b}", "cleared", 1);
 	} else if (!strncmp(r, "faults/", 7)) {
 		if (fault_parse_json(o, r + 7, msg, ml))

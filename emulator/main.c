@@ -14,6 +14,7 @@
 #include "session.h"
 #include "state.h"
 #include "stream.h"
+#include "subscribe.h"
 
 #include <errno.h>
 #include <openssl/ssl.h>
@@ -123,7 +124,8 @@ static const char USAGE[] =
 	"         [--tls-max 1.2|1.3]\n"
 	"         --client ID:SECRET [--client ...] [--token-ttl S] [--channel-ttl S]\n"
 	"         [--heartbeat-ms N] [--event-rate N] [--event-size BYTES] [--max-message BYTES]\n"
-	"         [--max-channels N] [--fault KIND:key=value,...] [--log]\n";
+	"         [--max-channels N] [--fault KIND:key=value,...] [--log]\n"
+	"         [--invalid-topics error|omit|rejected]\n";
 
 static void die_flag(const char *flag, const char *expected, const char *got)
 {
@@ -261,7 +263,10 @@ static void parse_args(int argc, char **argv, const char ***faults, int *nfaults
 			c->max_message = parse_long(f, v, 0, 1L << 30);
 		else if (!strcmp(f, "--max-channels"))
 			c->max_channels = (int)parse_long(f, v, 1, 1000000);
-		else if (!strcmp(f, "--fault")) {
+		else if (!strcmp(f, "--invalid-topics")) {
+			if (!v || subs_set_invalid_mode(v))
+				die_flag(f, "error, omit or rejected", v);
+		} else if (!strcmp(f, "--fault")) {
 			if (!v)
 				die_flag(f, "KIND:key=value,...", NULL);
 			(*faults)[(*nfaults)++] = v;
@@ -373,6 +378,7 @@ int main(int argc, char **argv)
 		slow_unlink(slows);
 	publish_free();
 	channels_free();
+	subs_free();
 	tokens_free();
 	json_decref(E.token_answer); /* a token fault left set */
 	E.token_answer = NULL;

@@ -20,12 +20,18 @@ int form_value(const char *body, size_t len, const char *key, char *out, size_t 
  * into dec after it. Returns 1 when it has that form, else 0. */
 int basic_credentials(const char *auth, int len, char *dec, size_t n, const char **secret);
 
+/* Returns 1 when t is a topic name the emulator takes: Genesys's characters (events.h) and,
+ * when composite, one '?' after a prefix and non-empty members split by '&' (no '&' without a
+ * '?'), else 0. */
+int topic_name_ok(const char *t);
+
 /* Reads a subscriptions body (len bytes; NULL: none), a JSON array of {"id": topic}, into
  * *list: a malloc'd array of *n malloc'd names, the nexisting names of existing first (a POST
- * adds), without duplicates; with ignore_errors invalid topic names are skipped. Returns 0, or
- * 400 with msg (ml bytes) saying what is wrong (nothing to free), or 500 when out of memory. */
+ * adds), without duplicates in any case. An invalid topic name (topic_name_ok) makes it 400
+ * (invalid 0), is skipped (1) or is kept in the list (2). Returns 0, or 400 with msg (ml bytes)
+ * saying what is wrong (nothing to free), or 500 when out of memory. */
 int topics_from_body(const char *body, size_t len, char *const *existing, size_t nexisting,
-		     int ignore_errors, size_t max_topics, char ***list, size_t *n, char *msg,
+		     int invalid, size_t max_topics, char ***list, size_t *n, char *msg,
 		     size_t ml);
 
 /* Reads a REST path: returns -1 when it is not under /api/v2/notifications/channels, 0 for the
