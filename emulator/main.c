@@ -8,6 +8,7 @@
  * Bad flags exit with status 2 and a message naming the flag and what was expected.
  */
 #include "admin.h"
+#include "faults.h"
 #include "http.h"
 #include "log.h"
 #include "publish.h"
@@ -166,12 +167,15 @@ static double parse_double(const char *flag, const char *v, double min, double m
 static void apply_cli_fault(const char *spec)
 {
 	const char *colon = spec ? strchr(spec, ':') : NULL;
+	char kinds[200], expected[260];
+	snprintf(expected, sizeof expected, "KIND:key=value,... (KIND is %s)",
+		 fault_kinds(kinds, sizeof kinds));
 	if (!spec || !colon || colon == spec)
-		die_flag("--fault", "KIND:key=value,... (KIND is handshake, tcp or http)", spec);
-	char kind[16];
+		die_flag("--fault", expected, spec);
+	char kind[32];
 	size_t kl = (size_t)(colon - spec);
 	if (kl >= sizeof kind)
-		die_flag("--fault", "KIND to be handshake, tcp or http", spec);
+		die_flag("--fault", expected, spec);
 	memcpy(kind, spec, kl);
 	kind[kl] = '\0';
 	json_t *o = json_object();
@@ -213,7 +217,10 @@ static void parse_args(int argc, char **argv, const char ***faults, int *nfaults
 	for (int i = 1; i < argc; i++) {
 		const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+			char kinds[200];
 			fputs(USAGE, stdout);
+			printf("fault kinds (--fault and POST /__emulator/faults/KIND): %s\n",
+			       fault_kinds(kinds, sizeof kinds));
 			exit(0);
 		} else if (!strcmp(f, "--log")) {
 			c->log = 1;

@@ -177,3 +177,35 @@ int rest_route(const char *path, char *id, size_t n, const char **sub)
 	*sub = slash;
 	return 1;
 }
+
+int json_field_long(json_t *o, const char *field, long min, long max, long def, long *out,
+		    char *err, size_t errlen)
+{
+	json_t *v = json_object_get(o, field);
+	if (!v) {
+		*out = def;
+		return 0;
+	}
+	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+		snprintf(err, errlen, "field \"%s\": expected an integer from %ld to %ld", field, min,
+			 max);
+		return -1;
+	}
+	*out = (long)json_integer_value(v);
+	return 0;
+}
+
+int json_field_str(json_t *o, const char *field, const char **out, char *err, size_t errlen)
+{
+	json_t *v = json_object_get(o, field);
+	if (!v) {
+		*out = NULL;
+		return 0;
+	}
+	if (!json_is_string(v)) {
+		snprintf(err, errlen, "field \"%s\": expected a string", field);
+		return -1;
+	}
+	*out = json_string_value(v);
+	return 0;
+}

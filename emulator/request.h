@@ -9,6 +9,7 @@
 #ifndef GN_EMU_REQUEST_H
 #define GN_EMU_REQUEST_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 /* Finds key in an application/x-www-form-urlencoded body of len bytes; decodes its value into
@@ -38,6 +39,13 @@ int topics_from_body(const char *body, size_t len, char *const *existing, size_t
  * channel collection itself, 1 for a channel: its id in id (n bytes, cut to fit) and *sub the
  * rest of the path from its '/' (NULL when none). */
 int rest_route(const char *path, char *id, size_t n, const char **sub);
+
+/* Reads integer field of the JSON object o (an admin body): 0 with *out set (def when absent),
+ * or -1 with err naming the field and the range expected. */
+int json_field_long(json_t *o, const char *field, long min, long max, long def, long *out,
+		    char *err, size_t errlen);
+/* Reads string field of o: 0 with *out set (NULL when absent), or -1 with err naming it. */
+int json_field_str(json_t *o, const char *field, const char **out, char *err, size_t errlen);
 
 /* Frees a list from topics_from_body. Returns nothing. */
 void topics_list_free(char **list, size_t n);
