@@ -386,7 +386,11 @@ void gn_subs_adopt(gn_subs_t *s, gn_topics_t *confirmed) {
   s->fresh = 0;
   s->stuck = 0;
   /* Wanted topics the new channel's answer did not confirm are put again after the backoff
-   * delay, as on any channel. */
+   * delay, as on any channel (after a change of the wanted set, the channel puts at once). */
+  if (s->changed) {
+    publish(s);
+    return;
+  }
   gn_topics_t missing = {0};
   for (size_t i = 0; i < s->env->topics->n; i++)
     if (!gn_topics_has(&s->confirmed, s->env->topics->v[i]))

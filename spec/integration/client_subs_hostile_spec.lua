@@ -178,6 +178,37 @@ local scenarios = {
   },
 }
 
+describe("a rollover's new channel that leaves a topic out", function()
+  it("reports it unknown and puts it again on the new channel", function()
+    local emu = emulator.start { tls = true }
+    finally(function() emu:stop() end)
+    local a, b = U .. "10.presence", U .. "11.presence"
+    local client, rec = wait.start_client(emu, { backoff = { base_ms = 250, max_ms = 500,
+      multiplier = 2, jitter = "none", reset_after_ms = 200 } }, { a, b }, true)
+    finally(function() client:close() end)
+    assert.truthy(wait.until_(client, function() return client:metrics().subscriptions_synced end))
+    local old = wait.channel_of(rec)
+    admin_ok(emu, "POST", "faults/subscriptions", { mode = "omit", topic = "u-hostile-11",
+                                                    count = 1 })
+    admin_ok(emu, "POST", "channels/" .. old .. "/socket_closing", { grace_ms = 5000 })
+    assert.truthy(wait.until_(client, function()
+      return #rec.where("rollover", function(h) return h.event == "completed" end) > 0
+    end, 10000), "no rollover")
+    local unknown = items(rec, "unknown")
+    assert.equals(1, #unknown)
+    assert.same({ b }, unknown[1].topics)
+    -- put again on the new channel (the fault answered once), and settled
+    assert.truthy(wait.until_(client, function() return client:metrics().subscriptions_synced end,
+      10000), "not synced after the rollover")
+    local now = rec.where("rollover", function(h) return h.event == "completed" end)[1].to
+    assert.not_equal(old, now)
+    local held = emu:stats().channels[now].subscriptions
+    table.sort(held)
+    assert.same({ a, b }, held)
+    assert.equals(0, #items(rec, "rejected"))
+  end)
+end)
+
 describe("subscription answers as Genesys means them, without a request loop", function()
   local runs = {}
   teardown(function()
