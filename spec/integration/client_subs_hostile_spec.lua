@@ -167,6 +167,24 @@ local scenarios = {
     end,
   },
   {
+    -- before the channel is up, requests repeat as connection attempts: the client's own
+    -- backoff policy (here its defaults: 1 s doubling to 60 s, full jitter) paces them; counted
+    -- from the client's start
+    name = "429 on every request from the start (connection attempts)",
+    setup = function(emu)
+      admin_ok(emu, "POST", "faults/http", { target = "rest", status = 429, retry_after = 1 })
+    end,
+    default_backoff = true,
+    no_connect = true,
+    min = 1,
+    max = 12,
+    check = function(client, rec)
+      assert.equals(0, rec.count("connected"))
+      assert.is_true(rec.count("attempt") >= 1)
+      assert.equals(1, client:metrics().topics_wanted)
+    end,
+  },
+  {
     name = "503 on every request",
     live = { U .. "9.presence" },
     fault = { target = "rest", status = 503 },
@@ -227,19 +245,20 @@ describe("subscription answers as Genesys means them, without a request loop", f
       local r = { sc = sc, emu = emu }
       runs[i] = r
       if sc.setup then sc.setup(emu) end
-      r.client, r.rec = wait.start_client(emu, { backoff = backoff },
+      r.client, r.rec = wait.start_client(emu, { backoff = sc.default_backoff and
+        { base_ms = 1000, max_ms = 60000, multiplier = 2, jitter = "full" } or backoff },
         sc.topics or { U .. "0.presence" })
       clients[i] = r.client
     end
     assert(wait.until_(clients, function()
       for _, r in ipairs(runs) do
-        if r.rec.count("connected") == 0 then return false end
+        if r.rec.count("connected") == 0 and not r.sc.no_connect then return false end
       end
       return true
     end, 15000), "not every client connected")
     wait.for_ms(clients, 300) -- the answers to the connection's own request are in
     for _, r in ipairs(runs) do
-      r.before = rest_requests(r.emu)
+      r.before = r.sc.no_connect and 0 or rest_requests(r.emu)
       if r.sc.fault then admin_ok(r.emu, "POST", "faults/http", r.sc.fault) end
       if r.sc.live then r.client:subscribe(r.sc.live) end
     end
