@@ -1,7 +1,9 @@
 -- Subscription answers read as Genesys means them, and no request loop under any of them: for
 -- each hostile answer the emulator can give (a composite's member refused on its own entry, a
 -- topic left out of the answer, names in another case, every topic refused, invalid names in
--- each of the emulator's modes, 429, 503), one client on its own emulator runs through the same
+-- each of the emulator's modes, 429 and 503 on a live channel; 429 on every REST or token request
+-- from the start, where connection attempts repeat under the client's own default backoff
+-- policy), one client on its own emulator runs through the same
 -- window while the subscription requests reaching the server are counted. Once an answer
 -- repeats, the requests come through the backoff engine (capped no lower than a minute), so a
 -- window of WINDOW_MS holds at most LIMIT of them where a loop made tens of thousands.
@@ -16,9 +18,9 @@ local cjson = require "cjson.safe"
 local WINDOW_MS = 12000
 local LIMIT = 8
 
-local function rest_requests(emu)
+local function requests(emu, what)
   local n = 0
-  for _, c in pairs(emu:stats().global.rest) do n = n + c end
+  for _, c in pairs(emu:stats().global[what or "rest"]) do n = n + c end
   return n
 end
 
@@ -185,6 +187,21 @@ local scenarios = {
     end,
   },
   {
+    name = "429 on every token request from the start",
+    setup = function(emu)
+      admin_ok(emu, "POST", "faults/http", { target = "oauth", status = 429, retry_after = 1 })
+    end,
+    default_backoff = true,
+    no_connect = true,
+    count = "oauth",
+    min = 1,
+    max = 12,
+    check = function(client, rec)
+      assert.equals(0, rec.count("connected"))
+      assert.equals(1, client:metrics().topics_wanted)
+    end,
+  },
+  {
     name = "503 on every request",
     live = { U .. "9.presence" },
     fault = { target = "rest", status = 503 },
@@ -258,13 +275,13 @@ describe("subscription answers as Genesys means them, without a request loop", f
     end, 15000), "not every client connected")
     wait.for_ms(clients, 300) -- the answers to the connection's own request are in
     for _, r in ipairs(runs) do
-      r.before = r.sc.no_connect and 0 or rest_requests(r.emu)
+      r.before = r.sc.no_connect and 0 or requests(r.emu, r.sc.count)
       if r.sc.fault then admin_ok(r.emu, "POST", "faults/http", r.sc.fault) end
       if r.sc.live then r.client:subscribe(r.sc.live) end
     end
     wait.for_ms(clients, WINDOW_MS)
     for _, r in ipairs(runs) do
-      local n = rest_requests(r.emu) - r.before
+      local n = requests(r.emu, r.sc.count) - r.before
       r.requests = n
       io.stdout:write(("\n  %-55s %d requests in %d ms"):format(r.sc.name, n, WINDOW_MS))
     end
