@@ -15,7 +15,7 @@
 struct gn_lease {
   gn_env_t *env;
   gn_lease_hooks_t hooks;
-  gn_redis_url_t url;
+  gn_redis_conf_t conf;
   char *k_lease, *k_fence, *k_last, *k_stream, *k_gaps;
   char value[160];           /* host:pid:random: who holds it, nothing secret */
   double lease_ms, margin_ms;
@@ -463,12 +463,7 @@ gn_lease_t *gn_lease_new(const gn_lease_cfg_t *cfg, gn_env_t *env, const gn_leas
   pthread_mutex_init(&l->mu, NULL);
   l->env = env;
   l->hooks = *hooks;
-  if (gn_redis_url_parse(cfg->url, &l->url, err, errlen) != 0) {
-    char tmp[200];
-    snprintf(tmp, sizeof tmp, "%s", err);
-    snprintf(err, errlen, "redis.%s", tmp);
-    goto fail;
-  }
+  if (gn_redis_conf_init(&l->conf, &cfg->redis, err, errlen) != 0) goto fail;
   l->lease_ms = cfg->lease_ms;
   l->margin_ms = cfg->margin_ms > 0 ? cfg->margin_ms : cfg->lease_ms / 5;
   if (l->margin_ms >= l->lease_ms / 2) {
@@ -512,7 +507,7 @@ void gn_lease_start(gn_lease_t *l) {
   uv_loop_t *loop = gn_service_loop(l->env->svc);
   set_state(l, GN_LEASE_CANDIDATE);
   l->running = 1;
-  if (!(l->r = gn_redis_new(loop, &l->url, link_cb, l)) || !(l->timer = gn_timer_new(loop, l))) {
+  if (!(l->r = gn_redis_new(loop, &l->conf, link_cb, l)) || !(l->timer = gn_timer_new(loop, l))) {
     health(l, "lease", json_pack("{s:s, s:s}", "event", "failed", "reason", "out of memory"));
     gn_lease_stop(l);
     return;
@@ -542,6 +537,7 @@ void gn_lease_free(gn_lease_t *l) {
   free(l->k_last);
   free(l->k_stream);
   free(l->k_gaps);
+  gn_redis_conf_clear(&l->conf);
   pthread_mutex_destroy(&l->mu);
   free(l);
 }
