@@ -255,6 +255,9 @@ void lgn_redis_opts(lua_State *L, int idx, gn_redis_opts_t *o) {
   o->sentinel_user = field_str(L, idx, "sentinel_user");
   o->sentinel_password = field_str(L, idx, "sentinel_password");
   o->sentinel_password_file = field_str(L, idx, "sentinel_password_file");
+  lua_getfield(L, idx, "sentinel_min_replicas");
+  o->sentinel_min_replicas = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tointeger(L, -1) : -1;
+  lua_pop(L, 1);
 }
 
 /* core.redis_check(t): checks a normalized Redis connection table as a client or consumer would

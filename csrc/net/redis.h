@@ -41,6 +41,7 @@ typedef struct {
   const char *sentinel_master;
   const char *sentinel_addrs; /* "host:port,[v6]:port,..." */
   const char *sentinel_user, *sentinel_password, *sentinel_password_file;
+  int sentinel_min_replicas;  /* replicas a lease acquisition must reach (WAIT); < 0: default 1 */
 } gn_redis_opts_t;
 
 typedef struct {
@@ -60,6 +61,7 @@ typedef struct {
   gn_redis_addr_t *sentinels;
   size_t nsentinels;
   char *sentinel_user, *sentinel_password;
+  int min_replicas;           /* Sentinel: see gn_redis_opts_t (0: no WAIT) */
   char shown[320];            /* for health items and logs: no credential */
 } gn_redis_conf_t;
 

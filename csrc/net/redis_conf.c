@@ -332,6 +332,11 @@ int gn_redis_conf_init(gn_redis_conf_t *c, const gn_redis_opts_t *o, char *err, 
         !(c->sentinel_password = read_secret(o->sentinel_password_file,
                                              "redis.sentinel.password_file", err, errlen)))
       goto fail;
+    c->min_replicas = o->sentinel_min_replicas < 0 ? 1 : o->sentinel_min_replicas;
+    if (c->min_replicas > 100) {
+      snprintf(err, errlen, "redis.sentinel.min_replicas: expected an integer from 0 to 100");
+      goto fail;
+    }
     if (c->sentinel_user && !c->sentinel_password) {
       snprintf(err, errlen, "redis.sentinel.password: expected with redis.sentinel.user");
       goto fail;

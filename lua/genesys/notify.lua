@@ -166,7 +166,7 @@ local REDIS_ALLOWED = { url = true, key = true, lease_ms = true, margin_ms = tru
   password_file = true, tls = true, sentinel = true }
 local REDIS_TLS = { ca_file = true, cert_file = true, key_file = true, server_name = true }
 local REDIS_SENTINEL = { master = true, addrs = true, user = true, password = true,
-  password_file = true }
+  password_file = true, min_replicas = true }
 local REDIS_URL = "a URL redis[s]://[user[:password]@]host[:port][/db]"
 
 -- The connection fields of a redis table r (url, password_file, tls, sentinel) into o as the C
@@ -207,6 +207,7 @@ local function redis_conn(r, o)
     end
     o.sentinel_password = no_nul("redis.sentinel.password", s.password, true)
     o.sentinel_password_file = opt_string(s, "password_file", "redis.sentinel.password_file")
+    o.sentinel_min_replicas = opt_int(s, "min_replicas", "redis.sentinel.min_replicas", 0, 100)
   end
   local ok, err = pcall(core.redis_check, o)
   if not ok then error("genesys.notify: " .. tostring(err), 0) end

@@ -7,7 +7,8 @@
 --     bind = "127.0.0.1 ::1", tls = certs_dir }: extra server arguments, what redis-cli needs to
 --     log in, the addresses, TLS only (--port 0 --tls-port, the certificates of
 --     spec/support/mkcerts_redis.sh, clients' certificates required); r.url has no credentials.
---   redis.sentinel{ master = r, name = "m" }: a redis-sentinel watching r (quorum 1)
+--   redis.sentinel{ master = r, name = "m", lines = {...}, auth = {...} }: a sentinel
+--     (redis-server --sentinel) watching r (quorum 1), more lines for its configuration file
 -- Every started server must be stopped (finally/teardown); redis.stop_all() stops any left.
 local _M = {}
 local mt = { __index = _M }
@@ -52,8 +53,8 @@ function _M:_spawn()
       o.name))
     for _, l in ipairs(o.lines or {}) do f:write(l, "\n") end
     f:close()
-    args = { "redis-sentinel", self.dir .. "/sentinel.conf", "--logfile", self.dir .. "/log",
-      "--daemonize", "no" }
+    args = { "redis-server", self.dir .. "/sentinel.conf", "--sentinel", "--logfile",
+      self.dir .. "/log", "--daemonize", "no" }
   else
     args = { "redis-server", "--port", tostring(o.tls and 0 or self.port), "--save", "",
       "--appendonly", "no", "--dir", self.dir, "--logfile", self.dir .. "/log", "--daemonize", "no",
@@ -102,7 +103,7 @@ function _M.start(opts)
 end
 
 function _M.sentinel(opts)
-  return _M.start { sentinel = opts.master, name = opts.name, lines = opts.lines }
+  return _M.start { sentinel = opts.master, name = opts.name, lines = opts.lines, auth = opts.auth }
 end
 
 -- redis-cli in raw mode: the reply, one element a line.
