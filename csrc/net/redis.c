@@ -2,15 +2,16 @@
  * thread, Sentinel discovery, TLS, AUTH/SELECT/ROLE before the owner hears "up".
  *
  * hiredis 0.14 and 1.x: both have the same async API for what is used here (redisAsyncConnect,
- * the libuv adapter's redisLibuvAttach, connect and disconnect callbacks with a const context);
+ * the event hooks (redis_uv.c, for 0.14's libuv adapter loses poll errors), connect and
+ * disconnect callbacks with a const context);
  * TLS exists only in 1.x (hiredis_ssl: redisInitiateSSL on the async context's redisContext, with
  * an SSL object made here so that the host name is checked, which hiredis' own
  * redisInitiateSSLWithContext does not do). A context freed from inside one of its callbacks is
  * freed by hiredis when the callback returns (both versions). */
 #include "redis.h"
+#include "redis_uv.h"
 
 #include <arpa/inet.h>
-#include <hiredis/adapters/libuv.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,7 @@
 #endif
 
 enum { PH_IDLE = 0, PH_RESOLVE, PH_SENTINEL, PH_CONNECT, PH_UP };
-enum { KIND_MASTER = 0, KIND_SENTINEL = 1 };
+enum { KIND_MASTER = 0, KIND_SENTINEL = 1, KIND_WATCH = 2 };
 
 typedef struct resolve resolve_t;
 
@@ -32,13 +33,15 @@ struct gn_redis {
   const gn_redis_conf_t *conf;
   redisAsyncContext *ac;  /* the server (NULL: none) */
   redisAsyncContext *sac; /* a sentinel being asked */
+  redisAsyncContext *pac; /* the sentinel that answered, watched for +switch-master while up */
+  char sentinel_ip[64];   /* its address */
   resolve_t *res;         /* a name being resolved */
   int phase;
   int hs_left;            /* handshake answers still awaited (AUTH, SELECT, ROLE / PING) */
   size_t sentinel_i, sentinel_asked;
   gn_redis_addr_t target; /* the address being connected */
   char sentinel_err[200]; /* why the last sentinel did not answer */
-  void *ssl[2];           /* the SSL objects of ac and sac (hiredis owns them) */
+  void *ssl[3];           /* the SSL objects of ac, sac, pac (hiredis owns them) */
   int freeing;            /* inside gn_redis_free: no link callback */
   gn_redis_link_fn link;
   void *ud;
@@ -57,6 +60,12 @@ typedef struct {
 
 static void connect_addr(gn_redis_t *r, int kind, const char *ip, int port);
 static void ask_sentinel(gn_redis_t *r);
+static void on_connect(const redisAsyncContext *cac, int status);
+static void on_disconnect(const redisAsyncContext *cac, int status);
+#if GN_HIREDIS_SSL
+static int start_tls(gn_redis_t *r, int kind, redisAsyncContext *ac, const char *name, char *why,
+                     size_t len);
+#endif
 
 gn_redis_t *gn_redis_new(uv_loop_t *loop, const gn_redis_conf_t *conf, gn_redis_link_fn link,
                          void *ud) {
@@ -89,10 +98,12 @@ static void end_all(gn_redis_t *r) {
     uv_cancel((uv_req_t *)&r->res->req); /* its callback still runs, and frees it */
     r->res = NULL;
   }
-  redisAsyncContext *sac = r->sac, *ac = r->ac;
+  redisAsyncContext *sac = r->sac, *ac = r->ac, *pac = r->pac;
   r->sac = NULL;
   r->ac = NULL;
-  r->ssl[0] = r->ssl[1] = NULL;
+  r->pac = NULL;
+  r->ssl[0] = r->ssl[1] = r->ssl[2] = NULL;
+  let_go(pac);
   let_go(sac);
   let_go(ac); /* pending replies: NULL */
   r->phase = PH_IDLE;
@@ -177,9 +188,12 @@ static void resolve_then_connect(gn_redis_t *r, int kind, const char *host, int 
 
 /* ---- the handshake ---- */
 
+static void open_watch(gn_redis_t *r);
+
 static void hs_step_done(gn_redis_t *r) {
   if (--r->hs_left > 0) return;
   r->phase = PH_UP;
+  if (r->conf->master) open_watch(r);
   if (r->link) r->link(r->ud, 1, NULL);
 }
 
@@ -273,6 +287,49 @@ static void on_master_addr(redisAsyncContext *ac, void *reply, void *pd) {
   resolve_then_connect(r, KIND_MASTER, r->target.host, r->target.port);
 }
 
+/* A message on +switch-master ("name old-ip old-port new-ip new-port"): the sentinels moved the
+ * master; the connection ends and the next one asks them again. The old master may take several
+ * seconds to be demoted and keeps taking writes meanwhile: without this, nothing tells us. */
+static void on_switch(redisAsyncContext *ac, void *reply, void *pd) {
+  gn_redis_t *r = ac->data;
+  redisReply *rep = reply;
+  if (!r || r->pac != ac || !rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3) return;
+  redisReply *kind = rep->element[0], *msg = rep->element[2];
+  size_t n = strlen(r->conf->master);
+  if (kind->type != REDIS_REPLY_STRING || strcmp(kind->str, "message") != 0 ||
+      msg->type != REDIS_REPLY_STRING || msg->len <= n || strncmp(msg->str, r->conf->master, n) != 0 ||
+      msg->str[n] != ' ')
+    return;
+  gn_redis_drop(r, "failover: the sentinels switched the master (+switch-master)");
+}
+
+/* Best effort: without a watch, a failover is still noticed (the old master's clients are killed
+ * when it is demoted, and -READONLY). */
+static void open_watch(gn_redis_t *r) {
+  const gn_redis_conf_t *c = r->conf;
+  if (r->pac || !r->sentinel_ip[0]) return;
+  redisAsyncContext *ac = redisAsyncConnect(r->sentinel_ip, c->sentinels[r->sentinel_i].port);
+  if (!ac) return;
+  if (ac->err || gn_redis_uv_attach(ac, r->loop) != REDIS_OK) {
+    redisAsyncFree(ac);
+    return;
+  }
+  ac->data = r;
+  redisAsyncSetConnectCallback(ac, on_connect);
+  redisAsyncSetDisconnectCallback(ac, on_disconnect);
+  r->pac = ac;
+#if GN_HIREDIS_SSL
+  char why[240];
+  if (c->tls && start_tls(r, KIND_WATCH, ac, c->sentinels[r->sentinel_i].host, why, sizeof why)) {
+    r->pac = NULL;
+    let_go(ac);
+    return;
+  }
+#endif
+  if (c->sentinel_password) send_auth(ac, NULL, NULL, c->sentinel_user, c->sentinel_password);
+  redisAsyncCommand(ac, on_switch, NULL, "SUBSCRIBE +switch-master");
+}
+
 static void ask_sentinel(gn_redis_t *r) {
   if (r->sentinel_asked++ >= r->conf->nsentinels) {
     char why[240];
@@ -314,6 +371,10 @@ static void why_ended(gn_redis_t *r, int kind, const redisAsyncContext *cac, con
 
 static void on_connect(const redisAsyncContext *cac, int status) {
   gn_redis_t *r = cac->data;
+  if (r && r->pac == cac) { /* the watch: given up quietly */
+    if (status != REDIS_OK) r->pac = NULL, r->ssl[KIND_WATCH] = NULL;
+    return;
+  }
   if (!r || (r->ac != cac && r->sac != cac)) return;
   int kind = r->sac == cac ? KIND_SENTINEL : KIND_MASTER;
   if (status != REDIS_OK) {
@@ -330,6 +391,11 @@ static void on_connect(const redisAsyncContext *cac, int status) {
 
 static void on_disconnect(const redisAsyncContext *cac, int status) {
   gn_redis_t *r = cac->data;
+  if (r && r->pac == cac) {
+    r->pac = NULL;
+    r->ssl[KIND_WATCH] = NULL;
+    return;
+  }
   if (!r || (r->ac != cac && r->sac != cac)) return; /* a context we let go of */
   int kind = r->sac == cac ? KIND_SENTINEL : KIND_MASTER;
   char why[240];
@@ -378,7 +444,7 @@ static void connect_addr(gn_redis_t *r, int kind, const char *ip, int port) {
     step_failed(r, kind, why);
     return;
   }
-  if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
+  if (gn_redis_uv_attach(ac, r->loop) != REDIS_OK) {
     redisAsyncFree(ac);
     step_failed(r, kind, "connect: could not attach to the loop");
     return;
@@ -386,8 +452,12 @@ static void connect_addr(gn_redis_t *r, int kind, const char *ip, int port) {
   ac->data = r;
   redisAsyncSetConnectCallback(ac, on_connect);
   redisAsyncSetDisconnectCallback(ac, on_disconnect);
-  if (kind) r->sac = ac;
-  else r->ac = ac;
+  if (kind) {
+    r->sac = ac;
+    snprintf(r->sentinel_ip, sizeof r->sentinel_ip, "%s", ip);
+  } else {
+    r->ac = ac;
+  }
   if (r->conf->tls) {
 #if GN_HIREDIS_SSL
     const char *name = kind ? r->conf->sentinels[r->sentinel_i].host

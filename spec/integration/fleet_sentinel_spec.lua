@@ -27,7 +27,14 @@ describe("a fleet behind Redis Sentinel", function()
       for _, o in ipairs(objs) do o:poll(10) end
       if fn() then return true end
     end
-    error("timed out: " .. what)
+    local lines = {}
+    for i = math.max(1, #log.health - 20), #log.health do
+      local h, parts = log.health[i], {}
+      for k, v in pairs(h) do parts[#parts + 1] = k .. "=" .. tostring(v) end
+      table.sort(parts)
+      lines[#lines + 1] = table.concat(parts, " ")
+    end
+    error("timed out: " .. what .. "\n" .. table.concat(lines, "\n"))
   end
 
   local function role(r) return (r:cli("ROLE"):match("^(%a+)")) end
@@ -87,6 +94,16 @@ describe("a fleet behind Redis Sentinel", function()
   end)
 
   teardown(function()
+    if os.getenv("RP_DEBUG") then
+      local f = io.open(os.getenv("RP_DEBUG"), "w")
+      for _, h in ipairs(log.health) do
+        local parts = {}
+        for k, v in pairs(h) do parts[#parts + 1] = k .. "=" .. tostring(v) end
+        table.sort(parts)
+        f:write(table.concat(parts, " "), "\n")
+      end
+      f:close()
+    end
     for _, o in ipairs(objs) do o:close() end
     if emu then emu:stop() end
     redis.stop_all()
@@ -101,6 +118,7 @@ describe("a fleet behind Redis Sentinel", function()
     assert.equals("holder", a:metrics().lease.state)
     assert.equals(m.port, master_port())
 
+    local failover_at = #log.health + 1
     assert.matches("OK", sen:cli("SENTINEL", "FAILOVER", NAME))
     poll_until(function() return master_port() == rep.port and role(rep) == "master" and
       role(m) == "slave" end, 20000, "the failover")
@@ -109,11 +127,14 @@ describe("a fleet behind Redis Sentinel", function()
       "events through the new master")
     assert.equals("holder", a:metrics().lease.state)
     assert.is_true(tonumber(rep:cli("XLEN", KEY .. ":stream"):match("%d+")) > 0)
+    -- the sentinels said so (+switch-master) long before the old master was demoted
     local down
-    for _, h in ipairs(log.health) do
-      if h.who == "a" and h.kind == "redis" and h.event == "down" then down = h end
+    for i = failover_at, #log.health do
+      local h = log.health[i]
+      if h.who == "a" and h.kind == "redis" and h.event == "down" then down = down or h end
     end
     assert.truthy(down, "the holder did not report the failover's disconnection")
+    assert.matches("+switch-master", down.error, 1, true)
   end)
 
   it("a tenure that did not reach a replica appends nothing; fences only grow for consumers", function()
