@@ -44,15 +44,15 @@ static char *pct_decode(const char *s, size_t n) {
   if (!d) return NULL;
   for (size_t i = 0; i < n; i++) {
     if (s[i] == '%') {
-      if (i + 2 >= n || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0) {
-        wipe_free(d);
+      if (i + 2 >= n || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0 ||
+          (hexval(s[i + 1]) == 0 && hexval(s[i + 2]) == 0)) {
+        /* not terminated yet: wiped by its length */
+        volatile char *p = d;
+        for (size_t k = 0; k <= n; k++) p[k] = 0;
+        free(d);
         return NULL;
       }
       char c = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
-      if (!c) {
-        wipe_free(d);
-        return NULL;
-      }
       *o++ = c;
       i += 2;
     } else {

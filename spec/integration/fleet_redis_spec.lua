@@ -192,7 +192,6 @@ describe("fleet against a production Redis", function()
         assert.equals("down", h.event)
         assert.truthy(tostring(h.error):find(case[2], 1, true) or
           case[3] and tostring(h.error):find(case[3], 1, true), tostring(h.error))
-        if os.getenv("RP_DEBUG") then print(h.error) end
       end
     end)
   end)

@@ -21,20 +21,25 @@ describe("a fleet behind Redis Sentinel", function()
   local emu, m, rep, sen
   local objs, log = {}, { events = {}, health = {} }
 
+  -- the health items from the first-th on, one a line (what went wrong)
+  local function dump(first)
+    local lines = {}
+    for i = math.max(1, first), #log.health do
+      local h, parts = log.health[i], {}
+      for k, v in pairs(h) do parts[#parts + 1] = k .. "=" .. tostring(v) end
+      table.sort(parts)
+      lines[#lines + 1] = table.concat(parts, " ")
+    end
+    return table.concat(lines, "\n")
+  end
+
   local function poll_until(fn, timeout_ms, what)
     local deadline = now_ms() + timeout_ms * SLOW
     while now_ms() < deadline do
       for _, o in ipairs(objs) do o:poll(10) end
       if fn() then return true end
     end
-    local lines = {}
-    for i = math.max(1, #log.health - 20), #log.health do
-      local h, parts = log.health[i], {}
-      for k, v in pairs(h) do parts[#parts + 1] = k .. "=" .. tostring(v) end
-      table.sort(parts)
-      lines[#lines + 1] = table.concat(parts, " ")
-    end
-    error("timed out: " .. what .. "\n" .. table.concat(lines, "\n"))
+    error("timed out: " .. what .. "\n" .. dump(#log.health - 20))
   end
 
   local function role(r) return (r:cli("ROLE"):match("^(%a+)")) end
@@ -46,18 +51,23 @@ describe("a fleet behind Redis Sentinel", function()
       sentinel = { master = NAME, addrs = { "127.0.0.1:1", "127.0.0.1:" .. sen.port },
         password = SENTINEL_PASS } }
   end
+  local function record(who)
+    return function(h) h.who = who; log.health[#log.health + 1] = h end
+  end
+  local function started(o)
+    objs[#objs + 1] = o
+    o:start()
+    return o
+  end
   local function holder(name)
     local c = notify.new {
       gateway = { host = "localhost", port = emu.port, protocol = "https" },
       tls = { ca_file = emu.ca_file }, name = name,
       client_id = "test-id", client_secret = "test-secret", topics = { TOPIC },
       backoff = { base_ms = 50, max_ms = 400, multiplier = 2, jitter = "none", reset_after_ms = 200 },
-      redis = redis_cfg(),
-      on_health = function(h) h.who = name; log.health[#log.health + 1] = h end,
+      redis = redis_cfg(), on_health = record(name),
     }
-    objs[#objs + 1] = c
-    c:start()
-    return c
+    return started(c)
   end
   local function consumer(mode)
     local r = redis_cfg()
@@ -65,11 +75,9 @@ describe("a fleet behind Redis Sentinel", function()
     local c = notify.consumer {
       redis = r, mode = mode, group = mode == "group" and "g" or nil, block_ms = 100,
       on_event = function(ev) log.events[#log.events + 1] = { mode = mode, fence = ev.fence } end,
-      on_health = function(h) h.who = mode; log.health[#log.health + 1] = h end,
+      on_health = record(mode),
     }
-    objs[#objs + 1] = c
-    c:start()
-    return c
+    return started(c)
   end
   local function count(mode)
     local n = 0
@@ -94,14 +102,9 @@ describe("a fleet behind Redis Sentinel", function()
   end)
 
   teardown(function()
-    if os.getenv("RP_DEBUG") then
-      local f = io.open(os.getenv("RP_DEBUG"), "w")
-      for _, h in ipairs(log.health) do
-        local parts = {}
-        for k, v in pairs(h) do parts[#parts + 1] = k .. "=" .. tostring(v) end
-        table.sort(parts)
-        f:write(table.concat(parts, " "), "\n")
-      end
+    if os.getenv("GN_SENTINEL_LOG") then -- every health item, to a file
+      local f = io.open(os.getenv("GN_SENTINEL_LOG"), "w")
+      f:write(dump(1), "\n")
       f:close()
     end
     for _, o in ipairs(objs) do o:close() end
