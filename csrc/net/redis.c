@@ -1,7 +1,9 @@
 /* redis.c: a Redis connection on the libuv loop (see redis.h): name resolution off the loop's
  * thread, Sentinel discovery, TLS, AUTH/SELECT/ROLE before the owner hears "up".
  *
- * hiredis 0.14 and 1.x: both have the same async API for what is used here (redisAsyncConnect,
+ * hiredis 0.14 and 1.x: both have the same async API for what is used here (redisAsyncConnect;
+ * 1.x's redisAsyncConnectWithOptions, timeouts and address preferences are not used, the owner
+ * times out and the address is already resolved;
  * the event hooks (redis_uv.c, for 0.14's libuv adapter loses poll errors), connect and
  * disconnect callbacks with a const context);
  * TLS exists only in 1.x (hiredis_ssl: redisInitiateSSL on the async context's redisContext, with
@@ -363,10 +365,11 @@ static void why_ended(gn_redis_t *r, int kind, const redisAsyncContext *cac, con
     ERR_clear_error();
     if (tls[0]) detail = tls;
   }
-#else
-  (void)r;
 #endif
-  snprintf(why, len, "%s%s: %s", kind ? "sentinel " : "", what, detail);
+  const gn_redis_addr_t *at = kind ? &r->conf->sentinels[r->sentinel_i] : &r->target;
+  int v6 = strchr(at->host, ':') != NULL;
+  snprintf(why, len, "%s%s %s%.64s%s:%d: %s", kind ? "sentinel " : "", what, v6 ? "[" : "",
+           at->host, v6 ? "]" : "", at->port, detail);
 }
 
 static void on_connect(const redisAsyncContext *cac, int status) {
@@ -439,7 +442,7 @@ static void connect_addr(gn_redis_t *r, int kind, const char *ip, int port) {
     return;
   }
   if (ac->err) {
-    snprintf(why, sizeof why, "%sconnect: %s", kind ? "sentinel " : "", ac->errstr);
+    why_ended(r, kind, ac, "connect", 0, why, sizeof why);
     redisAsyncFree(ac);
     step_failed(r, kind, why);
     return;

@@ -17,7 +17,7 @@
  * connection asks the sentinels again and authenticates again).
  *
  * Credentials (the URL's password, password_file, the sentinels' password) are never shown:
- * errors name the field, never a value, and gn_redis_conf_t.shown is the URL without them.
+ * errors name the field, never a value; a connection's errors name the address.
  */
 #ifndef GN_REDIS_H
 #define GN_REDIS_H
@@ -62,7 +62,6 @@ typedef struct {
   size_t nsentinels;
   char *sentinel_user, *sentinel_password;
   int min_replicas;           /* Sentinel: see gn_redis_opts_t (0: no WAIT) */
-  char shown[320];            /* for health items and logs: no credential */
 } gn_redis_conf_t;
 
 /* Parses and checks o into *c (reads the password files, loads the TLS files). Returns 0, or -1

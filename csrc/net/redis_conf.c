@@ -341,12 +341,6 @@ int gn_redis_conf_init(gn_redis_conf_t *c, const gn_redis_opts_t *o, char *err, 
       snprintf(err, errlen, "redis.sentinel.password: expected with redis.sentinel.user");
       goto fail;
     }
-    snprintf(c->shown, sizeof c->shown, "%s://%s/%d (Sentinel master, %zu sentinels)",
-             c->tls ? "rediss" : "redis", c->master, c->db, c->nsentinels);
-  } else {
-    int v6 = strchr(c->addr.host, ':') != NULL;
-    snprintf(c->shown, sizeof c->shown, "%s://%s%s%s:%d/%d", c->tls ? "rediss" : "redis",
-             v6 ? "[" : "", c->addr.host, v6 ? "]" : "", c->addr.port, c->db);
   }
   return 0;
 oom:
