@@ -66,18 +66,23 @@ override LDFLAGS += $(SAN_FLAGS)
 # thread and its I/O; stream: one Genesys stream and the client; fleet: above the client. The
 # Lua binding (csrc/lua) sits on top. Each source is listed once, by its folder.
 LAYERS     := core net stream fleet
-LAYER_INCS := $(addprefix -Icsrc/,$(LAYERS) lua)
+LAYER_INCS := $(addprefix -Icsrc/,$(LAYERS) lua cli)
 CORE_SRCS  := $(foreach l,$(LAYERS),$(sort $(wildcard csrc/$(l)/*.c)))
 BIND_SRCS  := $(sort $(wildcard csrc/lua/*.c))
 CORE_OBJS := $(CORE_SRCS:csrc/%.c=$(OBJDIR)/%.o)
 BIND_OBJS := $(BIND_SRCS:csrc/%.c=$(OBJDIR)/%.o)
 MODULE := $(BUILD)/genesys/notify/core.so
+# The genesys-notify command's own C module (signals, the /metrics listener, output that never
+# blocks): not in core.so, so nginx and applications never load it. It needs only Lua and jansson.
+CLI_SRCS := $(sort $(wildcard csrc/cli/*.c))
+CLI_OBJS := $(CLI_SRCS:csrc/%.c=$(OBJDIR)/%.o)
+CLI_MODULE := $(BUILD)/genesys/notify/cli.so
 
 CTESTS := $(patsubst spec/c/%.c,$(BINDIR)/%,$(wildcard spec/c/test_*.c))
 
 .PHONY: all module ctests deps demo test test-c test-lua check check-lua asan tsan sanitize test-prep valgrind soak lint install clean certs bench fuzz
 all: module ctests
-module: $(MODULE)
+module: $(MODULE) $(CLI_MODULE)
 ctests: $(CTESTS)
 
 # Header dependencies come from the compiler (-MMD): an object depends on the headers it includes,
@@ -97,11 +102,19 @@ $(OBJDIR)/lua/%.o: csrc/lua/%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LUA_CFLAGS) -MMD -MP -c $< -o $@
 
--include $(CORE_OBJS:.o=.d) $(BIND_OBJS:.o=.d)
+$(OBJDIR)/cli/%.o: csrc/cli/%.c $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LUA_CFLAGS) -MMD -MP -c $< -o $@
+
+-include $(CORE_OBJS:.o=.d) $(BIND_OBJS:.o=.d) $(CLI_OBJS:.o=.d)
 
 $(MODULE): $(CORE_OBJS) $(BIND_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
+
+$(CLI_MODULE): $(CLI_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs jansson) -lm
 
 $(BINDIR)/test_%: spec/c/test_%.c $(CORE_OBJS) spec/c/ctest.h
 	@mkdir -p $(dir $@)
@@ -273,6 +286,7 @@ LUA_LUADIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
 install: module
 	install -d $(DESTDIR)$(LUA_LIBDIR)/genesys/notify $(DESTDIR)$(LUA_LUADIR)/genesys/notify
 	install -m 755 $(MODULE) $(DESTDIR)$(LUA_LIBDIR)/genesys/notify/core.so
+	install -m 755 $(CLI_MODULE) $(DESTDIR)$(LUA_LIBDIR)/genesys/notify/cli.so
 	install -m 644 lua/genesys/notify/*.lua $(DESTDIR)$(LUA_LUADIR)/genesys/notify/
 	for f in lua/genesys/*.lua; do [ -e "$$f" ] && install -m 644 $$f $(DESTDIR)$(LUA_LUADIR)/genesys/ || true; done
 

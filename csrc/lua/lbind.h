@@ -44,7 +44,6 @@ void lgn_redis_opts(lua_State *L, int idx, gn_redis_opts_t *o);
 int lgn_open_backoff(lua_State *L);
 int lgn_open_client(lua_State *L);
 int lgn_open_consumer(lua_State *L); /* lbind_consumer.c: notify.consumer */
-int lgn_open_cli(lua_State *L); /* lbind_cli.c: what bin/genesys-notify needs */
 int lgn_open_json(lua_State *L); /* lbind_json.c: core.json_decode_text */
 
 #endif
