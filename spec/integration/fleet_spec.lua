@@ -6,116 +6,19 @@
 local emulator = require "support.emulator"
 local redis = require "support.redis"
 
-local SAN = os.getenv("GN_SAN") or ""
-local SLOW = SAN ~= "" and 3 or 1
+local fleet = require "support.fleet"
+local delivery = require "support.delivery"
+
+local SLOW = fleet.SLOW
 local LEASE_MS = 1000 * SLOW
 local BACKOFF_MAX_MS = LEASE_MS / 2 -- the candidates' retry delay cap (lease.c)
 local TOPIC = "v2.users.fleet.presence"
 local KEY = "gn:fleet"
 
-local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local function interpreter()
-  if SAN ~= "" then return os.getenv("GN_BINDIR") .. "/lua_host" end
-  return rawget(_G, "jit") and "luajit" or "lua5.4"
-end
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-local function now_ms()
-  local p = io.popen("date +%s%3N")
-  local v = tonumber(p:read("*l"))
-  p:close()
-  return v
-end
-local function wait_for(fn, timeout_ms)
-  local deadline = now_ms() + timeout_ms * SLOW
-  repeat
-    local v = fn()
-    if v then return v end
-    emulator.sleep(0.05)
-  until now_ms() > deadline
-  return fn()
-end
-
--- wait_for, printing every node's last lines when it fails (what went wrong, in the log)
-local function expect(fn, timeout_ms, what)
-  local v = wait_for(fn, timeout_ms)
-  if not v then
-    io.stderr:write("\n---- ", what, "\n")
-    for _, n in ipairs(_G.__fleet_nodes or {}) do
-      local out = n:out():gsub("M [^\n]*\n", ""):gsub("L [^\n]*\n", ""):gsub("E [^\n]*\n", "")
-      io.stderr:write("== ", n.role, " ", n.pid, " ", tostring(n:lease()), "\n", out:sub(-1500),
-        n:err():sub(-500), "\n")
-    end
-  end
-  assert(v, what)
-  return v
-end
-
-local Node = {}
-Node.__index = Node
-local nodes = {}
-_G.__fleet_nodes = nodes
-
-local function spawn(role, env)
-  local dir = io.popen("mktemp -d /tmp/gn-fleet.XXXXXX"):read("*l")
-  local root = io.popen("pwd"):read("*l")
-  local parts = { "env -u LD_PRELOAD", "LUA_PATH=" .. shq(root .. "/lua/?.lua;;"),
-    "LUA_CPATH=" .. shq(os.getenv("GN_BUILD") .. "/?.so;;"), "FLEET_ROLE=" .. role,
-    "FLEET_STOP=" .. shq(dir .. "/stop") }
-  for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. shq(v) end
-  local cmd = table.concat(parts, " ") .. " " .. shq(interpreter()) .. " " ..
-    shq(root .. "/spec/support/fleet_node.lua")
-  local inner = cmd .. " >" .. shq(dir .. "/out") .. " 2>" .. shq(dir .. "/err") ..
-    " </dev/null & echo $! >" .. shq(dir .. "/pid") .. "; wait $!; echo $? >" .. shq(dir .. "/rc")
-  os.execute("sh -c " .. shq(inner) .. " >/dev/null 2>&1 &")
-  local n = setmetatable({ dir = dir, role = role }, Node)
-  n.pid = wait_for(function() return tonumber(read_file(dir .. "/pid"):match("%d+") or "") end, 10000)
-  assert(n.pid, "node did not start")
-  nodes[#nodes + 1] = n
-  return n
-end
-
-function Node:out() return read_file(self.dir .. "/out") end
-function Node:err() return read_file(self.dir .. "/err") end
-function Node:signal(sig) os.execute("kill -" .. sig .. " " .. self.pid .. " 2>/dev/null") end
-function Node:stop()
-  if self.done then return end
-  self.done = true
-  io.open(self.dir .. "/stop", "w"):close()
-  self:signal("CONT")
-  if not wait_for(function() return read_file(self.dir .. "/rc") ~= "" end, 10000) then
-    self:signal("KILL")
-  end
-end
-function Node:kill9()
-  self:signal("KILL")
-  self.done = true
-  wait_for(function() return read_file(self.dir .. "/rc") ~= "" end, 5000)
-end
--- The lease state the node last printed ("holder"/"candidate"), its fence, its client state.
-function Node:lease()
-  local st, fence, cst
-  for a, b, c in self:out():gmatch("M (%a+) (%d+) (%a+)\n") do st, fence, cst = a, tonumber(b), c end
-  return st, fence, cst
-end
-function Node:count(pat)
-  local n = 0
-  for _ in self:out():gmatch(pat) do n = n + 1 end
-  return n
-end
--- Events it handled: list of {cid, fence, id}.
-function Node:events()
-  local t = {}
-  for cid, fence, id in self:out():gmatch("E (%S+) (%d+) (%S+)\n") do
-    t[#t + 1] = { cid = cid, fence = tonumber(fence), id = id }
-  end
-  return t
-end
+local shq, read_file, now_ms, wait_for, expect = fleet.shq, fleet.read_file, fleet.now_ms,
+  fleet.wait_for, fleet.expect
+local spawn = fleet.spawn
+local nodes = fleet.nodes
 
 describe("a fleet behind a Redis lease", function()
   local r, emu, holders, fan, grp
@@ -139,7 +42,7 @@ describe("a fleet behind a Redis lease", function()
 
   setup(function()
     r = redis.start()
-    emu = emulator.start { tls = true, args = { "--event-rate", "20" } }
+    emu = emulator.start { tls = true }
     fan = { spawn("fanout", consumer_env()), spawn("fanout", consumer_env()) }
     grp = { spawn("group", consumer_env { FLEET_GROUP = "g", FLEET_CONSUMER = "c1" }),
             spawn("group", consumer_env { FLEET_GROUP = "g", FLEET_CONSUMER = "c2" }) }
@@ -151,6 +54,14 @@ describe("a fleet behind a Redis lease", function()
     end
     emulator.sleep(0.3) -- the consumers' first reads are out ("$": from the stream's end)
     holders = { spawn("holder", holder_env()), spawn("holder", holder_env()), spawn("holder", holder_env()) }
+    -- the publisher's record: 20 events/s from the first open stream on, through every test
+    expect(function()
+      for _, h in ipairs(holders) do
+        local st, _, cst = h:lease()
+        if st == "holder" and cst == "open" then return true end
+      end
+    end, 10000, "a holder with an open stream")
+    delivery.publish(emu, TOPIC, 20 * 600, 20)
   end)
 
   teardown(function()

@@ -38,7 +38,7 @@ function _M:_spawn()
   os.remove(self.dir .. "/pid")
   local args = { "redis-server", "--port", tostring(self.port), "--bind", "127.0.0.1",
     "--save", "", "--appendonly", "no", "--dir", self.dir, "--logfile", self.dir .. "/log",
-    "--daemonize", "no", "--protected-mode", "no" }
+    "--daemonize", "no", "--protected-mode", "no", "--enable-debug-command", "local" }
   local parts = {}
   for _, a in ipairs(args) do parts[#parts + 1] = shq(a) end
   sh(table.concat(parts, " ") .. " </dev/null >/dev/null 2>&1 & echo $! >" .. shq(self.dir .. "/pid"))
