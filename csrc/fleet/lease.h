@@ -3,10 +3,19 @@
  * for the fleet's consumers (consumer.h).
  *
  * Keys, from the configured base KEY: KEY:lease (the holder's value: host:pid:random, never a
- * secret; SET NX PX), KEY:fence (INCR at each acquisition: the fencing token), KEY:last (wall ms
- * of the holder's last acquisition or renewal: where the next holder's gap starts) and
- * KEY:stream (XADD ... MAXLEN ~ N: events and gap markers) and KEY:gaps (the gap markers again,
- * for consumer groups, whose members each see only part of KEY:stream).
+ * secret; SET NX PX), KEY:fence (INCR at each acquisition: the fencing token), KEY:last (the
+ * watermark: until when the holder's received events are all in the stream or inside a marker,
+ * and which of its writes landed last; lease_int.h), KEY:stream (XADD ... MAXLEN ~ N: events and
+ * gap markers) and KEY:gaps (the gap markers again, for consumer groups, whose members each see
+ * only part of KEY:stream).
+ *
+ * Every write lands only while KEY:fence is still the holder's (a script checks it: writer-side
+ * fencing), so no entry of a deposed holder reaches the stream; a write that finds the fence
+ * moved makes the holder step down at once. Every hole becomes a marker (type gap, from_ms,
+ * to_ms, reason) computed from the times events were received, never from stream ids: a
+ * takeover ("takeover", from the last holder's watermark), writes that failed ("writes_failed",
+ * written by the next write that lands), the holder's own reconnects and rollover gaps
+ * ("reconnect", "rollover"). The memory policy is checked at each connection (lease.c).
  *
  * Everything runs on the client's service thread: the lease is renewed there every lease_ms/3
  * with a script that extends it only while the value is ours, whatever the owner does. A holder

@@ -138,7 +138,7 @@ static gn_slot_t *slot_get(gn_client_t *c, int i) {
   s->env.spare = spare_cb;
   s->env.spare_ud = c;
   gn_slot_t *s0 = slot_at(c, 0);
-  if (s0) s->env.tap = s0->env.tap, s->env.tap_ud = s0->env.tap_ud; /* the lease's (lease.h) */
+  if (s0) s->env.tap = s0->env.tap; /* the lease's (lease.h) */
   atomic_store(&s->env.state, GN_ST_IDLE);
   atomic_store(&c->slots[i], s);
   return s;
@@ -605,7 +605,7 @@ int gn_client_set_lease(gn_client_t *c, const gn_lease_cfg_t *cfg, char *err, si
   if (!c->lease) return -1;
   for (int i = 1; i < GN_POOL_MAX; i++) {
     gn_slot_t *s = slot_at(c, i);
-    if (s) s->env.tap = env0->tap, s->env.tap_ud = env0->tap_ud;
+    if (s) s->env.tap = env0->tap;
   }
   return 0;
 }

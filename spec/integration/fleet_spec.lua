@@ -21,7 +21,7 @@ local spawn = fleet.spawn
 local nodes = fleet.nodes
 
 describe("a fleet behind a Redis lease", function()
-  local r, emu, holders, fan, grp
+  local r, emu, holders, fan, grp, stream
   local function holder_env()
     return { FLEET_EMU_PORT = string.format("%d", emu.port), FLEET_CA = emu.ca_file,
       FLEET_TOPIC = TOPIC, FLEET_REDIS = r.url, FLEET_KEY = KEY,
@@ -61,7 +61,7 @@ describe("a fleet behind a Redis lease", function()
         if st == "holder" and cst == "open" then return true end
       end
     end, 10000, "a holder with an open stream")
-    delivery.publish(emu, TOPIC, 20 * 600, 20)
+    stream = delivery.publish(emu, TOPIC, 20 * 600, 20)
   end)
 
   teardown(function()
@@ -250,6 +250,24 @@ describe("a fleet behind a Redis lease", function()
         return #ev > 0 and ev[#ev].fence >= fence
       end, 8000, "no events at a fanout consumer after redis answered again")
     end
+  end)
+
+  it("the promise through all of the above (the publisher's record): every event reached every " ..
+     "consumer or lies inside a marker it got", function()
+    expect(function() return #holding() == 1 and select(3, holding()[1]:lease()) == "open" end, 10000,
+      "one open holder")
+    local _, st = emu:admin("GET", ("publish/%d/times"):format(stream))
+    local times, n = st.times, #st.times
+    local function got(c, seq)
+      for _, e in ipairs(c:events()) do if e.stream == stream and e.seq >= seq then return true end end
+    end
+    expect(function()
+      return got(fan[1], n) and got(fan[2], n) and (got(grp[1], n) or got(grp[2], n))
+    end, 10000, "the consumers caught up")
+    emulator.sleep(0.3)
+    for k = #times, n + 1, -1 do times[k] = nil end
+    local lost = fleet.check_promise(times, stream, fan, grp)
+    print(("\n  %d events so far, %d lost inside markers (summed over consumers)"):format(n, lost))
   end)
 
   it("a group consumer killed mid-batch: its pending entries are claimed and handled by another", function()
