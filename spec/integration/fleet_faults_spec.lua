@@ -90,6 +90,7 @@ describe("the fleet's promise through Redis faults", function()
       r:cli("DEBUG", "SLEEP", string.format("%.1f", 2.5 * LEASE_MS / 1000)) -- returns after it
     end, 250)
     assert.is_true(lost > 0, "the stall lost nothing: it did not test anything")
+    print("  " .. (fan[1]:out():match("H restored [^\n]*reason=takeover[^\n]*") or "(no takeover marker)"))
   end)
 
   it("Redis restarted without persistence: consumers get a marker for what was lost", function()
