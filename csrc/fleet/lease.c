@@ -466,7 +466,6 @@ gn_lease_t *gn_lease_new(const gn_lease_cfg_t *cfg, gn_env_t *env, const gn_leas
   l->tap.event = gn_lease_tap;
   l->tap.deaf = gn_lease_deaf;
   l->tap.ud = l;
-  env->tap = &l->tap;
   return l;
 fail:
   gn_lease_free(l);
@@ -510,6 +509,8 @@ void gn_lease_free(gn_lease_t *l) {
   pthread_mutex_destroy(&l->mu);
   free(l);
 }
+
+const gn_tap_t *gn_lease_tap_of(gn_lease_t *l) { return &l->tap; }
 
 void gn_lease_stats(gn_lease_t *l, gn_lease_stats_t *out) {
   pthread_mutex_lock(&l->mu);

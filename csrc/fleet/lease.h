@@ -61,8 +61,9 @@ typedef struct {
   void *ud;
 } gn_lease_hooks_t;
 
-/* A lease for the client whose env is given (health goes there; env->tap is set to the stream
- * append). Returns it or NULL and err naming the field. Owner thread, before the client starts. */
+/* A lease for the client whose env is given (health goes there; its state and metrics say when
+ * the stream opened). Returns it or NULL and err naming the field. Owner thread, before the
+ * client starts. */
 gn_lease_t *gn_lease_new(const gn_lease_cfg_t *cfg, gn_env_t *env, const gn_lease_hooks_t *hooks,
                          char *err, size_t errlen);
 /* Starts competing for the lease. Returns nothing. Service thread. */
@@ -72,6 +73,9 @@ void gn_lease_start(gn_lease_t *l);
 void gn_lease_stop(gn_lease_t *l);
 /* Frees a stopped (or never started) lease; NULL allowed. Returns nothing. Owner thread. */
 void gn_lease_free(gn_lease_t *l);
+/* What the client's channels must show the lease (the event appends, the deaf intervals);
+ * valid for the lease's life. Any thread. */
+const gn_tap_t *gn_lease_tap_of(gn_lease_t *l);
 /* Fills *out. Returns nothing. Any thread. */
 void gn_lease_stats(gn_lease_t *l, gn_lease_stats_t *out);
 /* "stopped", "candidate", "holder". Any thread. */
