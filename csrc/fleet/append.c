@@ -106,21 +106,9 @@ static void write_entry(gn_lease_t *l, double at, const char *kind, int nf, cons
   w->at = at;
 }
 
-/* The wall time the live connection opened, or -1 when it is not open. */
-static double open_wall_ms(gn_lease_t *l) {
-  gn_state_t s = atomic_load(&l->env->state);
-  if (s != GN_ST_OPEN && s != GN_ST_ROLLOVER) return -1;
-  pthread_mutex_lock(&l->env->metrics->mu);
-  uint64_t since = l->env->metrics->open_since_ms;
-  pthread_mutex_unlock(&l->env->metrics->mu);
-  uint64_t now = gn_now_mono_ms();
-  double wall = gn_now_wall_ms();
-  return since && since <= now ? wall - (double)(now - since) : wall;
-}
-
 void gn_lease_write_gap(gn_lease_t *l) {
   if (!l->gap_pending) return;
-  double to = open_wall_ms(l);
+  double to = l->hooks.opened(l->hooks.ud); /* the last channel of the pool to open */
   if (to < 0) return;
   l->gap_pending = 0;
   if (l->gap_from_wall < 0) return; /* a new fleet: nothing before us */

@@ -2,10 +2,26 @@
  * (the lease's and the client's), free on the owner's. */
 #include "fleet.h"
 
+#include "gn_util.h"
+#include "pool.h"
+
 #include <stdio.h>
 
 static void acquired(void *ud) { gn_client_resume(ud); }
 static void lost(void *ud) { gn_client_park(ud); }
+
+/* -1 unless every running channel of the client is open; else when the last of them opened. */
+static double opened(void *ud) {
+  gn_client_channel_t chs[GN_POOL_MAX];
+  size_t n = gn_client_channels(ud, chs, GN_POOL_MAX);
+  double wall = gn_now_wall_ms(), latest = -1;
+  for (size_t i = 0; i < n; i++) {
+    if (chs[i].state != GN_ST_OPEN && chs[i].state != GN_ST_ROLLOVER) return -1;
+    double at = wall - chs[i].m.connected_ms;
+    if (at > latest) latest = at;
+  }
+  return latest;
+}
 static void gate_start(void *ud) { gn_lease_start(ud); }
 static void gate_stop(void *ud) { gn_lease_stop(ud); }
 static void gate_free(void *ud) { gn_lease_free(ud); }
@@ -16,7 +32,7 @@ gn_lease_t *gn_fleet_lease(const gn_client_t *c) {
 }
 
 gn_lease_t *gn_fleet_join(gn_client_t *c, const gn_lease_cfg_t *cfg, char *err, size_t errlen) {
-  gn_lease_hooks_t hooks = {acquired, lost, c};
+  gn_lease_hooks_t hooks = {acquired, lost, opened, c};
   /* The lease watches the first channel (always there) for when the stream opened, and taps
    * every channel (the client gives later ones the same tap). */
   gn_lease_t *l = gn_lease_new(cfg, gn_client_env(c), &hooks, err, errlen);

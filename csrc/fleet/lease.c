@@ -247,8 +247,7 @@ static void renew(gn_lease_t *l) {
   gn_lease_token(l, tok, sizeof tok);
   /* listening now (the stream open, its takeover marker written): the watermark may move here;
    * the events received before were sent before this request, on the same connection */
-  gn_state_t st = atomic_load(&l->env->state);
-  if (!l->gap_pending && (st == GN_ST_OPEN || st == GN_ST_ROLLOVER))
+  if (!l->gap_pending && l->hooks.opened(l->hooks.ud) >= 0)
     snprintf(wall, sizeof wall, "%.0f", gn_now_wall_ms());
   const char *argv[] = {"EVAL", RENEW, "2", l->k_lease, l->k_last, l->value, ms, tok, wall};
   if (gn_redis_cmd(l->r, renew_done, q, 9, argv, NULL) != 0) {

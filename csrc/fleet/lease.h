@@ -54,10 +54,13 @@ typedef struct {
 
 typedef struct gn_lease gn_lease_t;
 
-/* start(ud): the lease was taken, connect the stream; stop(ud): park it. Service thread. */
+/* start(ud): the lease was taken, connect the stream; stop(ud): park it; opened(ud): -1 unless
+ * the stream is open (every channel of the pool), else when it opened (wall ms, the latest
+ * channel's). Service thread. */
 typedef struct {
   void (*start)(void *ud);
   void (*stop)(void *ud);
+  double (*opened)(void *ud);
   void *ud;
 } gn_lease_hooks_t;
 

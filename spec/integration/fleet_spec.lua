@@ -395,15 +395,11 @@ describe("a fleet whose holder needs a pool of channels", function()
   end)
 
   teardown(function()
-    for _, n in ipairs { a, b } do
-      if n then
-        n:stop()
-        assert.not_matches("Sanitizer", n:err())
-        assert.not_matches("runtime error", n:err())
-      end
-    end
+    fleet.stop_all()
+    fleet.clean_stderr()
     if emu then emu:stop() end
     if r then r:stop() end
+    fleet.cleanup()
   end)
 
   it("1,500 topics: two channels at the holder, none at the candidate; a paused holder parks both", function()
@@ -429,5 +425,41 @@ describe("a fleet whose holder needs a pool of channels", function()
       return st ~= "holder" and cst == "standby" and open_conns() == 2
     end, 10000, "the paused holder parked its pool")
     holds(2, 1000)
+  end)
+
+  it("a fresh holder takes over: events of its second channel's topics reach a consumer or lie " ..
+     "inside a marker", function()
+    local fan = spawn("fanout", { FLEET_REDIS = r.url, FLEET_KEY = KEY .. ":pool" })
+    assert(fan:started())
+    emulator.sleep(0.3) -- its first read is out ("$")
+    local holder = expect(function()
+      for _, n in ipairs { a, b } do
+        local st, _, cst = n:lease()
+        if st == "holder" and cst == "open" then return n end
+      end
+    end, 15000, "an open holder")
+    local other = holder == a and b or a
+    local fresh = spawn("holder", env()) -- never held: its channels open for the first time
+    expect(function() return fresh:lease() == "candidate" end, 15000, "the fresh candidate")
+    local topic = "v2.users.fleet-1500.presence" -- in the second channel (the first has 1,000)
+    local stream = delivery.publish(emu, topic, 150 * SLOW, 25)
+    local function got(seq)
+      for _, e in ipairs(fan:events()) do if e.stream == stream and e.seq == seq then return true end end
+    end
+    expect(function() return got(10) end, 10000, "events before the takeover")
+    other:signal("STOP") -- the fresh candidate takes over
+    holder:kill9()
+    expect(function()
+      local st, _, cst = fresh:lease()
+      return st == "holder" and cst == "open"
+    end, 15000, "the fresh holder streams")
+    other:signal("CONT")
+    expect(function()
+      local _, st = emu:admin("GET", ("publish/%d"):format(stream))
+      return st.done and got(150 * SLOW)
+    end, 30000, "the last event reached the consumer")
+    local _, st = emu:admin("GET", ("publish/%d/times"):format(stream))
+    local lost = fleet.check_promise(st.times, stream, { fan }, nil)
+    print(("\n  %d events, %d lost inside markers"):format(#st.times, lost))
   end)
 end)
