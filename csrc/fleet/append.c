@@ -71,7 +71,8 @@ static void write_done(void *ud, redisReply *rep) {
     if (gen == l->gen) gn_lease_step_down(l, "lost", "the fencing token at redis is not ours");
     return;
   }
-  write_failed(l, rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "connection lost before the answer");
+  write_failed(l, rep && rep->type == REDIS_REPLY_ERROR ? rep->str
+                                                        : "connection lost before the answer");
 }
 
 /* Sends one write (kind "event" with nf fields, or "gap") at time at. */

@@ -110,7 +110,8 @@ static void transition(gn_consumer_t *c, uint64_t fence, const char *id) {
   id_parse(id, &ms, &seq);
   for (int i = 0; i < c->ntrans; i++)
     if (c->trans[i].fence == fence) {
-      if (id_before(ms, seq, c->trans[i].ms, c->trans[i].seq)) c->trans[i].ms = ms, c->trans[i].seq = seq;
+      if (id_before(ms, seq, c->trans[i].ms, c->trans[i].seq))
+        c->trans[i].ms = ms, c->trans[i].seq = seq;
       return;
     }
   if (c->ntrans == TRANSITIONS) { /* the oldest goes */

@@ -1,5 +1,6 @@
-/* lease.c: the fleet lease and the stream append (see lease.h). Service thread but for
- * gn_lease_new/free (owner, while stopped) and gn_lease_stats (any thread, under mu). */
+/* lease.c: the fleet lease: acquire, renew, step down, the memory policy (see lease.h; the
+ * holder's writes are append.c's). Service thread but for gn_lease_new/free (owner, while
+ * stopped) and gn_lease_stats (any thread, under mu). */
 #include "lease_int.h"
 #include "service.h"
 #include "uvtimer.h"
@@ -83,7 +84,9 @@ static void set_state(gn_lease_t *l, gn_lease_state_t st) {
 void gn_lease_health(gn_lease_t *l, const char *kind, json_t *fields) {
   gn_env_health(l->env, kind, fields);
 }
-#define health gn_lease_health
+static void health(gn_lease_t *l, const char *kind, json_t *fields) {
+  gn_lease_health(l, kind, fields);
+}
 
 static void arm(gn_lease_t *l, double ms);
 
@@ -98,7 +101,7 @@ static void retry_later(gn_lease_t *l) {
   arm(l, d);
 }
 
-void gn_lease_step_down(gn_lease_t *l, const char *event, const char *reason) {
+static void step_down(gn_lease_t *l, const char *event, const char *reason) {
   if (l->st != GN_LEASE_HOLDER) return;
   l->gen++;
   l->inflight = 0;
@@ -111,7 +114,9 @@ void gn_lease_step_down(gn_lease_t *l, const char *event, const char *reason) {
                                (json_int_t)l->fence));
   retry_later(l);
 }
-#define step_down gn_lease_step_down
+void gn_lease_step_down(gn_lease_t *l, const char *event, const char *reason) {
+  step_down(l, event, reason);
+}
 
 static void ignore_reply(void *ud, redisReply *rep) {
   (void)ud;

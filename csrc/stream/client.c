@@ -600,7 +600,9 @@ int gn_client_set_gate(gn_client_t *c, const gn_client_gate_t *gate, const gn_ta
 }
 
 gn_env_t *gn_client_env(gn_client_t *c) { return &slot_at(c, 0)->env; }
-const gn_client_gate_t *gn_client_gate(const gn_client_t *c) { return c->gate.start ? &c->gate : NULL; }
+const gn_client_gate_t *gn_client_gate(const gn_client_t *c) {
+  return c->gate.start ? &c->gate : NULL;
+}
 
 int gn_client_start(gn_client_t *c) {
   int expected = 0;
