@@ -138,6 +138,11 @@ int gn_lease_tap(void *ud, const gn_msg_t *m, const char *channel_id, const char
     STAT_ADD(l, discarded);
     return 0;
   }
+  if (!l->replicated) { /* withheld until the tenure reached the replicas (lease.c): a write */
+    l->seq++;           /* that did not land, so the next one that does marks the hole */
+    STAT_ADD(l, discarded);
+    return 0;
+  }
   gn_lease_write_gap(l);
   char fence[24], recv[32];
   double at = gn_now_wall_ms();

@@ -169,6 +169,38 @@ static void acquired(gn_lease_t *l, const req_t *q, redisReply *rep) {
   arm(l, l->lease_ms / 3);
 }
 
+/* With Sentinel, a new tenure's lease and fence must reach conf.min_replicas replicas (WAIT)
+ * before an event is appended under it: a failover then promotes a replica that has them (the
+ * most up-to-date one), so no later holder can be handed the same fence. Until then events are
+ * withheld (discarded, counted); without the replicas in time, the holder steps down. */
+static void wait_done(void *ud, redisReply *rep) {
+  req_t *q = ud;
+  gn_lease_t *l = q->l;
+  int stale = !l->running || q->gen != l->gen || l->st != GN_LEASE_HOLDER;
+  free(q);
+  if (stale) return;
+  if (rep && rep->type == REDIS_REPLY_INTEGER && rep->integer >= l->conf.min_replicas) {
+    l->replicated = 1;
+    return;
+  }
+  step_down(l, "stepped_down", "the lease did not reach a replica in time (WAIT): a failover "
+            "could hand its fence to another holder");
+}
+
+static void confirm_replicated(gn_lease_t *l) {
+  l->replicated = !l->conf.master || l->conf.min_replicas <= 0;
+  if (l->replicated) return;
+  req_t *q = new_req(l);
+  char n[16], ms[32];
+  snprintf(n, sizeof n, "%d", l->conf.min_replicas);
+  snprintf(ms, sizeof ms, "%.0f", l->margin_ms);
+  const char *argv[] = {"WAIT", n, ms};
+  if (!q || gn_redis_cmd(l->r, wait_done, q, 3, argv, NULL) != 0) {
+    free(q);
+    step_down(l, "stepped_down", "could not ask whether the lease reached a replica (WAIT)");
+  }
+}
+
 static void acquire_done(void *ud, redisReply *rep) {
   req_t *q = ud;
   gn_lease_t *l = q->l;
@@ -184,6 +216,7 @@ static void acquire_done(void *ud, redisReply *rep) {
   if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1 &&
       rep->element[0]->type == REDIS_REPLY_INTEGER) {
     acquired(l, q, rep);
+    if (l->running && l->st == GN_LEASE_HOLDER) confirm_replicated(l);
   } else if (rep->type == REDIS_REPLY_ARRAY) { /* another holds it: remember its watermark */
     double t = rep->elements > 1 ? watermark_of(rep->element[1]) : -1;
     if (t > l->known_last) l->known_last = t;
@@ -430,12 +463,7 @@ gn_lease_t *gn_lease_new(const gn_lease_cfg_t *cfg, gn_env_t *env, const gn_leas
   pthread_mutex_init(&l->mu, NULL);
   l->env = env;
   l->hooks = *hooks;
-  if (gn_redis_url_parse(cfg->url, &l->url, err, errlen) != 0) {
-    char tmp[200];
-    snprintf(tmp, sizeof tmp, "%s", err);
-    snprintf(err, errlen, "redis.%s", tmp);
-    goto fail;
-  }
+  if (gn_redis_conf_init(&l->conf, &cfg->redis, err, errlen) != 0) goto fail;
   l->lease_ms = cfg->lease_ms;
   l->margin_ms = cfg->margin_ms > 0 ? cfg->margin_ms : cfg->lease_ms / 5;
   if (l->margin_ms >= l->lease_ms / 2) {
@@ -480,7 +508,7 @@ void gn_lease_start(gn_lease_t *l) {
   uv_loop_t *loop = gn_service_loop(l->env->svc);
   set_state(l, GN_LEASE_CANDIDATE);
   l->running = 1;
-  if (!(l->r = gn_redis_new(loop, &l->url, link_cb, l)) || !(l->timer = gn_timer_new(loop, l))) {
+  if (!(l->r = gn_redis_new(loop, &l->conf, link_cb, l)) || !(l->timer = gn_timer_new(loop, l))) {
     health(l, "lease", json_pack("{s:s, s:s}", "event", "failed", "reason", "out of memory"));
     gn_lease_stop(l);
     return;
@@ -510,6 +538,7 @@ void gn_lease_free(gn_lease_t *l) {
   free(l->k_last);
   free(l->k_stream);
   free(l->k_gaps);
+  gn_redis_conf_clear(&l->conf);
   pthread_mutex_destroy(&l->mu);
   free(l);
 }

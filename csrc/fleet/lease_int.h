@@ -30,7 +30,7 @@ struct gn_lease {
   gn_env_t *env;
   gn_lease_hooks_t hooks;
   gn_tap_t tap;              /* the client's channels' (env->tap) */
-  gn_redis_url_t url;
+  gn_redis_conf_t conf;
   char *k_lease, *k_fence, *k_last, *k_stream, *k_gaps;
   char value[160];           /* host:pid:random: who holds it, nothing secret */
   double lease_ms, margin_ms;
@@ -55,6 +55,7 @@ struct gn_lease {
   /* the memory policy (CONFIG GET maxmemory-policy) at this connection */
   int policy;                /* 0: not known yet, 1: safe or not knowable, -1: can evict */
   int policy_asked;
+  int replicated;            /* this tenure's lease and fence reached the replicas (Sentinel) */
   int redis_reported_down;   /* one "redis down" item per outage */
   int append_err_reported;   /* one "append failed" item until an append succeeds again */
   pthread_mutex_t mu;
