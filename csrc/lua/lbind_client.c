@@ -12,7 +12,7 @@
  * per POLL_BATCH items).
  */
 #include "bell.h"
-#include "client.h"
+#include "fleet.h" /* and client.h */
 #include "gn_util.h"
 #include "lbind.h"
 #include "pool.h"
@@ -812,7 +812,7 @@ static int l_metrics(lua_State *L) {
   size_t nch = gn_client_channels(u->c, chs, GN_POOL_MAX);
   size_t waiting = gn_client_topics_waiting(u->c);
   gn_lease_stats_t ls;
-  int has_lease = gn_client_lease_stats(u->c, &ls);
+  int has_lease = gn_fleet_lease(u->c) && (gn_lease_stats(gn_fleet_lease(u->c), &ls), 1);
   if (strcmp(fmt, "prometheus") == 0) {
     char *txt = gn_metrics_prometheus(&s, state, gn_client_name(u->c));
     if (!txt) return luaL_error(L, "genesys.notify: out of memory");
@@ -1219,7 +1219,7 @@ static int l_client_new(lua_State *L) {
     lc.lease_ms = opt_number(L, r, "lease_ms", 10000, 100, 3600e3);
     lc.margin_ms = opt_number(L, r, "margin_ms", 0, 0, 3600e3);
     lc.maxlen = (size_t)opt_number(L, r, "maxlen", 100000, 1, 1e12);
-    if (gn_client_set_lease(u->c, &lc, err, sizeof err) != 0)
+    if (!gn_fleet_join(u->c, &lc, err, sizeof err))
       return luaL_error(L, "genesys.notify: %s", err);
   }
   lua_pop(L, 1);

@@ -536,7 +536,7 @@ static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t 
     /* Once, even when both sockets of a rollover deliver it. */
     if (gn_roll_seen(&ch->roll, m.correlation_id, gn_now_mono_ms(), conn)) {
       GN_COUNT(ch->env, duplicates);
-    } else if (!ch->env->tap || ch->env->tap(ch->env->tap_ud, &m, chan ? chan : "", data, len)) {
+    } else if (!ch->env->tap || ch->env->tap->event(ch->env->tap->ud, &m, chan ? chan : "", data, len)) {
       /* the channel's own count (the queue counts the client's), before the owner can see it */
       if (ch->env->count_events) GN_COUNT(ch->env, events);
       gn_queue_event(ch->env->queue, &m, chan ? chan : "", data, len);

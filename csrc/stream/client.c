@@ -5,7 +5,6 @@
  */
 #include "client.h"
 #include "channel.h"
-#include "lease.h"
 #include "oauth.h"
 #include "pool.h"
 #include "service.h"
@@ -50,8 +49,8 @@ struct gn_client {
   _Atomic int poke_posted;
   int first_cycle;          /* start() opened slot 0's first cycle, not yet used (service) */
   int pool_started;         /* pool_start ran (service thread) */
-  int lease_held;           /* with a lease: this process holds it now (service thread) */
-  gn_lease_t *lease;        /* redis = {...}: the pool runs only while this process holds it */
+  int gate_open;            /* gated: the layer above lets the pool run now (service thread) */
+  gn_client_gate_t gate;    /* a layer above (the fleet) decides when the pool runs */
   _Atomic int started;
   _Atomic int closing;
   /* subscribe/unsubscribe calls posted and applied: until they agree the subscriptions do not
@@ -97,7 +96,7 @@ static gn_state_t client_state(gn_client_t *c) {
     if (!found || rank[st] > rank[worst]) worst = st;
     found = 1;
   }
-  return found ? worst : c->lease ? GN_ST_STANDBY : GN_ST_IDLE;
+  return found ? worst : c->gate.start ? GN_ST_STANDBY : GN_ST_IDLE;
 }
 
 /* A health item of the client as a whole (not of one channel). Service thread. */
@@ -138,7 +137,7 @@ static gn_slot_t *slot_get(gn_client_t *c, int i) {
   s->env.spare = spare_cb;
   s->env.spare_ud = c;
   gn_slot_t *s0 = slot_at(c, 0);
-  if (s0) s->env.tap = s0->env.tap, s->env.tap_ud = s0->env.tap_ud; /* the lease's (lease.h) */
+  if (s0) s->env.tap = s0->env.tap; /* the gate's (gn_client_set_gate) */
   atomic_store(&s->env.state, GN_ST_IDLE);
   atomic_store(&c->slots[i], s);
   return s;
@@ -194,7 +193,7 @@ static void slot_start(gn_client_t *c, int i, int cycle_open) {
   if (atomic_load(&c->pooled))
     client_health(c, "pool", json_pack("{s:s, s:i, s:I}", "event", "opened", "channel", i + 1,
                                        "topics", (json_int_t)s->topics.n));
-  if (c->lease && !c->lease_held) gn_channel_park(s->ch); /* standby: the lease is not ours */
+  if (c->gate.start && !c->gate_open) gn_channel_park(s->ch); /* standby: gated */
   else gn_channel_start(s->ch);
 }
 
@@ -390,12 +389,11 @@ static void pool_stop(gn_client_t *c) {
   for (int i = 0; i < GN_POOL_MAX; i++) slot_stop(c, i, "closed");
 }
 
-/* The lease's hooks (lease.h): the pool runs only while this process holds the lease. The
- * first acquisition starts it (start() left slot 0's first cycle to this); a loss parks every
- * running channel (standby: its topics and budget kept), a later acquisition resumes them. */
-static void lease_acquired(void *ud) {
-  gn_client_t *c = ud;
-  c->lease_held = 1;
+/* The gate (the fleet's lease): the first resume starts the pool (start() left slot 0's first
+ * cycle to it); park stops every running channel (standby: its topics and budget kept), a later
+ * resume starts them again. */
+void gn_client_resume(gn_client_t *c) {
+  c->gate_open = 1;
   if (!c->pool_started) {
     c->pool_started = 1;
     gn_sched_trigger(gn_channel_sched(slot_at(c, 0)->ch), GN_REASON_MANUAL);
@@ -410,9 +408,8 @@ static void lease_acquired(void *ud) {
   }
 }
 
-static void lease_lost(void *ud) {
-  gn_client_t *c = ud;
-  c->lease_held = 0;
+void gn_client_park(gn_client_t *c) {
+  c->gate_open = 0;
   for (int i = 0; i < GN_POOL_MAX; i++) {
     gn_slot_t *s = slot_at(c, i);
     if (s && s->ch && atomic_load(&s->running)) gn_channel_park(s->ch);
@@ -421,9 +418,9 @@ static void lease_lost(void *ud) {
 
 static void task_start(gn_service_t *svc, void *arg) {
   gn_client_t *c = arg;
-  if (c->lease) { /* standby until the lease is ours */
+  if (c->gate.start) { /* standby until the gate opens */
     gn_channel_park(slot_at(c, 0)->ch);
-    gn_lease_start(c->lease);
+    c->gate.start(c->gate.ud);
     return;
   }
   c->pool_started = 1;
@@ -445,7 +442,7 @@ static void task_poke(gn_service_t *svc, void *arg) {
 
 static void task_close(gn_service_t *svc, void *arg) {
   gn_client_t *c = arg;
-  if (c->lease) gn_lease_stop(c->lease);
+  if (c->gate.stop) c->gate.stop(c->gate.ud);
   pool_stop(c);
   gn_queue_detach(&c->queue);
 }
@@ -592,36 +589,27 @@ fail:
   return NULL;
 }
 
-int gn_client_set_lease(gn_client_t *c, const gn_lease_cfg_t *cfg, char *err, size_t errlen) {
-  if (c->lease || atomic_load(&c->started)) {
-    snprintf(err, errlen, "redis: the client already has a lease or is started");
-    return -1;
-  }
-  /* The lease watches slot 0's channel (always there) for its gap marker's end, and taps the
-   * events of every channel (slot_get gives later slots the tap). */
-  gn_lease_hooks_t hooks = {lease_acquired, lease_lost, c};
-  gn_env_t *env0 = &slot_at(c, 0)->env;
-  c->lease = gn_lease_new(cfg, env0, &hooks, err, errlen);
-  if (!c->lease) return -1;
-  for (int i = 1; i < GN_POOL_MAX; i++) {
+int gn_client_set_gate(gn_client_t *c, const gn_client_gate_t *gate, const gn_tap_t *tap) {
+  if (c->gate.start || atomic_load(&c->started)) return -1;
+  c->gate = *gate;
+  for (int i = 0; i < GN_POOL_MAX; i++) { /* later slots copy slot 0's (slot_get) */
     gn_slot_t *s = slot_at(c, i);
-    if (s) s->env.tap = env0->tap, s->env.tap_ud = env0->tap_ud;
+    if (s) s->env.tap = tap;
   }
   return 0;
 }
 
-int gn_client_lease_stats(gn_client_t *c, gn_lease_stats_t *out) {
-  if (!c->lease) return 0;
-  gn_lease_stats(c->lease, out);
-  return 1;
+gn_env_t *gn_client_env(gn_client_t *c) { return &slot_at(c, 0)->env; }
+const gn_client_gate_t *gn_client_gate(const gn_client_t *c) {
+  return c->gate.start ? &c->gate : NULL;
 }
 
 int gn_client_start(gn_client_t *c) {
   int expected = 0;
   if (gn_client_forked(c) || atomic_load(&c->closing) || !atomic_compare_exchange_strong(&c->started, &expected, 1))
     return -1;
-  /* The first connection is the first cycle (with a lease: once it is taken). */
-  if (!c->lease) gn_sched_trigger(gn_channel_sched(slot_at(c, 0)->ch), GN_REASON_MANUAL);
+  /* The first connection is the first cycle (gated: once the gate opens). */
+  if (!c->gate.start) gn_sched_trigger(gn_channel_sched(slot_at(c, 0)->ch), GN_REASON_MANUAL);
   if (gn_service_post(c->env.svc, task_start, c) != 0) return -1;
   return 0;
 }
@@ -766,7 +754,7 @@ void gn_client_free(gn_client_t *c) {
     return;
   }
   gn_token_entry_release(c->env.tok);
-  gn_lease_free(c->lease);
+  if (c->gate.free) c->gate.free(c->gate.ud);
   gn_budget_release(c->budget);
   for (int i = 0; i < GN_POOL_MAX; i++) {
     gn_slot_t *s = slot_at(c, i);

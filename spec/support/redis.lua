@@ -58,7 +58,7 @@ function _M:_spawn()
   else
     args = { "redis-server", "--port", tostring(o.tls and 0 or self.port), "--save", "",
       "--appendonly", "no", "--dir", self.dir, "--logfile", self.dir .. "/log", "--daemonize", "no",
-      "--protected-mode", "no", "--bind" }
+      "--protected-mode", "no", "--enable-debug-command", "local", "--bind" }
     for a in (o.bind or "127.0.0.1"):gmatch("%S+") do args[#args + 1] = a end
     if o.tls then
       for _, a in ipairs { "--tls-port", tostring(self.port), "--tls-cert-file", o.tls .. "/server.pem",
