@@ -413,11 +413,15 @@ static void refuse_reentry(lua_State *L, lclient_t *u, const char *fn);
 static int drain_append(lua_State *L) {
   gn_item_t *it = (gn_item_t *)lua_touserdata(L, 1);
   lua_Integer n = lua_tointeger(L, 3);
-  int raw_only = lua_toboolean(L, 4);
+  int raw_only = (int)lua_tointeger(L, 4);
   lua_settop(L, 2);
+  if (raw_only == 2 && it->type == GN_ITEM_EVENT && lgn_push_ring_record(L, it)) {
+    lua_rawseti(L, 2, (int)n + 1);
+    return 0;
+  }
   lua_pushcfunction(L, push_item_table);
   lua_pushlightuserdata(L, it);
-  lua_pushboolean(L, raw_only);
+  lua_pushboolean(L, raw_only != 0);
   lua_call(L, 2, 1);
   if (it->type == GN_ITEM_EVENT) lua_pushliteral(L, "event");
   else lua_pushliteral(L, "health");
@@ -457,15 +461,17 @@ static int l_drain(lua_State *L) {
                         lua_tostring(L, 2));
   }
   int max = m > DRAIN_MAX_ITEMS ? DRAIN_MAX_ITEMS : (int)m;
-  /* drain(max, "raw"): events without the decoded body (a caller that passes the text on, as
-   * genesys.notify.resty's holder does, decodes nothing) */
+  /* drain(max, "raw"): events without the decoded body; "record": events as resty's ring
+   * record text (lbind_ring.c). For a caller that passes the text on (resty's holder). */
   int raw_only = 0;
   if (!lua_isnoneornil(L, 3)) {
     const char *mode = lua_tostring(L, 3);
-    if (lua_type(L, 3) != LUA_TSTRING || strcmp(mode, "raw") != 0)
-      return luaL_error(L, "genesys.notify: drain(max, mode): mode: expected \"raw\" or nil, "
-                           "got %s", lua_type(L, 3) == LUA_TSTRING ? mode : luaL_typename(L, 3));
-    raw_only = 1;
+    if (lua_type(L, 3) == LUA_TSTRING)
+      raw_only = !strcmp(mode, "raw") ? 1 : !strcmp(mode, "record") ? 2 : 0;
+    if (!raw_only)
+      return luaL_error(L, "genesys.notify: drain(max, mode): mode: expected \"raw\", "
+                           "\"record\" or nil, got %s",
+                        lua_type(L, 3) == LUA_TSTRING ? mode : luaL_typename(L, 3));
   }
   lua_settop(L, 1);
   lua_newtable(L); /* 2: the result */
@@ -486,7 +492,7 @@ static int l_drain(lua_State *L) {
     lua_pushlightuserdata(L, it);
     lua_pushvalue(L, 2);
     lua_pushinteger(L, n);
-    lua_pushboolean(L, raw_only);
+    lua_pushinteger(L, raw_only);
     int rc = lua_pcall(L, 4, 0, 0);
     int health = it->type == GN_ITEM_HEALTH;
     gn_item_free(it);

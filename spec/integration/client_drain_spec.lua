@@ -135,7 +135,7 @@ describe("client:drain()", function()
     assert.same({}, called)
   end)
 
-  it('drain(max, "raw"): events with their text and CorrelationId, no decoded body', function()
+  it('drain(max, "raw" / "record"): events with their text and CorrelationId, no body', function()
     local cfg, called = strict_config(emu)
     local client = notify.new(cfg)
     finally(function() client:close() end)
@@ -167,10 +167,33 @@ describe("client:drain()", function()
       assert.equals(i + 2, ev.body.n)
       assert.equals(cids[i + 2], ev.correlation_id)
     end
+    -- "record": each event as genesys.notify.resty's ring record text (resty.lua decode_record)
+    for i = 5, 6 do
+      local st, j = emu:admin("POST", "publish", { topic = T, eventBody = { n = i } })
+      assert.equals(200, st)
+      cids[i] = j.correlationId
+    end
+    queued(client, 2)
+    local recs = client:drain(10, "record")
+    assert.equals(2, #recs)
+    for k, r in ipairs(recs) do
+      assert.is_string(r)
+      local rms, topic, ch, cid, at, len, text =
+        r:match("^e\t([%d.]+)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(%d+)\t(%d+)\n(.*)$")
+      assert.truthy(text, r)
+      assert.is_number(tonumber(rms))
+      assert.equals(T, topic)
+      assert.is_truthy(ch:match("^streaming%-"))
+      assert.equals(cids[k + 4], cid)
+      assert.equals(k + 4, cjson.decode(text).eventBody.n)
+      local body = text:sub(tonumber(at), tonumber(at) + tonumber(len) - 1)
+      assert.same(cjson.decode(text).eventBody, cjson.decode(body))
+    end
     for _, bad in ipairs { "cooked", 1, true } do
       local ok, err = pcall(client.drain, client, 10, bad)
       assert.is_false(ok)
-      assert.truthy(err:find('drain(max, mode): mode: expected "raw" or nil, got ', 1, true), err)
+      assert.truthy(err:find('drain(max, mode): mode: expected "raw", "record" or nil, got ', 1,
+        true), err)
     end
     assert.same({}, called)
   end)

@@ -26,17 +26,18 @@ local cjson = require "cjson.safe"
 local semaphore = require "ngx.semaphore"
 
 local ngx = ngx
-local type, pairs, ipairs, tostring, tonumber, pcall, error, setmetatable, next =
-  type, pairs, ipairs, tostring, tonumber, pcall, error, setmetatable, next
+local type, pairs, ipairs, tostring, tonumber, pcall, error, setmetatable =
+  type, pairs, ipairs, tostring, tonumber, pcall, error, setmetatable
 local string_format, math_floor, math_random, math_min, math_max =
   string.format, math.floor, math.random, math.min, math.max
 local table_concat = table.concat
+local str_find, str_sub, str_byte = string.find, string.sub, string.byte
 local ngx_log, ERR, WARN, NOTICE, INFO = ngx.log, ngx.ERR, ngx.WARN, ngx.NOTICE, ngx.INFO
 
 local _M = { _VERSION = notify._VERSION }
 
--- Readers decode each event's text once, with the C decoder (lua-cjson where it is missing).
-local json_decode = require("genesys.notify.core").json_decode_text or cjson.decode
+-- Readers decode each event's text once, with the C decoder, straight from the ring record.
+local json_decode = require("genesys.notify.core").json_decode_text
 local ngx_now = ngx.now
 
 local K_LOCK = "gn:lock"        -- "pid:nonce" of the holder, with a TTL
@@ -61,6 +62,7 @@ local RESTY_FIELDS = {
 local S -- this worker's state, set by start()
 local handlers, health_handlers = {}, {}
 local followers = setmetatable({}, { __mode = "k" })
+local nfollowers = 0 -- open followers (next() is not compiled by LuaJIT)
 
 local function fail(field, expected, got)
   error(string_format("genesys.notify.resty: %s: expected %s, got %s", field, expected, got), 0)
@@ -137,11 +139,12 @@ local function follower_push(rec, json)
 end
 
 -- rec: a ring record as a table; json: a health record's text (events are encoded here, and
--- only when a follower listens). Events get body (the decoded eventBody, decoded once, here)
--- for the handlers; followers get the record and its text with the serving worker's pid.
-local function deliver(rec, json)
+-- only when a follower listens). Events get body (the decoded eventBody, decoded once, here,
+-- from the record text v, bytes bi..bj, when given) for the handlers; followers get the record
+-- and its text with the serving worker's pid.
+local function deliver(rec, json, v, bi, bj)
   rec.worker = S.pid
-  if next(followers) then
+  if nfollowers > 0 then
     if json then
       json = json:sub(1, -2) .. ',"worker":' .. S.pid .. "}"
     else
@@ -151,8 +154,16 @@ local function deliver(rec, json)
   end
   if rec.item == "event" then
     if #handlers > 0 then
-      local ok, msg = pcall(json_decode, rec.raw)
-      rec.body = ok and type(msg) == "table" and msg.eventBody or nil
+      if v then
+        -- the body straight from the record (bi..bj), or none (bj < bi)
+        if bj >= bi then
+          local ok, body = pcall(json_decode, v, bi, bj)
+          rec.body = ok and body or nil
+        end
+      else
+        local ok, msg = pcall(json_decode, rec.raw)
+        rec.body = ok and type(msg) == "table" and msg.eventBody or nil
+      end
       run_handlers(handlers, rec, "subscribe")
     end
   else
@@ -172,27 +183,53 @@ local function report_missed(reason, n, from_seq, to_seq)
   deliver(h, cjson.encode(h))
 end
 
--- A ring record: "SEQ\te\tRECEIVED_MS\tTOPIC\tCHANNEL_ID\tCORRELATION_ID\nRAW" for an event (the
--- message text as received, never re-encoded), "SEQ\th\nJSON" for a health item, "SEQ\tj\nJSON"
--- for an event whose fields could not go in the header (a tab or newline in them; a fence).
--- Returns seq and the record as a table (nil: undecodable), and a health record's JSON text.
-local function decode_record(v)
-  local s, kind, pos = v:match("^(%d+)\t(%a)()")
-  s = tonumber(s)
-  if not s then return nil end
-  if kind == "e" then
-    local rms, topic, ch, cid, p2 = v:match("^\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t\n]*)\n()", pos)
-    if not p2 then return s, nil end
-    return s, { item = "event", seq = s, topic = topic, channel_id = ch,
-      received_ms = tonumber(rms), correlation_id = cid ~= "" and cid or nil, raw = v:sub(p2) }
-  elseif kind == "h" or kind == "j" then
-    local json = v:sub(pos + 1)
+-- A ring slot holds one record, with the low 31 bits of its sequence number as the entry's
+-- flags: "e\tRECEIVED_MS\tTOPIC\tCHANNEL_ID\tCORRELATION_ID\tBODY_AT\tBODY_LEN\nRAW" for an
+-- event (the message text as received, never re-encoded, and where its eventBody is in it: the
+-- holder takes it ready-made from drain(max, "record"); BODY_AT 0: not known), "h\nJSON" for a
+-- health item, "j\nJSON" for an event whose fields could not go in the header (a tab or newline
+-- in them; a fence). (Plain finds and subs only: LuaJIT compiles them, not string.match.)
+local SEQ_MOD = 2147483648
+-- A yield between batches: ngx.sleep(0) logs a warning on each call in an nginx without
+-- OpenResty's delayed-events patch (Debian's), so the shortest real sleep.
+local YIELD_S = 0.001
+
+-- The header of an event record: where its tabs and its newline are (nil: not one).
+local function event_fields(v)
+  local t2 = str_find(v, "\t", 3, true)
+  local t3 = t2 and str_find(v, "\t", t2 + 1, true)
+  local t4 = t3 and str_find(v, "\t", t3 + 1, true)
+  local t5 = t4 and str_find(v, "\t", t4 + 1, true)
+  local t6 = t5 and str_find(v, "\t", t5 + 1, true)
+  local nl = t6 and str_find(v, "\n", t6 + 1, true)
+  return t2, t3, t4, t5, t6, nl
+end
+
+-- The record of seq s as a table (nil: undecodable); a health record's JSON text; for an event,
+-- where its body is in v (bi..bj; bi nil: not known).
+local function decode_record(v, s)
+  local kind = str_byte(v, 1)
+  if kind == 101 then -- "e"
+    local t2, t3, t4, t5, t6, nl = event_fields(v)
+    if not nl then return nil end
+    local at = tonumber(str_sub(v, t5 + 1, t6 - 1)) or 0
+    local bi, bj
+    if at > 0 then
+      bi = nl + at
+      bj = bi + (tonumber(str_sub(v, t6 + 1, nl - 1)) or 0) - 1
+    end
+    return { item = "event", seq = s, topic = str_sub(v, t2 + 1, t3 - 1),
+      channel_id = str_sub(v, t3 + 1, t4 - 1), received_ms = tonumber(str_sub(v, 3, t2 - 1)),
+      correlation_id = t5 > t4 + 1 and str_sub(v, t4 + 1, t5 - 1) or nil,
+      raw = str_sub(v, nl + 1) }, nil, bi, bj
+  elseif kind == 104 or kind == 106 then -- "h", "j"
+    local json = str_sub(v, 3)
     local rec = cjson.decode(json)
-    if type(rec) ~= "table" then return s, nil end
+    if type(rec) ~= "table" then return nil end
     rec.seq = s
-    return s, rec, kind == "h" and json or nil
+    return rec, kind == 104 and json or nil
   end
-  return s, nil
+  return nil
 end
 
 -- This worker's reader slot: the holder never overwrites what a live reader has not read.
@@ -219,14 +256,16 @@ local function read_ring()
   local since, t_pub = 0, ngx_now()
   while S.cursor < head do
     local s = S.cursor + 1
-    local v = dict:get(K_RING .. (s % size))
-    local vs, rec, json
-    if v then vs, rec, json = decode_record(v) end
-    local reason
-    if vs ~= s then
-      reason = (vs and vs > s) and "overwritten" or "write_failed"
-    elseif not rec then
-      reason = "undecodable"
+    local v, fl = dict:get(K_RING .. (s % size))
+    local rec, json, reason, bi, bj
+    if not v then
+      reason = "write_failed"
+    elseif fl ~= s % SEQ_MOD then
+      -- the slot holds another seq: a later one (overwritten) or an earlier one (this write failed)
+      reason = ((fl or 0) - s) % SEQ_MOD < SEQ_MOD / 2 and "overwritten" or "write_failed"
+    else
+      rec, json, bi, bj = decode_record(v, s)
+      if not rec then reason = "undecodable" end
     end
     if miss_reason and reason ~= miss_reason then
       report_missed(miss_reason, miss_n, miss_from, miss_from + miss_n - 1)
@@ -243,7 +282,7 @@ local function read_ring()
         -- a successor's worker: what the previous holder wrote, for the switch's de-duplication
         S.succ.seen[rec.correlation_id or rec.raw] = true
       end
-      deliver(rec, json)
+      deliver(rec, json, bi and v, bi, bj)
     end
     since = since + 1
     if since % 64 == 0 or ngx_now() ~= t_pub then
@@ -251,7 +290,7 @@ local function read_ring()
       t_pub = ngx_now()
       if since >= 256 then
         since = 0
-        ngx.sleep(0)
+        ngx.sleep(YIELD_S)
       end
     end
     if S.exiting then break end
@@ -395,7 +434,7 @@ local function ring_put(payload, err)
   local s = S.wbase + S.wn + 1
   S.wn = S.wn + 1
   local ok = false
-  if payload then ok, err = S.dict:safe_set(K_RING .. (s % S.ring_size), s .. "\t" .. payload) end
+  if payload then ok, err = S.dict:safe_set(K_RING .. (s % S.ring_size), payload, 0, s % SEQ_MOD) end
   if not ok then
     S.wfail = S.wfail + 1
     local t = now_ms()
@@ -429,13 +468,17 @@ local function ring_put_json(kind, rec)
   ring_put(json and (kind .. "\n" .. json), err and ("cannot encode: " .. tostring(err)))
 end
 
+local function unsafe(x)
+  return x and (str_find(x, "\t", 1, true) or str_find(x, "\n", 1, true))
+end
+
 local function ring_put_event(topic, ch, rms, cid, raw, fence)
-  if fence or topic:find("[\t\n]") or (ch and ch:find("[\t\n]")) or (cid and cid:find("[\t\n]")) then
+  if fence or unsafe(topic) or unsafe(ch) or unsafe(cid) then
     ring_put_json("j", { item = "event", topic = topic, channel_id = ch, received_ms = rms,
       correlation_id = cid, raw = raw, fence = fence })
   else
-    ring_put("e\t" .. tostring(rms) .. "\t" .. topic .. "\t" .. (ch or "") .. "\t" .. (cid or "") ..
-      "\n" .. raw)
+    ring_put("e\t" .. string_format("%.17g", rms or 0) .. "\t" .. topic .. "\t" .. (ch or "") ..
+      "\t" .. (cid or "") .. "\t0\t0\n" .. raw)
   end
 end
 
@@ -586,6 +629,26 @@ end
 
 -- One item the client gave, into the current batch.
 local function put_item(h, it)
+  if type(it) == "string" then
+    -- an event as its ring record, ready-made by drain(max, "record")
+    h.last_rec = it
+    if h.consumer then return end -- fleet mode: it reaches the ring through the Redis Stream
+    local dedup = h.dedup
+    if dedup then
+      -- just after a handover: what the previous holder already wrote is skipped, once
+      local t2, _, t4, t5, _, nl = event_fields(it)
+      local key = t5 > t4 + 1 and str_sub(it, t4 + 1, t5 - 1) or str_sub(it, nl + 1)
+      if dedup[key] then
+        dedup[key] = nil
+        h.dups = h.dups + 1
+        return
+      end
+      local rms = tonumber(str_sub(it, 3, t2 - 1))
+      if rms and rms > h.dedup_until then h.dedup = nil end
+    end
+    ring_put(it)
+    return
+  end
   if it.item == "event" then
     local rms = it.received_ms
     if rms and rms > (h.last_ms or 0) then h.last_ms = rms end
@@ -672,7 +735,7 @@ local function pump(h, client)
       h.pi = last + 1
       if h.pi > #items then h.pending = nil end
     else
-      items = client:drain(want, "raw")
+      items = client:drain(want, "record")
       first, last = 1, #items
     end
     for i = first, last do put_item(h, items[i]) end
@@ -683,7 +746,7 @@ local function pump(h, client)
     end
     h.empty = not h.pending and last - first + 1 < want
     if h.empty then break end
-    ngx.sleep(0) -- yield: this worker's reader and requests run between batches
+    ngx.sleep(YIELD_S) -- this worker's reader and requests run between batches
     if h.down then break end
     if now_ms() - h.renewed_ms >= S.ttl_ms / 4 then
       local ok, why = renew(h)
@@ -700,6 +763,12 @@ local function pump(h, client)
     end
     count("handover_duplicates", h.dups)
     h.dedup = nil
+  end
+  if h.last_rec then
+    local t2 = str_find(h.last_rec, "\t", 3, true)
+    local rms = t2 and tonumber(str_sub(h.last_rec, 3, t2 - 1))
+    if rms and rms > (h.last_ms or 0) then h.last_ms = rms end
+    h.last_rec = nil
   end
   heard(h, h.last_ms)
   return total
@@ -984,11 +1053,11 @@ local function succeed(h)
     end
     local waiting = #h.pending - h.pi + 1
     if waiting < PENDING_MAX then
-      local items = client:drain(math_min(BATCH, PENDING_MAX - waiting), "raw")
+      local items = client:drain(math_min(BATCH, PENDING_MAX - waiting), "record")
       for i = 1, #items do
         local it = items[i]
         h.pending[#h.pending + 1] = it
-        if it.item == "health" and it.kind == "connected" and not h.ready then
+        if type(it) == "table" and it.kind == "connected" and not h.ready then
           h.ready = true
           dict:safe_set(K_READY, h.value, S.ttl_ms / 1000)
           ngx_log(NOTICE, "genesys.notify.resty: worker ", S.wid, " (pid ", S.pid,
@@ -1171,6 +1240,7 @@ function _M.follow(limit)
   local f = setmetatable({ q = {}, head = 1, tail = 0, dropped = 0,
     limit = limit or S.follower_limit, sema = semaphore.new(0) }, Follower)
   followers[f] = true
+  nfollowers = nfollowers + 1
   return f
 end
 
@@ -1202,6 +1272,7 @@ function Follower:next(timeout)
 end
 
 function Follower:close()
+  if not self.closed then nfollowers = nfollowers - 1 end
   self.closed = true
   followers[self] = nil
   self.q = {}
