@@ -184,9 +184,9 @@ local function in_nginx(key, mode, workers)
           local n, good, ms = d:match("^(%d+) (%d) ([%d.]+)")
           assert(tonumber(n) == EVENTS and good == "1", "loss or reorder in " .. pid .. ": " .. d)
           local eps = EVENTS / tonumber(ms) * 1000
-          local row = key
-          if mode == "resty" then row = key .. (pid == s.holder_pid and "holder" or "other") end
-          put(row, "eps" .. size, eps)
+          if mode == "resty" then
+            put(key .. (pid == s.holder_pid and "holder" or "other"), "eps" .. size, eps)
+          end
           worst = worst and math.min(worst, eps) or eps
         end
       end
