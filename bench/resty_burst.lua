@@ -191,6 +191,10 @@ local function in_nginx(key, mode, workers)
         end
       end
       assert(mode ~= "resty" or s.missed == 0, "missed: " .. tostring(s.missed))
+      if mode == "resty" then
+        io.stderr:write(string.format("  resty %d B: socket paused %s times, %s ms in all " ..
+          "(the status is written once a second)\n", size, tostring(s.pauses), tostring(s.paused_ms)))
+      end
       put(key, "eps" .. size, worst)
       put(key, "cpu" .. size, (c1 - c0) * 1e6 / TCK / EVENTS)
     end

@@ -119,6 +119,8 @@ function _M.state()
   if O.mode == "resty" then
     local st = require("genesys.notify.resty").status()
     out.state, out.holder_pid = st.state, st.holder_pid
+    local m = st.metrics or {}
+    out.pauses, out.paused_ms, out.reader_stalls = m.pauses, m.paused_ms, st.reader_stalls
     out.missed = 0
     for _, w in ipairs(st.workers) do out.missed = out.missed + w.missed end
   end
