@@ -190,23 +190,9 @@ end
 -- health item, "j\nJSON" for an event whose fields could not go in the header (a tab or newline
 -- in them; a fence). (Plain finds and subs only: LuaJIT compiles them, not string.match.)
 local SEQ_MOD = 2147483648
--- Yielding: ngx.sleep(0) logs a warning on each call in an nginx without OpenResty's
--- delayed-events patch (Debian's), so a light thread that works through the ring sleeps the
--- shortest real sleep once it has worked SLICE_MS (the worker's requests run meanwhile); the
--- holder and its own worker's reader hand the worker to each other with a semaphore (S.baton).
-local YIELD_S, SLICE_MS = 0.001, 20
-
--- Lets the worker's requests in when this light thread has worked SLICE_MS.
-local function slice()
-  ngx.update_time()
-  local t = ngx_now() * 1000
-  if t - S.slice_ms >= SLICE_MS then
-    if S.baton:count() < 0 then S.baton:post(1) end
-    ngx.sleep(YIELD_S)
-    ngx.update_time()
-    S.slice_ms = ngx_now() * 1000
-  end
-end
+-- A yield between batches: ngx.sleep(0) logs a warning on each call in an nginx without
+-- OpenResty's delayed-events patch (Debian's), so the shortest real sleep.
+local YIELD_S = 0.001
 
 -- The header of an event record: where its tabs and its newline are (nil: not one).
 local function event_fields(v)
@@ -267,7 +253,7 @@ local function read_ring()
     S.cursor = skip_to
   end
   local miss_reason, miss_from, miss_n = nil, nil, 0
-  local since, t_pub = 0, 0
+  local since, t_pub = 0, ngx_now()
   while S.cursor < head do
     local s = S.cursor + 1
     local v, fl = dict:get(K_RING .. (s % size))
@@ -301,15 +287,17 @@ local function read_ring()
     since = since + 1
     if since % 64 == 0 or ngx_now() ~= t_pub then
       publish_cursor()
-      slice()
       t_pub = ngx_now()
+      if since >= 256 then
+        since = 0
+        ngx.sleep(YIELD_S)
+      end
     end
     if S.exiting then break end
     if S.cursor >= head then head = dict:get(K_SEQ) or head end
   end
   if miss_reason then report_missed(miss_reason, miss_n, miss_from, miss_from + miss_n - 1) end
   publish_cursor()
-  if S.baton:count() < 0 then S.baton:post(1) end -- the holder in this worker goes on
 end
 
 -- Whether the bell's socket file is there (nginx logs a failed connect at level crit, so the
@@ -758,10 +746,7 @@ local function pump(h, client)
     end
     h.empty = not h.pending and last - first + 1 < want
     if h.empty then break end
-    -- between batches: this worker's reader reads what was written (the holder waits for it,
-    -- at most 2 ms), and the worker's requests get their slice
-    if S.cursor < S.wbase then S.baton:wait(0.002) end
-    slice()
+    ngx.sleep(YIELD_S) -- this worker's reader and requests run between batches
     if h.down then break end
     if now_ms() - h.renewed_ms >= S.ttl_ms / 4 then
       local ok, why = renew(h)
@@ -1203,8 +1188,7 @@ function _M.start(cfg)
     grace_ms = opt_int(cfg, "handover_grace_ms", 0, 60000, 500),
     bell_path = cfg.bell_path or (ngx.config.prefix() .. "logs/genesys_notify.bell"),
     pid = ngx.worker.pid(), wid = ngx.worker.id() or 0, missed = 0,
-    lock_sema = semaphore.new(0), reader_sema = semaphore.new(0), baton = semaphore.new(0),
-    slice_ms = 0,
+    lock_sema = semaphore.new(0), reader_sema = semaphore.new(0),
   }
   if type(st.bell_path) ~= "string" or st.bell_path == "" then
     fail("bell_path", "a file path for a unix socket", describe(cfg.bell_path))
