@@ -223,6 +223,11 @@ describe("genesys.notify.resty in nginx", function()
     local cid2 = publish(emu)
     assert.truthy(s:wait_for(function(x) return has_cid(x, cid2) end, 10), s:text())
     assert.truthy(nginx.wait_until(function() return connected_channels(emu) == 1 end, 5))
+    -- the takeover lost no ring item: nothing missed, nothing failed to be written
+    local h3 = ng:health()
+    for _, w in ipairs(h3.workers) do assert.equals(0, w.missed, cjson.encode(h3.workers)) end
+    assert.equals(0, h3.ring.write_failures)
+    assert.is_nil(health_of(s:records(), "missed"), s:text())
   end)
 
   it("five reloads under a steady stream: one channel, no thread or worker left behind", function()
