@@ -194,6 +194,18 @@ local SEQ_MOD = 2147483648
 -- OpenResty's delayed-events patch (Debian's), so the shortest real sleep.
 local YIELD_S = 0.001
 
+-- The dict key of seq s's slot, made once per slot (not a number formatted per event).
+local ring_keys = {}
+local function ring_key(s)
+  local i = s % S.ring_size
+  local k = ring_keys[i]
+  if not k then
+    k = K_RING .. i
+    ring_keys[i] = k
+  end
+  return k
+end
+
 -- The header of an event record: where its tabs and its newline are (nil: not one).
 local function event_fields(v)
   local t2 = str_find(v, "\t", 3, true)
@@ -256,7 +268,7 @@ local function read_ring()
   local since, t_pub = 0, ngx_now()
   while S.cursor < head do
     local s = S.cursor + 1
-    local v, fl = dict:get(K_RING .. (s % size))
+    local v, fl = dict:get(ring_key(s))
     local rec, json, reason, bi, bj
     if not v then
       reason = "write_failed"
@@ -434,7 +446,7 @@ local function ring_put(payload, err)
   local s = S.wbase + S.wn + 1
   S.wn = S.wn + 1
   local ok = false
-  if payload then ok, err = S.dict:safe_set(K_RING .. (s % S.ring_size), payload, 0, s % SEQ_MOD) end
+  if payload then ok, err = S.dict:safe_set(ring_key(s), payload, 0, s % SEQ_MOD) end
   if not ok then
     S.wfail = S.wfail + 1
     local t = now_ms()
