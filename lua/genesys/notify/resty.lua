@@ -889,6 +889,7 @@ local function newer_workers()
   end
   local kids = f:read("*a") or ""
   f:close()
+  local seen = {}
   for pid in kids:gmatch("%d+") do
     pid = tonumber(pid)
     if pid ~= S.pid and not S.dict:get(K_EXIT .. pid) then
@@ -901,8 +902,13 @@ local function newer_workers()
           cmd:find("master process", 1, true) then
         return true
       end
+      seen[#seen + 1] = pid .. " (" .. cmd:gsub("%z", " "):gsub("%s+$", "") .. ")"
+    else
+      seen[#seen + 1] = pid .. (pid == S.pid and " (this one)" or " (exiting)")
     end
   end
+  ngx_log(NOTICE, "genesys.notify.resty: no worker of a newer generation among the master's ",
+    "children: ", table_concat(seen, ", "))
   return false
 end
 
@@ -1040,6 +1046,7 @@ local function try_succeed()
   h.previous = tonumber(ho:match("^(%d+):"))
   h.pending, h.pi = {}, 1
   S.succ = { seen = {} } -- this worker's reader collects what the old holder writes from now
+  h.start_seq = dict:get(K_SEQ) or 0
   ngx_log(NOTICE, "genesys.notify.resty: worker ", S.wid, " (pid ", S.pid,
     ") opens a stream to take over from the exiting holder ", ho)
   return h
@@ -1053,10 +1060,14 @@ local function succeed(h)
   if why then return why end
   local dict, client = S.dict, h.client
   while true do
-    if S.exiting or ngx.worker.exiting() then return "the worker is exiting" end
-    if dict:get(K_SUCC) == h.value then dict:expire(K_SUCC, S.ttl_ms / 1000) end
+    -- the lock first: once it is ours, hold() goes on (and, in an exiting worker, hands the
+    -- stream over in turn) rather than dropping it
     local lock = dict:get(K_LOCK)
     if lock == h.value then break end
+    -- an exiting worker gives up unless its stream is open already: then the old holder may be
+    -- passing the lock on right now, and it takes it and hands it on in turn
+    if (S.exiting or ngx.worker.exiting()) and not h.ready then return "the worker is exiting" end
+    if dict:get(K_SUCC) == h.value then dict:expire(K_SUCC, S.ttl_ms / 1000) end
     local ho = dict:get(K_HO)
     if not lock or ho ~= lock then
       -- the old holder went without passing the lock on (quit, handover_ms, a crash)
@@ -1085,19 +1096,25 @@ local function succeed(h)
     end
     h.wake:wait(0.01)
   end
-  -- the lock is ours: the previous holder's last items are read here before ours go in, so
-  -- that what both streams delivered is written once
+  -- the lock is ours: what the previous holder wrote since this successor started is taken
+  -- from the ring here (besides what this worker's reader saw, when it still reads), so that
+  -- what both streams delivered is written once
+  local seen = S.succ and S.succ.seen or {}
   local last = dict:get(K_SEQ) or 0
-  local deadline = now_ms() + S.stall_ms
-  while S.cursor < last and now_ms() < deadline do
-    if S.reader_sema:count() <= 0 then S.reader_sema:post(1) end
-    ngx.sleep(0.002)
+  local from = math_max(h.start_seq or last, last - S.ring_size)
+  if h.start_seq and h.start_seq < from then
+    ngx_log(WARN, "genesys.notify.resty: the previous holder wrote ", last - h.start_seq,
+      " items while this one opened its stream, more than the ring holds: events of the ",
+      "overlap before seq ", from, " may be written twice")
   end
-  if S.cursor < last then
-    ngx_log(WARN, "genesys.notify.resty: this worker's reader is behind (seq ", S.cursor, " of ",
-      last, "): events of the handover's overlap may be written twice")
+  for q = from + 1, last do
+    local v, fl = dict:get(ring_key(q))
+    if v and fl == q % SEQ_MOD and str_byte(v, 1) == 101 then
+      local _, _, t4, t5, _, nl = event_fields(v)
+      if nl then seen[t5 > t4 + 1 and str_sub(v, t4 + 1, t5 - 1) or str_sub(v, nl + 1)] = true end
+    end
   end
-  h.dedup = S.succ and S.succ.seen or {}
+  h.dedup = seen
   h.dedup_until = now_ms() + S.grace_ms
   S.succ = nil
   h.renewed_ms = now_ms()
