@@ -4,6 +4,7 @@
 
 #include "backoff.h"
 #include "compat.h"
+#include "redis.h"
 
 /* The module is built with -fvisibility=hidden: only the luaopen_* entry points are exported, so
  * the core's names never clash with another library loaded into the same process (nginx). */
@@ -37,6 +38,11 @@ void lgn_json_push(lua_State *L, const char *s, size_t len);
  * newline in it). May raise (memory). The Lua thread. */
 struct gn_item;
 int lgn_push_ring_record(lua_State *L, const struct gn_item *it);
+
+/* Fills *o with the Redis connection fields of the normalized table at idx (url, password_file,
+ * tls_*, sentinel_*: see genesys.notify's redis_conn); the strings stay the table's. Returns
+ * nothing. The Lua thread. */
+void lgn_redis_opts(lua_State *L, int idx, gn_redis_opts_t *o);
 
 /* Register each part's functions into the module table at the top of the stack. Return 0: they
  * push nothing and leave the module table at the top (the metatables go to the registry). The

@@ -632,7 +632,8 @@ end
 -- whichever node holds the Redis lease; this node's client only appends to that stream.
 local function fleet_consumer()
   local r = S.client_cfg.redis
-  return notify.consumer { redis = { url = r.url, key = r.key }, mode = "fanout", block_ms = 200,
+  return notify.consumer { redis = { url = r.url, key = r.key, password_file = r.password_file,
+      tls = r.tls, sentinel = r.sentinel }, mode = "fanout", block_ms = 200,
     on_event = function(ev)
       ring_put_event(ev.topic, ev.channel_id, ev.received_ms, ev.correlation_id, ev.raw, ev.fence)
     end,
