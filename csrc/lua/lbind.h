@@ -33,6 +33,12 @@ int lgn_push_json(lua_State *L);
  * decode raises, as does nesting deeper than 1,000). Returns nothing. The Lua thread. */
 void lgn_json_push(lua_State *L, const char *s, size_t len);
 
+/* Pushes the event item as genesys.notify.resty's ring record text (lbind_ring.c) and returns
+ * 1, or pushes nothing and returns 0 when a field cannot go in the record's header (a tab or a
+ * newline in it). May raise (memory). The Lua thread. */
+struct gn_item;
+int lgn_push_ring_record(lua_State *L, const struct gn_item *it);
+
 /* Fills *o with the Redis connection fields of the normalized table at idx (url, password_file,
  * tls_*, sentinel_*: see genesys.notify's redis_conn); the strings stay the table's. Returns
  * nothing. The Lua thread. */

@@ -137,17 +137,24 @@ static void push_ms(lua_State *L, double d) {
  * decoded here, from the text the service thread validated (lbind_json.c). */
 static int push_item_table(lua_State *L) {
   gn_item_t *it = (gn_item_t *)lua_touserdata(L, 1);
+  int raw_only = lua_toboolean(L, 2); /* drain(max, "raw"): no body decoded */
   if (it->type == GN_ITEM_EVENT) {
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     lua_pushstring(L, it->topic);
     lua_setfield(L, -2, "topic");
     lua_pushstring(L, it->channel_id);
     lua_setfield(L, -2, "channel_id");
     push_ms(L, it->received_ms);
     lua_setfield(L, -2, "received_ms");
-    if (it->body_len) lgn_json_push(L, it->raw + it->body_off, it->body_len);
-    else lua_newtable(L);
-    lua_setfield(L, -2, "body");
+    if (it->correlation_id) {
+      lua_pushstring(L, it->correlation_id);
+      lua_setfield(L, -2, "correlation_id");
+    }
+    if (!raw_only) {
+      if (it->body_len) lgn_json_push(L, it->raw + it->body_off, it->body_len);
+      else lua_newtable(L);
+      lua_setfield(L, -2, "body");
+    }
     lua_pushlstring(L, it->raw, it->rawlen);
     lua_setfield(L, -2, "raw");
     return 1;
@@ -401,15 +408,21 @@ static int poll_items(lua_State *L, lclient_t *u, int timeout_ms) {
 
 static void refuse_reentry(lua_State *L, lclient_t *u, const char *fn);
 
-/* Builds the array of drain() in protected mode: [it (light), array] -> array with the item's
- * table appended (n + 1 at index 3). */
+/* Builds the array of drain() in protected mode: [it (light), array, n, raw_only] -> array with
+ * the item's table appended (at n + 1). */
 static int drain_append(lua_State *L) {
   gn_item_t *it = (gn_item_t *)lua_touserdata(L, 1);
   lua_Integer n = lua_tointeger(L, 3);
+  int raw_only = (int)lua_tointeger(L, 4);
   lua_settop(L, 2);
+  if (raw_only == 2 && it->type == GN_ITEM_EVENT && lgn_push_ring_record(L, it)) {
+    lua_rawseti(L, 2, (int)n + 1);
+    return 0;
+  }
   lua_pushcfunction(L, push_item_table);
   lua_pushlightuserdata(L, it);
-  lua_call(L, 1, 1);
+  lua_pushboolean(L, raw_only != 0);
+  lua_call(L, 2, 1);
   if (it->type == GN_ITEM_EVENT) lua_pushliteral(L, "event");
   else lua_pushliteral(L, "health");
   lua_setfield(L, -2, "item");
@@ -448,6 +461,18 @@ static int l_drain(lua_State *L) {
                         lua_tostring(L, 2));
   }
   int max = m > DRAIN_MAX_ITEMS ? DRAIN_MAX_ITEMS : (int)m;
+  /* drain(max, "raw"): events without the decoded body; "record": events as resty's ring
+   * record text (lbind_ring.c). For a caller that passes the text on (resty's holder). */
+  int raw_only = 0;
+  if (!lua_isnoneornil(L, 3)) {
+    const char *mode = lua_tostring(L, 3);
+    if (lua_type(L, 3) == LUA_TSTRING)
+      raw_only = !strcmp(mode, "raw") ? 1 : !strcmp(mode, "record") ? 2 : 0;
+    if (!raw_only)
+      return luaL_error(L, "genesys.notify: drain(max, mode): mode: expected \"raw\", "
+                           "\"record\" or nil, got %s",
+                        lua_type(L, 3) == LUA_TSTRING ? mode : luaL_typename(L, 3));
+  }
   lua_settop(L, 1);
   lua_newtable(L); /* 2: the result */
   if (u->closed || !u->c) return 1;
@@ -467,7 +492,8 @@ static int l_drain(lua_State *L) {
     lua_pushlightuserdata(L, it);
     lua_pushvalue(L, 2);
     lua_pushinteger(L, n);
-    int rc = lua_pcall(L, 3, 0, 0);
+    lua_pushinteger(L, raw_only);
+    int rc = lua_pcall(L, 4, 0, 0);
     int health = it->type == GN_ITEM_HEALTH;
     gn_item_free(it);
     if (rc != 0) return lua_error(L); /* out of memory building a table */

@@ -312,12 +312,17 @@ void lgn_json_push(lua_State *L, const char *s, size_t len) {
   if (d.p != d.end) bad(L);
 }
 
-/* core.json_decode_text(text): lgn_json_push on a whole text (its differential spec and the
- * decode benchmark). Returns the value; raises on what it cannot decode. */
+/* core.json_decode_text(text [, i [, j]]): lgn_json_push on text:sub(i, j) without the copy (i
+ * 1 and j #text by default: genesys.notify.resty's readers decode an event's body inside its
+ * ring record, the differential spec and the decode benchmark a whole text). Returns the value;
+ * raises on what it cannot decode. */
 static int l_decode_text(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  lgn_json_push(L, s, len);
+  lua_Integer i = luaL_optinteger(L, 2, 1), j = luaL_optinteger(L, 3, (lua_Integer)len);
+  luaL_argcheck(L, i >= 1 && (size_t)i <= len + 1, 2, "init out of range");
+  luaL_argcheck(L, j >= i - 1 && (size_t)j <= len, 3, "end out of range");
+  lgn_json_push(L, s + i - 1, (size_t)(j - i + 1));
   return 1;
 }
 

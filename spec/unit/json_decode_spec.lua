@@ -106,6 +106,19 @@ describe("the Lua thread's JSON decoder", function()
     for _ = 1, 2000 do agree(gen(0)) end
   end)
 
+  it("decodes from a byte offset (init), as the resty ring readers do", function()
+    local rec = '1\te\thdr\n{"eventBody":{"a":[1,2]},"t":"x"}'
+    local init = rec:find("\n", 1, true) + 1
+    assert.same({ eventBody = { a = { 1, 2 } }, t = "x" }, core.json_decode_text(rec, init))
+    assert.same({ 2 }, core.json_decode_text("xx[2]", 3))
+    assert.is_false((pcall(core.json_decode_text, rec, init - 2))) -- the header is not JSON
+    for _, bad in ipairs { 0, -1, #rec + 2 } do
+      local ok, err = pcall(core.json_decode_text, rec, bad)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find("init out of range", 1, true), err)
+    end
+  end)
+
   it("raises on what is not JSON instead of guessing", function()
     for _, t in ipairs({ "", "{", '{"a"}', '{"a":1,}', "[1 2]", '"abc', '"\\x"', '"\\ud834"',
                          '"\\udd1e"', "tru", "nul", "-", "[1] x", '{"a":1}}' }) do
