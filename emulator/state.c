@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <sys/random.h>
 
@@ -222,8 +223,8 @@ channel_t *channel_create(int client)
 
 int channel_has_topic(const channel_t *ch, const char *topic)
 {
-	for (size_t i = 0; i < ch->ntopics; i++)
-		if (!strcmp(ch->topics[i], topic))
+	for (size_t i = 0; i < ch->ndeliver; i++)
+		if (!strcasecmp(ch->deliver[i], topic))
 			return 1;
 	return 0;
 }
@@ -310,6 +311,9 @@ void channels_free(void)
 		for (size_t i = 0; i < E.channels->ntopics; i++)
 			free(E.channels->topics[i]);
 		free(E.channels->topics);
+		for (size_t i = 0; i < E.channels->ndeliver; i++)
+			free(E.channels->deliver[i]);
+		free(E.channels->deliver);
 		free(E.channels);
 		E.channels = n;
 	}

@@ -44,8 +44,11 @@ typedef struct channel {
 	int64_t created_us, expires_us, last_use_us;
 	int64_t expires_wall_ms;
 	int expired, evicted;
-	char **topics;
+	char **topics;                      /* what it holds, as asked (a composite is one) */
 	size_t ntopics;
+	char **deliver;                     /* the individual topics whose events it receives */
+	size_t ndeliver;
+	uint64_t sub_requests;              /* subscription requests that reached it */
 	conn_t *conn;
 	int nconns;                         /* live connections (transiently 2 while displacing) */
 	uint64_t handshakes;
@@ -160,7 +163,8 @@ void channel_bind_token(channel_t *ch, const token_t *t);
 /* Updates E.peak_live and E.peak_connected from the channels of each OAuth client now; returns
  * nothing. */
 void channels_note_peak(void);
-/* Returns 1 when the channel is subscribed to topic, else 0. */
+/* Returns 1 when the channel receives events of topic (an individual name, in any case:
+ * subscribed to it or to a composite with it as a permitted member), else 0. */
 int channel_has_topic(const channel_t *ch, const char *topic);
 /* Sets the hook channel_expire calls for a live connection (set once at startup); returns
  * nothing. */

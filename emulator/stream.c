@@ -349,9 +349,9 @@ static int gen_one(conn_t *c, int64_t now)
 			continue;
 		const char *topic = s->topic;
 		if (!topic) {
-			if (!ch->ntopics)
+			if (!ch->ndeliver)
 				continue;       /* nothing subscribed: nothing to send */
-			topic = ch->topics[c->rr++ % ch->ntopics];
+			topic = ch->deliver[c->rr++ % ch->ndeliver];
 		}
 		size_t need = LWS_PRE + event_max_len(s->size, topic);
 		if (need > scratch_cap) {

@@ -17,7 +17,8 @@ local topic_error = core.topic_error
 
 local _M = { _VERSION = core._VERSION }
 
---- Region names and the domains they map to (Genesys's SDK region tables).
+--- Region names and the domains they map to: the official SDKs' region table
+-- (PureCloudRegionHosts of the JS SDK; spec/unit/regions_spec.lua holds the two equal).
 local REGIONS = {
   ["us-east-1"] = "mypurecloud.com",
   ["us-east-2"] = "use2.us-gov-pure.cloud",
@@ -36,6 +37,7 @@ local REGIONS = {
   ["ap-southeast-1"] = "apse1.pure.cloud",
   ["me-central-1"] = "mec1.pure.cloud",
   ["mx-central-1"] = "mxc1.pure.cloud",
+  ["eusc-de-east-1"] = "edee1.eusc-pure.cloud",
 }
 _M.regions = REGIONS
 _M.null = core.null

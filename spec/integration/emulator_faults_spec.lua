@@ -405,6 +405,33 @@ describe("emulator HTTP faults", function()
   end)
 end)
 
+describe("emulator fault table", function()
+  -- emulator/faults.c is the one table of fault kinds: every kind it serves is documented (a
+  -- row POST faults/KIND in docs/emulator.md), listed by --help and set by --fault.
+  it("documents, lists and accepts every kind it has", function()
+    local emu = emulator.start {}
+    finally(function() emu:stop() end)
+    local st, j = emu:admin("GET", "faults")
+    assert.equal(200, st)
+    local f = assert(io.open("docs/emulator.md"))
+    local doc = f:read("*a")
+    f:close()
+    local _, help = emulator.run_raw { "--help" }
+    local n = 0
+    for kind, summary in pairs(j.kinds) do
+      n = n + 1
+      assert.is_string(summary)
+      assert.truthy(doc:find("`POST faults/" .. kind .. " ", 1, true), kind .. " has no doc row")
+      assert.truthy(help:find(kind, 1, true), kind .. " is not in --help")
+      local code, e = emu:admin("POST", "faults/" .. kind, {})
+      assert.not_equal(404, code, kind)
+      assert.not_matches("unknown fault kind", type(e) == "table" and e.message or "")
+    end
+    assert.is_true(n >= 6)
+    assert.equal(200, (emu:admin("POST", "faults/clear", {})))
+  end)
+end)
+
 describe("emulator start-up faults (--fault)", function()
   it("applies http and handshake faults from the command line", function()
     local emu = emulator.start { args = { "--fault", "http:target=oauth,status=503,count=1",

@@ -151,8 +151,16 @@ for _, tls in ipairs { false, true } do
         st, j = emu:rest(tok, "PUT", p, { { id = "bad topic\"" } })
         assert.equal(400, st)
         assert.matches("invalid topic", j.message)
+        -- ignoreErrors covers permission checks only (official): an invalid name still refuses
+        -- the list by default; the other modes are in emulator_subscriptions_spec.lua
         st, j = emu:rest(tok, "PUT", p .. "?ignoreErrors=true",
           { { id = "bad topic" }, { id = "v2.users.d.presence" } })
+        assert.equal(400, st)
+        assert.matches("invalid topic", j.message)
+        emu:admin("POST", "subscriptions/config", { invalid_topics = "omit" })
+        st, j = emu:rest(tok, "PUT", p .. "?ignoreErrors=true",
+          { { id = "bad topic" }, { id = "v2.users.d.presence" } })
+        emu:admin("POST", "subscriptions/config", { invalid_topics = "error" })
         assert.equal(200, st)
         assert.equal(1, #j.entities)
         -- 1,000 topics are fine, 1,001 are not (and leave the channel as it was)
