@@ -57,7 +57,7 @@ local function run(rule_ends_with_token)
     end
     local t0 = wait.now_ms()
     local waves, next_wave = 0, t0 + WAVE_EVERY_S * 1000 / 2
-    local peak_sub = 0
+    local peak_sub
     while wait.now_ms() - t0 < DURATION_S * 1000 do
       wait.for_ms(client, 200)
       if wait.now_ms() >= next_wave then
