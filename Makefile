@@ -7,6 +7,8 @@
 #   SAN          sanitizer build: "" (none), asan (ASan+UBSan) or tsan
 #   BUILD        output folder (default build/<LUA>[-<SAN>])
 #   CFLAGS       extra compiler flags (LuaRocks passes its own; ours are appended with override)
+#   HIREDIS      a hiredis install prefix to build against (e.g. build/hiredis-1.2.0, made by
+#                `make deps-hiredis`); empty: the system's (Debian 12: 0.14, without TLS)
 LUA        ?= lua5.4
 SAN        ?=
 PREFIX     ?= /usr/local
@@ -37,7 +39,22 @@ OBJDIR := $(BUILD)/obj
 
 DEP_PCS := libwebsockets libcurl libuv openssl jansson
 DEP_CFLAGS := $(shell pkg-config --cflags $(DEP_PCS))
-DEP_LIBS := $(shell pkg-config --libs $(DEP_PCS)) -lhiredis -lpthread -lm
+DEP_LIBS := $(shell pkg-config --libs $(DEP_PCS)) -lpthread -lm
+# hiredis: TLS (rediss://) when hiredis_ssl is there (hiredis 1.x: Ubuntu 24.04, Debian 13, or
+# HIREDIS=build/hiredis-1.2.0); Debian 12's 0.14 has none, and rediss:// is then refused.
+ifneq ($(HIREDIS),)
+  HIREDIS_ABS := $(abspath $(HIREDIS))
+  HIREDIS_CFLAGS := -I$(HIREDIS_ABS)/include -DGN_HIREDIS_SSL=1
+  HIREDIS_LIBS := -L$(HIREDIS_ABS)/lib -Wl,-rpath,$(HIREDIS_ABS)/lib -lhiredis_ssl -lhiredis
+else ifeq ($(shell pkg-config --exists hiredis_ssl && echo y),y)
+  HIREDIS_CFLAGS := $(shell pkg-config --cflags hiredis_ssl) -DGN_HIREDIS_SSL=1
+  HIREDIS_LIBS := $(shell pkg-config --libs hiredis_ssl hiredis)
+else
+  HIREDIS_CFLAGS :=
+  HIREDIS_LIBS := -lhiredis
+endif
+DEP_CFLAGS := $(HIREDIS_CFLAGS) $(DEP_CFLAGS)
+DEP_LIBS := $(HIREDIS_LIBS) $(DEP_LIBS)
 
 override CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -Wall -Wextra -Wno-unused-parameter \
 	$(SAN_FLAGS) $(DEP_CFLAGS) $(LAYER_INCS)
@@ -150,6 +167,7 @@ sanitize: deps test-prep
 # certificates and the TLS matrix's.
 test-prep: certs
 	@env -u LD_PRELOAD sh spec/support/mkcerts_matrix.sh build/certs/matrix
+	@env -u LD_PRELOAD sh spec/support/mkcerts_redis.sh build/certs/redis
 
 SPEC_ENV = GN_BUILD=$(abspath $(BUILD)) GN_BINDIR=$(abspath $(BINDIR)) GN_SAN=$(SAN) GN_STRICT_MACHINE=1
 SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
@@ -223,6 +241,33 @@ lint:
 	luacheck lua spec bench bin/genesys-notify
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr --suppress=missingIncludeSystem $(LAYER_INCS) csrc emulator spec/c
+
+# ---------------------------------------------------------------------------------------------
+# hiredis 1.2.0 with TLS (hiredis_ssl), from ../shared/deps (DEPS_SRC), built into
+# build/hiredis-1.2.0 (a few seconds), and the Redis specs against a module built with it
+# (rediss:// against redis-server --tls-port): Debian 12 ships 0.14, without TLS. DEPS_SRC: the
+# folder next to the checkout (or next to its parent, for a git worktree).
+DEPS_SRC ?= $(firstword $(wildcard $(abspath ../shared/deps) $(abspath ../../shared/deps)) \
+	$(abspath ../shared/deps))
+HIREDIS1 := build/hiredis-1.2.0
+HIREDIS1_SPECS := spec/unit/fleet_config_spec.lua spec/integration/fleet_redis_spec.lua \
+	spec/integration/fleet_sentinel_spec.lua spec/integration/fleet_spec.lua
+.PHONY: deps-hiredis test-hiredis1
+deps-hiredis: $(HIREDIS1)/lib/libhiredis_ssl.so
+$(HIREDIS1)/lib/libhiredis_ssl.so:
+	@test -f $(DEPS_SRC)/hiredis-1.2.0.tar.gz || \
+	  { echo "make deps-hiredis: $(DEPS_SRC)/hiredis-1.2.0.tar.gz not found (set DEPS_SRC)"; exit 1; }
+	@mkdir -p $(HIREDIS1)/src
+	tar -xzf $(DEPS_SRC)/hiredis-1.2.0.tar.gz -C $(HIREDIS1)/src
+	env -u LIBRARY_PATH $(MAKE) --no-print-directory -C $(HIREDIS1)/src/hiredis-1.2.0 USE_SSL=1 \
+	  PREFIX=$(abspath $(HIREDIS1)) LIBRARY_PATH=lib install >$(HIREDIS1)/build.log 2>&1 || \
+	  { tail -20 $(HIREDIS1)/build.log; exit 1; }
+# Only the module is built again (the emulator and tools are the Lua 5.4 build's).
+test-hiredis1: deps-hiredis test-prep
+	@$(MAKE) --no-print-directory LUA=lua5.4 SAN= all
+	@$(MAKE) --no-print-directory LUA=lua5.4 SAN= HIREDIS=$(HIREDIS1) BUILD=build/lua5.4-hiredis1 module
+	GN_BUILD=$(abspath build/lua5.4-hiredis1) GN_BINDIR=$(abspath build/lua5.4/bin) GN_STRICT_MACHINE=1 \
+	  $(BUSTED) --lua=lua5.4 $(HIREDIS1_SPECS)
 
 # ---------------------------------------------------------------------------------------------
 # Install (used by the rockspec's make backend, which passes LUA_LIBDIR/LUA_LUADIR).

@@ -21,7 +21,7 @@ struct gn_consumer {
   int queue_ready;
   gn_service_t *svc;
   pid_t pid;
-  gn_redis_url_t url;
+  gn_redis_conf_t conf;
   char *stream, *gaps, *group, *name;
   int group_mode;
   char block[24], count[24];
@@ -355,7 +355,7 @@ static void task_start(gn_service_t *svc, void *arg) {
   gn_consumer_t *c = arg;
   uv_loop_t *loop = gn_service_loop(svc);
   c->running = 1;
-  if (!(c->r = gn_redis_new(loop, &c->url, link_cb, c)) || !(c->timer = gn_timer_new(loop, c))) {
+  if (!(c->r = gn_redis_new(loop, &c->conf, link_cb, c)) || !(c->timer = gn_timer_new(loop, c))) {
     health(c, "redis", json_pack("{s:s, s:s}", "event", "error", "error", "out of memory"));
     return;
   }
@@ -394,12 +394,7 @@ gn_consumer_t *gn_consumer_new(const gn_consumer_cfg_t *cfg, gn_service_t *svc, 
   c->pid = getpid();
   pthread_mutex_init(&c->mu, NULL);
   gn_metrics_init(&c->metrics);
-  if (gn_redis_url_parse(cfg->url, &c->url, err, errlen) != 0) {
-    char tmp[200];
-    snprintf(tmp, sizeof tmp, "%s", err);
-    snprintf(err, errlen, "redis.%s", tmp);
-    goto fail;
-  }
+  if (gn_redis_conf_init(&c->conf, &cfg->redis, err, errlen) != 0) goto fail;
   if (!cfg->key || !cfg->key[0]) {
     snprintf(err, errlen, "redis.key: expected a non-empty string");
     goto fail;
@@ -492,6 +487,7 @@ void gn_consumer_free(gn_consumer_t *c) {
   free(c->gaps);
   free(c->group);
   free(c->name);
+  gn_redis_conf_clear(&c->conf);
   free(c);
 }
 

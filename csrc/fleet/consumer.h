@@ -20,12 +20,13 @@
 #include <stdint.h>
 
 #include "queue.h"
+#include "redis.h"
 
 typedef struct gn_service gn_service_t;
 typedef struct gn_consumer gn_consumer_t;
 
 typedef struct {
-  const char *url;       /* redis://host[:port][/db] */
+  gn_redis_opts_t redis; /* the connection: url, password_file, tls, sentinel (redis.h) */
   const char *key;       /* the fleet's base key: the stream is KEY:stream */
   int group;             /* 0: fanout, 1: consumer group */
   const char *group_name, *consumer_name;

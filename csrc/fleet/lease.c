@@ -15,7 +15,7 @@
 struct gn_lease {
   gn_env_t *env;
   gn_lease_hooks_t hooks;
-  gn_redis_url_t url;
+  gn_redis_conf_t conf;
   char *k_lease, *k_fence, *k_last, *k_stream, *k_gaps;
   char value[160];           /* host:pid:random: who holds it, nothing secret */
   double lease_ms, margin_ms;
@@ -33,6 +33,7 @@ struct gn_lease {
   double gap_from_wall;
   int redis_reported_down;   /* one "redis down" item per outage */
   int append_err_reported;   /* one "append failed" item until an append succeeds again */
+  int replicated;            /* this tenure's lease and fence reached the replicas (Sentinel) */
   pthread_mutex_t mu;
   gn_lease_stats_t stats;
 };
@@ -208,7 +209,8 @@ static void write_gap(gn_lease_t *l) {
 /* env->tap: each event the channel delivers. */
 static int tap(void *ud, const gn_msg_t *m, const char *channel_id, const char *raw, size_t len) {
   gn_lease_t *l = ud;
-  if (!l->running || l->st != GN_LEASE_HOLDER || gn_now_mono_ms() >= l->stepdown_at) {
+  if (!l->running || l->st != GN_LEASE_HOLDER || !l->replicated ||
+      gn_now_mono_ms() >= l->stepdown_at) {
     STAT_ADD(l, discarded);
     return 0;
   }
@@ -273,6 +275,38 @@ static void acquired(gn_lease_t *l, const req_t *q, redisReply *rep) {
   arm(l, l->lease_ms / 3);
 }
 
+/* With Sentinel, a new tenure's lease and fence must reach conf.min_replicas replicas (WAIT)
+ * before an event is appended under it: a failover then promotes a replica that has them (the
+ * most up-to-date one), so no later holder can be handed the same fence. Until then events are
+ * withheld (discarded, counted); without the replicas in time, the holder steps down. */
+static void wait_done(void *ud, redisReply *rep) {
+  req_t *q = ud;
+  gn_lease_t *l = q->l;
+  int stale = !l->running || q->gen != l->gen || l->st != GN_LEASE_HOLDER;
+  free(q);
+  if (stale) return;
+  if (rep && rep->type == REDIS_REPLY_INTEGER && rep->integer >= l->conf.min_replicas) {
+    l->replicated = 1;
+    return;
+  }
+  step_down(l, "stepped_down", "the lease did not reach a replica in time (WAIT): a failover "
+            "could hand its fence to another holder");
+}
+
+static void confirm_replicated(gn_lease_t *l) {
+  l->replicated = !l->conf.master || l->conf.min_replicas <= 0;
+  if (l->replicated) return;
+  req_t *q = new_req(l);
+  char n[16], ms[32];
+  snprintf(n, sizeof n, "%d", l->conf.min_replicas);
+  snprintf(ms, sizeof ms, "%.0f", l->margin_ms);
+  const char *argv[] = {"WAIT", n, ms};
+  if (!q || gn_redis_cmd(l->r, wait_done, q, 3, argv, NULL) != 0) {
+    free(q);
+    step_down(l, "stepped_down", "could not ask whether the lease reached a replica (WAIT)");
+  }
+}
+
 static void acquire_done(void *ud, redisReply *rep) {
   req_t *q = ud;
   gn_lease_t *l = q->l;
@@ -287,6 +321,7 @@ static void acquire_done(void *ud, redisReply *rep) {
   }
   if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1) {
     acquired(l, q, rep);
+    if (l->running && l->st == GN_LEASE_HOLDER) confirm_replicated(l);
   } else {
     if (rep->type == REDIS_REPLY_ERROR) redis_error(l, "acquire", rep->str);
     retry_later(l);
@@ -463,12 +498,7 @@ gn_lease_t *gn_lease_new(const gn_lease_cfg_t *cfg, gn_env_t *env, const gn_leas
   pthread_mutex_init(&l->mu, NULL);
   l->env = env;
   l->hooks = *hooks;
-  if (gn_redis_url_parse(cfg->url, &l->url, err, errlen) != 0) {
-    char tmp[200];
-    snprintf(tmp, sizeof tmp, "%s", err);
-    snprintf(err, errlen, "redis.%s", tmp);
-    goto fail;
-  }
+  if (gn_redis_conf_init(&l->conf, &cfg->redis, err, errlen) != 0) goto fail;
   l->lease_ms = cfg->lease_ms;
   l->margin_ms = cfg->margin_ms > 0 ? cfg->margin_ms : cfg->lease_ms / 5;
   if (l->margin_ms >= l->lease_ms / 2) {
@@ -512,7 +542,7 @@ void gn_lease_start(gn_lease_t *l) {
   uv_loop_t *loop = gn_service_loop(l->env->svc);
   set_state(l, GN_LEASE_CANDIDATE);
   l->running = 1;
-  if (!(l->r = gn_redis_new(loop, &l->url, link_cb, l)) || !(l->timer = gn_timer_new(loop, l))) {
+  if (!(l->r = gn_redis_new(loop, &l->conf, link_cb, l)) || !(l->timer = gn_timer_new(loop, l))) {
     health(l, "lease", json_pack("{s:s, s:s}", "event", "failed", "reason", "out of memory"));
     gn_lease_stop(l);
     return;
@@ -542,6 +572,7 @@ void gn_lease_free(gn_lease_t *l) {
   free(l->k_last);
   free(l->k_stream);
   free(l->k_gaps);
+  gn_redis_conf_clear(&l->conf);
   pthread_mutex_destroy(&l->mu);
   free(l);
 }

@@ -22,10 +22,11 @@
 #include <stdint.h>
 
 #include "backoff.h"
+#include "redis.h"
 #include "env.h"
 
 typedef struct {
-  const char *url;   /* redis://host[:port][/db] */
+  gn_redis_opts_t redis; /* the connection: url, password_file, tls, sentinel (redis.h) */
   const char *key;   /* base key */
   double lease_ms;   /* lease time to live */
   double margin_ms;  /* step down this long before the lease could expire (0: lease_ms/5) */

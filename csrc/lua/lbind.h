@@ -4,6 +4,7 @@
 
 #include "backoff.h"
 #include "compat.h"
+#include "redis.h"
 
 /* The module is built with -fvisibility=hidden: only the luaopen_* entry points are exported, so
  * the core's names never clash with another library loaded into the same process (nginx). */
@@ -31,6 +32,11 @@ int lgn_push_json(lua_State *L);
  * of it (csrc/lbind_json.c; the text was validated by the service thread, so anything it cannot
  * decode raises, as does nesting deeper than 1,000). Returns nothing. The Lua thread. */
 void lgn_json_push(lua_State *L, const char *s, size_t len);
+
+/* Fills *o with the Redis connection fields of the normalized table at idx (url, password_file,
+ * tls_*, sentinel_*: see genesys.notify's redis_conn); the strings stay the table's. Returns
+ * nothing. The Lua thread. */
+void lgn_redis_opts(lua_State *L, int idx, gn_redis_opts_t *o);
 
 /* Register each part's functions into the module table at the top of the stack. Return 0: they
  * push nothing and leave the module table at the top (the metatables go to the registry). The

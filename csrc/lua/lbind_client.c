@@ -1226,7 +1226,7 @@ static int l_client_new(lua_State *L) {
     int r = lua_gettop(L);
     gn_lease_cfg_t lc;
     memset(&lc, 0, sizeof lc);
-    lc.url = opt_string(L, r, "url", 0);
+    lgn_redis_opts(L, r, &lc.redis);
     lc.key = opt_string(L, r, "key", 0);
     lc.lease_ms = opt_number(L, r, "lease_ms", 10000, 100, 3600e3);
     lc.margin_ms = opt_number(L, r, "margin_ms", 0, 0, 3600e3);

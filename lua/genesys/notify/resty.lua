@@ -333,7 +333,8 @@ end
 local function fleet_consumer(h)
   local r = S.client_cfg.redis
   h.cwrote = 0
-  return notify.consumer { redis = { url = r.url, key = r.key }, mode = "fanout", block_ms = 200,
+  return notify.consumer { redis = { url = r.url, key = r.key, password_file = r.password_file,
+      tls = r.tls, sentinel = r.sentinel }, mode = "fanout", block_ms = 200,
     on_event = function(ev)
       ring_write { item = "event", topic = ev.topic, channel_id = ev.channel_id,
         received_ms = ev.received_ms, raw = ev.raw, correlation_id = ev.correlation_id,
