@@ -17,6 +17,7 @@
 #include "lbind.h"
 #include "pool.h"
 #include "service.h"
+#include "topics.h"
 
 #include <math.h>
 #include <poll.h>
@@ -614,107 +615,16 @@ static int l_reconnect(lua_State *L) {
 
 /* ---- topic names ----
  * Checked before anything is sent, for new{topics=}, subscribe() and unsubscribe(): a bad name is
- * a programmer error and raises at once. The rules are Genesys's as the emulator enforces them
- * (emulator/http.c topic_valid). UTF-8 is checked first, in C so that LuaJIT (no utf8 library)
- * checks the same: a name with invalid bytes made the server refuse every later subscription
- * request, and the message must say so without printing the bytes. */
-#define TOPIC_MAX 200
-#define TOPIC_SHOW 48 /* bytes of a bad name shown in a message */
-#define TOPIC_EXPECTED                                                                             \
-  "a Genesys topic name (\"v2.\" then letters, digits and . _ - ? & :, at most 200 bytes)"
+ * a programmer error and raises at once (the rules: gn_topic_complaint, csrc/core/topics.c). */
 
-/* Length of the longest valid UTF-8 prefix of s[0..n): n when all of it is valid. Unicode's table
- * 3-7 of well-formed sequences: no overlong form, no surrogate, nothing above U+10FFFF, no stray
- * continuation byte, no sequence cut short. */
-static size_t utf8_valid_prefix(const unsigned char *s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = s[i];
-    size_t k; /* continuation bytes */
-    unsigned lo = 0x80, hi = 0xBF; /* range of the first continuation byte */
-    if (c < 0x80) {
-      i++;
-      continue;
-    } else if (c >= 0xC2 && c <= 0xDF) {
-      k = 1;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      k = 2;
-      if (c == 0xE0) lo = 0xA0;      /* overlong */
-      else if (c == 0xED) hi = 0x9F; /* surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      k = 3;
-      if (c == 0xF0) lo = 0x90;      /* overlong */
-      else if (c == 0xF4) hi = 0x8F; /* above U+10FFFF */
-    } else {
-      return i; /* continuation byte, C0/C1 (overlong), F5..FF */
-    }
-    if (n - i - 1 < k || s[i + 1] < lo || s[i + 1] > hi) return i;
-    for (size_t j = 2; j <= k; j++)
-      if ((s[i + j] & 0xC0) != 0x80) return i;
-    i += k + 1;
-  }
-  return n;
-}
-
-static int topic_char_ok(unsigned char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         (c != 0 && strchr("._-?&:", c) != NULL);
-}
-
-/* Adds s[0..n) to b as the inside of a double-quoted string: printable ASCII as is (\" and \\
- * escaped), every other byte as \xHH, so no raw invalid or control byte reaches a message. */
-static void add_escaped(luaL_Buffer *b, const char *s, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    char hex[5];
-    if (c == '"' || c == '\\') {
-      luaL_addchar(b, '\\');
-      luaL_addchar(b, (char)c);
-    } else if (c >= 0x20 && c < 0x7F) {
-      luaL_addchar(b, (char)c);
-    } else {
-      snprintf(hex, sizeof hex, "\\x%02x", c);
-      luaL_addlstring(b, hex, 4);
-    }
-  }
-}
-
-/* Checks the string at idx. Returns 0 for a valid topic name; else pushes the complaint
- * ("expected a Genesys topic name (...), got \"v2.x\\xff\" (not valid UTF-8 at byte 5)") and
+/* Checks the string at idx. Returns 0 for a valid topic name; else pushes the complaint and
  * returns 1. */
 static int push_topic_complaint(lua_State *L, int idx) {
   size_t n;
   const char *s = lua_tolstring(L, idx, &n);
-  char why[80];
-  size_t bad = utf8_valid_prefix((const unsigned char *)s, n);
-  why[0] = 0;
-  if (bad < n) {
-    snprintf(why, sizeof why, "not valid UTF-8 at byte %zu", bad + 1);
-  } else if (n < 3 || memcmp(s, "v2.", 3) != 0) {
-    snprintf(why, sizeof why, "does not start with \"v2.\"");
-  } else if (n < 4 || n > TOPIC_MAX) {
-    snprintf(why, sizeof why, "%zu bytes", n);
-  } else {
-    for (size_t i = 0; i < n && !why[0]; i++)
-      if (!topic_char_ok((unsigned char)s[i])) {
-        char c = s[i];
-        int esc = (unsigned char)c < 0x20 || (unsigned char)c >= 0x7F || c == '"' || c == '\\';
-        if (esc)
-          snprintf(why, sizeof why, "byte %zu is \\x%02x, not allowed", i + 1, (unsigned char)c);
-        else
-          snprintf(why, sizeof why, "'%c' at byte %zu is not allowed", c, i + 1);
-      }
-  }
-  if (!why[0]) return 0;
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  luaL_addstring(&b, "expected " TOPIC_EXPECTED ", got \"");
-  add_escaped(&b, s, n > TOPIC_SHOW ? TOPIC_SHOW : n);
-  if (n > TOPIC_SHOW) luaL_addstring(&b, "...");
-  luaL_addstring(&b, "\" (");
-  luaL_addstring(&b, why);
-  luaL_addchar(&b, ')');
-  luaL_pushresult(&b);
+  char why[GN_TOPIC_COMPLAINT_MAX];
+  if (!gn_topic_complaint(s, n, why, sizeof why)) return 0;
+  lua_pushstring(L, why);
   return 1;
 }
 
