@@ -706,37 +706,6 @@ static void setint(lua_State *L, const char *k, uint64_t v) {
   lua_setfield(L, -2, k);
 }
 
-/* Appends the lease's families to the Prometheus text at the stack top (replacing it). */
-static void push_lease_prometheus(lua_State *L, const gn_lease_stats_t *ls, const char *name) {
-  static const struct { const char *fam, *help; } c[] = {
-      {"acquired", "Times this client took the fleet lease"},
-      {"lost", "Times a renewal found the lease held by another or expired"},
-      {"stepped_down", "Times this client parked its stream for want of a timely renewal"},
-      {"renewals", "Lease renewals confirmed"},
-      {"appended", "Stream entries appended to redis"},
-      {"append_failed", "Stream appends refused or unanswered"},
-      {"discarded", "Events withheld because the lease was not (validly) held"}};
-  uint64_t v[] = {ls->acquired, ls->lost, ls->stepped_down, ls->renewals, ls->appended,
-                  ls->append_failed, ls->discarded};
-  char line[512];
-  const char *nm = name ? name : "";
-  snprintf(line, sizeof line,
-           "# HELP genesys_notify_lease_holder 1 while this client holds the fleet lease\n"
-           "# TYPE genesys_notify_lease_holder gauge\ngenesys_notify_lease_holder{client=\"%s\"} %d\n"
-           "# HELP genesys_notify_lease_fence Fencing token of the current or last tenure\n"
-           "# TYPE genesys_notify_lease_fence gauge\ngenesys_notify_lease_fence{client=\"%s\"} %llu\n",
-           nm, ls->state == GN_LEASE_HOLDER, nm, (unsigned long long)ls->fence);
-  lua_pushstring(L, line);
-  for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
-    snprintf(line, sizeof line,
-             "# HELP genesys_notify_lease_%s_total %s\n# TYPE genesys_notify_lease_%s_total "
-             "counter\ngenesys_notify_lease_%s_total{client=\"%s\"} %llu\n",
-             c[i].fam, c[i].help, c[i].fam, c[i].fam, nm, (unsigned long long)v[i]);
-    lua_pushstring(L, line);
-  }
-  lua_concat(L, 2 + (int)(sizeof v / sizeof *v));
-}
-
 static int l_metrics(lua_State *L) {
   lclient_t *u = check_here(L, 1);
   if (!u->c) return luaL_error(L, "genesys.notify: the client is closed");
@@ -750,8 +719,6 @@ static int l_metrics(lua_State *L) {
   gn_lease_stats_t ls;
   int has_lease = gn_fleet_lease(u->c) && (gn_lease_stats(gn_fleet_lease(u->c), &ls), 1);
   if (strcmp(fmt, "prometheus") == 0) {
-    char *txt = gn_metrics_prometheus(&s, state, gn_client_name(u->c));
-    if (!txt) return luaL_error(L, "genesys.notify: out of memory");
     /* the pool: each channel labelled channel="N", and the topics waiting for budget */
     gn_metrics_snapshot_t per[GN_POOL_MAX];
     const char *states[GN_POOL_MAX];
@@ -761,24 +728,16 @@ static int l_metrics(lua_State *L) {
       states[i] = gn_state_name(chs[i].state);
       numbers[i] = chs[i].number;
     }
-    char *pool = gn_metrics_prometheus_channels(per, states, numbers, nch, gn_client_name(u->c));
-    if (!pool) {
-      free(txt);
+    const char *name = gn_client_name(u->c);
+    gn_buf_t b = {0};
+    b.p = gn_prom_client(&s, state, name, per, states, numbers, nch, waiting);
+    if (b.p) b.len = strlen(b.p), b.cap = b.len + 1;
+    if (!b.p || (has_lease && gn_fleet_prometheus(&b, &ls, name))) {
+      gn_buf_free(&b);
       return luaL_error(L, "genesys.notify: out of memory");
     }
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    luaL_addstring(&b, txt);
-    luaL_addstring(&b, pool);
-    lua_pushfstring(L, "# HELP genesys_notify_topics_waiting Topics waiting for the credential's "
-                    "channel budget.\n# TYPE genesys_notify_topics_waiting gauge\n"
-                    "genesys_notify_topics_waiting{client=\"%s\"} %d\n",
-                    gn_client_name(u->c), (int)waiting);
-    luaL_addvalue(&b);
-    free(txt);
-    free(pool);
-    luaL_pushresult(&b);
-    if (has_lease) push_lease_prometheus(L, &ls, gn_client_name(u->c));
+    lua_pushlstring(L, b.p, b.len);
+    gn_buf_free(&b);
     return 1;
   }
   if (strcmp(fmt, "table") != 0)
