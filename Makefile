@@ -215,9 +215,18 @@ $(TESTSOCK): spec/support/testsock.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LUA_CFLAGS) -shared $(LDFLAGS) -o $@ $<
 
+# A test- and bench-only Lua module (the binding's JSON-to-Lua paths side by side: the decoder's
+# spec and bench/decode_bench.lua); never installed, not in core.so.
+TESTJSON := $(BUILD)/gn_testjson.so
+TESTJSON_OBJS := $(OBJDIR)/lua/lbind_tree.o $(OBJDIR)/lua/lbind_json.o $(OBJDIR)/core/utf8.o
+$(TESTJSON): spec/support/testjson.c $(TESTJSON_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LUA_CFLAGS) -shared $(LDFLAGS) -o $@ $< $(TESTJSON_OBJS) \
+	  $(shell pkg-config --libs jansson) -lm
+
 # C tests and specs for the current LUA.
 check: all test-c check-lua
-check-lua: all $(HOST_DEP) $(TESTFORK) $(TESTSOCK)
+check-lua: all $(HOST_DEP) $(TESTFORK) $(TESTSOCK) $(TESTJSON)
 	$(SPEC_ENV) $(SAN_ENV) $(BUSTED_CMD) $(BUSTED_ARGS)
 
 test-c: ctests

@@ -23,6 +23,12 @@ void lgn_backoff_policy_from_table(lua_State *L, int idx, gn_backoff_policy_t *p
  * nothing. The Lua thread. */
 void lgn_backoff_policy_push(lua_State *L, const gn_backoff_policy_t *p);
 
+/* Pushes the Lua value of the jansson tree j (lbind_tree.c: objects as tables, null as the light
+ * userdata NULL, whole-number reals as integers on 5.4); raises on nesting deeper than 1,000 or
+ * out of memory. Returns nothing. The Lua thread. */
+struct json_t;
+void lgn_push_tree(lua_State *L, struct json_t *j);
+
 /* A lua_CFunction: pushes the Lua value of the jansson tree (a json_t *) passed as a light
  * userdata, as events and health items are converted; raises on nesting deeper than 1,000 or out
  * of memory (call it with lua_pcall). Returns 1. The Lua thread. */

@@ -67,62 +67,6 @@ static lclient_t *check_open(lua_State *L, int i) {
   return u;
 }
 
-/* ---- json_t -> Lua ---- */
-static void push_json(lua_State *L, json_t *j, int depth) {
-  if (depth > 1000 || !lua_checkstack(L, 4)) luaL_error(L, "genesys.notify: JSON nested too deeply");
-  switch (json_typeof(j)) {
-  case JSON_OBJECT: {
-    const char *k;
-    json_t *v;
-    lua_createtable(L, 0, (int)json_object_size(j));
-    json_object_foreach(j, k, v) {
-      lua_pushstring(L, k);
-      push_json(L, v, depth + 1);
-      lua_rawset(L, -3);
-    }
-    break;
-  }
-  case JSON_ARRAY: {
-    size_t i, n = json_array_size(j);
-    lua_createtable(L, (int)n, 0);
-    for (i = 0; i < n; i++) {
-      push_json(L, json_array_get(j, i), depth + 1);
-      lua_rawseti(L, -2, (int)i + 1);
-    }
-    break;
-  }
-  case JSON_STRING:
-    lua_pushlstring(L, json_string_value(j), json_string_length(j));
-    break;
-  case JSON_INTEGER:
-#if LUA_VERSION_NUM >= 503
-    lua_pushinteger(L, (lua_Integer)json_integer_value(j));
-#else
-    lua_pushnumber(L, (lua_Number)json_integer_value(j));
-#endif
-    break;
-  case JSON_REAL: {
-    double d = json_real_value(j);
-#if LUA_VERSION_NUM >= 503
-    /* Whole-number reals (timestamps, latencies) read better as integers on 5.4. */
-    if (d == floor(d) && fabs(d) < 9007199254740992.0) lua_pushinteger(L, (lua_Integer)d);
-    else
-#endif
-      lua_pushnumber(L, d);
-    break;
-  }
-  case JSON_TRUE:
-    lua_pushboolean(L, 1);
-    break;
-  case JSON_FALSE:
-    lua_pushboolean(L, 0);
-    break;
-  default:
-    lua_pushlightuserdata(L, NULL); /* the same value as cjson.null */
-    break;
-  }
-}
-
 /* Pushes received_ms as push_json pushes a real (whole numbers as integers on 5.4). */
 static void push_ms(lua_State *L, double d) {
 #if LUA_VERSION_NUM >= 503
@@ -160,77 +104,8 @@ static int push_item_table(lua_State *L) {
     lua_setfield(L, -2, "raw");
     return 1;
   }
-  if (it->data) push_json(L, it->data, 0);
+  if (it->data) lgn_push_tree(L, it->data);
   else lua_newtable(L);
-  return 1;
-}
-
-static int push_json_protected(lua_State *L) {
-  push_json(L, (json_t *)lua_touserdata(L, 1), 0);
-  return 1;
-}
-
-/* See lbind.h (for fuzz/fuzz_json_lua.c). */
-int lgn_push_json(lua_State *L) { return push_json_protected(L); }
-
-/* core.json_decode(text): jansson parse + conversion on the caller's thread (the decode
- * benchmark's C side). Returns the value, or nil and the parser's message. */
-static int l_decode(lua_State *L) {
-  size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
-  json_error_t je;
-  json_t *j = json_loadb(s, len, JSON_DECODE_ANY, &je);
-  if (!j) {
-    lua_pushnil(L);
-    lua_pushstring(L, je.text);
-    return 2;
-  }
-  lua_pushcfunction(L, push_json_protected);
-  lua_pushlightuserdata(L, j);
-  int rc = lua_pcall(L, 1, 1, 0);
-  json_decref(j);
-  if (rc != 0) return lua_error(L);
-  return 1;
-}
-
-/* core.json_bench(text, n, mode): the C side of bench/decode_bench.lua, timed in C so the loop
- * costs nothing. mode "text": lbind_json.c's decoder, n times (what poll() pays now); "parse+convert": jansson parse and Lua table, n times (what decoding on the
- * Lua thread would cost); "convert": parse once, build the table n times (what the client's Lua
- * thread really pays: the service thread has already parsed the message to read its topic).
- * Returns the elapsed milliseconds. */
-static int l_json_bench(lua_State *L) {
-  size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
-  long n = (long)luaL_checkinteger(L, 2);
-  const char *mode = luaL_checkstring(L, 3);
-  int convert_only = strcmp(mode, "convert") == 0;
-  if (strcmp(mode, "text") == 0) { /* lbind_json.c's decoder on the text: what poll() does now */
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    for (long i = 0; i < n; i++) {
-      lgn_json_push(L, s, len);
-      lua_pop(L, 1);
-      if ((i & 255) == 0) lua_gc(L, LUA_GCSTEP, 0);
-    }
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    lua_pushnumber(L, (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6);
-    return 1;
-  }
-  json_t *pre = convert_only ? json_loadb(s, len, 0, NULL) : NULL;
-  if (convert_only && !pre) return luaL_error(L, "json_bench: invalid JSON");
-  struct timespec a, b;
-  clock_gettime(CLOCK_MONOTONIC, &a);
-  for (long i = 0; i < n; i++) {
-    json_t *j = convert_only ? pre : json_loadb(s, len, 0, NULL);
-    if (!j) return luaL_error(L, "json_bench: invalid JSON");
-    push_json(L, j, 0);
-    lua_pop(L, 1);
-    if (!convert_only) json_decref(j);
-    if ((i & 255) == 0) lua_gc(L, LUA_GCSTEP, 0);
-  }
-  clock_gettime(CLOCK_MONOTONIC, &b);
-  json_decref(pre);
-  lua_pushnumber(L, (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6);
   return 1;
 }
 
@@ -1191,10 +1066,6 @@ int lgn_open_client(lua_State *L) {
   lua_setfield(L, -2, "now_ms");
   lua_pushcfunction(L, l_topic_error);
   lua_setfield(L, -2, "topic_error");
-  lua_pushcfunction(L, l_json_bench);
-  lua_setfield(L, -2, "json_bench");
-  lua_pushcfunction(L, l_decode);
-  lua_setfield(L, -2, "json_decode");
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
   return 0;
