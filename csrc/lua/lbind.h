@@ -50,6 +50,39 @@ int lgn_push_ring_record(lua_State *L, const struct gn_item *it);
  * nothing. The Lua thread. */
 void lgn_redis_opts(lua_State *L, int idx, gn_redis_opts_t *o);
 
+/* ---- items and callbacks (lbind_items.c), shared by the client and the consumer ---- */
+struct gn_item;
+/* Who runs callbacks: the callback of this object running now ("on_event", ...) or NULL (poll()
+ * and run() refuse to run inside one), the state shown in a callback_error report (NULL: no
+ * state field) and a prefix for stderr lines ("" or "consumer "). */
+typedef struct lgn_caller {
+  const char *in_callback;
+  const char *(*state)(struct lgn_caller *self);
+  const char *what;
+} lgn_caller_t;
+
+/* A lua_CFunction: [item (light userdata), raw_only] -> the client's table for the item (an
+ * event's body decoded from the text the service thread validated, unless raw_only; a health or
+ * policy item's fields). May raise (memory): call it with lua_pcall. Returns 1. */
+int lgn_item_table(lua_State *L);
+/* A lua_CFunction: the message at 1 with a traceback. Returns 1. */
+int lgn_traceback(lua_State *L);
+/* lua_pcall of the function below its one argument, u marked as running which. Returns
+ * lua_pcall's code. */
+int lgn_pcall_callback(lua_State *L, lgn_caller_t *u, const char *which, int nresults, int msgh);
+/* Calls [fn, arg] at the top (popped) in protected mode with a traceback. Returns 0, or 1 with
+ * the error message left on the stack. */
+int lgn_call_protected(lua_State *L, lgn_caller_t *u, const char *which);
+/* Reports the failing callback which (message at the top, popped) as health "callback_error"
+ * (kind, state, timestamp_ms, callback, error) through uv's on_health, once; if that fails too or
+ * there is none, on stderr. Returns nothing. */
+void lgn_report_callback_error(lua_State *L, lgn_caller_t *u, int uv, const char *which);
+/* Calls uv[which] with the table push makes of it. Returns 2 when uv has no such callback, 1 when
+ * it ran without raising, 0 when building the table or the callback raised (reported as
+ * above). The item stays the caller's to free. */
+int lgn_dispatch(lua_State *L, lgn_caller_t *u, int uv, const char *which, lua_CFunction push,
+                 struct gn_item *it);
+
 /* Register each part's functions into the module table at the top of the stack. Return 0: they
  * push nothing and leave the module table at the top (the metatables go to the registry). The
  * Lua thread, while the module loads (luaopen_genesys_notify_core). */

@@ -31,12 +31,13 @@
 #define POLL_BATCH 64       /* items taken from the queue under one lock */
 
 typedef struct {
+  /* Its in_callback: the callback of this client running now ("on_event", ...), or NULL: poll()
+   * and run() refuse to run inside one. They would recurse in C with the outer item
+   * half-handled, and deep enough that recursion overflows the C stack and loses items. Another
+   * client's poll() is fine. First member: caller_state casts back. */
+  lgn_caller_t caller;
   gn_client_t *c;
   int closed;
-  /* The callback of this client running now ("on_event", ...), or NULL: poll() and run() refuse
-   * to run inside one. They would recurse in C with the outer item half-handled, and deep enough
-   * that recursion overflows the C stack and loses items. Another client's poll() is fine. */
-  const char *in_callback;
   pid_t pid; /* the process that created it */
 } lclient_t;
 
@@ -67,114 +68,8 @@ static lclient_t *check_open(lua_State *L, int i) {
   return u;
 }
 
-/* Pushes received_ms as push_json pushes a real (whole numbers as integers on 5.4). */
-static void push_ms(lua_State *L, double d) {
-#if LUA_VERSION_NUM >= 503
-  if (d == floor(d) && fabs(d) < 9007199254740992.0) {
-    lua_pushinteger(L, (lua_Integer)d);
-    return;
-  }
-#endif
-  lua_pushnumber(L, d);
-}
-
-/* Pushes the Lua table for an item (protected: may raise on memory errors). An event's body is
- * decoded here, from the text the service thread validated (lbind_json.c). */
-static int push_item_table(lua_State *L) {
-  gn_item_t *it = (gn_item_t *)lua_touserdata(L, 1);
-  int raw_only = lua_toboolean(L, 2); /* drain(max, "raw"): no body decoded */
-  if (it->type == GN_ITEM_EVENT) {
-    lua_createtable(L, 0, 6);
-    lua_pushstring(L, it->topic);
-    lua_setfield(L, -2, "topic");
-    lua_pushstring(L, it->channel_id);
-    lua_setfield(L, -2, "channel_id");
-    push_ms(L, it->received_ms);
-    lua_setfield(L, -2, "received_ms");
-    if (it->correlation_id) {
-      lua_pushstring(L, it->correlation_id);
-      lua_setfield(L, -2, "correlation_id");
-    }
-    if (!raw_only) {
-      if (it->body_len) lgn_json_push(L, it->raw + it->body_off, it->body_len);
-      else lua_newtable(L);
-      lua_setfield(L, -2, "body");
-    }
-    lua_pushlstring(L, it->raw, it->rawlen);
-    lua_setfield(L, -2, "raw");
-    return 1;
-  }
-  if (it->data) lgn_push_tree(L, it->data);
-  else lua_newtable(L);
-  return 1;
-}
-
-static int traceback(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  luaL_traceback(L, L, msg, 1);
-  return 1;
-}
-
-/* lua_pcall of the callback `which` with one argument, marked as running on u (the guard
- * against re-entering poll()/run() from it). The mark is set only around lua_pcall, which never
- * raises, so no error can leave it set. */
-static int pcall_callback(lua_State *L, lclient_t *u, const char *which, int nresults, int msgh) {
-  const char *outer = u->in_callback;
-  u->in_callback = which;
-  int rc = lua_pcall(L, 1, nresults, msgh);
-  u->in_callback = outer;
-  return rc;
-}
-
-/* Calls the callback at the stack top with the value below it... in protected mode. Expects
- * [fn, arg] on the stack; pops them. Returns 0 or the error message left on the stack (1). */
-static int call_protected(lua_State *L, lclient_t *u, const char *which) {
-  lua_pushcfunction(L, traceback);
-  lua_insert(L, -3);
-  int base = lua_gettop(L) - 2;
-  int rc = pcall_callback(L, u, which, 0, base);
-  if (rc != 0) {
-    lua_remove(L, base); /* the handler; message stays */
-    return 1;
-  }
-  lua_remove(L, base);
-  return 0;
-}
-
-/* Reports a failing callback as health "callback_error" (kind, state, timestamp_ms, callback,
- * error) through on_health, an error of on_health itself included: on_health is called once
- * with the report. If that call fails too (or there is no on_health), the message goes to
- * stderr: never silently dropped, and never a loop (a failing report is not reported again).
- * Stack: [..., msg]; pops msg. */
-static void report_callback_error(lua_State *L, lclient_t *u, int uv, const char *which) {
-  const char *msg = lua_tostring(L, -1);
-  lua_getfield(L, uv, "on_health");
-  if (lua_isfunction(L, -1)) {
-    lua_createtable(L, 0, 5);
-    lua_pushliteral(L, "callback_error");
-    lua_setfield(L, -2, "kind");
-    lua_pushstring(L, u->c ? gn_state_name(gn_client_state(u->c)) : "closed");
-    lua_setfield(L, -2, "state");
-    lua_pushnumber(L, gn_now_wall_ms());
-    lua_setfield(L, -2, "timestamp_ms");
-    lua_pushstring(L, which);
-    lua_setfield(L, -2, "callback");
-    lua_pushstring(L, msg ? msg : "?");
-    lua_setfield(L, -2, "error");
-    if (call_protected(L, u, "on_health") == 0) {
-      lua_pop(L, 1); /* msg */
-      return;
-    }
-    fprintf(stderr, "genesys.notify: on_health failed while reporting an error: %s\n",
-            lua_tostring(L, -1));
-    lua_pop(L, 1);
-  } else {
-    lua_pop(L, 1);
-  }
-  fprintf(stderr, "genesys.notify: %s raised: %s\n", which, msg ? msg : "?");
-  lua_pop(L, 1);
-}
+/* The client's state in a callback_error report. */
+static const char *caller_state(lgn_caller_t *c);
 
 /* The operator's policy hook: policy(record) -> delay_ms (number), false (give up) or nil (keep
  * the engine's delay). Anything else, or an error, is reported as callback_error and the
@@ -185,20 +80,20 @@ static void run_policy(lua_State *L, lclient_t *u, int uv, gn_item_t *it) {
     lua_pop(L, 1);
     return;
   }
-  lua_pushcfunction(L, push_item_table);
+  lua_pushcfunction(L, lgn_item_table);
   lua_pushlightuserdata(L, it);
   if (lua_pcall(L, 1, 1, 0) != 0) {
     lua_remove(L, -2);
-    report_callback_error(L, u, uv, "policy");
+    lgn_report_callback_error(L, &u->caller, uv, "policy");
     return;
   }
-  lua_pushcfunction(L, traceback);
+  lua_pushcfunction(L, lgn_traceback);
   lua_insert(L, -3);
   int base = lua_gettop(L) - 2;
-  int rc = pcall_callback(L, u, "policy", 1, base);
+  int rc = lgn_pcall_callback(L, &u->caller, "policy", 1, base);
   lua_remove(L, base);
   if (rc != 0) {
-    report_callback_error(L, u, uv, "policy");
+    lgn_report_callback_error(L, &u->caller, uv, "policy");
     return;
   }
   if (lua_type(L, -1) == LUA_TNUMBER) {
@@ -209,7 +104,7 @@ static void run_policy(lua_State *L, lclient_t *u, int uv, gn_item_t *it) {
     lua_pushfstring(L, "policy returned %s: expected a delay in milliseconds, false (give up) or "
                        "nil (keep the engine's delay)", luaL_typename(L, -1));
     lua_remove(L, -2);
-    report_callback_error(L, u, uv, "policy");
+    lgn_report_callback_error(L, &u->caller, uv, "policy");
     return;
   }
   lua_pop(L, 1);
@@ -242,24 +137,8 @@ static int poll_items(lua_State *L, lclient_t *u, int timeout_ms) {
       n++;
     } else {
       const char *which = it->type == GN_ITEM_EVENT ? "on_event" : "on_health";
-      lua_getfield(L, uv, which);
-      if (!lua_isfunction(L, -1)) {
-        lua_pop(L, 1);
-        gn_item_free(it);
-      } else {
-        /* Build the table in protected mode so the item is freed even on a memory error. */
-        lua_pushcfunction(L, push_item_table);
-        lua_pushlightuserdata(L, it);
-        int rc = lua_pcall(L, 1, 1, 0);
-        gn_item_free(it);
-        if (rc != 0) {
-          lua_remove(L, -2); /* the callback */
-          report_callback_error(L, u, uv, which);
-        } else if (call_protected(L, u, which)) {
-          report_callback_error(L, u, uv, which);
-        }
-        n++;
-      }
+      if (lgn_dispatch(L, &u->caller, uv, which, lgn_item_table, it) != 2) n++;
+      gn_item_free(it);
     }
     if (u->closed || n >= POLL_MAX_ITEMS) break;
     if (!batch) batch = pop_batch(u, n);
@@ -295,7 +174,7 @@ static int drain_append(lua_State *L) {
     lua_rawseti(L, 2, (int)n + 1);
     return 0;
   }
-  lua_pushcfunction(L, push_item_table);
+  lua_pushcfunction(L, lgn_item_table);
   lua_pushlightuserdata(L, it);
   lua_pushboolean(L, raw_only != 0);
   lua_call(L, 2, 1);
@@ -316,7 +195,7 @@ static void drain_audit(lua_State *L, lclient_t *u, int uv) {
     return;
   }
   lua_pushvalue(L, -2);
-  if (call_protected(L, u, "audit")) {
+  if (lgn_call_protected(L, &u->caller, "audit")) {
     fprintf(stderr, "genesys.notify: the audit sink raised: %s\n", lua_tostring(L, -1));
     lua_pop(L, 1);
   }
@@ -388,9 +267,9 @@ static int l_drain(lua_State *L) {
  * like any error of that callback (health callback_error) and the outer poll() goes on with the
  * next item. */
 static void refuse_reentry(lua_State *L, lclient_t *u, const char *fn) {
-  if (u->in_callback)
+  if (u->caller.in_callback)
     luaL_error(L, "genesys.notify: %s called from inside a callback (%s); callbacks run inside "
-                  "poll()/run(): return from the callback instead", fn, u->in_callback);
+                  "poll()/run(): return from the callback instead", fn, u->caller.in_callback);
 }
 
 static int l_poll(lua_State *L) {
@@ -714,6 +593,11 @@ static int l_metrics(lua_State *L) {
   return 1;
 }
 
+static const char *caller_state(lgn_caller_t *c) {
+  lclient_t *u = (lclient_t *)c;
+  return u->c ? gn_state_name(gn_client_state(u->c)) : "closed";
+}
+
 static int l_tostring(lua_State *L) {
   lclient_t *u = check_client(L, 1);
   lua_pushfstring(L, "genesys.notify.client (%s) %p",
@@ -957,6 +841,8 @@ static int l_client_new(lua_State *L) {
   cfg.policy = lua_isfunction(L, -1);
   lclient_t *u = (lclient_t *)lua_newuserdata(L, sizeof *u);
   memset(u, 0, sizeof *u);
+  u->caller.state = caller_state;
+  u->caller.what = "";
   u->pid = getpid();
   luaL_setmetatable(L, LGN_CLIENT_MT);
   lua_createtable(L, 0, 3);
