@@ -6,6 +6,8 @@
 #include "compat.h"
 #include "redis.h"
 
+#include <stdint.h>
+
 /* The module is built with -fvisibility=hidden: only the luaopen_* entry points are exported, so
  * the core's names never clash with another library loaded into the same process (nginx). */
 #define GN_EXPORT __attribute__((visibility("default")))
@@ -49,6 +51,20 @@ int lgn_push_ring_record(lua_State *L, const struct gn_item *it);
  * tls_*, sentinel_*: see genesys.notify's redis_conn); the strings stay the table's. Returns
  * nothing. The Lua thread. */
 void lgn_redis_opts(lua_State *L, int idx, gn_redis_opts_t *o);
+
+/* t[k] = v at the stack top: a number; an integer (a float on LuaJIT/5.1). Return nothing. */
+static inline void lgn_setnum(lua_State *L, const char *k, double v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, k);
+}
+static inline void lgn_setint(lua_State *L, const char *k, uint64_t v) {
+#if LUA_VERSION_NUM >= 503
+  lua_pushinteger(L, (lua_Integer)v);
+#else
+  lua_pushnumber(L, (lua_Number)v);
+#endif
+  lua_setfield(L, -2, k);
+}
 
 /* ---- items and callbacks (lbind_items.c), shared by the client and the consumer ---- */
 struct gn_item;

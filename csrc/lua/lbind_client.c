@@ -11,12 +11,8 @@
  * straight into Lua tables (lbind_json.c); poll() takes the items waiting in batches (one lock
  * per POLL_BATCH items).
  */
-#include "bell.h"
-#include "fleet.h" /* and client.h */
 #include "gn_util.h"
-#include "lbind.h"
-#include "pool.h"
-#include "service.h"
+#include "lbind_client.h"
 #include "topics.h"
 
 #include <math.h>
@@ -26,24 +22,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LGN_CLIENT_MT "genesys.notify.client"
 #define POLL_MAX_ITEMS 4096 /* per poll() call, so a busy stream cannot starve the caller */
 #define POLL_BATCH 64       /* items taken from the queue under one lock */
 
-typedef struct {
-  /* Its in_callback: the callback of this client running now ("on_event", ...), or NULL: poll()
-   * and run() refuse to run inside one. They would recurse in C with the outer item
-   * half-handled, and deep enough that recursion overflows the C stack and loses items. Another
-   * client's poll() is fine. First member: caller_state casts back. */
-  lgn_caller_t caller;
-  gn_client_t *c;
-  int closed;
-  pid_t pid; /* the process that created it */
-} lclient_t;
-
 /* A client or context used in a child process forked after it was made: its service thread
  * stayed in the parent. Raises. */
-static int refuse_forked(lua_State *L, const char *what, pid_t pid) {
+int lgn_refuse_forked(lua_State *L, const char *what, pid_t pid) {
   return luaL_error(L, "genesys.notify: this %s was created in process %d, before a fork(); it "
                        "cannot be used in process %d (its service thread is not in this "
                        "process). Create clients and contexts after the fork, in the process "
@@ -53,23 +37,20 @@ static int refuse_forked(lua_State *L, const char *what, pid_t pid) {
 
 /* The client at i, whatever its state: for close(), __gc and __tostring, which work (and
  * return at once) in a forked child too. */
-static lclient_t *check_client(lua_State *L, int i) {
+lclient_t *lgn_check_client(lua_State *L, int i) {
   return (lclient_t *)luaL_checkudata(L, i, LGN_CLIENT_MT);
 }
 /* The client at i, which must belong to this process. */
-static lclient_t *check_here(lua_State *L, int i) {
-  lclient_t *u = check_client(L, i);
-  if (u->pid != getpid()) refuse_forked(L, "client", u->pid);
+lclient_t *lgn_check_here(lua_State *L, int i) {
+  lclient_t *u = lgn_check_client(L, i);
+  if (u->pid != getpid()) lgn_refuse_forked(L, "client", u->pid);
   return u;
 }
-static lclient_t *check_open(lua_State *L, int i) {
-  lclient_t *u = check_here(L, i);
+lclient_t *lgn_check_open(lua_State *L, int i) {
+  lclient_t *u = lgn_check_here(L, i);
   if (u->closed || !u->c) luaL_error(L, "genesys.notify: the client is closed");
   return u;
 }
-
-/* The client's state in a callback_error report. */
-static const char *caller_state(lgn_caller_t *c);
 
 /* The operator's policy hook: policy(record) -> delay_ms (number), false (give up) or nil (keep
  * the engine's delay). Anything else, or an error, is reported as callback_error and the
@@ -202,7 +183,7 @@ static void drain_audit(lua_State *L, lclient_t *u, int uv) {
 }
 
 static int l_drain(lua_State *L) {
-  lclient_t *u = check_here(L, 1);
+  lclient_t *u = lgn_check_here(L, 1);
   refuse_reentry(L, u, "drain()");
   lua_Number m = DRAIN_MAX_ITEMS;
   if (!lua_isnoneornil(L, 2)) {
@@ -273,7 +254,7 @@ static void refuse_reentry(lua_State *L, lclient_t *u, const char *fn) {
 }
 
 static int l_poll(lua_State *L) {
-  lclient_t *u = check_here(L, 1);
+  lclient_t *u = lgn_check_here(L, 1);
   lua_Number t = luaL_optnumber(L, 2, 0);
   refuse_reentry(L, u, "poll()");
   if (t != t)
@@ -291,9 +272,9 @@ static int l_poll(lua_State *L) {
 /* Runs callbacks until the client is closed (from a callback) or has failed for good. Returns the
  * final state's name. */
 static int l_run(lua_State *L) {
-  lclient_t *u = check_here(L, 1);
+  lclient_t *u = lgn_check_here(L, 1);
   refuse_reentry(L, u, "run()");
-  check_open(L, 1);
+  lgn_check_open(L, 1);
   for (;;) {
     if (u->closed || !u->c) break;
     int n = poll_items(L, u, 1000);
@@ -305,14 +286,14 @@ static int l_run(lua_State *L) {
 }
 
 static int l_start(lua_State *L) {
-  lclient_t *u = check_open(L, 1);
+  lclient_t *u = lgn_check_open(L, 1);
   if (gn_client_start(u->c) != 0) return luaL_error(L, "genesys.notify: start(): already started");
   lua_settop(L, 1);
   return 1;
 }
 
 static int l_fd(lua_State *L) {
-  lclient_t *u = check_open(L, 1);
+  lclient_t *u = lgn_check_open(L, 1);
   lua_pushinteger(L, gn_client_fd(u->c));
   return 1;
 }
@@ -320,7 +301,7 @@ static int l_fd(lua_State *L) {
 /* client:wake_socket() -> the path of a unix socket whose peers get a byte when items start
  * waiting (bell.h); made on first call, closed by close(). */
 static int l_wake_socket(lua_State *L) {
-  lclient_t *u = check_open(L, 1);
+  lclient_t *u = lgn_check_open(L, 1);
   char err[256] = "";
   const char *path = gn_client_wake_path(u->c, err, sizeof err);
   if (!path) return luaL_error(L, "genesys.notify: wake_socket(): %s", err);
@@ -335,7 +316,7 @@ static void do_close(lclient_t *u) {
 }
 
 static int l_close(lua_State *L) {
-  lclient_t *u = check_client(L, 1);
+  lclient_t *u = lgn_check_client(L, 1);
   if (!u->closed) {
     do_close(u);
     /* Let the callbacks (and what they hold) be collected. */
@@ -347,7 +328,7 @@ static int l_close(lua_State *L) {
 }
 
 static int l_gc(lua_State *L) {
-  lclient_t *u = check_client(L, 1);
+  lclient_t *u = lgn_check_client(L, 1);
   do_close(u);
   gn_client_free(u->c);
   u->c = NULL;
@@ -355,7 +336,7 @@ static int l_gc(lua_State *L) {
 }
 
 static int l_reconnect(lua_State *L) {
-  lclient_t *u = check_open(L, 1);
+  lclient_t *u = lgn_check_open(L, 1);
   int r = gn_client_reconnect(u->c);
   if (r < 0) {
     lua_pushnil(L);
@@ -392,7 +373,7 @@ static int l_topic_error(lua_State *L) {
 
 /* topics: a string or an array of strings, every one a valid topic name. A wrong type anywhere
  * in the list is reported before a bad name (as genesys.notify's configuration check does). */
-static const char **read_topics(lua_State *L, int idx, size_t *n, const char *fn) {
+const char **lgn_read_topics(lua_State *L, int idx, size_t *n, const char *fn) {
   if (lua_type(L, idx) == LUA_TSTRING) {
     if (push_topic_complaint(L, idx))
       luaL_error(L, "genesys.notify: %s(topics): %s", fn, lua_tostring(L, -1));
@@ -426,9 +407,9 @@ static const char **read_topics(lua_State *L, int idx, size_t *n, const char *fn
 }
 
 static int subscribe_common(lua_State *L, int add) {
-  lclient_t *u = check_open(L, 1);
+  lclient_t *u = lgn_check_open(L, 1);
   size_t n;
-  const char **v = read_topics(L, 2, &n, add ? "subscribe" : "unsubscribe");
+  const char **v = lgn_read_topics(L, 2, &n, add ? "subscribe" : "unsubscribe");
   if (gn_client_subscribe(u->c, v, n, add) != 0) {
     lua_pushnil(L);
     lua_pushliteral(L, "out of memory");
@@ -442,459 +423,23 @@ static int l_subscribe(lua_State *L) { return subscribe_common(L, 1); }
 static int l_unsubscribe(lua_State *L) { return subscribe_common(L, 0); }
 
 static int l_state(lua_State *L) {
-  lclient_t *u = check_here(L, 1);
+  lclient_t *u = lgn_check_here(L, 1);
   lua_pushstring(L, u->c ? gn_state_name(gn_client_state(u->c)) : "closed");
   return 1;
 }
 
-static void setnum(lua_State *L, const char *k, double v) {
-  lua_pushnumber(L, v);
-  lua_setfield(L, -2, k);
-}
-static void setint(lua_State *L, const char *k, uint64_t v) {
-#if LUA_VERSION_NUM >= 503
-  lua_pushinteger(L, (lua_Integer)v);
-#else
-  lua_pushnumber(L, (lua_Number)v);
-#endif
-  lua_setfield(L, -2, k);
-}
-
-static int l_metrics(lua_State *L) {
-  lclient_t *u = check_here(L, 1);
-  if (!u->c) return luaL_error(L, "genesys.notify: the client is closed");
-  const char *fmt = luaL_optstring(L, 2, "table");
-  gn_metrics_snapshot_t s;
-  gn_client_metrics(u->c, &s);
-  const char *state = gn_state_name(gn_client_state(u->c));
-  gn_client_channel_t chs[GN_POOL_MAX];
-  size_t nch = gn_client_channels(u->c, chs, GN_POOL_MAX);
-  size_t waiting = gn_client_topics_waiting(u->c);
-  gn_lease_stats_t ls;
-  int has_lease = gn_fleet_lease(u->c) && (gn_lease_stats(gn_fleet_lease(u->c), &ls), 1);
-  if (strcmp(fmt, "prometheus") == 0) {
-    /* the pool: each channel labelled channel="N", and the topics waiting for budget */
-    gn_metrics_snapshot_t per[GN_POOL_MAX];
-    const char *states[GN_POOL_MAX];
-    int numbers[GN_POOL_MAX];
-    for (size_t i = 0; i < nch; i++) {
-      per[i] = chs[i].m;
-      states[i] = gn_state_name(chs[i].state);
-      numbers[i] = chs[i].number;
-    }
-    const char *name = gn_client_name(u->c);
-    gn_buf_t b = {0};
-    b.p = gn_prom_client(&s, state, name, per, states, numbers, nch, waiting);
-    if (b.p) b.len = strlen(b.p), b.cap = b.len + 1;
-    if (!b.p || (has_lease && gn_fleet_prometheus(&b, &ls, name))) {
-      gn_buf_free(&b);
-      return luaL_error(L, "genesys.notify: out of memory");
-    }
-    lua_pushlstring(L, b.p, b.len);
-    gn_buf_free(&b);
-    return 1;
-  }
-  if (strcmp(fmt, "table") != 0)
-    return luaL_argerror(L, 2, "expected \"table\" or \"prometheus\"");
-  lua_createtable(L, 0, 16);
-  setint(L, "attempts", s.attempts);
-  setint(L, "successes", s.successes);
-  setint(L, "failures", s.failures);
-  setnum(L, "success_rate", s.attempts ? (double)s.successes / (double)s.attempts : 0);
-  setint(L, "events", s.events);
-  setint(L, "dropped", s.dropped);
-  setint(L, "heartbeats", s.heartbeats);
-  setint(L, "malformed", s.malformed);
-  setint(L, "disconnects", s.disconnects);
-  setint(L, "health", s.health);
-  setint(L, "duplicates", s.duplicates);
-  setint(L, "rollovers", s.rollovers);
-  setint(L, "renewals", s.renewals);
-  setint(L, "renewal_rollovers", s.renewal_rollovers);
-  setint(L, "evictions", s.evictions);
-  setint(L, "health_dropped", s.health_dropped);
-  setint(L, "pauses", s.pauses);
-  setnum(L, "paused_ms", s.paused_ms);
-  setint(L, "tls_resumed", s.tls_resumed);
-  setint(L, "queued_events", s.queued_events);
-  setint(L, "queued_bytes", s.queued_bytes);
-  setint(L, "topics_wanted", s.topics_wanted);
-  setint(L, "topics_confirmed", s.topics_confirmed);
-  lua_pushboolean(L, s.subscriptions_synced);
-  lua_setfield(L, -2, "subscriptions_synced");
-  setnum(L, "uptime_ms", s.uptime_ms);
-  setnum(L, "connected_ms", s.connected_ms);
-  setnum(L, "deaf_ms", s.deaf_ms);
-  lua_pushstring(L, state);
-  lua_setfield(L, -2, "state");
-  lua_createtable(L, 0, 5);
-  setint(L, "count", s.lat_count);
-  if (s.lat_count) {
-    setnum(L, "p50", s.lat_p50);
-    setnum(L, "p90", s.lat_p90);
-    setnum(L, "p99", s.lat_p99);
-    setnum(L, "max", s.lat_max);
-  }
-  setnum(L, "sum", s.lat_sum);
-  lua_setfield(L, -2, "latency_ms");
-  lua_createtable(L, 0, 4);
-  setint(L, "cycles", s.sched_cycles);
-  setint(L, "coalesced", s.sched_coalesced);
-  setint(L, "triggers", s.sched_triggers);
-  static const char *const reasons[] = GN_METRICS_REASON_NAMES;
-  lua_createtable(L, 0, GN_METRICS_REASONS);
-  for (int i = 0; i < GN_METRICS_REASONS; i++) setint(L, reasons[i], s.sched_by_reason[i]);
-  lua_setfield(L, -2, "by_reason");
-  lua_setfield(L, -2, "scheduler");
-  setint(L, "token_requests", s.token_requests);
-  setint(L, "wake_peers", s.wake_peers);
-  setint(L, "wake_refused", s.wake_refused);
-  setint(L, "topics_waiting", waiting);
-  lua_createtable(L, (int)nch, 0);
-  for (size_t i = 0; i < nch; i++) {
-    const gn_metrics_snapshot_t *m = &chs[i].m;
-    lua_createtable(L, 0, 12);
-    setint(L, "channel", (uint64_t)chs[i].number);
-    lua_pushstring(L, gn_state_name(chs[i].state));
-    lua_setfield(L, -2, "state");
-    setint(L, "events", m->events);
-    setint(L, "attempts", m->attempts);
-    setint(L, "successes", m->successes);
-    setint(L, "failures", m->failures);
-    setint(L, "disconnects", m->disconnects);
-    setint(L, "rollovers", m->rollovers);
-    setint(L, "duplicates", m->duplicates);
-    setint(L, "topics_wanted", m->topics_wanted);
-    setint(L, "topics_confirmed", m->topics_confirmed);
-    lua_pushboolean(L, m->subscriptions_synced);
-    lua_setfield(L, -2, "subscriptions_synced");
-    setnum(L, "connected_ms", m->connected_ms);
-    lua_rawseti(L, -2, (int)i + 1);
-  }
-  lua_setfield(L, -2, "channels");
-  if (has_lease) {
-    lua_createtable(L, 0, 12);
-    lua_pushstring(L, gn_lease_state_name(ls.state));
-    lua_setfield(L, -2, "state");
-    setint(L, "fence", ls.fence);
-    setint(L, "acquired", ls.acquired);
-    setint(L, "lost", ls.lost);
-    setint(L, "stepped_down", ls.stepped_down);
-    setint(L, "renewals", ls.renewals);
-    setint(L, "attempts", ls.attempts);
-    setint(L, "appended", ls.appended);
-    setint(L, "append_failed", ls.append_failed);
-    setint(L, "discarded", ls.discarded);
-    setint(L, "gaps", ls.gaps);
-    lua_pushboolean(L, ls.redis_up);
-    lua_setfield(L, -2, "redis_up");
-    lua_setfield(L, -2, "lease");
-  }
-  return 1;
-}
-
-static const char *caller_state(lgn_caller_t *c) {
+const char *lgn_client_state_of(lgn_caller_t *c) {
   lclient_t *u = (lclient_t *)c;
   return u->c ? gn_state_name(gn_client_state(u->c)) : "closed";
 }
 
 static int l_tostring(lua_State *L) {
-  lclient_t *u = check_client(L, 1);
+  lclient_t *u = lgn_check_client(L, 1);
   lua_pushfstring(L, "genesys.notify.client (%s) %p",
                   u->c ? gn_state_name(gn_client_state(u->c)) : "closed", (void *)u);
   return 1;
 }
 
-/* ---- contexts ---- */
-
-#define LGN_CONTEXT_MT "genesys.notify.context"
-
-typedef struct {
-  gn_service_t *svc;
-  pid_t pid;
-} lcontext_t;
-
-/* core.context_new(): a context of its own (one service thread for the clients given it). */
-static int l_context_new(lua_State *L) {
-  lcontext_t *x = (lcontext_t *)lua_newuserdata(L, sizeof *x);
-  x->svc = NULL;
-  x->pid = getpid();
-  luaL_setmetatable(L, LGN_CONTEXT_MT);
-  char err[256] = "";
-  x->svc = gn_service_new(err, sizeof err);
-  if (!x->svc) return luaL_error(L, "genesys.notify: %s", err);
-  return 1;
-}
-
-/* ctx:close(): drops the application's reference; the thread stops when its last client closes.
- * In a child forked after the context was made it returns at once (the thread is in the
- * parent; gn_service_release leaves such a context alone). */
-static int l_context_close(lua_State *L) {
-  lcontext_t *x = (lcontext_t *)luaL_checkudata(L, 1, LGN_CONTEXT_MT);
-  if (x->svc) gn_service_release(x->svc);
-  x->svc = NULL;
-  return 0;
-}
-
-static int l_context_tostring(lua_State *L) {
-  lcontext_t *x = (lcontext_t *)luaL_checkudata(L, 1, LGN_CONTEXT_MT);
-  lua_pushfstring(L, "genesys.notify.context (%s) %p", x->svc ? "open" : "closed", (void *)x);
-  return 1;
-}
-
-static int l_is_context(lua_State *L) {
-  lua_pushboolean(L, luaL_testudata(L, 1, LGN_CONTEXT_MT) != NULL);
-  return 1;
-}
-
-/* ---- bells (notify.bell(path)) ---- */
-
-#define LGN_BELL_MT "genesys.notify.bell"
-
-typedef struct {
-  gn_bell_t *b;
-  pid_t pid;
-} lbell_t;
-
-static lbell_t *check_bell(lua_State *L, int i) {
-  return (lbell_t *)luaL_checkudata(L, i, LGN_BELL_MT);
-}
-static lbell_t *check_bell_here(lua_State *L, int i) {
-  lbell_t *x = check_bell(L, i);
-  if (x->pid != getpid()) refuse_forked(L, "bell", x->pid);
-  return x;
-}
-
-/* core.bell_new(path): a bell listening at path on the default context's service thread. */
-static int l_bell_new(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  lbell_t *x = (lbell_t *)lua_newuserdata(L, sizeof *x);
-  x->b = NULL;
-  x->pid = getpid();
-  luaL_setmetatable(L, LGN_BELL_MT);
-  char err[256] = "";
-  gn_service_t *svc = gn_service_acquire_default(err, sizeof err);
-  if (!svc) return luaL_error(L, "genesys.notify: %s", err);
-  x->b = gn_bell_new(svc, path, err, sizeof err);
-  gn_service_release(svc); /* the bell holds its own reference */
-  if (!x->b) return luaL_error(L, "genesys.notify: %s", err);
-  return 1;
-}
-
-static int l_bell_ring(lua_State *L) {
-  lbell_t *x = check_bell_here(L, 1);
-  if (!x->b) return luaL_error(L, "genesys.notify: ring(): the bell is closed");
-  gn_bell_ring(x->b);
-  return 0;
-}
-
-static int l_bell_path(lua_State *L) {
-  lbell_t *x = check_bell_here(L, 1);
-  if (!x->b) return luaL_error(L, "genesys.notify: path(): the bell is closed");
-  lua_pushstring(L, gn_bell_path(x->b));
-  return 1;
-}
-
-static int l_bell_stats(lua_State *L) {
-  lbell_t *x = check_bell_here(L, 1);
-  if (!x->b) return luaL_error(L, "genesys.notify: stats(): the bell is closed");
-  gn_bell_stats_t st;
-  gn_bell_stats(x->b, &st);
-  lua_createtable(L, 0, 5);
-  setint(L, "peers", st.peers);
-  setint(L, "accepted", st.accepted);
-  setint(L, "refused", st.refused);
-  setint(L, "rings", st.rings);
-  setint(L, "skipped", st.skipped);
-  return 1;
-}
-
-/* close() and __gc: idempotent; in a child forked after the bell was made they return at once
- * (its descriptors there were closed at the fork). */
-static int l_bell_close(lua_State *L) {
-  lbell_t *x = check_bell(L, 1);
-  gn_bell_t *b = x->b;
-  x->b = NULL;
-  gn_bell_free(b);
-  return 0;
-}
-
-static int l_bell_tostring(lua_State *L) {
-  lbell_t *x = check_bell(L, 1);
-  lua_pushfstring(L, "genesys.notify.bell (%s) %p", x->b ? "open" : "closed", (void *)x);
-  return 1;
-}
-
-/* ---- construction ---- */
-
-static const char *opt_string(lua_State *L, int t, const char *k, int required) {
-  lua_getfield(L, t, k);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    if (required) luaL_error(L, "genesys.notify: %s: expected a string, got nil", k);
-    return NULL;
-  }
-  if (lua_type(L, -1) != LUA_TSTRING)
-    luaL_error(L, "genesys.notify: %s: expected a string, got %s", k, luaL_typename(L, -1));
-  const char *s = lua_tostring(L, -1);
-  lua_pop(L, 1); /* the table keeps it alive */
-  return s;
-}
-static double opt_number(lua_State *L, int t, const char *k, double def, double lo, double hi) {
-  lua_getfield(L, t, k);
-  double v = def;
-  if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TNUMBER)
-      luaL_error(L, "genesys.notify: %s: expected a number, got %s", k, luaL_typename(L, -1));
-    v = lua_tonumber(L, -1);
-    if (!(v >= lo && v <= hi))
-      luaL_error(L, "genesys.notify: %s: expected a number from %g to %g, got %g", k, lo, hi, v);
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
-static int backoff_protected(lua_State *L) {
-  lgn_backoff_policy_from_table(L, 1, (gn_backoff_policy_t *)lua_touserdata(L, 2));
-  return 0;
-}
-
-/* The backoff policy at idx (nil: the defaults), checked by the backoff module's rules. A bad
- * one raises like every configuration error ("genesys.notify: backoff.FIELD: expected ..."),
- * without the position the Lua error machinery would put first. */
-static void read_backoff(lua_State *L, int idx, gn_backoff_policy_t *p) {
-  lua_pushcfunction(L, backoff_protected);
-  lua_pushvalue(L, idx);
-  lua_pushlightuserdata(L, p);
-  if (lua_pcall(L, 2, 0, 0) == 0) return;
-  const char *msg = lua_tostring(L, -1);
-  if (!msg) msg = "backoff: invalid";
-  const char *colon = strstr(msg, ": backoff");
-  if (colon && strncmp(msg, "backoff", 7) != 0) msg = colon + 2; /* "file:line: backoff..." */
-  lua_pushfstring(L, "genesys.notify: %s", msg);
-  lua_error(L);
-}
-
-/* core.client_new(cfg): cfg is the table genesys.notify builds after validating the user's
- * configuration (field names there are the user's; here they are the normalized ones). */
-static int l_client_new(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  gn_client_cfg_t cfg;
-  memset(&cfg, 0, sizeof cfg);
-  cfg.token_url = opt_string(L, 1, "token_url", 1);
-  cfg.api_base = opt_string(L, 1, "api_base", 1);
-  cfg.client_id = opt_string(L, 1, "client_id", 1);
-  cfg.client_secret = opt_string(L, 1, "client_secret", 1);
-  cfg.ca_file = opt_string(L, 1, "ca_file", 0);
-  cfg.name = opt_string(L, 1, "name", 0);
-  lua_getfield(L, 1, "verify");
-  cfg.verify = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  /* the proxy, taken apart by genesys.notify (proxy_host NULL: none) */
-  cfg.proxy.host = (char *)opt_string(L, 1, "proxy_host", 0);
-  cfg.proxy.port = (int)opt_number(L, 1, "proxy_port", 0, 0, 65535);
-  cfg.proxy.user = (char *)opt_string(L, 1, "proxy_user", 0);
-  cfg.proxy.pass = (char *)opt_string(L, 1, "proxy_pass", 0);
-  cfg.proxy.no_proxy = (char *)opt_string(L, 1, "no_proxy", 0);
-  cfg.connect_timeout_ms = (long)opt_number(L, 1, "connect_timeout_ms", 10000, 1, 3600e3);
-  cfg.handshake_timeout_ms = (long)opt_number(L, 1, "handshake_timeout_ms", 10000, 1, 3600e3);
-  cfg.http_timeout_ms = (long)opt_number(L, 1, "http_timeout_ms", 30000, 1, 3600e3);
-  cfg.queue_limit = (size_t)opt_number(L, 1, "queue_limit", 10000, 1, 1e9);
-  cfg.queue_bytes = (size_t)opt_number(L, 1, "queue_bytes", (double)GN_QUEUE_BYTES_DEFAULT,
-                                       65536, 1099511627776.0);
-  cfg.max_message = (size_t)opt_number(L, 1, "max_message_size", 1048576, 256, 1 << 30);
-  lua_getfield(L, 1, "overflow");
-  cfg.overflow_pause = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "pause") == 0;
-  lua_pop(L, 1);
-  cfg.pause_max_ms = (long)opt_number(L, 1, "pause_max_ms", 30000, 0, 86400e3);
-  cfg.idle_ms = (long)opt_number(L, 1, "idle_ms", 35000, 10, 86400e3);
-  cfg.ping_timeout_ms = (long)opt_number(L, 1, "ping_timeout_ms", 10000, 10, 86400e3);
-  cfg.channel_budget = (int)opt_number(L, 1, "channel_budget", 20, 2, 1000);
-  lua_getfield(L, 1, "renew_rule");
-  const char *rule = lua_tostring(L, -1);
-  cfg.renew.rule = !rule || !strcmp(rule, "both") ? GN_RENEW_BOTH
-                   : !strcmp(rule, "channel")    ? GN_RENEW_CHANNEL
-                                                 : GN_RENEW_OFF;
-  lua_pop(L, 1);
-  cfg.renew.at = opt_number(L, 1, "renew_at", 0.8, 0.1, 0.95);
-  cfg.renew.margin_ms = (long)opt_number(L, 1, "renew_margin_ms", 60000, 0, 86400e3);
-  cfg.renew.drain_ms = (long)opt_number(L, 1, "renew_drain_ms", 10000, 100, 600e3);
-  lua_getfield(L, 1, "backoff");
-  read_backoff(L, lua_gettop(L), &cfg.backoff);
-  lua_pop(L, 1);
-  size_t nt = 0;
-  const char **topics = NULL;
-  lua_getfield(L, 1, "topics");
-  int tidx = lua_gettop(L);
-  if (!lua_isnil(L, tidx)) topics = read_topics(L, tidx, &nt, "new");
-  cfg.topics = topics;
-  cfg.ntopics = nt;
-  /* on_event / on_health go to the user value. */
-  lua_getfield(L, 1, "on_event");
-  lua_getfield(L, 1, "on_health");
-  lua_getfield(L, 1, "policy");
-  static const char *const cbname[] = {"on_event", "on_health", "policy"};
-  for (int i = -3; i <= -1; i++)
-    if (!lua_isnil(L, i) && !lua_isfunction(L, i))
-      luaL_error(L, "genesys.notify: %s: expected a function, got %s", cbname[i + 3],
-                 luaL_typename(L, i));
-  cfg.policy = lua_isfunction(L, -1);
-  lclient_t *u = (lclient_t *)lua_newuserdata(L, sizeof *u);
-  memset(u, 0, sizeof *u);
-  u->caller.state = caller_state;
-  u->caller.what = "";
-  u->pid = getpid();
-  luaL_setmetatable(L, LGN_CLIENT_MT);
-  lua_createtable(L, 0, 3);
-  lua_pushvalue(L, -5); /* [on_event, on_health, policy, ud, uv] */
-  lua_setfield(L, -2, "on_event");
-  lua_pushvalue(L, -4);
-  lua_setfield(L, -2, "on_health");
-  lua_pushvalue(L, -3);
-  lua_setfield(L, -2, "policy");
-  lua_getfield(L, 1, "audit_sink"); /* the audit line writer, for drain() (poll: in on_health) */
-  if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
-    luaL_error(L, "genesys.notify: audit: expected a sink function, got %s", luaL_typename(L, -1));
-  lua_setfield(L, -2, "audit");
-  lua_setuservalue(L, -2);
-  gn_service_t *svc = NULL;
-  lua_getfield(L, 1, "context");
-  if (!lua_isnil(L, -1)) {
-    lcontext_t *x = (lcontext_t *)luaL_testudata(L, -1, LGN_CONTEXT_MT);
-    if (!x)
-      return luaL_error(L, "genesys.notify: context: expected a context from notify.context(), got %s",
-                        luaL_typename(L, -1));
-    if (x->pid != getpid()) refuse_forked(L, "context", x->pid);
-    if (!x->svc) luaL_error(L, "genesys.notify: context: expected an open context, got a closed one");
-    svc = x->svc;
-  }
-  lua_pop(L, 1);
-  char err[256] = "";
-  u->c = gn_client_new(&cfg, svc, err, sizeof err);
-  if (!u->c) {
-    u->closed = 1;
-    return luaL_error(L, "genesys.notify: %s", err);
-  }
-  lua_getfield(L, 1, "redis"); /* a fleet member: see lease.h */
-  if (!lua_isnil(L, -1)) {
-    if (!lua_istable(L, -1))
-      return luaL_error(L, "genesys.notify: redis: expected a table, got %s", luaL_typename(L, -1));
-    int r = lua_gettop(L);
-    gn_lease_cfg_t lc;
-    memset(&lc, 0, sizeof lc);
-    lgn_redis_opts(L, r, &lc.redis);
-    lc.key = opt_string(L, r, "key", 0);
-    lc.lease_ms = opt_number(L, r, "lease_ms", 10000, 100, 3600e3);
-    lc.margin_ms = opt_number(L, r, "margin_ms", 0, 0, 3600e3);
-    lc.maxlen = (size_t)opt_number(L, r, "maxlen", 100000, 1, 1e12);
-    if (!gn_fleet_join(u->c, &lc, err, sizeof err))
-      return luaL_error(L, "genesys.notify: %s", err);
-  }
-  lua_pop(L, 1);
-  return 1;
-}
-
-/* core.now_ms(): monotonic milliseconds (tests and benchmarks time with it). */
 static int l_now_ms(lua_State *L) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -904,7 +449,7 @@ static int l_now_ms(lua_State *L) {
 
 /* The metatable name: methods as __index, gc as __gc, close as __close (Lua 5.4), tostring as
  * __tostring. Leaves the stack as it was. */
-static void register_class(lua_State *L, const char *name, const luaL_Reg *methods,
+void lgn_register_class(lua_State *L, const char *name, const luaL_Reg *methods,
                            lua_CFunction gc, lua_CFunction close, lua_CFunction tostring) {
   if (luaL_newmetatable(L, name)) {
     lua_newtable(L);
@@ -930,23 +475,11 @@ int lgn_open_client(lua_State *L) {
       {"drain", l_drain},           {"wake_socket", l_wake_socket},
       {"fd", l_fd},                 {"close", l_close},       {"reconnect", l_reconnect},
       {"subscribe", l_subscribe},   {"unsubscribe", l_unsubscribe},
-      {"state", l_state},           {"metrics", l_metrics},   {NULL, NULL}};
-  static const luaL_Reg context_methods[] = {{"close", l_context_close}, {NULL, NULL}};
-  static const luaL_Reg bell_methods[] = {{"ring", l_bell_ring},   {"path", l_bell_path},
-                                          {"stats", l_bell_stats}, {"close", l_bell_close},
-                                          {NULL, NULL}};
-  register_class(L, LGN_CLIENT_MT, methods, l_gc, l_close, l_tostring);
-  register_class(L, LGN_CONTEXT_MT, context_methods, l_context_close, l_context_close,
-                 l_context_tostring);
-  register_class(L, LGN_BELL_MT, bell_methods, l_bell_close, l_bell_close, l_bell_tostring);
-  lua_pushcfunction(L, l_bell_new);
-  lua_setfield(L, -2, "bell_new");
+      {"state", l_state},           {"metrics", lgn_client_metrics},   {NULL, NULL}};
+  lgn_register_class(L, LGN_CLIENT_MT, methods, l_gc, l_close, l_tostring);
   /* module table is at the top */
-  lua_pushcfunction(L, l_context_new);
-  lua_setfield(L, -2, "context_new");
-  lua_pushcfunction(L, l_is_context);
-  lua_setfield(L, -2, "is_context");
-  lua_pushcfunction(L, l_client_new);
+  lgn_open_context(L);
+  lua_pushcfunction(L, lgn_client_new);
   lua_setfield(L, -2, "client_new");
   lua_pushcfunction(L, l_now_ms);
   lua_setfield(L, -2, "now_ms");
@@ -956,3 +489,4 @@ int lgn_open_client(lua_State *L) {
   lua_setfield(L, -2, "null");
   return 0;
 }
+

@@ -1,6 +1,7 @@
 -- The Lua thread's JSON decoder (csrc/lbind_json.c, core.json_decode_text: event bodies are
 -- decoded with it at poll()/drain()) against the reference it replaced: jansson's tree converted
--- by push_json (json_decode of the test-only module gn_testjson, spec/support/testjson.c). Same values, same integer/float subtypes, null as the same
+-- by push_json (json_decode of the test-only module gn_testjson,
+-- spec/support/testjson.c). Same values, same integer/float subtypes, null as the same
 -- light userdata, on Lua 5.4 and LuaJIT. What it accepts is what the service thread accepts as an
 -- event's body (fuzz/fuzz_json_lua.c checks that both ways): RFC 8259, as jansson reads it, but
 -- never a NUL byte (jansson skips one after a number or a literal; the service thread refuses it).
