@@ -270,6 +270,7 @@ lint:
 	luacheck lua spec bench bin/genesys-notify
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr --suppress=missingIncludeSystem $(LAYER_INCS) csrc emulator spec/c
+	sh spec/support/filesize.sh
 
 # ---------------------------------------------------------------------------------------------
 # hiredis 1.2.0 with TLS (hiredis_ssl), from ../shared/deps (DEPS_SRC), built into
