@@ -2,7 +2,35 @@
 #include "conf.h"
 #include "gn_util.h"
 
+#include <stddef.h>
 #include <stdio.h>
+
+#define GN_CONF_ROW(field, key, member, ctype, kind, def, lo, hi)                                  \
+  {field, key, offsetof(gn_client_cfg_t, member), GN_OPT_T_##ctype, GN_OPT_##kind, (double)(def), \
+   lo, hi},
+const gn_conf_opt_t gn_conf_opts[] = {GN_CONF_OPTIONS(GN_CONF_ROW)};
+#undef GN_CONF_ROW
+const size_t gn_conf_nopts = sizeof gn_conf_opts / sizeof *gn_conf_opts;
+
+double gn_conf_opt_get(const gn_client_cfg_t *cfg, const gn_conf_opt_t *o) {
+  const char *p = (const char *)cfg + o->offset;
+  switch (o->ctype) {
+  case GN_OPT_T_LONG: return (double)*(const long *)p;
+  case GN_OPT_T_SIZE: return (double)*(const size_t *)p;
+  case GN_OPT_T_INT: return (double)*(const int *)p;
+  default: return *(const double *)p;
+  }
+}
+
+void gn_conf_opt_set(gn_client_cfg_t *cfg, const gn_conf_opt_t *o, double v) {
+  char *p = (char *)cfg + o->offset;
+  switch (o->ctype) {
+  case GN_OPT_T_LONG: *(long *)p = (long)v; break;
+  case GN_OPT_T_SIZE: *(size_t *)p = (size_t)v; break;
+  case GN_OPT_T_INT: *(int *)p = (int)v; break;
+  default: *(double *)p = v; break;
+  }
+}
 
 int gn_conf_init(gn_conf_t *c, const gn_client_cfg_t *cfg, char *err, size_t errlen) {
   memset(c, 0, sizeof *c);
@@ -22,23 +50,28 @@ int gn_conf_init(gn_conf_t *c, const gn_client_cfg_t *cfg, char *err, size_t err
   size_t bl = strlen(c->api_base);
   while (bl && c->api_base[bl - 1] == '/') c->api_base[--bl] = 0;
   c->verify = cfg->verify;
-  c->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 10000;
-  c->handshake_timeout_ms = cfg->handshake_timeout_ms > 0 ? cfg->handshake_timeout_ms : 10000;
-  c->http_timeout_ms = cfg->http_timeout_ms > 0 ? cfg->http_timeout_ms : 30000;
-  c->idle_ms = cfg->idle_ms > 0 ? cfg->idle_ms : 35000;
-  c->ping_timeout_ms = cfg->ping_timeout_ms > 0 ? cfg->ping_timeout_ms : 10000;
-  c->queue_limit = cfg->queue_limit ? cfg->queue_limit : 10000;
-  c->queue_bytes = cfg->queue_bytes ? cfg->queue_bytes : GN_QUEUE_BYTES_DEFAULT;
-  c->max_message = cfg->max_message ? cfg->max_message : (1u << 20);
+  /* the numeric options: a value outside its row's range (a zero from a C caller) is the
+   * default */
+  gn_client_cfg_t n = *cfg;
+  for (size_t i = 0; i < gn_conf_nopts; i++) {
+    const gn_conf_opt_t *o = &gn_conf_opts[i];
+    double v = gn_conf_opt_get(cfg, o);
+    gn_conf_opt_set(&n, o, v >= o->lo && v <= o->hi ? v : o->def);
+  }
+  c->connect_timeout_ms = n.connect_timeout_ms;
+  c->handshake_timeout_ms = n.handshake_timeout_ms;
+  c->http_timeout_ms = n.http_timeout_ms;
+  c->idle_ms = n.idle_ms;
+  c->ping_timeout_ms = n.ping_timeout_ms;
+  c->queue_limit = n.queue_limit;
+  c->queue_bytes = n.queue_bytes;
+  c->max_message = n.max_message;
   c->overflow_pause = cfg->overflow_pause;
-  c->pause_max_ms = cfg->pause_max_ms >= 0 ? cfg->pause_max_ms : 30000;
+  c->pause_max_ms = n.pause_max_ms;
   c->backoff = cfg->backoff;
   c->has_policy = cfg->policy;
-  c->channel_budget = cfg->channel_budget >= 2 ? cfg->channel_budget : 20;
-  c->renew.rule = cfg->renew.rule;
-  c->renew.at = cfg->renew.at > 0 && cfg->renew.at < 1 ? cfg->renew.at : 0.8;
-  c->renew.margin_ms = cfg->renew.margin_ms >= 0 ? cfg->renew.margin_ms : 60000;
-  c->renew.drain_ms = cfg->renew.drain_ms > 0 ? cfg->renew.drain_ms : 10000;
+  c->channel_budget = n.channel_budget;
+  c->renew = n.renew;
   return 0;
 }
 

@@ -66,6 +66,17 @@ static inline void lgn_setint(lua_State *L, const char *k, uint64_t v) {
   lua_setfield(L, -2, k);
 }
 
+/* Pushes d: an integer when it is whole (Lua 5.4), else a number. Returns nothing. */
+static inline void lgn_push_number(lua_State *L, double d) {
+#if LUA_VERSION_NUM >= 503
+  if (d == (double)(lua_Integer)d) {
+    lua_pushinteger(L, (lua_Integer)d);
+    return;
+  }
+#endif
+  lua_pushnumber(L, d);
+}
+
 /* ---- items and callbacks (lbind_items.c), shared by the client and the consumer ---- */
 struct gn_item;
 /* Who runs callbacks: the callback of this object running now ("on_event", ...) or NULL (poll()

@@ -54,6 +54,9 @@ void lgn_register_class(lua_State *L, const char *name, const luaL_Reg *methods,
 
 int lgn_client_metrics(lua_State *L); /* client:metrics([format]) (lbind_metrics.c) */
 int lgn_client_new(lua_State *L);     /* core.client_new(cfg) (lbind_new.c) */
+/* Pushes core.options: the numeric options' table (conf.h) by the user's field name, each
+ * {key=, kind="ms"|"int"|"bytes"|"fraction", default=, lo=, hi=} (lbind_new.c). */
+void lgn_push_options(lua_State *L);
 int lgn_open_context(lua_State *L);   /* contexts and bells (lbind_context.c) */
 
 #endif

@@ -75,29 +75,19 @@ int lgn_client_new(lua_State *L) {
   cfg.proxy.user = (char *)opt_string(L, 1, "proxy_user", 0);
   cfg.proxy.pass = (char *)opt_string(L, 1, "proxy_pass", 0);
   cfg.proxy.no_proxy = (char *)opt_string(L, 1, "no_proxy", 0);
-  cfg.connect_timeout_ms = (long)opt_number(L, 1, "connect_timeout_ms", 10000, 1, 3600e3);
-  cfg.handshake_timeout_ms = (long)opt_number(L, 1, "handshake_timeout_ms", 10000, 1, 3600e3);
-  cfg.http_timeout_ms = (long)opt_number(L, 1, "http_timeout_ms", 30000, 1, 3600e3);
-  cfg.queue_limit = (size_t)opt_number(L, 1, "queue_limit", 10000, 1, 1e9);
-  cfg.queue_bytes = (size_t)opt_number(L, 1, "queue_bytes", (double)GN_QUEUE_BYTES_DEFAULT,
-                                       65536, 1099511627776.0);
-  cfg.max_message = (size_t)opt_number(L, 1, "max_message_size", 1048576, 256, 1 << 30);
+  for (size_t i = 0; i < gn_conf_nopts; i++) { /* the numeric options' table (conf.h) */
+    const gn_conf_opt_t *o = &gn_conf_opts[i];
+    gn_conf_opt_set(&cfg, o, opt_number(L, 1, o->key, o->def, o->lo, o->hi));
+  }
   lua_getfield(L, 1, "overflow");
   cfg.overflow_pause = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "pause") == 0;
   lua_pop(L, 1);
-  cfg.pause_max_ms = (long)opt_number(L, 1, "pause_max_ms", 30000, 0, 86400e3);
-  cfg.idle_ms = (long)opt_number(L, 1, "idle_ms", 35000, 10, 86400e3);
-  cfg.ping_timeout_ms = (long)opt_number(L, 1, "ping_timeout_ms", 10000, 10, 86400e3);
-  cfg.channel_budget = (int)opt_number(L, 1, "channel_budget", 20, 2, 1000);
   lua_getfield(L, 1, "renew_rule");
   const char *rule = lua_tostring(L, -1);
   cfg.renew.rule = !rule || !strcmp(rule, "both") ? GN_RENEW_BOTH
                    : !strcmp(rule, "channel")    ? GN_RENEW_CHANNEL
                                                  : GN_RENEW_OFF;
   lua_pop(L, 1);
-  cfg.renew.at = opt_number(L, 1, "renew_at", 0.8, 0.1, 0.95);
-  cfg.renew.margin_ms = (long)opt_number(L, 1, "renew_margin_ms", 60000, 0, 86400e3);
-  cfg.renew.drain_ms = (long)opt_number(L, 1, "renew_drain_ms", 10000, 100, 600e3);
   lua_getfield(L, 1, "backoff");
   read_backoff(L, lua_gettop(L), &cfg.backoff);
   lua_pop(L, 1);
@@ -174,3 +164,24 @@ int lgn_client_new(lua_State *L) {
 }
 
 /* core.now_ms(): monotonic milliseconds (tests and benchmarks time with it). */
+
+/* See lbind_client.h. */
+void lgn_push_options(lua_State *L) {
+  static const char *const kinds[] = {"ms", "int", "bytes", "fraction"};
+  lua_createtable(L, 0, (int)gn_conf_nopts);
+  for (size_t i = 0; i < gn_conf_nopts; i++) {
+    const gn_conf_opt_t *o = &gn_conf_opts[i];
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, o->key);
+    lua_setfield(L, -2, "key");
+    lua_pushstring(L, kinds[o->kind]);
+    lua_setfield(L, -2, "kind");
+    lgn_push_number(L, o->def);
+    lua_setfield(L, -2, "default");
+    lgn_push_number(L, o->lo);
+    lua_setfield(L, -2, "lo");
+    lgn_push_number(L, o->hi);
+    lua_setfield(L, -2, "hi");
+    lua_setfield(L, -2, o->field);
+  }
+}
