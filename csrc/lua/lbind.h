@@ -92,6 +92,9 @@ typedef struct lgn_caller {
  * event's body decoded from the text the service thread validated, unless raw_only; a health or
  * policy item's fields). May raise (memory): call it with lua_pcall. Returns 1. */
 int lgn_item_table(lua_State *L);
+/* A lua_CFunction: [item (light userdata)] -> the fleet consumer's table for a stream entry (its
+ * tree's fields, and an event's body and raw text). May raise (memory). Returns 1. */
+int lgn_entry_table(lua_State *L);
 /* A lua_CFunction: the message at 1 with a traceback. Returns 1. */
 int lgn_traceback(lua_State *L);
 /* lua_pcall of the function below its one argument, u marked as running which. Returns

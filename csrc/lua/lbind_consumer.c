@@ -35,26 +35,6 @@ static lconsumer_t *check_open(lua_State *L) {
   return u;
 }
 
-/* [item light userdata] -> its table */
-static int push_item(lua_State *L) {
-  gn_item_t *it = (gn_item_t *)lua_touserdata(L, 1);
-  if (it->data) {
-    lua_pushcfunction(L, lgn_push_json);
-    lua_pushlightuserdata(L, it->data);
-    lua_call(L, 1, 1);
-  } else {
-    lua_newtable(L);
-  }
-  if (it->type == GN_ITEM_EVENT) {
-    if (it->body_len) lgn_json_push(L, it->raw + it->body_off, it->body_len);
-    else lua_newtable(L);
-    lua_setfield(L, -2, "body");
-    lua_pushlstring(L, it->raw, it->rawlen);
-    lua_setfield(L, -2, "raw");
-  }
-  return 1;
-}
-
 static int poll_items(lua_State *L, lconsumer_t *u, int timeout_ms) {
   gn_item_t *it = gn_consumer_pop(u->c);
   if (!it && timeout_ms != 0) {
@@ -72,7 +52,7 @@ static int poll_items(lua_State *L, lconsumer_t *u, int timeout_ms) {
       const char *s = json_string_value(json_object_get(it->data, "id"));
       if (s && strlen(s) < sizeof id) strcpy(id, s);
     }
-    int ok = lgn_dispatch(L, &u->caller, uv, ev ? "on_event" : "on_health", push_item, it) != 0;
+    int ok = lgn_dispatch(L, &u->caller, uv, ev ? "on_event" : "on_health", lgn_entry_table, it) != 0;
     gn_item_free(it);
     if (ev && ok && id[0] && !u->closed) gn_consumer_ack(u->c, id);
     n++;

@@ -21,6 +21,27 @@ static void push_ms(lua_State *L, double d) {
   lua_pushnumber(L, d);
 }
 
+/* An event's body (decoded from the text the service thread validated, lbind_json.c; not with
+ * raw_only) and raw text into the table at the top. */
+static void set_body_raw(lua_State *L, const gn_item_t *it, int raw_only) {
+  if (!raw_only) {
+    if (it->body_len) lgn_json_push(L, it->raw + it->body_off, it->body_len);
+    else lua_newtable(L);
+    lua_setfield(L, -2, "body");
+  }
+  lua_pushlstring(L, it->raw, it->rawlen);
+  lua_setfield(L, -2, "raw");
+}
+
+/* See lbind.h. */
+int lgn_entry_table(lua_State *L) {
+  gn_item_t *it = (gn_item_t *)lua_touserdata(L, 1);
+  if (it->data) lgn_push_tree(L, it->data);
+  else lua_newtable(L);
+  if (it->type == GN_ITEM_EVENT) set_body_raw(L, it, 0);
+  return 1;
+}
+
 /* See lbind.h. */
 int lgn_item_table(lua_State *L) {
   gn_item_t *it = (gn_item_t *)lua_touserdata(L, 1);
@@ -37,13 +58,7 @@ int lgn_item_table(lua_State *L) {
       lua_pushstring(L, it->correlation_id);
       lua_setfield(L, -2, "correlation_id");
     }
-    if (!raw_only) {
-      if (it->body_len) lgn_json_push(L, it->raw + it->body_off, it->body_len);
-      else lua_newtable(L);
-      lua_setfield(L, -2, "body");
-    }
-    lua_pushlstring(L, it->raw, it->rawlen);
-    lua_setfield(L, -2, "raw");
+    set_body_raw(L, it, raw_only);
     return 1;
   }
   if (it->data) lgn_push_tree(L, it->data);
