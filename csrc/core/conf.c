@@ -12,23 +12,41 @@ const gn_conf_opt_t gn_conf_opts[] = {GN_CONF_OPTIONS(GN_CONF_ROW)};
 #undef GN_CONF_ROW
 const size_t gn_conf_nopts = sizeof gn_conf_opts / sizeof *gn_conf_opts;
 
+/* The members are read and written through memcpy: a byte pointer cast to a double pointer is
+ * what cppcheck (rightly, for aliasing) refuses. */
 double gn_conf_opt_get(const gn_client_cfg_t *cfg, const gn_conf_opt_t *o) {
   const char *p = (const char *)cfg + o->offset;
+  long l;
+  size_t z;
+  int i;
+  double d;
   switch (o->ctype) {
-  case GN_OPT_T_LONG: return (double)*(const long *)p;
-  case GN_OPT_T_SIZE: return (double)*(const size_t *)p;
-  case GN_OPT_T_INT: return (double)*(const int *)p;
-  default: return *(const double *)p;
+  case GN_OPT_T_LONG: memcpy(&l, p, sizeof l); return (double)l;
+  case GN_OPT_T_SIZE: memcpy(&z, p, sizeof z); return (double)z;
+  case GN_OPT_T_INT: memcpy(&i, p, sizeof i); return (double)i;
+  default: memcpy(&d, p, sizeof d); return d;
   }
 }
 
 void gn_conf_opt_set(gn_client_cfg_t *cfg, const gn_conf_opt_t *o, double v) {
   char *p = (char *)cfg + o->offset;
   switch (o->ctype) {
-  case GN_OPT_T_LONG: *(long *)p = (long)v; break;
-  case GN_OPT_T_SIZE: *(size_t *)p = (size_t)v; break;
-  case GN_OPT_T_INT: *(int *)p = (int)v; break;
-  default: *(double *)p = v; break;
+  case GN_OPT_T_LONG: {
+    long l = (long)v;
+    memcpy(p, &l, sizeof l);
+    break;
+  }
+  case GN_OPT_T_SIZE: {
+    size_t z = (size_t)v;
+    memcpy(p, &z, sizeof z);
+    break;
+  }
+  case GN_OPT_T_INT: {
+    int i = (int)v;
+    memcpy(p, &i, sizeof i);
+    break;
+  }
+  default: memcpy(p, &v, sizeof v); break;
   }
 }
 
