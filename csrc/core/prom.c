@@ -132,15 +132,34 @@ oom:
 }
 
 /* See prom.h. */
+int gn_prom_samples(gn_buf_t *b, const char *name, const char *type, const char *help,
+                    const char *const *labels, const char *const *values, size_t n) {
+  if (gn_buf_add(b, "# HELP genesys_notify_", 22) || gn_buf_add(b, name, strlen(name)) ||
+      gn_buf_add(b, " ", 1) || gn_buf_add(b, help, strlen(help)) ||
+      gn_buf_add(b, "\n# TYPE genesys_notify_", 23) || gn_buf_add(b, name, strlen(name)) ||
+      gn_buf_add(b, " ", 1) || gn_buf_add(b, type, strlen(type)) || gn_buf_add(b, "\n", 1))
+    return -1;
+  for (size_t i = 0; i < n; i++)
+    if (gn_buf_add(b, "genesys_notify_", 15) || gn_buf_add(b, name, strlen(name)) ||
+        gn_buf_add(b, labels[i], strlen(labels[i])) || gn_buf_add(b, " ", 1) ||
+        gn_buf_add(b, values[i], strlen(values[i])) || gn_buf_add(b, "\n", 1))
+      return -1;
+  return 0;
+}
+
+/* See prom.h. */
 int gn_prom_family(gn_buf_t *b, const char *name, const char *type, const char *help,
                    const char *client, const char *value) {
-  char line[1024];
-  int n = snprintf(line, sizeof line,
-                   "# HELP genesys_notify_%s %s\n# TYPE genesys_notify_%s %s\n"
-                   "genesys_notify_%s{client=\"%s\"} %s\n",
-                   name, help, name, type, name, client ? client : "", value);
-  if (n < 0 || (size_t)n >= sizeof line) return -1;
-  return gn_buf_add(b, line, (size_t)n) ? -1 : 0;
+  gn_buf_t label = {0};
+  const char *cl = client ? client : "";
+  int rc = -1;
+  if (!gn_buf_add(&label, "{client=\"", 9) && !gn_buf_add(&label, cl, strlen(cl)) &&
+      !gn_buf_add(&label, "\"}", 2)) {
+    const char *l = label.p;
+    rc = gn_prom_samples(b, name, type, help, &l, &value, 1);
+  }
+  gn_buf_free(&label);
+  return rc;
 }
 
 /* See prom.h. */

@@ -20,6 +20,13 @@ char *gn_metrics_prometheus(const gn_metrics_snapshot_t *s, const char *state, c
 char *gn_metrics_prometheus_channels(const gn_metrics_snapshot_t *per, const char *const *states,
                                      const int *numbers, size_t n, const char *client);
 
+/* Appends one family to b: "# HELP genesys_notify_NAME HELP", "# TYPE genesys_notify_NAME TYPE",
+ * then a sample "genesys_notify_NAME<labels[i]> <values[i]>" for each of the n (labels written
+ * as given: "" or "{k=\"v\",...}"; values already formatted). Returns 0, or -1 when out of
+ * memory. */
+int gn_prom_samples(gn_buf_t *b, const char *name, const char *type, const char *help,
+                    const char *const *labels, const char *const *values, size_t n);
+
 /* Appends one family with a single sample to b: "# HELP genesys_notify_NAME HELP", "# TYPE
  * genesys_notify_NAME TYPE" and "genesys_notify_NAME{client="CLIENT"} VALUE" (value already
  * formatted). Returns 0, or -1 when out of memory. */

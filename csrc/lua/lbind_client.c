@@ -479,6 +479,7 @@ int lgn_open_client(lua_State *L) {
   lgn_register_class(L, LGN_CLIENT_MT, methods, l_gc, l_close, l_tostring);
   /* module table is at the top */
   lgn_open_context(L);
+  lgn_open_metrics(L);
   lgn_push_options(L);
   lua_setfield(L, -2, "options");
   lua_pushcfunction(L, lgn_client_new);

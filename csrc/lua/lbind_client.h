@@ -53,6 +53,7 @@ void lgn_register_class(lua_State *L, const char *name, const luaL_Reg *methods,
                         lua_CFunction gc, lua_CFunction close, lua_CFunction tostring);
 
 int lgn_client_metrics(lua_State *L); /* client:metrics([format]) (lbind_metrics.c) */
+void lgn_open_metrics(lua_State *L);   /* core.prometheus_family (lbind_metrics.c) */
 int lgn_client_new(lua_State *L);     /* core.client_new(cfg) (lbind_new.c) */
 /* Pushes core.options: the numeric options' table (conf.h) by the user's field name, each
  * {key=, kind="ms"|"int"|"bytes"|"fraction", default=, lo=, hi=} (lbind_new.c). */

@@ -3,6 +3,7 @@
 #include "lbind_client.h"
 #include "pool.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -140,3 +141,40 @@ int lgn_client_metrics(lua_State *L) {
   return 1;
 }
 
+/* core.prometheus_family(name, type, help, samples): the text of one Prometheus family
+ * genesys_notify_NAME as the core writes every family (prom.c), for what Lua counts itself (the
+ * CLI's output, the OpenResty layer's ring): samples is an array of {labels, value} (labels ""
+ * or "{k=\"v\"}", value an integer). Returns the text. */
+static int l_prometheus_family(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1), *type = luaL_checkstring(L, 2);
+  const char *help = luaL_checkstring(L, 3);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  size_t n = lua_rawlen(L, 4);
+  const char **labels = lua_newuserdata(L, (n ? n : 1) * sizeof *labels);
+  const char **values = lua_newuserdata(L, (n ? n : 1) * sizeof *values);
+  char(*num)[32] = lua_newuserdata(L, (n ? n : 1) * sizeof *num);
+  for (size_t i = 0; i < n; i++) {
+    lua_rawgeti(L, 4, (int)i + 1);
+    luaL_checktype(L, -1, LUA_TTABLE);
+    lua_rawgeti(L, -1, 1);
+    labels[i] = luaL_checkstring(L, -1); /* kept alive by the samples table */
+    lua_rawgeti(L, -2, 2);
+    snprintf(num[i], sizeof num[i], "%.0f", (double)luaL_checknumber(L, -1));
+    values[i] = num[i];
+    lua_pop(L, 3);
+  }
+  gn_buf_t b = {0};
+  if (gn_prom_samples(&b, name, type, help, labels, values, n)) {
+    gn_buf_free(&b);
+    return luaL_error(L, "genesys.notify: out of memory");
+  }
+  lua_pushlstring(L, b.p, b.len);
+  gn_buf_free(&b);
+  return 1;
+}
+
+/* See lbind_client.h. */
+void lgn_open_metrics(lua_State *L) {
+  lua_pushcfunction(L, l_prometheus_family);
+  lua_setfield(L, -2, "prometheus_family");
+}
