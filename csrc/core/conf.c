@@ -76,20 +76,13 @@ int gn_conf_init(gn_conf_t *c, const gn_client_cfg_t *cfg, char *err, size_t err
     double v = gn_conf_opt_get(cfg, o);
     gn_conf_opt_set(&n, o, v >= o->lo && v <= o->hi ? v : o->def);
   }
-  c->connect_timeout_ms = n.connect_timeout_ms;
-  c->handshake_timeout_ms = n.handshake_timeout_ms;
-  c->http_timeout_ms = n.http_timeout_ms;
-  c->idle_ms = n.idle_ms;
-  c->ping_timeout_ms = n.ping_timeout_ms;
-  c->queue_limit = n.queue_limit;
-  c->queue_bytes = n.queue_bytes;
-  c->max_message = n.max_message;
+#define GN_CONF_COPY(field, key, member, ctype, kind, def, lo, hi) c->member = n.member;
+  GN_CONF_OPTIONS(GN_CONF_COPY) /* gn_conf_t has each option under its gn_client_cfg_t name */
+#undef GN_CONF_COPY
+  c->renew.rule = cfg->renew.rule;
   c->overflow_pause = cfg->overflow_pause;
-  c->pause_max_ms = n.pause_max_ms;
   c->backoff = cfg->backoff;
   c->has_policy = cfg->policy;
-  c->channel_budget = n.channel_budget;
-  c->renew = n.renew;
   return 0;
 }
 

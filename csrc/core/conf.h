@@ -60,8 +60,9 @@ typedef struct {
  * default of a value outside its range, a zero from a C caller), the binding (lbind_new.c: the
  * table genesys.notify normalized, by key) and genesys.notify itself (core.options: the user's
  * field checked against its range, with the same message as before). Adding an option is one
- * row here (plus its doc row in docs/client.md and its spec), and where it lives in the user's
- * configuration in genesys.notify's reader.
+ * row here, its member (same name) in gn_client_cfg_t and gn_conf_t, and one opt_into() call
+ * where it sits in the user's configuration (lua/genesys/notify.lua); plus its doc row in
+ * docs/client.md and its spec.
  *   X(field: the user's name, key: the normalized table's, member of gn_client_cfg_t, C type
  *     (GN_OPT_T_*), kind (how the message says it: GN_OPT_MS, GN_OPT_INT, GN_OPT_BYTES,
  *     GN_OPT_FRACTION), default, lowest, highest) */
