@@ -8,6 +8,7 @@
  */
 #include "admin.h"
 
+#include "directory.h"
 #include "events.h"
 #include "publish.h"
 #include "state.h"
@@ -473,6 +474,11 @@ int admin_handle(const char *method, const char *path, const char *body, size_t 
 	}
 	if (get && (!strcmp(r, "publish") || !strncmp(r, "publish/", 8)))
 		return publish_get(r, answer, msg, ml);
+	if (get) {
+		int ds = dir_admin(method, r, NULL, answer, msg, ml);
+		if (ds >= 0)
+			return ds;
+	}
 	if (!post)
 		return fail(msg, ml, 404, "no admin endpoint %s %s", method, path);
 	json_t *o = NULL;
@@ -485,7 +491,12 @@ int admin_handle(const char *method, const char *path, const char *body, size_t 
 		}
 	} else
 		o = json_object();
-	int st = 200;
+	int st = dir_admin(method, r, o, answer, msg, ml);
+	if (st >= 0) {
+		json_decref(o);
+		return st;
+	}
+	st = 200;
 	if (!strncmp(r, "channels/", 9))
 		st = channels_request(r, o, answer, msg, ml);
 	else if (!strcmp(r, "publish"))

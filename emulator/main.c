@@ -10,6 +10,7 @@
 #include "admin.h"
 #include "http.h"
 #include "log.h"
+#include "directory.h"
 #include "publish.h"
 #include "session.h"
 #include "state.h"
@@ -372,6 +373,7 @@ int main(int argc, char **argv)
 	while (slows)
 		slow_unlink(slows);
 	publish_free();
+	dir_free();
 	channels_free();
 	tokens_free();
 	json_decref(E.token_answer); /* a token fault left set */
