@@ -34,6 +34,13 @@ typedef struct {
   int policy;                /* an operator policy hook will answer GN_ITEM_POLICY items */
   gn_proxy_t proxy;          /* HTTP proxy for REST and WebSocket (host NULL: none) */
   int channel_budget;        /* channels of the credential, one spare for rollovers (0: 20) */
+  /* resync (resync.h): families as bits (0: off), the token's REST budget (requests per
+   * window, the stream's included; 0: 150 a minute), a unit kept for the stream per channel
+   * of the budget (reserve: 0 = 2 per channel), and the spacing of resync requests (0: the
+   * window spread over the budget) */
+  unsigned resync_families;
+  int resync_budget, resync_reserve;
+  long resync_window_ms, resync_spacing_ms;
 } gn_client_cfg_t;
 
 /* The client's copy: owned strings, defaults filled in, api_base without trailing slashes. */
@@ -48,6 +55,9 @@ typedef struct {
   int has_policy;
   gn_proxy_t proxy;
   int channel_budget;
+  unsigned resync_families;
+  int resync_budget, resync_reserve;
+  long resync_window_ms, resync_spacing_ms;
 } gn_conf_t;
 
 /* Fills c from cfg. Returns 0, or -1 and err (out of memory; c is then freed). Any thread. */

@@ -358,7 +358,7 @@ static int poll_items(lua_State *L, lclient_t *u, int timeout_ms) {
       gn_item_free(it);
       n++;
     } else {
-      const char *which = it->type == GN_ITEM_EVENT ? "on_event" : "on_health";
+      const char *which = GN_ITEM_IS_EVENTLIKE(it->type) ? "on_event" : "on_health";
       lua_getfield(L, uv, which);
       if (!lua_isfunction(L, -1)) {
         lua_pop(L, 1);
@@ -411,6 +411,7 @@ static int drain_append(lua_State *L) {
   lua_pushlightuserdata(L, it);
   lua_call(L, 1, 1);
   if (it->type == GN_ITEM_EVENT) lua_pushliteral(L, "event");
+  else if (it->type == GN_ITEM_RESYNC) lua_pushliteral(L, "resync");
   else lua_pushliteral(L, "health");
   lua_setfield(L, -2, "item");
   lua_rawseti(L, 2, (int)n + 1);
@@ -864,6 +865,13 @@ static int l_metrics(lua_State *L) {
   setint(L, "pauses", s.pauses);
   setnum(L, "paused_ms", s.paused_ms);
   setint(L, "tls_resumed", s.tls_resumed);
+  setint(L, "resync_runs", s.resync_runs);
+  setint(L, "resync_entities", s.resync_entities);
+  setint(L, "resync_requests", s.resync_requests);
+  setint(L, "resync_stale", s.resync_stale);
+  setint(L, "resync_forbidden", s.resync_forbidden);
+  setint(L, "resync_rate_limited", s.resync_rate_limited);
+  setint(L, "resync_failed", s.resync_failed);
   setint(L, "queued_events", s.queued_events);
   setint(L, "queued_bytes", s.queued_bytes);
   setint(L, "topics_wanted", s.topics_wanted);
@@ -1153,6 +1161,7 @@ static int l_client_new(lua_State *L) {
   cfg.idle_ms = (long)opt_number(L, 1, "idle_ms", 35000, 10, 86400e3);
   cfg.ping_timeout_ms = (long)opt_number(L, 1, "ping_timeout_ms", 10000, 10, 86400e3);
   cfg.channel_budget = (int)opt_number(L, 1, "channel_budget", 20, 2, 1000);
+  if (lgn_resync_config(L, 1, &cfg) != 0) return lua_error(L); /* lbind_resync.c */
   lua_getfield(L, 1, "backoff");
   read_backoff(L, lua_gettop(L), &cfg.backoff);
   lua_pop(L, 1);

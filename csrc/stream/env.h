@@ -39,7 +39,8 @@ typedef enum {
 /* The state's name as the owner sees it ("open" for GN_ST_ROLLOVER). Any thread. */
 const char *gn_state_name(gn_state_t s);
 
-typedef struct {
+typedef struct gn_env gn_env_t;
+struct gn_env {
   const gn_conf_t *conf;
   gn_service_t *svc;
   gn_token_entry_t *tok;  /* shared per credential across the process */
@@ -60,7 +61,12 @@ typedef struct {
    * returns 0 to withhold it (counted by the tap). NULL: none. Service thread. */
   int (*tap)(void *ud, const gn_msg_t *m, const char *channel_id, const char *raw, size_t len);
   void *tap_ud;
-} gn_env_t;
+  /* Resync (resync.h), NULL when off: deaf gets each deaf interval this env reports (health
+   * "restored" or "gap", wall-clock ms), seen each event before it is queued. Service thread. */
+  void (*deaf)(void *ud, gn_env_t *env, double from_ms, double to_ms);
+  void (*seen)(void *ud, const gn_msg_t *m);
+  void *resync_ud;
+};
 
 /* Queues health item kind with fields (stolen, may be NULL) stamped with the current state.
  * Returns nothing. Service thread. */

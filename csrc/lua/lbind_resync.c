@@ -1,0 +1,40 @@
+/* lbind_resync.c: the resync part of a client's configuration, as notify.lua normalized it
+ * (resync_families: a comma-separated list of family names; resync_budget,
+ * resync_window_ms, resync_spacing_ms, resync_reserve: numbers), read into the core's
+ * settings. notify.lua checks types and ranges; the family names are checked here, against
+ * the one table of families (resync_families.c), naming the field. */
+#include "conf.h"
+#include "lbind.h"
+#include "resync_families.h"
+
+#include <lauxlib.h>
+
+static double num(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
+  lua_pop(L, 1);
+  return v;
+}
+
+int lgn_resync_config(lua_State *L, int idx, void *cfgp) {
+  gn_client_cfg_t *cfg = cfgp;
+  idx = lua_absindex(L, idx);
+  lua_getfield(L, idx, "resync_families");
+  const char *list = lua_tostring(L, -1);
+  if (list) {
+    char bad[64];
+    cfg->resync_families = gn_rs_parse_list(list, bad, sizeof bad);
+    if (!cfg->resync_families) {
+      lua_pop(L, 1);
+      lua_pushfstring(L, "genesys.notify: resync: expected true or a list of families (%s), "
+                         "got \"%s\"", gn_rs_names(), bad);
+      return -1;
+    }
+  }
+  lua_pop(L, 1);
+  cfg->resync_budget = (int)num(L, idx, "resync_budget");
+  cfg->resync_reserve = (int)num(L, idx, "resync_reserve");
+  cfg->resync_window_ms = (long)num(L, idx, "resync_window_ms");
+  cfg->resync_spacing_ms = (long)num(L, idx, "resync_spacing_ms");
+  return 0;
+}
