@@ -1,0 +1,241 @@
+-- Resync (issue 25): after a deaf interval the client reads back the current state of the
+-- subscribed topics over REST and delivers it as resync items, against the emulator's
+-- directory (users and queues changed through its admin API), permissions and rate limit.
+local emulator = require "support.emulator"
+local wait = require "support.wait"
+
+local function users(prefix, n, suffixes)
+  local topics = {}
+  for i = 1, n do
+    for _, s in ipairs(suffixes) do topics[#topics + 1] = "v2.users." .. prefix .. i .. "." .. s end
+  end
+  return topics
+end
+
+-- The server's count of REST requests (every token), from its rate limiter's table.
+local function rest_requests(emu)
+  local st, j = emu:admin("GET", "ratelimit")
+  assert.equals(200, st)
+  local n, limited = 0, 0
+  for _, t in ipairs(j.tokens) do n = n + t.requests; limited = limited + t.limited end
+  return n, limited, j
+end
+
+-- RST on the client's channel with reconnects refused for ms: a deaf interval the client
+-- reports as "restored" once the refusal ends. during() runs while the socket is down.
+local function outage(emu, client, rec, ms, during)
+  local ch = wait.channel_of(rec)
+  local before = rec.count("disconnected")
+  assert.equals(200, (emu:admin("POST", "faults/handshake", { mode = "refuse", ms = ms })))
+  assert.equals(200, (emu:admin("POST", "channels/" .. ch .. "/reset", {})))
+  assert.truthy(wait.until_(client, function() return rec.count("disconnected") > before end, 10000))
+  if during then during() end
+end
+
+local function completed(rec, n)
+  return function()
+    local k = 0
+    for _, h in ipairs(rec.kinds.resync or {}) do
+      if h.phase == "completed" or h.phase == "failed" then k = k + 1 end
+    end
+    return k >= (n or 1)
+  end
+end
+
+local function resync_items(rec)
+  local out = {}
+  for _, e in ipairs(rec.events) do if e.resync then out[#out + 1] = e end end
+  return out
+end
+
+describe("genesys.notify client: resync after gaps", function()
+  local emu
+  setup(function() emu = emulator.start { tls = true } end)
+  teardown(function() if emu then emu:stop() end end)
+  before_each(function()
+    emu:admin("POST", "faults/clear", {})
+    emu:admin("POST", "ratelimit", { per_window = 0, window_ms = 60000, reset = true })
+    emu:admin("POST", "permissions", { client_id = "test-id", deny = {} })
+  end)
+
+  it("presence and routing status changed while the socket was down arrive as resync items with the values set during the gap", function()
+    for i = 1, 3 do emu:admin("POST", "users/a" .. i, { presence = "Available", routing_status = "IDLE" }) end
+    local client, rec = wait.start_client(emu, { resync = { "presence", "routing_status" } },
+      users("a", 3, { "presence", "routingStatus" }), true)
+    finally(function() client:close() end)
+    outage(emu, client, rec, 1500, function()
+      assert.equals(200, (emu:admin("POST", "users/a2", { presence = "Busy", routing_status = "INTERACTING" })))
+    end)
+    assert.truthy(wait.until_(client, completed(rec), 20000), "no resync completed")
+    local restored = rec.last("restored")
+    local items = resync_items(rec)
+    assert.equals(6, #items)
+    local by = {}
+    for _, e in ipairs(items) do
+      by[e.topic] = e
+      assert.is_true(e.resync)
+      assert.equals(restored.deaf_from_ms, e.deaf_from_ms)
+      assert.equals(restored.deaf_to_ms, e.deaf_to_ms)
+      assert.is_true(e.read_ms >= e.deaf_to_ms)
+    end
+    local p = by["v2.users.a2.presence"]
+    assert.equals("Busy", p.body.presenceDefinition.systemPresence)
+    assert.equals("PURECLOUD", p.body.source)
+    assert.equals("modifiedDate", p.newer_than)
+    assert.equals("string", type(p.body.modifiedDate))
+    local r = by["v2.users.a2.routingStatus"]
+    assert.equals("INTERACTING", r.body.routingStatus.status)
+    assert.equals("a2", r.body.id)
+    assert.equals("startTime", r.newer_than)
+    assert.equals("Available", by["v2.users.a1.presence"].body.presenceDefinition.systemPresence)
+    local done = rec.last("resync")
+    assert.equals("completed", done.phase)
+    assert.equals(6, done.entities)
+    assert.equals(2, done.requests)
+    local m = client:metrics()
+    assert.equals(1, m.resync_runs)
+    assert.equals(6, m.resync_entities)
+    assert.truthy(client:metrics("prometheus"):find('genesys_notify_resync_entities_total{client="', 1, true))
+  end)
+
+  it("drain() returns resync items as item = \"resync\"", function()
+    emu:admin("POST", "users/d1", { presence = "Available" })
+    local rec = wait.recorder()
+    local notify = require "genesys.notify"
+    local cfg = wait.config(emu, nil, { resync = "presence", topics = { "v2.users.d1.presence" } })
+    local client = notify.new(cfg)
+    client:start()
+    finally(function() client:close() end)
+    local got = {}
+    local function pump()
+      local list = client:drain()
+      for _, it in ipairs(list) do
+        got[#got + 1] = it
+        if it.item == "health" then rec.on_health(it) end
+      end
+      if #list == 0 then os.execute("sleep 0.02") end
+    end
+    local t0 = os.time()
+    repeat pump() until rec.count("connected") > 0 or os.time() - t0 > 10
+    local ch = wait.channel_of(rec)
+    emu:admin("POST", "faults/handshake", { mode = "refuse", ms = 1000 })
+    emu:admin("POST", "channels/" .. ch .. "/reset", {})
+    emu:admin("POST", "users/d1", { presence = "Meal" })
+    t0 = os.time()
+    local item
+    repeat
+      pump()
+      for _, it in ipairs(got) do if it.item == "resync" then item = it end end
+    until item or os.time() - t0 > 20 * wait.slow()
+    assert.truthy(item, "no resync item from drain()")
+    assert.equals("v2.users.d1.presence", item.topic)
+    assert.equals("Meal", item.body.presenceDefinition.systemPresence)
+    assert.is_true(item.resync)
+  end)
+
+  it("120 users' presence heals in 3 requests", function()
+    local topics = users("h", 120, { "presence" })
+    for i = 1, 120 do emu:admin("POST", "users/h" .. i, { presence = "Available" }) end
+    local client, rec = wait.start_client(emu, { resync = { "presence" } }, topics, true)
+    finally(function() client:close() end)
+    local before = rest_requests(emu)
+    outage(emu, client, rec, 1000, function() emu:admin("POST", "users/h77", { presence = "Away" }) end)
+    assert.truthy(wait.until_(client, completed(rec), 30000))
+    local after = rest_requests(emu)
+    assert.equals(3, after - before) -- a soft reconnect makes no REST call: only the resync's
+    local items = resync_items(rec)
+    assert.equals(120, #items)
+    local seen = {}
+    for _, e in ipairs(items) do seen[e.topic] = e end
+    assert.equals("Away", seen["v2.users.h77.presence"].body.presenceDefinition.systemPresence)
+    assert.equals(3, rec.last("resync").requests)
+  end)
+
+  it("an event newer than the snapshot wins: the older snapshot is dropped and counted", function()
+    emu:admin("POST", "users/n1", { presence = "Available" })
+    emu:admin("POST", "users/n2", { presence = "Available" })
+    local client, rec = wait.start_client(emu, { resync = { "presence" } },
+      { "v2.users.n1.presence", "v2.users.n2.presence" }, true)
+    finally(function() client:close() end)
+    local before = rest_requests(emu)
+    outage(emu, client, rec, 800, function()
+      -- the resync's request is read at once and answered 3 s later: the snapshot it carries is
+      -- older than the change made meanwhile, whose event the live socket delivers first
+      emu:admin("POST", "faults/http", { target = "rest", delay_ms = 3000, count = 1 })
+    end)
+    assert.truthy(wait.until_(client, function() return rest_requests(emu) > before end, 20000))
+    emu:admin("POST", "users/n1", { presence = "Busy" })
+    assert.truthy(wait.until_(client, completed(rec), 20000))
+    local last = {}
+    for _, e in ipairs(rec.events) do
+      if e.topic == "v2.users.n1.presence" then last[#last + 1] = e end
+    end
+    assert.equals(1, #last, "only the live event for n1, not the older snapshot after it")
+    assert.is_nil(last[1].resync)
+    assert.equals("Busy", last[1].body.presenceDefinition.systemPresence)
+    assert.equals(1, rec.last("resync").stale)
+    assert.equals(1, client:metrics().resync_stale)
+    assert.equals(1, #resync_items(rec)) -- n2's snapshot is still delivered
+  end)
+
+  it("a 403 family is reported once and skipped from then on", function()
+    emu:admin("POST", "users/f1", { presence = "Available", station = { id = "st1", name = "Desk" } })
+    emu:admin("POST", "permissions", { client_id = "test-id",
+      deny = { "telephony:otherStationAssociation:view" } })
+    local client, rec = wait.start_client(emu, { resync = { "presence", "station" } },
+      { "v2.users.f1.presence", "v2.users.f1.station" }, true)
+    finally(function() client:close() end)
+    outage(emu, client, rec, 800)
+    assert.truthy(wait.until_(client, completed(rec), 20000))
+    local forbidden = rec.where("resync", function(h) return h.phase == "forbidden" end)
+    assert.equals(1, #forbidden)
+    assert.equals("station", forbidden[1].family)
+    assert.equals("telephony:otherStationAssociation:view", forbidden[1].permission)
+    local before = rest_requests(emu)
+    outage(emu, client, rec, 800)
+    assert.truthy(wait.until_(client, completed(rec, 2), 20000))
+    assert.equals(1, rest_requests(emu) - before) -- presence only: the station family is skipped
+    assert.equals(1, #rec.where("resync", function(h) return h.phase == "forbidden" end))
+    for _, e in ipairs(resync_items(rec)) do assert.equals("v2.users.f1.presence", e.topic) end
+    assert.equals(2, #resync_items(rec))
+    assert.equals(1, client:metrics().resync_forbidden)
+  end)
+
+  it("a 429 is honoured: the retry waits for its Retry-After", function()
+    for i = 1, 2 do emu:admin("POST", "users/r" .. i, { presence = "Available", routing_status = "IDLE" }) end
+    local client, rec = wait.start_client(emu, { resync = { "presence", "routing_status" } },
+      users("r", 2, { "presence", "routingStatus" }), true)
+    finally(function() client:close() end)
+    outage(emu, client, rec, 800, function()
+      -- one request per 2 s per token: the resync's second request is refused with the time
+      -- until the window has room; a client that retries sooner is refused again
+      emu:admin("POST", "ratelimit", { per_window = 1, window_ms = 2000, reset = true })
+    end)
+    assert.truthy(wait.until_(client, completed(rec), 30000))
+    local _, limited = rest_requests(emu)
+    assert.equals(1, limited)
+    assert.equals(1, client:metrics().resync_rate_limited)
+    local rl = rec.where("resync", function(h) return h.phase == "rate_limited" end)
+    assert.equals(1, #rl)
+    assert.is_true(rl[1].retry_after_ms >= 1000)
+    assert.equals("completed", rec.last("resync").phase)
+    assert.equals(4, #resync_items(rec))
+  end)
+
+  it("resync configuration errors name the field", function()
+    local notify = require "genesys.notify"
+    local cfg = wait.config(emu, nil, { resync = { "presence", "nope" } })
+    local ok, err = pcall(notify.new, cfg)
+    assert.is_false(ok)
+    assert.truthy(err:find("resync: expected", 1, true), err)
+    assert.truthy(err:find('"nope"', 1, true), err)
+    cfg = wait.config(emu, nil, { resync = { families = true, budget = 1 } })
+    ok, err = pcall(notify.new, cfg)
+    assert.is_false(ok)
+    assert.truthy(err:find("resync.budget", 1, true), err)
+    cfg = wait.config(emu, nil, { resync = 42 })
+    ok, err = pcall(notify.new, cfg)
+    assert.is_false(ok)
+    assert.truthy(err:find("resync:", 1, true), err)
+  end)
+end)
