@@ -35,8 +35,8 @@ typedef struct {
   gn_proxy_t proxy;          /* HTTP proxy for REST and WebSocket (host NULL: none) */
   int channel_budget;        /* channels of the credential, one spare for rollovers (0: 20) */
   /* resync (resync.h): families as bits (0: off), the token's REST budget (requests per
-   * window, the stream's included; 0: 150 a minute), a unit kept for the stream per channel
-   * of the budget (reserve: 0 = 2 per channel), and the spacing of resync requests (0: the
+   * window, the stream's included; 0: 150 a minute), units kept for the stream (reserve: 0 =
+   * 4 per channel of the channel budget), and the spacing of resync requests (0: the
    * window spread over the budget) */
   unsigned resync_families;
   int resync_budget, resync_reserve;

@@ -55,7 +55,7 @@ describe("genesys.notify client: resync after gaps", function()
   before_each(function()
     emu:admin("POST", "faults/clear", {})
     emu:admin("POST", "ratelimit", { per_window = 0, window_ms = 60000, reset = true })
-    emu:admin("POST", "permissions", { client_id = "test-id", deny = {} })
+    emu:admin("POST", "permissions", '{"client_id":"test-id","deny":[]}')
   end)
 
   it("presence and routing status changed while the socket was down arrive as resync items with the values set during the gap", function()
@@ -222,6 +222,46 @@ describe("genesys.notify client: resync after gaps", function()
     assert.equals(4, #resync_items(rec))
   end)
 
+  it("every family: station, conversation summary, activity, queue members and observations, conversations", function()
+    emu:admin("POST", "users/x1", { presence = "Available", routing_status = "IDLE",
+      station = { id = "s1", name = "Desk 1" },
+      conversation_summary = { call = { contactCenter = { active = 1, acw = 0 } } } })
+    emu:admin("POST", "queues/q1", { members = { { id = "x1" } }, observations = { oWaiting = 2 } })
+    emu:admin("POST", "conversations/c1", { user = "x1", queue = "q1", state = "active" })
+    local topics = { "v2.users.x1.station", "v2.users.x1.conversationsummary", "v2.users.x1.activity",
+      "v2.routing.queues.q1.users", "v2.analytics.queues.q1.observations", "v2.users.x1.conversations",
+      "v2.routing.queues.q1.conversations.calls" }
+    local client, rec = wait.start_client(emu, { resync = true }, topics, true)
+    finally(function() client:close() end)
+    outage(emu, client, rec, 800, function()
+      emu:admin("POST", "users/x1", { station = { id = "s2", name = "Desk 2" },
+        conversation_summary = { call = { contactCenter = { active = 0, acw = 1 } } } })
+      emu:admin("POST", "queues/q1", { members = { { id = "x2" } }, observations = { oWaiting = 5 } })
+    end)
+    assert.truthy(wait.until_(client, completed(rec), 30000))
+    local by = {}
+    for _, e in ipairs(resync_items(rec)) do by[e.topic] = e end
+    assert.equals("s2", by["v2.users.x1.station"].body.associatedStation.id)
+    assert.equals("station", by["v2.users.x1.station"].family)
+    assert.equals("none", by["v2.users.x1.station"].newer_than)
+    assert.equals(1, by["v2.users.x1.conversationsummary"].body.call.contactCenter.acw)
+    assert.equals("IDLE", by["v2.users.x1.activity"].body.routingStatus.status)
+    local members = by["v2.routing.queues.q1.users"].body
+    assert.equals(2, members.total)
+    local obs = by["v2.analytics.queues.q1.observations"].body
+    assert.equals("q1", obs.group.queueId)
+    local waiting
+    for _, d in ipairs(obs.data) do if d.metric == "oWaiting" then waiting = d.stats.count end end
+    assert.equals(5, waiting)
+    for _, t in ipairs { "v2.users.x1.conversations", "v2.routing.queues.q1.conversations" } do
+      local c = by[t].body
+      assert.equals("c1", c.conversations[1].conversationId)
+      assert.equals(by[t].deaf_from_ms, c.ended.from_ms)
+      assert.equals("POST /api/v2/analytics/conversations/details/query", c.ended.query)
+    end
+    assert.equals(7, #resync_items(rec))
+  end)
+
   it("resync configuration errors name the field", function()
     local notify = require "genesys.notify"
     local cfg = wait.config(emu, nil, { resync = { "presence", "nope" } })
@@ -237,5 +277,56 @@ describe("genesys.notify client: resync after gaps", function()
     ok, err = pcall(notify.new, cfg)
     assert.is_false(ok)
     assert.truthy(err:find("resync:", 1, true), err)
+  end)
+end)
+
+describe("genesys.notify client: resync within the token's budget", function()
+  local emu
+  setup(function() emu = emulator.start { tls = true, args = { "--max-channels", "25" } } end)
+  teardown(function() if emu then emu:stop() end end)
+
+  it("a resync during a maintenance wave of a 20-channel pool stays within the budget", function()
+    -- the server refuses (429) beyond 200 requests in any 10 s (a minute's budget squeezed
+    -- into 10 s): the client's budget is the same. The stream alone peaks near 90 (20 channels
+    -- and subscriptions, then a rollover and some hard reconnects each); the resync needs 160
+    -- requests (4,000 users of two families, 50 a call): both at once would exceed it.
+    emu:admin("POST", "ratelimit", { per_window = 200, window_ms = 10000, reset = true })
+    local topics = {}
+    for i = 1, 4000 do
+      topics[#topics + 1] = "v2.users.b" .. i .. ".presence"
+      topics[#topics + 1] = "v2.users.b" .. i .. ".routingStatus"
+    end
+    for i = 1, 11001 do topics[#topics + 1] = "v2.users.g" .. i .. ".geolocation" end
+    local client, rec = wait.start_client(emu, { channel_budget = 21,
+      resync = { families = { "presence", "routing_status" }, budget = 200, window_ms = 10000 } },
+      topics)
+    finally(function() client:close() end)
+    assert.truthy(wait.until_(client, function()
+      local m = client:metrics()
+      return m.subscriptions_synced and #m.channels == 20
+    end, 60000), "the pool did not come up")
+    emu:admin("POST", "faults/handshake", { mode = "refuse", ms = 1000 })
+    assert.equals(200, (emu:admin("POST", "channels/*/reset", {})))
+    assert.truthy(wait.until_(client, function()
+      return #rec.where("resync", function(h) return h.phase == "started" end) > 0
+    end, 20000))
+    wait.for_ms(client, 1000)
+    -- the wave: every channel rolls over (a channel and a subscription each) mid-resync
+    assert.equals(200, (emu:admin("POST", "channels/*/socket_closing", { grace_ms = 3000 * wait.slow() })))
+    -- 20 requests for each of the 8 channels holding resync topics that was deaf; channels
+    -- that come back after a resync finished get one of their own
+    local function settled()
+      local l = rec.last("resync")
+      return l.phase == "completed" and client:metrics().resync_requests >= 20
+    end
+    assert.truthy(wait.until_(client, settled, 120000), "the resync did not complete")
+    wait.for_ms(client, 2000)
+    assert.truthy(wait.until_(client, settled, 120000), "the resync did not complete")
+    assert.equals(0, client:metrics().resync_failed)
+    assert.equals(0, client:metrics().resync_rate_limited)
+    local _, limited, j = rest_requests(emu)
+    assert.equals(0, limited, require("cjson").encode(j))
+    assert.is_true(j.tokens[1].peak <= 200, "peak " .. j.tokens[1].peak)
+    assert.is_true(rec.count("rollover") >= 20)
   end)
 end)
