@@ -17,6 +17,7 @@
 
 #include <stdio.h>
 #include <strings.h>
+#include <time.h>
 
 #define MAX_FAILURES 5       /* failed requests in a row before the resync gives up */
 #define DEFAULT_429_MS 3000  /* a 429 without Retry-After waits this (the official SDKs' 3 s) */
@@ -222,6 +223,14 @@ void gn_resync_seen(gn_resync_t *r, const gn_msg_t *m) {
 
 /* ---- items ------------------------------------------------------------------------------ */
 
+static void iso_ms(char *out, size_t n, double ms) {
+  time_t s = (time_t)(ms / 1000);
+  struct tm tm;
+  gmtime_r(&s, &tm);
+  size_t l = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(out + l, n - l, ".%03dZ", (int)((long long)ms % 1000));
+}
+
 static void emit(void *ud, int fam, const char *id, json_t *body, const char *date) {
   gn_resync_t *r = ud;
   char topic[300], key[300];
@@ -241,14 +250,36 @@ static void emit(void *ud, int fam, const char *id, json_t *body, const char *da
                          body, "resync", 1, "family", f->name, "newer_than",
                          f->newer ? f->newer : "none", "deaf_from_ms", r->from_ms,
                          "deaf_to_ms", r->to_ms, "read_ms", gn_now_wall_ms());
-  if (it && (fam == GN_RS_CONV_USER || fam == GN_RS_CONV_QUEUE))
+  if (it && (fam == GN_RS_CONV_USER || fam == GN_RS_CONV_QUEUE)) {
+    /* the details query's interval ("from/to" in ISO 8601) for what ended inside the gap */
+    char a[40], b[40], iv[90];
+    iso_ms(a, sizeof a, r->from_ms);
+    iso_ms(b, sizeof b, r->to_ms);
+    snprintf(iv, sizeof iv, "%s/%s", a, b);
     json_object_set_new(json_object_get(it, "body"), "ended",
-                        json_pack("{s:f, s:f, s:s}", "from_ms", r->from_ms, "to_ms", r->to_ms,
-                                  "query", "POST /api/v2/analytics/conversations/details/query"));
+                        json_pack("{s:f, s:f, s:s, s:s}", "from_ms", r->from_ms, "to_ms",
+                                  r->to_ms, "interval", iv, "query",
+                                  "POST /api/v2/analytics/conversations/details/query"));
+  }
   if (!it) {
     gn_queue_drop(r->env->queue, 1);
     return;
   }
+  /* raw: the item as a stream message would carry it ({topicName, version, eventBody} plus a
+   * "resync" member), for whatever passes events on as text (a CLI line, a Redis stream, the
+   * nginx ring) */
+  json_t *mark = json_pack("{s:s, s:s, s:O, s:O, s:O}", "family", f->name, "newer_than",
+                           f->newer ? f->newer : "none", "deaf_from_ms",
+                           json_object_get(it, "deaf_from_ms"), "deaf_to_ms",
+                           json_object_get(it, "deaf_to_ms"), "read_ms",
+                           json_object_get(it, "read_ms"));
+  json_t *msg = json_pack("{s:s, s:s, s:O, s:o}", "topicName", topic, "version", "2",
+                          "eventBody", json_object_get(it, "body"), "resync", mark);
+  char *raw = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+  json_decref(msg);
+  if (raw) json_object_set_new(it, "raw", json_string(raw));
+  json_object_set(it, "received_ms", json_object_get(it, "read_ms"));
+  free(raw);
   r->entities++;
   COUNT(r, resync_entities, 1);
   gn_item_t *item = calloc(1, sizeof *item);
