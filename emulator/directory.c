@@ -265,9 +265,10 @@ static int set_queue(const char *id, json_t *o, json_t **answer, char *msg, size
 		json_t *data = json_array();
 		const char *k;
 		json_t *v;
-		json_object_foreach(q->observations, k, v)
+		json_object_foreach(q->observations, k, v) {
 			json_array_append_new(data, json_pack("{s:s, s:{s:O}}", "metric", k, "stats",
 							      "count", v));
+		}
 		json_t *b = json_pack("{s:{s:s}, s:o}", "group", "queueId", id, "data", data);
 		publish_one(topic, b, corr);
 		json_decref(b);

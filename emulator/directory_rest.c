@@ -258,8 +258,9 @@ static void filter_ids(json_t *filter, const char *dim, json_t *out)
 		if (d && !strcmp(d, dim) && json_is_string(v))
 			json_array_append(out, v);
 	}
-	json_array_foreach(json_object_get(filter, "clauses"), i, p)
+	json_array_foreach(json_object_get(filter, "clauses"), i, p) {
 		filter_ids(p, dim, out);
+	}
 }
 
 static int observations(int client, json_t *body, json_t **answer, const char **code,
@@ -311,10 +312,12 @@ static int activity(int client, json_t *body, json_t **answer, const char **code
 		int match = 0;
 		size_t k;
 		json_t *v;
-		json_array_foreach(users, k, v) match |= c->user && !strcmp(c->user,
-									    json_string_value(v));
-		json_array_foreach(queues, k, v) match |= c->queue && !strcmp(c->queue,
-									     json_string_value(v));
+		json_array_foreach(users, k, v) {
+			match |= c->user && !strcmp(c->user, json_string_value(v));
+		}
+		json_array_foreach(queues, k, v) {
+			match |= c->queue && !strcmp(c->queue, json_string_value(v));
+		}
 		if (!match)
 			continue;
 		char at[40];

@@ -272,7 +272,9 @@ int gn_rs_answer(int fam, const char *text, size_t len, char *const *ids, size_t
       rc = -1;
       break;
     }
-    json_array_foreach(json_object_get(j, "entities"), i, e) emit_user(fam, e, emit, ud);
+    json_array_foreach(json_object_get(j, "entities"), i, e) {
+      emit_user(fam, e, emit, ud);
+    }
     break;
   case GN_RS_QMEMBERS: {
     json_t *ents = json_object_get(j, "entities");

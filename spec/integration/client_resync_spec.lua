@@ -58,13 +58,17 @@ describe("genesys.notify client: resync after gaps", function()
     emu:admin("POST", "permissions", '{"client_id":"test-id","deny":[]}')
   end)
 
-  it("presence and routing status changed while the socket was down arrive as resync items with the values set during the gap", function()
-    for i = 1, 3 do emu:admin("POST", "users/a" .. i, { presence = "Available", routing_status = "IDLE" }) end
+  it("presence and routing status changed while the socket was down arrive as resync items with "
+    .. "the values set during the gap", function()
+    for i = 1, 3 do
+      emu:admin("POST", "users/a" .. i, { presence = "Available", routing_status = "IDLE" })
+    end
     local client, rec = wait.start_client(emu, { resync = { "presence", "routing_status" } },
       users("a", 3, { "presence", "routingStatus" }), true)
     finally(function() client:close() end)
     outage(emu, client, rec, 1500, function()
-      assert.equals(200, (emu:admin("POST", "users/a2", { presence = "Busy", routing_status = "INTERACTING" })))
+      local st = emu:admin("POST", "users/a2", { presence = "Busy", routing_status = "INTERACTING" })
+      assert.equals(200, st)
     end)
     assert.truthy(wait.until_(client, completed(rec), 20000), "no resync completed")
     local restored = rec.last("restored")
@@ -222,7 +226,8 @@ describe("genesys.notify client: resync after gaps", function()
     assert.equals(4, #resync_items(rec))
   end)
 
-  it("every family: station, conversation summary, activity, queue members and observations, conversations", function()
+  it("every family: station, conversation summary, activity, queue members and observations, "
+    .. "conversations", function()
     emu:admin("POST", "users/x1", { presence = "Available", routing_status = "IDLE",
       station = { id = "s1", name = "Desk 1" },
       conversation_summary = { call = { contactCenter = { active = 1, acw = 0 } } } })
