@@ -403,7 +403,8 @@ int dir_rate_take(const char *token)
 	size_t drop = 0;
 	while (drop < r->n && r->t[drop] <= now - R.window_ms)
 		drop++;
-	memmove(r->t, r->t + drop, (r->n - drop) * sizeof *r->t);
+	if (drop)
+		memmove(r->t, r->t + drop, (r->n - drop) * sizeof *r->t);
 	r->n -= drop;
 	if (R.per_window > 0 && r->n >= (size_t)R.per_window) {
 		r->limited++;

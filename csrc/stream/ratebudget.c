@@ -58,7 +58,7 @@ static tok_t *find(const char *token, uint64_t now) {
 static void prune(tok_t *t, uint64_t now) {
   size_t d = 0;
   while (d < t->n && t->t[d] + KEEP_MS <= now) d++;
-  memmove(t->t, t->t + d, (t->n - d) * sizeof *t->t);
+  if (d) memmove(t->t, t->t + d, (t->n - d) * sizeof *t->t);
   t->n -= d;
 }
 

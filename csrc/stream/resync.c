@@ -279,7 +279,21 @@ static void emit(void *ud, int fam, const char *id, json_t *body, const char *da
   json_decref(msg);
   if (raw) json_object_set_new(it, "raw", json_string(raw));
   json_object_set(it, "received_ms", json_object_get(it, "read_ms"));
+  /* a fleet holder (lease.h): the item goes through the fleet's stream as events do (the tap
+   * appends its raw text); a tap that withholds it (not the holder any more) drops it */
+  gn_env_t *he = HENV(r);
+  int keep = 1;
+  if (he->tap && raw) {
+    gn_msg_t m;
+    if (gn_msg_classify(raw, strlen(raw), 0, &m) == GN_MSG_EVENT)
+      keep = he->tap(he->tap_ud, &m, "", raw, strlen(raw));
+    gn_msg_clear(&m);
+  }
   free(raw);
+  if (!keep) {
+    json_decref(it);
+    return;
+  }
   r->entities++;
   COUNT(r, resync_entities, 1);
   gn_item_t *item = calloc(1, sizeof *item);

@@ -267,6 +267,32 @@ describe("genesys.notify client: resync after gaps", function()
     assert.equals(7, #resync_items(rec))
   end)
 
+  it("one resync at a time: a gap during a resync widens it instead of starting another", function()
+    local topics = users("w", 120, { "presence" })
+    for i = 1, 120 do emu:admin("POST", "users/w" .. i, { presence = "Available" }) end
+    local client, rec = wait.start_client(emu, { resync = { families = { "presence" },
+      spacing_ms = 1500 } }, topics, true)
+    finally(function() client:close() end)
+    outage(emu, client, rec, 600)
+    assert.truthy(wait.until_(client, function()
+      return #rec.where("resync", function(h) return h.phase == "started" end) > 0
+    end, 20000))
+    -- a second gap while the first resync's three requests are spread 1.5 s apart
+    outage(emu, client, rec, 600)
+    assert.truthy(wait.until_(client, function() return rec.count("restored") >= 2 end, 20000))
+    assert.truthy(wait.until_(client, completed(rec), 30000))
+    wait.for_ms(client, 500)
+    assert.equals(1, #rec.where("resync", function(h) return h.phase == "started" end))
+    assert.equals(1, #rec.where("resync", function(h) return h.phase == "completed" end))
+    local second = rec.kinds.restored[2]
+    local done = rec.last("resync")
+    assert.equals(rec.kinds.restored[1].deaf_from_ms, done.deaf_from_ms)
+    assert.equals(second.deaf_to_ms, done.deaf_to_ms)
+    local last = resync_items(rec)
+    assert.equals(second.deaf_to_ms, last[#last].deaf_to_ms)
+    assert.is_true(#last >= 120)
+  end)
+
   it("resync configuration errors name the field", function()
     local notify = require "genesys.notify"
     local cfg = wait.config(emu, nil, { resync = { "presence", "nope" } })

@@ -363,13 +363,14 @@ local function pump(h, client)
     for i = 1, #items do
       local it = items[i]
       local rec
-      if it.item == "event" and h.consumer then
+      if (it.item == "event" or it.item == "resync") and h.consumer then
         -- fleet mode: it is in the Redis Stream, and reaches the ring through the consumer
         if it.received_ms and (not last_ms or it.received_ms > last_ms) then last_ms = it.received_ms end
-      elseif it.item == "event" then
+      elseif it.item == "event" or it.item == "resync" then
+        -- resync items (resync = ...) ride the ring as events, their raw text marked "resync"
         local raw = it.raw
         rec = { item = "event", topic = it.topic, channel_id = it.channel_id,
-          received_ms = it.received_ms, raw = raw,
+          received_ms = it.received_ms, raw = raw, resync = it.resync,
           correlation_id = type(raw) == "string" and raw:match('"CorrelationId"%s*:%s*"([^"]*)"') or nil }
         if it.received_ms and (not last_ms or it.received_ms > last_ms) then last_ms = it.received_ms end
       else
