@@ -164,18 +164,28 @@ static void lower(char *s) {
 
 /* ---- what needs reading --------------------------------------------------------------- */
 
+typedef struct {
+  gn_resync_t *r;
+  size_t added;
+} add_t;
+
+static void add_member(void *ud, const char *topic) {
+  add_t *a = ud;
+  gn_resync_t *r = a->r;
+  char id[128];
+  int f = gn_rs_classify(topic, id, sizeof id);
+  if (f < 0 || !(r->fams & (1u << f)) || (r->forbidden & (1u << f))) return;
+  if (!json_object_get(r->pending[f], id)) {
+    json_object_set_new(r->pending[f], id, json_true());
+    a->added++;
+  }
+}
+
 void gn_resync_deaf(gn_resync_t *r, const gn_topics_t *topics, double from_ms, double to_ms) {
   if (!r->running) return;
-  size_t added = 0;
-  char id[128];
-  for (size_t i = 0; i < topics->n; i++) {
-    int f = gn_rs_classify(topics->v[i], id, sizeof id);
-    if (f < 0 || !(r->fams & (1u << f)) || (r->forbidden & (1u << f))) continue;
-    if (!json_object_get(r->pending[f], id)) {
-      json_object_set_new(r->pending[f], id, json_true());
-      added++;
-    }
-  }
+  add_t a = {r, 0};
+  for (size_t i = 0; i < topics->n; i++) gn_rs_members(topics->v[i], add_member, &a);
+  size_t added = a.added;
   if (!added && !r->active) return;
   if (!r->active || from_ms < r->from_ms) r->from_ms = from_ms;
   if (!r->active || to_ms > r->to_ms) r->to_ms = to_ms;

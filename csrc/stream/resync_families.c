@@ -105,6 +105,26 @@ int gn_rs_classify(const char *topic, char *id, size_t n) {
   return -1;
 }
 
+void gn_rs_members(const char *topic, void (*fn)(void *ud, const char *member), void *ud) {
+  const char *q = strchr(topic, '?');
+  if (!q) {
+    fn(ud, topic);
+    return;
+  }
+  char m[300];
+  size_t base = (size_t)(q - topic);
+  if (base + 2 >= sizeof m) return;
+  for (const char *s = q + 1; *s;) {
+    const char *amp = strchr(s, '&');
+    size_t len = amp ? (size_t)(amp - s) : strlen(s);
+    if (len && base + 1 + len < sizeof m) {
+      snprintf(m, sizeof m, "%.*s.%.*s", (int)base, topic, (int)len, s);
+      fn(ud, m);
+    }
+    s += len + (amp ? 1 : 0);
+  }
+}
+
 void gn_rs_topic(int fam, const char *id, char *out, size_t n) {
   snprintf(out, n, "%s%s%s", gn_rs_families[fam].prefix, id, gn_rs_families[fam].suffix);
 }

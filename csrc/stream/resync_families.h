@@ -47,6 +47,10 @@ const char *gn_rs_names(void);
 /* The family of topic and its entity id (copied into id, n bytes). Returns the family, or -1
  * when the topic is of none (or its id is not plain: letters, digits, '-', '_'). */
 int gn_rs_classify(const char *topic, char *id, size_t n);
+/* Calls fn(ud, member) for each topic a subscribed name stands for: the name itself, or each
+ * member of a composite topic ("v2.users.{id}?presence&routingStatus" -> "v2.users.{id}.presence",
+ * "v2.users.{id}.routingStatus", as Genesys delivers their events). Returns nothing. */
+void gn_rs_members(const char *topic, void (*fn)(void *ud, const char *member), void *ud);
 /* Writes the topic one entity's resync item carries into out (n bytes). Returns nothing. */
 void gn_rs_topic(int fam, const char *id, char *out, size_t n);
 

@@ -30,6 +30,21 @@ static void test_classify(void) {
   CHECK(gn_rs_classify("v2.users.u?presence&routingStatus", id, sizeof id) == -1, "composite");
 }
 
+static void add(void *ud, const char *m) {
+  char *out = ud;
+  strcat(out, m);
+  strcat(out, "|");
+}
+
+static void test_composite(void) {
+  char out[512] = "";
+  gn_rs_members("v2.users.u1?presence&routingStatus", add, out);
+  CHECK(!strcmp(out, "v2.users.u1.presence|v2.users.u1.routingStatus|"), "%s", out);
+  out[0] = 0;
+  gn_rs_members("v2.users.u1.station", add, out);
+  CHECK(!strcmp(out, "v2.users.u1.station|"), "%s", out);
+}
+
 static void test_names(void) {
   char bad[64];
   CHECK(gn_rs_parse_list("presence,station", bad, sizeof bad) ==
@@ -152,6 +167,7 @@ static void test_rate_window(void) {
 
 int main(void) {
   RUN(test_classify);
+  RUN(test_composite);
   RUN(test_names);
   RUN(test_requests);
   RUN(test_answers);

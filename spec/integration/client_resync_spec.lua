@@ -137,6 +137,21 @@ describe("genesys.notify client: resync after gaps", function()
     assert.is_true(item.resync)
   end)
 
+  it("a composite topic is resynced as the topics its events arrive under", function()
+    emu:admin("POST", "users/k1", { presence = "Available", routing_status = "IDLE" })
+    local client, rec = wait.start_client(emu, { resync = { "presence", "routing_status" } },
+      { "v2.users.k1?presence&routingStatus" }, true)
+    finally(function() client:close() end)
+    outage(emu, client, rec, 800, function()
+      emu:admin("POST", "users/k1", { presence = "Away", routing_status = "NOT_RESPONDING" })
+    end)
+    assert.truthy(wait.until_(client, completed(rec), 20000))
+    local by = {}
+    for _, e in ipairs(resync_items(rec)) do by[e.topic] = e end
+    assert.equals("Away", by["v2.users.k1.presence"].body.presenceDefinition.systemPresence)
+    assert.equals("NOT_RESPONDING", by["v2.users.k1.routingStatus"].body.routingStatus.status)
+  end)
+
   it("120 users' presence heals in 3 requests", function()
     local topics = users("h", 120, { "presence" })
     for i = 1, 120 do emu:admin("POST", "users/h" .. i, { presence = "Available" }) end
