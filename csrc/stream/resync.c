@@ -473,9 +473,16 @@ static void timer_cb(uv_timer_t *t) {
   if (r->bearer.waiting) return; /* token_ready kicks */
   gn_token_result_t res;
   if (!gn_bearer_ask(&r->bearer, 0, &res)) return;
-  if (res.kind != GN_TOK_OK) {
+  if (res.kind == GN_TOK_AGAIN) { /* a fetch abandoned by its context: ask again */
     gn_token_result_clear(&res);
-    kick(r, 1000); /* the stream reports token failures; try again later */
+    kick(r, 100);
+    return;
+  }
+  if (res.kind != GN_TOK_OK) {
+    /* the stream reports token failures and retries through its own backoff: asking again
+     * here would be a second loop of token requests */
+    gn_token_result_clear(&res);
+    finish(r, "failed", "no token");
     return;
   }
   gn_bearer_adopt(&r->bearer, &res);

@@ -355,7 +355,7 @@ describe("genesys.notify client: resync within the token's budget", function()
     assert.equals(200, (emu:admin("POST", "channels/*/reset", {})))
     assert.truthy(wait.until_(client, function()
       return #rec.where("resync", function(h) return h.phase == "started" end) > 0
-    end, 20000))
+    end, 60000), "no resync started")
     wait.for_ms(client, 1000)
     -- the wave: every channel rolls over (a channel and a subscription each) mid-resync
     assert.equals(200, (emu:admin("POST", "channels/*/socket_closing", { grace_ms = 3000 * wait.slow() })))
