@@ -865,13 +865,7 @@ static int l_metrics(lua_State *L) {
   setint(L, "pauses", s.pauses);
   setnum(L, "paused_ms", s.paused_ms);
   setint(L, "tls_resumed", s.tls_resumed);
-  setint(L, "resync_runs", s.resync_runs);
-  setint(L, "resync_entities", s.resync_entities);
-  setint(L, "resync_requests", s.resync_requests);
-  setint(L, "resync_stale", s.resync_stale);
-  setint(L, "resync_forbidden", s.resync_forbidden);
-  setint(L, "resync_rate_limited", s.resync_rate_limited);
-  setint(L, "resync_failed", s.resync_failed);
+  lgn_resync_metrics(L, &s); /* lbind_resync.c */
   setint(L, "queued_events", s.queued_events);
   setint(L, "queued_bytes", s.queued_bytes);
   setint(L, "topics_wanted", s.topics_wanted);
