@@ -118,6 +118,27 @@ local epoch = 1
 
 local resynced = {}      -- resync lines: the state read back after a gap
 local function follow()
+  -- health first: a gap's restored item is shown before the resync lines that heal it
+  for _, line in ipairs(health_tail:lines()) do
+    local h = cjson.decode(line)
+    if type(h) == "table" and h.kind then
+      h.seen_ms = now_ms()
+      health[#health + 1] = h
+      local detail = {}
+      for _, k in ipairs { "reason", "event", "phase", "entities", "requests", "code", "latency_ms",
+                           "delay_ms", "retry_after_ms",
+                           "gap_ms", "new_channel", "error" } do
+        if h[k] ~= nil and h[k] ~= cjson.null then
+          detail[#detail + 1] = k .. "=" .. tostring(type(h[k]) == "number" and
+            ("%.0f"):format(h[k]) or h[k])
+        end
+      end
+      say(color("33", ("health %-14s %s"):format(h.kind, table.concat(detail, " "))))
+    elseif line ~= "" then
+      stray[#stray + 1] = line
+      say("stderr: " .. line)
+    end
+  end
   for _, line in ipairs(events_tail:lines()) do
     local ev = cjson.decode(line)
     local b = type(ev) == "table" and type(ev.body) == "table" and ev.body
@@ -141,26 +162,6 @@ local function follow()
     elseif line ~= "" then
       stray[#stray + 1] = line
       say("stdout: " .. line)
-    end
-  end
-  for _, line in ipairs(health_tail:lines()) do
-    local h = cjson.decode(line)
-    if type(h) == "table" and h.kind then
-      h.seen_ms = now_ms()
-      health[#health + 1] = h
-      local detail = {}
-      for _, k in ipairs { "reason", "event", "phase", "entities", "requests", "code", "latency_ms",
-                           "delay_ms", "retry_after_ms",
-                           "gap_ms", "new_channel", "error" } do
-        if h[k] ~= nil and h[k] ~= cjson.null then
-          detail[#detail + 1] = k .. "=" .. tostring(type(h[k]) == "number" and
-            ("%.0f"):format(h[k]) or h[k])
-        end
-      end
-      say(color("33", ("health %-14s %s"):format(h.kind, table.concat(detail, " "))))
-    elseif line ~= "" then
-      stray[#stray + 1] = line
-      say("stderr: " .. line)
     end
   end
 end
