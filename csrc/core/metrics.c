@@ -75,6 +75,13 @@ void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *o) {
   o->renewals = m->renewals;
   o->renewal_rollovers = m->renewal_rollovers;
   o->evictions = m->evictions;
+  o->resync_runs = m->resync_runs;
+  o->resync_entities = m->resync_entities;
+  o->resync_requests = m->resync_requests;
+  o->resync_stale = m->resync_stale;
+  o->resync_forbidden = m->resync_forbidden;
+  o->resync_rate_limited = m->resync_rate_limited;
+  o->resync_failed = m->resync_failed;
   o->lat_count = m->lat_count;
   o->lat_sum = m->lat_sum;
   o->lat_max = m->lat_max;

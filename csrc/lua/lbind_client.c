@@ -117,7 +117,7 @@ static int poll_items(lua_State *L, lclient_t *u, int timeout_ms) {
       gn_item_free(it);
       n++;
     } else {
-      const char *which = it->type == GN_ITEM_EVENT ? "on_event" : "on_health";
+      const char *which = GN_ITEM_IS_EVENTLIKE(it->type) ? "on_event" : "on_health";
       if (lgn_dispatch(L, &u->caller, uv, which, lgn_item_table, it) != 2) n++;
       gn_item_free(it);
     }
@@ -160,6 +160,7 @@ static int drain_append(lua_State *L) {
   lua_pushboolean(L, raw_only != 0);
   lua_call(L, 2, 1);
   if (it->type == GN_ITEM_EVENT) lua_pushliteral(L, "event");
+  else if (it->type == GN_ITEM_RESYNC) lua_pushliteral(L, "resync");
   else lua_pushliteral(L, "health");
   lua_setfield(L, -2, "item");
   lua_rawseti(L, 2, (int)n + 1);

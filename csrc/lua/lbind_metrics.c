@@ -64,6 +64,7 @@ int lgn_client_metrics(lua_State *L) {
   lgn_setint(L, "pauses", s.pauses);
   lgn_setnum(L, "paused_ms", s.paused_ms);
   lgn_setint(L, "tls_resumed", s.tls_resumed);
+  lgn_resync_metrics(L, &s); /* lbind_resync.c */
   lgn_setint(L, "queued_events", s.queued_events);
   lgn_setint(L, "queued_bytes", s.queued_bytes);
   lgn_setint(L, "topics_wanted", s.topics_wanted);

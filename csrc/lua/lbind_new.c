@@ -79,6 +79,7 @@ int lgn_client_new(lua_State *L) {
     const gn_conf_opt_t *o = &gn_conf_opts[i];
     gn_conf_opt_set(&cfg, o, opt_number(L, 1, o->key, o->def, o->lo, o->hi));
   }
+  if (lgn_resync_config(L, 1, &cfg) != 0) return lua_error(L); /* lbind_resync.c */
   lua_getfield(L, 1, "overflow");
   cfg.overflow_pause = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "pause") == 0;
   lua_pop(L, 1);

@@ -598,6 +598,7 @@ static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t 
     } else if (!ch->env->tap || ch->env->tap->event(ch->env->tap->ud, &m, chan ? chan : "", data, len)) {
       /* the channel's own count (the queue counts the client's), before the owner can see it */
       if (ch->env->count_events) GN_COUNT(ch->env, events);
+      if (ch->env->seen) ch->env->seen(ch->env->resync_ud, &m); /* resync.h */
       gn_queue_event(ch->env->queue, &m, chan ? chan : "", data, len);
       if (old) old->events++;
       if (conn == ch->conn) gn_flow_event(&ch->flow, conn);

@@ -91,6 +91,7 @@ void gn_client_park(gn_client_t *c) {
 
 static void task_start(gn_service_t *svc, void *arg) {
   gn_client_t *c = arg;
+  gn_resync_start(c->resync);
   if (c->gate.start) { /* standby until the gate opens */
     gn_channel_park(gn_cl_slot_at(c, 0)->ch);
     c->gate.start(c->gate.ud);
@@ -117,6 +118,7 @@ static void task_close(gn_service_t *svc, void *arg) {
   gn_client_t *c = arg;
   if (c->gate.stop) c->gate.stop(c->gate.ud);
   pool_stop(c);
+  gn_resync_stop(c->resync);
   gn_queue_detach(&c->queue);
 }
 
@@ -228,6 +230,7 @@ gn_client_t *gn_client_new(const gn_client_cfg_t *cfg, gn_service_t *svc, char *
   if (gn_queue_init(&c->queue, c->conf.queue_limit, c->conf.queue_bytes, &c->metrics, err,
                     errlen) != 0) goto fail;
   c->queue_ready = 1;
+  if (gn_resync_make(&c->resync, &c->conf, &c->env, err, errlen) != 0) goto fail;
   gn_queue_set_room_cb(&c->queue, queue_room, c);
   c->env.conf = &c->conf;
   c->env.queue = &c->queue;
@@ -428,6 +431,7 @@ void gn_client_free(gn_client_t *c) {
   }
   gn_token_entry_release(c->env.tok);
   if (c->gate.free) c->gate.free(c->gate.ud);
+  gn_resync_free(c->resync);
   gn_budget_release(c->budget);
   for (int i = 0; i < GN_POOL_MAX; i++) {
     gn_slot_t *s = gn_cl_slot_at(c, i);

@@ -8,6 +8,7 @@
 #include "channel.h"
 #include "oauth.h"
 #include "pool.h"
+#include "resync.h"
 #include "service.h"
 #include "gn_util.h"
 
@@ -49,6 +50,7 @@ struct gn_client {
   int pool_started;         /* pool_start ran (service thread) */
   int gate_open;            /* gated: the layer above lets the pool run now (service thread) */
   gn_client_gate_t gate;    /* a layer above (the fleet) decides when the pool runs */
+  gn_resync_t *resync;      /* resync = ...: gaps healed over REST (resync.h), or NULL */
   _Atomic int started;
   _Atomic int closing;
   /* subscribe/unsubscribe calls posted and applied: until they agree the subscriptions do not

@@ -123,6 +123,7 @@ gn_slot_t *gn_cl_slot_get(gn_client_t *c, int i) {
   s->env.spare_ud = c;
   gn_slot_t *s0 = gn_cl_slot_at(c, 0);
   if (s0) s->env.tap = s0->env.tap; /* the gate's (gn_client_set_gate) */
+  gn_resync_wire(c->resync, &s->env);
   atomic_store(&s->env.state, GN_ST_IDLE);
   atomic_store(&c->slots[i], s);
   return s;
