@@ -15,6 +15,7 @@
 void gn_wsf_init(gn_wsf_t *p, size_t max_message) {
   memset(p, 0, sizeof *p);
   p->max_message = max_message;
+  p->check_utf8 = 1;
 }
 
 void gn_wsf_free(gn_wsf_t *p) { gn_buf_free(&p->msg); }
@@ -92,7 +93,8 @@ static int start_frame(gn_wsf_t *p, const unsigned char *h) {
  * answer, or -1. */
 static int deliver(gn_wsf_t *p, const char *data, size_t len, int binary,
                    const gn_wsf_cbs_t *cbs, void *ud) {
-  if (!binary && !gn_utf8_valid(data, len)) return fail(p, 1007, "text message is not UTF-8");
+  if (!binary && p->check_utf8 && !gn_utf8_valid(data, len))
+    return fail(p, 1007, "text message is not UTF-8");
   return cbs->on_message(ud, data, len, binary) ? 1 : 0;
 }
 
@@ -109,7 +111,7 @@ static int end_frame(gn_wsf_t *p, const gn_wsf_cbs_t *cbs, void *ud) {
           snprintf(msg, sizeof msg, "close code %d is not allowed on the wire", code);
           return fail(p, 1002, msg);
         }
-        if (!gn_utf8_valid(p->ctl + 2, p->ctl_len - 2))
+        if (p->check_utf8 && !gn_utf8_valid(p->ctl + 2, p->ctl_len - 2))
           return fail(p, 1007, "close reason is not UTF-8");
       }
     }

@@ -34,6 +34,7 @@ typedef struct {
 
 typedef struct {
   size_t max_message;     /* bytes; a longer message is refused from its frame headers */
+  int check_utf8;         /* refuse text messages and close reasons that are not UTF-8 (1007) */
   unsigned char hdr[14];  /* a frame header split across reads */
   unsigned hlen;
   int in_frame;           /* reading the payload of the current frame */
@@ -48,7 +49,7 @@ typedef struct {
   char error[128];        /* after a failure: what was wrong */
 } gn_wsf_t;
 
-/* Makes p a reader for a new connection. Returns nothing. */
+/* Makes p a reader for a new connection (check_utf8 on). Returns nothing. */
 void gn_wsf_init(gn_wsf_t *p, size_t max_message);
 /* Frees what p holds. Returns nothing. */
 void gn_wsf_free(gn_wsf_t *p);

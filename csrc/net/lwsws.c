@@ -16,7 +16,7 @@
 #include <stdio.h>
 
 /* "[user:pass@]host:port" (IPv6 in brackets) of c's proxy at host, as lws_set_proxy takes it. */
-static void proxy_spec(const gn_conn_t *c, const char *host, char *out, size_t outlen) {
+void gn_tr_proxy_spec(const gn_conn_t *c, const char *host, char *out, size_t outlen) {
   const char *fmt = strchr(host, ':') ? "%s%s%s%s[%s]:%d" : "%s%s%s%s%s:%d";
   snprintf(out, outlen, fmt, c->proxy.user ? c->proxy.user : "", c->proxy.user ? ":" : "",
            c->proxy.user && c->proxy.pass ? c->proxy.pass : "", c->proxy.user ? "@" : "", host,
@@ -31,10 +31,10 @@ static void proxy_spec(const gn_conn_t *c, const char *host, char *out, size_t o
 int gn_tr_start_lws(gn_conn_t *c, const char *ip) {
   char err[256] = "";
   char proxy[600] = "";
-  if (c->proxy.host) proxy_spec(c, c->proxy.host, proxy, sizeof proxy);
-  struct lws_vhost *vh = gn_tr_vhost_for(c->t, c->ca_file, c->verify, proxy, err, sizeof err);
+  if (c->proxy.host) gn_tr_proxy_spec(c, c->proxy.host, proxy, sizeof proxy);
+  struct lws_vhost *vh = gn_tr_vhost_for(c->t, c->ca_file, c->verify, proxy, NULL, err, sizeof err);
   if (vh && c->proxy.host) {
-    proxy_spec(c, ip, proxy, sizeof proxy);
+    gn_tr_proxy_spec(c, ip, proxy, sizeof proxy);
     if (lws_set_proxy(vh, proxy) != 0) snprintf(err, sizeof err, "proxy: lws refused its setting");
   }
   gn_tr_wipe(proxy, sizeof proxy); /* may hold a password */
@@ -266,5 +266,6 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 
 const struct lws_protocols gn_tr_protocols[] = {
     {"gn-notify", callback, 0, 4096, 0, NULL, 0},
+    {"gn-raw", gn_tr_raw_cb, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };

@@ -16,8 +16,23 @@ static int vhost_ex_idx = -1;
 static pthread_once_t vhost_ex_once = PTHREAD_ONCE_INIT;
 static void vhost_ex_init(void) { vhost_ex_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL); }
 
+/* An SSL object of our own (tlsmem.c: memory BIOs, no socket) carries its peer's key here. */
+static int ssl_key_idx = -1;
+static pthread_once_t ssl_key_once = PTHREAD_ONCE_INIT;
+static void ssl_key_init(void) { ssl_key_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL); }
+
+int gn_tr_tls_set_peer(SSL *ssl, const char *key) {
+  pthread_once(&ssl_key_once, ssl_key_init);
+  return ssl_key_idx >= 0 && SSL_set_ex_data(ssl, ssl_key_idx, (void *)key) == 1 ? 0 : -1;
+}
+
 /* "name|address|port" of ssl's server into key. Returns 0, or -1 when it has none. */
 static int sess_key(const SSL *ssl, char *key, size_t keylen) {
+  const char *own = ssl_key_idx >= 0 ? SSL_get_ex_data(ssl, ssl_key_idx) : NULL;
+  if (own) {
+    int n = snprintf(key, keylen, "%s", own);
+    return n > 0 && (size_t)n < keylen ? 0 : -1;
+  }
   const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
   struct sockaddr_storage ss;
   socklen_t sl = sizeof ss;
@@ -141,12 +156,15 @@ static struct lws_vhost *vhost_new(struct lws_context *ctx, const char *name, co
 /* The vhost for a CA bundle (NULL: the system's) and verification setting, created on first
  * use; NULL and err when the bundle cannot be loaded. */
 struct lws_vhost *gn_tr_vhost_for(gn_transport_t *t, const char *ca_file, int verify,
-                                   const char *proxy, char *err, size_t errlen) {
+                                   const char *proxy, SSL_CTX **ssl_ctx, char *err,
+                                   size_t errlen) {
   const char *key = ca_file ? ca_file : "";
   verify = verify != 0;
   for (vhost_ent_t *v = t->vhosts; v; v = v->next)
-    if (strcmp(v->ca_file, key) == 0 && v->verify == verify && strcmp(v->proxy, proxy) == 0)
+    if (strcmp(v->ca_file, key) == 0 && v->verify == verify && strcmp(v->proxy, proxy) == 0) {
+      if (ssl_ctx) *ssl_ctx = v->ssl_ctx;
       return v->vh;
+    }
   vhost_ent_t *v = calloc(1, sizeof *v);
   if (!v || !(v->ca_file = gn_strdup(key)) || !(v->proxy = gn_strdup(proxy))) {
     if (v) free(v->ca_file);
@@ -168,9 +186,9 @@ struct lws_vhost *gn_tr_vhost_for(gn_transport_t *t, const char *ca_file, int ve
   if (vhost_ex_idx >= 0) SSL_CTX_set_ex_data(v->ssl_ctx, vhost_ex_idx, v);
   v->next = t->vhosts;
   t->vhosts = v;
+  if (ssl_ctx) *ssl_ctx = v->ssl_ctx;
   return v->vh;
 }
-
 
 void gn_tr_vhosts_free(gn_transport_t *t) {
   while (t->vhosts) {

@@ -16,6 +16,11 @@
 #include <stdio.h>
 #include <strings.h>
 
+/* The receive path new transports take unless GN_RECEIVE says otherwise. */
+#ifndef GN_RECEIVE_BULK_DEFAULT
+#define GN_RECEIVE_BULK_DEFAULT 0
+#endif
+
 /* ---- lws log capture: the only place TLS failure reasons appear ---- */
 _Thread_local char gn_tr_last_log[512];
 static void log_emit(int level, const char *line) {
@@ -43,6 +48,7 @@ void gn_tr_conn_maybe_free(gn_conn_t *c) {
     uv_close((uv_handle_t *)c->timer, free_handle_cb);
     c->timer = NULL;
   }
+  gn_tr_raw_free(c);
   gn_buf_free(&c->rx);
   gn_buf_free(&c->tx);
   free(c->host);
@@ -97,12 +103,17 @@ void gn_tr_timer_cb(uv_timer_t *t) {
   gn_tr_conn_maybe_free(c);
 }
 
+/* The connect call of the path this transport takes (lwsws.c or rawws.c). */
+static int start(gn_conn_t *c, const char *ip) {
+  return c->t->bulk ? gn_tr_start_raw(c, ip) : gn_tr_start_lws(c, ip);
+}
+
 static void next_addr_cb(uv_timer_t *t) {
   gn_conn_t *c = t->data;
   if (c->detached || c->state != C_NEXT) return;
   uint64_t now = uv_now(c->t->loop);
   uv_timer_start(c->timer, gn_tr_timer_cb, c->deadline > now ? c->deadline - now : 1, 0);
-  gn_tr_start_lws(c, c->addrs[c->next_addr++]);
+  start(c, c->addrs[c->next_addr++]);
   gn_tr_conn_maybe_free(c);
 }
 
@@ -171,7 +182,7 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
     gn_tr_conn_maybe_free(c);
     return;
   }
-  gn_tr_start_lws(c, c->addrs[c->next_addr++]);
+  start(c, c->addrs[c->next_addr++]);
   gn_tr_conn_maybe_free(c);
 }
 
@@ -244,6 +255,7 @@ gn_conn_t *gn_conn_open(gn_transport_t *t, const gn_conn_opts_t *o, const gn_con
 
 int gn_conn_send_text(gn_conn_t *c, const char *text, size_t len) {
   if (!c || c->state != C_OPEN || c->detached || !c->wsi) return -1;
+  if (c->raw) return gn_tr_raw_send_text(c, text, len);
   uint32_t l = (uint32_t)len;
   if (gn_buf_add(&c->tx, &l, sizeof l) || gn_buf_add(&c->tx, text, len)) return -1;
   lws_callback_on_writable(c->wsi);
@@ -255,7 +267,9 @@ void gn_conn_close(gn_conn_t *c, int code, const char *reason) {
   c->detached = 1;
   gn_tr_probe_cancel(c);
   if (c->timer) uv_timer_stop(c->timer);
-  if (c->state == C_OPEN && c->wsi) {
+  if (c->raw) {
+    gn_tr_raw_close(c, code, reason);
+  } else if (c->state == C_OPEN && c->wsi) {
     c->close_pending = 1;
     c->close_code = code;
     snprintf(c->close_reason, sizeof c->close_reason, "%s", reason ? reason : "");
@@ -311,6 +325,9 @@ gn_transport_t *gn_transport_new(uv_loop_t *loop, char *err, size_t errlen) {
     return NULL;
   }
   t->loop = loop;
+  /* GN_RECEIVE=lws|bulk picks the receive path (docs/receive.md); the default is below. */
+  const char *rp = getenv("GN_RECEIVE");
+  t->bulk = rp ? strcmp(rp, "bulk") == 0 : GN_RECEIVE_BULK_DEFAULT;
   struct lws_context_creation_info info;
   memset(&info, 0, sizeof info);
   void *loops[1] = {loop};

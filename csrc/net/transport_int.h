@@ -13,6 +13,7 @@
 
 #include "transport.h"
 #include "gn_util.h"
+#include "wsframe.h"
 
 #include <arpa/inet.h>
 #include <libwebsockets.h>
@@ -49,7 +50,25 @@ struct gn_transport {
   struct lws_context *lws;
   vhost_ent_t *vhosts;
   int vhost_seq;
+  int bulk;           /* new connections take the bulk path (rawws.c), not lws's ws client */
 };
+
+/* A bulk-path connection's own state (rawws.c, tlsmem.c): lws carries its bytes (a RAW
+ * connection), we do TLS, the upgrade and the frames. */
+typedef struct gn_raw {
+  SSL *ssl;           /* our TLS over memory BIOs (wss), else NULL */
+  BIO *rbio, *wbio;   /* network -> SSL, SSL -> network */
+  int tls_up;         /* the TLS handshake is done */
+  int proxy_wait;     /* reading the proxy's answer to CONNECT */
+  int upgraded;       /* the server accepted the upgrade */
+  char key[25];       /* our Sec-WebSocket-Key */
+  char peer[INET6_ADDRSTRLEN + 300]; /* "name|address|port": the TLS session's key */
+  gn_buf_t in;        /* the proxy's or the server's answer read so far */
+  gn_wsf_t wsf;       /* the frame reader */
+  gn_buf_t out;       /* bytes for the socket after LWS_PRE bytes of room */
+  int close_sent;     /* our close frame is queued */
+  int end;            /* end the socket once out is written */
+} gn_raw_t;
 
 typedef struct probe probe_t;
 
@@ -90,6 +109,7 @@ struct gn_conn {
   int http_status;
   int paused;         /* reading is off (gn_conn_pause) */
   int tls_resumed;    /* the TLS session was resumed (no full handshake) */
+  gn_raw_t *raw;      /* the bulk path's state, NULL on lws's ws client */
 };
 
 /* The thread's latest lws error or warning line (transport.c captures lws's log). */
@@ -111,9 +131,62 @@ int gn_tr_try_next_addr(gn_conn_t *c);
 
 /* lwsws.c */
 extern const struct lws_protocols gn_tr_protocols[];
+/* "[user:pass@]host:port" (IPv6 in brackets) of c's proxy at host, as lws_set_proxy takes it. */
+void gn_tr_proxy_spec(const gn_conn_t *c, const char *host, char *out, size_t outlen);
 /* Starts lws's connection to ip (the target's address, or the proxy's). Returns 0, or -1 when c
  * failed (delivered). */
 int gn_tr_start_lws(gn_conn_t *c, const char *ip);
+
+/* Room for n more bytes at the end of r->out, whose first LWS_PRE bytes are lws's (lws_write
+ * wants them in front). Returns where to write them (then add n to r->out.len), or NULL. */
+static inline char *gn_tr_out_room(gn_raw_t *r, size_t n) {
+  size_t base = r->out.len < LWS_PRE ? LWS_PRE : r->out.len;
+  if (r->out.cap < base + n + 1) {
+    size_t want = r->out.cap ? r->out.cap : 1024;
+    while (want < base + n + 1) want *= 2;
+    char *np = realloc(r->out.p, want);
+    if (!np) return NULL;
+    r->out.p = np;
+    r->out.cap = want;
+  }
+  r->out.len = base;
+  return r->out.p + base;
+}
+
+/* rawws.c: the bulk path */
+/* The RAW protocol's callback ("gn-raw" in gn_tr_protocols). */
+int gn_tr_raw_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                 size_t len);
+/* Starts a RAW connection to ip (the target's, or the proxy's). Returns 0, or -1 when c failed
+ * (delivered). */
+int gn_tr_start_raw(gn_conn_t *c, const char *ip);
+/* Queues a text message on an open bulk connection. Returns 0, or -1. */
+int gn_tr_raw_send_text(gn_conn_t *c, const char *text, size_t len);
+/* Sends a close frame (open) and ends the connection once the server answers (or 2 s pass). */
+void gn_tr_raw_close(gn_conn_t *c, int code, const char *reason);
+/* Frees c's bulk state. */
+void gn_tr_raw_free(gn_conn_t *c);
+
+/* tlsmem.c: our TLS over memory BIOs on a bulk connection */
+/* Starts TLS for c (SNI and host name check from c->host, never the address; the session kept
+ * for c->host at ip and c->port offered). Returns 0, or -1 and err. */
+int gn_tr_tls_begin(gn_conn_t *c, SSL_CTX *ctx, const char *ip, char *err, size_t errlen);
+/* Feeds bytes read from the socket. Returns 0, or -1 when out of memory. */
+int gn_tr_tls_in(gn_conn_t *c, const void *in, size_t len);
+/* Advances the handshake. Returns 1 when done, 0 when it needs more bytes, -1 and err (the
+ * connection's own certificate verdict first) when it failed. */
+int gn_tr_tls_handshake(gn_conn_t *c, char *err, size_t errlen);
+/* Reads plaintext into buf. Returns the bytes read, 0 when none is there yet, -1 when the
+ * peer's close_notify came or TLS failed. */
+int gn_tr_tls_read(gn_conn_t *c, void *buf, size_t cap);
+/* Encrypts len bytes for the socket (into c->raw->out). Returns 0, or -1. */
+int gn_tr_tls_write(gn_conn_t *c, const void *data, size_t len);
+/* Queues our close_notify. Returns nothing. */
+void gn_tr_tls_close_notify(gn_conn_t *c);
+/* Moves what TLS wrote (records, alerts, tickets' acks) into c->raw->out. Returns 0, or -1. */
+int gn_tr_tls_flush(gn_conn_t *c);
+/* Frees c's TLS state. */
+void gn_tr_tls_free(gn_conn_t *c);
 
 /* probe.c */
 /* Asks the proxy at ip why it refused c's tunnel, then delivers info with its status. Returns 0,
@@ -128,7 +201,11 @@ void gn_tr_wipe(char *p, size_t n);
 /* The vhost for a CA bundle (NULL: the system's), verification setting and proxy, created on
  * first use; NULL and err when the bundle cannot be loaded. */
 struct lws_vhost *gn_tr_vhost_for(gn_transport_t *t, const char *ca_file, int verify,
-                                  const char *proxy, char *err, size_t errlen);
+                                  const char *proxy, SSL_CTX **ssl_ctx, char *err,
+                                  size_t errlen);
+/* Gives an SSL object of our own (no socket: memory BIOs) the "name|address|port" key its
+ * session is kept and offered under; key must outlive ssl. Returns 0, or -1. */
+int gn_tr_tls_set_peer(SSL *ssl, const char *key);
 /* Frees every vhost entry's TLS context and sessions (after the lws context is gone). */
 void gn_tr_vhosts_free(gn_transport_t *t);
 

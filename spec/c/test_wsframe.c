@@ -256,6 +256,18 @@ static void test_utf8(void) {
   size_t n = frame(in, 0x01, "\xe2\x82", 2, 0, 0);
   n += frame(in + n, 0x80, "\xac", 1, 0, 0);
   feed_all(in, n, 100, "T:\xe2\x82\xac|", 0, &s);
+  /* unchecked when the layer above checks: handed on as they are */
+  {
+    gn_wsf_t p;
+    gn_wsf_init(&p, 100);
+    p.check_utf8 = 0;
+    memset(&s, 0, sizeof s);
+    n = frame(in, 0x81, "\xff", 1, 0, 0);
+    n += frame(in + n, 0x88, "\x03\xf3\xff", 3, 0, 0);
+    int rc = gn_wsf_feed(&p, in, n, &cbs, &s, NULL);
+    gn_wsf_free(&p);
+    CHECK(rc == 0 && strcmp(s.log, "T:\xff|C:1011 \xff|") == 0, "rc %d %s", rc, s.log);
+  }
   /* binary is not checked */
   n = frame(in, 0x82, "\xff", 1, 0, 0);
   feed_all(in, n, 100, "B:\xff|", 0, &s);
