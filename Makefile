@@ -93,7 +93,7 @@ DEB_PKGS := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted luarocks 
 	lua-check libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libcurl4-openssl-dev \
 	libssl-dev libjansson-dev luajit2 libluajit2-5.1-dev valgrind clang libclang-rt-14-dev \
 	cppcheck openssl curl python3 prometheus tinyproxy lua-luv lua-cqueues \
-	nginx libnginx-mod-http-lua lua-resty-core redis-server libhiredis-dev
+	nginx libnginx-mod-http-lua lua-resty-core redis-server libhiredis-dev python3-websockets
 # Node.js (for the emulator's conformance test with Genesys's JS SDK) comes from Debian only when
 # no node/npm is on the PATH: some images ship NodeSource's nodejs, which conflicts with Debian's npm.
 NODE_PKGS := $(if $(shell command -v node),,nodejs) $(if $(shell command -v npm),,npm)

@@ -18,7 +18,7 @@
 
 /* The receive path new transports take unless GN_RECEIVE says otherwise. */
 #ifndef GN_RECEIVE_BULK_DEFAULT
-#define GN_RECEIVE_BULK_DEFAULT 0
+#define GN_RECEIVE_BULK_DEFAULT 1
 #endif
 
 /* ---- lws log capture: the only place TLS failure reasons appear ---- */
