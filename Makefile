@@ -39,7 +39,7 @@ DEP_PCS := libwebsockets libcurl libuv openssl jansson
 DEP_CFLAGS := $(shell pkg-config --cflags $(DEP_PCS))
 DEP_LIBS := $(shell pkg-config --libs $(DEP_PCS)) -lhiredis -lpthread -lm
 
-override CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -Wall -Wextra -Wno-unused-parameter \
+override CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -Wall -Wextra -Wno-unused-parameter \
 	$(SAN_FLAGS) $(DEP_CFLAGS) $(LAYER_INCS)
 LUA_CFLAGS := $(addprefix -I,$(LUA_INCDIR))
 override LDFLAGS += $(SAN_FLAGS)
@@ -63,12 +63,20 @@ all: module ctests
 module: $(MODULE)
 ctests: $(CTESTS)
 
-# Header dependencies come from the compiler (-MMD): an object depends on the headers it includes.
-$(OBJDIR)/%.o: csrc/%.c
+# Header dependencies come from the compiler (-MMD): an object depends on the headers it includes,
+# and on the flags it was built with (a changed CFLAGS rebuilds it).
+FLAGS_STAMP := $(OBJDIR)/.cflags
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(CC) $(CFLAGS) $(LUA_CFLAGS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(LUA_CFLAGS)' > $@
+.PHONY: FORCE
+FORCE:
+
+$(OBJDIR)/%.o: csrc/%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(OBJDIR)/lua/%.o: csrc/lua/%.c
+$(OBJDIR)/lua/%.o: csrc/lua/%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LUA_CFLAGS) -MMD -MP -c $< -o $@
 
@@ -93,7 +101,8 @@ DEB_PKGS := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted luarocks 
 	lua-check libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libcurl4-openssl-dev \
 	libssl-dev libjansson-dev luajit2 libluajit2-5.1-dev valgrind clang libclang-rt-14-dev \
 	cppcheck openssl curl python3 prometheus tinyproxy lua-luv lua-cqueues \
-	nginx libnginx-mod-http-lua lua-resty-core redis-server libhiredis-dev python3-websockets
+	nginx libnginx-mod-http-lua lua-resty-core redis-server libhiredis-dev zip unzip \
+	python3-websockets
 # Node.js (for the emulator's conformance test with Genesys's JS SDK) comes from Debian only when
 # no node/npm is on the PATH: some images ship NodeSource's nodejs, which conflicts with Debian's npm.
 NODE_PKGS := $(if $(shell command -v node),,nodejs) $(if $(shell command -v npm),,npm)
@@ -208,6 +217,7 @@ soak: all $(HOST_DEP)
 	  GN_SOAK_RECONNECTS=$${GN_SOAK_RECONNECTS:-1000} $(BUSTED_CMD) $(SOAK_SPECS)
 
 lint:
+	sh spec/support/layers.sh
 	luacheck lua spec bench bin/genesys-notify
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr --suppress=missingIncludeSystem $(LAYER_INCS) csrc emulator spec/c

@@ -1,6 +1,6 @@
 # bench.mk: benchmarks (included by the top Makefile). Not part of `all`; `make bench` builds them.
 #
-# bench/herd: the thundering-herd simulator over the real backoff engine (figures and the choice of default: README, "The herd simulation").
+# bench/herd: the thundering-herd simulator over the real backoff engine (figures and the choice of default: docs/backoff.md, "The herd simulation").
 # `make herd` builds and runs it (HERD_ARGS passes options, e.g. HERD_ARGS="--sweep").
 # The binary is also a prerequisite of `ctests`, so `make test` builds it for
 # spec/unit/herd_spec.lua; it is not a C test (CTESTS is only spec/c/test_*).
@@ -18,22 +18,22 @@ $(HERD): bench/herd.c $(CORE_OBJS) $(wildcard csrc/*/*.h)
 herd: $(HERD)
 	$(SAN_ENV) $(HERD) $(HERD_ARGS)
 
-# The client's own measurements (Lua, against the module of this build; see the README's
-# "Threads and design"): decoding in C vs lua-cjson, and memory/latency/throughput per client.
+# The client's own measurements (Lua, against the module of this build; see docs/design.md):
+# decoding in C vs lua-cjson, and memory/latency/throughput per client.
 .PHONY: bench-decode bench-client
 bench-decode: module
 	$(LUA) bench/decode_bench.lua $(BUILD)
 bench-client: all
 	GN_BINDIR=$(BINDIR) $(LUA) bench/client_bench.lua $(BUILD) 200
 
-# A pool at Genesys's limits (issue 13; README "More than 1,000 topics"): 20 channels x 1,000
+# A pool at Genesys's limits (issue 13; docs/client.md "More than 1,000 topics"): 20 channels x 1,000
 # topics at 1,000 events/s in total, memory per channel. BENCH_POOL_SECS: how long it streams.
 .PHONY: bench-pool
 BENCH_POOL_SECS ?= 10
 bench-pool: all
 	GN_BINDIR=$(BINDIR) $(LUA) bench/pool_bench.lua $(BUILD) $(BENCH_POOL_SECS)
 
-# Wake-up latency and idle CPU inside real nginx workers (issue 10; README "OpenResty"): Debian's
+# Wake-up latency and idle CPU inside real nginx workers (issue 10; docs/openresty.md): Debian's
 # nginx and lua-nginx-module against the emulator over TLS; needs the LuaJIT module.
 .PHONY: bench-resty
 bench-resty:
@@ -43,7 +43,7 @@ bench-resty:
 
 # make bench-peers: the project against its peers (Node ws, Python websockets, lua-http, bare lws
 # with and without jansson), one at a time against one emulator over TLS; one markdown table of
-# medians (README, "Performance"; bench/peers/run.lua says what each column is). Not in make test.
+# medians (docs/performance.md; bench/peers/run.lua says what each column is). Not in make test.
 # make deps-bench installs the peers' packages (Debian, and ws from npm into bench/peers).
 BENCH_LWS := $(BINDIR)/gn-bench-lws
 .PHONY: bench-peers deps-bench
@@ -63,7 +63,7 @@ bench-peers: $(BENCH_LWS) $(EMU_BIN)
 	$(MAKE) LUA=lua5.4 module
 	GN_BINDIR=$(BINDIR) lua5.4 bench/peers/run.lua
 
-# Takeover times of a fleet behind a Redis lease (README, "Running a fleet"): kill -9 of the
+# Takeover times of a fleet behind a Redis lease (docs/fleet.md): kill -9 of the
 # holder among three candidate processes, for two lease_ms. Needs redis-server (make deps).
 .PHONY: bench-fleet
 bench-fleet: all

@@ -1,4 +1,4 @@
--- Takeover times of a fleet (README, "Running a fleet"): three candidate processes
+-- Takeover times of a fleet (docs/fleet.md): three candidate processes
 -- (spec/support/fleet_node.lua) behind a real redis-server, the emulator over TLS with a steady
 -- event stream; the holder is killed with kill -9, ROUNDS times per lease_ms, and a candidate
 -- respawned each time. For each takeover:

@@ -4,7 +4,8 @@
 -- provided by rockspec/luarocks-config.lua):
 --   LUAROCKS_CONFIG=rockspec/luarocks-config.lua luarocks --lua-version=5.4 make \
 --     rockspec/genesys-notify-scm-1.rockspec
--- or `make rock`. See the README, "Installing with LuaRocks (offline)".
+-- or `make rock`. See docs/install.md. The release rockspec beside it (genesys-notify-0.1.0-1)
+-- differs only in its version and source.
 rockspec_format = "3.0"
 package = "genesys-notify"
 version = "scm-1"

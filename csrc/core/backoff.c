@@ -36,7 +36,7 @@ const char *gn_backoff_status_name(gn_backoff_status_t s) {
 }
 
 void gn_backoff_policy_default(gn_backoff_policy_t *p) {
-  /* Chosen from the herd simulation (README, "Choosing the default"). */
+  /* Chosen from the herd simulation (docs/backoff.md, "The herd simulation"). */
   p->base_ms = 1000;
   p->max_ms = 60000;
   p->multiplier = 2;

@@ -62,7 +62,7 @@ typedef struct {
   int up;                   /* 1 between succeeded() and the next failure */
 } gn_backoff_t;
 
-/* Fills *p with the library's defaults (see README: "Backoff policy"). Returns nothing. Any
+/* Fills *p with the library's defaults (see docs/backoff.md). Returns nothing. Any
  * thread. */
 void gn_backoff_policy_default(gn_backoff_policy_t *p);
 

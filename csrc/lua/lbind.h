@@ -5,6 +5,10 @@
 #include "backoff.h"
 #include "compat.h"
 
+/* The module is built with -fvisibility=hidden: only the luaopen_* entry points are exported, so
+ * the core's names never clash with another library loaded into the same process (nginx). */
+#define GN_EXPORT __attribute__((visibility("default")))
+
 #define LGN_BACKOFF_MT "genesys.notify.backoff"
 
 /* Reads a backoff policy table at idx into *p, starting from the defaults. Raises a Lua error

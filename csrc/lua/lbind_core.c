@@ -2,7 +2,7 @@
  * genesys.notify.backoff. Each part registers its functions into the one module table. */
 #include "lbind.h"
 
-int luaopen_genesys_notify_core(lua_State *L);
+GN_EXPORT int luaopen_genesys_notify_core(lua_State *L);
 
 int luaopen_genesys_notify_core(lua_State *L) {
   lua_newtable(L);

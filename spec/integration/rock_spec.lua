@@ -83,3 +83,50 @@ describe_rock("the offline rock (" .. interp .. ")", function()
     assert.truthy(res:find("--max-events: expected an integer", 1, true), res)
   end)
 end)
+
+-- The release: `make src-rock` packs the release rockspec with the source archive of the checkout;
+-- the .src.rock alone, copied into an empty folder, installs without a rock server and without the
+-- checkout (the build runs in LuaRocks' own unpacked copy), and its version is the rockspec's.
+describe_rock("the release source rock (" .. interp .. ")", function()
+  local dist, tree, work, code, out, rock, version
+
+  setup(function()
+    local base = os.tmpname()
+    os.remove(base)
+    dist, tree, work = base .. "/dist", base .. "/tree", base .. "/work"
+    assert(os.execute("mkdir -p " .. q(dist) .. " " .. q(tree) .. " " .. q(work)))
+    local _, spec = sh("ls rockspec/genesys-notify-[0-9]*-1.rockspec")
+    version = assert(spec:match("genesys%-notify%-([%d%.]+)%-1%.rockspec"), spec)
+    rock = "genesys-notify-" .. version .. "-1.src.rock"
+    code, out = sh("env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory src-rock DIST_DIR="
+      .. q(dist) .. " && cp " .. q(dist .. "/" .. rock) .. " " .. q(work .. "/"))
+    if code ~= 0 then return end
+    local vars = ""
+    if is_jit then
+      local _, flags = sh("pkg-config --cflags-only-I luajit")
+      vars = " LUA_INCDIR=" .. q(flags:match("%-I(%S+)")) .. " LUA=$(command -v luajit)"
+    end
+    code, out = sh("cd " .. q(work) .. " && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL LUAROCKS_CONFIG="
+      .. q(os.getenv("PWD") .. "/rockspec/luarocks-config.lua") .. " luarocks --lua-version=" .. abi
+      .. " --tree " .. q(tree) .. " install ./" .. rock .. vars)
+  end)
+
+  teardown(function()
+    if dist then os.execute("rm -rf " .. q(dist:gsub("/dist$", ""))) end
+  end)
+
+  it("installs from the file alone and reports the rockspec's version", function()
+    assert.equal(0, code, out)
+    assert.truthy(out:find("genesys-notify " .. version .. "-1 is now installed", 1, true), out)
+    local rc, res = sh("cd / && env -u LUA_PATH -u LUA_CPATH -u GN_BUILD " .. q(tree .. "/bin/genesys-notify")
+      .. " --version")
+    assert.equal(0, rc, res)
+    assert.truthy(res:find("genesys-notify " .. version .. " (", 1, true), res)
+    local lpath = tree .. "/share/lua/" .. abi .. "/?.lua;;"
+    local cpath = tree .. "/lib/lua/" .. abi .. "/?.so;;"
+    rc, res = sh("cd / && LUA_PATH=" .. q(lpath) .. " LUA_CPATH=" .. q(cpath) .. " " .. interp
+      .. " -e " .. q('io.write(require("genesys.notify")._VERSION)'))
+    assert.equal(0, rc, res)
+    assert.equal(version, res)
+  end)
+end)

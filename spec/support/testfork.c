@@ -72,7 +72,7 @@ static int l_getpid(lua_State *L) {
   return 1;
 }
 
-int luaopen_gn_testfork(lua_State *L);
+__attribute__((visibility("default"))) int luaopen_gn_testfork(lua_State *L);
 int luaopen_gn_testfork(lua_State *L) {
   static const luaL_Reg fns[] = {{"fork", l_fork}, {"wait", l_wait}, {"exit", l_exit},
                                  {"getpid", l_getpid}, {NULL, NULL}};

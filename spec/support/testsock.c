@@ -80,7 +80,7 @@ static int l_stale(lua_State *L) {
   return 1;
 }
 
-int luaopen_gn_testsock(lua_State *L);
+__attribute__((visibility("default"))) int luaopen_gn_testsock(lua_State *L);
 int luaopen_gn_testsock(lua_State *L) {
   static const luaL_Reg fns[] = {{"connect", l_connect}, {"wait", l_wait}, {"close", l_close},
                                  {"stale", l_stale},     {"readable", l_readable},
