@@ -11,6 +11,7 @@
  *   RAW_CONNECTED never fires, the proxy's "200" (or refusal) is the first RAW_RX, the pending
  *   timeout must be cleared by hand, and the end of such a connection comes as
  *   CLIENT_CONNECTION_ERROR ("Closed before conn"), not RAW_CLOSE.
+ * - lws 4.3.3 calls RAW_CONNECTED twice for one connection (tried): the second is ignored.
  * - Writes: lws_callback_on_writable, one lws_write(LWS_WRITE_RAW) per RAW_WRITEABLE; lws keeps
  *   an unsent tail and drains it before the next writeable.
  * Loop thread only.
@@ -364,6 +365,7 @@ int gn_tr_raw_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
   }
   case LWS_CALLBACK_RAW_CONNECTED:
     if (!c || c->detached) return -1; /* an attempt its owner gave up never upgrades */
+    if (c->raw->ssl || c->handshake_started) return 0; /* lws 4.3.3 tells it twice */
     c->raw->proxy_wait = 0;
     session_start(c); /* a failure is delivered and ends the socket at the next writeable */
     return 0;
