@@ -110,6 +110,8 @@ static void tls_verdict(struct lws *wsi, char *out, size_t outlen) {
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                     size_t len) {
   gn_conn_t *c = wsi ? lws_get_opaque_user_data(wsi) : NULL;
+  /* lws 4.3.3 reports a RAW connection's failed connect here, on the first protocol */
+  if (c && c->raw) return gn_tr_raw_cb(wsi, reason, user, in, len);
   switch (reason) {
   case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
     if (!c) return 0;

@@ -11,7 +11,10 @@
  *   RAW_CONNECTED never fires, the proxy's "200" (or refusal) is the first RAW_RX, the pending
  *   timeout must be cleared by hand, and the end of such a connection comes as
  *   CLIENT_CONNECTION_ERROR ("Closed before conn"), not RAW_CLOSE.
- * - lws 4.3.3 calls RAW_CONNECTED twice for one connection (tried): the second is ignored.
+ * - lws 4.3.3 (tried) differs: RAW_CONNECTED comes twice for one connection (the second is
+ *   ignored); through a proxy it comes once the TCP connection to the proxy is up, before the
+ *   proxy's answer (which still arrives as the first RAW_RX); a connect that fails is reported
+ *   on the vhost's first protocol (lwsws.c's callback hands it here).
  * - Writes: lws_callback_on_writable, one lws_write(LWS_WRITE_RAW) per RAW_WRITEABLE; lws keeps
  *   an unsent tail and drains it before the next writeable.
  * Loop thread only.
@@ -335,42 +338,43 @@ static void ended(gn_conn_t *c, struct lws *wsi) {
   gn_tr_conn_maybe_free(c);
 }
 
+/* lws's CLIENT_CONNECTION_ERROR: a connect that failed (the next address may be tried), or the
+ * end of a proxy's tunnel that was up (lws says "Closed before conn"). */
+static void connect_failed(gn_conn_t *c, struct lws *wsi, const char *msg) {
+  if (c->detached || (c->proxy.host && c->raw && !c->raw->proxy_wait)) {
+    ended(c, wsi);
+    return;
+  }
+  gn_conn_failure_t f = {msg, gn_tr_last_log, "", c->tls, c->handshake_started, 0,
+                         c->proxy.host != NULL, c->proxy_hp, c->host, c->port, c->naddr};
+  /* through a proxy the first answer is the proxy's: a close before it is a dropped tunnel */
+  if (c->proxy.host && c->raw && c->raw->proxy_wait && msg && strstr(msg, "Closed before"))
+    f.msg = "proxy conn dead";
+  gn_close_info_t info;
+  int v = gn_close_verdict(&f, &info);
+  wsi_gone(c, wsi);
+  if ((v & GN_VERDICT_RETRY) && gn_tr_try_next_addr(c)) return;
+  gn_tr_deliver_close(c, &info);
+  gn_tr_conn_maybe_free(c);
+}
+
 int gn_tr_raw_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                  size_t len) {
   gn_conn_t *c = wsi ? lws_get_opaque_user_data(wsi) : NULL;
   switch (reason) {
-  case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
-    if (!c) return 0;
-    if (c->detached || (c->proxy.host && c->raw && !c->raw->proxy_wait)) {
-      ended(c, wsi); /* a tunnel that was up ends this way: lws says "Closed before conn" */
-      return 0;
-    }
-    char cert[160] = "";
-    gn_conn_failure_t f = {in ? (const char *)in : NULL, gn_tr_last_log, cert, c->tls,
-                           c->handshake_started, 0, c->proxy.host != NULL, c->proxy_hp,
-                           c->host, c->port, c->naddr};
-    /* through a proxy the first answer is the proxy's: a close before it is a dropped tunnel */
-    if (c->proxy.host && c->raw && c->raw->proxy_wait && in && strstr(in, "Closed before"))
-      f.msg = "proxy conn dead";
-    gn_close_info_t info;
-    int v = gn_close_verdict(&f, &info);
-    if ((v & GN_VERDICT_RETRY) && gn_tr_try_next_addr(c)) {
-      wsi_gone(c, wsi);
-      return 0;
-    }
-    wsi_gone(c, wsi);
-    gn_tr_deliver_close(c, &info);
-    gn_tr_conn_maybe_free(c);
+  case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+    if (c) connect_failed(c, wsi, in ? (const char *)in : NULL);
     return 0;
-  }
   case LWS_CALLBACK_RAW_CONNECTED:
     if (!c || c->detached) return -1; /* an attempt its owner gave up never upgrades */
+    c->raw->up = 1;
     if (c->raw->ssl || c->handshake_started) return 0; /* lws 4.3.3 tells it twice */
-    c->raw->proxy_wait = 0;
+    if (c->raw->proxy_wait) return 0; /* 4.3.3, through a proxy: its answer comes next */
     session_start(c); /* a failure is delivered and ends the socket at the next writeable */
     return 0;
   case LWS_CALLBACK_RAW_RX:
     if (!c || c->detached || c->raw->end) return 0;
+    c->raw->up = 1;
     raw_in(c, in, len);
     return 0;
   case LWS_CALLBACK_RAW_WRITEABLE: {
@@ -391,7 +395,10 @@ int gn_tr_raw_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
     ended(c, wsi);
     return 0;
   case LWS_CALLBACK_WSI_DESTROY:
-    if (c) {
+    if (c && !c->detached && c->state == C_CONNECTING && !c->raw->up) {
+      /* lws 4.3.3 ends a refused connect with no CONNECTION_ERROR of its own */
+      connect_failed(c, wsi, "connection refused or unreachable");
+    } else if (c) {
       gn_close_info_t info = {0};
       info.code = 1006;
       info.was_open = c->state == C_OPEN;

@@ -58,6 +58,7 @@ struct gn_transport {
 typedef struct gn_raw {
   SSL *ssl;           /* our TLS over memory BIOs (wss), else NULL */
   BIO *rbio, *wbio;   /* network -> SSL, SSL -> network */
+  int up;             /* lws said the socket is connected, or bytes came */
   int tls_up;         /* the TLS handshake is done */
   int proxy_wait;     /* reading the proxy's answer to CONNECT */
   int upgraded;       /* the server accepted the upgrade */
