@@ -7,6 +7,8 @@
 #   SAN          sanitizer build: "" (none), asan (ASan+UBSan) or tsan
 #   BUILD        output folder (default build/<LUA>[-<SAN>])
 #   CFLAGS       extra compiler flags (LuaRocks passes its own; ours are appended with override)
+#   HIREDIS      a hiredis install prefix to build against (e.g. build/hiredis-1.2.0, made by
+#                `make deps-hiredis`); empty: the system's (Debian 12: 0.14, without TLS)
 LUA        ?= lua5.4
 SAN        ?=
 PREFIX     ?= /usr/local
@@ -37,7 +39,22 @@ OBJDIR := $(BUILD)/obj
 
 DEP_PCS := libwebsockets libcurl libuv openssl jansson
 DEP_CFLAGS := $(shell pkg-config --cflags $(DEP_PCS))
-DEP_LIBS := $(shell pkg-config --libs $(DEP_PCS)) -lhiredis -lpthread -lm
+DEP_LIBS := $(shell pkg-config --libs $(DEP_PCS)) -lpthread -lm
+# hiredis: TLS (rediss://) when hiredis_ssl is there (hiredis 1.x: Ubuntu 24.04, Debian 13, or
+# HIREDIS=build/hiredis-1.2.0); Debian 12's 0.14 has none, and rediss:// is then refused.
+ifneq ($(HIREDIS),)
+  HIREDIS_ABS := $(abspath $(HIREDIS))
+  HIREDIS_CFLAGS := -I$(HIREDIS_ABS)/include -DGN_HIREDIS_SSL=1
+  HIREDIS_LIBS := -L$(HIREDIS_ABS)/lib -Wl,-rpath,$(HIREDIS_ABS)/lib -lhiredis_ssl -lhiredis
+else ifeq ($(shell pkg-config --exists hiredis_ssl && echo y),y)
+  HIREDIS_CFLAGS := $(shell pkg-config --cflags hiredis_ssl) -DGN_HIREDIS_SSL=1
+  HIREDIS_LIBS := $(shell pkg-config --libs hiredis_ssl hiredis)
+else
+  HIREDIS_CFLAGS :=
+  HIREDIS_LIBS := -lhiredis
+endif
+DEP_CFLAGS := $(HIREDIS_CFLAGS) $(DEP_CFLAGS)
+DEP_LIBS := $(HIREDIS_LIBS) $(DEP_LIBS)
 
 override CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -Wall -Wextra -Wno-unused-parameter \
 	$(SAN_FLAGS) $(DEP_CFLAGS) $(LAYER_INCS)
@@ -49,18 +66,23 @@ override LDFLAGS += $(SAN_FLAGS)
 # thread and its I/O; stream: one Genesys stream and the client; fleet: above the client. The
 # Lua binding (csrc/lua) sits on top. Each source is listed once, by its folder.
 LAYERS     := core net stream fleet
-LAYER_INCS := $(addprefix -Icsrc/,$(LAYERS) lua)
+LAYER_INCS := $(addprefix -Icsrc/,$(LAYERS) lua cli)
 CORE_SRCS  := $(foreach l,$(LAYERS),$(sort $(wildcard csrc/$(l)/*.c)))
 BIND_SRCS  := $(sort $(wildcard csrc/lua/*.c))
 CORE_OBJS := $(CORE_SRCS:csrc/%.c=$(OBJDIR)/%.o)
 BIND_OBJS := $(BIND_SRCS:csrc/%.c=$(OBJDIR)/%.o)
 MODULE := $(BUILD)/genesys/notify/core.so
+# The genesys-notify command's own C module (signals, the /metrics listener, output that never
+# blocks): not in core.so, so nginx and applications never load it. It needs only Lua and jansson.
+CLI_SRCS := $(sort $(wildcard csrc/cli/*.c))
+CLI_OBJS := $(CLI_SRCS:csrc/%.c=$(OBJDIR)/%.o)
+CLI_MODULE := $(BUILD)/genesys/notify/cli.so
 
 CTESTS := $(patsubst spec/c/%.c,$(BINDIR)/%,$(wildcard spec/c/test_*.c))
 
 .PHONY: all module ctests deps demo test test-c test-lua check check-lua asan tsan sanitize test-prep valgrind soak lint install clean certs bench fuzz
 all: module ctests
-module: $(MODULE)
+module: $(MODULE) $(CLI_MODULE)
 ctests: $(CTESTS)
 
 # Header dependencies come from the compiler (-MMD): an object depends on the headers it includes,
@@ -80,11 +102,19 @@ $(OBJDIR)/lua/%.o: csrc/lua/%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LUA_CFLAGS) -MMD -MP -c $< -o $@
 
--include $(CORE_OBJS:.o=.d) $(BIND_OBJS:.o=.d)
+$(OBJDIR)/cli/%.o: csrc/cli/%.c $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LUA_CFLAGS) -MMD -MP -c $< -o $@
+
+-include $(CORE_OBJS:.o=.d) $(BIND_OBJS:.o=.d) $(CLI_OBJS:.o=.d)
 
 $(MODULE): $(CORE_OBJS) $(BIND_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
+
+$(CLI_MODULE): $(CLI_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs jansson) -lm
 
 $(BINDIR)/test_%: spec/c/test_%.c $(CORE_OBJS) spec/c/ctest.h
 	@mkdir -p $(dir $@)
@@ -151,6 +181,7 @@ sanitize: deps test-prep
 # certificates and the TLS matrix's.
 test-prep: certs
 	@env -u LD_PRELOAD sh spec/support/mkcerts_matrix.sh build/certs/matrix
+	@env -u LD_PRELOAD sh spec/support/mkcerts_redis.sh build/certs/redis
 
 SPEC_ENV = GN_BUILD=$(abspath $(BUILD)) GN_BINDIR=$(abspath $(BINDIR)) GN_SAN=$(SAN) GN_STRICT_MACHINE=1
 SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
@@ -208,13 +239,23 @@ valgrind: all
 
 # Long forms of the delivery-guarantee specs: thousands of random subscription sequences under
 # faults, a hundred rollovers back to back under a fast stream, longer stalls and blackholes,
-# a thousand forced reconnects of every kind under a 200 events/s stream.
+# a thousand forced reconnects of every kind under a 200 events/s stream, ten minutes of
+# channels living 20 s and tokens 30 s under each lifetime rule (the lifetime soak).
 SOAK_SPECS := spec/integration/client_subs_property_spec.lua \
-	spec/integration/client_delivery_spec.lua spec/integration/client_soak_spec.lua
+	spec/integration/client_delivery_spec.lua spec/integration/client_soak_spec.lua \
+	spec/integration/client_lifetime_soak_spec.lua
 soak: all $(HOST_DEP)
 	$(SPEC_ENV) $(SAN_ENV) GN_PROP_ROUNDS=$${GN_PROP_ROUNDS:-5000} \
 	  GN_DELIVERY_SCALE=$${GN_DELIVERY_SCALE:-5} \
-	  GN_SOAK_RECONNECTS=$${GN_SOAK_RECONNECTS:-1000} $(BUSTED_CMD) $(SOAK_SPECS)
+	  GN_SOAK_RECONNECTS=$${GN_SOAK_RECONNECTS:-1000} \
+	  GN_LIFETIME_SOAK_S=$${GN_LIFETIME_SOAK_S:-600} $(BUSTED_CMD) $(SOAK_SPECS)
+
+# The OpenResty burst at the size of issue 22 (100,000 events of 1 KB into nginx with 2 and with
+# 4 workers at the default settings; make test runs 20,000). LuaJIT only (nginx loads it).
+.PHONY: soak-resty
+soak-resty:
+	GN_RESTY_BURST=$${GN_RESTY_BURST:-100000} $(MAKE) --no-print-directory LUA=luajit check-lua \
+	  BUSTED_ARGS="--filter=burst.of spec/integration/resty_spec.lua"
 
 lint:
 	sh spec/support/layers.sh
@@ -223,12 +264,40 @@ lint:
 	  --inline-suppr --suppress=missingIncludeSystem $(LAYER_INCS) csrc emulator spec/c
 
 # ---------------------------------------------------------------------------------------------
+# hiredis 1.2.0 with TLS (hiredis_ssl), from ../shared/deps (DEPS_SRC), built into
+# build/hiredis-1.2.0 (a few seconds), and the Redis specs against a module built with it
+# (rediss:// against redis-server --tls-port): Debian 12 ships 0.14, without TLS. DEPS_SRC: the
+# folder next to the checkout (or next to its parent, for a git worktree).
+DEPS_SRC ?= $(firstword $(wildcard $(abspath ../shared/deps) $(abspath ../../shared/deps)) \
+	$(abspath ../shared/deps))
+HIREDIS1 := build/hiredis-1.2.0
+HIREDIS1_SPECS := spec/unit/fleet_config_spec.lua spec/integration/fleet_redis_spec.lua \
+	spec/integration/fleet_sentinel_spec.lua spec/integration/fleet_spec.lua
+.PHONY: deps-hiredis test-hiredis1
+deps-hiredis: $(HIREDIS1)/lib/libhiredis_ssl.so
+$(HIREDIS1)/lib/libhiredis_ssl.so:
+	@test -f $(DEPS_SRC)/hiredis-1.2.0.tar.gz || \
+	  { echo "make deps-hiredis: $(DEPS_SRC)/hiredis-1.2.0.tar.gz not found (set DEPS_SRC)"; exit 1; }
+	@mkdir -p $(HIREDIS1)/src
+	tar -xzf $(DEPS_SRC)/hiredis-1.2.0.tar.gz -C $(HIREDIS1)/src
+	env -u LIBRARY_PATH $(MAKE) --no-print-directory -C $(HIREDIS1)/src/hiredis-1.2.0 USE_SSL=1 \
+	  PREFIX=$(abspath $(HIREDIS1)) LIBRARY_PATH=lib install >$(HIREDIS1)/build.log 2>&1 || \
+	  { tail -20 $(HIREDIS1)/build.log; exit 1; }
+# Only the module is built again (the emulator and tools are the Lua 5.4 build's).
+test-hiredis1: deps-hiredis test-prep
+	@$(MAKE) --no-print-directory LUA=lua5.4 SAN= all
+	@$(MAKE) --no-print-directory LUA=lua5.4 SAN= HIREDIS=$(HIREDIS1) BUILD=build/lua5.4-hiredis1 module
+	GN_BUILD=$(abspath build/lua5.4-hiredis1) GN_BINDIR=$(abspath build/lua5.4/bin) GN_STRICT_MACHINE=1 \
+	  $(BUSTED) --lua=lua5.4 $(HIREDIS1_SPECS)
+
+# ---------------------------------------------------------------------------------------------
 # Install (used by the rockspec's make backend, which passes LUA_LIBDIR/LUA_LUADIR).
 LUA_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_LUADIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
 install: module
 	install -d $(DESTDIR)$(LUA_LIBDIR)/genesys/notify $(DESTDIR)$(LUA_LUADIR)/genesys/notify
 	install -m 755 $(MODULE) $(DESTDIR)$(LUA_LIBDIR)/genesys/notify/core.so
+	install -m 755 $(CLI_MODULE) $(DESTDIR)$(LUA_LIBDIR)/genesys/notify/cli.so
 	install -m 644 lua/genesys/notify/*.lua $(DESTDIR)$(LUA_LUADIR)/genesys/notify/
 	for f in lua/genesys/*.lua; do [ -e "$$f" ] && install -m 644 $$f $(DESTDIR)$(LUA_LUADIR)/genesys/ || true; done
 
@@ -241,9 +310,8 @@ clean:
 # into build/lws-4.3.3 (never into the repository), with the libuv event loop linked in;
 # `make test-lws433` builds the module against it into build/lua5.4-lws433 and runs the C tests
 # and the specs of the connection (LWS433_SPECS: the client specs, the hostile gateway, the TLS
-# matrix, proxies, foreign servers) with it. CI runs it as one leg (.ci/run).
-DEPS_SRC ?= $(firstword $(wildcard $(abspath ../shared/deps) $(abspath ../../shared/deps)) \
-	$(abspath ../shared/deps))
+# matrix, proxies, foreign servers) with it. CI runs it as one leg (.ci/run). DEPS_SRC is the
+# hiredis leg's (above).
 LWS433 := $(abspath build/lws-4.3.3)
 LWS433_ENV := PKG_CONFIG_PATH=$(LWS433)/lib/pkgconfig LD_LIBRARY_PATH=$(LWS433)/lib
 LWS433_SPECS ?= $(wildcard spec/integration/client_*_spec.lua) spec/integration/hostile_spec.lua \

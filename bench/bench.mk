@@ -35,11 +35,28 @@ bench-pool: all
 
 # Wake-up latency and idle CPU inside real nginx workers (issue 10; docs/openresty.md): Debian's
 # nginx and lua-nginx-module against the emulator over TLS; needs the LuaJIT module.
-.PHONY: bench-resty
-bench-resty:
+# Then the burst table (issue 24 item 4; bench/resty_burst.lua): resty in 2 workers beside the
+# plain client (Lua 5.4 and LuaJIT) and lua-resty-websocket + cjson in one worker (the peer, a
+# benchmark dependency only: extracted from ../shared/deps into build/, never committed).
+# RESTY_BURST_ENV passes BENCH_RUNS (3), BENCH_EVENTS (100000), BENCH_ONLY.
+RESTY_WS := lua-resty-websocket-3aef1aa
+DEPS_DIR ?= $(firstword $(wildcard $(abspath ../shared/deps) /work/shared/deps) $(abspath ../shared/deps))
+RESTY_WS_TGZ ?= $(DEPS_DIR)/$(RESTY_WS).tar.gz
+.PHONY: bench-resty bench-resty-burst
+bench-resty: bench-resty-burst
 	$(MAKE) --no-print-directory LUA=luajit module
 	$(MAKE) --no-print-directory emulator
 	sh bench/resty_bench.sh . $(BINDIR) $(RESTY_BENCH_ARGS)
+
+build/$(RESTY_WS)/lib/resty/websocket/client.lua:
+	@test -f $(RESTY_WS_TGZ) || { echo "$(RESTY_WS_TGZ): missing (RESTY_WS_TGZ=path)"; exit 1; }
+	mkdir -p build && tar -xzf $(RESTY_WS_TGZ) -C build && touch $@
+
+bench-resty-burst: build/$(RESTY_WS)/lib/resty/websocket/client.lua
+	$(MAKE) --no-print-directory LUA=luajit module
+	$(MAKE) --no-print-directory LUA=lua5.4 module
+	$(MAKE) --no-print-directory emulator
+	$(RESTY_BURST_ENV) GN_BINDIR=$(abspath $(BINDIR)) lua5.4 bench/resty_burst.lua
 
 # make bench-peers: the project against its peers (Node ws, Python websockets, lua-http, bare lws
 # with and without jansson), one at a time against one emulator over TLS; one markdown table of

@@ -4,7 +4,7 @@
 -- respawned each time. For each takeover:
 --   acquired: kill -> a candidate took the lease (the fence in Redis moved)
 --   open:     kill -> the new holder's stream is connected at the emulator
---   gap:      the deaf interval the gap marker reports (previous holder's last renewal -> open)
+--   gap:      the deaf interval the gap marker reports (previous holder's watermark - 1 s -> open)
 --   make bench-fleet   (or: GN_BUILD=build/lua5.4 GN_BINDIR=build/lua5.4/bin lua5.4 bench/fleet_takeover.lua)
 package.path = "lua/?.lua;spec/?.lua;" .. package.path
 local build = os.getenv("GN_BUILD") or "build/lua5.4"

@@ -1,157 +1,35 @@
 /*
- * genesys-notify-emulator: the admin API (/__emulator/...) and fault parsing.
+ * genesys-notify-emulator: the admin API (/__emulator/...).
  *
  * Stats and channel lists, per-channel faults and generated events, publish, token revocation,
- * and the handshake/tcp/http faults that --fault also sets. It builds answers as JSON and
+ * and the faults of faults.c's table (which --fault also sets). It builds answers as JSON and
  * leaves the HTTP exchange to http.c, so it knows nothing of lws requests: http.c calls
  * admin_handle, never the other way round.
  */
 #include "admin.h"
 
 #include "events.h"
+#include "faults.h"
 #include "publish.h"
+#include "request.h"
 #include "state.h"
 #include "stream.h"
+#include "subscribe.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Reads an integer field; returns 0 ok (out set, or def when absent), -1 with err naming it. */
-static int get_long(json_t *o, const char *field, long min, long max, long def, long *out,
-		    char *err, size_t errlen)
+/* Lifetimes and the channel limit: the most channels one OAuth client held at once (live,
+ * connected) against the server's limit, and the subscription requests answered. */
+static void lifetime_stats(json_t *g)
 {
-	json_t *v = json_object_get(o, field);
-	if (!v) {
-		*out = def;
-		return 0;
-	}
-	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
-		snprintf(err, errlen, "field \"%s\": expected an integer from %ld to %ld", field, min,
-			 max);
-		return -1;
-	}
-	*out = (long)json_integer_value(v);
-	return 0;
-}
-
-static int get_str(json_t *o, const char *field, const char **out, char *err, size_t errlen)
-{
-	json_t *v = json_object_get(o, field);
-	if (!v) {
-		*out = NULL;
-		return 0;
-	}
-	if (!json_is_string(v)) {
-		snprintf(err, errlen, "field \"%s\": expected a string", field);
-		return -1;
-	}
-	*out = json_string_value(v);
-	return 0;
-}
-
-/* Applies a fault described by a JSON object (admin API and --fault share this). */
-int fault_parse_json(json_t *o, const char *kind, char *err, size_t errlen)
-{
-	long ms, delay, count, status, ra;
-	const char *mode, *target;
-	if (get_long(o, "ms", 0, 86400000L, 0, &ms, err, errlen))
-		return -1;
-	if (!strcmp(kind, "handshake")) {
-		if (get_str(o, "mode", &mode, err, errlen))
-			return -1;
-		if (get_long(o, "delay_ms", 0, 600000, 1000, &delay, err, errlen))
-			return -1;
-		if (mode && !strcmp(mode, "refuse"))
-			E.hs_refuse_until = deadline_from_ms(ms);
-		else if (mode && !strcmp(mode, "slow")) {
-			E.hs_slow_until = deadline_from_ms(ms);
-			E.hs_slow_delay_ms = delay;
-		} else {
-			snprintf(err, errlen, "field \"mode\": expected \"refuse\" or \"slow\"");
-			return -1;
-		}
-		return 0;
-	}
-	if (!strcmp(kind, "tcp")) {
-		if (get_str(o, "mode", &mode, err, errlen))
-			return -1;
-		if (!mode || strcmp(mode, "refuse")) {
-			snprintf(err, errlen, "field \"mode\": expected \"refuse\"");
-			return -1;
-		}
-		if (ms <= 0) {
-			/* refused connections include the admin API's: nobody could clear it */
-			snprintf(err, errlen, "field \"ms\": required for tcp faults (the admin API's "
-				 "own connections are refused too)");
-			return -1;
-		}
-		E.tcp_refuse_until = deadline_from_ms(ms);
-		return 0;
-	}
-	if (!strcmp(kind, "http")) {
-		if (get_str(o, "target", &target, err, errlen))
-			return -1;
-		http_fault_t *f = target && !strcmp(target, "oauth") ? &E.fault_oauth :
-				  target && !strcmp(target, "rest") ? &E.fault_rest : NULL;
-		if (!f) {
-			snprintf(err, errlen, "field \"target\": expected \"oauth\" or \"rest\"");
-			return -1;
-		}
-		if (!json_object_get(o, "status") && !json_object_get(o, "delay_ms")) {
-			snprintf(err, errlen, "field \"status\": required (429, 500 or 503) unless "
-				 "\"delay_ms\" is given");
-			return -1;
-		}
-		if (get_long(o, "status", 400, 599, 0, &status, err, errlen) ||
-		    get_long(o, "delay_ms", 1, 600000, 0, &delay, err, errlen) ||
-		    get_long(o, "count", 0, 1000000000L, 0, &count, err, errlen) ||
-		    get_long(o, "retry_after", 0, 86400, status == 429 ? 1 : -1, &ra, err, errlen))
-			return -1;
-		f->status = (int)status;
-		f->delay_ms = delay;
-		f->count = count;
-		f->until_us = count ? 0 : deadline_from_ms(ms);
-		f->retry_after = (int)ra;
-		return 0;
-	}
-	if (!strcmp(kind, "token")) {
-		/* Odd token answers: an expires_in far too small or too large, an access_token too
-		 * long or carrying control characters. */
-		json_t *exp = json_object_get(o, "expires_in"), *tok = json_object_get(o, "access_token");
-		if (get_long(o, "count", 1, 1000000L, 1, &count, err, errlen))
-			return -1;
-		if ((exp && !json_is_number(exp)) || (tok && !json_is_string(tok)) || (!exp && !tok)) {
-			snprintf(err, errlen, "fields \"expires_in\" (a number) and/or \"access_token\" "
-				 "(a string) expected");
-			return -1;
-		}
-		json_decref(E.token_answer);
-		E.token_answer = json_pack("{s:O*, s:O*}", "expires_in", exp, "access_token", tok);
-		E.token_count = count;
-		return 0;
-	}
-	if (!strcmp(kind, "connect_uri")) {
-		/* A connectUri the client cannot use (an unroutable or multicast address, a closed
-		 * port): what a broken or hostile API could answer. */
-		const char *base;
-		if (get_str(o, "base", &base, err, errlen) ||
-		    get_long(o, "count", 1, 1000000L, 1, &count, err, errlen))
-			return -1;
-		if (!base || strlen(base) >= sizeof E.connect_base ||
-		    (strncmp(base, "ws://", 5) && strncmp(base, "wss://", 6))) {
-			snprintf(err, errlen, "field \"base\": expected a ws:// or wss:// URL of at "
-				 "most %zu bytes", sizeof E.connect_base - 1);
-			return -1;
-		}
-		snprintf(E.connect_base, sizeof E.connect_base, "%s", base);
-		E.connect_count = count;
-		return 0;
-	}
-	snprintf(err, errlen, "unknown fault kind \"%s\" (expected handshake, tcp, http, "
-		 "connect_uri or token)", kind);
-	return -1;
+	json_object_set_new(g, "channels_live_peak", json_integer((json_int_t)E.peak_live));
+	json_object_set_new(g, "channels_connected_peak",
+			    json_integer((json_int_t)E.peak_connected));
+	json_object_set_new(g, "max_channels", json_integer(E.cfg.max_channels));
+	json_object_set_new(g, "subscription_requests", json_integer((json_int_t)E.sub_requests));
 }
 
 static json_t *stats_json(void)
@@ -187,6 +65,7 @@ static json_t *stats_json(void)
 		"handshakes", (json_int_t)E.handshakes, "handshakes_per_s", (json_int_t)hs_current(),
 		"handshakes_per_s_peak", (json_int_t)E.hs_peak,
 		"open_connections", (json_int_t)E.open_connections, "channels_live", (json_int_t)live);
+	lifetime_stats(g);
 	return json_pack("{s:o,s:o}", "global", g, "channels", chs);
 }
 
@@ -221,20 +100,20 @@ static int channel_action(channel_t *ch, const char *action, json_t *o, char *ms
 	if (!strcmp(action, "close")) {
 		long code;
 		const char *reason;
-		if (get_long(o, "code", 1000, 4999, 1000, &code, msg, ml) ||
-		    get_str(o, "reason", &reason, msg, ml))
+		if (json_field_long(o, "code", 1000, 4999, 1000, &code, msg, ml) ||
+		    json_field_str(o, "reason", &reason, msg, ml))
 			return 400;
 		conn_close(c, (int)code, reason ? reason : "closed by emulator");
 	} else if (!strcmp(action, "reset")) {
 		conn_reset(c);
 	} else if (!strcmp(action, "stall")) {
 		long ms;
-		if (get_long(o, "ms", 1, 3600000, 5000, &ms, msg, ml))
+		if (json_field_long(o, "ms", 1, 3600000, 5000, &ms, msg, ml))
 			return 400;
 		conn_stall(c, ms);
 	} else if (!strcmp(action, "socket_closing")) {
 		long g;
-		if (get_long(o, "grace_ms", 0, 3600000, 60000, &g, msg, ml))
+		if (json_field_long(o, "grace_ms", 0, 3600000, 60000, &g, msg, ml))
 			return 400;
 		conn_socket_closing(c, g);
 	} else if (!strcmp(action, "expire")) {
@@ -244,9 +123,9 @@ static int channel_action(channel_t *ch, const char *action, json_t *o, char *ms
 	} else if (!strcmp(action, "malformed")) {
 		const char *k;
 		long size, count;
-		if (get_str(o, "kind", &k, msg, ml) ||
-		    get_long(o, "size", 1, 64L << 20, 1048577, &size, msg, ml) ||
-		    get_long(o, "count", 1, 1000000, 1, &count, msg, ml))
+		if (json_field_str(o, "kind", &k, msg, ml) ||
+		    json_field_long(o, "size", 1, 64L << 20, 1048577, &size, msg, ml) ||
+		    json_field_long(o, "count", 1, 1000000, 1, &count, msg, ml))
 			return 400;
 		if (count > 1 && (!k || strcmp(k, "binary"))) {
 			snprintf(msg, ml, "field \"count\": only with \"kind\": \"binary\"");
@@ -266,7 +145,7 @@ static int channel_action(channel_t *ch, const char *action, json_t *o, char *ms
 						  "{\"message\":\"\xff\xfe\xc3\x28\"}}";
 			conn_send_text(c, bad, sizeof bad - 1);
 		} else if (k && !strcmp(k, "oversized")) {
-			const char *topic = ch->ntopics ? ch->topics[0] : "v2.emulator.oversized";
+			const char *topic = ch->ndeliver ? ch->deliver[0] : "v2.emulator.oversized";
 			size_t cap = event_max_len((size_t)size, topic);
 			char *buf = malloc(cap);
 			size_t n = buf ? event_format(buf, cap, topic, 0, (size_t)size) : 0;
@@ -283,9 +162,9 @@ static int channel_action(channel_t *ch, const char *action, json_t *o, char *ms
 		const char *topic;
 		json_t *rv = json_object_get(o, "rate");
 		double rate = 0;
-		if (get_long(o, "count", 1, 10000000L, 0, &count, msg, ml) ||
-		    get_long(o, "size", 1, 16L << 20, E.cfg.event_size, &size, msg, ml) ||
-		    get_str(o, "topic", &topic, msg, ml))
+		if (json_field_long(o, "count", 1, 10000000L, 0, &count, msg, ml) ||
+		    json_field_long(o, "size", 1, 16L << 20, E.cfg.event_size, &size, msg, ml) ||
+		    json_field_str(o, "topic", &topic, msg, ml))
 			return 400;
 		if (!count) {
 			snprintf(msg, ml, "field \"count\": required, an integer from 1");
@@ -303,7 +182,7 @@ static int channel_action(channel_t *ch, const char *action, json_t *o, char *ms
 				 ch->id, topic);
 			return 409;
 		}
-		if (!topic && !ch->ntopics) {
+		if (!topic && !ch->ndeliver) {
 			snprintf(msg, ml, "channel %s has no subscriptions", ch->id);
 			return 409;
 		}
@@ -390,8 +269,8 @@ static int publish_stream_request(json_t *o, const char *topic, json_t **answer,
 	if (json_object_get(o, "eventBody"))
 		return fail(msg, ml, 400, "field \"eventBody\": not with \"count\" (a publish "
 			    "stream generates its events)");
-	if (get_long(o, "count", 1, 10000000L, 0, &count, msg, ml) ||
-	    get_long(o, "size", 1, 16L << 20, E.cfg.event_size, &size, msg, ml))
+	if (json_field_long(o, "count", 1, 10000000L, 0, &count, msg, ml) ||
+	    json_field_long(o, "size", 1, 16L << 20, E.cfg.event_size, &size, msg, ml))
 		return 400;
 	if (rv) {
 		if (!json_is_number(rv) || json_number_value(rv) <= 0 ||
@@ -416,7 +295,7 @@ static int publish_request(json_t *o, json_t **answer, char *msg, size_t ml)
 {
 	const char *topic;
 	json_t *body = json_object_get(o, "eventBody");
-	if (get_str(o, "topic", &topic, msg, ml) || !topic)
+	if (json_field_str(o, "topic", &topic, msg, ml) || !topic)
 		return *msg ? 400 : fail(msg, ml, 400, "field \"topic\": required, a string");
 	if (json_object_get(o, "count"))
 		return publish_stream_request(o, topic, answer, msg, ml);
@@ -467,13 +346,17 @@ int admin_handle(const char *method, const char *path, const char *body, size_t 
 		*answer = stats_json();
 		return 200;
 	}
+	if (get && !strcmp(r, "faults")) {
+		*answer = json_pack("{s:o}", "kinds", faults_json());
+		return 200;
+	}
 	if (get && !strcmp(r, "channels")) {
 		*answer = channels_list_json();
 		return 200;
 	}
 	if (get && (!strcmp(r, "publish") || !strncmp(r, "publish/", 8)))
 		return publish_get(r, answer, msg, ml);
-	if (!post)
+	if (!post && strcmp(r, "subscriptions"))
 		return fail(msg, ml, 404, "no admin endpoint %s %s", method, path);
 	json_t *o = NULL;
 	if (body && body_len) {
@@ -485,8 +368,10 @@ int admin_handle(const char *method, const char *path, const char *body, size_t 
 		}
 	} else
 		o = json_object();
-	int st = 200;
-	if (!strncmp(r, "channels/", 9))
+	int st = 200, subs_st = subs_admin(post, r, o, answer, msg, ml);
+	if (subs_st >= 0)
+		st = subs_st; /* subscriptions and permissions: subscribe.c */
+	else if (!strncmp(r, "channels/", 9))
 		st = channels_request(r, o, answer, msg, ml);
 	else if (!strcmp(r, "publish"))
 		st = publish_request(o, answer, msg, ml);
@@ -497,18 +382,12 @@ int admin_handle(const char *method, const char *path, const char *body, size_t 
 		tokens_revoke();
 		*answer = json_pack("{s:i}", "revoked", n);
 	} else if (!strcmp(r, "faults/clear")) {
-		E.hs_refuse_until = E.hs_slow_until = E.tcp_refuse_until = 0;
-		memset(&E.fault_oauth, 0, sizeof E.fault_oauth);
-		memset(&E.fault_rest, 0, sizeof E.fault_rest);
-		E.connect_base[0] = '\0';
-		E.connect_count = 0;
-		json_decref(E.token_answer);
-		E.token_answer = NULL;
-		E.token_count = 0;
+		faults_clear();
 		*answer = json_pack("{s:b}", "cleared", 1);
 	} else if (!strncmp(r, "faults/", 7)) {
-		if (fault_parse_json(o, r + 7, msg, ml))
-			st = strstr(msg, "unknown fault kind") ? 404 : 400;
+		int rc = fault_parse_json(o, r + 7, msg, ml);
+		if (rc)
+			st = rc == -2 ? 404 : 400;
 		else
 			*answer = json_pack("{s:b}", "ok", 1);
 	} else

@@ -1,5 +1,5 @@
 /*
- * genesys-notify-emulator: the admin API (/__emulator/...) and fault parsing.
+ * genesys-notify-emulator: the admin API (/__emulator/...); the faults it sets are faults.c's.
  *
  * Above the stream and the state, below http.c (which serves its answers) and main.c (--fault).
  * Runs on the emulator's single lws service thread.
@@ -15,9 +15,5 @@
  * caller owns it; NULL when out of memory), or an error status with msg (ml bytes) saying why. */
 int admin_handle(const char *method, const char *path, const char *body, size_t body_len,
 		 json_t **answer, char *msg, size_t ml);
-
-/* Applies the fault of this kind ("handshake", "tcp", "http") described by o (the admin API's
- * body, or --fault's pairs); returns 0, or -1 with err naming the field and what was expected. */
-int fault_parse_json(json_t *o, const char *kind, char *err, size_t errlen);
 
 #endif

@@ -18,6 +18,7 @@
 #include "session.h"
 #include "state.h"
 #include "stream.h"
+#include "subscribe.h"
 
 #include <ctype.h>
 #include <poll.h>
@@ -231,39 +232,21 @@ static json_t *channel_json(const channel_t *ch, const char *host)
 	return json_pack("{s:s,s:s,s:s}", "connectUri", uri, "id", ch->id, "expires", exp);
 }
 
-static json_t *topics_json(const channel_t *ch)
-{
-	json_t *a = json_array();
-	for (size_t i = 0; i < ch->ntopics; i++)
-		json_array_append_new(a, json_pack("{s:s,s:s}", "id", ch->topics[i], "state",
-						   "Permitted"));
-	return json_pack("{s:o}", "entities", a);
-}
-
 static void host_of(struct lws *wsi, char *host, size_t n)
 {
 	if (lws_hdr_copy(wsi, host, (int)n, WSI_TOKEN_HOST) <= 0)
 		snprintf(host, n, "localhost:%d", E.port);
 }
 
-static void set_topics(channel_t *ch, char **list, size_t n)
-{
-	for (size_t i = 0; i < ch->ntopics; i++)
-		free(ch->topics[i]);
-	free(ch->topics);
-	ch->topics = list;
-	ch->ntopics = n;
-}
-
 static void handle_subscriptions(struct lws *wsi, pss_t *p, channel_t *ch)
 {
 	const int kind = KIND_REST;
 	if (p->method == WSI_TOKEN_GET_URI) {
-		respond(wsi, p, kind, 200, topics_json(ch));
+		respond(wsi, p, kind, 200, subs_listing(ch));
 		return;
 	}
 	if (p->method == WSI_TOKEN_DELETE_URI) {
-		set_topics(ch, NULL, 0);
+		subs_clear(ch);
 		channel_touch(ch);
 		respond_text(wsi, p, kind, 204, NULL);
 		return;
@@ -278,23 +261,48 @@ static void handle_subscriptions(struct lws *wsi, pss_t *p, channel_t *ch)
 	     i++)
 		if (!strcasecmp(frag, "ignoreErrors=true"))
 			ignore_errors = 1;
-	int add = p->method == WSI_TOKEN_POST_URI;
-	char **list, msg[400];
-	size_t n;
-	int st = topics_from_body(p->body, p->body_len, add ? ch->topics : NULL,
-				  add ? ch->ntopics : 0, ignore_errors, EMU_MAX_TOPICS, &list, &n,
-				  msg, sizeof msg);
-	if (st) {
-		ERR(st, "%s", msg);
+	json_t *answer;
+	const char *code;
+	char msg[400];
+	int st = subs_request(ch, p->body, p->body_len, p->method == WSI_TOKEN_POST_URI,
+			      ignore_errors, &answer, &code, msg, sizeof msg);
+	if (st != 200) {
+		error_with(wsi, p, kind, st, code, "%s", msg);
 		return;
 	}
-	set_topics(ch, list, n);
+	E.sub_requests++;
 	/* Subscribing extends the channel's life. */
 	channel_set_ttl(ch);
 	channel_touch(ch);
 	if (ch->conn)
 		conn_wake(ch->conn);       /* streams waiting for topics may start */
-	respond(wsi, p, kind, 200, topics_json(ch));
+	respond(wsi, p, kind, 200, answer);
+}
+
+/* GET /api/v2/notifications/channels: "includechannels=token" (the default, as the official API
+ * text says) lists the channels this token created; "oauthclient" every channel of the OAuth
+ * client. */
+static void channels_get(struct lws *wsi, pss_t *p, const token_t *t, const char *host)
+{
+	const int kind = KIND_REST;
+	int all = 0;
+	char frag[128];
+	for (int i = 0; lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) > 0;
+	     i++) {
+		if (strncasecmp(frag, "includechannels=", 16))
+			continue;
+		if (!strcasecmp(frag + 16, "oauthclient"))
+			all = 1;
+		else if (strcasecmp(frag + 16, "token")) {
+			ERR(400, "includechannels must be token or oauthclient");
+			return;
+		}
+	}
+	json_t *a = json_array();
+	for (channel_t *ch = E.channels; ch; ch = ch->next)
+		if (ch->client == t->client && !ch->expired && (all || !strcmp(ch->token, t->value)))
+			json_array_append_new(a, channel_json(ch, host));
+	respond(wsi, p, kind, 200, json_pack("{s:o}", "entities", a));
 }
 
 static void handle_rest(struct lws *wsi, pss_t *p)
@@ -330,6 +338,8 @@ static void handle_rest(struct lws *wsi, pss_t *p)
 				ERR(500, "out of memory");
 				return;
 			}
+			channel_bind_token(ch, t);
+			channels_note_peak();
 			elog("{\"event\":\"channel_created\",\"channel\":\"%s\"}", ch->id);
 			json_t *answer = channel_json(ch, host);
 			if (E.connect_count > 0 && E.connect_base[0]) { /* fault: an unusable connectUri */
@@ -340,11 +350,7 @@ static void handle_rest(struct lws *wsi, pss_t *p)
 			}
 			respond(wsi, p, kind, 200, answer);
 		} else if (p->method == WSI_TOKEN_GET_URI) {
-			json_t *a = json_array();
-			for (channel_t *ch = E.channels; ch; ch = ch->next)
-				if (ch->client == t->client && !ch->expired)
-					json_array_append_new(a, channel_json(ch, host));
-			respond(wsi, p, kind, 200, json_pack("{s:o}", "entities", a));
+			channels_get(wsi, p, t, host);
 		} else
 			ERR(405, "%s is not allowed on channels", method_name(p->method));
 		return;

@@ -8,12 +8,14 @@
  * Bad flags exit with status 2 and a message naming the flag and what was expected.
  */
 #include "admin.h"
+#include "faults.h"
 #include "http.h"
 #include "log.h"
 #include "publish.h"
 #include "session.h"
 #include "state.h"
 #include "stream.h"
+#include "subscribe.h"
 
 #include <errno.h>
 #include <openssl/ssl.h>
@@ -123,7 +125,8 @@ static const char USAGE[] =
 	"         [--tls-max 1.2|1.3]\n"
 	"         --client ID:SECRET [--client ...] [--token-ttl S] [--channel-ttl S]\n"
 	"         [--heartbeat-ms N] [--event-rate N] [--event-size BYTES] [--max-message BYTES]\n"
-	"         [--max-channels N] [--fault KIND:key=value,...] [--log]\n";
+	"         [--max-channels N] [--channel-ends-with-token] [--fault KIND:key=value,...]\n"
+	"         [--log] [--invalid-topics error|omit|rejected]\n";
 
 static void die_flag(const char *flag, const char *expected, const char *got)
 {
@@ -164,12 +167,15 @@ static double parse_double(const char *flag, const char *v, double min, double m
 static void apply_cli_fault(const char *spec)
 {
 	const char *colon = spec ? strchr(spec, ':') : NULL;
+	char kinds[200], expected[260];
+	snprintf(expected, sizeof expected, "KIND:key=value,... (KIND is %s)",
+		 fault_kinds(kinds, sizeof kinds));
 	if (!spec || !colon || colon == spec)
-		die_flag("--fault", "KIND:key=value,... (KIND is handshake, tcp or http)", spec);
-	char kind[16];
+		die_flag("--fault", expected, spec);
+	char kind[32];
 	size_t kl = (size_t)(colon - spec);
 	if (kl >= sizeof kind)
-		die_flag("--fault", "KIND to be handshake, tcp or http", spec);
+		die_flag("--fault", expected, spec);
 	memcpy(kind, spec, kl);
 	kind[kl] = '\0';
 	json_t *o = json_object();
@@ -211,10 +217,16 @@ static void parse_args(int argc, char **argv, const char ***faults, int *nfaults
 	for (int i = 1; i < argc; i++) {
 		const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+			char kinds[200];
 			fputs(USAGE, stdout);
+			printf("fault kinds (--fault and POST /__emulator/faults/KIND): %s\n",
+			       fault_kinds(kinds, sizeof kinds));
 			exit(0);
 		} else if (!strcmp(f, "--log")) {
 			c->log = 1;
+			continue;
+		} else if (!strcmp(f, "--channel-ends-with-token")) {
+			c->channel_ends_with_token = 1;
 			continue;
 		}
 		i++;
@@ -261,7 +273,10 @@ static void parse_args(int argc, char **argv, const char ***faults, int *nfaults
 			c->max_message = parse_long(f, v, 0, 1L << 30);
 		else if (!strcmp(f, "--max-channels"))
 			c->max_channels = (int)parse_long(f, v, 1, 1000000);
-		else if (!strcmp(f, "--fault")) {
+		else if (!strcmp(f, "--invalid-topics")) {
+			if (!v || subs_set_invalid_mode(v))
+				die_flag(f, "error, omit or rejected", v);
+		} else if (!strcmp(f, "--fault")) {
 			if (!v)
 				die_flag(f, "KIND:key=value,...", NULL);
 			(*faults)[(*nfaults)++] = v;
@@ -373,6 +388,7 @@ int main(int argc, char **argv)
 		slow_unlink(slows);
 	publish_free();
 	channels_free();
+	subs_free();
 	tokens_free();
 	json_decref(E.token_answer); /* a token fault left set */
 	E.token_answer = NULL;

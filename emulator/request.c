@@ -68,8 +68,23 @@ void topics_list_free(char **list, size_t n)
 	free(list);
 }
 
+int topic_name_ok(const char *t)
+{
+	if (!event_topic_valid(t))
+		return 0;
+	const char *q = strchr(t, '?');
+	if (!q)
+		return !strchr(t, '&');
+	if (strchr(q + 1, '?') || q[-1] == '.' || !q[1])
+		return 0;
+	for (const char *m = q + 1; *m; m++)
+		if (*m == '&' && (m[1] == '&' || !m[1] || m[-1] == '?'))
+			return 0;
+	return 1;
+}
+
 int topics_from_body(const char *body, size_t len, char *const *existing, size_t nexisting,
-		     int ignore_errors, size_t max_topics, char ***listp, size_t *np, char *msg,
+		     int invalid, size_t max_topics, char ***listp, size_t *np, char *msg,
 		     size_t ml)
 {
 	json_error_t jerr;
@@ -101,15 +116,15 @@ int topics_from_body(const char *body, size_t len, char *const *existing, size_t
 			break;
 		}
 		const char *t = json_string_value(id);
-		if (!event_topic_valid(t)) {
-			if (ignore_errors)
+		if (invalid != 2 && !topic_name_ok(t)) {
+			if (invalid == 1)
 				continue;
 			bad = t;
 			break;
 		}
-		int dup = 0;
+		int dup = 0; /* Genesys's own handlers compare names in any case */
 		for (size_t k = 0; k < n && !dup; k++)
-			dup = list[k] && !strcmp(list[k], t);
+			dup = list[k] && !strcasecmp(list[k], t);
 		if (!dup)
 			list[n++] = strdup(t);
 	}
@@ -161,4 +176,36 @@ int rest_route(const char *path, char *id, size_t n, const char **sub)
 	id[il] = '\0';
 	*sub = slash;
 	return 1;
+}
+
+int json_field_long(json_t *o, const char *field, long min, long max, long def, long *out,
+		    char *err, size_t errlen)
+{
+	json_t *v = json_object_get(o, field);
+	if (!v) {
+		*out = def;
+		return 0;
+	}
+	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+		snprintf(err, errlen, "field \"%s\": expected an integer from %ld to %ld", field, min,
+			 max);
+		return -1;
+	}
+	*out = (long)json_integer_value(v);
+	return 0;
+}
+
+int json_field_str(json_t *o, const char *field, const char **out, char *err, size_t errlen)
+{
+	json_t *v = json_object_get(o, field);
+	if (!v) {
+		*out = NULL;
+		return 0;
+	}
+	if (!json_is_string(v)) {
+		snprintf(err, errlen, "field \"%s\": expected a string", field);
+		return -1;
+	}
+	*out = json_string_value(v);
+	return 0;
 }

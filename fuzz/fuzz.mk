@@ -39,7 +39,9 @@ $(FUZZ_OBJDIR)/emulator/%.o: emulator/%.c $(wildcard emulator/*.h)
 FUZZ_LINK = $(FUZZ_CC) -g -fsanitize=fuzzer $(FUZZ_SAN)
 
 FUZZ_EMU_BINS  := $(filter $(FUZZ_DIR)/fuzz_emu_%,$(FUZZ_BINS))
-FUZZ_CORE_BINS := $(filter-out $(FUZZ_EMU_BINS) $(FUZZ_DIR)/fuzz_json_lua,$(FUZZ_BINS))
+FUZZ_CORE_BINS := $(filter-out $(FUZZ_EMU_BINS) $(FUZZ_DIR)/fuzz_json_lua $(FUZZ_DIR)/fuzz_cli_http,$(FUZZ_BINS))
+# The command's /metrics request head (csrc/cli/http_parse.c: no Lua, no I/O).
+FUZZ_CLI_OBJS  := $(FUZZ_OBJDIR)/cli/http_parse.o
 
 $(FUZZ_EMU_BINS): $(FUZZ_DIR)/fuzz_emu_%: fuzz/fuzz_emu_%.c fuzz/fuzz_util.h $(FUZZ_EMU_OBJS)
 	@mkdir -p $(dir $@)
@@ -48,6 +50,9 @@ $(FUZZ_DIR)/fuzz_json_lua: fuzz/fuzz_json_lua.c fuzz/fuzz_util.h $(FUZZ_CORE_OBJ
 	@mkdir -p $(dir $@)
 	$(FUZZ_LINK) $(FUZZ_CFLAGS) $(shell pkg-config --cflags $(FUZZ_LUA_PC)) -o $@ $< \
 	  $(FUZZ_BIND_OBJS) $(FUZZ_CORE_OBJS) $(DEP_LIBS) $(shell pkg-config --libs $(FUZZ_LUA_PC))
+$(FUZZ_DIR)/fuzz_cli_http: fuzz/fuzz_cli_http.c fuzz/fuzz_util.h $(FUZZ_CLI_OBJS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_LINK) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_CLI_OBJS)
 $(FUZZ_CORE_BINS): $(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_util.h $(FUZZ_CORE_OBJS)
 	@mkdir -p $(dir $@)
 	$(FUZZ_LINK) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_CORE_OBJS) $(DEP_LIBS)

@@ -58,7 +58,7 @@ static int fast_string(fast_t *f, const char **out, size_t *len) {
     while (q < f->end && *q >= 0x20 && *q < 0x80 && *q != '"' && *q != '\\') q++;
     if (q >= f->end || *q < 0x20) return -1;
     if (*q >= 0x80) {
-      size_t n = utf8_seq(q, f->end);
+      size_t n = gn_utf8_seq(q, f->end);
       if (!n) return -1;
       q += n;
       continue;
@@ -299,7 +299,7 @@ static int scan_string(scan_t *s, int *esc) {
       q++;
       continue;
     }
-    size_t n = utf8_seq(q, end);
+    size_t n = gn_utf8_seq(q, end);
     if (!n) return -1;
     q += n;
   }
@@ -597,16 +597,16 @@ static const char *keep(gn_msg_t *m, const span_t *v) {
 static gn_msg_kind_t classify_tree(const char *data, size_t len, gn_msg_t *m) {
   json_error_t je;
   json_t *j = gn_msg_fast_parse(data, len);
-  if (!j) j = json_loadb(data, len, 0, &je);
-  if (!j) {
-    /* jansson names bad UTF-8 "unable to decode byte 0x.." (a bad lead or continuation byte)
-     * or "... UTF-8 ..." (an encoded surrogate, an overlong form). */
+  if (!j && !(j = json_loadb(data, len, 0, &je))) { /* jansson names bad UTF-8 "unable to decode
+     * byte 0x.." (a bad lead or continuation byte) or "... UTF-8 ..." (a surrogate, overlong) */
     int utf8 = strstr(je.text, "decode byte") || strstr(je.text, "UTF-8");
     return malformed(m, utf8 ? "invalid_utf8" : "invalid_json", je.text);
-  }
-  if (!json_is_object(j)) {
+  } /* jansson skips a NUL byte after a number or a literal ("[true\0]"); RFC 8259 has none */
+  int nul = memchr(data, 0, len) != NULL, object = json_is_object(j);
+  if (nul || !object) {
     json_decref(j);
-    return malformed(m, "not_an_object", "message is not a JSON object");
+    return nul ? malformed(m, "invalid_json", "a NUL byte (JSON has none)")
+               : malformed(m, "not_an_object", "message is not a JSON object");
   }
   m->root = j;
   /* {"result":"404", ...} (a string in practice, a number in some SDK fixtures) */

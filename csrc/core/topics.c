@@ -3,6 +3,7 @@
 #include "gn_util.h"
 
 #include <jansson.h>
+#include <strings.h>
 
 int gn_topics_has(const gn_topics_t *s, const char *t) {
   for (size_t i = 0; i < s->n; i++)
@@ -64,4 +65,44 @@ char *gn_topics_body(const gn_topics_t *s) {
   char *out = a ? json_dumps(a, JSON_COMPACT) : NULL;
   json_decref(a);
   return out;
+}
+
+/* 1 when name (nl bytes) is one of the members "m1&m2&..." of a composite, in any case. */
+static int has_member(const char *members, const char *name, size_t nl) {
+  for (const char *m = members;;) {
+    size_t ml = strcspn(m, "&");
+    if (ml == nl && nl && strncasecmp(m, name, nl) == 0) return 1;
+    if (!m[ml]) return 0;
+    m += ml + 1;
+  }
+}
+
+/* 1 when every member of x is among those of y. */
+static int members_within(const char *x, const char *y) {
+  for (const char *m = x;;) {
+    size_t ml = strcspn(m, "&");
+    if (!has_member(y, m, ml)) return 0;
+    if (!m[ml]) return 1;
+    m += ml + 1;
+  }
+}
+
+int gn_topic_same(const char *a, const char *b) {
+  if (strcasecmp(a, b) == 0) return 1;
+  const char *qa = strchr(a, '?'), *qb = strchr(b, '?');
+  if (!qa || !qb || qa - a != qb - b || strncasecmp(a, b, (size_t)(qa - a)) != 0) return 0;
+  return members_within(qa + 1, qb + 1) && members_within(qb + 1, qa + 1);
+}
+
+int gn_topic_member_of(const char *topic, const char *composite) {
+  const char *q = strchr(composite, '?');
+  size_t pl = q ? (size_t)(q - composite) : 0;
+  if (!q || strncasecmp(topic, composite, pl) != 0 || topic[pl] != '.') return 0;
+  return has_member(q + 1, topic + pl + 1, strlen(topic + pl + 1));
+}
+
+long gn_topics_find_same(const gn_topics_t *s, const char *t) {
+  for (size_t i = 0; i < s->n; i++)
+    if (gn_topic_same(s->v[i], t)) return (long)i;
+  return -1;
 }

@@ -29,4 +29,15 @@ void gn_topics_free(gn_topics_t *s);
  * memory. */
 char *gn_topics_body(const gn_topics_t *s);
 
+/* How a server's name is matched to the name the user asked for (an answer's entry, an event):
+ * in any case (the official Java and .NET handlers compare names so), and a composite
+ * prefix?m1&m2 equal to another with the same prefix and the same members in any order.
+ * Returns 1 when a and b name the same subscription, else 0. */
+int gn_topic_same(const char *a, const char *b);
+/* Returns 1 when topic is one of composite's individual topics (composite prefix?m1&m2 and
+ * topic prefix.mN, in any case), else 0 (also when composite is not composite). */
+int gn_topic_member_of(const char *topic, const char *composite);
+/* Returns the index of the first name of s that gn_topic_same(t), or -1. */
+long gn_topics_find_same(const gn_topics_t *s, const char *t);
+
 #endif

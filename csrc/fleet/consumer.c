@@ -15,13 +15,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#define TRANSITIONS 64
+
 struct gn_consumer {
   gn_queue_t queue;
   gn_metrics_t metrics;
   int queue_ready;
   gn_service_t *svc;
   pid_t pid;
-  gn_redis_url_t url;
+  gn_redis_conf_t conf;
   char *stream, *gaps, *group, *name;
   int group_mode;
   char block[24], count[24];
@@ -40,8 +42,14 @@ struct gn_consumer {
   char last_id[64];          /* fanout: where the next XREAD starts */
   char gap_id[64];           /* group: where the next read of KEY:gaps starts */
   int gap_reading;
-  int group_from_start;      /* recreate the group at "0" (its stream is new), not "$" */
+  int group_from_start;      /* create the group at "0", not "$": connected before, so a group
+                                that is not there any more went with its stream's data (a
+                                restarted Redis, FLUSHALL) and the new stream is all new */
   uint64_t max_fence;
+  /* group: where each fence took effect in the stream (its markers' stream_id), the latest
+   * TRANSITIONS of them: an entry is stale only when a higher fence took effect before it */
+  struct { uint64_t fence, ms, seq; } trans[TRANSITIONS];
+  int ntrans;
   int reported_down;
   pthread_mutex_t mu;
   gn_consumer_stats_t stats;
@@ -85,6 +93,62 @@ static double num_field(redisReply *f, const char *name) {
 
 static void ack_now(gn_consumer_t *c, const char *id);
 
+/* A stream id "ms-seq" as two numbers. */
+static void id_parse(const char *id, uint64_t *ms, uint64_t *seq) {
+  char *end;
+  *ms = strtoull(id, &end, 10);
+  *seq = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
+}
+
+static int id_before(uint64_t ams, uint64_t aseq, uint64_t bms, uint64_t bseq) {
+  return ams < bms || (ams == bms && aseq < bseq);
+}
+
+/* group: fence took effect at stream position id (kept unless known). */
+static void transition(gn_consumer_t *c, uint64_t fence, const char *id) {
+  uint64_t ms, seq;
+  id_parse(id, &ms, &seq);
+  for (int i = 0; i < c->ntrans; i++)
+    if (c->trans[i].fence == fence) {
+      if (id_before(ms, seq, c->trans[i].ms, c->trans[i].seq))
+        c->trans[i].ms = ms, c->trans[i].seq = seq;
+      return;
+    }
+  if (c->ntrans == TRANSITIONS) { /* the oldest goes */
+    memmove(c->trans, c->trans + 1, sizeof c->trans[0] * (TRANSITIONS - 1));
+    c->ntrans--;
+  }
+  c->trans[c->ntrans].fence = fence;
+  c->trans[c->ntrans].ms = ms;
+  c->trans[c->ntrans].seq = seq;
+  c->ntrans++;
+}
+
+/* The fence that had taken the stream before position id when an entry of fence fv sits there
+ * (0: none above fv). Fanout reads in order: the highest seen. A group member sees entries out
+ * of order (claimed late, after a takeover): only a fence whose marker lies before the entry
+ * makes it stale; an entry appended under the fence current at the time never is. */
+static uint64_t newer_fence_before(gn_consumer_t *c, uint64_t fv, const char *id) {
+  if (!c->group_mode) return fv < c->max_fence ? c->max_fence : 0;
+  uint64_t ms, seq, best = 0;
+  id_parse(id, &ms, &seq);
+  for (int i = 0; i < c->ntrans; i++)
+    if (c->trans[i].fence > fv && c->trans[i].fence > best &&
+        id_before(c->trans[i].ms, c->trans[i].seq, ms, seq))
+      best = c->trans[i].fence;
+  return best;
+}
+
+static void restored(gn_consumer_t *c, redisReply *f, uint64_t fv, const char *id) {
+  const char *reason = field_of(f, "reason", NULL);
+  STAT_ADD(c, gaps, 1);
+  health(c, "restored", json_pack("{s:f, s:f, s:f, s:b, s:s, s:I, s:s}", "gap_ms",
+                                  num_field(f, "gap_ms"), "deaf_from_ms", num_field(f, "from_ms"),
+                                  "deaf_to_ms", num_field(f, "to_ms"), "takeover",
+                                  !reason || strcmp(reason, "takeover") == 0, "reason",
+                                  reason ? reason : "takeover", "fence", (json_int_t)fv, "id", id));
+}
+
 static void handle_entry(gn_consumer_t *c, redisReply *e) {
   if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 || e->element[0]->type != REDIS_REPLY_STRING)
     return;
@@ -98,32 +162,30 @@ static void handle_entry(gn_consumer_t *c, redisReply *e) {
   if (type && strcmp(type, "gap") == 0) {
     if (fv > c->max_fence) c->max_fence = fv;
     if (c->group_mode) { /* reported from KEY:gaps, which every member reads */
+      transition(c, fv, id);
       ack_now(c, id);
       return;
     }
-    STAT_ADD(c, gaps, 1);
-    health(c, "restored", json_pack("{s:f, s:f, s:f, s:b, s:I, s:s}", "gap_ms",
-                                    num_field(f, "gap_ms"), "deaf_from_ms",
-                                    num_field(f, "from_ms"), "deaf_to_ms", num_field(f, "to_ms"),
-                                    "takeover", 1, "fence", (json_int_t)fv, "id", id));
-    if (c->group_mode) ack_now(c, id);
+    restored(c, f, fv, id);
     return;
   }
   if (!type || strcmp(type, "event") != 0) {
     if (c->group_mode) ack_now(c, id);
     return;
   }
-  if (fv < c->max_fence) {
+  uint64_t newer = newer_fence_before(c, fv, id);
+  if (newer) {
     STAT_ADD(c, stale, 1);
     health(c, "stale", json_pack("{s:s, s:I, s:I, s:s}", "id", id, "fence", (json_int_t)fv,
-                                 "highest_fence", (json_int_t)c->max_fence, "reason",
-                                 "appended by a holder that had lost the lease"));
+                                 "highest_fence", (json_int_t)newer, "reason",
+                                 "appended after a newer holder had taken the stream (a write "
+                                 "that did not check the fence)"));
     if (c->group_mode) ack_now(c, id);
     return;
   }
-  c->max_fence = fv;
+  if (fv > c->max_fence) c->max_fence = fv;
   pthread_mutex_lock(&c->mu);
-  c->stats.highest_fence = fv;
+  c->stats.highest_fence = c->max_fence;
   pthread_mutex_unlock(&c->mu);
   size_t rawlen = 0;
   const char *raw = field_of(f, "raw", &rawlen);
@@ -168,11 +230,9 @@ static void handle_gap(gn_consumer_t *c, redisReply *e) {
   double fence = num_field(f, "fence");
   uint64_t fv = fence > 0 ? (uint64_t)fence : 0;
   if (fv > c->max_fence) c->max_fence = fv;
-  STAT_ADD(c, gaps, 1);
-  health(c, "restored", json_pack("{s:f, s:f, s:f, s:b, s:I, s:s}", "gap_ms",
-                                  num_field(f, "gap_ms"), "deaf_from_ms", num_field(f, "from_ms"),
-                                  "deaf_to_ms", num_field(f, "to_ms"), "takeover", 1, "fence",
-                                  (json_int_t)fv, "id", id));
+  const char *at = field_of(f, "stream_id", NULL);
+  transition(c, fv, at ? at : id); /* an older holder's marker: its own time stands for it */
+  restored(c, f, fv, id);
 }
 
 static void gaps_done(void *ud, redisReply *rep) {
@@ -245,7 +305,7 @@ static void read_next(gn_consumer_t *c) {
     return;
   }
   if (c->group_mode && !c->gap_reading) { /* not blocking: answered before the group read */
-    const char *argv[] = {"XREAD", "COUNT", "10", "STREAMS", c->gaps, c->gap_id};
+    const char *argv[] = {"XREAD", "COUNT", "1000", "STREAMS", c->gaps, c->gap_id};
     if (gn_redis_cmd(c->r, gaps_done, c, 6, argv, NULL) == 0) c->gap_reading = 1;
   }
   if (c->group_mode && !c->claiming &&
@@ -294,6 +354,7 @@ static void link_cb(void *ud, int up, const char *err) {
     if (c->group_mode) {
       const char *argv[] = {"XGROUP", "CREATE", c->stream, c->group,
                             c->group_from_start ? "0" : "$", "MKSTREAM"};
+      c->group_from_start = 1; /* from now on */
       if (gn_redis_cmd(c->r, group_done, c, 6, argv, NULL) == 0) {
         c->reading = 1;
         c->read_since = gn_now_mono_ms();
@@ -355,7 +416,7 @@ static void task_start(gn_service_t *svc, void *arg) {
   gn_consumer_t *c = arg;
   uv_loop_t *loop = gn_service_loop(svc);
   c->running = 1;
-  if (!(c->r = gn_redis_new(loop, &c->url, link_cb, c)) || !(c->timer = gn_timer_new(loop, c))) {
+  if (!(c->r = gn_redis_new(loop, &c->conf, link_cb, c)) || !(c->timer = gn_timer_new(loop, c))) {
     health(c, "redis", json_pack("{s:s, s:s}", "event", "error", "error", "out of memory"));
     return;
   }
@@ -394,12 +455,7 @@ gn_consumer_t *gn_consumer_new(const gn_consumer_cfg_t *cfg, gn_service_t *svc, 
   c->pid = getpid();
   pthread_mutex_init(&c->mu, NULL);
   gn_metrics_init(&c->metrics);
-  if (gn_redis_url_parse(cfg->url, &c->url, err, errlen) != 0) {
-    char tmp[200];
-    snprintf(tmp, sizeof tmp, "%s", err);
-    snprintf(err, errlen, "redis.%s", tmp);
-    goto fail;
-  }
+  if (gn_redis_conf_init(&c->conf, &cfg->redis, err, errlen) != 0) goto fail;
   if (!cfg->key || !cfg->key[0]) {
     snprintf(err, errlen, "redis.key: expected a non-empty string");
     goto fail;
@@ -492,6 +548,7 @@ void gn_consumer_free(gn_consumer_t *c) {
   free(c->gaps);
   free(c->group);
   free(c->name);
+  gn_redis_conf_clear(&c->conf);
   free(c);
 }
 

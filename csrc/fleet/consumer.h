@@ -6,12 +6,17 @@
  * gn_consumer_ack after its handler returned (XACK), and entries another consumer left pending
  * longer than claim_idle_ms are taken over with XAUTOCLAIM: at least once).
  *
- * Fencing: an event whose fencing token is lower than the highest one seen (an append by a
- * holder that lost the lease) is not delivered: counted (stale) and reported as health "stale"
- * (and acknowledged in group mode, so it is not claimed again). A gap marker (a takeover) reaches
- * the owner as health "restored" with the deaf interval: from KEY:stream in fanout mode (in order
- * with the events), from KEY:gaps in group mode (every member of the group reads it, before each
- * group read, from the time it was created).
+ * Fencing: an entry is stale when a higher fence had taken the stream at an earlier position
+ * (an append that did not check the fence: the holder's own writes do, lease.h): not delivered,
+ * counted (stale) and reported as health "stale" (and acknowledged in group mode). Fanout reads
+ * in order (the highest fence seen so far); a group member learns where each fence took effect
+ * from the markers' stream_id, so an entry appended under the fence current at the time is
+ * delivered however late it is claimed (after a takeover, a raised handler, a killed member).
+ * A gap marker reaches the owner as health "restored" with the deaf interval and its reason:
+ * from KEY:stream in fanout mode (in order with the events), from KEY:gaps in group mode (every
+ * member of the group reads it, before each group read, from the time it was created). A group
+ * that is gone at a reconnection went with its stream's data: it is created again at the new
+ * stream's first entry.
  */
 #ifndef GN_CONSUMER_H
 #define GN_CONSUMER_H
@@ -20,12 +25,13 @@
 #include <stdint.h>
 
 #include "queue.h"
+#include "redis.h"
 
 typedef struct gn_service gn_service_t;
 typedef struct gn_consumer gn_consumer_t;
 
 typedef struct {
-  const char *url;       /* redis://host[:port][/db] */
+  gn_redis_opts_t redis; /* the connection: url, password_file, tls, sentinel (redis.h) */
   const char *key;       /* the fleet's base key: the stream is KEY:stream */
   int group;             /* 0: fanout, 1: consumer group */
   const char *group_name, *consumer_name;

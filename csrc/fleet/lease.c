@@ -1,41 +1,14 @@
-/* lease.c: the fleet lease and the stream append (see lease.h). Service thread but for
- * gn_lease_new/free (owner, while stopped) and gn_lease_stats (any thread, under mu). */
-#include "lease.h"
-#include "redis.h"
-#include "gn_util.h"
+/* lease.c: the fleet lease: acquire, renew, step down, the memory policy (see lease.h; the
+ * holder's writes are append.c's). Service thread but for gn_lease_new/free (owner, while
+ * stopped) and gn_lease_stats (any thread, under mu). */
+#include "lease_int.h"
 #include "service.h"
 #include "uvtimer.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-
-struct gn_lease {
-  gn_env_t *env;
-  gn_lease_hooks_t hooks;
-  gn_redis_url_t url;
-  char *k_lease, *k_fence, *k_last, *k_stream, *k_gaps;
-  char value[160];           /* host:pid:random: who holds it, nothing secret */
-  double lease_ms, margin_ms;
-  char maxlen[24];
-  gn_backoff_t bo;
-  gn_redis_t *r;
-  uv_timer_t *timer;
-  int running;
-  gn_lease_state_t st;       /* the service thread's copy (stats.state: the shown one) */
-  uint64_t gen;              /* bumped at each change of tenure: older answers are ignored */
-  int inflight;              /* an acquire or renew request is out */
-  uint64_t inflight_since;
-  uint64_t stepdown_at;      /* monotonic ms: park the stream by then without a renewal */
-  int gap_pending;           /* a takeover: write the gap marker once the stream is open */
-  double gap_from_wall;
-  int redis_reported_down;   /* one "redis down" item per outage */
-  int append_err_reported;   /* one "append failed" item until an append succeeds again */
-  pthread_mutex_t mu;
-  gn_lease_stats_t stats;
-};
 
 typedef struct {
   gn_lease_t *l;
@@ -43,32 +16,45 @@ typedef struct {
   uint64_t sent;
 } req_t;
 
-/* KEYS: lease, fence, last, stream; ARGV: value, lease_ms, wall_ms. A missing counter (a new
- * fleet, or a Redis that lost its data) starts from the wall clock in ms, so fences stay above
- * those handed out before the loss as long as the nodes' clocks agree to within the outage.
- * Already ours (an earlier request that this process gave up waiting for, run late by a Redis
- * that was stopped) counts as taken. Returns nil (held by another), or {fence, last renewal wall ms or false, last stream id or false}. */
+/* KEYS: lease, fence, last; ARGV: value, lease_ms, wall_ms, the watermark time last seen (or
+ * ""). A missing counter (a new fleet, or a Redis that lost its data) starts from the wall clock
+ * in ms, so fences stay above those handed out before the loss as long as the nodes' clocks
+ * agree to within the outage. Already ours (an earlier request that this process gave up
+ * waiting for, run late by a Redis that was stopped) counts as taken. Returns {false, KEY:last}
+ * (held by another) or {fence, the watermark's time or false}; KEY:last keeps its time (the
+ * hole is ours to mark once the stream is open) and names this tenure's write 0. */
 static const char ACQUIRE[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-    "elseif not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end\n"
+    "elseif not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
+    "  return {false, redis.call('GET', KEYS[3]) or false} end\n"
     "if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], ARGV[3]) end\n"
     "local f = redis.call('INCR', KEYS[2])\n"
     "local last = redis.call('GET', KEYS[3])\n"
-    "local top = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)\n"
-    "redis.call('SET', KEYS[3], ARGV[3])\n"
-    "local id = false\n"
-    "if top[1] then id = top[1][1] end\n"
-    "return {f, last or false, id}\n";
+    "local t = false\n"
+    "if last then t = string.match(last, '^(%S+)') end\n"
+    "local keep = t or ARGV[4]\n"
+    "if keep == '' then keep = ARGV[3] end\n"
+    "redis.call('SET', KEYS[3], keep .. ' ' .. f .. ':0')\n"
+    "return {f, t}\n";
 /* KEYS: lease; ARGV: value. Deletes the lease if it is ours (a holder closing: the next one need
  * not wait for it to expire). */
 static const char RELEASE[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
     "return 0\n";
-/* KEYS: lease, last; ARGV: value, lease_ms, wall_ms. 1: extended; 0: not ours any more. */
+/* KEYS: lease, last; ARGV: value, lease_ms, the token of our latest write, the time we listened
+ * until ("": not listening). 1: extended; 0: not ours any more. The watermark moves on only
+ * while it names our latest write (every earlier hole is marked); a failure to move it (a full
+ * memory) does not fail the renewal. */
 static const char RENEW[] =
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
     "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-    "redis.call('SET', KEYS[2], ARGV[3])\n"
+    "if ARGV[4] ~= '' then\n"
+    "  local last = redis.call('GET', KEYS[2])\n"
+    "  local t, tok\n"
+    "  if last then t, tok = string.match(last, '^(%S+) (%S+)$') end\n"
+    "  if tok == ARGV[3] and tonumber(ARGV[4]) > tonumber(t) then\n"
+    "    redis.pcall('SET', KEYS[2], ARGV[4] .. ' ' .. ARGV[3]) end\n"
+    "end\n"
     "return 1\n";
 
 const char *gn_lease_state_name(gn_lease_state_t s) {
@@ -95,15 +81,11 @@ static void set_state(gn_lease_t *l, gn_lease_state_t st) {
   pthread_mutex_unlock(&l->mu);
 }
 
-#define STAT_ADD(l, field)              \
-  do {                                  \
-    pthread_mutex_lock(&(l)->mu);       \
-    (l)->stats.field++;                 \
-    pthread_mutex_unlock(&(l)->mu);     \
-  } while (0)
-
-static void health(gn_lease_t *l, const char *kind, json_t *fields) {
+void gn_lease_health(gn_lease_t *l, const char *kind, json_t *fields) {
   gn_env_health(l->env, kind, fields);
+}
+static void health(gn_lease_t *l, const char *kind, json_t *fields) {
+  gn_lease_health(l, kind, fields);
 }
 
 static void arm(gn_lease_t *l, double ms);
@@ -128,108 +110,17 @@ static void step_down(gn_lease_t *l, const char *event, const char *reason) {
   if (strcmp(event, "lost") == 0) STAT_ADD(l, lost);
   else STAT_ADD(l, stepped_down);
   l->hooks.stop(l->hooks.ud);
-  pthread_mutex_lock(&l->mu);
-  uint64_t fence = l->stats.fence;
-  pthread_mutex_unlock(&l->mu);
   health(l, "lease", json_pack("{s:s, s:s, s:I}", "event", event, "reason", reason, "fence",
-                               (json_int_t)fence));
+                               (json_int_t)l->fence));
   retry_later(l);
+}
+void gn_lease_step_down(gn_lease_t *l, const char *event, const char *reason) {
+  step_down(l, event, reason);
 }
 
 static void ignore_reply(void *ud, redisReply *rep) {
   (void)ud;
   (void)rep;
-}
-
-/* ---- the gap marker ---- */
-
-static void append_done(void *ud, redisReply *rep) {
-  gn_lease_t *l = ud;
-  if (!l->running) return;
-  if (rep && rep->type != REDIS_REPLY_ERROR) {
-    STAT_ADD(l, appended);
-    l->append_err_reported = 0;
-    return;
-  }
-  STAT_ADD(l, append_failed);
-  if (!l->append_err_reported) {
-    l->append_err_reported = 1;
-    health(l, "stream", json_pack("{s:s, s:s}", "event", "append_failed", "error",
-                                  rep ? rep->str : "connection lost before the answer"));
-  }
-}
-
-static void append_refused(gn_lease_t *l) {
-  STAT_ADD(l, append_failed);
-  if (!l->append_err_reported) {
-    l->append_err_reported = 1;
-    health(l, "stream", json_pack("{s:s, s:s}", "event", "append_failed", "error",
-                                  "not connected to redis"));
-  }
-}
-
-/* The wall time the live connection opened, or -1 when it is not open. */
-static double open_wall_ms(gn_lease_t *l) {
-  gn_state_t s = atomic_load(&l->env->state);
-  if (s != GN_ST_OPEN && s != GN_ST_ROLLOVER) return -1;
-  pthread_mutex_lock(&l->env->metrics->mu);
-  uint64_t since = l->env->metrics->open_since_ms;
-  pthread_mutex_unlock(&l->env->metrics->mu);
-  uint64_t now = gn_now_mono_ms();
-  double wall = gn_now_wall_ms();
-  return since && since <= now ? wall - (double)(now - since) : wall;
-}
-
-static void write_gap(gn_lease_t *l) {
-  if (!l->gap_pending) return;
-  double to = open_wall_ms(l);
-  if (to < 0) return;
-  char fence[24], from_s[32], to_s[32], gap_s[32];
-  pthread_mutex_lock(&l->mu);
-  snprintf(fence, sizeof fence, "%llu", (unsigned long long)l->stats.fence);
-  pthread_mutex_unlock(&l->mu);
-  if (to < l->gap_from_wall) to = l->gap_from_wall;
-  snprintf(from_s, sizeof from_s, "%.0f", l->gap_from_wall);
-  snprintf(to_s, sizeof to_s, "%.0f", to);
-  snprintf(gap_s, sizeof gap_s, "%.0f", to - l->gap_from_wall);
-  const char *argv[] = {"XADD",      l->k_stream, "MAXLEN", "~",    l->maxlen, "*",
-                        "type",      "gap",       "from_ms", from_s, "to_ms",   to_s,
-                        "gap_ms",    gap_s,       "fence",   fence};
-  size_t n = sizeof argv / sizeof *argv;
-  if (gn_redis_cmd(l->r, append_done, l, (int)n, argv, NULL) != 0) return; /* later */
-  /* and on KEY:gaps, where every consumer of a group sees it (a group shares the stream) */
-  argv[1] = l->k_gaps;
-  argv[4] = "1000";
-  gn_redis_cmd(l->r, append_done, l, (int)n, argv, NULL);
-  l->gap_pending = 0;
-  STAT_ADD(l, gaps);
-}
-
-/* env->tap: each event the channel delivers. */
-static int tap(void *ud, const gn_msg_t *m, const char *channel_id, const char *raw, size_t len) {
-  gn_lease_t *l = ud;
-  if (!l->running || l->st != GN_LEASE_HOLDER || gn_now_mono_ms() >= l->stepdown_at) {
-    STAT_ADD(l, discarded);
-    return 0;
-  }
-  write_gap(l);
-  char fence[24], recv[32];
-  pthread_mutex_lock(&l->mu);
-  snprintf(fence, sizeof fence, "%llu", (unsigned long long)l->stats.fence);
-  pthread_mutex_unlock(&l->mu);
-  snprintf(recv, sizeof recv, "%.0f", gn_now_wall_ms());
-  const char *cid = m->correlation_id ? m->correlation_id : "";
-  const char *topic = m->topic ? m->topic : "";
-  const char *argv[] = {"XADD",       l->k_stream, "MAXLEN",     "~",    l->maxlen,
-                        "*",          "type",      "event",      "topic", topic,
-                        "channel_id", channel_id,  "received_ms", recv,  "correlation_id",
-                        cid,          "fence",     fence,        "raw",  raw};
-  size_t lens[sizeof argv / sizeof *argv];
-  size_t n = sizeof argv / sizeof *argv;
-  for (size_t i = 0; i + 1 < n; i++) lens[i] = strlen(argv[i]);
-  lens[n - 1] = len;
-  if (gn_redis_cmd(l->r, append_done, l, (int)n, argv, lens) != 0) append_refused(l);
-  return 1;
 }
 
 /* ---- acquire and renew ---- */
@@ -248,19 +139,24 @@ static void redis_error(gn_lease_t *l, const char *what, const char *msg) {
                                msg ? msg : "?"));
 }
 
+/* The watermark's time in an answer element ("<ms> <token>"), or -1. */
+static double watermark_of(const redisReply *e) {
+  return e->type == REDIS_REPLY_STRING ? strtod(e->str, NULL) : -1;
+}
+
 static void acquired(gn_lease_t *l, const req_t *q, redisReply *rep) {
-  uint64_t fence = rep->element[0]->type == REDIS_REPLY_INTEGER ? (uint64_t)rep->element[0]->integer : 0;
-  double from = -1;
-  if (rep->elements > 1 && rep->element[1]->type == REDIS_REPLY_STRING)
-    from = strtod(rep->element[1]->str, NULL);
-  if (rep->elements > 2 && rep->element[2]->type == REDIS_REPLY_STRING) {
-    double id_ms = strtod(rep->element[2]->str, NULL); /* "ms-seq" */
-    if (id_ms > from) from = id_ms;
-  }
+  uint64_t fence = (uint64_t)rep->element[0]->integer;
+  /* The hole starts where the last holder's watermark is; a Redis that lost it (and its data)
+   * leaves the latest one this process saw; a new fleet has none (no marker). */
+  double from = rep->elements > 1 ? watermark_of(rep->element[1]) : -1;
+  if (from < 0 && l->known_last > 0) from = l->known_last;
   l->gen++;
   l->stepdown_at = q->sent + (uint64_t)(l->lease_ms - l->margin_ms);
-  l->gap_pending = from >= 0;
+  l->gap_pending = 1;
   l->gap_from_wall = from;
+  l->fence = fence;
+  l->seq = 0;
+  l->tenure_wall = gn_now_wall_ms();
   gn_backoff_reset(&l->bo);
   pthread_mutex_lock(&l->mu);
   l->stats.fence = fence;
@@ -271,6 +167,38 @@ static void acquired(gn_lease_t *l, const req_t *q, redisReply *rep) {
                                (json_int_t)fence, "lease_ms", l->lease_ms, "holder", l->value));
   l->hooks.start(l->hooks.ud);
   arm(l, l->lease_ms / 3);
+}
+
+/* With Sentinel, a new tenure's lease and fence must reach conf.min_replicas replicas (WAIT)
+ * before an event is appended under it: a failover then promotes a replica that has them (the
+ * most up-to-date one), so no later holder can be handed the same fence. Until then events are
+ * withheld (discarded, counted); without the replicas in time, the holder steps down. */
+static void wait_done(void *ud, redisReply *rep) {
+  req_t *q = ud;
+  gn_lease_t *l = q->l;
+  int stale = !l->running || q->gen != l->gen || l->st != GN_LEASE_HOLDER;
+  free(q);
+  if (stale) return;
+  if (rep && rep->type == REDIS_REPLY_INTEGER && rep->integer >= l->conf.min_replicas) {
+    l->replicated = 1;
+    return;
+  }
+  step_down(l, "stepped_down", "the lease did not reach a replica in time (WAIT): a failover "
+            "could hand its fence to another holder");
+}
+
+static void confirm_replicated(gn_lease_t *l) {
+  l->replicated = !l->conf.master || l->conf.min_replicas <= 0;
+  if (l->replicated) return;
+  req_t *q = new_req(l);
+  char n[16], ms[32];
+  snprintf(n, sizeof n, "%d", l->conf.min_replicas);
+  snprintf(ms, sizeof ms, "%.0f", l->margin_ms);
+  const char *argv[] = {"WAIT", n, ms};
+  if (!q || gn_redis_cmd(l->r, wait_done, q, 3, argv, NULL) != 0) {
+    free(q);
+    step_down(l, "stepped_down", "could not ask whether the lease reached a replica (WAIT)");
+  }
 }
 
 static void acquire_done(void *ud, redisReply *rep) {
@@ -285,8 +213,14 @@ static void acquire_done(void *ud, redisReply *rep) {
     free(q);
     return;
   }
-  if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1) {
+  if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1 &&
+      rep->element[0]->type == REDIS_REPLY_INTEGER) {
     acquired(l, q, rep);
+    if (l->running && l->st == GN_LEASE_HOLDER) confirm_replicated(l);
+  } else if (rep->type == REDIS_REPLY_ARRAY) { /* another holds it: remember its watermark */
+    double t = rep->elements > 1 ? watermark_of(rep->element[1]) : -1;
+    if (t > l->known_last) l->known_last = t;
+    retry_later(l);
   } else {
     if (rep->type == REDIS_REPLY_ERROR) redis_error(l, "acquire", rep->str);
     retry_later(l);
@@ -300,11 +234,12 @@ static void acquire(gn_lease_t *l) {
     retry_later(l);
     return;
   }
-  char ms[32], wall[32];
+  char ms[32], wall[32], known[32] = "";
   snprintf(ms, sizeof ms, "%.0f", l->lease_ms);
   snprintf(wall, sizeof wall, "%.0f", gn_now_wall_ms());
-  const char *argv[] = {"EVAL",    ACQUIRE,  "4",      l->k_lease, l->k_fence, l->k_last,
-                        l->k_stream, l->value, ms,     wall};
+  if (l->known_last > 0) snprintf(known, sizeof known, "%.0f", l->known_last);
+  const char *argv[] = {"EVAL",   ACQUIRE, "3", l->k_lease, l->k_fence, l->k_last,
+                        l->value, ms,      wall, known};
   STAT_ADD(l, attempts);
   if (gn_redis_cmd(l->r, acquire_done, q, 10, argv, NULL) != 0) {
     free(q);
@@ -345,16 +280,74 @@ static void renew_done(void *ud, redisReply *rep) {
 static void renew(gn_lease_t *l) {
   req_t *q = new_req(l);
   if (!q) return;
-  char ms[32], wall[32];
+  char ms[32], tok[48], wall[32] = "";
   snprintf(ms, sizeof ms, "%.0f", l->lease_ms);
-  snprintf(wall, sizeof wall, "%.0f", gn_now_wall_ms());
-  const char *argv[] = {"EVAL", RENEW, "2", l->k_lease, l->k_last, l->value, ms, wall};
-  if (gn_redis_cmd(l->r, renew_done, q, 8, argv, NULL) != 0) {
+  gn_lease_token(l, tok, sizeof tok);
+  /* listening now (the stream open, its takeover marker written): the watermark may move here;
+   * the events received before were sent before this request, on the same connection */
+  if (!l->gap_pending && l->hooks.opened(l->hooks.ud) >= 0)
+    snprintf(wall, sizeof wall, "%.0f", gn_now_wall_ms());
+  const char *argv[] = {"EVAL", RENEW, "2", l->k_lease, l->k_last, l->value, ms, tok, wall};
+  if (gn_redis_cmd(l->r, renew_done, q, 9, argv, NULL) != 0) {
     free(q);
     return;
   }
   l->inflight = 1;
   l->inflight_since = q->sent;
+}
+
+/* ---- the memory policy ---- */
+
+/* Under memory pressure Redis evicts keys by any policy but noeviction: KEY:lease (it has a time
+ * to live, so volatile-* too) or KEY:fence, and two processes would hold at once. Asked at each
+ * connection (and before each attempt while it can evict): a candidate does not take the lease
+ * while it can be evicted, a holder steps down (health "redis" "eviction_policy", at each
+ * change). A CONFIG that is refused (managed services often rename it) is reported once and the
+ * lease is taken: there is nothing else to go by. */
+
+static void policy_done(void *ud, redisReply *rep) {
+  req_t *q = ud;
+  gn_lease_t *l = q->l;
+  uint64_t gen = q->gen;
+  free(q);
+  if (!l->running) return;
+  l->policy_asked = 0;
+  if (!rep) return; /* the link callback takes over */
+  const char *pol = NULL;
+  if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+      rep->element[1]->type == REDIS_REPLY_STRING)
+    pol = rep->element[1]->str;
+  int was = l->policy;
+  l->policy = !pol ? 2 : strcmp(pol, "noeviction") == 0 ? 1 : -1;
+  if (l->policy == -1 && was != -1)
+    health(l, "redis", json_pack("{s:s, s:s, s:b, s:s}", "event", "eviction_policy", "policy", pol,
+                                 "refused", 1, "reason",
+                                 "maxmemory-policy can evict the lease: set it to noeviction"));
+  else if (l->policy == 1 && was == -1)
+    health(l, "redis", json_pack("{s:s, s:s, s:b}", "event", "eviction_policy", "policy", pol,
+                                 "refused", 0));
+  else if (l->policy == 2 && was != 2)
+    health(l, "redis", json_pack("{s:s, s:s, s:s}", "event", "eviction_policy", "policy",
+                                 "unknown", "error", rep->type == REDIS_REPLY_ERROR ? rep->str
+                                 : "unexpected answer to CONFIG GET maxmemory-policy"));
+  if (l->st == GN_LEASE_HOLDER && l->policy == -1 && gen == l->gen) {
+    step_down(l, "stepped_down", "maxmemory-policy can evict the lease");
+  } else if (l->st == GN_LEASE_CANDIDATE && !l->inflight) {
+    if (l->policy > 0) acquire(l);
+    else retry_later(l);
+  }
+}
+
+static void ask_policy(gn_lease_t *l) {
+  if (l->policy_asked) return;
+  req_t *q = new_req(l);
+  const char *argv[] = {"CONFIG", "GET", "maxmemory-policy"};
+  if (!q) return;
+  if (gn_redis_cmd(l->r, policy_done, q, 3, argv, NULL) != 0) {
+    free(q);
+    return;
+  }
+  l->policy_asked = 1;
 }
 
 /* ---- the timer ---- */
@@ -368,7 +361,7 @@ static void tick(gn_lease_t *l) {
       step_down(l, "stepped_down", "no renewal confirmed in time");
       return;
     }
-    write_gap(l);
+    gn_lease_write_gap(l);
     if (l->inflight && (double)(now - l->inflight_since) > period) {
       gn_redis_drop(l->r, "no answer in time"); /* link_cb: down */
     } else if (!gn_redis_busy(l->r)) {
@@ -395,7 +388,12 @@ static void tick(gn_lease_t *l) {
     return;
   }
   if (gn_redis_up(l->r) && !l->inflight) {
-    acquire(l);
+    if (l->policy > 0) {
+      acquire(l);
+      return;
+    }
+    ask_policy(l); /* its answer goes on */
+    arm(l, period);
     return;
   }
   if (!gn_redis_up(l->r)) { /* still connecting after a whole lease: start over */
@@ -424,11 +422,13 @@ static void link_cb(void *ud, int up, const char *err) {
       l->redis_reported_down = 0;
       health(l, "redis", json_pack("{s:s}", "event", "connected"));
     }
-    if (l->st == GN_LEASE_CANDIDATE) acquire(l);
-    else if (l->st == GN_LEASE_HOLDER) renew(l);
+    l->policy = l->policy == 2 ? 2 : 0;
+    ask_policy(l); /* a candidate's attempt waits for the answer */
+    if (l->st == GN_LEASE_HOLDER) renew(l);
     return;
   }
   l->inflight = 0;
+  l->policy_asked = 0;
   if (!l->redis_reported_down) {
     l->redis_reported_down = 1;
     health(l, "redis", json_pack("{s:s, s:s}", "event", "down", "error", err ? err : "?"));
@@ -463,12 +463,7 @@ gn_lease_t *gn_lease_new(const gn_lease_cfg_t *cfg, gn_env_t *env, const gn_leas
   pthread_mutex_init(&l->mu, NULL);
   l->env = env;
   l->hooks = *hooks;
-  if (gn_redis_url_parse(cfg->url, &l->url, err, errlen) != 0) {
-    char tmp[200];
-    snprintf(tmp, sizeof tmp, "%s", err);
-    snprintf(err, errlen, "redis.%s", tmp);
-    goto fail;
-  }
+  if (gn_redis_conf_init(&l->conf, &cfg->redis, err, errlen) != 0) goto fail;
   l->lease_ms = cfg->lease_ms;
   l->margin_ms = cfg->margin_ms > 0 ? cfg->margin_ms : cfg->lease_ms / 5;
   if (l->margin_ms >= l->lease_ms / 2) {
@@ -500,8 +495,9 @@ gn_lease_t *gn_lease_new(const gn_lease_cfg_t *cfg, gn_env_t *env, const gn_leas
   host[sizeof host - 1] = 0;
   snprintf(l->value, sizeof l->value, "%s:%d:%08x", host[0] ? host : "host", (int)getpid(),
            (unsigned)(gn_backoff_uniform(&l->bo) * 4294967296.0));
-  env->tap = tap;
-  env->tap_ud = l;
+  l->tap.event = gn_lease_tap;
+  l->tap.deaf = gn_lease_deaf;
+  l->tap.ud = l;
   return l;
 fail:
   gn_lease_free(l);
@@ -512,7 +508,7 @@ void gn_lease_start(gn_lease_t *l) {
   uv_loop_t *loop = gn_service_loop(l->env->svc);
   set_state(l, GN_LEASE_CANDIDATE);
   l->running = 1;
-  if (!(l->r = gn_redis_new(loop, &l->url, link_cb, l)) || !(l->timer = gn_timer_new(loop, l))) {
+  if (!(l->r = gn_redis_new(loop, &l->conf, link_cb, l)) || !(l->timer = gn_timer_new(loop, l))) {
     health(l, "lease", json_pack("{s:s, s:s}", "event", "failed", "reason", "out of memory"));
     gn_lease_stop(l);
     return;
@@ -542,9 +538,12 @@ void gn_lease_free(gn_lease_t *l) {
   free(l->k_last);
   free(l->k_stream);
   free(l->k_gaps);
+  gn_redis_conf_clear(&l->conf);
   pthread_mutex_destroy(&l->mu);
   free(l);
 }
+
+const gn_tap_t *gn_lease_tap_of(gn_lease_t *l) { return &l->tap; }
 
 void gn_lease_stats(gn_lease_t *l, gn_lease_stats_t *out) {
   pthread_mutex_lock(&l->mu);

@@ -3,10 +3,19 @@
  * for the fleet's consumers (consumer.h).
  *
  * Keys, from the configured base KEY: KEY:lease (the holder's value: host:pid:random, never a
- * secret; SET NX PX), KEY:fence (INCR at each acquisition: the fencing token), KEY:last (wall ms
- * of the holder's last acquisition or renewal: where the next holder's gap starts) and
- * KEY:stream (XADD ... MAXLEN ~ N: events and gap markers) and KEY:gaps (the gap markers again,
- * for consumer groups, whose members each see only part of KEY:stream).
+ * secret; SET NX PX), KEY:fence (INCR at each acquisition: the fencing token), KEY:last (the
+ * watermark: until when the holder's received events are all in the stream or inside a marker,
+ * and which of its writes landed last; lease_int.h), KEY:stream (XADD ... MAXLEN ~ N: events and
+ * gap markers) and KEY:gaps (the gap markers again, for consumer groups, whose members each see
+ * only part of KEY:stream).
+ *
+ * Every write lands only while KEY:fence is still the holder's (a script checks it: writer-side
+ * fencing), so no entry of a deposed holder reaches the stream; a write that finds the fence
+ * moved makes the holder step down at once. Every hole becomes a marker (type gap, from_ms,
+ * to_ms, reason) computed from the times events were received, never from stream ids: a
+ * takeover ("takeover", from the last holder's watermark), writes that failed ("writes_failed",
+ * written by the next write that lands), the holder's own reconnects and rollover gaps
+ * ("reconnect", "rollover"). The memory policy is checked at each connection (lease.c).
  *
  * Everything runs on the client's service thread: the lease is renewed there every lease_ms/3
  * with a script that extends it only while the value is ours, whatever the owner does. A holder
@@ -22,10 +31,11 @@
 #include <stdint.h>
 
 #include "backoff.h"
+#include "redis.h"
 #include "env.h"
 
 typedef struct {
-  const char *url;   /* redis://host[:port][/db] */
+  gn_redis_opts_t redis; /* the connection: url, password_file, tls, sentinel (redis.h) */
   const char *key;   /* base key */
   double lease_ms;   /* lease time to live */
   double margin_ms;  /* step down this long before the lease could expire (0: lease_ms/5) */
@@ -45,15 +55,19 @@ typedef struct {
 
 typedef struct gn_lease gn_lease_t;
 
-/* start(ud): the lease was taken, connect the stream; stop(ud): park it. Service thread. */
+/* start(ud): the lease was taken, connect the stream; stop(ud): park it; opened(ud): -1 unless
+ * the stream is open (every channel of the pool), else when it opened (wall ms, the latest
+ * channel's). Service thread. */
 typedef struct {
   void (*start)(void *ud);
   void (*stop)(void *ud);
+  double (*opened)(void *ud);
   void *ud;
 } gn_lease_hooks_t;
 
-/* A lease for the client whose env is given (health goes there; env->tap is set to the stream
- * append). Returns it or NULL and err naming the field. Owner thread, before the client starts. */
+/* A lease for the client whose env is given (health goes there; its state and metrics say when
+ * the stream opened). Returns it or NULL and err naming the field. Owner thread, before the
+ * client starts. */
 gn_lease_t *gn_lease_new(const gn_lease_cfg_t *cfg, gn_env_t *env, const gn_lease_hooks_t *hooks,
                          char *err, size_t errlen);
 /* Starts competing for the lease. Returns nothing. Service thread. */
@@ -63,6 +77,9 @@ void gn_lease_start(gn_lease_t *l);
 void gn_lease_stop(gn_lease_t *l);
 /* Frees a stopped (or never started) lease; NULL allowed. Returns nothing. Owner thread. */
 void gn_lease_free(gn_lease_t *l);
+/* What the client's channels must show the lease (the event appends, the deaf intervals);
+ * valid for the lease's life. Any thread. */
+const gn_tap_t *gn_lease_tap_of(gn_lease_t *l);
 /* Fills *out. Returns nothing. Any thread. */
 void gn_lease_stats(gn_lease_t *l, gn_lease_stats_t *out);
 /* "stopped", "candidate", "holder". Any thread. */

@@ -4,6 +4,7 @@
 
 #include "backoff.h"
 #include "compat.h"
+#include "redis.h"
 
 /* The module is built with -fvisibility=hidden: only the luaopen_* entry points are exported, so
  * the core's names never clash with another library loaded into the same process (nginx). */
@@ -32,13 +33,23 @@ int lgn_push_json(lua_State *L);
  * decode raises, as does nesting deeper than 1,000). Returns nothing. The Lua thread. */
 void lgn_json_push(lua_State *L, const char *s, size_t len);
 
+/* Pushes the event item as genesys.notify.resty's ring record text (lbind_ring.c) and returns
+ * 1, or pushes nothing and returns 0 when a field cannot go in the record's header (a tab or a
+ * newline in it). May raise (memory). The Lua thread. */
+struct gn_item;
+int lgn_push_ring_record(lua_State *L, const struct gn_item *it);
+
+/* Fills *o with the Redis connection fields of the normalized table at idx (url, password_file,
+ * tls_*, sentinel_*: see genesys.notify's redis_conn); the strings stay the table's. Returns
+ * nothing. The Lua thread. */
+void lgn_redis_opts(lua_State *L, int idx, gn_redis_opts_t *o);
+
 /* Register each part's functions into the module table at the top of the stack. Return 0: they
  * push nothing and leave the module table at the top (the metatables go to the registry). The
  * Lua thread, while the module loads (luaopen_genesys_notify_core). */
 int lgn_open_backoff(lua_State *L);
 int lgn_open_client(lua_State *L);
 int lgn_open_consumer(lua_State *L); /* lbind_consumer.c: notify.consumer */
-int lgn_open_cli(lua_State *L); /* lbind_cli.c: what bin/genesys-notify needs */
 int lgn_open_json(lua_State *L); /* lbind_json.c: core.json_decode_text */
 
 #endif

@@ -12,7 +12,7 @@
  * per POLL_BATCH items).
  */
 #include "bell.h"
-#include "client.h"
+#include "fleet.h" /* and client.h */
 #include "gn_util.h"
 #include "lbind.h"
 #include "pool.h"
@@ -137,17 +137,24 @@ static void push_ms(lua_State *L, double d) {
  * decoded here, from the text the service thread validated (lbind_json.c). */
 static int push_item_table(lua_State *L) {
   gn_item_t *it = (gn_item_t *)lua_touserdata(L, 1);
+  int raw_only = lua_toboolean(L, 2); /* drain(max, "raw"): no body decoded */
   if (it->type == GN_ITEM_EVENT) {
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     lua_pushstring(L, it->topic);
     lua_setfield(L, -2, "topic");
     lua_pushstring(L, it->channel_id);
     lua_setfield(L, -2, "channel_id");
     push_ms(L, it->received_ms);
     lua_setfield(L, -2, "received_ms");
-    if (it->body_len) lgn_json_push(L, it->raw + it->body_off, it->body_len);
-    else lua_newtable(L);
-    lua_setfield(L, -2, "body");
+    if (it->correlation_id) {
+      lua_pushstring(L, it->correlation_id);
+      lua_setfield(L, -2, "correlation_id");
+    }
+    if (!raw_only) {
+      if (it->body_len) lgn_json_push(L, it->raw + it->body_off, it->body_len);
+      else lua_newtable(L);
+      lua_setfield(L, -2, "body");
+    }
     lua_pushlstring(L, it->raw, it->rawlen);
     lua_setfield(L, -2, "raw");
     return 1;
@@ -401,15 +408,21 @@ static int poll_items(lua_State *L, lclient_t *u, int timeout_ms) {
 
 static void refuse_reentry(lua_State *L, lclient_t *u, const char *fn);
 
-/* Builds the array of drain() in protected mode: [it (light), array] -> array with the item's
- * table appended (n + 1 at index 3). */
+/* Builds the array of drain() in protected mode: [it (light), array, n, raw_only] -> array with
+ * the item's table appended (at n + 1). */
 static int drain_append(lua_State *L) {
   gn_item_t *it = (gn_item_t *)lua_touserdata(L, 1);
   lua_Integer n = lua_tointeger(L, 3);
+  int raw_only = (int)lua_tointeger(L, 4);
   lua_settop(L, 2);
+  if (raw_only == 2 && it->type == GN_ITEM_EVENT && lgn_push_ring_record(L, it)) {
+    lua_rawseti(L, 2, (int)n + 1);
+    return 0;
+  }
   lua_pushcfunction(L, push_item_table);
   lua_pushlightuserdata(L, it);
-  lua_call(L, 1, 1);
+  lua_pushboolean(L, raw_only != 0);
+  lua_call(L, 2, 1);
   if (it->type == GN_ITEM_EVENT) lua_pushliteral(L, "event");
   else lua_pushliteral(L, "health");
   lua_setfield(L, -2, "item");
@@ -448,6 +461,18 @@ static int l_drain(lua_State *L) {
                         lua_tostring(L, 2));
   }
   int max = m > DRAIN_MAX_ITEMS ? DRAIN_MAX_ITEMS : (int)m;
+  /* drain(max, "raw"): events without the decoded body; "record": events as resty's ring
+   * record text (lbind_ring.c). For a caller that passes the text on (resty's holder). */
+  int raw_only = 0;
+  if (!lua_isnoneornil(L, 3)) {
+    const char *mode = lua_tostring(L, 3);
+    if (lua_type(L, 3) == LUA_TSTRING)
+      raw_only = !strcmp(mode, "raw") ? 1 : !strcmp(mode, "record") ? 2 : 0;
+    if (!raw_only)
+      return luaL_error(L, "genesys.notify: drain(max, mode): mode: expected \"raw\", "
+                           "\"record\" or nil, got %s",
+                        lua_type(L, 3) == LUA_TSTRING ? mode : luaL_typename(L, 3));
+  }
   lua_settop(L, 1);
   lua_newtable(L); /* 2: the result */
   if (u->closed || !u->c) return 1;
@@ -467,7 +492,8 @@ static int l_drain(lua_State *L) {
     lua_pushlightuserdata(L, it);
     lua_pushvalue(L, 2);
     lua_pushinteger(L, n);
-    int rc = lua_pcall(L, 3, 0, 0);
+    lua_pushinteger(L, raw_only);
+    int rc = lua_pcall(L, 4, 0, 0);
     int health = it->type == GN_ITEM_HEALTH;
     gn_item_free(it);
     if (rc != 0) return lua_error(L); /* out of memory building a table */
@@ -812,7 +838,7 @@ static int l_metrics(lua_State *L) {
   size_t nch = gn_client_channels(u->c, chs, GN_POOL_MAX);
   size_t waiting = gn_client_topics_waiting(u->c);
   gn_lease_stats_t ls;
-  int has_lease = gn_client_lease_stats(u->c, &ls);
+  int has_lease = gn_fleet_lease(u->c) && (gn_lease_stats(gn_fleet_lease(u->c), &ls), 1);
   if (strcmp(fmt, "prometheus") == 0) {
     char *txt = gn_metrics_prometheus(&s, state, gn_client_name(u->c));
     if (!txt) return luaL_error(L, "genesys.notify: out of memory");
@@ -860,6 +886,9 @@ static int l_metrics(lua_State *L) {
   setint(L, "health", s.health);
   setint(L, "duplicates", s.duplicates);
   setint(L, "rollovers", s.rollovers);
+  setint(L, "renewals", s.renewals);
+  setint(L, "renewal_rollovers", s.renewal_rollovers);
+  setint(L, "evictions", s.evictions);
   setint(L, "health_dropped", s.health_dropped);
   setint(L, "pauses", s.pauses);
   setnum(L, "paused_ms", s.paused_ms);
@@ -1153,6 +1182,15 @@ static int l_client_new(lua_State *L) {
   cfg.idle_ms = (long)opt_number(L, 1, "idle_ms", 35000, 10, 86400e3);
   cfg.ping_timeout_ms = (long)opt_number(L, 1, "ping_timeout_ms", 10000, 10, 86400e3);
   cfg.channel_budget = (int)opt_number(L, 1, "channel_budget", 20, 2, 1000);
+  lua_getfield(L, 1, "renew_rule");
+  const char *rule = lua_tostring(L, -1);
+  cfg.renew.rule = !rule || !strcmp(rule, "both") ? GN_RENEW_BOTH
+                   : !strcmp(rule, "channel")    ? GN_RENEW_CHANNEL
+                                                 : GN_RENEW_OFF;
+  lua_pop(L, 1);
+  cfg.renew.at = opt_number(L, 1, "renew_at", 0.8, 0.1, 0.95);
+  cfg.renew.margin_ms = (long)opt_number(L, 1, "renew_margin_ms", 60000, 0, 86400e3);
+  cfg.renew.drain_ms = (long)opt_number(L, 1, "renew_drain_ms", 10000, 100, 600e3);
   lua_getfield(L, 1, "backoff");
   read_backoff(L, lua_gettop(L), &cfg.backoff);
   lua_pop(L, 1);
@@ -1214,12 +1252,12 @@ static int l_client_new(lua_State *L) {
     int r = lua_gettop(L);
     gn_lease_cfg_t lc;
     memset(&lc, 0, sizeof lc);
-    lc.url = opt_string(L, r, "url", 0);
+    lgn_redis_opts(L, r, &lc.redis);
     lc.key = opt_string(L, r, "key", 0);
     lc.lease_ms = opt_number(L, r, "lease_ms", 10000, 100, 3600e3);
     lc.margin_ms = opt_number(L, r, "margin_ms", 0, 0, 3600e3);
     lc.maxlen = (size_t)opt_number(L, r, "maxlen", 100000, 1, 1e12);
-    if (gn_client_set_lease(u->c, &lc, err, sizeof err) != 0)
+    if (!gn_fleet_join(u->c, &lc, err, sizeof err))
       return luaL_error(L, "genesys.notify: %s", err);
   }
   lua_pop(L, 1);

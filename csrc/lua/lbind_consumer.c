@@ -235,12 +235,53 @@ static double num(lua_State *L, const char *k, double def) {
   return v;
 }
 
+static const char *field_str(lua_State *L, int idx, const char *k) {
+  lua_getfield(L, idx, k);
+  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  lua_pop(L, 1); /* the table keeps it */
+  return s;
+}
+
+void lgn_redis_opts(lua_State *L, int idx, gn_redis_opts_t *o) {
+  memset(o, 0, sizeof *o);
+  o->url = field_str(L, idx, "url");
+  o->password_file = field_str(L, idx, "password_file");
+  o->tls_ca_file = field_str(L, idx, "tls_ca_file");
+  o->tls_cert_file = field_str(L, idx, "tls_cert_file");
+  o->tls_key_file = field_str(L, idx, "tls_key_file");
+  o->tls_server_name = field_str(L, idx, "tls_server_name");
+  o->sentinel_master = field_str(L, idx, "sentinel_master");
+  o->sentinel_addrs = field_str(L, idx, "sentinel_addrs");
+  o->sentinel_user = field_str(L, idx, "sentinel_user");
+  o->sentinel_password = field_str(L, idx, "sentinel_password");
+  o->sentinel_password_file = field_str(L, idx, "sentinel_password_file");
+  lua_getfield(L, idx, "sentinel_min_replicas");
+  o->sentinel_min_replicas = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tointeger(L, -1) : -1;
+  lua_pop(L, 1);
+}
+
+/* core.redis_check(t): checks a normalized Redis connection table as a client or consumer would
+ * (the URL, the password files, the TLS files); raises the error naming the field. Returns
+ * true, and whether this build has TLS. */
+static int l_redis_check(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  gn_redis_opts_t o;
+  lgn_redis_opts(L, 1, &o);
+  gn_redis_conf_t conf;
+  char err[320];
+  if (gn_redis_conf_init(&conf, &o, err, sizeof err) != 0) return luaL_error(L, "%s", err);
+  gn_redis_conf_clear(&conf);
+  lua_pushboolean(L, 1);
+  lua_pushboolean(L, GN_HIREDIS_SSL);
+  return 2;
+}
+
 /* core.consumer_new(cfg): cfg validated by genesys.notify.consumer. */
 static int l_consumer_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   gn_consumer_cfg_t cfg;
   memset(&cfg, 0, sizeof cfg);
-  cfg.url = str(L, "url");
+  lgn_redis_opts(L, 1, &cfg.redis);
   cfg.key = str(L, "key");
   const char *mode = str(L, "mode");
   cfg.group = mode && strcmp(mode, "group") == 0;
@@ -289,5 +330,7 @@ int lgn_open_consumer(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, l_consumer_new);
   lua_setfield(L, -2, "consumer_new");
+  lua_pushcfunction(L, l_redis_check);
+  lua_setfield(L, -2, "redis_check");
   return 0;
 }

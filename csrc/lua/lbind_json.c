@@ -6,8 +6,19 @@
  * objects and arrays as tables, null as a NULL light userdata (cjson.null), integers as Lua
  * integers on 5.4 (numbers on 5.1/LuaJIT), reals as numbers (whole ones below 2^53 as integers
  * on 5.4), the last of duplicate keys. Strings without escapes are pushed from the text itself.
+ *
+ * It accepts exactly the texts the service thread accepts as an event's body (gn_msg_classify:
+ * its scan, or jansson when the scan is not sure; fuzz/fuzz_json_lua.c checks both ways): RFC
+ * 8259's grammar, UTF-8 without overlong forms or surrogates, no raw control character and no
+ * \u0000 in strings (jansson's default), integers within 64 bits, reals within range, nesting
+ * within jansson's JSON_PARSER_MAX_DEPTH counted from the message. A NUL byte is never part of a
+ * JSON text outside a \u escape (jansson skips one after a number or a literal; the service
+ * thread refuses it, and so does this).
  */
 #include "lbind.h"
+#include "message.h"
+
+#include <jansson.h>
 
 #include <errno.h>
 #include <math.h>
@@ -15,7 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DEPTH_MAX 1000 /* lgn_push_json's limit */
+/* The deepest container of a body: the message's object is jansson's level 1, the body's own
+ * outer container level 2 (depth 0 here). */
+#define DEPTH_MAX (JSON_PARSER_MAX_DEPTH - 2)
 
 typedef struct {
   const unsigned char *p, *end;
@@ -59,7 +72,8 @@ static void put_utf8(luaL_Buffer *b, unsigned cp) {
   luaL_addlstring(b, u, n);
 }
 
-/* The first quote or backslash at or after q, or end: eight bytes at a time. */
+/* The first byte at or after q that is not plain printable ASCII (a quote, a backslash, a control
+ * character or a byte >= 0x80), or end: eight bytes at a time. */
 #define ONES 0x0101010101010101ULL
 #define HIGHS 0x8080808080808080ULL
 static const unsigned char *run(const unsigned char *q, const unsigned char *end) {
@@ -67,29 +81,33 @@ static const unsigned char *run(const unsigned char *q, const unsigned char *end
     uint64_t w;
     memcpy(&w, q, 8);
     uint64_t quote = w ^ (ONES * '"'), bslash = w ^ (ONES * '\\');
-    if ((((quote - ONES) & ~quote) | ((bslash - ONES) & ~bslash)) & HIGHS) break;
+    if ((w | ((w - ONES * 0x20) & ~w) | ((quote - ONES) & ~quote) | ((bslash - ONES) & ~bslash)) &
+        HIGHS)
+      break;
     q += 8;
   }
-  while (q < end && *q != '"' && *q != '\\') q++;
+  while (q < end && *q >= 0x20 && *q < 0x80 && *q != '"' && *q != '\\') q++;
   return q;
 }
 
 /* A string after its opening quote: pushed; p after the closing quote. */
 static void string(lua_State *L, dec_t *d) {
-  const unsigned char *s = d->p, *q = run(s, d->end);
-  if (q >= d->end) bad(L);
-  if (*q == '"') { /* the usual case: no escape */
-    lua_pushlstring(L, (const char *)s, (size_t)(q - s));
-    d->p = q + 1;
-    return;
-  }
+  const unsigned char *s = d->p, *q = d->p;
   luaL_Buffer b;
-  luaL_buffinit(L, &b);
+  int buffered = 0;
   for (;;) {
-    luaL_addlstring(&b, (const char *)s, (size_t)(q - s));
+    q = run(q, d->end);
     if (q >= d->end) bad(L);
     if (*q == '"') break;
-    if (q + 1 >= d->end) bad(L);
+    if (*q >= 0x80) { /* UTF-8 as the service thread checks it */
+      size_t n = gn_utf8_seq(q, d->end);
+      if (!n) bad(L);
+      q += n;
+      continue;
+    }
+    if (*q != '\\' || q + 1 >= d->end) bad(L); /* a raw control character, or a cut escape */
+    if (!buffered) luaL_buffinit(L, &b), buffered = 1;
+    luaL_addlstring(&b, (const char *)s, (size_t)(q - s));
     char c;
     d->p = q + 2;
     switch (q[1]) {
@@ -109,44 +127,56 @@ static void string(lua_State *L, dec_t *d) {
         unsigned lo = hex4(L, d);
         if (lo < 0xDC00 || lo > 0xDFFF) bad(L);
         cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-      } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+      } else if ((cp >= 0xDC00 && cp <= 0xDFFF) || cp == 0) { /* \u0000: jansson's default */
         bad(L);
       }
       put_utf8(&b, cp);
-      s = d->p;
-      q = run(s, d->end);
+      s = q = d->p;
       continue;
     }
     default: bad(L); return;
     }
     luaL_addchar(&b, c);
-    s = d->p;
-    q = run(s, d->end);
+    s = q = d->p;
   }
-  luaL_pushresult(&b);
+  if (buffered) {
+    luaL_addlstring(&b, (const char *)s, (size_t)(q - s));
+    luaL_pushresult(&b);
+  } else {
+    lua_pushlstring(L, (const char *)s, (size_t)(q - s));
+  }
   d->p = q + 1;
 }
 
+/* A number in RFC 8259's grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
 static void number(lua_State *L, dec_t *d) {
-  const unsigned char *s = d->p, *q = s;
+  const unsigned char *s = d->p, *q = s, *end = d->end;
   int real = 0;
-  if (q < d->end && *q == '-') q++;
+  if (q < end && *q == '-') q++;
   const unsigned char *digits = q;
   uint64_t v = 0;
-  while (q < d->end && *q >= '0' && *q <= '9') v = v * 10 + (uint64_t)(*q++ - '0');
-  if (q == digits) bad(L);
-  if (q < d->end && (*q == '.' || *q == 'e' || *q == 'E')) {
+  if (q >= end || *q < '0' || *q > '9') bad(L);
+  if (*q == '0') q++; /* no leading zeros */
+  else
+    while (q < end && *q >= '0' && *q <= '9') v = v * 10 + (uint64_t)(*q++ - '0');
+  const unsigned char *int_end = q;
+  if (q < end && *q == '.') {
     real = 1;
-    while (q < d->end && ((*q >= '0' && *q <= '9') || *q == '.' || *q == 'e' || *q == 'E' ||
-                          *q == '+' || *q == '-'))
-      q++;
+    const unsigned char *f = ++q;
+    while (q < end && *q >= '0' && *q <= '9') q++;
+    if (q == f) bad(L);
+  }
+  if (q < end && (*q == 'e' || *q == 'E')) {
+    real = 1;
+    q++;
+    if (q < end && (*q == '+' || *q == '-')) q++;
+    const unsigned char *x = q;
+    while (q < end && *q >= '0' && *q <= '9') q++;
+    if (q == x) bad(L);
   }
   size_t n = (size_t)(q - s);
   d->p = q;
-  /* jansson's lexer swallows one NUL byte right after a number ("[1\0,2]" is [1,2]); the
-   * service thread lets jansson judge such a message, so its body is decoded the same way */
-  if (d->p < d->end && *d->p == 0) d->p++;
-  if (!real && q - digits <= 18) { /* fits without overflow */
+  if (!real && int_end - digits <= 18) { /* fits without overflow */
     int64_t i = *s == '-' ? -(int64_t)v : (int64_t)v;
 #if LUA_VERSION_NUM >= 503
     lua_pushinteger(L, (lua_Integer)i);
@@ -195,10 +225,10 @@ static void word(lua_State *L, dec_t *d, const char *w, size_t n) {
 }
 
 static void value(lua_State *L, dec_t *d, int depth) {
-  if (depth > DEPTH_MAX || !lua_checkstack(L, 4))
-    luaL_error(L, "genesys.notify: JSON nested too deeply");
   ws(d);
   if (d->p >= d->end) bad(L);
+  if ((*d->p == '{' || *d->p == '[') && (depth > DEPTH_MAX || !lua_checkstack(L, 4)))
+    luaL_error(L, "genesys.notify: JSON nested too deeply");
   switch (*d->p) {
   case '{':
     d->p++;
@@ -282,12 +312,17 @@ void lgn_json_push(lua_State *L, const char *s, size_t len) {
   if (d.p != d.end) bad(L);
 }
 
-/* core.json_decode_text(text): lgn_json_push on a whole text (its differential spec and the
- * decode benchmark). Returns the value; raises on what it cannot decode. */
+/* core.json_decode_text(text [, i [, j]]): lgn_json_push on text:sub(i, j) without the copy (i
+ * 1 and j #text by default: genesys.notify.resty's readers decode an event's body inside its
+ * ring record, the differential spec and the decode benchmark a whole text). Returns the value;
+ * raises on what it cannot decode. */
 static int l_decode_text(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  lgn_json_push(L, s, len);
+  lua_Integer i = luaL_optinteger(L, 2, 1), j = luaL_optinteger(L, 3, (lua_Integer)len);
+  luaL_argcheck(L, i >= 1 && (size_t)i <= len + 1, 2, "init out of range");
+  luaL_argcheck(L, j >= i - 1 && (size_t)j <= len, 3, "end out of range");
+  lgn_json_push(L, s + i - 1, (size_t)(j - i + 1));
   return 1;
 }
 

@@ -5,7 +5,6 @@
  */
 #include "client.h"
 #include "channel.h"
-#include "lease.h"
 #include "oauth.h"
 #include "pool.h"
 #include "service.h"
@@ -15,6 +14,8 @@
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
+
+#define GN_EVICT_WINDOW_MS 2000 /* an eviction this soon after a creation was caused by it */
 
 /* One channel of the pool, with what it does not share with the others (its state, counters
  * and topics). Allocated on first use and kept until the client is freed (at most
@@ -50,8 +51,8 @@ struct gn_client {
   _Atomic int poke_posted;
   int first_cycle;          /* start() opened slot 0's first cycle, not yet used (service) */
   int pool_started;         /* pool_start ran (service thread) */
-  int lease_held;           /* with a lease: this process holds it now (service thread) */
-  gn_lease_t *lease;        /* redis = {...}: the pool runs only while this process holds it */
+  int gate_open;            /* gated: the layer above lets the pool run now (service thread) */
+  gn_client_gate_t gate;    /* a layer above (the fleet) decides when the pool runs */
   _Atomic int started;
   _Atomic int closing;
   /* subscribe/unsubscribe calls posted and applied: until they agree the subscriptions do not
@@ -97,7 +98,7 @@ static gn_state_t client_state(gn_client_t *c) {
     if (!found || rank[st] > rank[worst]) worst = st;
     found = 1;
   }
-  return found ? worst : c->lease ? GN_ST_STANDBY : GN_ST_IDLE;
+  return found ? worst : c->gate.start ? GN_ST_STANDBY : GN_ST_IDLE;
 }
 
 /* A health item of the client as a whole (not of one channel). Service thread. */
@@ -108,8 +109,61 @@ static void client_health(gn_client_t *c, const char *kind, json_t *fields) {
 /* A rollover asks for the credential's spare unit (take 1) or gives it back (take 0). */
 static int spare_cb(void *ud, int take) {
   gn_client_t *c = ud;
-  if (take) return gn_budget_take(c->budget, c->conf.channel_budget, 1);
+  if (take) {
+    if (gn_budget_take(c->budget, c->conf.channel_budget, 1)) return 1;
+    /* In use: this client's rollovers that hold it close their old sockets as soon as that
+     * loses nothing (the unit comes back, and the waiter is poked). */
+    for (int i = 0; i < GN_POOL_MAX; i++) {
+      gn_slot_t *s = slot_at(c, i);
+      if (s && s->ch && atomic_load(&s->running)) gn_channel_spare_wanted(s->ch);
+    }
+    return 0;
+  }
   gn_budget_give(c->budget, NULL); /* this client's other rollovers may wait for it too */
+  return 1;
+}
+
+/* What the budget hears from a channel (env.h's GN_NOTE_*). An eviction of a live channel
+ * right after one of the credential's creations means the server allows fewer channels than
+ * the credential holds: the budget shrinks below what was held (no more churn: a channel is
+ * created only once the credential holds fewer than the server's limit). Service thread. */
+static int budget_note_cb(void *ud, int what, const char *channel_id) {
+  gn_client_t *c = ud;
+  uint64_t now = gn_now_mono_ms();
+  if (what == GN_NOTE_CREATED) {
+    gn_budget_created(c->budget, now);
+    return 1;
+  }
+  int cap = gn_budget_cap(c->budget), used = gn_budget_used(c->budget);
+  if (what == GN_NOTE_MAY_CREATE) return !cap || used <= cap;
+  uint64_t last = gn_budget_last_created(c->budget);
+  if (last && now - last < GN_EVICT_WINDOW_MS && used >= 2) {
+    /* First the rollovers' extra channels go: the budget becomes the regular channels this
+     * client holds (no spare: renewals resubscribe, channels that end are replaced, reported).
+     * An eviction while no extra channel is held means the server cannot even hold those: one
+     * fewer (a channel of the pool waits, reported, rather than evicting another for ever). */
+    int regular = 0;
+    for (int i = 0; i < GN_POOL_MAX; i++) {
+      gn_slot_t *s = slot_at(c, i);
+      regular += s && s->unit;
+    }
+    int was = cap ? cap : c->conf.channel_budget;
+    cap = gn_budget_shrink(c->budget, used > regular ? regular : regular - 1);
+    char msg[300];
+    snprintf(msg, sizeof msg, "the server removed live channel %s when this credential created "
+             "its channel number %d: the server allows fewer channels than the budget (%d); the "
+             "budget is now %d (one kept spare for rollovers)", channel_id, used, was, cap);
+    client_health(c, "budget", json_pack("{s:s, s:s, s:i, s:i, s:i, s:s}", "event", "shrunk",
+                                         "channel_id", channel_id, "channels", used, "was", was,
+                                         "budget", cap, "error", msg));
+  } else {
+    client_health(c, "budget", json_pack("{s:s, s:s, s:i, s:s}", "event", "evicted",
+                                         "channel_id", channel_id, "channels", used, "error",
+                                         "the server removed a live channel before its end, not "
+                                         "after a creation of this process: another process or "
+                                         "integration with the same OAuth client creates "
+                                         "channels, or the channel was deleted"));
+  }
   return 1;
 }
 
@@ -136,9 +190,10 @@ static gn_slot_t *slot_get(gn_client_t *c, int i) {
   s->env.index = i;
   s->env.stamp = &c->pooled;
   s->env.spare = spare_cb;
+  s->env.budget_note = budget_note_cb;
   s->env.spare_ud = c;
   gn_slot_t *s0 = slot_at(c, 0);
-  if (s0) s->env.tap = s0->env.tap, s->env.tap_ud = s0->env.tap_ud; /* the lease's (lease.h) */
+  if (s0) s->env.tap = s0->env.tap; /* the gate's (gn_client_set_gate) */
   atomic_store(&s->env.state, GN_ST_IDLE);
   atomic_store(&c->slots[i], s);
   return s;
@@ -194,7 +249,7 @@ static void slot_start(gn_client_t *c, int i, int cycle_open) {
   if (atomic_load(&c->pooled))
     client_health(c, "pool", json_pack("{s:s, s:i, s:I}", "event", "opened", "channel", i + 1,
                                        "topics", (json_int_t)s->topics.n));
-  if (c->lease && !c->lease_held) gn_channel_park(s->ch); /* standby: the lease is not ours */
+  if (c->gate.start && !c->gate_open) gn_channel_park(s->ch); /* standby: gated */
   else gn_channel_start(s->ch);
 }
 
@@ -390,12 +445,11 @@ static void pool_stop(gn_client_t *c) {
   for (int i = 0; i < GN_POOL_MAX; i++) slot_stop(c, i, "closed");
 }
 
-/* The lease's hooks (lease.h): the pool runs only while this process holds the lease. The
- * first acquisition starts it (start() left slot 0's first cycle to this); a loss parks every
- * running channel (standby: its topics and budget kept), a later acquisition resumes them. */
-static void lease_acquired(void *ud) {
-  gn_client_t *c = ud;
-  c->lease_held = 1;
+/* The gate (the fleet's lease): the first resume starts the pool (start() left slot 0's first
+ * cycle to it); park stops every running channel (standby: its topics and budget kept), a later
+ * resume starts them again. */
+void gn_client_resume(gn_client_t *c) {
+  c->gate_open = 1;
   if (!c->pool_started) {
     c->pool_started = 1;
     gn_sched_trigger(gn_channel_sched(slot_at(c, 0)->ch), GN_REASON_MANUAL);
@@ -410,9 +464,8 @@ static void lease_acquired(void *ud) {
   }
 }
 
-static void lease_lost(void *ud) {
-  gn_client_t *c = ud;
-  c->lease_held = 0;
+void gn_client_park(gn_client_t *c) {
+  c->gate_open = 0;
   for (int i = 0; i < GN_POOL_MAX; i++) {
     gn_slot_t *s = slot_at(c, i);
     if (s && s->ch && atomic_load(&s->running)) gn_channel_park(s->ch);
@@ -421,9 +474,9 @@ static void lease_lost(void *ud) {
 
 static void task_start(gn_service_t *svc, void *arg) {
   gn_client_t *c = arg;
-  if (c->lease) { /* standby until the lease is ours */
+  if (c->gate.start) { /* standby until the gate opens */
     gn_channel_park(slot_at(c, 0)->ch);
-    gn_lease_start(c->lease);
+    c->gate.start(c->gate.ud);
     return;
   }
   c->pool_started = 1;
@@ -445,7 +498,7 @@ static void task_poke(gn_service_t *svc, void *arg) {
 
 static void task_close(gn_service_t *svc, void *arg) {
   gn_client_t *c = arg;
-  if (c->lease) gn_lease_stop(c->lease);
+  if (c->gate.stop) c->gate.stop(c->gate.ud);
   pool_stop(c);
   gn_queue_detach(&c->queue);
 }
@@ -592,36 +645,27 @@ fail:
   return NULL;
 }
 
-int gn_client_set_lease(gn_client_t *c, const gn_lease_cfg_t *cfg, char *err, size_t errlen) {
-  if (c->lease || atomic_load(&c->started)) {
-    snprintf(err, errlen, "redis: the client already has a lease or is started");
-    return -1;
-  }
-  /* The lease watches slot 0's channel (always there) for its gap marker's end, and taps the
-   * events of every channel (slot_get gives later slots the tap). */
-  gn_lease_hooks_t hooks = {lease_acquired, lease_lost, c};
-  gn_env_t *env0 = &slot_at(c, 0)->env;
-  c->lease = gn_lease_new(cfg, env0, &hooks, err, errlen);
-  if (!c->lease) return -1;
-  for (int i = 1; i < GN_POOL_MAX; i++) {
+int gn_client_set_gate(gn_client_t *c, const gn_client_gate_t *gate, const gn_tap_t *tap) {
+  if (c->gate.start || atomic_load(&c->started)) return -1;
+  c->gate = *gate;
+  for (int i = 0; i < GN_POOL_MAX; i++) { /* later slots copy slot 0's (slot_get) */
     gn_slot_t *s = slot_at(c, i);
-    if (s) s->env.tap = env0->tap, s->env.tap_ud = env0->tap_ud;
+    if (s) s->env.tap = tap;
   }
   return 0;
 }
 
-int gn_client_lease_stats(gn_client_t *c, gn_lease_stats_t *out) {
-  if (!c->lease) return 0;
-  gn_lease_stats(c->lease, out);
-  return 1;
+gn_env_t *gn_client_env(gn_client_t *c) { return &slot_at(c, 0)->env; }
+const gn_client_gate_t *gn_client_gate(const gn_client_t *c) {
+  return c->gate.start ? &c->gate : NULL;
 }
 
 int gn_client_start(gn_client_t *c) {
   int expected = 0;
   if (gn_client_forked(c) || atomic_load(&c->closing) || !atomic_compare_exchange_strong(&c->started, &expected, 1))
     return -1;
-  /* The first connection is the first cycle (with a lease: once it is taken). */
-  if (!c->lease) gn_sched_trigger(gn_channel_sched(slot_at(c, 0)->ch), GN_REASON_MANUAL);
+  /* The first connection is the first cycle (gated: once the gate opens). */
+  if (!c->gate.start) gn_sched_trigger(gn_channel_sched(slot_at(c, 0)->ch), GN_REASON_MANUAL);
   if (gn_service_post(c->env.svc, task_start, c) != 0) return -1;
   return 0;
 }
@@ -766,7 +810,7 @@ void gn_client_free(gn_client_t *c) {
     return;
   }
   gn_token_entry_release(c->env.tok);
-  gn_lease_free(c->lease);
+  if (c->gate.free) c->gate.free(c->gate.ud);
   gn_budget_release(c->budget);
   for (int i = 0; i < GN_POOL_MAX; i++) {
     gn_slot_t *s = slot_at(c, i);

@@ -26,7 +26,6 @@
 #include "bell.h"
 #include "conf.h"
 #include "env.h"
-#include "lease.h"
 #include "metrics.h"
 #include "queue.h"
 
@@ -40,12 +39,27 @@ gn_client_t *gn_client_new(const gn_client_cfg_t *cfg, gn_service_t *svc, char *
 /* Returns 1 when c was created by another process (this one was forked after it), else 0.
  * Any thread. */
 int gn_client_forked(const gn_client_t *c);
-/* Makes c a fleet member (lease.h): its stream runs only while it holds the Redis lease, and
- * each event is appended to the fleet's stream. Returns 0, or -1 and err naming the field.
- * Owner thread, before gn_client_start. */
-int gn_client_set_lease(gn_client_t *c, const gn_lease_cfg_t *cfg, char *err, size_t errlen);
-/* Fills *out and returns 1 when c has a lease, else returns 0. Any thread. */
-int gn_client_lease_stats(gn_client_t *c, gn_lease_stats_t *out);
+/* A layer above the client that decides when its pool runs (the fleet: csrc/fleet/fleet.h):
+ * start at the client's start (the pool stays parked: state standby), stop at its close before
+ * the pool stops (service thread, both), free when the client is freed (owner thread). */
+typedef struct {
+  void (*start)(void *ud);
+  void (*stop)(void *ud);
+  void (*free)(void *ud);
+  void *ud;
+} gn_client_gate_t;
+/* Gates c and gives every channel tap (may be NULL). Returns 0, or -1 when c is already gated
+ * or started. Owner thread, before gn_client_start. */
+int gn_client_set_gate(gn_client_t *c, const gn_client_gate_t *gate, const gn_tap_t *tap);
+/* The gate opens (the pool runs: the first time it starts) or closes (every channel parks).
+ * Return nothing. Service thread. */
+void gn_client_resume(gn_client_t *c);
+void gn_client_park(gn_client_t *c);
+/* The first channel's env (its state, metrics and the owner's queue), for the gate's health
+ * items and for when the stream opened. Valid for the client's life. Any thread. */
+gn_env_t *gn_client_env(gn_client_t *c);
+/* c's gate, or NULL when it has none. Any thread. */
+const gn_client_gate_t *gn_client_gate(const gn_client_t *c);
 /* Starts connecting. Returns 0, or -1 (already started, closed, or forked). Owner thread. */
 int gn_client_start(gn_client_t *c);
 /* Asks for a reconnect of every channel now. Returns 1 if this call opened a reconnect cycle

@@ -69,6 +69,11 @@ void gn_env_health(gn_env_t *env, const char *kind, json_t *fields) {
   /* Every health item passes here: whatever server text reached its fields (an error body, a
    * close reason, a 404 notice, a library's message quoting the server) is shown scrubbed. */
   if (fields) scrub_tree(env, fields, 0);
+  /* a deaf interval ("restored", "gap") reaches the tap too: a fleet's consumers get it */
+  json_t *from = json_object_get(fields, "deaf_from_ms");
+  json_t *to = json_object_get(fields, "deaf_to_ms");
+  if (env->tap && env->tap->deaf && json_is_number(from) && json_is_number(to))
+    env->tap->deaf(env->tap->ud, kind, json_number_value(from), json_number_value(to));
   if (env->stamp && atomic_load(env->stamp)) {
     if (!fields) fields = json_object();
     if (fields) json_object_set_new(fields, "channel", json_integer(env->index + 1));

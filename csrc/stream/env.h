@@ -39,6 +39,18 @@ typedef enum {
 /* The state's name as the owner sees it ("open" for GN_ST_ROLLOVER). Any thread. */
 const char *gn_state_name(gn_state_t s);
 
+/* What a layer above sees of a channel's stream (the fleet lease's stream append, lease.h).
+ * Service thread. */
+typedef struct {
+  /* each event before it is queued to the owner; returns 0 to withhold it (counted by the tap) */
+  int (*event)(void *ud, const gn_msg_t *m, const char *channel_id, const char *raw, size_t len);
+  /* each deaf interval reported to the owner (health kind "restored" or "gap"), wall ms */
+  void (*deaf)(void *ud, const char *kind, double from_ms, double to_ms);
+  void *ud;
+} gn_tap_t;
+
+enum { GN_NOTE_CREATED = 0, GN_NOTE_MAY_CREATE, GN_NOTE_EVICTED };
+
 typedef struct {
   const gn_conf_t *conf;
   gn_service_t *svc;
@@ -55,11 +67,13 @@ typedef struct {
   _Atomic int *stamp;
   int (*spare)(void *ud, int take);
   void *spare_ud;
+  /* the credential's budget told of a channel created (GN_NOTE_CREATED), asked whether one may
+   * be created now (GN_NOTE_MAY_CREATE: 1 yes, 0 no: the server's limit is below what the
+   * credential holds), told of a live channel the server removed before its end
+   * (GN_NOTE_EVICTED); with spare_ud. NULL: none. Service thread. */
+  int (*budget_note)(void *ud, int what, const char *channel_id);
   int count_events;       /* count events in metrics too (the queue counts them elsewhere) */
-  /* Sees each event before it is queued to the owner (the lease's stream append, lease.h);
-   * returns 0 to withhold it (counted by the tap). NULL: none. Service thread. */
-  int (*tap)(void *ud, const gn_msg_t *m, const char *channel_id, const char *raw, size_t len);
-  void *tap_ud;
+  const gn_tap_t *tap;    /* NULL: none */
 } gn_env_t;
 
 /* Queues health item kind with fields (stolen, may be NULL) stamped with the current state.

@@ -221,7 +221,8 @@ void gn_queue_health(gn_queue_t *q, const char *kind, const char *state, json_t 
 void gn_queue_event(gn_queue_t *q, const gn_msg_t *m, const char *channel_id, const char *raw,
                     size_t len) {
   size_t tl = strlen(m->topic) + 1, cl = strlen(channel_id) + 1;
-  size_t n = sizeof(gn_item_t) + len + 1 + tl + cl;
+  size_t kl = m->correlation_id ? strlen(m->correlation_id) + 1 : 0;
+  size_t n = sizeof(gn_item_t) + len + 1 + tl + cl + kl;
   gn_item_t *it = malloc(n);
   if (!it) {
     gn_queue_drop(q, 1);
@@ -239,6 +240,11 @@ void gn_queue_event(gn_queue_t *q, const gn_msg_t *m, const char *channel_id, co
   p += tl;
   memcpy(p, channel_id, cl);
   it->channel_id = p;
+  p += cl;
+  if (kl) {
+    memcpy(p, m->correlation_id, kl);
+    it->correlation_id = p;
+  }
   if (m->body) {
     it->body_off = (size_t)(m->body - raw);
     it->body_len = m->body_len;

@@ -46,6 +46,7 @@ typedef struct gn_item {
   size_t rawlen;
   size_t body_off, body_len; /* eventBody's text in raw (body_len 0: no eventBody) */
   const char *topic, *channel_id;
+  const char *correlation_id; /* event: metadata.CorrelationId, or NULL when it had none */
   double received_ms;
   uint64_t seq;  /* policy: which scheduled attempt this record is for */
   size_t cost;   /* event: estimated bytes it holds (counted against the byte limit) */

@@ -3,12 +3,21 @@
  *
  * Each PUT carries a snapshot of the wanted set (sent) and its answer is read against that
  * snapshot, never against the wanted set of the moment: a topic added or removed while the
- * request was in flight is simply put again. After every answer the channel puts again until
- * the server holds exactly the wanted set. A topic is reported "rejected" only from the answer
- * to a request that carried it: missing from the answer (an invalid name, dropped by
- * ignoreErrors) or in a list refused as a whole (400/413) when it was new in that list; such a
- * topic is forgotten, so one bad topic cannot break every later channel. A topic the answer
- * lists with a refusing state (permissions) is reported and kept.
+ * request was in flight is simply put again. An answer is read as Genesys means it (its own
+ * streaming client, src/notifications.ts; GENESYS.md):
+ * - names are matched in any case (a composite's members in any order), and what the client
+ *   reports and keeps is the user's spelling;
+ * - a sent topic the answer refuses (Rejected: permissions, or an invalid name) is reported
+ *   "rejected" and leaves the wanted set: final until the user subscribes it again; so does a
+ *   topic new in a list the server refused as a whole (400/413);
+ * - a composite a.b?c&d answered Permitted with a member a.b.d Rejected on its own entry is
+ *   confirmed; the member is reported "rejected" once (with its missing permissions) and is
+ *   no reason to ask again;
+ * - a sent topic the answer does not mention is *unknown*: reported ("unknown"), kept wanted,
+ *   and put again after the backoff delay (or at the user's next change), never forgotten.
+ *
+ * No request loop: every request that repeats without a change of the wanted set waits for
+ * the backoff engine, whose cap is raised to GN_SUBS_MAX_DELAY_MS for this path.
  *
  * A request that fails (5xx, 429, network, timeout, a second 401) is retried with the backoff
  * engine (the client's policy without its give-up limits: a subscription is never abandoned
@@ -34,6 +43,16 @@
 #include "http.h"
 #include "topics.h"
 
+/* The longest delay between subscription requests is at least this (ms), whatever the client's
+ * backoff policy says: about one a minute once an answer repeats. */
+#define GN_SUBS_MAX_DELAY_MS 60000
+
+typedef enum {
+  GN_SUBS_HOLD_NONE = 0,
+  GN_SUBS_HOLD_FAILED,    /* a request failed: the next waits for the retry timer */
+  GN_SUBS_HOLD_UNKNOWN    /* an answer left topics out: put again on the timer or a change */
+} gn_subs_hold_t;
+
 typedef struct {
   gn_env_t *env;
   gn_topics_t confirmed;  /* what the server holds on this channel (its last answer) */
@@ -42,6 +61,9 @@ typedef struct {
   int stuck;              /* a list refused with nothing to blame: wait for the next change */
   int auth_retried;       /* a PUT refused with 401 was retried once with a new token */
   int uncertain;          /* a request's outcome is unknown: it may land after a later one */
+  gn_subs_hold_t hold;    /* why the next request waits for the retry timer */
+  int changed;            /* the wanted set changed since the last request */
+  gn_topics_t noted;      /* composite members reported refused (said once) */
   uint64_t confirm_at_ms; /* monotonic: a PUT sent from then on confirms the server's state */
   uint64_t sent_ms;       /* when the request in flight was sent */
   gn_http_req_t *req;     /* the PUT in flight */
@@ -98,13 +120,16 @@ gn_subs_next_t gn_subs_answer(gn_subs_t *s, const char *channel_id, const gn_htt
  * nothing. */
 void gn_subs_retry_later(gn_subs_t *s, const char *what);
 
-/* Reads a successful answer to a PUT of sent on channel_id (also a rollover's new channel):
- * reports refused and dropped topics (dropped ones leave env->topics) and the accepted list as
- * event why; *confirmed becomes what the server now holds. Returns nothing. */
+/* Reads a successful answer to a PUT of sent on channel_id (a rollover's new channel; the
+ * channel's own answers go through gn_subs_answer): reports refused topics (they leave
+ * env->topics), refused composite members, and the accepted list as event why; *confirmed
+ * becomes the sent topics the server holds. Topics it leaves out are put again once the
+ * channel adopts it (gn_subs_adopt). Returns nothing. */
 void gn_subs_read(gn_env_t *env, const gn_topics_t *sent, const char *channel_id,
                   const char *body, size_t len, const char *why, gn_topics_t *confirmed);
 /* The channel moved to a rollover's channel, which holds confirmed (taken): the request in
- * flight concerned the old channel and is dropped. Returns nothing. */
+ * flight concerned the old channel and is dropped; wanted topics it does not hold are
+ * reported unknown and put after the backoff delay. Returns nothing. */
 void gn_subs_adopt(gn_subs_t *s, gn_topics_t *confirmed);
 
 #endif

@@ -17,7 +17,8 @@ local topic_error = core.topic_error
 
 local _M = { _VERSION = core._VERSION }
 
---- Region names and the domains they map to (Genesys's SDK region tables).
+--- Region names and the domains they map to: the official SDKs' region table
+-- (PureCloudRegionHosts of the JS SDK; spec/unit/regions_spec.lua holds the two equal).
 local REGIONS = {
   ["us-east-1"] = "mypurecloud.com",
   ["us-east-2"] = "use2.us-gov-pure.cloud",
@@ -36,6 +37,7 @@ local REGIONS = {
   ["ap-southeast-1"] = "apse1.pure.cloud",
   ["me-central-1"] = "mec1.pure.cloud",
   ["mx-central-1"] = "mxc1.pure.cloud",
+  ["eusc-de-east-1"] = "edee1.eusc-pure.cloud",
 }
 _M.regions = REGIONS
 _M.null = core.null
@@ -158,26 +160,69 @@ local ALLOWED = {
   overflow = true, pause_max_ms = true,
   max_message_size = true, on_event = true, on_health = true, name = true, context = true,
   audit = true, policy = true, proxy = true, no_proxy = true, channel_budget = true,
-  redis = true,
+  redis = true, renew = true,
 }
 
 -- ---- redis (a fleet member: see the README, "Running a fleet") ----------------------------
-local REDIS_ALLOWED = { url = true, key = true, lease_ms = true, margin_ms = true, maxlen = true }
-local function redis_url(v, field)
-  if type(v) ~= "string" or not v:find("^redis://[^/:@%s]+:?%d*/?%d*$") then
-    fail(field, "a URL redis://host[:port][/db] (no credentials)", type(v) == "string" and
-      (v:find("@", 1, true) and "a URL with credentials" or describe(v)) or describe(v))
+local REDIS_ALLOWED = { url = true, key = true, lease_ms = true, margin_ms = true, maxlen = true,
+  password_file = true, tls = true, sentinel = true }
+local REDIS_TLS = { ca_file = true, cert_file = true, key_file = true, server_name = true }
+local REDIS_SENTINEL = { master = true, addrs = true, user = true, password = true,
+  password_file = true, min_replicas = true }
+local REDIS_URL = "a URL redis[s]://[user[:password]@]host[:port][/db]"
+
+-- The connection fields of a redis table r (url, password_file, tls, sentinel) into o as the C
+-- core reads them, checked there (one parser: csrc/net/redis_conf.c). A URL or a password is
+-- never shown in an error: either may hold a secret.
+local function redis_conn(r, o)
+  if r.url ~= nil and type(r.url) ~= "string" then fail("redis.url", REDIS_URL, type(r.url)) end
+  o.url = r.url
+  o.password_file = opt_string(r, "password_file", "redis.password_file")
+  if r.tls ~= nil then
+    if type(r.tls) ~= "table" then
+      fail("redis.tls", "a table { ca_file = ..., cert_file = ..., key_file = ..., server_name = ... }",
+        describe(r.tls))
+    end
+    check_keys(r.tls, REDIS_TLS, "redis.tls.")
+    for k in pairs(REDIS_TLS) do o["tls_" .. k] = opt_string(r.tls, k, "redis.tls." .. k) end
   end
-  return v
+  local s = r.sentinel
+  if s ~= nil then
+    if type(s) ~= "table" then
+      fail("redis.sentinel", 'a table { master = "name", addrs = { "host:port", ... } }', describe(s))
+    end
+    check_keys(s, REDIS_SENTINEL, "redis.sentinel.")
+    o.sentinel_master = opt_string(s, "master", "redis.sentinel.master")
+    if not o.sentinel_master then fail("redis.sentinel.master", "the master's name", "nil") end
+    if type(s.addrs) ~= "table" or #s.addrs == 0 then
+      fail("redis.sentinel.addrs", 'a list of "host:port" (one per sentinel)', describe(s.addrs))
+    end
+    for i, a in ipairs(s.addrs) do
+      if type(a) ~= "string" or a == "" or a:find(",", 1, true) then
+        fail("redis.sentinel.addrs[" .. i .. "]", '"host:port" or "[IPv6 address]:port"', describe(a))
+      end
+    end
+    o.sentinel_addrs = table_concat(s.addrs, ",")
+    o.sentinel_user = opt_string(s, "user", "redis.sentinel.user")
+    if s.password ~= nil and (type(s.password) ~= "string" or s.password == "") then
+      fail("redis.sentinel.password", "a non-empty string", type(s.password))
+    end
+    o.sentinel_password = no_nul("redis.sentinel.password", s.password, true)
+    o.sentinel_password_file = opt_string(s, "password_file", "redis.sentinel.password_file")
+    o.sentinel_min_replicas = opt_int(s, "min_replicas", "redis.sentinel.min_replicas", 0, 100)
+  end
+  local ok, err = pcall(core.redis_check, o)
+  if not ok then error("genesys.notify: " .. tostring(err), 0) end
+  return o
 end
-_M.redis_url = redis_url
+_M.redis_conn = redis_conn
 
 local function redis_config(r, out)
   if type(r) ~= "table" then
     fail("redis", "a table { url = ..., key = ..., lease_ms = ... }", describe(r))
   end
   check_keys(r, REDIS_ALLOWED, "redis.")
-  local o = { url = redis_url(r.url, "redis.url") }
+  local o = redis_conn(r, {})
   o.key = opt_string(r, "key", "redis.key")
   if not o.key then fail("redis.key", "a non-empty string", "nil") end
   o.lease_ms = opt_ms(r, "lease_ms", "redis.lease_ms", 100, 3600000) or 10000
@@ -474,6 +519,24 @@ function _M.config(cfg)
   out.queue_limit = opt_int(cfg, "queue_limit", "queue_limit", 1, 1000000000)
   -- channels of the credential (client id + login host) across the process, one kept spare
   out.channel_budget = opt_int(cfg, "channel_budget", "channel_budget", 2, 1000)
+  local rn = cfg.renew
+  if rn ~= nil then
+    -- renewal before a channel's or its token's end (docs: "Channel and token lifetimes")
+    if type(rn) ~= "table" then
+      fail("renew", "a table {rule=, at=, margin_ms=, drain_ms=}", describe(rn))
+    end
+    check_keys(rn, { rule = true, at = true, margin_ms = true, drain_ms = true }, "renew.")
+    if rn.rule ~= nil and rn.rule ~= "both" and rn.rule ~= "channel" and rn.rule ~= "off" then
+      fail("renew.rule", '"both", "channel" or "off"', describe(rn.rule))
+    end
+    out.renew_rule = rn.rule
+    if rn.at ~= nil and (type(rn.at) ~= "number" or rn.at ~= rn.at or rn.at < 0.1 or rn.at > 0.95) then
+      fail("renew.at", "a fraction of the lifetime from 0.1 to 0.95", describe(rn.at))
+    end
+    out.renew_at = rn.at
+    out.renew_margin_ms = opt_ms(rn, "margin_ms", "renew.margin_ms", 0, 86400000)
+    out.renew_drain_ms = opt_ms(rn, "drain_ms", "renew.drain_ms", 100, 600000)
+  end
   out.queue_bytes = opt_int(cfg, "queue_bytes", "queue_bytes", 65536, 1099511627776, "bytes")
   if cfg.overflow ~= nil and cfg.overflow ~= "drop" and cfg.overflow ~= "pause" then
     fail("overflow", '"drop" or "pause"', describe(cfg.overflow))
@@ -639,8 +702,10 @@ function _M.consumer(cfg)
     check_keys(cfg, CONSUMER_ALLOWED, "")
     local r = cfg.redis
     if type(r) ~= "table" then fail("redis", "a table { url = ..., key = ... }", describe(r)) end
-    check_keys(r, { url = true, key = true }, "redis.")
-    local o = { url = redis_url(r.url, "redis.url"), key = opt_string(r, "key", "redis.key") }
+    check_keys(r, { url = true, key = true, password_file = true, tls = true, sentinel = true },
+      "redis.")
+    local o = redis_conn(r, {})
+    o.key = opt_string(r, "key", "redis.key")
     if not o.key then fail("redis.key", "a non-empty string", "nil") end
     o.mode = cfg.mode or "fanout"
     if o.mode ~= "fanout" and o.mode ~= "group" then

@@ -75,6 +75,10 @@ static void test_malformed_reasons(void) {
       {"{\"topicName\":\"\xed\xa0\x80\"}", 0, 0, "invalid_utf8"}, /* an encoded surrogate */
       {"{\"topicName\":42}", 0, 0, "no_topic"},
       {"{\"topicName\":\"a\"}\0tail", 21, 0, "invalid_json"},
+      /* a NUL byte jansson skips (after a number or a literal): RFC 8259 has none (fuzz_json_lua) */
+      {"{\"topicName\":\"t\",\"eventBody\":[true\0]}", 37, 0, "invalid_json"},
+      {"{\"topicName\":\"t\",\"eventBody\":[1\0,2]}", 36, 0, "invalid_json"},
+      {"{\"topicName\":\"t\",\"eventBody\":null\0}", 35, 0, "invalid_json"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     size_t len = cases[i].len ? cases[i].len : strlen(cases[i].text);
@@ -192,6 +196,13 @@ static void ref_classify(const char *data, size_t len, ref_t *r) {
     r->kind = GN_MSG_MALFORMED;
     r->reason = utf8 ? "invalid_utf8" : "invalid_json";
     snprintf(r->error, sizeof r->error, "%s", je.text);
+    return;
+  }
+  if (memchr(data, 0, len)) { /* what jansson took despite a NUL byte: not JSON (RFC 8259) */
+    json_decref(j);
+    r->kind = GN_MSG_MALFORMED;
+    r->reason = "invalid_json";
+    snprintf(r->error, sizeof r->error, "a NUL byte (JSON has none)");
     return;
   }
   r->root = j;

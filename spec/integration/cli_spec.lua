@@ -7,150 +7,20 @@ local emulator = require "support.emulator"
 local cjson = require "cjson.safe"
 local notify = require "genesys.notify"
 
-local SAN = os.getenv("GN_SAN") or ""
-local SLOW = SAN ~= "" and 3 or 1
+local C = require "support.cli"
+local SLOW = C.SLOW
 local SECRET = "SENTINEL-s3cr3t-7f1c9e"
 local ID = "cli-id"
 local TA, TB, TC = "v2.users.cli-a.presence", "v2.users.cli-b.presence", "v2.users.cli-c.presence"
+local shq, read_file, write_file, capture = C.shq, C.read_file, C.write_file, C.capture
+local interpreter, tmpdir, now_ms, wait_for = C.interpreter, C.tmpdir, C.now_ms, C.wait_for
+local env_prefix, argv, spawn, run = C.env_prefix, C.argv, C.spawn, C.run
 
-local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function capture(cmd)
-  local p = assert(io.popen("env -u LD_PRELOAD sh -c " .. shq(cmd), "r"))
-  local s = p:read("*a")
-  p:close()
-  return s
-end
-
-local function interpreter()
-  if SAN ~= "" then return os.getenv("GN_BINDIR") .. "/lua_host" end
-  return rawget(_G, "jit") and "luajit" or "lua5.4"
-end
-
-local function tmpdir()
-  local d = capture("mktemp -d /tmp/gn-cli.XXXXXX"):gsub("%s+$", "")
-  assert(d ~= "")
-  return d
-end
-
-local function now_ms() return notify.now_ms() end
-
--- Waits for fn() to be truthy (polling every 20 ms); returns its value or nil at the deadline.
-local function wait_for(fn, timeout_ms)
-  local deadline = now_ms() + (timeout_ms or 10000) * SLOW
-  while true do
-    local v = fn()
-    if v then return v end
-    if now_ms() > deadline then return nil end
-    emulator.sleep(0.02)
-  end
-end
-
-local function env_prefix(env)
-  local parts = { "env -u LD_PRELOAD" }
-  for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. shq(v) end
-  return table.concat(parts, " ")
-end
-
-local function argv(args)
-  local parts = {}
-  for _, a in ipairs(args) do parts[#parts + 1] = shq(a) end
-  return table.concat(parts, " ")
-end
-
-local Cli = {}
-Cli.__index = Cli
-
--- Starts the CLI in the background; its stdout, stderr and exit status go to files.
-local function spawn(args, env)
-  local self = setmetatable({ dir = tmpdir() }, Cli)
-  local d = self.dir
-  local inner = env_prefix(env) .. " " .. shq(interpreter()) .. " bin/genesys-notify " .. argv(args) ..
-    " >" .. shq(d .. "/out") .. " 2>" .. shq(d .. "/err") .. " </dev/null & echo $! >" ..
-    shq(d .. "/pid.tmp") .. "; mv " .. shq(d .. "/pid.tmp") .. " " .. shq(d .. "/pid") ..
-    "; wait $!; echo $? >" .. shq(d .. "/rc.tmp") .. "; mv " .. shq(d .. "/rc.tmp") .. " " .. shq(d .. "/rc")
-  os.execute("env -u LD_PRELOAD sh -c " .. shq(inner) .. " >/dev/null 2>&1 &")
-  self.pid = wait_for(function() return tonumber((read_file(d .. "/pid") or ""):match("%d+")) end, 5000)
-  assert(self.pid, "the CLI did not start")
-  return self
-end
-
-function Cli:out() return read_file(self.dir .. "/out") or "" end
-function Cli:err() return read_file(self.dir .. "/err") or "" end
-function Cli:signal(name) os.execute("kill -" .. name .. " " .. self.pid) end
-function Cli:wait(timeout_ms)
-  local rc = wait_for(function() return tonumber(read_file(self.dir .. "/rc") or "") end, timeout_ms or 20000)
-  if not rc then
-    self:signal("KILL")
-    error("the CLI did not exit; stderr:\n" .. self:err())
-  end
-  self.rc = rc
-  return rc
-end
--- Health lines of a --health json run, decoded.
-function Cli:health(kind)
-  local out = {}
-  for line in self:err():gmatch("[^\n]+") do
-    local h = cjson.decode(line)
-    if type(h) == "table" and (not kind or h.kind == kind) then out[#out + 1] = h end
-  end
-  return out
-end
-function Cli:events()
-  local out = {}
-  for line in self:out():gmatch("[^\n]+") do out[#out + 1] = assert(cjson.decode(line), line) end
-  return out
-end
-function Cli:cleanup()
-  if not self.rc then self:signal("KILL"); pcall(self.wait, self, 5000) end
-  os.execute("rm -rf " .. shq(self.dir))
-  -- A sanitizer report fails the spec, whatever the exit status.
-  for _, pat in ipairs { "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer",
-                         "runtime error:" } do
-    assert(not self:err():find(pat, 1, true), "sanitizer report:\n" .. self:err())
-  end
-end
-
--- Runs the CLI to its end. Returns rc, stdout, stderr.
-local function run(args, env, timeout_s)
-  local d = tmpdir()
-  local cmd = env_prefix(env) .. " timeout " .. (timeout_s or 30) * SLOW .. " " .. shq(interpreter()) ..
-    " bin/genesys-notify " .. argv(args) .. " >" .. shq(d .. "/out") .. " 2>" .. shq(d .. "/err") ..
-    " </dev/null; echo $?"
-  local rc = tonumber((capture(cmd):gsub("%s+$", "")))
-  local out, err = read_file(d .. "/out") or "", read_file(d .. "/err") or ""
-  os.execute("rm -rf " .. shq(d))
-  return rc, out, err
-end
-
--- Cleanups of the running test, run after it whatever happened (busted keeps only one finally
--- per test, and a test here may start a CLI and other processes).
-local cleanups = {}
-local function defer(fn) cleanups[#cleanups + 1] = fn end
+local defer = C.defer
 
 describe("genesys-notify command line", function()
   local emu, base_args, env, tmp
-  after_each(function()
-    for i = #cleanups, 1, -1 do
-      local fn = cleanups[i]
-      cleanups[i] = nil
-      fn()
-    end
-  end)
+  after_each(C.run_deferred)
   setup(function()
     emu = emulator.start { tls = true, clients = { ID .. ":" .. SECRET }, heartbeat_ms = 1000 }
     env = { GENESYSCLOUD_OAUTHCLIENT_ID = ID, GENESYSCLOUD_OAUTHCLIENT_SECRET = SECRET }
@@ -356,6 +226,7 @@ describe("genesys-notify command line", function()
     end
     -- from a file too
     write_file(tmp .. "/secret", SECRET .. "-wrong\n")
+    os.execute("chmod 600 " .. shq(tmp .. "/secret")) -- a secret file others may read is refused
     local rc, out, err = run(args { "--topic", TA, "--client-secret-file", tmp .. "/secret" },
       { GENESYSCLOUD_OAUTHCLIENT_ID = ID })
     assert.equals(3, rc, err)
@@ -451,7 +322,7 @@ describe("genesys-notify command line", function()
     local port = url:match(":(%d+)/")
     local holder = capture("setsid bash -c " .. shq("for i in $(seq 20); do (exec 3<>/dev/tcp/127.0.0.1/" ..
       port .. "; sleep 60) & done; wait") .. " >/dev/null 2>&1 & echo $!"):match("%d+")
-    defer(function() os.execute("kill -- -" .. holder .. " 2>/dev/null") end)
+    defer(function() os.execute("kill -KILL -" .. holder .. " 2>/dev/null") end) -- dash: no "--"
     emulator.sleep(0.3)
     local code = capture("curl -s -o /dev/null -w '%{http_code}' --max-time 15 " .. shq(url))
     assert.equals("200", code)

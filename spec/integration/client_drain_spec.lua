@@ -135,6 +135,69 @@ describe("client:drain()", function()
     assert.same({}, called)
   end)
 
+  it('drain(max, "raw" / "record"): events with their text and CorrelationId, no body', function()
+    local cfg, called = strict_config(emu)
+    local client = notify.new(cfg)
+    finally(function() client:close() end)
+    client:start()
+    drain_until(client, function(all) return health_kind(all, "connected") end)
+    while #client:drain() > 0 do end
+    local cids = {}
+    for i = 1, 4 do
+      local st, j = emu:admin("POST", "publish", { topic = T, eventBody = { n = i } })
+      assert.equals(200, st)
+      cids[i] = j.correlationId
+    end
+    queued(client, 4)
+    local raw = client:drain(2, "raw")
+    local dec = client:drain(2)
+    assert.equals(2, #raw)
+    assert.equals(2, #dec)
+    for i, ev in ipairs(raw) do
+      assert.equals("event", ev.item)
+      assert.is_nil(ev.body)
+      assert.equals(i, cjson.decode(ev.raw).eventBody.n)
+      assert.equals(cids[i], ev.correlation_id)
+      assert.equals(cjson.decode(ev.raw).metadata.CorrelationId, ev.correlation_id)
+      assert.equals(T, ev.topic)
+      assert.is_string(ev.channel_id)
+      assert.is_number(ev.received_ms)
+    end
+    for i, ev in ipairs(dec) do -- the default keeps the body, and has the CorrelationId too
+      assert.equals(i + 2, ev.body.n)
+      assert.equals(cids[i + 2], ev.correlation_id)
+    end
+    -- "record": each event as genesys.notify.resty's ring record text (resty.lua decode_record)
+    for i = 5, 6 do
+      local st, j = emu:admin("POST", "publish", { topic = T, eventBody = { n = i } })
+      assert.equals(200, st)
+      cids[i] = j.correlationId
+    end
+    queued(client, 2)
+    local recs = client:drain(10, "record")
+    assert.equals(2, #recs)
+    for k, r in ipairs(recs) do
+      assert.is_string(r)
+      local rms, topic, ch, cid, at, len, text =
+        r:match("^e\t([%d.]+)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(%d+)\t(%d+)\n(.*)$")
+      assert.truthy(text, r)
+      assert.is_number(tonumber(rms))
+      assert.equals(T, topic)
+      assert.is_truthy(ch:match("^streaming%-"))
+      assert.equals(cids[k + 4], cid)
+      assert.equals(k + 4, cjson.decode(text).eventBody.n)
+      local body = text:sub(tonumber(at), tonumber(at) + tonumber(len) - 1)
+      assert.same(cjson.decode(text).eventBody, cjson.decode(body))
+    end
+    for _, bad in ipairs { "cooked", 1, true } do
+      local ok, err = pcall(client.drain, client, 10, bad)
+      assert.is_false(ok)
+      assert.truthy(err:find('drain(max, mode): mode: expected "raw", "record" or nil, got ', 1,
+        true), err)
+    end
+    assert.same({}, called)
+  end)
+
   it("refuses a bad max by name", function()
     local client = notify.new(wait.config(emu, nil, { topics = { T } }))
     finally(function() client:close() end)

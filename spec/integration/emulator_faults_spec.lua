@@ -110,6 +110,17 @@ for _, tls in ipairs { false, true } do
       end
       assert.truthy(notice)
       assert.is_string(notice.msg.metadata.CorrelationId)
+      -- the official SystemMessageSystemMessage fields (userId: null for client credentials)
+      local b = notice.msg.eventBody
+      assert.equal(ch.id, b.channelId)
+      assert.equal(notice.msg.metadata.CorrelationId, b.correlationId)
+      for _, k in ipairs { "systemTopicType", "organizationId", "oauthClientId",
+                           "oauthClientOrgId", "reason", "message" } do
+        assert.is_string(b[k], k)
+      end
+      assert.equal("test-id", b.oauthClientId)
+      assert.equal("table", type(b.data))
+      assert.is_true(b.userId == cjson.null, "userId")
       assert.equal("close", r["end"]["end"])
       assert.equal(1001, r["end"].code)
       local grace = r["end"].elapsed_ms - notice.t
@@ -391,6 +402,33 @@ describe("emulator HTTP faults", function()
     assert.equal(400, st)
     assert.matches('"delay_ms"', j.message)
     assert.equal(404, (emu:admin("POST", "faults/disk", {})))
+  end)
+end)
+
+describe("emulator fault table", function()
+  -- emulator/faults.c is the one table of fault kinds: every kind it serves is documented (a
+  -- row POST faults/KIND in docs/emulator.md), listed by --help and set by --fault.
+  it("documents, lists and accepts every kind it has", function()
+    local emu = emulator.start {}
+    finally(function() emu:stop() end)
+    local st, j = emu:admin("GET", "faults")
+    assert.equal(200, st)
+    local f = assert(io.open("docs/emulator.md"))
+    local doc = f:read("*a")
+    f:close()
+    local _, help = emulator.run_raw { "--help" }
+    local n = 0
+    for kind, summary in pairs(j.kinds) do
+      n = n + 1
+      assert.is_string(summary)
+      assert.truthy(doc:find("`POST faults/" .. kind .. " ", 1, true), kind .. " has no doc row")
+      assert.truthy(help:find(kind, 1, true), kind .. " is not in --help")
+      local code, e = emu:admin("POST", "faults/" .. kind, {})
+      assert.not_equal(404, code, kind)
+      assert.not_matches("unknown fault kind", type(e) == "table" and e.message or "")
+    end
+    assert.is_true(n >= 6)
+    assert.equal(200, (emu:admin("POST", "faults/clear", {})))
   end)
 end)
 

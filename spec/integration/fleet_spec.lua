@@ -6,119 +6,22 @@
 local emulator = require "support.emulator"
 local redis = require "support.redis"
 
-local SAN = os.getenv("GN_SAN") or ""
-local SLOW = SAN ~= "" and 3 or 1
+local fleet = require "support.fleet"
+local delivery = require "support.delivery"
+
+local SLOW = fleet.SLOW
 local LEASE_MS = 1000 * SLOW
 local BACKOFF_MAX_MS = LEASE_MS / 2 -- the candidates' retry delay cap (lease.c)
 local TOPIC = "v2.users.fleet.presence"
 local KEY = "gn:fleet"
 
-local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local function interpreter()
-  if SAN ~= "" then return os.getenv("GN_BINDIR") .. "/lua_host" end
-  return rawget(_G, "jit") and "luajit" or "lua5.4"
-end
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-local function now_ms()
-  local p = io.popen("date +%s%3N")
-  local v = tonumber(p:read("*l"))
-  p:close()
-  return v
-end
-local function wait_for(fn, timeout_ms)
-  local deadline = now_ms() + timeout_ms * SLOW
-  repeat
-    local v = fn()
-    if v then return v end
-    emulator.sleep(0.05)
-  until now_ms() > deadline
-  return fn()
-end
-
--- wait_for, printing every node's last lines when it fails (what went wrong, in the log)
-local function expect(fn, timeout_ms, what)
-  local v = wait_for(fn, timeout_ms)
-  if not v then
-    io.stderr:write("\n---- ", what, "\n")
-    for _, n in ipairs(_G.__fleet_nodes or {}) do
-      local out = n:out():gsub("M [^\n]*\n", ""):gsub("L [^\n]*\n", ""):gsub("E [^\n]*\n", "")
-      io.stderr:write("== ", n.role, " ", n.pid, " ", tostring(n:lease()), "\n", out:sub(-1500),
-        n:err():sub(-500), "\n")
-    end
-  end
-  assert(v, what)
-  return v
-end
-
-local Node = {}
-Node.__index = Node
-local nodes = {}
-_G.__fleet_nodes = nodes
-
-local function spawn(role, env)
-  local dir = io.popen("mktemp -d /tmp/gn-fleet.XXXXXX"):read("*l")
-  local root = io.popen("pwd"):read("*l")
-  local parts = { "env -u LD_PRELOAD", "LUA_PATH=" .. shq(root .. "/lua/?.lua;;"),
-    "LUA_CPATH=" .. shq(os.getenv("GN_BUILD") .. "/?.so;;"), "FLEET_ROLE=" .. role,
-    "FLEET_STOP=" .. shq(dir .. "/stop") }
-  for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. shq(v) end
-  local cmd = table.concat(parts, " ") .. " " .. shq(interpreter()) .. " " ..
-    shq(root .. "/spec/support/fleet_node.lua")
-  local inner = cmd .. " >" .. shq(dir .. "/out") .. " 2>" .. shq(dir .. "/err") ..
-    " </dev/null & echo $! >" .. shq(dir .. "/pid") .. "; wait $!; echo $? >" .. shq(dir .. "/rc")
-  os.execute("sh -c " .. shq(inner) .. " >/dev/null 2>&1 &")
-  local n = setmetatable({ dir = dir, role = role }, Node)
-  n.pid = wait_for(function() return tonumber(read_file(dir .. "/pid"):match("%d+") or "") end, 10000)
-  assert(n.pid, "node did not start")
-  nodes[#nodes + 1] = n
-  return n
-end
-
-function Node:out() return read_file(self.dir .. "/out") end
-function Node:err() return read_file(self.dir .. "/err") end
-function Node:signal(sig) os.execute("kill -" .. sig .. " " .. self.pid .. " 2>/dev/null") end
-function Node:stop()
-  if self.done then return end
-  self.done = true
-  io.open(self.dir .. "/stop", "w"):close()
-  self:signal("CONT")
-  if not wait_for(function() return read_file(self.dir .. "/rc") ~= "" end, 10000) then
-    self:signal("KILL")
-  end
-end
-function Node:kill9()
-  self:signal("KILL")
-  self.done = true
-  wait_for(function() return read_file(self.dir .. "/rc") ~= "" end, 5000)
-end
--- The lease state the node last printed ("holder"/"candidate"), its fence, its client state.
-function Node:lease()
-  local st, fence, cst
-  for a, b, c in self:out():gmatch("M (%a+) (%d+) (%a+)\n") do st, fence, cst = a, tonumber(b), c end
-  return st, fence, cst
-end
-function Node:count(pat)
-  local n = 0
-  for _ in self:out():gmatch(pat) do n = n + 1 end
-  return n
-end
--- Events it handled: list of {cid, fence, id}.
-function Node:events()
-  local t = {}
-  for cid, fence, id in self:out():gmatch("E (%S+) (%d+) (%S+)\n") do
-    t[#t + 1] = { cid = cid, fence = tonumber(fence), id = id }
-  end
-  return t
-end
+local shq, read_file, now_ms, wait_for, expect = fleet.shq, fleet.read_file, fleet.now_ms,
+  fleet.wait_for, fleet.expect
+local spawn = fleet.spawn
+local nodes = fleet.nodes
 
 describe("a fleet behind a Redis lease", function()
-  local r, emu, holders, fan, grp
+  local r, emu, holders, fan, grp, stream
   local function holder_env()
     return { FLEET_EMU_PORT = string.format("%d", emu.port), FLEET_CA = emu.ca_file,
       FLEET_TOPIC = TOPIC, FLEET_REDIS = r.url, FLEET_KEY = KEY,
@@ -139,7 +42,7 @@ describe("a fleet behind a Redis lease", function()
 
   setup(function()
     r = redis.start()
-    emu = emulator.start { tls = true, args = { "--event-rate", "20" } }
+    emu = emulator.start { tls = true }
     fan = { spawn("fanout", consumer_env()), spawn("fanout", consumer_env()) }
     grp = { spawn("group", consumer_env { FLEET_GROUP = "g", FLEET_CONSUMER = "c1" }),
             spawn("group", consumer_env { FLEET_GROUP = "g", FLEET_CONSUMER = "c2" }) }
@@ -151,6 +54,14 @@ describe("a fleet behind a Redis lease", function()
     end
     emulator.sleep(0.3) -- the consumers' first reads are out ("$": from the stream's end)
     holders = { spawn("holder", holder_env()), spawn("holder", holder_env()), spawn("holder", holder_env()) }
+    -- the publisher's record: 20 events/s from the first open stream on, through every test
+    expect(function()
+      for _, h in ipairs(holders) do
+        local st, _, cst = h:lease()
+        if st == "holder" and cst == "open" then return true end
+      end
+    end, 10000, "a holder with an open stream")
+    stream = delivery.publish(emu, TOPIC, 20 * 600, 20)
   end)
 
   teardown(function()
@@ -267,6 +178,14 @@ describe("a fleet behind a Redis lease", function()
       assert.truthy(wait_for(function() return c:out():find("H stale .*fence=" .. old_fence) end, 5000))
       assert.is_nil(c:out():find("E late%-append"))
     end
+    -- a group member, which sees entries out of order, drops it too: a newer fence took the
+    -- stream at an earlier position (the takeover marker's stream_id)
+    expect(function()
+      for _, c in ipairs(grp) do
+        if c:out():find("H stale [^\n]*fence=" .. old_fence) then return true end
+      end
+    end, 5000, "no group member dropped the late append as stale")
+    for _, c in ipairs(grp) do assert.is_nil(c:out():find("E late%-append")) end
     for _, x in ipairs(fan) do
       local newest = 0
       for _, e in ipairs(x:events()) do
@@ -339,6 +258,24 @@ describe("a fleet behind a Redis lease", function()
         return #ev > 0 and ev[#ev].fence >= fence
       end, 8000, "no events at a fanout consumer after redis answered again")
     end
+  end)
+
+  it("the promise through all of the above (the publisher's record): every event reached every " ..
+     "consumer or lies inside a marker it got", function()
+    expect(function() return #holding() == 1 and select(3, holding()[1]:lease()) == "open" end, 10000,
+      "one open holder")
+    local _, st = emu:admin("GET", ("publish/%d/times"):format(stream))
+    local times, n = st.times, #st.times
+    local function got(c, seq)
+      for _, e in ipairs(c:events()) do if e.stream == stream and e.seq >= seq then return true end end
+    end
+    expect(function()
+      return got(fan[1], n) and got(fan[2], n) and (got(grp[1], n) or got(grp[2], n))
+    end, 10000, "the consumers caught up")
+    emulator.sleep(0.3)
+    for k = #times, n + 1, -1 do times[k] = nil end
+    local lost = fleet.check_promise(times, stream, fan, grp)
+    print(("\n  %d events so far, %d lost inside markers (summed over consumers)"):format(n, lost))
   end)
 
   it("a group consumer killed mid-batch: its pending entries are claimed and handled by another", function()
@@ -466,15 +403,11 @@ describe("a fleet whose holder needs a pool of channels", function()
   end)
 
   teardown(function()
-    for _, n in ipairs { a, b } do
-      if n then
-        n:stop()
-        assert.not_matches("Sanitizer", n:err())
-        assert.not_matches("runtime error", n:err())
-      end
-    end
+    fleet.stop_all()
+    fleet.clean_stderr()
     if emu then emu:stop() end
     if r then r:stop() end
+    fleet.cleanup()
   end)
 
   it("1,500 topics: two channels at the holder, none at the candidate; a paused holder parks both", function()
@@ -500,5 +433,41 @@ describe("a fleet whose holder needs a pool of channels", function()
       return st ~= "holder" and cst == "standby" and open_conns() == 2
     end, 10000, "the paused holder parked its pool")
     holds(2, 1000)
+  end)
+
+  it("a fresh holder takes over: events of its second channel's topics reach a consumer or lie " ..
+     "inside a marker", function()
+    local fan = spawn("fanout", { FLEET_REDIS = r.url, FLEET_KEY = KEY .. ":pool" })
+    assert(fan:started())
+    emulator.sleep(0.3) -- its first read is out ("$")
+    local holder = expect(function()
+      for _, n in ipairs { a, b } do
+        local st, _, cst = n:lease()
+        if st == "holder" and cst == "open" then return n end
+      end
+    end, 15000, "an open holder")
+    local other = holder == a and b or a
+    local fresh = spawn("holder", env()) -- never held: its channels open for the first time
+    expect(function() return fresh:lease() == "candidate" end, 15000, "the fresh candidate")
+    local topic = "v2.users.fleet-1500.presence" -- in the second channel (the first has 1,000)
+    local stream = delivery.publish(emu, topic, 150 * SLOW, 25)
+    local function got(seq)
+      for _, e in ipairs(fan:events()) do if e.stream == stream and e.seq == seq then return true end end
+    end
+    expect(function() return got(10) end, 10000, "events before the takeover")
+    other:signal("STOP") -- the fresh candidate takes over
+    holder:kill9()
+    expect(function()
+      local st, _, cst = fresh:lease()
+      return st == "holder" and cst == "open"
+    end, 15000, "the fresh holder streams")
+    other:signal("CONT")
+    expect(function()
+      local _, st = emu:admin("GET", ("publish/%d"):format(stream))
+      return st.done and got(150 * SLOW)
+    end, 30000, "the last event reached the consumer")
+    local _, st = emu:admin("GET", ("publish/%d/times"):format(stream))
+    local lost = fleet.check_promise(st.times, stream, { fan }, nil)
+    print(("\n  %d events, %d lost inside markers"):format(#st.times, lost))
   end)
 end)

@@ -1,7 +1,8 @@
 -- One fleet node for spec/integration/fleet_spec.lua, run as a process of its own with the
 -- spec's interpreter: a lease candidate (FLEET_ROLE=holder) or a stream consumer
 -- (FLEET_ROLE=fanout|group). Settings come from the environment; every event and health item
--- goes to stdout as one line ("E <correlation id> <fence> <id>" / "H <kind> key=value ..."),
+-- goes to stdout as one line ("E <correlation id> <fence> <id> [<stream> <sequence>]" for an
+-- event, with the emulator's publish stream and sequence when it has them, "H <kind> key=value ..."),
 -- flushed at once, so the spec can read what happened even after a kill -9. Exits 0 on SIGTERM
 -- (the stop file) after closing.
 local notify = require "genesys.notify"
@@ -63,7 +64,9 @@ else
         out:write("R ", ev.id, "\n")
         error("a handler that fails once")
       end
-      out:write("E ", ev.correlation_id, " ", string.format("%d", ev.fence), " ", ev.id, "\n")
+      local b = type(ev.body) == "table" and ev.body or {}
+      out:write("E ", ev.correlation_id, " ", string.format("%d", ev.fence), " ", ev.id,
+        b.stream and string.format(" %d %d", b.stream, b.sequence) or "", "\n")
       if slow_ms > 0 then busy_wait(slow_ms) end
     end,
     on_health = on_health,

@@ -3,6 +3,12 @@
 --   local r = redis.start()        -- r.port, r.url ("redis://127.0.0.1:PORT/0"), r.pid
 --   r:cli("GET", "k")  --> the reply text of redis-cli (raw mode, one line per element)
 --   r:stop(); r:restart() (same port, data gone); r:signal("STOP"|"CONT"|"KILL")
+--   redis.start{ args = { "--requirepass", pw }, auth = { "--user", u, "--pass", pw },
+--     bind = "127.0.0.1 ::1", tls = certs_dir }: extra server arguments, what redis-cli needs to
+--     log in, the addresses, TLS only (--port 0 --tls-port, the certificates of
+--     spec/support/mkcerts_redis.sh, clients' certificates required); r.url has no credentials.
+--   redis.sentinel{ master = r, name = "m", lines = {...}, auth = {...} }: a sentinel
+--     (redis-server --sentinel) watching r (quorum 1), more lines for its configuration file
 -- Every started server must be stopped (finally/teardown); redis.stop_all() stops any left.
 local _M = {}
 local mt = { __index = _M }
@@ -36,9 +42,31 @@ local function now_s() return tonumber(capture("date +%s.%N")) or os.time() end
 function _M:_spawn()
   os.remove(self.dir .. "/log")
   os.remove(self.dir .. "/pid")
-  local args = { "redis-server", "--port", tostring(self.port), "--bind", "127.0.0.1",
-    "--save", "", "--appendonly", "no", "--dir", self.dir, "--logfile", self.dir .. "/log",
-    "--daemonize", "no", "--protected-mode", "no" }
+  local o = self.opts or {}
+  local args
+  if o.sentinel then
+    -- a sentinel's configuration is a file it rewrites
+    local f = assert(io.open(self.dir .. "/sentinel.conf", "w"))
+    f:write(string.format("port %d\nbind 127.0.0.1\nprotected-mode no\ndir %s\n" ..
+      "sentinel monitor %s 127.0.0.1 %d 1\nsentinel down-after-milliseconds %s 1000\n" ..
+      "sentinel failover-timeout %s 3000\n", self.port, self.dir, o.name, o.sentinel.port, o.name,
+      o.name))
+    for _, l in ipairs(o.lines or {}) do f:write(l, "\n") end
+    f:close()
+    args = { "redis-server", self.dir .. "/sentinel.conf", "--sentinel", "--logfile",
+      self.dir .. "/log", "--daemonize", "no" }
+  else
+    args = { "redis-server", "--port", tostring(o.tls and 0 or self.port), "--save", "",
+      "--appendonly", "no", "--dir", self.dir, "--logfile", self.dir .. "/log", "--daemonize", "no",
+      "--protected-mode", "no", "--enable-debug-command", "local", "--bind" }
+    for a in (o.bind or "127.0.0.1"):gmatch("%S+") do args[#args + 1] = a end
+    if o.tls then
+      for _, a in ipairs { "--tls-port", tostring(self.port), "--tls-cert-file", o.tls .. "/server.pem",
+        "--tls-key-file", o.tls .. "/server.key", "--tls-ca-cert-file", o.tls .. "/ca.pem",
+        "--tls-auth-clients", "yes" } do args[#args + 1] = a end
+    end
+    for _, a in ipairs(o.args or {}) do args[#args + 1] = a end
+  end
   local parts = {}
   for _, a in ipairs(args) do parts[#parts + 1] = shq(a) end
   sh(table.concat(parts, " ") .. " </dev/null >/dev/null 2>&1 & echo $! >" .. shq(self.dir .. "/pid"))
@@ -46,7 +74,9 @@ function _M:_spawn()
   local deadline = now_s() + 10
   repeat
     local log = read_file(self.dir .. "/log") or ""
-    if log:find("Ready to accept connections", 1, true) then return true end
+    if log:find("Ready to accept connections", 1, true) or log:find("+monitor master", 1, true) then
+      return true
+    end
     if log:find("Address already in use", 1, true) or
       not sh("kill -0 " .. tostring(self.pid) .. " 2>/dev/null") then
       return false
@@ -56,8 +86,8 @@ function _M:_spawn()
   return false
 end
 
-function _M.start()
-  local self = setmetatable({}, mt)
+function _M.start(opts)
+  local self = setmetatable({ opts = opts }, mt)
   self.dir = capture("mktemp -d /tmp/gn-redis.XXXXXX"):gsub("%s+$", "")
   math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
   for _ = 1, 20 do
@@ -72,9 +102,20 @@ function _M.start()
   error("redis-server did not start: " .. (read_file(self.dir .. "/log") or ""))
 end
 
+function _M.sentinel(opts)
+  return _M.start { sentinel = opts.master, name = opts.name, lines = opts.lines, auth = opts.auth }
+end
+
 -- redis-cli in raw mode: the reply, one element a line.
 function _M:cli(...)
   local parts = { "redis-cli", "--raw", "-p", tostring(self.port) }
+  local o = self.opts or {}
+  for _, a in ipairs(o.auth or {}) do parts[#parts + 1] = shq(a) end
+  if o.auth then parts[#parts + 1] = "--no-auth-warning" end
+  if o.tls then
+    for _, a in ipairs { "--tls", "--cacert", o.tls .. "/ca.pem", "--cert", o.tls .. "/client.pem",
+      "--key", o.tls .. "/client.key" } do parts[#parts + 1] = shq(a) end
+  end
   for _, a in ipairs { ... } do parts[#parts + 1] = shq(a) end
   return capture(table.concat(parts, " ") .. " 2>&1")
 end

@@ -26,31 +26,43 @@ local cjson = require "cjson.safe"
 local semaphore = require "ngx.semaphore"
 
 local ngx = ngx
-local type, pairs, ipairs, tostring, tonumber, pcall, error, setmetatable, next =
-  type, pairs, ipairs, tostring, tonumber, pcall, error, setmetatable, next
+local type, pairs, ipairs, tostring, tonumber, pcall, error, setmetatable =
+  type, pairs, ipairs, tostring, tonumber, pcall, error, setmetatable
 local string_format, math_floor, math_random, math_min, math_max =
   string.format, math.floor, math.random, math.min, math.max
 local table_concat = table.concat
+local str_find, str_sub, str_byte = string.find, string.sub, string.byte
 local ngx_log, ERR, WARN, NOTICE, INFO = ngx.log, ngx.ERR, ngx.WARN, ngx.NOTICE, ngx.INFO
 
 local _M = { _VERSION = notify._VERSION }
 
+-- Readers decode each event's text once, with the C decoder, straight from the ring record.
+local json_decode = require("genesys.notify.core").json_decode_text
+local ngx_now = ngx.now
+
 local K_LOCK = "gn:lock"        -- "pid:nonce" of the holder, with a TTL
 local K_SEQ = "gn:seq"          -- the last sequence number written into the ring
-local K_RING = "gn:ring:"       -- .. (seq % ring_size): "seq\n" .. JSON of the item
+local K_RING = "gn:ring:"       -- .. (seq % ring_size): the record (decode_record)
 local K_STATUS = "gn:status"    -- the holder's state, metrics and last health item (JSON)
 local K_PROM = "gn:prom"        -- the holder's client:metrics("prometheus")
 local K_HEARD = "gn:heard"      -- wall-clock ms a holder last read a message from Genesys
 local K_CNT = "gn:cnt:"         -- counters of the resty layer
+local K_RP = "gn:rp:"           -- .. slot: the pid of a worker whose reader the holder waits for
+local K_RC = "gn:rc:"           -- .. slot: that reader's cursor (the last seq it read)
+local K_EXIT = "gn:exit:"       -- .. pid: that worker is exiting (reload, quit)
+local K_HO = "gn:ho"            -- an exiting holder's lock value: it offers the stream
+local K_SUCC = "gn:succ"        -- the lock value of the worker taking the stream over
+local K_READY = "gn:ready"      -- the successor's lock value once its own stream is open
 
 local RESTY_FIELDS = {
   dict = true, lock_ttl_ms = true, ring_size = true, bell_path = true, follower_limit = true,
-  fallback_ms = true,
+  fallback_ms = true, stall_ms = true, handover_ms = true, handover_grace_ms = true,
 }
 
 local S -- this worker's state, set by start()
 local handlers, health_handlers = {}, {}
 local followers = setmetatable({}, { __mode = "k" })
+local nfollowers = 0 -- open followers (next() is not compiled by LuaJIT)
 
 local function fail(field, expected, got)
   error(string_format("genesys.notify.resty: %s: expected %s, got %s", field, expected, got), 0)
@@ -126,17 +138,32 @@ local function follower_push(rec, json)
   end
 end
 
--- rec: the decoded ring record; json: its text. Events get body (the decoded eventBody) for
--- the handlers; followers get the record and its text with the serving worker's pid.
-local function deliver(rec, json)
+-- rec: a ring record as a table; json: a health record's text (events are encoded here, and
+-- only when a follower listens). Events get body (the decoded eventBody, decoded once, here,
+-- from the record text v, bytes bi..bj, when given) for the handlers; followers get the record
+-- and its text with the serving worker's pid.
+local function deliver(rec, json, v, bi, bj)
   rec.worker = S.pid
-  if next(followers) then
-    follower_push(rec, json:sub(1, -2) .. ',"worker":' .. S.pid .. "}")
+  if nfollowers > 0 then
+    if json then
+      json = json:sub(1, -2) .. ',"worker":' .. S.pid .. "}"
+    else
+      json = cjson.encode(rec)
+    end
+    follower_push(rec, json)
   end
   if rec.item == "event" then
     if #handlers > 0 then
-      local msg = cjson.decode(rec.raw or "")
-      rec.body = type(msg) == "table" and msg.eventBody or nil
+      if v then
+        -- the body straight from the record (bi..bj), or none (bj < bi)
+        if bj >= bi then
+          local ok, body = pcall(json_decode, v, bi, bj)
+          rec.body = ok and body or nil
+        end
+      else
+        local ok, msg = pcall(json_decode, rec.raw)
+        rec.body = ok and type(msg) == "table" and msg.eventBody or nil
+      end
       run_handlers(handlers, rec, "subscribe")
     end
   else
@@ -156,7 +183,75 @@ local function report_missed(reason, n, from_seq, to_seq)
   deliver(h, cjson.encode(h))
 end
 
--- Reads the ring from this worker's cursor up to the sequence counter.
+-- A ring slot holds one record, with the low 31 bits of its sequence number as the entry's
+-- flags: "e\tRECEIVED_MS\tTOPIC\tCHANNEL_ID\tCORRELATION_ID\tBODY_AT\tBODY_LEN\nRAW" for an
+-- event (the message text as received, never re-encoded, and where its eventBody is in it: the
+-- holder takes it ready-made from drain(max, "record"); BODY_AT 0: not known), "h\nJSON" for a
+-- health item, "j\nJSON" for an event whose fields could not go in the header (a tab or newline
+-- in them; a fence). (Plain finds and subs only: LuaJIT compiles them, not string.match.)
+local SEQ_MOD = 2147483648
+-- A yield between batches: ngx.sleep(0) logs a warning on each call in an nginx without
+-- OpenResty's delayed-events patch (Debian's), so the shortest real sleep.
+local YIELD_S = 0.001
+
+-- The dict key of seq s's slot, made once per slot (not a number formatted per event).
+local ring_keys = {}
+local function ring_key(s)
+  local i = s % S.ring_size
+  local k = ring_keys[i]
+  if not k then
+    k = K_RING .. i
+    ring_keys[i] = k
+  end
+  return k
+end
+
+-- The header of an event record: where its tabs and its newline are (nil: not one).
+local function event_fields(v)
+  local t2 = str_find(v, "\t", 3, true)
+  local t3 = t2 and str_find(v, "\t", t2 + 1, true)
+  local t4 = t3 and str_find(v, "\t", t3 + 1, true)
+  local t5 = t4 and str_find(v, "\t", t4 + 1, true)
+  local t6 = t5 and str_find(v, "\t", t5 + 1, true)
+  local nl = t6 and str_find(v, "\n", t6 + 1, true)
+  return t2, t3, t4, t5, t6, nl
+end
+
+-- The record of seq s as a table (nil: undecodable); a health record's JSON text; for an event,
+-- where its body is in v (bi..bj; bi nil: not known).
+local function decode_record(v, s)
+  local kind = str_byte(v, 1)
+  if kind == 101 then -- "e"
+    local t2, t3, t4, t5, t6, nl = event_fields(v)
+    if not nl then return nil end
+    local at = tonumber(str_sub(v, t5 + 1, t6 - 1)) or 0
+    local bi, bj
+    if at > 0 then
+      bi = nl + at
+      bj = bi + (tonumber(str_sub(v, t6 + 1, nl - 1)) or 0) - 1
+    end
+    return { item = "event", seq = s, topic = str_sub(v, t2 + 1, t3 - 1),
+      channel_id = str_sub(v, t3 + 1, t4 - 1), received_ms = tonumber(str_sub(v, 3, t2 - 1)),
+      correlation_id = t5 > t4 + 1 and str_sub(v, t4 + 1, t5 - 1) or nil,
+      raw = str_sub(v, nl + 1) }, nil, bi, bj
+  elseif kind == 104 or kind == 106 then -- "h", "j"
+    local json = str_sub(v, 3)
+    local rec = cjson.decode(json)
+    if type(rec) ~= "table" then return nil end
+    rec.seq = s
+    return rec, kind == 104 and json or nil
+  end
+  return nil
+end
+
+-- This worker's reader slot: the holder never overwrites what a live reader has not read.
+local function publish_cursor()
+  if S.slot then S.dict:safe_set(K_RC .. S.slot, S.cursor) end
+end
+
+-- Reads the ring from this worker's cursor up to the sequence counter. The cursor goes into the
+-- dict every 64 items and whenever the handlers let time pass (the holder waits on it), and the
+-- reader yields every 256 items (the holder may share this worker).
 local function read_ring()
   local dict, size = S.dict, S.ring_size
   local head = dict:get(K_SEQ) or 0
@@ -170,13 +265,20 @@ local function read_ring()
     S.cursor = skip_to
   end
   local miss_reason, miss_from, miss_n = nil, nil, 0
+  local since, t_pub, slice_s = 0, ngx_now(), ngx_now()
   while S.cursor < head do
     local s = S.cursor + 1
-    local v = dict:get(K_RING .. (s % size))
-    local nl = v and v:find("\n", 1, true)
-    local vs = nl and tonumber(v:sub(1, nl - 1))
-    local reason
-    if vs ~= s then reason = (vs and vs > s) and "overwritten" or "write_failed" end
+    local v, fl = dict:get(ring_key(s))
+    local rec, json, reason, bi, bj
+    if not v then
+      reason = "write_failed"
+    elseif fl ~= s % SEQ_MOD then
+      -- the slot holds another seq: a later one (overwritten) or an earlier one (this write failed)
+      reason = ((fl or 0) - s) % SEQ_MOD < SEQ_MOD / 2 and "overwritten" or "write_failed"
+    else
+      rec, json, bi, bj = decode_record(v, s)
+      if not rec then reason = "undecodable" end
+    end
     if miss_reason and reason ~= miss_reason then
       report_missed(miss_reason, miss_n, miss_from, miss_from + miss_n - 1)
       miss_reason, miss_n = nil, 0
@@ -186,19 +288,34 @@ local function read_ring()
       if not miss_reason then miss_reason, miss_from = reason, s end
       miss_n = miss_n + 1
     else
-      local json = v:sub(nl + 1)
-      local rec = cjson.decode(json)
-      if type(rec) == "table" then
-        if rec.item == "health" then S.last_state = rec.state or S.last_state end
-        deliver(rec, json)
-      else
-        if not miss_reason then miss_reason, miss_from = "undecodable", s end
-        miss_n = miss_n + 1
+      if rec.item == "health" then
+        S.last_state = rec.state or S.last_state
+      elseif S.succ then
+        -- a successor's worker: what the previous holder wrote, for the switch's de-duplication
+        S.succ.seen[rec.correlation_id or rec.raw] = true
+      end
+      deliver(rec, json, bi and v, bi, bj)
+    end
+    since = since + 1
+    if since % 64 == 0 or ngx_now() ~= t_pub then
+      publish_cursor()
+      t_pub = ngx_now()
+      if since >= 256 then
+        -- in the holder's worker the holder writes meanwhile; elsewhere only requests wait, and
+        -- a reader that yields too often reads slower: a 1 ms sleep per 20 ms of reading
+        since = 0
+        ngx.update_time()
+        if S.holder or ngx_now() - slice_s >= 0.02 then
+          ngx.sleep(YIELD_S)
+          slice_s = ngx_now()
+        end
       end
     end
     if S.exiting then break end
+    if S.cursor >= head then head = dict:get(K_SEQ) or head end
   end
   if miss_reason then report_missed(miss_reason, miss_n, miss_from, miss_from + miss_n - 1) end
+  publish_cursor()
 end
 
 -- Whether the bell's socket file is there (nginx logs a failed connect at level crit, so the
@@ -246,6 +363,51 @@ local function watch(path_of, sema, max_retry_s)
   end
 end
 
+local function pid_alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat", "rb")
+  if not f then return false end
+  local st = f:read("*a") or ""
+  f:close()
+  return not st:match("^%d+ %b() [ZX]")
+end
+
+local function unregister_reader()
+  local slot = S.slot
+  if not slot then return end
+  S.slot = nil
+  if S.dict:get(K_RP .. slot) == S.pid then
+    S.dict:delete(K_RP .. slot)
+    S.dict:delete(K_RC .. slot)
+  end
+end
+
+-- Takes a reader slot (a dead worker's is taken back): the pid first (safe_add decides between
+-- two workers), then the cursor.
+local function register_reader()
+  local dict = S.dict
+  for i = 0, S.nslots - 1 do
+    local ok = dict:safe_add(K_RP .. i, S.pid)
+    if not ok then
+      local pid = dict:get(K_RP .. i)
+      if pid and pid ~= S.pid and not pid_alive(pid) then
+        dict:delete(K_RP .. i)
+        ok = dict:safe_add(K_RP .. i, S.pid)
+      end
+    end
+    if ok then
+      S.slot = i
+      local sok, err = dict:safe_set(K_RC .. i, S.cursor)
+      if not sok then
+        unregister_reader()
+        ngx_log(ERR, "genesys.notify.resty: no room for this worker's reader cursor: ", err)
+      end
+      return
+    end
+  end
+  ngx_log(ERR, "genesys.notify.resty: every reader slot (", S.nslots, ") is taken: the holder ",
+    "does not wait for worker ", S.wid, " (pid ", S.pid, "), which may miss items")
+end
+
 -- The reader: one per worker (an ngx.timer). Its watcher is connected to the bell; it reads the
 -- ring on every byte, and at least every fallback_ms (also while the bell is gone).
 local function reader(premature)
@@ -258,7 +420,10 @@ local function reader(premature)
     S.reader_sema:wait(fallback)
     local ok, err = pcall(read_ring)
     if not ok then ngx_log(ERR, "genesys.notify.resty: reading the ring: ", tostring(err)) end
+    -- an exiting holder offers the stream: this worker's lock loop looks now, not at its tick
+    if not (S.holder or S.succ) and S.dict:get(K_HO) then S.lock_sema:post(1) end
   end
+  unregister_reader()
   ngx.thread.kill(child)
 end
 
@@ -266,35 +431,170 @@ end
 
 local function lock_value() return S.pid .. ":" .. S.nonce end
 
-local function ring_write(rec)
+-- The holder writes in batches: ring_open() reads the head, ring_put() fills the slots after it
+-- (a failed write leaves its slot to an older seq: the readers report it as write_failed, and it
+-- is counted here), ring_commit() advances the counter once for the batch.
+local function ring_open()
   local dict = S.dict
-  local s = S.wseq + 1
-  rec.seq = s
-  local json, jerr = cjson.encode(rec)
-  local ok, err
-  if json then
-    ok, err = dict:safe_set(K_RING .. (s % S.ring_size), s .. "\n" .. json)
-  else
-    err = "cannot encode: " .. tostring(jerr)
-  end
-  local newv, ierr = dict:incr(K_SEQ, 1)
-  if not newv then
+  local head = dict:get(K_SEQ)
+  if not head then
     -- the counter is gone (it is never evicted: every write here is safe_*); start it again
-    dict:safe_add(K_SEQ, s)
-    newv = dict:get(K_SEQ) or s
-    ngx_log(ERR, "genesys.notify.resty: the ring counter was missing (", tostring(ierr), ")")
+    dict:safe_add(K_SEQ, 0)
+    head = dict:get(K_SEQ) or 0
+    ngx_log(ERR, "genesys.notify.resty: the ring counter was missing")
   end
-  S.wseq = newv
-  if ok then
-    count("ring_writes")
-  else
-    count("ring_write_failures")
+  S.wbase, S.wn, S.wfail = head, 0, 0
+end
+
+local function ring_next() return S.wbase + S.wn + 1 end
+
+local function ring_put(payload, err)
+  local s = S.wbase + S.wn + 1
+  S.wn = S.wn + 1
+  local ok = false
+  if payload then ok, err = S.dict:safe_set(ring_key(s), payload, 0, s % SEQ_MOD) end
+  if not ok then
+    S.wfail = S.wfail + 1
     local t = now_ms()
     if t - (S.fail_logged or 0) > 1000 then
       S.fail_logged = t
       ngx_log(ERR, "genesys.notify.resty: an item could not be written into the ring (seq ", s,
         "): ", tostring(err), "; readers report it as missed (write_failed): enlarge the ",
         "lua_shared_dict or lower ring_size")
+    end
+  end
+end
+
+local function ring_commit()
+  local n = S.wn
+  if n == 0 then return 0 end
+  local newv, err = S.dict:incr(K_SEQ, n)
+  if newv ~= S.wbase + n then
+    ngx_log(ERR, "genesys.notify.resty: the ring counter moved under this holder (",
+      tostring(newv or err), ", expected ", S.wbase + n, ")")
+  end
+  S.wbase, S.wn = newv or (S.wbase + n), 0
+  if n > S.wfail then count("ring_writes", n - S.wfail) end
+  if S.wfail > 0 then count("ring_write_failures", S.wfail) end
+  S.wfail = 0
+  return n
+end
+
+local function ring_put_json(kind, rec)
+  rec.seq = ring_next()
+  local json, err = cjson.encode(rec)
+  ring_put(json and (kind .. "\n" .. json), err and ("cannot encode: " .. tostring(err)))
+end
+
+local function unsafe(x)
+  return x and (str_find(x, "\t", 1, true) or str_find(x, "\n", 1, true))
+end
+
+local function ring_put_event(topic, ch, rms, cid, raw, fence)
+  if fence or unsafe(topic) or unsafe(ch) or unsafe(cid) then
+    ring_put_json("j", { item = "event", topic = topic, channel_id = ch, received_ms = rms,
+      correlation_id = cid, raw = raw, fence = fence })
+  else
+    ring_put("e\t" .. string_format("%.17g", rms or 0) .. "\t" .. topic .. "\t" .. (ch or "") ..
+      "\t" .. (cid or "") .. "\t0\t0\n" .. raw)
+  end
+end
+
+local function wake_readers(h)
+  if h.bell then pcall(h.bell.ring, h.bell) end
+  if S.reader_sema:count() <= 0 then S.reader_sema:post(1) end
+end
+
+-- Renews the lock; false when it is not ours any more (or could not be kept in time).
+local function renew(h)
+  local dict = S.dict
+  local t = now_ms()
+  if t - h.renewed_ms > S.ttl_ms then
+    return false, "not renewed within lock_ttl_ms"
+  end
+  local v = dict:get(K_LOCK)
+  if v ~= h.value then return false, "the lock is " .. (v and ("held by " .. v) or "gone") end
+  local ok, err = dict:expire(K_LOCK, S.ttl_ms / 1000)
+  if not ok then return false, "renewing the lock: " .. tostring(err) end
+  h.renewed_ms = t
+  return true
+end
+
+local gone -- (h, r, head, t): a reader whose worker died, reported (below)
+
+-- How many items may be written now without overwriting one a reader the holder waits for has
+-- not read. Every registered reader is waited for while its cursor moves; h.readers keeps, per
+-- slot, the cursor seen last and when it last moved.
+local function ring_room(h)
+  local dict, t = S.dict, now_ms()
+  local head = S.wbase + S.wn
+  local min
+  local readers = h.readers
+  for i = 0, S.nslots - 1 do
+    local pid = dict:get(K_RP .. i)
+    if not pid then
+      readers[i] = nil
+    else
+      local cur = dict:get(K_RC .. i) or head
+      local r = readers[i]
+      if not r or r.pid ~= pid then
+        if r and r.cur < head and not pid_alive(r.pid) then
+          -- its slot went to a new worker (nginx started one in place of the dead one)
+          gone(h, r, head, t)
+        end
+        r = { pid = pid, cur = cur, moved = t }
+        readers[i] = r
+      elseif cur ~= r.cur then
+        r.cur, r.moved = cur, t
+        if r.skipped then
+          r.skipped = nil
+          ngx_log(NOTICE, "genesys.notify.resty: the reader of pid ", pid, " moves again (seq ",
+            cur, "): waited for again")
+        end
+      elseif cur >= r.head then
+        r.moved = t -- it had read everything when last looked at: idle, not stuck
+      end
+      r.head = head
+      if not r.skipped and (not min or cur < min) then min = cur end
+    end
+  end
+  if not min then return S.ring_size end
+  return math_max(0, min + S.ring_size - head)
+end
+
+local function reader_note(h, kind, r, head, t)
+  ngx_log(WARN, "genesys.notify.resty: the reader of pid ", r.pid, " ",
+    kind == "reader_gone" and "is gone" or ("has not moved for " .. (t - r.moved) .. " ms"),
+    " at seq ", r.cur, " (ring head ", head, "): no longer waited for")
+  h.notes[#h.notes + 1] = { item = "health", kind = kind, pid = r.pid, cursor = r.cur,
+    head = head, stalled_ms = math_floor(t - r.moved), stall_ms = S.stall_ms,
+    timestamp_ms = math_floor(t), state = h.client and h.client:state() or "unknown" }
+end
+
+function gone(h, r, head, t)
+  count("readers_gone")
+  reader_note(h, "reader_gone", r, head, t)
+end
+
+-- The ring is full for the slowest reader: a reader whose worker is gone is dropped, one whose
+-- cursor has not moved for stall_ms is skipped (it reports what it loses as missed when it
+-- moves again); each is counted, logged and reported to every worker (a health item).
+local function unblock(h)
+  local t, head = now_ms(), S.wbase + S.wn
+  for i, r in pairs(h.readers) do
+    if not r.skipped and r.cur + S.ring_size - head < 3 then
+      if not pid_alive(r.pid) then
+        if S.dict:get(K_RP .. i) == r.pid then
+          S.dict:delete(K_RP .. i)
+          S.dict:delete(K_RC .. i)
+        end
+        h.readers[i] = nil
+        gone(h, r, head, t)
+      elseif t - r.moved >= S.stall_ms then
+        r.skipped = true
+        count("reader_stalls")
+        reader_note(h, "reader_stalled", r, head, t)
+      end
     end
   end
 end
@@ -330,102 +630,167 @@ end
 -- Fleet mode (redis = {...}): the ring is fed from the fleet's Redis Stream (a fanout consumer
 -- in the worker holding the dict lock of each nginx), so every node's workers get every event
 -- whichever node holds the Redis lease; this node's client only appends to that stream.
-local function fleet_consumer(h)
+local function fleet_consumer()
   local r = S.client_cfg.redis
-  h.cwrote = 0
-  return notify.consumer { redis = { url = r.url, key = r.key }, mode = "fanout", block_ms = 200,
+  return notify.consumer { redis = { url = r.url, key = r.key, password_file = r.password_file,
+      tls = r.tls, sentinel = r.sentinel }, mode = "fanout", block_ms = 200,
     on_event = function(ev)
-      ring_write { item = "event", topic = ev.topic, channel_id = ev.channel_id,
-        received_ms = ev.received_ms, raw = ev.raw, correlation_id = ev.correlation_id,
-        fence = ev.fence }
-      h.cwrote = h.cwrote + 1
+      ring_put_event(ev.topic, ev.channel_id, ev.received_ms, ev.correlation_id, ev.raw, ev.fence)
     end,
     on_health = function(it)
       local rec = {}
       for k, v in pairs(it) do rec[k] = v end
       rec.item = "health"
       ngx_log(INFO, "genesys.notify.resty: fleet stream: ", notify.format(it))
-      ring_write(rec)
-      h.cwrote = h.cwrote + 1
+      ring_put_json("h", rec)
     end }
 end
 
--- The items one drain gave: each into the ring, in order.
-local function pump(h, client)
-  local wrote, last_ms = 0, nil
-  if h.consumer then
-    h.cwrote = 0
-    h.consumer:poll(0)
-    wrote = h.cwrote
-  end
-  while true do
-    local items = client:drain(4096)
-    for i = 1, #items do
-      local it = items[i]
-      local rec
-      if it.item == "event" and h.consumer then
-        -- fleet mode: it is in the Redis Stream, and reaches the ring through the consumer
-        if it.received_ms and (not last_ms or it.received_ms > last_ms) then last_ms = it.received_ms end
-      elseif it.item == "event" then
-        local raw = it.raw
-        rec = { item = "event", topic = it.topic, channel_id = it.channel_id,
-          received_ms = it.received_ms, raw = raw,
-          correlation_id = type(raw) == "string" and raw:match('"CorrelationId"%s*:%s*"([^"]*)"') or nil }
-        if it.received_ms and (not last_ms or it.received_ms > last_ms) then last_ms = it.received_ms end
-      else
-        rec = {}
-        for k, v in pairs(it) do rec[k] = v end
-        rec.item = "health"
-        h.status.last_health = { kind = it.kind, timestamp_ms = it.timestamp_ms,
-          reason = it.reason, error = it.error }
-        h.status_due = true
-        ngx_log(INFO, "genesys.notify.resty: ", notify.format(it))
-        if it.kind == "rollover" and it.event == "completed" and it.to then
-          h.status.channel_id = it.to
-        end
-        if it.kind == "connected" then
-          -- from here on a successor has a gap to report, even if nothing is heard before it
-          heard(h, it.timestamp_ms)
-          h.status.channel_id = it.channel_id
-          if h.takeover_from then
-            -- the gap of the takeover: from the last message the previous holder read to this
-            -- connection (deaf_from_ms one second earlier, as the library's own restored items)
-            local from = h.takeover_from - 1000
-            local to = it.timestamp_ms or math_floor(now_ms())
-            h.takeover_from = nil
-            ring_write(rec)
-            wrote = wrote + 1
-            rec = { item = "health", kind = "restored", reason = "takeover", state = "open",
-              deaf_from_ms = from, deaf_to_ms = to, gap_ms = to - from, new_channel = true,
-              channel_id = it.channel_id, holder_pid = S.pid, previous_holder = h.previous,
-              timestamp_ms = to }
-          end
-        end
+-- One item the client gave, into the current batch.
+local function put_item(h, it)
+  if type(it) == "string" then
+    -- an event as its ring record, ready-made by drain(max, "record")
+    h.last_rec = it
+    if h.consumer then return end -- fleet mode: it reaches the ring through the Redis Stream
+    local dedup = h.dedup
+    if dedup then
+      -- just after a handover: what the previous holder already wrote is skipped, once
+      local t2, _, t4, t5, _, nl = event_fields(it)
+      local key = t5 > t4 + 1 and str_sub(it, t4 + 1, t5 - 1) or str_sub(it, nl + 1)
+      if dedup[key] then
+        dedup[key] = nil
+        h.dups = h.dups + 1
+        return
       end
-      if rec then
-        ring_write(rec)
-        wrote = wrote + 1
-      end
+      local rms = tonumber(str_sub(it, 3, t2 - 1))
+      if rms and rms > h.dedup_until then h.dedup = nil end
     end
-    if #items < 4096 then break end
+    ring_put(it)
+    return
   end
-  heard(h, last_ms)
-  return wrote
+  if it.item == "event" then
+    local rms = it.received_ms
+    if rms and rms > (h.last_ms or 0) then h.last_ms = rms end
+    if h.consumer then return end -- fleet mode: it reaches the ring through the Redis Stream
+    local dedup = h.dedup
+    if dedup then
+      -- just after a handover: what the previous holder already wrote is skipped, once
+      local key = it.correlation_id or it.raw
+      if dedup[key] then
+        dedup[key] = nil
+        h.dups = h.dups + 1
+        return
+      end
+      if rms and rms > h.dedup_until then h.dedup = nil end
+    end
+    ring_put_event(it.topic, it.channel_id, rms, it.correlation_id, it.raw)
+    return
+  end
+  local rec = {}
+  for k, v in pairs(it) do rec[k] = v end
+  rec.item = "health"
+  h.status.last_health = { kind = it.kind, timestamp_ms = it.timestamp_ms,
+    reason = it.reason, error = it.error }
+  h.status_due = true
+  ngx_log(INFO, "genesys.notify.resty: ", notify.format(it))
+  if it.kind == "rollover" and it.event == "completed" and it.to then
+    h.status.channel_id = it.to
+  end
+  if it.kind == "connected" then
+    -- from here on a successor has a gap to report, even if nothing is heard before it
+    heard(h, it.timestamp_ms)
+    h.status.channel_id = it.channel_id
+    if h.takeover_from then
+      -- the gap of the takeover: from the last message the previous holder read to this
+      -- connection (deaf_from_ms one second earlier, as the library's own restored items)
+      local from = h.takeover_from - 1000
+      local to = it.timestamp_ms or math_floor(now_ms())
+      h.takeover_from = nil
+      ring_put_json("h", rec)
+      rec = { item = "health", kind = "restored", reason = "takeover", state = "open",
+        deaf_from_ms = from, deaf_to_ms = to, gap_ms = to - from, new_channel = true,
+        channel_id = it.channel_id, holder_pid = S.pid, previous_holder = h.previous,
+        timestamp_ms = to }
+    end
+  end
+  ring_put_json("h", rec)
 end
 
--- Renews the lock; false when it is not ours any more (or could not be kept in time).
-local function renew(h)
-  local dict = S.dict
-  local t = now_ms()
-  if t - h.renewed_ms > S.ttl_ms then
-    return false, "not renewed within lock_ttl_ms"
+local BATCH = 256       -- items per batch: the holder yields and rings the bell after each
+local PENDING_MAX = 4096 -- items a successor takes from its client before the switch
+
+-- Moves what the client holds into the ring, a batch at a time (the bell rung and the light
+-- thread yielding after each). Stops when the slowest reader it waits for is a ring behind
+-- (h.blocked): the client's queue then fills and overflow = "pause" stops reading the socket,
+-- so the server holds the rest. Returns the number of items written.
+local function pump(h, client)
+  local total = 0
+  if h.consumer then
+    ring_open()
+    h.consumer:poll(0)
+    total = ring_commit()
+    if total > 0 then wake_readers(h) end
   end
-  local v = dict:get(K_LOCK)
-  if v ~= h.value then return false, "the lock is " .. (v and ("held by " .. v) or "gone") end
-  local ok, err = dict:expire(K_LOCK, S.ttl_ms / 1000)
-  if not ok then return false, "renewing the lock: " .. tostring(err) end
-  h.renewed_ms = t
-  return true
+  while true do
+    ring_open()
+    local room = ring_room(h)
+    if room < 3 then
+      unblock(h)
+      room = ring_room(h)
+    end
+    h.blocked = room < 3
+    if h.blocked then break end
+    local budget = room - 2 -- a health item may take two slots (connected + restored)
+    local notes = h.notes
+    while #notes > 0 and budget > 0 do
+      ring_put_json("h", table.remove(notes, 1))
+      budget = budget - 1
+    end
+    local want = math_min(budget, BATCH)
+    local items, first, last
+    if h.pending then
+      items, first = h.pending, h.pi
+      last = math_min(#items, first + want - 1)
+      h.pi = last + 1
+      if h.pi > #items then h.pending = nil end
+    else
+      items = client:drain(want, "record")
+      first, last = 1, #items
+    end
+    for i = first, last do put_item(h, items[i]) end
+    local n = ring_commit()
+    if n > 0 then
+      wake_readers(h)
+      total = total + n
+    end
+    h.empty = not h.pending and last - first + 1 < want
+    if h.empty then break end
+    ngx.sleep(YIELD_S) -- this worker's reader and requests run between batches
+    if h.down then break end
+    if now_ms() - h.renewed_ms >= S.ttl_ms / 4 then
+      local ok, why = renew(h)
+      if not ok then
+        h.lost = why
+        break
+      end
+    end
+  end
+  if h.dedup and h.empty and now_ms() > h.dedup_until then
+    if h.dups > 0 then
+      ngx_log(NOTICE, "genesys.notify.resty: the handover's overlap: ", h.dups,
+        " event(s) both streams delivered, written once")
+    end
+    count("handover_duplicates", h.dups)
+    h.dedup = nil
+  end
+  if h.last_rec then
+    local t2 = str_find(h.last_rec, "\t", 3, true)
+    local rms = t2 and tonumber(str_sub(h.last_rec, 3, t2 - 1))
+    if rms and rms > (h.last_ms or 0) then h.last_ms = rms end
+    h.last_rec = nil
+  end
+  heard(h, h.last_ms)
+  return total
 end
 
 local function step_down(h, why)
@@ -433,9 +798,10 @@ local function step_down(h, why)
   h.down = true
   local client, bell = h.client, h.bell
   if h.consumer then h.consumer:close() end
-  if client then
-    -- what the client still holds goes into the ring first (nothing dropped silently)
-    pcall(pump, h, client)
+  if client and not h.closed then
+    -- what the client still holds goes into the ring first (nothing dropped silently), unless
+    -- the lock is another worker's already
+    if S.dict:get(K_LOCK) == h.value then pcall(pump, h, client) end
     pcall(write_status, h, client)
     client:close()
   end
@@ -443,13 +809,29 @@ local function step_down(h, why)
     pcall(bell.ring, bell)
     bell:close()
   end
-  if S.dict:get(K_LOCK) == h.value then S.dict:delete(K_LOCK) end
+  local dict = S.dict
+  if dict:get(K_LOCK) == h.value then dict:delete(K_LOCK) end
+  if dict:get(K_SUCC) == h.value then dict:delete(K_SUCC) end
   if S.holder == h then S.holder = nil end
-  ngx_log(NOTICE, "genesys.notify.resty: worker ", S.wid, " (pid ", S.pid,
-    ") stepped down as the stream holder: ", why)
+  if h.successor then S.succ = nil end
+  ngx_log(NOTICE, "genesys.notify.resty: worker ", S.wid, " (pid ", S.pid, ") ",
+    h.was_holder and "stepped down as the stream holder: " or "stopped taking the stream over: ",
+    why)
 end
 
-local function hold(h)
+local function new_bell(h)
+  -- Without a bell the readers still read the ring every fallback_ms (logged here).
+  local bok, bell = pcall(notify.bell, S.bell_path)
+  if not bok then
+    ngx_log(ERR, "genesys.notify.resty: no bell at ", S.bell_path, " (", tostring(bell),
+      "): workers read the ring every ", S.fallback_ms, " ms instead")
+    bell = nil
+  end
+  h.bell = bell
+end
+
+-- Creates and starts the client (and, for a holder, the bell). Returns nil, or why not.
+local function open_client(h, with_bell)
   local cfg = {}
   for k, v in pairs(S.client_cfg) do cfg[k] = v end
   local ok, client = pcall(notify.new, cfg)
@@ -464,7 +846,7 @@ local function hold(h)
   if S.client_cfg.redis then
     -- fleet mode: the takeover gap comes from the Redis Stream's marker (every node gets it)
     h.takeover_from = nil
-    local cok, consumer = pcall(fleet_consumer, h)
+    local cok, consumer = pcall(fleet_consumer)
     if not cok then
       ngx_log(ERR, "genesys.notify.resty: the fleet stream consumer: ", tostring(consumer))
       return "the fleet stream consumer could not be created"
@@ -472,39 +854,141 @@ local function hold(h)
     h.consumer = consumer
     consumer:start()
   end
-  -- Without a bell the readers still read the ring every fallback_ms; without the wake socket
-  -- the holder drains every 50 ms: slower, never silent (logged here).
-  local bok, bell = pcall(notify.bell, S.bell_path)
-  if not bok then
-    ngx_log(ERR, "genesys.notify.resty: no bell at ", S.bell_path, " (", tostring(bell),
-      "): workers read the ring every ", S.fallback_ms, " ms instead")
-    bell = nil
-  end
-  h.bell = bell
+  if with_bell then new_bell(h) end
   client:start()
+  -- Without the wake socket the holder drains every 50 ms: slower, never silent (logged here).
   local wok, wpath = pcall(client.wake_socket, client)
   if not wok then
     ngx_log(ERR, "genesys.notify.resty: no wake socket (", tostring(wpath),
       "): the holder drains every 50 ms instead")
     wpath = nil
   end
-  local wake = semaphore.new(0)
-  h.wake = wake
+  h.wake = semaphore.new(0)
+  h.wpath = wpath
   if wpath then
     -- the wake socket goes only with the client: its watcher ends then
-    h.watcher = ngx.thread.spawn(watch, function() return wpath end, wake, nil)
+    h.watcher = ngx.thread.spawn(watch, function() return wpath end, h.wake, nil)
   end
+end
+
+-- Whether a worker of a newer generation runs (a reload: nginx starts the new workers before it
+-- tells the old ones to quit), from the master's children and the exiting marks in the dict.
+local function newer_workers()
+  local stat = io.open("/proc/self/stat", "rb")
+  local master = stat and tonumber((stat:read("*a") or ""):match("^%d+ %b() %S+ (%d+)"))
+  if stat then stat:close() end
+  local f = master and io.open("/proc/" .. master .. "/task/" .. master .. "/children", "rb")
+  if not f then
+    -- no children file: a reader slot of a worker that is not exiting
+    for i = 0, S.nslots - 1 do
+      local pid = S.dict:get(K_RP .. i)
+      if pid and pid ~= S.pid and not S.dict:get(K_EXIT .. pid) and pid_alive(pid) then
+        return true
+      end
+    end
+    return false
+  end
+  local kids = f:read("*a") or ""
+  f:close()
+  local seen = {}
+  for pid in kids:gmatch("%d+") do
+    pid = tonumber(pid)
+    if pid ~= S.pid and not S.dict:get(K_EXIT .. pid) then
+      local c = io.open("/proc/" .. pid .. "/cmdline", "rb")
+      local cmd = c and c:read("*a") or ""
+      if c then c:close() end
+      -- a new worker is titled "worker process" once its init_worker has run; before, it still
+      -- has the master's title
+      if (cmd:find("worker process", 1, true) and not cmd:find("shutting down", 1, true)) or
+          cmd:find("master process", 1, true) then
+        return true
+      end
+      seen[#seen + 1] = pid .. " (" .. cmd:gsub("%z", " "):gsub("%s+$", "") .. ")"
+    else
+      seen[#seen + 1] = pid .. (pid == S.pid and " (this one)" or " (exiting)")
+    end
+  end
+  ngx_log(NOTICE, "genesys.notify.resty: no worker of a newer generation among the master's ",
+    "children: ", table_concat(seen, ", "))
+  return false
+end
+
+-- The exiting holder hands the stream over (make-before-break): it keeps its stream, and writes
+-- into the ring, until a worker of the new generation has its own stream open (K_READY), then
+-- handover_grace_ms longer (what only the old socket got arrives meanwhile); then it writes
+-- what its client still holds, closes it and passes the lock on. The successor skips what both
+-- streams delivered (by CorrelationId, from what its worker's reader read). Returns a reason to
+-- stop, or nil to go on.
+local function handover_step(h, t)
+  local dict, ho = S.dict, h.handover
+  dict:safe_set(K_HO, h.value, (S.handover_ms + S.ttl_ms) / 1000)
+  local succ = dict:get(K_SUCC)
+  if succ and dict:get(K_READY) == succ then
+    ho.ready_ms = ho.ready_ms or t
+    if t - ho.ready_ms < S.grace_ms then return nil end
+    -- everything the old stream got goes into the ring (the readers are waited for)
+    local deadline = t + S.stall_ms
+    repeat
+      pump(h, h.client)
+      if not h.empty then ngx.sleep(0.002) end
+    until h.empty or now_ms() > deadline
+    write_status(h, h.client)
+    h.client:close()
+    h.closed = true
+    dict:delete(K_HO)
+    dict:delete(K_READY)
+    local ok, err = dict:safe_set(K_LOCK, succ, S.ttl_ms / 1000)
+    if not ok then
+      dict:delete(K_LOCK)
+      return "the worker is exiting (the lock could not be passed on: " .. tostring(err) .. ")"
+    end
+    count("handovers")
+    return "the worker is exiting: handed the stream over to " .. succ
+  end
+  if not succ and t - (ho.checked or 0) >= 100 then
+    ho.checked = t
+    if not newer_workers() then
+      dict:delete(K_HO)
+      return "the worker is exiting"
+    end
+  end
+  if t - ho.started > S.handover_ms then
+    dict:delete(K_HO)
+    return "the worker is exiting (no worker took the stream over within handover_ms)"
+  end
+  return nil
+end
+
+local function hold(h)
+  h.was_holder = true
+  if not h.client then
+    local why = open_client(h, true)
+    if why then return why end
+  end
+  local client, wake = h.client, h.wake
   local tick = h.consumer and 50 or math_min(S.ttl_ms / 4, 500)
   local next_status = 0
   local last_heartbeats, last_tick = 0, now_ms()
-  while not (S.exiting or ngx.worker.exiting() or h.down) do
+  while not h.down do
     local t = now_ms()
     if t - h.renewed_ms >= S.ttl_ms / 4 then
       local rok, why = renew(h)
       if not rok then return why end
     end
-    local n = pump(h, client)
-    if n > 0 and bell then bell:ring() end
+    if (S.exiting or ngx.worker.exiting()) and not h.handover then
+      if S.client_cfg.redis then return "the worker is exiting" end
+      h.handover = { started = t }
+      S.dict:safe_set(K_HO, h.value, (S.handover_ms + S.ttl_ms) / 1000)
+      if h.bell then pcall(h.bell.ring, h.bell) end -- the other workers' readers look at once
+      ngx_log(NOTICE, "genesys.notify.resty: worker ", S.wid, " (pid ", S.pid, ") exits: it ",
+        "keeps the stream until a worker of the new generation has its own open")
+    end
+    if h.handover then
+      local why = handover_step(h, t)
+      if why then return why end
+    end
+    pump(h, client)
+    if h.lost then return h.lost end
     t = now_ms()
     if h.status_due or t >= next_status then
       h.status_due = false
@@ -517,10 +1001,16 @@ local function hold(h)
       end
       last_tick = t
     end
-    if S.exiting or ngx.worker.exiting() then break end
-    wake:wait(wpath and tick / 1000 or 0.05)
+    local wait = h.blocked and 0.002 or (h.handover and 0.02) or (h.wpath and tick / 1000 or 0.05)
+    wake:wait(wait)
   end
-  return (S.exiting or ngx.worker.exiting()) and "the worker is exiting" or "stopped"
+  return "stopped"
+end
+
+local function new_holder(value)
+  return { value = value, renewed_ms = now_ms(), readers = {}, notes = {}, dups = 0,
+    status = { holder_pid = S.pid, holder_worker_id = S.wid, since_ms = math_floor(now_ms()),
+      state = "idle" } }
 end
 
 local function try_take()
@@ -528,9 +1018,7 @@ local function try_take()
   local value = lock_value()
   local ok = dict:safe_add(K_LOCK, value, S.ttl_ms / 1000)
   if not ok then return nil end
-  local h = { value = value, renewed_ms = now_ms(),
-    status = { holder_pid = S.pid, holder_worker_id = S.wid, since_ms = math_floor(now_ms()),
-      state = "idle" } }
+  local h = new_holder(value)
   local prev = dict:get(K_HEARD)
   local prev_status = cjson.decode(dict:get(K_STATUS) or "")
   if prev then
@@ -545,15 +1033,123 @@ local function try_take()
   return h
 end
 
--- The lock loop: every worker tries to take the lock while nobody holds it; the winner holds
--- the stream in this same light thread until it steps down.
+-- A worker of the new generation offers to take the stream over from an exiting holder.
+local function try_succeed()
+  if S.exiting or ngx.worker.exiting() or S.client_cfg.redis then return nil end
+  local dict = S.dict
+  local ho = dict:get(K_HO)
+  if not ho or ho ~= dict:get(K_LOCK) then return nil end
+  local value = lock_value()
+  if not dict:safe_add(K_SUCC, value, S.ttl_ms / 1000) then return nil end
+  dict:delete(K_READY)
+  local h = new_holder(value)
+  h.successor = true
+  h.previous = tonumber(ho:match("^(%d+):"))
+  h.pending, h.pi = {}, 1
+  S.succ = { seen = {} } -- this worker's reader collects what the old holder writes from now
+  h.start_seq = dict:get(K_SEQ) or 0
+  ngx_log(NOTICE, "genesys.notify.resty: worker ", S.wid, " (pid ", S.pid,
+    ") opens a stream to take over from the exiting holder ", ho)
+  return h
+end
+
+-- The successor: opens its stream while the old holder still writes, takes what it delivers
+-- (up to PENDING_MAX; then its queue and the pause hold the rest), says when it is open, and
+-- waits for the lock. Returns nil when it holds the lock (then hold() goes on), or why not.
+local function succeed(h)
+  local why = open_client(h, false)
+  if why then return why end
+  local dict, client = S.dict, h.client
+  while true do
+    -- the lock first: once it is ours, hold() goes on (and, in an exiting worker, hands the
+    -- stream over in turn) rather than dropping it
+    local lock = dict:get(K_LOCK)
+    if lock == h.value then break end
+    -- an exiting worker gives up unless its stream is open already: then the old holder may be
+    -- passing the lock on right now, and it takes it and hands it on in turn
+    if (S.exiting or ngx.worker.exiting()) and not h.ready then return "the worker is exiting" end
+    if dict:get(K_SUCC) == h.value then dict:expire(K_SUCC, S.ttl_ms / 1000) end
+    local ho = dict:get(K_HO)
+    if not lock or ho ~= lock then
+      -- the old holder went without passing the lock on (quit, handover_ms, a crash)
+      if dict:safe_add(K_LOCK, h.value, S.ttl_ms / 1000) then
+        if not h.ready then
+          h.takeover_from = dict:get(K_HEARD)
+          if h.takeover_from then count("takeovers") end
+        end
+        break
+      end
+      return "another worker holds the stream"
+    end
+    local waiting = #h.pending - h.pi + 1
+    if waiting < PENDING_MAX then
+      local items = client:drain(math_min(BATCH, PENDING_MAX - waiting), "record")
+      for i = 1, #items do
+        local it = items[i]
+        h.pending[#h.pending + 1] = it
+        if type(it) == "table" and it.kind == "connected" and not h.ready then
+          h.ready = true
+          dict:safe_set(K_READY, h.value, S.ttl_ms / 1000)
+          ngx_log(NOTICE, "genesys.notify.resty: worker ", S.wid, " (pid ", S.pid,
+            ") has its stream open; the exiting holder passes the lock on")
+        end
+      end
+    end
+    h.wake:wait(0.01)
+  end
+  -- the lock is ours: what the previous holder wrote since this successor started is taken
+  -- from the ring here (besides what this worker's reader saw, when it still reads), so that
+  -- what both streams delivered is written once
+  local seen = S.succ and S.succ.seen or {}
+  local last = dict:get(K_SEQ) or 0
+  local from = math_max(h.start_seq or last, last - S.ring_size)
+  if h.start_seq and h.start_seq < from then
+    ngx_log(WARN, "genesys.notify.resty: the previous holder wrote ", last - h.start_seq,
+      " items while this one opened its stream, more than the ring holds: events of the ",
+      "overlap before seq ", from, " may be written twice")
+  end
+  for q = from + 1, last do
+    local v, fl = dict:get(ring_key(q))
+    if v and fl == q % SEQ_MOD and str_byte(v, 1) == 101 then
+      local _, _, t4, t5, _, nl = event_fields(v)
+      if nl then seen[t5 > t4 + 1 and str_sub(v, t4 + 1, t5 - 1) or str_sub(v, nl + 1)] = true end
+    end
+  end
+  h.dedup = seen
+  h.dedup_until = now_ms() + S.grace_ms
+  S.succ = nil
+  h.renewed_ms = now_ms()
+  dict:delete(K_SUCC)
+  if h.pi > #h.pending then h.pending = nil end
+  S.holder = h
+  new_bell(h)
+  if h.ready and not h.takeover_from then
+    count("handovers_taken")
+    h.notes[#h.notes + 1] = { item = "health", kind = "handover", state = "open",
+      holder_pid = S.pid, previous_holder = h.previous, gap_ms = 0,
+      timestamp_ms = math_floor(now_ms()) }
+  end
+  ngx_log(NOTICE, "genesys.notify.resty: worker ", S.wid, " (pid ", S.pid,
+    ") holds the Genesys stream (", h.ready and "handover, no gap" or "takeover", ")")
+  return nil
+end
+
+-- The lock loop: every worker tries to take the lock while nobody holds it, or to take the
+-- stream over from an exiting holder; the winner holds the stream in this same light thread
+-- until it steps down.
 local function lock_loop(premature)
   if premature then return end
   local every = math_max(S.ttl_ms / 4, 100) / 1000
   while not (S.exiting or ngx.worker.exiting()) do
-    local h = try_take()
+    local h = try_take() or try_succeed()
     if h then
-      local ok, why = pcall(hold, h)
+      local ok, why = pcall(function()
+        if h.successor then
+          local w = succeed(h)
+          if w then return w end
+        end
+        return hold(h)
+      end)
       if h.watcher and coroutine.status(h.watcher) ~= "dead" then
         ngx.thread.kill(h.watcher)
       end
@@ -566,8 +1162,8 @@ local function lock_loop(premature)
 end
 
 -- Runs when the worker exits (reload, quit): a pending timer expires prematurely then. The
--- holder lets go at once (client closed, lock deleted) so a new worker can take over, and
--- every follower is woken so its request ends.
+-- holder's loop hands the stream over to a worker of the new generation (or, when there is
+-- none, lets go at once); every follower is woken so its request ends.
 local function on_exit(premature)
   if not premature then
     local ok, err = ngx.timer.at(3600, on_exit)
@@ -575,11 +1171,10 @@ local function on_exit(premature)
     return
   end
   S.exiting = true
+  S.dict:safe_set(K_EXIT .. S.pid, true, 600)
+  unregister_reader()
   local h = S.holder
-  if h then
-    step_down(h, "the worker is exiting")
-    if h.wake then h.wake:post(1) end
-  end
+  if h and h.wake then h.wake:post(1) end
   for f in pairs(followers) do f.sema:post(1) end
   S.lock_sema:post(1)
   S.reader_sema:post(1)
@@ -590,7 +1185,8 @@ end
 --- Starts the resty layer in this worker (call it in init_worker_by_lua*, in every worker).
 -- cfg: dict (lua_shared_dict name, required), lock_ttl_ms (5000), ring_size (1024),
 -- bell_path (<prefix>logs/genesys_notify.bell), follower_limit (1000), fallback_ms (1000),
--- and any field of genesys.notify.new except on_event and on_health.
+-- stall_ms (5000), handover_ms (30000), handover_grace_ms (500), and any field of
+-- genesys.notify.new except on_event and on_health.
 function _M.start(cfg)
   local phase = ngx.get_phase()
   if phase ~= "init_worker" then
@@ -623,6 +1219,9 @@ function _M.start(cfg)
     ring_size = opt_int(cfg, "ring_size", 16, 10000000, 1024),
     follower_limit = opt_int(cfg, "follower_limit", 1, 10000000, 1000),
     fallback_ms = opt_int(cfg, "fallback_ms", 10, 60000, 1000),
+    stall_ms = opt_int(cfg, "stall_ms", 100, 3600000, 5000),
+    handover_ms = opt_int(cfg, "handover_ms", 0, 3600000, 30000),
+    grace_ms = opt_int(cfg, "handover_grace_ms", 0, 60000, 500),
     bell_path = cfg.bell_path or (ngx.config.prefix() .. "logs/genesys_notify.bell"),
     pid = ngx.worker.pid(), wid = ngx.worker.id() or 0, missed = 0,
     lock_sema = semaphore.new(0), reader_sema = semaphore.new(0),
@@ -641,7 +1240,9 @@ function _M.start(cfg)
       "counter: " .. tostring(err), 2)
   end
   S.cursor = dict:get(K_SEQ) or 0
-  S.wseq = S.cursor
+  -- every generation's workers (a reload runs two at once, more for reloads in a row)
+  S.nslots = math_max(16, 4 * ngx.worker.count())
+  register_reader()
   for _, t in ipairs { { 0, reader }, { 0, lock_loop }, { 3600, on_exit } } do
     local tok, terr = ngx.timer.at(t[1], t[2])
     if not tok then error("genesys.notify.resty: ngx.timer.at: " .. tostring(terr), 2) end
@@ -675,6 +1276,7 @@ function _M.follow(limit)
   local f = setmetatable({ q = {}, head = 1, tail = 0, dropped = 0,
     limit = limit or S.follower_limit, sema = semaphore.new(0) }, Follower)
   followers[f] = true
+  nfollowers = nfollowers + 1
   return f
 end
 
@@ -706,6 +1308,7 @@ function Follower:next(timeout)
 end
 
 function Follower:close()
+  if not self.closed then nfollowers = nfollowers - 1 end
   self.closed = true
   followers[self] = nil
   self.q = {}
@@ -741,6 +1344,16 @@ function _M.status()
     st = { holder_pid = holder, state = "starting" }
   end
   st.takeovers = counter("takeovers")
+  st.handovers = counter("handovers")
+  st.handover_duplicates = counter("handover_duplicates")
+  st.reader_stalls = counter("reader_stalls")
+  st.readers_gone = counter("readers_gone")
+  local readers = {}
+  for i = 0, S.nslots - 1 do
+    local pid = dict:get(K_RP .. i)
+    if pid then readers[#readers + 1] = { slot = i, pid = pid, cursor = dict:get(K_RC .. i) } end
+  end
+  st.readers = readers
   st.heard_ms = dict:get(K_HEARD)
   st.ring = { head = dict:get(K_SEQ) or 0, size = S.ring_size, writes = counter("ring_writes"),
     write_failures = counter("ring_write_failures") }
@@ -775,6 +1388,17 @@ function _M.prometheus()
     { { "", counter("ring_write_failures") } })
   metric("takeovers_total", "counter", "Times a worker took the stream over from another holder.",
     { { "", counter("takeovers") } })
+  metric("handovers_total", "counter",
+    "Times an exiting holder passed the stream on to a worker whose own stream was open.",
+    { { "", counter("handovers") } })
+  metric("handover_duplicates_total", "counter",
+    "Events both streams of a handover delivered, written into the ring once.",
+    { { "", counter("handover_duplicates") } })
+  metric("reader_stalls_total", "counter",
+    "Times the holder stopped waiting for a worker's reader that had not moved for stall_ms.",
+    { { "", counter("reader_stalls") } })
+  metric("readers_gone_total", "counter",
+    "Readers of workers that died, dropped by the holder.", { { "", counter("readers_gone") } })
   local missed, dropped, herr = {}, {}, {}
   for wid = 0, ngx.worker.count() - 1 do
     local lbl = '{worker="' .. wid .. '"}'

@@ -1,0 +1,264 @@
+-- make bench-resty, the burst table (issue 24 item 4): a burst of BENCH_EVENTS events (1 KB and
+-- 400 B) published at once on the emulator over TLS, into
+--   plain: the project's plain client (bench/peers/gn_client.lua: on_event with the body
+--     decoded), Lua 5.4 and LuaJIT, one process each;
+--   resty: genesys.notify.resty in nginx with 2 workers at the default settings (ring_size
+--     1024, a 4m dict), a subscribe handler in every worker (the body decoded by the module);
+--   peer: lua-resty-websocket + lua-cjson in one nginx worker (bench/resty_burst_ngx.lua).
+-- events/s: BENCH_EVENTS / (first to last event) in each process or worker; CPU µs per event:
+-- utime+stime of every thread of the process (resty: of both workers together) over the burst.
+-- One table of medians (min-max) over BENCH_RUNS runs, each run every client once, one at a time;
+-- ratios per run against the plain client of the same run.
+--
+--   lua5.4 bench/resty_burst.lua BINDIR    (from the checkout; make bench-resty does it)
+--   env: BENCH_RUNS (3), BENCH_EVENTS (100000), BENCH_ONLY (comma-separated row keys),
+--        BENCH_RING (resty's ring_size; default: the module's), BENCH_DICT (its dict, 4m)
+package.path = "spec/?.lua;lua/?.lua;" .. package.path
+local emulator = require "support.emulator"
+local nginx = require "support.nginx"
+local cjson = require "cjson.safe"
+
+local RUNS = tonumber(os.getenv("BENCH_RUNS")) or 3
+local EVENTS = tonumber(os.getenv("BENCH_EVENTS")) or 100000
+local ONLY = os.getenv("BENCH_ONLY")
+local TCK = 100
+local ROOT = (io.popen("pwd"):read("*l"))
+local WSLIB = ROOT .. "/build/lua-resty-websocket-3aef1aa/lib"
+
+local function capture(cmd)
+  local p = assert(io.popen(cmd)); local s = p:read("a"); p:close(); return s
+end
+local function read(path)
+  local f = io.open(path); if not f then return nil end
+  local s = f:read("a"); f:close(); return s
+end
+local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local function now() return tonumber(capture("date +%s.%N")) end
+local function sleep(s) os.execute(string.format("sleep %.3f", s)) end
+local function ticks(pids)
+  local t = 0
+  for _, pid in ipairs(pids) do
+    local s = read("/proc/" .. pid .. "/stat")
+    local f = {}
+    for x in s:match("%) (.*)"):gmatch("%S+") do f[#f + 1] = x end
+    t = t + tonumber(f[12]) + tonumber(f[13])
+  end
+  return t
+end
+local function wait_until(fn, timeout)
+  local deadline = now() + timeout
+  repeat
+    local v = fn()
+    if v then return v end
+    sleep(0.05)
+  until now() > deadline
+  return nil
+end
+local function want(key)
+  return not ONLY or ("," .. ONLY .. ","):find("," .. key .. ",", 1, true)
+end
+
+local emu = emulator.start { tls = true, heartbeat_ms = 30000, token_ttl = 86400,
+  channel_ttl = 86400 }
+local CA = emu.ca_file:sub(1, 1) == "/" and emu.ca_file or (ROOT .. "/" .. emu.ca_file:gsub("^%./", ""))
+local dir = capture("mktemp -d /tmp/gn-resty-burst.XXXXXX"):gsub("%s+$", "")
+local topic_n = 0
+local function topic()
+  topic_n = topic_n + 1
+  return "v2.users.rburst" .. topic_n .. ".presence"
+end
+
+local res = {} -- key -> metric -> list
+local function put(key, m, v)
+  res[key] = res[key] or {}
+  res[key][m] = res[key][m] or {}
+  table.insert(res[key][m], v)
+end
+local function publish(t, size)
+  local st = emu:admin("POST", "publish", { topic = t, count = EVENTS, size = size })
+  assert(st == 200, "publish: HTTP " .. tostring(st))
+end
+
+-- The plain client: a process printing "open", then "done N OK MS" per burst.
+local function plain(key, cmd)
+  local t = topic()
+  local out = dir .. "/" .. key .. ".out"
+  local pid = tonumber(capture("env GN_BASE=" .. emu.base_url .. " GN_CA=" .. emu.ca_file ..
+    " GN_CRED=test-id:test-secret GN_COUNT=" .. EVENTS .. " GN_TOPIC=" .. t .. " GN_CONNS=1 " ..
+    cmd .. " >" .. shq(out) .. " 2>&1 </dev/null & echo $!"):match("%d+"))
+  local function line(word, k)
+    return wait_until(function()
+      local n = 0
+      for l in (read(out) or ""):gmatch("[^\n]+") do
+        if l:match("^" .. word) then
+          n = n + 1
+          if n == k then return l end
+        end
+      end
+    end, 300)
+  end
+  local ok, err = pcall(function()
+    assert(line("open", 1), "no open: " .. (read(out) or ""))
+    for k, size in ipairs { 1024, 400 } do
+      local c0 = ticks { pid }
+      publish(t, size)
+      local l = assert(line("done", k), "no done")
+      local c1 = ticks { pid }
+      local n, good, ms = l:match("^done (%d+) (%d) ([%d.]+)")
+      assert(tonumber(n) == EVENTS and good == "1", "loss or reorder: " .. l)
+      put(key, "eps" .. size, EVENTS / tonumber(ms) * 1000)
+      put(key, "cpu" .. size, (c1 - c0) * 1e6 / TCK / EVENTS)
+    end
+  end)
+  os.execute("kill " .. pid .. " 2>/dev/null; sleep 0.2; kill -9 " .. pid .. " 2>/dev/null")
+  if not ok then io.stderr:write("FAILED " .. key .. ": " .. tostring(err) .. "\n") end
+end
+
+local CONF = [[
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+daemon off;
+master_process on;
+worker_processes @WORKERS@;
+error_log logs/error.log notice;
+pid logs/nginx.pid;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  lua_package_path "@ROOT@/lua/?.lua;@ROOT@/bench/?.lua;@WSLIB@/?.lua;;";
+  lua_package_cpath "@ROOT@/build/luajit/?.so;;";
+  lua_shared_dict genesys_notify @DICT@;
+  lua_shared_dict bench 1m;
+  lua_ssl_trusted_certificate @CA@;
+  lua_ssl_verify_depth 3;
+  init_worker_by_lua_block {
+    require("resty_burst_ngx").init_worker { mode = "@MODE@", port = @PORT@, ca = "@CA@",
+      topic = "@TOPIC@", count = @COUNT@, ring_size = @RING@ }
+  }
+  server {
+    listen 127.0.0.1:8080;
+    location = /health { content_by_lua_block { require("resty_burst_ngx").state() } }
+  }
+}
+]]
+
+-- nginx with `workers` workers in `mode`; bursts of 1 KB and 400 B; per worker events/s, CPU
+-- of every worker together.
+local function in_nginx(key, mode, workers)
+  local t = topic()
+  local conf = CONF:gsub("@(%u+)@", { WORKERS = tostring(workers), ROOT = ROOT, WSLIB = WSLIB,
+    CA = CA, MODE = mode, PORT = tostring(emu.port), TOPIC = t, COUNT = tostring(EVENTS),
+    RING = os.getenv("BENCH_RING") or "nil", DICT = os.getenv("BENCH_DICT") or "4m" })
+  local ng = nginx.start { conf = conf, workers = workers }
+  local ok, err = pcall(function()
+    local function state()
+      local st, body = ng:get("/health")
+      return st == 200 and cjson.decode(body) or nil
+    end
+    assert(wait_until(function()
+      local s = state()
+      return s and (s.state == "open" or s.open)
+    end, 30), "not open: " .. ng:log():sub(-2000))
+    sleep(1)
+    local pids = {}
+    for _, w in ipairs(ng:live_workers()) do pids[#pids + 1] = w.pid end
+    for k, size in ipairs { 1024, 400 } do
+      local c0 = ticks(pids)
+      publish(t, size)
+      local s = wait_until(function()
+        local x = state()
+        if not x then return nil end
+        local n = 0
+        for _, pid in ipairs(pids) do
+          local d = x["done:" .. pid .. ":" .. k]
+          if d and d:match("^%d+ %d ([%d.]+)") then n = n + 1 end
+        end
+        return n == (mode == "peer" and 1 or #pids) and x
+      end, 300)
+      assert(s, "the burst did not reach every worker: " .. ng:log():sub(-2000))
+      local c1 = ticks(pids)
+      local worst
+      for _, pid in ipairs(pids) do
+        local d = s["done:" .. pid .. ":" .. k]
+        if d then
+          local n, good, ms = d:match("^(%d+) (%d) ([%d.]+)")
+          assert(tonumber(n) == EVENTS and good == "1", "loss or reorder in " .. pid .. ": " .. d)
+          local eps = EVENTS / tonumber(ms) * 1000
+          if mode == "resty" then
+            put(key .. (pid == s.holder_pid and "holder" or "other"), "eps" .. size, eps)
+          end
+          worst = worst and math.min(worst, eps) or eps
+        end
+      end
+      assert(mode ~= "resty" or s.missed == 0, "missed: " .. tostring(s.missed))
+      if mode == "resty" then
+        io.stderr:write(string.format("  resty %d B: socket paused %s times, %s ms in all " ..
+          "(the status is written once a second)\n", size, tostring(s.pauses), tostring(s.paused_ms)))
+      end
+      put(key, "eps" .. size, worst)
+      put(key, "cpu" .. size, (c1 - c0) * 1e6 / TCK / EVENTS)
+    end
+  end)
+  ng:stop()
+  if not ok then io.stderr:write("FAILED " .. key .. ": " .. tostring(err) .. "\n") end
+end
+
+for run = 1, RUNS do
+  io.stderr:write("run " .. run .. " of " .. RUNS .. "\n")
+  if want("plain54") then plain("plain54", "lua5.4 bench/peers/gn_client.lua build/lua5.4") end
+  if want("plainjit") then plain("plainjit", "luajit bench/peers/gn_client.lua build/luajit") end
+  if want("resty") then in_nginx("resty", "resty", 2) end
+  if want("peer") then in_nginx("peer", "peer", 1) end
+  -- ratios within this run
+  local function last(key, m) local l = res[key] and res[key][m]; return l and l[#l] end
+  for _, ref in ipairs { "plain54", "plainjit" } do
+    for _, size in ipairs { 1024, 400 } do
+      local pe, pc = last(ref, "eps" .. size), last(ref, "cpu" .. size)
+      local re, rc = last("resty", "eps" .. size), last("resty", "cpu" .. size)
+      if pe and re then
+        put("ratio_" .. ref, "eps" .. size, re / pe)
+        put("ratio_" .. ref, "cpu" .. size, rc / pc)
+      end
+    end
+  end
+end
+emu:stop()
+os.execute("rm -rf " .. shq(dir))
+
+local function med(l)
+  if not l or #l == 0 then return nil end
+  local s = {}
+  for i, v in ipairs(l) do s[i] = v end
+  table.sort(s)
+  return s[math.ceil(#s / 2)], s[1], s[#s]
+end
+local function cell(key, m, fmt)
+  local v, lo, hi = med(res[key] and res[key][m])
+  if not v then return "-" end
+  if #res[key][m] == 1 then return string.format(fmt, v) end
+  return string.format(fmt .. " (" .. fmt .. "-" .. fmt .. ")", v, lo, hi)
+end
+print(string.format("\nA burst of %d events, %d run(s), medians (min-max); events/s first to last event; " ..
+  "CPU: every thread, resty: both workers together", EVENTS, RUNS))
+print("| path | 1 KB events/s | CPU µs/event | 400 B events/s | CPU µs/event |")
+print("|---|---:|---:|---:|---:|")
+local rows = {
+  { "plain54", "plain client, Lua 5.4" }, { "plainjit", "plain client, LuaJIT" },
+  { "restyholder", "resty, holder worker" }, { "restyother", "resty, other worker" },
+  { "resty", "resty, slower worker / both workers' CPU" },
+  { "peer", "lua-resty-websocket + cjson, one worker" },
+}
+for _, r in ipairs(rows) do
+  if res[r[1]] then
+    print(string.format("| %s | %s | %s | %s | %s |", r[2], cell(r[1], "eps1024", "%.0f"),
+      cell(r[1], "cpu1024", "%.1f"), cell(r[1], "eps400", "%.0f"), cell(r[1], "cpu400", "%.1f")))
+  end
+end
+for _, ref in ipairs { "plain54", "plainjit" } do
+  local k = "ratio_" .. ref
+  if res[k] then
+    print(string.format("| resty / %s (per run) | %sx | %sx | %sx | %sx |", ref,
+      cell(k, "eps1024", "%.2f"), cell(k, "cpu1024", "%.2f"), cell(k, "eps400", "%.2f"),
+      cell(k, "cpu400", "%.2f")))
+  end
+end

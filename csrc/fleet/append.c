@@ -1,0 +1,160 @@
+/* append.c: the holder's writes to the fleet's stream: each event it receives, and the gap
+ * markers (see lease_int.h for the watermark). Service thread. */
+#include "lease_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* KEYS: fence, last, stream, gaps. ARGV: 1 fence, 2 the previous write's token, 3 this write's
+ * token, 4 its time (an event's receipt, a marker's end), 5 maxlen, 6 latency ms, 7 where a hole
+ * starts when KEY:last is gone, 8 "event" (9...: its fields) or "gap" (9: from ms, 10: reason).
+ * Lands only while the fence is ours (returns 0 otherwise); a hole in our writes (KEY:last does
+ * not name the previous one) becomes a marker first. Markers go to KEY:stream and to KEY:gaps
+ * (every member of a consumer group reads it) with the stream entry's id (stream_id): where the
+ * fence they carry took effect in the stream. */
+static const char APPEND[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
+    "local function mark(from, to, why)\n"
+    "  from = tonumber(from) to = tonumber(to)\n"
+    "  if to < from then to = from end\n"
+    "  local f = {'type', 'gap', 'from_ms', string.format('%.0f', from), 'to_ms',\n"
+    "    string.format('%.0f', to), 'gap_ms', string.format('%.0f', to - from), 'fence', ARGV[1],\n"
+    "    'reason', why}\n"
+    "  local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(f))\n"
+    "  f[#f + 1] = 'stream_id' f[#f + 1] = id\n"
+    "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', '1000', '*', unpack(f))\n"
+    "end\n"
+    "local last = redis.call('GET', KEYS[2])\n"
+    "local t, tok\n"
+    "if last then t, tok = string.match(last, '^(%S+) (%S+)$') end\n"
+    "if tok ~= ARGV[2] then\n"
+    "  mark((tonumber(t) or tonumber(ARGV[7])) - tonumber(ARGV[6]), ARGV[4], 'writes_failed')\n"
+    "end\n"
+    "if ARGV[8] == 'gap' then mark(ARGV[9], ARGV[4], ARGV[10])\n"
+    "else redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 9)) end\n"
+    "redis.call('SET', KEYS[2], ARGV[4] .. ' ' .. ARGV[3])\n"
+    "return 1\n";
+
+typedef struct {
+  gn_lease_t *l;
+  uint64_t gen;
+  double at;   /* the write's time */
+} write_t;
+
+void gn_lease_token(const gn_lease_t *l, char *out, size_t n) {
+  snprintf(out, n, "%llu:%llu", (unsigned long long)l->fence, (unsigned long long)l->seq);
+}
+
+static void write_failed(gn_lease_t *l, const char *why) {
+  STAT_ADD(l, append_failed);
+  if (!l->append_err_reported) {
+    l->append_err_reported = 1;
+    gn_lease_health(l, "stream", json_pack("{s:s, s:s}", "event", "append_failed", "error", why));
+  }
+}
+
+static void write_done(void *ud, redisReply *rep) {
+  write_t *w = ud;
+  gn_lease_t *l = w->l;
+  uint64_t gen = w->gen;
+  double at = w->at;
+  free(w);
+  if (!l->running) return;
+  if (rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1) {
+    STAT_ADD(l, appended);
+    l->append_err_reported = 0;
+    if (at > l->known_last) l->known_last = at;
+    return;
+  }
+  if (rep && rep->type == REDIS_REPLY_INTEGER) { /* the fence is not ours any more */
+    write_failed(l, "the fence moved: another process took the lease, or redis lost its data");
+    if (gen == l->gen) gn_lease_step_down(l, "lost", "the fencing token at redis is not ours");
+    return;
+  }
+  write_failed(l, rep && rep->type == REDIS_REPLY_ERROR ? rep->str
+                                                        : "connection lost before the answer");
+}
+
+/* Sends one write (kind "event" with nf fields, or "gap") at time at. */
+static void write_entry(gn_lease_t *l, double at, const char *kind, int nf, const char **fv,
+                        const size_t *fl) {
+  char fence[24], prev[48], tok[48], at_s[32], lat[16], hint[32];
+  snprintf(fence, sizeof fence, "%llu", (unsigned long long)l->fence);
+  gn_lease_token(l, prev, sizeof prev);
+  l->seq++;
+  gn_lease_token(l, tok, sizeof tok);
+  snprintf(at_s, sizeof at_s, "%.0f", at);
+  snprintf(lat, sizeof lat, "%.0f", GN_LEASE_LATENCY_MS);
+  snprintf(hint, sizeof hint, "%.0f", l->tenure_wall);
+  enum { HEAD = 15, MAXF = 16 };
+  const char *argv[HEAD + MAXF] = {"EVAL", APPEND, "4", l->k_fence, l->k_last, l->k_stream,
+                                   l->k_gaps, fence, prev, tok, at_s, l->maxlen, lat, hint, kind};
+  size_t lens[HEAD + MAXF];
+  if (nf > MAXF) nf = MAXF;
+  for (int i = 0; i < HEAD; i++) lens[i] = strlen(argv[i]);
+  for (int i = 0; i < nf; i++) {
+    argv[HEAD + i] = fv[i];
+    lens[HEAD + i] = fl ? fl[i] : strlen(fv[i]);
+  }
+  write_t *w = malloc(sizeof *w);
+  if (!w || gn_redis_cmd(l->r, write_done, w, HEAD + nf, argv, lens) != 0) {
+    free(w);
+    write_failed(l, "not connected to redis");
+    return;
+  }
+  w->l = l;
+  w->gen = l->gen;
+  w->at = at;
+}
+
+void gn_lease_write_gap(gn_lease_t *l) {
+  if (!l->gap_pending) return;
+  double to = l->hooks.opened(l->hooks.ud); /* the last channel of the pool to open */
+  if (to < 0) return;
+  l->gap_pending = 0;
+  if (l->gap_from_wall < 0) return; /* a new fleet: nothing before us */
+  char from[32];
+  snprintf(from, sizeof from, "%.0f", l->gap_from_wall - GN_LEASE_LATENCY_MS);
+  const char *fv[] = {from, "takeover"};
+  write_entry(l, to, "gap", 2, fv, NULL);
+  STAT_ADD(l, gaps);
+}
+
+void gn_lease_deaf(void *ud, const char *kind, double from_ms, double to_ms) {
+  gn_lease_t *l = ud;
+  /* while the takeover marker is pending, it covers the stream's opening (a resumed channel
+   * reports its own interval from its park) */
+  if (!l->running || l->st != GN_LEASE_HOLDER || l->gap_pending) return;
+  char from[32];
+  snprintf(from, sizeof from, "%.0f", from_ms);
+  const char *fv[] = {from, strcmp(kind, "gap") == 0 ? "rollover" : "reconnect"};
+  write_entry(l, to_ms, "gap", 2, fv, NULL);
+  STAT_ADD(l, gaps);
+}
+
+int gn_lease_tap(void *ud, const gn_msg_t *m, const char *channel_id, const char *raw, size_t len) {
+  gn_lease_t *l = ud;
+  if (!l->running || l->st != GN_LEASE_HOLDER || gn_now_mono_ms() >= l->stepdown_at) {
+    STAT_ADD(l, discarded);
+    return 0;
+  }
+  if (!l->replicated) { /* withheld until the tenure reached the replicas (lease.c): a write */
+    l->seq++;           /* that did not land, so the next one that does marks the hole */
+    STAT_ADD(l, discarded);
+    return 0;
+  }
+  gn_lease_write_gap(l);
+  char fence[24], recv[32];
+  double at = gn_now_wall_ms();
+  snprintf(fence, sizeof fence, "%llu", (unsigned long long)l->fence);
+  snprintf(recv, sizeof recv, "%.0f", at);
+  const char *fv[] = {"type",       "event",    "topic",          m->topic ? m->topic : "",
+                      "channel_id", channel_id, "received_ms",    recv,
+                      "correlation_id", m->correlation_id ? m->correlation_id : "",
+                      "fence",      fence,      "raw",            raw};
+  size_t fl[14];
+  for (int i = 0; i < 13; i++) fl[i] = strlen(fv[i]);
+  fl[13] = len;
+  write_entry(l, at, "event", 14, fv, fl);
+  return 1;
+}

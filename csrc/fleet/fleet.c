@@ -1,0 +1,47 @@
+/* fleet.c: the lease as the client's gate (see fleet.h). The hooks run on the service thread
+ * (the lease's and the client's), free on the owner's. */
+#include "fleet.h"
+
+#include "gn_util.h"
+#include "pool.h"
+
+#include <stdio.h>
+
+static void acquired(void *ud) { gn_client_resume(ud); }
+static void lost(void *ud) { gn_client_park(ud); }
+
+/* -1 unless every running channel of the client is open; else when the last of them opened. */
+static double opened(void *ud) {
+  gn_client_channel_t chs[GN_POOL_MAX];
+  size_t n = gn_client_channels(ud, chs, GN_POOL_MAX);
+  double wall = gn_now_wall_ms(), latest = -1;
+  for (size_t i = 0; i < n; i++) {
+    if (chs[i].state != GN_ST_OPEN && chs[i].state != GN_ST_ROLLOVER) return -1;
+    double at = wall - chs[i].m.connected_ms;
+    if (at > latest) latest = at;
+  }
+  return latest;
+}
+static void gate_start(void *ud) { gn_lease_start(ud); }
+static void gate_stop(void *ud) { gn_lease_stop(ud); }
+static void gate_free(void *ud) { gn_lease_free(ud); }
+
+gn_lease_t *gn_fleet_lease(const gn_client_t *c) {
+  const gn_client_gate_t *g = gn_client_gate(c);
+  return g && g->start == gate_start ? g->ud : NULL;
+}
+
+gn_lease_t *gn_fleet_join(gn_client_t *c, const gn_lease_cfg_t *cfg, char *err, size_t errlen) {
+  gn_lease_hooks_t hooks = {acquired, lost, opened, c};
+  /* The lease watches the first channel (always there) for when the stream opened, and taps
+   * every channel (the client gives later ones the same tap). */
+  gn_lease_t *l = gn_lease_new(cfg, gn_client_env(c), &hooks, err, errlen);
+  if (!l) return NULL;
+  gn_client_gate_t gate = {gate_start, gate_stop, gate_free, l};
+  if (gn_client_set_gate(c, &gate, gn_lease_tap_of(l)) != 0) {
+    gn_lease_free(l);
+    snprintf(err, errlen, "redis: the client already has a lease or is started");
+    return NULL;
+  }
+  return l;
+}

@@ -1,0 +1,173 @@
+-- The fleet's promise whatever Redis does (issue 22): a publish stream of the emulator runs
+-- through each fault, and every event it generated reaches every fanout consumer and at least
+-- one group member, or lies inside a marker that consumer got. Faults: a Redis stall longer than
+-- the lease (DEBUG SLEEP), a Redis restarted without persistence, maxmemory reached, FLUSHALL, a
+-- group handler that raised, claimed again after a takeover. And a memory policy that could
+-- evict the lease is refused.
+local emulator = require "support.emulator"
+local redis = require "support.redis"
+local delivery = require "support.delivery"
+local fleet = require "support.fleet"
+
+local SLOW = fleet.SLOW
+local LEASE_MS = 1000 * SLOW
+local RATE = 25
+local TOPIC = "v2.users.fleetfaults.presence"
+local KEY = "gn:faults"
+local wait_for, expect = fleet.wait_for, fleet.expect
+
+describe("the fleet's promise through Redis faults", function()
+  local r, emu, holders, fan, grp
+  local function holder_env()
+    return { FLEET_EMU_PORT = string.format("%d", emu.port), FLEET_CA = emu.ca_file,
+      FLEET_TOPIC = TOPIC, FLEET_REDIS = r.url, FLEET_KEY = KEY,
+      FLEET_LEASE_MS = string.format("%d", LEASE_MS) }
+  end
+  local function consumer_env(extra)
+    local e = { FLEET_REDIS = r.url, FLEET_KEY = KEY }
+    for k, v in pairs(extra or {}) do e[k] = v end
+    return e
+  end
+  local function open_holder()
+    return wait_for(function()
+      for _, h in ipairs(holders) do
+        if not h.done then
+          local st, _, cst = h:lease()
+          if st == "holder" and cst == "open" then return h end
+        end
+      end
+    end, 15000)
+  end
+  local function got(n, stream, seq)
+    for _, e in ipairs(n:events()) do if e.stream == stream and e.seq == seq then return true end end
+  end
+
+  -- Publishes count events at RATE/s, runs fault() once the consumers got a few, waits until
+  -- the stream ended with a holder open and the last event reached everyone, checks the promise.
+  local function through(fault, count)
+    count = count * SLOW
+    expect(open_holder, 15000, "a holder with an open stream before the fault")
+    local stream = delivery.publish(emu, TOPIC, count, RATE)
+    expect(function() return got(fan[1], stream, 10) end, 10000, "events before the fault")
+    fault()
+    expect(function()
+      local _, st = emu:admin("GET", ("publish/%d"):format(stream))
+      return st.done
+    end, 60000, "the publish stream ended")
+    expect(function()
+      if not (got(fan[1], stream, count) and got(fan[2], stream, count)) then return false end
+      for _, m in ipairs(grp) do if got(m, stream, count) then return true end end
+    end, 20000, "the last event reached every consumer (a holder was open at the end)")
+    emulator.sleep(0.3) -- the group's other member: its last read
+    local _, st = emu:admin("GET", ("publish/%d/times"):format(stream))
+    local lost = fleet.check_promise(st.times, stream, fan, grp)
+    print(("\n  %d events, %d lost inside markers (summed over consumers)"):format(count, lost))
+    return stream, lost
+  end
+
+  setup(function()
+    r = redis.start()
+    emu = emulator.start { tls = true }
+    fan = { fleet.spawn("fanout", consumer_env()), fleet.spawn("fanout", consumer_env()) }
+    grp = { fleet.spawn("group", consumer_env { FLEET_GROUP = "g", FLEET_CONSUMER = "c1" }),
+            fleet.spawn("group", consumer_env { FLEET_GROUP = "g", FLEET_CONSUMER = "c2" }) }
+    for _, c in ipairs(fan) do assert(c:started()) end
+    for _, c in ipairs(grp) do assert(c:started()) end
+    emulator.sleep(0.3) -- the consumers' first reads are out ("$": from the stream's end)
+    holders = { fleet.spawn("holder", holder_env()), fleet.spawn("holder", holder_env()) }
+  end)
+
+  teardown(function()
+    fleet.stop_all()
+    fleet.clean_stderr()
+    if emu then emu:stop() end
+    if r then r:stop() end
+    fleet.cleanup()
+  end)
+
+  it("a Redis stall longer than the lease (DEBUG SLEEP): the hole is a marker from received times", function()
+    local _, lost = through(function()
+      r:cli("DEBUG", "SLEEP", string.format("%.1f", 2.5 * LEASE_MS / 1000)) -- returns after it
+    end, 250)
+    assert.is_true(lost > 0, "the stall lost nothing: it did not test anything")
+    print("  " .. (fan[1]:out():match("H restored [^\n]*reason=takeover[^\n]*") or "(no takeover marker)"))
+  end)
+
+  it("Redis restarted without persistence: consumers get a marker for what was lost", function()
+    through(function() r:restart(0.5 * LEASE_MS / 1000) end, 200)
+  end)
+
+  it("maxmemory reached: failed appends are followed by a marker covering them", function()
+    through(function()
+      r:cli("CONFIG", "SET", "maxmemory", "1")
+      emulator.sleep(1.5 * LEASE_MS / 1000)
+      r:cli("CONFIG", "SET", "maxmemory", "0")
+    end, 200)
+  end)
+
+  it("FLUSHALL: the lost data's hole is a marker, group members drop nothing as stale", function()
+    local stale = {}
+    for i, m in ipairs(grp) do stale[i] = m:count("H stale ") end
+    through(function() r:cli("FLUSHALL") end, 200)
+    for i, m in ipairs(grp) do assert.equals(stale[i], m:count("H stale "), "stale drops in the group") end
+  end)
+
+  it("the holder's own socket reset: its deaf interval reaches every consumer as a marker", function()
+    through(function()
+      local code = emu:admin("POST", "channels/*/reset", {})
+      assert.equals(200, code)
+    end, 150)
+  end)
+
+  it("a raised group handler's entry, claimed after a takeover, is handled (not dropped as stale)", function()
+    local c = fleet.spawn("group", consumer_env { FLEET_GROUP = "g9", FLEET_CONSUMER = "once",
+      FLEET_RAISE_ONCE = "1", FLEET_CLAIM_MS = string.format("%d", 3 * LEASE_MS) })
+    assert(c:started())
+    expect(open_holder, 15000, "a holder")
+    local stream = delivery.publish(emu, TOPIC, 40 * SLOW, RATE)
+    local id = expect(function() return c:out():match("\nR (%S+)\n") end, 10000, "the handler raised")
+    local h = open_holder()
+    local _, old = h:lease()
+    h:kill9()
+    -- another holder takes over (its marker raises the consumers' highest fence) before the claim
+    expect(function()
+      local n = open_holder()
+      return n and select(2, n:lease()) > old
+    end, 15000, "a takeover")
+    expect(function() return c:out():find("E %S+ %d+ " .. id:gsub("%-", "%%-")) end, 10000 + 3 * LEASE_MS,
+      "the entry whose handler raised was not handled again")
+    assert.is_nil(c:out():find("H stale ", 1, true), "an entry dropped as stale")
+    -- the spare holder for the next tests
+    holders[#holders + 1] = fleet.spawn("holder", holder_env())
+    local _ = stream
+    c:stop()
+  end)
+end)
+
+describe("a memory policy that can evict the lease", function()
+  local r, emu, h
+  teardown(function()
+    fleet.stop_all()
+    fleet.clean_stderr()
+    if emu then emu:stop() end
+    if r then r:stop() end
+    fleet.cleanup()
+  end)
+
+  it("allkeys-lru: candidates refuse to take the lease and say why; noeviction: one holds", function()
+    r = redis.start()
+    emu = emulator.start { tls = true }
+    r:cli("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+    h = fleet.spawn("holder", { FLEET_EMU_PORT = string.format("%d", emu.port), FLEET_CA = emu.ca_file,
+      FLEET_TOPIC = TOPIC, FLEET_REDIS = r.url, FLEET_KEY = KEY,
+      FLEET_LEASE_MS = string.format("%d", LEASE_MS) })
+    expect(function() return h:out():find("H redis [^\n]*event=eviction_policy[^\n]*policy=allkeys%-lru") end,
+      10000, "no health item about the evicting policy")
+    emulator.sleep(2 * LEASE_MS / 1000)
+    assert.not_equals("holder", (h:lease()))
+    assert.equals(0, emu:stats().global.open_connections)
+    assert.equals("", (r:cli("GET", KEY .. ":lease"):gsub("%s", "")))
+    r:cli("CONFIG", "SET", "maxmemory-policy", "noeviction")
+    expect(function() return h:lease() == "holder" end, 10000, "no holder once the policy is noeviction")
+  end)
+end)
