@@ -238,13 +238,16 @@ valgrind: all
 
 # Long forms of the delivery-guarantee specs: thousands of random subscription sequences under
 # faults, a hundred rollovers back to back under a fast stream, longer stalls and blackholes,
-# a thousand forced reconnects of every kind under a 200 events/s stream.
+# a thousand forced reconnects of every kind under a 200 events/s stream, ten minutes of
+# channels living 20 s and tokens 30 s under each lifetime rule (the lifetime soak).
 SOAK_SPECS := spec/integration/client_subs_property_spec.lua \
-	spec/integration/client_delivery_spec.lua spec/integration/client_soak_spec.lua
+	spec/integration/client_delivery_spec.lua spec/integration/client_soak_spec.lua \
+	spec/integration/client_lifetime_soak_spec.lua
 soak: all $(HOST_DEP)
 	$(SPEC_ENV) $(SAN_ENV) GN_PROP_ROUNDS=$${GN_PROP_ROUNDS:-5000} \
 	  GN_DELIVERY_SCALE=$${GN_DELIVERY_SCALE:-5} \
-	  GN_SOAK_RECONNECTS=$${GN_SOAK_RECONNECTS:-1000} $(BUSTED_CMD) $(SOAK_SPECS)
+	  GN_SOAK_RECONNECTS=$${GN_SOAK_RECONNECTS:-1000} \
+	  GN_LIFETIME_SOAK_S=$${GN_LIFETIME_SOAK_S:-600} $(BUSTED_CMD) $(SOAK_SPECS)
 
 # The OpenResty burst at the size of issue 22 (100,000 events of 1 KB into nginx with 2 and with
 # 4 workers at the default settings; make test runs 20,000). LuaJIT only (nginx loads it).

@@ -72,8 +72,10 @@ end
 local dir = capture("mktemp -d /tmp/gn-demo.XXXXXX"):gsub("%s+$", "")
 assert(dir ~= "", "mktemp failed")
 
+-- Channels live 6 s unless resubscribed (Genesys: 24 h): the client renews them all through the
+-- demo (the "channel lifetime" phase shows it), as it would every day against Genesys.
 local emu = emulator.start { tls = true, clients = { CLIENT_ID .. ":" .. SECRET },
-  heartbeat_ms = 1000, token_ttl = 3600 }
+  heartbeat_ms = 1000, token_ttl = 3600, channel_ttl = 6 }
 
 local cli_cmd = os.getenv("GN_DEMO_CLI") or "bin/genesys-notify"
 local argv = {
@@ -191,6 +193,9 @@ end
 
 local PHASES = {
   { name = "steady stream", fault = nil },
+  -- no fault: the channel would end 6 s after its last subscription; the client resubscribes
+  -- before that (health renewal resubscribed) and nothing is lost
+  { name = "channel lifetime", recovered = { "renewal", "resubscribed" }, renewal = true },
   { name = "TCP reset", fault = function() admin("POST", "channels/*/reset", {}) end },
   { name = "close 1011", fault = function()
       admin("POST", "channels/*/close", { code = 1011, reason = "internal error" }) end },
@@ -238,7 +243,7 @@ local function run_phase(p)
   -- recovered: back on a live link (restored), or the hand-over done (a rollover has no gap)
   local want = p.recovered or { "restored" }
   local function recovered()
-    if not (p.fault or p.outage_ms) then return true end
+    if not (p.fault or p.outage_ms or p.renewal) then return true end
     for i = h0 + 1, #health do
       local h = health[i]
       if h.kind == want[1] and (not want[2] or h.event == want[2]) then return true end

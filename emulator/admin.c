@@ -21,6 +21,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Lifetimes and the channel limit: the most channels one OAuth client held at once (live,
+ * connected) against the server's limit, and the subscription requests answered. */
+static void lifetime_stats(json_t *g)
+{
+	json_object_set_new(g, "channels_live_peak", json_integer((json_int_t)E.peak_live));
+	json_object_set_new(g, "channels_connected_peak",
+			    json_integer((json_int_t)E.peak_connected));
+	json_object_set_new(g, "max_channels", json_integer(E.cfg.max_channels));
+	json_object_set_new(g, "subscription_requests", json_integer((json_int_t)E.sub_requests));
+}
+
 static json_t *stats_json(void)
 {
 	json_t *oauth = json_object(), *rest = json_object();
@@ -54,6 +65,7 @@ static json_t *stats_json(void)
 		"handshakes", (json_int_t)E.handshakes, "handshakes_per_s", (json_int_t)hs_current(),
 		"handshakes_per_s_peak", (json_int_t)E.hs_peak,
 		"open_connections", (json_int_t)E.open_connections, "channels_live", (json_int_t)live);
+	lifetime_stats(g);
 	return json_pack("{s:o,s:o}", "global", g, "channels", chs);
 }
 

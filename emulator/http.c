@@ -270,12 +270,39 @@ static void handle_subscriptions(struct lws *wsi, pss_t *p, channel_t *ch)
 		error_with(wsi, p, kind, st, code, "%s", msg);
 		return;
 	}
+	E.sub_requests++;
 	/* Subscribing extends the channel's life. */
 	channel_set_ttl(ch);
 	channel_touch(ch);
 	if (ch->conn)
 		conn_wake(ch->conn);       /* streams waiting for topics may start */
 	respond(wsi, p, kind, 200, answer);
+}
+
+/* GET /api/v2/notifications/channels: "includechannels=token" (the default, as the official API
+ * text says) lists the channels this token created; "oauthclient" every channel of the OAuth
+ * client. */
+static void channels_get(struct lws *wsi, pss_t *p, const token_t *t, const char *host)
+{
+	const int kind = KIND_REST;
+	int all = 0;
+	char frag[128];
+	for (int i = 0; lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) > 0;
+	     i++) {
+		if (strncasecmp(frag, "includechannels=", 16))
+			continue;
+		if (!strcasecmp(frag + 16, "oauthclient"))
+			all = 1;
+		else if (strcasecmp(frag + 16, "token")) {
+			ERR(400, "includechannels must be token or oauthclient");
+			return;
+		}
+	}
+	json_t *a = json_array();
+	for (channel_t *ch = E.channels; ch; ch = ch->next)
+		if (ch->client == t->client && !ch->expired && (all || !strcmp(ch->token, t->value)))
+			json_array_append_new(a, channel_json(ch, host));
+	respond(wsi, p, kind, 200, json_pack("{s:o}", "entities", a));
 }
 
 static void handle_rest(struct lws *wsi, pss_t *p)
@@ -311,6 +338,8 @@ static void handle_rest(struct lws *wsi, pss_t *p)
 				ERR(500, "out of memory");
 				return;
 			}
+			channel_bind_token(ch, t);
+			channels_note_peak();
 			elog("{\"event\":\"channel_created\",\"channel\":\"%s\"}", ch->id);
 			json_t *answer = channel_json(ch, host);
 			if (E.connect_count > 0 && E.connect_base[0]) { /* fault: an unusable connectUri */
@@ -321,11 +350,7 @@ static void handle_rest(struct lws *wsi, pss_t *p)
 			}
 			respond(wsi, p, kind, 200, answer);
 		} else if (p->method == WSI_TOKEN_GET_URI) {
-			json_t *a = json_array();
-			for (channel_t *ch = E.channels; ch; ch = ch->next)
-				if (ch->client == t->client && !ch->expired)
-					json_array_append_new(a, channel_json(ch, host));
-			respond(wsi, p, kind, 200, json_pack("{s:o}", "entities", a));
+			channels_get(wsi, p, t, host);
 		} else
 			ERR(405, "%s is not allowed on channels", method_name(p->method));
 		return;

@@ -125,8 +125,8 @@ static const char USAGE[] =
 	"         [--tls-max 1.2|1.3]\n"
 	"         --client ID:SECRET [--client ...] [--token-ttl S] [--channel-ttl S]\n"
 	"         [--heartbeat-ms N] [--event-rate N] [--event-size BYTES] [--max-message BYTES]\n"
-	"         [--max-channels N] [--fault KIND:key=value,...] [--log]\n"
-	"         [--invalid-topics error|omit|rejected]\n";
+	"         [--max-channels N] [--channel-ends-with-token] [--fault KIND:key=value,...]\n"
+	"         [--log] [--invalid-topics error|omit|rejected]\n";
 
 static void die_flag(const char *flag, const char *expected, const char *got)
 {
@@ -224,6 +224,9 @@ static void parse_args(int argc, char **argv, const char ***faults, int *nfaults
 			exit(0);
 		} else if (!strcmp(f, "--log")) {
 			c->log = 1;
+			continue;
+		} else if (!strcmp(f, "--channel-ends-with-token")) {
+			c->channel_ends_with_token = 1;
 			continue;
 		}
 		i++;

@@ -240,10 +240,40 @@ static void expire_cb(lws_sorted_usec_list_t *sul)
  * channels then sleeps until something is due. */
 void channel_set_ttl(channel_t *ch)
 {
-	int64_t ttl_us = (int64_t)E.cfg.channel_ttl * 1000000;
-	ch->expires_us = now_us() + ttl_us;
+	int64_t ttl_us = (int64_t)E.cfg.channel_ttl * 1000000, now = now_us();
+	ch->expires_us = now + ttl_us;
 	ch->expires_wall_ms = wall_ms() + (int64_t)E.cfg.channel_ttl * 1000;
-	lws_sul_schedule(E.ctx, 0, &ch->sul_expire, expire_cb, (lws_usec_t)ttl_us);
+	/* The answer's "expires" says the channel's own end only; a channel that also ends with
+	 * its token (the weak sources' rule) ends at whichever comes first. */
+	int64_t end = ch->expires_us;
+	if (E.cfg.channel_ends_with_token && ch->token_expires_us && ch->token_expires_us < end)
+		end = ch->token_expires_us;
+	lws_sul_schedule(E.ctx, 0, &ch->sul_expire, expire_cb,
+			 (lws_usec_t)(end > now ? end - now : 0));
+}
+
+void channel_bind_token(channel_t *ch, const token_t *t)
+{
+	snprintf(ch->token, sizeof ch->token, "%s", t->value);
+	ch->token_expires_us = t->expires_us;
+	if (E.cfg.channel_ends_with_token && !ch->expired)
+		channel_set_ttl(ch);
+}
+
+void channels_note_peak(void)
+{
+	for (int k = 0; k < E.cfg.nclients; k++) {
+		uint64_t live = 0, connected = 0;
+		for (channel_t *c = E.channels; c; c = c->next)
+			if (c->client == k && !c->expired) {
+				live++;
+				connected += c->conn != NULL;
+			}
+		if (live > E.peak_live)
+			E.peak_live = live;
+		if (connected > E.peak_connected)
+			E.peak_connected = connected;
+	}
 }
 
 void channels_cancel_timers(void)

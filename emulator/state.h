@@ -55,7 +55,11 @@ typedef struct channel {
 	uint64_t events_sent;
 	uint64_t seq;                       /* last sequence number used */
 	uint64_t first_seq;
-	lws_sorted_usec_list_t sul_expire;  /* fires at expires_us */
+	lws_sorted_usec_list_t sul_expire;  /* fires at expires_us (or the token's end) */
+	/* lifetimes (channel_bind_token): the token that created it, for GET channels per token
+	 * and for --channel-ends-with-token */
+	char token[65];
+	int64_t token_expires_us;           /* monotonic; 0: not bound */
 } channel_t;
 
 /* Fault state: durations are absolute monotonic deadlines, 0 = not active, INT64_MAX = until
@@ -81,6 +85,7 @@ typedef struct emu_cfg {
 	long event_size;
 	long max_message;
 	int max_channels;
+	int channel_ends_with_token;        /* a channel also ends when its creating token does */
 	int log;
 } emu_cfg_t;
 
@@ -112,7 +117,10 @@ typedef struct emu {
 					     * these fields instead (expires_in, access_token) */
 	long token_count;
 	uint64_t rng;
-	int shutting_down;                  /* no new timers while the context goes away */
+	int shutting_down;
+	/* lifetimes and the channel limit (channels_note_peak): the most channels one OAuth
+	 * client held at once, live and connected, and the subscription requests answered */
+	uint64_t peak_live, peak_connected, sub_requests;                  /* no new timers while the context goes away */
 } emu_t;
 
 /* The one emulator: configuration from main.c, the rest kept by the files that use it. */
@@ -149,6 +157,12 @@ void channel_set_ttl(channel_t *ch);
 /* Marks the channel expired (or evicted) and hands its live connection, if any, to the
  * channel_on_gone hook with why ("expired", "evicted"); returns nothing. */
 void channel_expire(channel_t *ch, const char *why, int evicted);
+/* Records the token that created ch (its value and end) and, with --channel-ends-with-token,
+ * moves the channel's end to the token's when that comes first; returns nothing. */
+void channel_bind_token(channel_t *ch, const token_t *t);
+/* Updates E.peak_live and E.peak_connected from the channels of each OAuth client now; returns
+ * nothing. */
+void channels_note_peak(void);
 /* Returns 1 when the channel receives events of topic (an individual name, in any case:
  * subscribed to it or to a composite with it as a permitted member), else 0. */
 int channel_has_topic(const channel_t *ch, const char *topic);

@@ -193,14 +193,33 @@ static void grace_cb(lws_sorted_usec_list_t *sul)
 	conn_close_after_drain(c);
 }
 
+/* The notice's body is the official SystemMessageSystemMessage model (API models of the SDKs):
+ * channelId, systemTopicType, correlationId, organizationId, userId, oauthClientId,
+ * oauthClientOrgId, reason, message, data. The values of systemTopicType, reason and data are
+ * not documented: these are the emulator's choice. A client-credentials token has no user. */
+static json_t *socket_closing_body(const conn_t *c, const char *corr)
+{
+	static const char org[] = "5f2ea3c4-7d0e-4e8a-9c11-6b1a2f3d4e5f";
+	const channel_t *ch = c->ch;
+	return json_pack("{s:s,s:s,s:s,s:s,s:n,s:s,s:s,s:s,s:s,s:{}}",
+		"channelId", ch ? ch->id : "", "systemTopicType", "socket_closing",
+		"correlationId", corr, "organizationId", org, "userId",
+		"oauthClientId", ch ? E.cfg.clients[ch->client].id : "", "oauthClientOrgId", org,
+		"reason", "maintenance", "message", "Socket closing", "data");
+}
+
 void conn_socket_closing(conn_t *c, long grace_ms)
 {
-	char buf[256], corr[37];
+	char corr[37];
 	uuid4(corr);
-	int n = snprintf(buf, sizeof buf,
-		"{\"topicName\":\"v2.system.socket_closing\",\"version\":\"2\",\"eventBody\":"
-		"{\"message\":\"Socket closing\"},\"metadata\":{\"CorrelationId\":\"%s\"}}", corr);
-	conn_send_text(c, buf, (size_t)n);
+	json_t *msg = json_pack("{s:s,s:s,s:o,s:{s:s}}", "topicName", "v2.system.socket_closing",
+		"version", "2", "eventBody", socket_closing_body(c, corr), "metadata",
+		"CorrelationId", corr);
+	char *buf = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+	json_decref(msg);
+	if (buf)
+		conn_send_text(c, buf, strlen(buf));
+	free(buf);
 	lws_sul_schedule(E.ctx, 0, &c->sul_grace, grace_cb, (lws_usec_t)grace_ms * 1000);
 }
 
@@ -626,6 +645,7 @@ int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 		ch->nconns++;
 		ch->handshakes++;
 		channel_touch(ch);
+		channels_note_peak();
 		hs_count();
 		E.open_connections++;
 		if (E.cfg.event_rate > 0)

@@ -35,6 +35,10 @@ int gn_conf_init(gn_conf_t *c, const gn_client_cfg_t *cfg, char *err, size_t err
   c->backoff = cfg->backoff;
   c->has_policy = cfg->policy;
   c->channel_budget = cfg->channel_budget >= 2 ? cfg->channel_budget : 20;
+  c->renew.rule = cfg->renew.rule;
+  c->renew.at = cfg->renew.at > 0 && cfg->renew.at < 1 ? cfg->renew.at : 0.8;
+  c->renew.margin_ms = cfg->renew.margin_ms >= 0 ? cfg->renew.margin_ms : 60000;
+  c->renew.drain_ms = cfg->renew.drain_ms > 0 ? cfg->renew.drain_ms : 10000;
   return 0;
 }
 

@@ -12,6 +12,19 @@
 
 #define GN_QUEUE_BYTES_DEFAULT ((size_t)64 << 20)
 
+/* Renewal of channels before their end (stream/renew.h). */
+typedef enum {
+  GN_RENEW_BOTH = 0, /* default: a channel may end at its expires or with its creating token */
+  GN_RENEW_CHANNEL,  /* only at its expires (the official rule): resubscribing always suffices */
+  GN_RENEW_OFF       /* never renewed (the channel ends; the reconnect reports the gap) */
+} gn_renew_rule_t;
+typedef struct {
+  int rule;          /* gn_renew_rule_t */
+  double at;         /* renew when this fraction of the lifetime has passed (0: 0.8) */
+  long margin_ms;    /* ... or this long before the end, whichever is earlier (-1: 60000) */
+  long drain_ms;     /* an old socket of a renewal is read at most this long (0: 10000) */
+} gn_renew_conf_t;
+
 /* Configuration as given. Strings are copied by gn_conf_init (and gn_client_new). */
 typedef struct {
   const char *token_url;     /* https://login.ENV/oauth/token */
@@ -34,6 +47,7 @@ typedef struct {
   int policy;                /* an operator policy hook will answer GN_ITEM_POLICY items */
   gn_proxy_t proxy;          /* HTTP proxy for REST and WebSocket (host NULL: none) */
   int channel_budget;        /* channels of the credential, one spare for rollovers (0: 20) */
+  gn_renew_conf_t renew;     /* renewal before a channel's or its token's end (renew.h) */
 } gn_client_cfg_t;
 
 /* The client's copy: owned strings, defaults filled in, api_base without trailing slashes. */
@@ -48,6 +62,7 @@ typedef struct {
   int has_policy;
   gn_proxy_t proxy;
   int channel_budget;
+  gn_renew_conf_t renew;
 } gn_conf_t;
 
 /* Fills c from cfg. Returns 0, or -1 and err (out of memory; c is then freed). Any thread. */

@@ -72,6 +72,9 @@ void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *o) {
   o->health_dropped = m->health_dropped;
   o->pauses = m->pauses;
   o->tls_resumed = m->tls_resumed;
+  o->renewals = m->renewals;
+  o->renewal_rollovers = m->renewal_rollovers;
+  o->evictions = m->evictions;
   o->lat_count = m->lat_count;
   o->lat_sum = m->lat_sum;
   o->lat_max = m->lat_max;
@@ -121,7 +124,11 @@ char *gn_metrics_prometheus(const gn_metrics_snapshot_t *s, const char *state, c
   COUNTER("disconnects", s->disconnects, "Live connections that ended.");
   COUNTER("health", s->health, "Health items produced.");
   COUNTER("duplicates", s->duplicates, "Second copies of events dropped during rollovers.");
-  COUNTER("rollovers", s->rollovers, "Make-before-break moves to a new channel after socket_closing.");
+  COUNTER("rollovers", s->rollovers, "Make-before-break moves to a new channel (socket_closing or renewal).");
+  COUNTER("renewals", s->renewals, "Channels renewed by resubscribing before their end.");
+  COUNTER("renewal_rollovers", s->renewal_rollovers,
+          "Channels renewed by moving to a new channel before their token's end.");
+  COUNTER("evictions", s->evictions, "Live channels the server removed before their end.");
   GAUGE("queued_events", "%llu", (unsigned long long)s->queued_events, "Events waiting for poll().");
   GAUGE("queued_bytes", "%llu", (unsigned long long)s->queued_bytes,
         "Estimated bytes held by the events waiting for poll().");
@@ -195,6 +202,9 @@ void gn_metrics_snapshot_pool(gn_metrics_t *client, gn_metrics_t *const *chans, 
     o->disconnects += m->disconnects;
     o->duplicates += m->duplicates;
     o->rollovers += m->rollovers;
+    o->renewals += m->renewals;
+    o->renewal_rollovers += m->renewal_rollovers;
+    o->evictions += m->evictions;
     o->lat_count += m->lat_count;
     o->lat_sum += m->lat_sum;
     if (m->lat_max > o->lat_max) o->lat_max = m->lat_max;

@@ -21,6 +21,7 @@ typedef struct {
   uint64_t pauses;          /* overflow = "pause": times reading stopped for a full queue */
   double paused_ms;         /* total time reading was stopped (the current pause included) */
   uint64_t tls_resumed;     /* connections whose TLS session was resumed (no full handshake) */
+  uint64_t renewals, renewal_rollovers, evictions; /* renew.h: resubscribed, moved, evicted */
   uint64_t queued_events, queued_bytes; /* events waiting for the owner, their estimated bytes */
   double lat_p50, lat_p90, lat_p99, lat_max; /* ms; -1 when no sample yet */
   uint64_t lat_count;
@@ -47,6 +48,7 @@ typedef struct {
   uint64_t dropped, heartbeats, malformed, disconnects, health, duplicates, rollovers;
   uint64_t health_dropped;
   uint64_t pauses, tls_resumed;
+  uint64_t renewals, renewal_rollovers, evictions;
   double paused_ms;          /* finished pauses */
   uint64_t paused_since_ms;  /* monotonic start of the current pause, 0 when reading */
   double *lat;               /* the latest latencies: grown as they come, GN_LAT_SAMPLES at most

@@ -96,6 +96,8 @@ struct gn_budget {
   char *key;           /* client_id NUL host */
   size_t keylen;
   int refs, used;
+  int cap;              /* the server's limit as an eviction showed it (0: none seen) */
+  uint64_t created_ms;  /* the last channel creation */
   gn_budget_waiter_t *waiters;
 };
 
@@ -155,6 +157,7 @@ void gn_budget_release(gn_budget_t *b) {
 
 int gn_budget_take(gn_budget_t *b, int limit, int spare) {
   pthread_mutex_lock(&budgets_mu);
+  if (b->cap && b->cap < limit) limit = b->cap;
   int ok = b->used < limit - (spare ? 0 : 1);
   if (ok) b->used++;
   pthread_mutex_unlock(&budgets_mu);
@@ -174,6 +177,35 @@ int gn_budget_used(gn_budget_t *b) {
   int n = b->used;
   pthread_mutex_unlock(&budgets_mu);
   return n;
+}
+
+int gn_budget_shrink(gn_budget_t *b, int cap) {
+  if (cap < 2) cap = 2;
+  pthread_mutex_lock(&budgets_mu);
+  if (!b->cap || cap < b->cap) b->cap = cap;
+  int n = b->cap;
+  pthread_mutex_unlock(&budgets_mu);
+  return n;
+}
+
+int gn_budget_cap(gn_budget_t *b) {
+  pthread_mutex_lock(&budgets_mu);
+  int n = b->cap;
+  pthread_mutex_unlock(&budgets_mu);
+  return n;
+}
+
+void gn_budget_created(gn_budget_t *b, uint64_t now_ms) {
+  pthread_mutex_lock(&budgets_mu);
+  b->created_ms = now_ms;
+  pthread_mutex_unlock(&budgets_mu);
+}
+
+uint64_t gn_budget_last_created(gn_budget_t *b) {
+  pthread_mutex_lock(&budgets_mu);
+  uint64_t t = b->created_ms;
+  pthread_mutex_unlock(&budgets_mu);
+  return t;
 }
 
 void gn_budget_wait(gn_budget_t *b, gn_budget_waiter_t *w) {

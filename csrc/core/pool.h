@@ -13,6 +13,7 @@
 #define GN_POOL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define GN_CHANNEL_TOPICS 1000 /* topics per channel (Genesys's limit) */
 #define GN_POOL_MAX 20         /* channels per client: 20,000 topics */
@@ -58,6 +59,15 @@ int gn_budget_take(gn_budget_t *b, int limit, int spare);
 void gn_budget_give(gn_budget_t *b, const gn_budget_waiter_t *self);
 /* Returns the units in use. Any thread. */
 int gn_budget_used(gn_budget_t *b);
+/* The server evicts below the budget: channels created or taken from now on stay within cap
+ * (only ever lowered; at least 2). Returns the cap now in force. Any thread. */
+int gn_budget_shrink(gn_budget_t *b, int cap);
+/* Returns the cap (0: none). Any thread. */
+int gn_budget_cap(gn_budget_t *b);
+/* A channel of the credential was created at now_ms (monotonic). Returns nothing. */
+void gn_budget_created(gn_budget_t *b, uint64_t now_ms);
+/* Returns the time of the last creation (monotonic ms, 0: none). Any thread. */
+uint64_t gn_budget_last_created(gn_budget_t *b);
 /* Lists w to be poked when a unit comes back (once; a listed waiter stays listed). Returns
  * nothing. */
 void gn_budget_wait(gn_budget_t *b, gn_budget_waiter_t *w);

@@ -886,6 +886,9 @@ static int l_metrics(lua_State *L) {
   setint(L, "health", s.health);
   setint(L, "duplicates", s.duplicates);
   setint(L, "rollovers", s.rollovers);
+  setint(L, "renewals", s.renewals);
+  setint(L, "renewal_rollovers", s.renewal_rollovers);
+  setint(L, "evictions", s.evictions);
   setint(L, "health_dropped", s.health_dropped);
   setint(L, "pauses", s.pauses);
   setnum(L, "paused_ms", s.paused_ms);
@@ -1179,6 +1182,15 @@ static int l_client_new(lua_State *L) {
   cfg.idle_ms = (long)opt_number(L, 1, "idle_ms", 35000, 10, 86400e3);
   cfg.ping_timeout_ms = (long)opt_number(L, 1, "ping_timeout_ms", 10000, 10, 86400e3);
   cfg.channel_budget = (int)opt_number(L, 1, "channel_budget", 20, 2, 1000);
+  lua_getfield(L, 1, "renew_rule");
+  const char *rule = lua_tostring(L, -1);
+  cfg.renew.rule = !rule || !strcmp(rule, "both") ? GN_RENEW_BOTH
+                   : !strcmp(rule, "channel")    ? GN_RENEW_CHANNEL
+                                                 : GN_RENEW_OFF;
+  lua_pop(L, 1);
+  cfg.renew.at = opt_number(L, 1, "renew_at", 0.8, 0.1, 0.95);
+  cfg.renew.margin_ms = (long)opt_number(L, 1, "renew_margin_ms", 60000, 0, 86400e3);
+  cfg.renew.drain_ms = (long)opt_number(L, 1, "renew_drain_ms", 10000, 100, 600e3);
   lua_getfield(L, 1, "backoff");
   read_backoff(L, lua_gettop(L), &cfg.backoff);
   lua_pop(L, 1);

@@ -46,9 +46,17 @@ void gn_bearer_adopt(gn_bearer_t *b, gn_token_result_t *r) {
   b->token = r->token;
   r->token = NULL;
   b->gen = r->gen;
+  b->expires_ms = r->expires_in_s > 0 ? gn_now_mono_ms() + (uint64_t)(r->expires_in_s * 1000.0) : 0;
+  if (r->expires_in_s * 1000.0 > (double)b->life_ms) b->life_ms = (uint64_t)(r->expires_in_s * 1000.0);
   if (r->fetched)
     gn_env_health(b->env, "token", json_pack("{s:s, s:f}", "event", "refreshed", "expires_in_s",
                                              r->expires_in_s));
+}
+
+int gn_bearer_half_spent(const gn_bearer_t *b) {
+  uint64_t now = gn_now_mono_ms();
+  return b->token && b->expires_ms && b->life_ms && (b->expires_ms <= now ||
+                                                    b->expires_ms - now < b->life_ms / 2);
 }
 
 void gn_bearer_refuse(gn_bearer_t *b) {

@@ -26,6 +26,8 @@ typedef struct {
   int purpose;       /* what the awaited token is for */
   char *token;       /* the adopted token, or NULL */
   uint64_t gen;      /* its generation in the cache */
+  uint64_t expires_ms; /* monotonic: its end as the token answer said (0: unknown) */
+  uint64_t life_ms;    /* the longest lifetime seen for this credential's tokens */
   void (*ready)(void *ud, int purpose, gn_token_result_t *r); /* the awaited result (cleared
                                                                  after it returns) */
   void *ud;
@@ -46,6 +48,9 @@ void gn_bearer_free(gn_bearer_t *b);
 int gn_bearer_ask(gn_bearer_t *b, int purpose, gn_token_result_t *r);
 /* Takes r's token as the held one. Returns nothing. */
 void gn_bearer_adopt(gn_bearer_t *b, gn_token_result_t *r);
+/* Returns 1 when the held token has less than half its lifetime left (a channel made with it
+ * would soon end with it, where channels end with their token), else 0. */
+int gn_bearer_half_spent(const gn_bearer_t *b);
 /* The held token was refused (401): the cache forgets it, the holder too. Returns nothing. */
 void gn_bearer_refuse(gn_bearer_t *b);
 /* Stops waiting for a fetch (no ready() for it). Returns nothing. */

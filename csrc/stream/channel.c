@@ -37,6 +37,7 @@
 #include "heartbeat.h"
 #include "message.h"
 #include "oauth.h"
+#include "renew.h"
 #include "rest.h"
 #include "retry.h"
 #include "rollover.h"
@@ -71,7 +72,8 @@ struct gn_channel {
   int attempt_hard;
   uint64_t connection_id;
   gn_gap_t gap;                /* the deaf interval */
-  int spare_held;              /* a rollover holds the budget's spare unit (env->spare) */
+  gn_renew_t renew;            /* the channel's end and its renewal (renew.h) */
+  int renew_roll;              /* the rollover under way (or waiting) is a renewal */
   int roll_waiting;            /* a socket_closing notice waits for that unit */
 };
 
@@ -137,13 +139,15 @@ static void proxy_fields(json_t *fields, long status);
 static void put_live(gn_channel_t *ch);
 static void roll_failed(void *ud, const char *msg);
 
-/* Gives the budget's spare unit back once no rollover needs it: B took over or failed (the old
- * channel it leaves is abandoned: the server closes it within its grace). */
-static void spare_check(gn_channel_t *ch) {
-  if (!ch->spare_held || ch->roll.active) return;
-  ch->spare_held = 0;
-  ch->env->spare(ch->env->spare_ud, 0);
+/* Gives the rollovers' units back once none is needed: an old channel counts at the server
+ * while its socket lives, so the units come back when the last draining socket is gone (and
+ * our close had time to reach the server), not when B takes over. */
+static void spare_give(gn_channel_t *ch, int all) {
+  int n = gn_roll_units_due(&ch->roll, all);
+  for (; ch->env->spare && n > 0; n--) ch->env->spare(ch->env->spare_ud, 0);
 }
+
+static void spare_check(gn_channel_t *ch) { spare_give(ch, 0); }
 
 static void roll_settled(void *ud) { spare_check(ud); }
 
@@ -197,10 +201,10 @@ static void live_token(gn_channel_t *ch, gn_token_result_t *r) {
 /* The token a rollover waited for. */
 static void roll_token(gn_channel_t *ch, gn_token_result_t *r) {
   if (r->kind == GN_TOK_AGAIN) {
-    if (fresh_token(ch, TOKP_ROLL)) gn_roll_post(&ch->roll, ch->bearer.token, ch->bearer.gen);
+    if (fresh_token(ch, TOKP_ROLL)) gn_roll_post(&ch->roll, ch->bearer.token, ch->bearer.gen, ch->bearer.expires_ms);
   } else if (r->kind == GN_TOK_OK) {
     gn_bearer_adopt(&ch->bearer, r);
-    gn_roll_post(&ch->roll, ch->bearer.token, ch->bearer.gen);
+    gn_roll_post(&ch->roll, ch->bearer.token, ch->bearer.gen, ch->bearer.expires_ms);
   } else if (ch->roll.active) {
     roll_failed(ch, r->error);
   }
@@ -340,12 +344,22 @@ static void channel_done(void *ud, const gn_http_result_t *hr) {
   ch->channel_id = id;
   ch->connect_uri = uri;
   ch->hard_next = ch->connect_failures = 0;
+  gn_renew_created(&ch->renew, gn_rest_channel_expires(hr), ch->bearer.expires_ms, ch->bearer.gen);
+  if (ch->env->budget_note) ch->env->budget_note(ch->env->spare_ud, GN_NOTE_CREATED, id);
   gn_subs_new_channel(&ch->subs);
   step_subscribe(ch);
 }
 
 static void step_channel(gn_channel_t *ch) {
   enter(ch, GN_ST_CHANNEL);
+  if (ch->env->budget_note && !ch->env->budget_note(ch->env->spare_ud, GN_NOTE_MAY_CREATE, NULL)) {
+    /* The server evicted a live channel below the budget: no new one until we hold fewer. */
+    attempt_failed(ch, "channel_budget", GN_REASON_ERROR, -1,
+                   json_pack("{s:s}", "error", "the server's channel limit is below the channels "
+                             "this credential holds (a live channel was evicted): waiting for one "
+                             "to close"));
+    return;
+  }
   ch->req = gn_rest_create_channel(gn_service_http(ch->env->svc), ch->env->conf, ch->bearer.token,
                                    channel_done, ch);
   if (!ch->req)
@@ -353,8 +367,18 @@ static void step_channel(gn_channel_t *ch) {
                    json_pack("{s:s}", "error", "cannot start the channel request"));
 }
 
+/* A subscription request succeeded: the channel lives its lifetime from when it was sent. */
+static void renewed(gn_channel_t *ch, const gn_http_result_t *hr) {
+  if (!gn_rest_ok(hr) || !gn_renew_subscribed(&ch->renew, ch->subs.sent_ms)) return;
+  GN_COUNT(ch->env, renewals);
+  health(ch, "renewal", json_pack("{s:s, s:s, s:f}", "event", "resubscribed", "channel_id",
+                                  chan_id(ch), "expires_in_ms",
+                                  (double)(gn_renew_end(&ch->renew) - gn_now_mono_ms())));
+}
+
 static void subscribe_done(void *ud, const gn_http_result_t *hr) {
   gn_channel_t *ch = ud;
+  renewed(ch, hr);
   /* A refused list (400/413) blames the topics new in it and the attempt connects anyway; a
    * topic added meanwhile is put once the socket is open. */
   if (gn_subs_answer(&ch->subs, ch->channel_id, hr, "subscribed", 1) == GN_SUBS_FAILED)
@@ -417,31 +441,43 @@ static void opened(gn_channel_t *ch) {
   put_live(ch);
 }
 
+void gn_channel_spare_wanted(gn_channel_t *ch);
+
 static void start_rollover(gn_channel_t *ch) {
-  if (ch->env->spare && !ch->spare_held) {
-    /* B is one more channel of the credential while the old one lives: the spare unit. When
-     * another rollover holds it, this one waits for it (gn_channel_spare_freed); if the server
-     * closes the socket first, the ordinary reconnect takes over. */
+  if (ch->env->spare) {
+    /* B is one more channel of the credential while the old one lives: a unit within the
+     * whole budget (the spare). When none is left, this one waits for one
+     * (gn_channel_spare_freed), and rollovers that hold one close their old sockets as soon as
+     * that loses nothing; if the server closes the socket first, the ordinary reconnect takes
+     * over. */
     if (!ch->env->spare(ch->env->spare_ud, 1)) {
       if (!ch->roll_waiting)
         health(ch, "rollover", json_pack("{s:s, s:s, s:s, s:s}", "event", "deferred", "reason",
                                          "channel_budget", "from", chan_id(ch), "error",
-                                         "the credential's spare channel is in use by another "
-                                         "rollover: this one starts when it is given back"));
+                                         "the credential's spare channel is in use (by another "
+                                         "rollover, or the budget shrank after an eviction): "
+                                         "this one starts when it is given back"));
       ch->roll_waiting = 1;
+      gn_channel_spare_wanted(ch); /* its own old socket too */
       return;
     }
-    ch->spare_held = 1;
+    ch->roll.unit = 1;
   }
   ch->roll_waiting = 0;
   gn_roll_begin(&ch->roll);
+  ch->roll.renewal = ch->renew_roll;
   enter(ch, GN_ST_ROLLOVER);
-  health(ch, "rollover", json_pack("{s:s, s:s}", "event", "started", "from", chan_id(ch)));
+  health(ch, "rollover", json_pack("{s:s, s:s, s:s}", "event", "started", "from", chan_id(ch),
+                                   "reason", ch->renew_roll ? "renewal" : "socket_closing"));
   if (ch->bearer.waiting) {
     roll_failed(ch, "a token refresh is under way");
     return;
   }
-  if (fresh_token(ch, TOKP_ROLL)) gn_roll_post(&ch->roll, ch->bearer.token, ch->bearer.gen);
+  /* B would end with a token past half its life (where channels end with their token): a new
+   * token for it (one fetch for every holder of the credential). */
+  if (ch->env->conf->renew.rule == GN_RENEW_BOTH && gn_bearer_half_spent(&ch->bearer))
+    gn_token_invalidate(ch->env->tok, ch->bearer.gen);
+  if (fresh_token(ch, TOKP_ROLL)) gn_roll_post(&ch->roll, ch->bearer.token, ch->bearer.gen, ch->bearer.expires_ms);
 }
 
 /* Channel B is open: it becomes the channel, and the old socket (if still there) is closed. */
@@ -452,6 +488,10 @@ static void roll_open(gn_channel_t *ch) {
   double heard_wall;
   gn_heartbeat_last_heard(&ch->hb, &heard_wall);
   gn_topics_t confirmed = {0};
+  double expires = ch->roll.expires_wall_ms;
+  uint64_t tok_end = ch->roll.token_end_ms, tok_gen = ch->roll.token_gen;
+  int renewal = ch->roll.renewal;
+  ch->renew_roll = 0;
   free(ch->connect_uri);
   /* The old socket is read until the server closes it (rollover.c): what it was already sent
    * still arrives; what both deliver arrives once. */
@@ -459,6 +499,14 @@ static void roll_open(gn_channel_t *ch) {
                heard_wall);
   gn_subs_adopt(&ch->subs, &confirmed);
   ch->hard_next = 0;
+  gn_renew_created(&ch->renew, expires, tok_end, tok_gen);
+  if (renewal) {
+    GN_COUNT(ch->env, renewal_rollovers);
+    health(ch, "renewal", json_pack("{s:s, s:s, s:s, s:f}", "event", "rollover", "from",
+                                    old_id ? old_id : "", "channel_id", chan_id(ch),
+                                    "expires_in_ms",
+                                    (double)(gn_renew_end(&ch->renew) - gn_now_mono_ms())));
+  }
   health(ch, "rollover", json_pack("{s:s, s:s, s:s, s:f, s:b}", "event", "completed", "from",
                                    old_id ? old_id : "", "to", chan_id(ch), "elapsed_ms",
                                    (double)(now - started), "gap", old == NULL));
@@ -483,6 +531,7 @@ static void roll_open(gn_channel_t *ch) {
 static void roll_failed(void *ud, const char *msg) {
   gn_channel_t *ch = ud;
   gn_roll_cancel(&ch->roll);
+  ch->renew_roll = 0;
   spare_check(ch);
   ch->hard_next = 1; /* the old channel is going away: the next attempt makes a new one */
   health(ch, "rollover", json_pack("{s:s, s:s, s:s}", "event", "failed", "error", msg ? msg : "",
@@ -511,6 +560,10 @@ static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t 
                                                      : chan_id(ch);
   if (conn == ch->conn) gn_heartbeat_heard(&ch->hb);
   else if (old) old->last_heard_wall_ms = gn_now_wall_ms();
+  if (old && gn_roll_pong(&ch->roll, conn, data, len)) { /* drained: its unit comes back */
+    spare_check(ch);
+    return;
+  }
   gn_msg_t m;
   switch (gn_msg_classify(data, len, binary, &m)) {
   case GN_MSG_MALFORMED:
@@ -523,6 +576,12 @@ static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t 
     ch->hard_next = 1;
     health(ch, "channel_gone", json_pack("{s:s, s:s}", "channel_id", chan_id(ch), "reason",
                                          m.reason));
+    /* Gone well before its end, and not said to have expired: evicted (or deleted). */
+    if (gn_renew_early_end(&ch->renew) && !strcasestr(m.reason, "expire")) {
+      GN_COUNT(ch->env, evictions);
+      if (ch->env->budget_note) ch->env->budget_note(ch->env->spare_ud, GN_NOTE_EVICTED, chan_id(ch));
+    }
+    gn_renew_forget(&ch->renew);
     break;
   case GN_MSG_HEARTBEAT:
     GN_COUNT(ch->env, heartbeats);
@@ -639,6 +698,7 @@ static void link_dead(void *ud) {
 
 static void live_put_done(void *ud, const gn_http_result_t *hr) {
   gn_channel_t *ch = ud;
+  renewed(ch, hr);
   switch (gn_subs_answer(&ch->subs, ch->channel_id, hr, "updated", 0)) {
   case GN_SUBS_PUT_AGAIN:
     put_live(ch);
@@ -667,6 +727,26 @@ static void put_live(gn_channel_t *ch) {
 }
 
 static void subs_retry(void *ud) { put_live(ud); }
+
+/* The channel is due for renewal (renew.h): resubscribe, or move to a new channel made with a
+ * newer token. A rollover already under way renews it anyway. */
+static void renew_due(void *ud, int how) {
+  gn_channel_t *ch = ud;
+  if (state(ch) != GN_ST_OPEN || !ch->conn) return; /* an attempt or a rollover makes a new one */
+  if (how == GN_RENEW_ROLLOVER) {
+    /* The channel ends with its token: B needs a newer one than the one that made it. */
+    if (ch->bearer.token && ch->bearer.gen == ch->renew.token_gen)
+      gn_token_invalidate(ch->env->tok, ch->bearer.gen);
+    ch->renew_roll = 1;
+    start_rollover(ch);
+    if (!ch->roll_waiting) return;
+    /* No unit for B yet: resubscribe meanwhile, which is enough where channels do not end with
+     * their token (the rollover follows when a unit comes back). */
+  }
+  gn_renew_asked(&ch->renew);
+  ch->subs.fresh = 1; /* put even when the server holds the wanted set */
+  put_live(ch);
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* BACKOFF: failures, the attempt record, the timer, the policy hook */
@@ -772,6 +852,8 @@ gn_channel_t *gn_channel_new(gn_env_t *env, char *err, size_t errlen) {
   gn_bearer_init(&ch->bearer, env, token_ready, ch);
   gn_roll_init(&ch->roll, env, &conn_cbs, ch, roll_failed);
   ch->roll.settled = roll_settled;
+  ch->roll.drain_ms = env->conf->renew.drain_ms;
+  gn_renew_init(&ch->renew, &env->conf->renew, renew_due, ch);
   if (gn_retry_init(&ch->retry, &env->conf->backoff, err, errlen) != 0 ||
       gn_subs_init(&ch->subs, env, subs_retry, ch, err, errlen) != 0) {
     free(ch);
@@ -796,6 +878,7 @@ void gn_channel_start(gn_channel_t *ch) {
   const gn_conf_t *conf = ch->env->conf;
   if (gn_retry_start(&ch->retry, loop, backoff_done, ch) != 0 ||
       gn_subs_start(&ch->subs, loop) != 0 || gn_roll_start(&ch->roll, loop) != 0 ||
+      gn_renew_start(&ch->renew, loop) != 0 ||
       gn_heartbeat_init(&ch->hb, loop, conf->idle_ms, conf->ping_timeout_ms, link_dead, ch) != 0 ||
       gn_flow_start(&ch->flow, ch->env, loop, &ch->hb, &ch->conn) != 0) {
     final_failure(ch, "memory", "out of memory");
@@ -811,7 +894,8 @@ void gn_channel_start(gn_channel_t *ch) {
 /* Everything of gn_channel_stop but the final state. */
 static void halt(gn_channel_t *ch) {
   gn_roll_close(&ch->roll);
-  spare_check(ch);
+  gn_renew_close(&ch->renew);
+  spare_give(ch, 1);
   /* The live socket ends with a close frame (the server sees it at once; an abort waits for
    * the loop's next event on that socket, which an idle one may not have for a while). */
   if (ch->conn && is_live(state(ch))) gn_conn_close(ch->conn, 1000, "client closed");
@@ -880,6 +964,10 @@ void gn_channel_room(gn_channel_t *ch) { gn_flow_room(&ch->flow); }
 
 void gn_channel_spare_freed(gn_channel_t *ch) {
   if (ch->roll_waiting && ch->conn && state(ch) == GN_ST_OPEN) start_rollover(ch);
+}
+
+void gn_channel_spare_wanted(gn_channel_t *ch) {
+  if (gn_roll_release(&ch->roll)) spare_check(ch);
 }
 
 void gn_channel_topics_changed(gn_channel_t *ch) {

@@ -49,6 +49,10 @@ void gn_channel_topics_changed(gn_channel_t *ch);
 /* The budget's spare unit came back: a rollover that waited for it starts. Returns nothing.
  * Service thread. */
 void gn_channel_spare_freed(gn_channel_t *ch);
+/* Another rollover of the credential waits for the spare unit: this channel's old sockets are
+ * closed as soon as nothing is lost by it (rollover.h, gn_roll_release). Returns nothing.
+ * Service thread. */
+void gn_channel_spare_wanted(gn_channel_t *ch);
 /* The policy hook's answer for attempt seq (see gn_client_policy_answer). Returns nothing.
  * Service thread. */
 void gn_channel_policy(gn_channel_t *ch, uint64_t seq, double delay_ms);

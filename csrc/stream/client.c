@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#define GN_EVICT_WINDOW_MS 2000 /* an eviction this soon after a creation was caused by it */
+
 /* One channel of the pool, with what it does not share with the others (its state, counters
  * and topics). Allocated on first use and kept until the client is freed (at most
  * GN_POOL_MAX), so the owner may read it at any time; the channel in it comes and goes. */
@@ -107,8 +109,61 @@ static void client_health(gn_client_t *c, const char *kind, json_t *fields) {
 /* A rollover asks for the credential's spare unit (take 1) or gives it back (take 0). */
 static int spare_cb(void *ud, int take) {
   gn_client_t *c = ud;
-  if (take) return gn_budget_take(c->budget, c->conf.channel_budget, 1);
+  if (take) {
+    if (gn_budget_take(c->budget, c->conf.channel_budget, 1)) return 1;
+    /* In use: this client's rollovers that hold it close their old sockets as soon as that
+     * loses nothing (the unit comes back, and the waiter is poked). */
+    for (int i = 0; i < GN_POOL_MAX; i++) {
+      gn_slot_t *s = slot_at(c, i);
+      if (s && s->ch && atomic_load(&s->running)) gn_channel_spare_wanted(s->ch);
+    }
+    return 0;
+  }
   gn_budget_give(c->budget, NULL); /* this client's other rollovers may wait for it too */
+  return 1;
+}
+
+/* What the budget hears from a channel (env.h's GN_NOTE_*). An eviction of a live channel
+ * right after one of the credential's creations means the server allows fewer channels than
+ * the credential holds: the budget shrinks below what was held (no more churn: a channel is
+ * created only once the credential holds fewer than the server's limit). Service thread. */
+static int budget_note_cb(void *ud, int what, const char *channel_id) {
+  gn_client_t *c = ud;
+  uint64_t now = gn_now_mono_ms();
+  if (what == GN_NOTE_CREATED) {
+    gn_budget_created(c->budget, now);
+    return 1;
+  }
+  int cap = gn_budget_cap(c->budget), used = gn_budget_used(c->budget);
+  if (what == GN_NOTE_MAY_CREATE) return !cap || used <= cap;
+  uint64_t last = gn_budget_last_created(c->budget);
+  if (last && now - last < GN_EVICT_WINDOW_MS && used >= 2) {
+    /* First the rollovers' extra channels go: the budget becomes the regular channels this
+     * client holds (no spare: renewals resubscribe, channels that end are replaced, reported).
+     * An eviction while no extra channel is held means the server cannot even hold those: one
+     * fewer (a channel of the pool waits, reported, rather than evicting another for ever). */
+    int regular = 0;
+    for (int i = 0; i < GN_POOL_MAX; i++) {
+      gn_slot_t *s = slot_at(c, i);
+      regular += s && s->unit;
+    }
+    int was = cap ? cap : c->conf.channel_budget;
+    cap = gn_budget_shrink(c->budget, used > regular ? regular : regular - 1);
+    char msg[300];
+    snprintf(msg, sizeof msg, "the server removed live channel %s when this credential created "
+             "its channel number %d: the server allows fewer channels than the budget (%d); the "
+             "budget is now %d (one kept spare for rollovers)", channel_id, used, was, cap);
+    client_health(c, "budget", json_pack("{s:s, s:s, s:i, s:i, s:i, s:s}", "event", "shrunk",
+                                         "channel_id", channel_id, "channels", used, "was", was,
+                                         "budget", cap, "error", msg));
+  } else {
+    client_health(c, "budget", json_pack("{s:s, s:s, s:i, s:s}", "event", "evicted",
+                                         "channel_id", channel_id, "channels", used, "error",
+                                         "the server removed a live channel before its end, not "
+                                         "after a creation of this process: another process or "
+                                         "integration with the same OAuth client creates "
+                                         "channels, or the channel was deleted"));
+  }
   return 1;
 }
 
@@ -135,6 +190,7 @@ static gn_slot_t *slot_get(gn_client_t *c, int i) {
   s->env.index = i;
   s->env.stamp = &c->pooled;
   s->env.spare = spare_cb;
+  s->env.budget_note = budget_note_cb;
   s->env.spare_ud = c;
   gn_slot_t *s0 = slot_at(c, 0);
   if (s0) s->env.tap = s0->env.tap; /* the gate's (gn_client_set_gate) */

@@ -49,6 +49,8 @@ typedef struct {
   void *ud;
 } gn_tap_t;
 
+enum { GN_NOTE_CREATED = 0, GN_NOTE_MAY_CREATE, GN_NOTE_EVICTED };
+
 typedef struct {
   const gn_conf_t *conf;
   gn_service_t *svc;
@@ -65,6 +67,11 @@ typedef struct {
   _Atomic int *stamp;
   int (*spare)(void *ud, int take);
   void *spare_ud;
+  /* the credential's budget told of a channel created (GN_NOTE_CREATED), asked whether one may
+   * be created now (GN_NOTE_MAY_CREATE: 1 yes, 0 no: the server's limit is below what the
+   * credential holds), told of a live channel the server removed before its end
+   * (GN_NOTE_EVICTED); with spare_ud. NULL: none. Service thread. */
+  int (*budget_note)(void *ud, int what, const char *channel_id);
   int count_events;       /* count events in metrics too (the queue counts them elsewhere) */
   const gn_tap_t *tap;    /* NULL: none */
 } gn_env_t;

@@ -3,7 +3,9 @@
 #include "gn_util.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
+#include <time.h>
 
 /* The longest token a request header takes; a longer one is refused before any request. */
 #define MAX_TOKEN 4000
@@ -78,6 +80,16 @@ gn_http_req_t *gn_rest_put_topics(gn_http_t *h, const gn_conf_t *conf, const cha
   return r;
 }
 
+gn_http_req_t *gn_rest_delete_topics(gn_http_t *h, const gn_conf_t *conf, const char *token,
+                                     const char *channel_id, gn_http_cb cb, void *ud) {
+  if (!gn_rest_channel_id_ok(channel_id)) return NULL;
+  char *url = url_of(conf->api_base, "/api/v2/notifications/channels/", channel_id,
+                     "/subscriptions");
+  gn_http_req_t *r = url ? call(h, conf, token, "DELETE", url, NULL, cb, ud) : NULL;
+  free(url);
+  return r;
+}
+
 int gn_rest_ok(const gn_http_result_t *hr) {
   return !hr->error && (hr->status == 200 || hr->status == 201 || hr->status == 204);
 }
@@ -101,6 +113,38 @@ int gn_rest_channel_answer(const gn_http_result_t *hr, char **id, char **uri) {
   free(*uri);
   *id = *uri = NULL;
   return rc;
+}
+
+double gn_rest_channel_expires(const gn_http_result_t *hr) {
+  if (hr->error || (hr->status != 200 && hr->status != 201)) return -1;
+  json_t *j = json_loadb(hr->body, hr->body_len, 0, NULL);
+  const char *s = json_string_value(json_object_get(j, "expires"));
+  double ms = -1;
+  struct tm tm;
+  memset(&tm, 0, sizeof tm);
+  int n = 0;
+  if (s && sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) == 6) {
+    const char *p = s + n;
+    double frac = 0;
+    if (*p == '.') {
+      char *end;
+      frac = strtod(p, &end);
+      p = end;
+    }
+    long off = 0; /* seconds east of UTC */
+    int oh, om;
+    if ((*p == '+' || *p == '-') && sscanf(p + 1, "%2d:%2d", &oh, &om) == 2)
+      off = (*p == '-' ? -1 : 1) * (oh * 3600L + om * 60L);
+    else if (*p != 'Z' && *p != 'z' && *p)
+      off = LONG_MAX;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    time_t t = off == LONG_MAX ? (time_t)-1 : timegm(&tm);
+    if (t != (time_t)-1) ms = ((double)t - (double)off + frac) * 1000.0;
+  }
+  json_decref(j);
+  return ms;
 }
 
 void gn_rest_failure(const gn_http_result_t *hr, const char *what, gn_rest_failure_t *f) {

@@ -25,6 +25,11 @@ gn_http_req_t *gn_rest_put_topics(gn_http_t *h, const gn_conf_t *conf, const cha
                                   const char *channel_id, const gn_topics_t *topics,
                                   gn_http_cb cb, void *ud);
 
+/* DELETE .../channels/{id}/subscriptions (every topic off the channel). Returns the request, or
+ * NULL when it could not start. Loop thread. */
+gn_http_req_t *gn_rest_delete_topics(gn_http_t *h, const gn_conf_t *conf, const char *token,
+                                     const char *channel_id, gn_http_cb cb, void *ud);
+
 /* The longest channel id taken (Genesys's are about 30 characters). */
 #define GN_CHANNEL_ID_MAX 128
 /* Returns 1 when id is a plain channel id: 1 to GN_CHANNEL_ID_MAX letters, digits, '-' or '_'
@@ -41,6 +46,11 @@ int gn_rest_ok(const gn_http_result_t *hr);
  * *uri malloc'd, -1 when it is not a success or the fields are missing, -2 when out of
  * memory, -3 when the id is not a plain channel id (gn_rest_channel_id_ok). */
 int gn_rest_channel_answer(const gn_http_result_t *hr, char **id, char **uri);
+
+/* The "expires" of a successful channel creation answer (ISO-8601: "2026-01-02T03:04:05.678Z",
+ * or with an offset "+01:00"). Returns it in wall-clock ms since 1970, or -1 when the answer has
+ * none or it cannot be read. */
+double gn_rest_channel_expires(const gn_http_result_t *hr);
 
 typedef enum {
   GN_REST_RETRY = 0, /* back off and try again (reason, why, retry_after_ms say how) */

@@ -21,6 +21,8 @@ void gn_roll_init(gn_roll_t *r, gn_env_t *env, const gn_conn_cbs_t *conn_cbs, vo
   r->ud = ud;
   r->failed = failed;
   gn_dedup_init(&r->dedup, DEDUP_MAX_AGE_MS);
+  r->expires_wall_ms = -1;
+  r->drain_ms = 10000;
 }
 
 static void drain_cb(uv_timer_t *t);
@@ -35,13 +37,47 @@ static int draining(const gn_roll_t *r) {
   return 0;
 }
 
+static int busy(const gn_roll_t *r) { return r->active || draining(r); }
+
+/* A unit comes back at due (monotonic). */
+static void unit_back(gn_roll_t *r, uint64_t due) {
+  if (r->nunits < (int)(sizeof r->unit_due / sizeof r->unit_due[0])) r->unit_due[r->nunits++] = due;
+}
+
+int gn_roll_units_due(gn_roll_t *r, int all) {
+  uint64_t now = gn_now_mono_ms();
+  int n = 0;
+  for (int i = 0; i < r->nunits;)
+    if (all || r->unit_due[i] <= now) {
+      r->unit_due[i] = r->unit_due[--r->nunits];
+      n++;
+    } else {
+      i++;
+    }
+  if (all) {
+    n += r->unit;
+    r->unit = 0;
+    for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++) {
+      n += r->old[i].unit;
+      r->old[i].unit = 0;
+    }
+  }
+  return n;
+}
+
 /* Nothing overlaps any more: de-duplication runs a little longer (the new socket may still
  * bring what an old one delivered first), then ends. */
 static void maybe_settle(gn_roll_t *r) {
-  if (!r->active && !draining(r)) r->dedup_until_ms = gn_now_mono_ms() + GN_ROLL_DEDUP_TAIL_MS;
+  if (!r->active && !draining(r)) {
+    r->dedup_until_ms = gn_now_mono_ms() + GN_ROLL_DEDUP_TAIL_MS;
+    r->release_wanted = 0;
+  }
 }
 
 void gn_roll_cancel(gn_roll_t *r) {
+  if (r->unit) /* B is given up: its unit comes back (after our close reached the server) */
+    unit_back(r, gn_now_mono_ms() + (r->conn ? GN_ROLL_CLOSE_SETTLE_MS : 0));
+  r->unit = 0;
   if (r->req) gn_http_cancel(r->req);
   r->req = NULL;
   if (r->conn) gn_conn_abort(r->conn);
@@ -54,15 +90,23 @@ void gn_roll_cancel(gn_roll_t *r) {
   gn_topics_free(&r->sent);
   gn_topics_free(&r->confirmed);
   r->active = 0;
+  r->renewal = 0;
+  r->expires_wall_ms = -1;
+  r->token_end_ms = 0;
   maybe_settle(r);
 }
 
 static void forget_old(gn_roll_old_t *o) {
+  gn_roll_t *r = o->roll;
+  /* We closed it: the server may handle our close after our next request. */
+  if (r && o->unit) unit_back(r, gn_now_mono_ms() + (o->by_us ? GN_ROLL_CLOSE_SETTLE_MS : 0));
+  if (o->req) gn_http_cancel(o->req);
   free(o->channel_id);
   memset(o, 0, sizeof *o);
 }
 
 static void report_drained(gn_roll_t *r, gn_roll_old_t *o, int code, int clean);
+static void arm_drain(gn_roll_t *r);
 
 void gn_roll_abort_all(gn_roll_t *r) {
   gn_roll_cancel(r);
@@ -70,9 +114,10 @@ void gn_roll_abort_all(gn_roll_t *r) {
   for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++)
     if (r->old[i].conn) { /* cut short: reported like a socket lost while draining */
       gn_conn_abort(r->old[i].conn);
+      r->old[i].by_us = 1;
       report_drained(r, &r->old[i], 1006, 0);
     }
-  if (r->drain_timer) uv_timer_stop(r->drain_timer);
+  arm_drain(r); /* only the settling of what was closed is left to wait for */
   gn_dedup_clear(&r->dedup);
   r->dedup_until_ms = 0;
 }
@@ -119,6 +164,7 @@ static void channel_done(void *ud, const gn_http_result_t *hr) {
   gn_roll_t *r = ud;
   r->req = NULL;
   int rc = gn_rest_channel_answer(hr, &r->channel_id, &r->connect_uri);
+  r->expires_wall_ms = rc == 0 ? gn_rest_channel_expires(hr) : -1;
   if (rc != 0) {
     char msg[200];
     if (rc == -3) snprintf(msg, sizeof msg, "creating the new channel: %s", GN_BAD_CHANNEL_ID);
@@ -128,17 +174,19 @@ static void channel_done(void *ud, const gn_http_result_t *hr) {
     fail(r, msg);
     return;
   }
+  if (r->env->budget_note) r->env->budget_note(r->env->spare_ud, GN_NOTE_CREATED, r->channel_id);
   if (gn_topics_copy(&r->sent, r->env->topics) == 0)
     r->req = gn_rest_put_topics(gn_service_http(r->env->svc), r->env->conf, r->token,
                                 r->channel_id, &r->sent, sub_done, r);
   if (!r->req) fail(r, "cannot start the subscription request for the new channel");
 }
 
-void gn_roll_post(gn_roll_t *r, const char *token, uint64_t gen) {
+void gn_roll_post(gn_roll_t *r, const char *token, uint64_t gen, uint64_t token_end_ms) {
   if (!r->active || r->req || r->conn) return;
   gn_free_secret(r->token);
   r->token = gn_strdup(token);
   r->token_gen = gen;
+  r->token_end_ms = token_end_ms;
   if (r->token)
     r->req = gn_rest_create_channel(gn_service_http(r->env->svc), r->env->conf, r->token,
                                     channel_done, r);
@@ -153,6 +201,8 @@ static void arm_drain(gn_roll_t *r) {
   uint64_t next = 0;
   for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++)
     if (r->old[i].conn && (!next || r->old[i].until_ms < next)) next = r->old[i].until_ms;
+  for (int i = 0; i < r->nunits; i++)
+    if (!next || r->unit_due[i] < next) next = r->unit_due[i];
   if (!r->drain_timer) return;
   if (!next) {
     uv_timer_stop(r->drain_timer);
@@ -196,17 +246,26 @@ static void report_drained(gn_roll_t *r, gn_roll_old_t *o, int code, int clean) 
   forget_old(o);
 }
 
+static void unsub_done(void *ud, const gn_http_result_t *hr) {
+  gn_roll_old_t *o = ud;
+  o->req = NULL;
+  if (!o->conn || !gn_rest_ok(hr)) return;
+  static const char ping[] = "{\"message\":\"ping\"}";
+  o->pinged = gn_conn_send_text(o->conn, ping, sizeof ping - 1) == 0;
+}
+
 static void drain_cb(uv_timer_t *t) {
   gn_roll_t *r = t->data;
   uint64_t now = gn_now_mono_ms();
   for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++)
     if (r->old[i].conn && r->old[i].until_ms <= now) {
       gn_conn_close(r->old[i].conn, 1000, "rollover: drained");
+      r->old[i].by_us = 1;
       report_drained(r, &r->old[i], 1000, 0);
     }
   arm_drain(r);
   maybe_settle(r);
-  if (r->settled && !draining(r)) r->settled(r->ud);
+  if (r->settled) r->settled(r->ud); /* units may have come back */
 }
 
 void gn_roll_take(gn_roll_t *r, gn_conn_t **conn, char **channel_id, char **connect_uri,
@@ -231,18 +290,31 @@ void gn_roll_take(gn_roll_t *r, gn_conn_t **conn, char **channel_id, char **conn
     }
     if (r->old[slot].conn) { /* the oldest of too many: it has had its time */
       gn_conn_close(r->old[slot].conn, 1000, "rollover: drained");
+      r->old[slot].by_us = 1;
       report_drained(r, &r->old[slot], 1000, 0);
     }
     gn_roll_old_t *o = &r->old[slot];
     o->conn = old;
     o->channel_id = gn_strdup(old_id ? old_id : "");
-    o->until_ms = gn_now_mono_ms() + GN_ROLL_DRAIN_MS;
+    o->until_ms = gn_now_mono_ms() + (r->renewal ? (uint64_t)r->drain_ms : GN_ROLL_DRAIN_MS);
     o->last_heard_wall_ms = old_last_heard_wall_ms;
     o->notice_wall_ms = r->notice_wall_ms;
     o->successor_open_wall_ms = gn_now_wall_ms();
     o->serial = r->live_serial;
     o->overlapped = 0;
     o->flow = r->live_after_notice;
+    o->roll = r;
+    o->ours = r->renewal;
+    o->unit = r->unit; /* B's unit now stands for the old channel, while it lives */
+    r->unit = 0;
+    /* The successor is open and subscribed: every event from now on reaches it. The old
+     * channel's topics come off (DELETE), then a ping goes out on it: its pong comes after
+     * everything the server had written there, so once it is in the old socket carries
+     * nothing more and is closed (its budget unit free at once, not after the server's
+     * grace). Without an answer the drain runs its course. */
+    if (r->token)
+      o->req = gn_rest_delete_topics(gn_service_http(r->env->svc), r->env->conf, r->token,
+                                     o->channel_id, unsub_done, o);
     arm_drain(r);
   }
   r->live_serial = r->b_serial; /* B is the live socket now */
@@ -262,6 +334,43 @@ void gn_roll_drained(gn_roll_t *r, gn_conn_t *conn, int code, int clean) {
   report_drained(r, o, code, clean);
   arm_drain(r);
   maybe_settle(r);
+}
+
+int gn_roll_pong(gn_roll_t *r, gn_conn_t *conn, const char *data, size_t len) {
+  gn_roll_old_t *o = gn_roll_draining(r, conn);
+  if (!o || !o->pinged || len > 512) return 0;
+  json_t *j = json_loadb(data, len, 0, NULL);
+  const char *topic = json_string_value(json_object_get(j, "topicName"));
+  const char *msg = json_string_value(json_object_get(json_object_get(j, "eventBody"), "message"));
+  int pong = topic && msg && !strcmp(topic, "channel.metadata") && !strcmp(msg, "pong");
+  json_decref(j);
+  if (!pong) return 0;
+  o->proven = 1;
+  o->overlapped = 1; /* nothing was missed between it and its successor */
+  if (!o->ours && !r->release_wanted) return 0;
+  gn_conn_close(conn, 1000, "rollover: drained");
+  o->by_us = 1;
+  report_drained(r, o, 1000, 1);
+  arm_drain(r);
+  maybe_settle(r);
+  return 1;
+}
+
+int gn_roll_release(gn_roll_t *r) {
+  int n = 0;
+  if (busy(r)) r->release_wanted = 1;
+  for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++)
+    if (r->old[i].conn && r->old[i].proven) {
+      gn_conn_close(r->old[i].conn, 1000, "rollover: drained");
+      r->old[i].by_us = 1;
+      report_drained(r, &r->old[i], 1000, 1);
+      n++;
+    }
+  if (n) {
+    arm_drain(r);
+    maybe_settle(r);
+  }
+  return n;
 }
 
 int gn_roll_seen(gn_roll_t *r, const char *id, uint64_t now_ms, const gn_conn_t *conn) {

@@ -31,6 +31,8 @@
 #define GN_ROLL_DRAIN_MS 90000  /* an old socket is read at most this long after the hand-over */
 #define GN_ROLL_DRAIN_MAX 4     /* old sockets draining at once (back-to-back rollovers) */
 #define GN_ROLL_DEDUP_TAIL_MS 5000 /* de-duplication goes on this long after the last drain */
+#define GN_ROLL_CLOSE_SETTLE_MS 250  /* a socket we closed counts at the server this long more
+                                      (our close frame may reach it after our next request) */
 
 typedef struct {
   gn_conn_t *conn;
@@ -42,6 +44,14 @@ typedef struct {
   uint64_t events;            /* events it delivered after the hand-over (first copies) */
   uint32_t serial;            /* its number among the rollover's sockets (later: higher) */
   int overlapped;             /* an event came on it and on a later socket: no gap between */
+  int pinged;                 /* a ping went out on it once its topics were off: its pong
+                                 proves that everything the server wrote to it is in */
+  int proven;                 /* the pong came: closing it now loses nothing */
+  int ours;                   /* a renewal's: the server will not close it, we do */
+  int unit;                   /* holds a unit of the budget (its rollover's) */
+  int by_us;                  /* we closed it (the server may learn it a moment later) */
+  gn_http_req_t *req;         /* taking its topics off (DELETE subscriptions) */
+  void *roll;                 /* its gn_roll_t */
   uint64_t flow;              /* events seen since its notice, on it or (first copies) later */
 } gn_roll_old_t;
 
@@ -60,6 +70,18 @@ typedef struct {
   gn_conn_t *conn;
   char *channel_id, *connect_uri;
   gn_topics_t sent, confirmed;   /* B's subscriptions: asked for, then held */
+  int renewal;                   /* a renewal (renew.h), not a socket_closing notice: nobody
+                                    closes the old socket but us, after drain_ms at most */
+  long drain_ms;
+  int release_wanted;            /* the spare unit is wanted: close old sockets once proven */
+  int unit;                      /* B's unit of the budget (the caller took it): it passes to
+                                    the old socket at the hand-over and comes back (units_due)
+                                    once that socket is gone, GN_ROLL_CLOSE_SETTLE_MS later when
+                                    we closed it; at once when B fails */
+  uint64_t unit_due[2 * GN_ROLL_DRAIN_MAX]; /* monotonic: units that come back then */
+  int nunits;
+  double expires_wall_ms;        /* B's creation answer's expires (-1: none) */
+  uint64_t token_end_ms;         /* B's token's end (monotonic, 0 unknown) */
 
   double notice_wall_ms;         /* the live socket's socket_closing notice was read */
   uint32_t next_serial;          /* sockets are numbered in the order they open */
@@ -83,9 +105,23 @@ void gn_roll_close(gn_roll_t *r);
 /* Marks a rollover as started (the token comes next); de-duplication starts now. Returns
  * nothing. */
 void gn_roll_begin(gn_roll_t *r);
-/* Creates channel B with token (generation gen, invalidated on a 401). Returns nothing;
- * failures go to failed(). A no-op when no rollover is active or B is already under way. */
-void gn_roll_post(gn_roll_t *r, const char *token, uint64_t gen);
+/* Creates channel B with token (generation gen, invalidated on a 401; its end token_end_ms,
+ * monotonic, 0 unknown). Returns nothing; failures go to failed(). A no-op when no rollover is
+ * active or B is already under way. */
+void gn_roll_post(gn_roll_t *r, const char *token, uint64_t gen, uint64_t token_end_ms);
+/* Returns the number of budget units that came back (taken out of r: the caller gives them to
+ * the budget); all: every unit r holds, at once (the channel stops or reconnects). settled()
+ * runs when the drain timer finds some due. */
+int gn_roll_units_due(gn_roll_t *r, int all);
+/* A message on conn: when conn is a draining socket and this is the pong to the ping sent on it
+ * after its topics came off, everything the server had written to it is in (proven). A
+ * renewal's old socket, or any while the spare unit is wanted (gn_roll_release), is then
+ * closed (no gap) and forgotten; a socket_closing's is otherwise read until the server closes
+ * it. Returns 1 when it was closed, else 0. */
+int gn_roll_pong(gn_roll_t *r, gn_conn_t *conn, const char *data, size_t len);
+/* Another rollover waits for the spare unit: old sockets are closed as soon as they are proven
+ * (at once for those already proven). Returns the number closed now. */
+int gn_roll_release(gn_roll_t *r);
 /* Abandons B (no callback); draining sockets go on. Returns nothing. */
 void gn_roll_cancel(gn_roll_t *r);
 /* Abandons B and closes the draining sockets (a reconnect or a final failure). Returns

@@ -160,7 +160,7 @@ local ALLOWED = {
   overflow = true, pause_max_ms = true,
   max_message_size = true, on_event = true, on_health = true, name = true, context = true,
   audit = true, policy = true, proxy = true, no_proxy = true, channel_budget = true,
-  redis = true,
+  redis = true, renew = true,
 }
 
 -- ---- redis (a fleet member: see the README, "Running a fleet") ----------------------------
@@ -519,6 +519,24 @@ function _M.config(cfg)
   out.queue_limit = opt_int(cfg, "queue_limit", "queue_limit", 1, 1000000000)
   -- channels of the credential (client id + login host) across the process, one kept spare
   out.channel_budget = opt_int(cfg, "channel_budget", "channel_budget", 2, 1000)
+  local rn = cfg.renew
+  if rn ~= nil then
+    -- renewal before a channel's or its token's end (docs: "Channel and token lifetimes")
+    if type(rn) ~= "table" then
+      fail("renew", "a table {rule=, at=, margin_ms=, drain_ms=}", describe(rn))
+    end
+    check_keys(rn, { rule = true, at = true, margin_ms = true, drain_ms = true }, "renew.")
+    if rn.rule ~= nil and rn.rule ~= "both" and rn.rule ~= "channel" and rn.rule ~= "off" then
+      fail("renew.rule", '"both", "channel" or "off"', describe(rn.rule))
+    end
+    out.renew_rule = rn.rule
+    if rn.at ~= nil and (type(rn.at) ~= "number" or rn.at ~= rn.at or rn.at < 0.1 or rn.at > 0.95) then
+      fail("renew.at", "a fraction of the lifetime from 0.1 to 0.95", describe(rn.at))
+    end
+    out.renew_at = rn.at
+    out.renew_margin_ms = opt_ms(rn, "margin_ms", "renew.margin_ms", 0, 86400000)
+    out.renew_drain_ms = opt_ms(rn, "drain_ms", "renew.drain_ms", 100, 600000)
+  end
   out.queue_bytes = opt_int(cfg, "queue_bytes", "queue_bytes", 65536, 1099511627776, "bytes")
   if cfg.overflow ~= nil and cfg.overflow ~= "drop" and cfg.overflow ~= "pause" then
     fail("overflow", '"drop" or "pause"', describe(cfg.overflow))

@@ -110,6 +110,17 @@ for _, tls in ipairs { false, true } do
       end
       assert.truthy(notice)
       assert.is_string(notice.msg.metadata.CorrelationId)
+      -- the official SystemMessageSystemMessage fields (userId: null for client credentials)
+      local b = notice.msg.eventBody
+      assert.equal(ch.id, b.channelId)
+      assert.equal(notice.msg.metadata.CorrelationId, b.correlationId)
+      for _, k in ipairs { "systemTopicType", "organizationId", "oauthClientId",
+                           "oauthClientOrgId", "reason", "message" } do
+        assert.is_string(b[k], k)
+      end
+      assert.equal("test-id", b.oauthClientId)
+      assert.equal("table", type(b.data))
+      assert.is_true(b.userId == cjson.null, "userId")
       assert.equal("close", r["end"]["end"])
       assert.equal(1001, r["end"].code)
       local grace = r["end"].elapsed_ms - notice.t

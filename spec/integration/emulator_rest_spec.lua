@@ -270,6 +270,67 @@ describe("emulator channel limits and lifetime", function()
     assert.same({ "v2.users.x.presence" }, s.channels[a1].subscriptions)
   end)
 
+  it("--channel-ends-with-token: a channel ends with the token that created it, whatever "
+    .. "its expires and a resubscribe say; without it the channel lives on", function()
+    for _, ends in ipairs { true, false } do
+      local emu = emulator.start { token_ttl = 2, channel_ttl = 60, channel_ends_with_token = ends }
+      finally(function() emu:stop() end)
+      local t0 = emulator.now()
+      local tok = emu:token()
+      local ch = emu:channel(tok)
+      -- expires is the channel's own end (about 60 s away), not the token's
+      local y, mo, d, h, mi, sec = ch.expires:match("^(%d+)-(%d+)-(%d+)T(%d+):(%d+):([%d.]+)Z$")
+      assert.truthy(y, ch.expires)
+      local left = os.time { year = y, month = mo, day = d, hour = h, min = mi, sec = 0 }
+        + tonumber(sec) - (os.time(os.date("!*t")) - os.time()) - os.time()
+      assert.is_true(left > 40 and left < 80, "expires in " .. left .. " s")
+      assert.equal(200, (emu:rest(tok, "PUT", "/channels/" .. ch.id .. "/subscriptions",
+        { { id = "v2.users.u.presence" } })))
+      emulator.sleep(2.5 - (emulator.now() - t0))
+      local tok2 = emu:token()
+      local st = emu:http("HEAD", "/api/v2/notifications/channels/" .. ch.id,
+        { headers = { Authorization = "Bearer " .. tok2 } })
+      assert.equal(ends and 404 or 200, st)
+      assert.equal(ends, emu:stats().channels[ch.id].expired)
+      emu:stop()
+    end
+  end)
+
+  it("GET channels lists this token's channels by default, includechannels=oauthclient all "
+    .. "of the client's", function()
+    local emu = emulator.start {}
+    finally(function() emu:stop() end)
+    local t1, t2 = emu:token(), emu:token()
+    local a, b = emu:channel(t1).id, emu:channel(t2).id
+    local function ids(tok, q)
+      local st, list = emu:rest(tok, "GET", "/channels" .. (q or ""))
+      assert.equal(200, st)
+      local out = {}
+      for _, e in ipairs(list.entities) do out[#out + 1] = e.id end
+      table.sort(out)
+      return out
+    end
+    assert.same({ a }, ids(t1))
+    assert.same({ b }, ids(t2, "?includechannels=token"))
+    local both = { a, b }
+    table.sort(both)
+    assert.same(both, ids(t1, "?includechannels=oauthclient"))
+    assert.equal(400, (emu:rest(t1, "GET", "/channels?includechannels=everything")))
+  end)
+
+  it("counts the most channels a client held at once, live and connected, and the "
+    .. "subscription requests", function()
+    local emu = emulator.start { max_channels = 3 }
+    finally(function() emu:stop() end)
+    local tok = emu:token()
+    for _ = 1, 5 do emu:channel(tok, { "v2.users.u.presence" }) end
+    local g = emu:stats().global
+    assert.equal(3, g.channels_live_peak)       -- the limit held: the 4th and 5th evicted
+    assert.equal(0, g.channels_connected_peak)
+    assert.equal(3, g.max_channels)
+    assert.equal(5, g.subscription_requests)
+  end)
+
   it("expires tokens after --token-ttl", function()
     local emu = emulator.start { token_ttl = 2 }
     finally(function() emu:stop() end)

@@ -5,7 +5,8 @@
 --
 --   local emulator = require "support.emulator"
 --   local emu = emulator.start{ tls = true, clients = {"test-id:test-secret"}, token_ttl = 3600,
---     channel_ttl = 86400, heartbeat_ms = 30000, args = {"--event-rate", "10"}, port = nil }
+--     channel_ttl = 86400, heartbeat_ms = 30000, args = {"--event-rate", "10"}, port = nil,
+--     max_channels = 20, channel_ends_with_token = false }
 --   (TLS with other certificates: cert =, key =, ca_file = (emu.ca_file); admin_insecure = true
 --   makes the spec's own curl calls skip verification, for a server with a bad certificate)
 --   emu.port, emu.host, emu.ca_file, emu.base_url, emu.pid, emu.ws_scheme
@@ -114,6 +115,8 @@ local function build_args(o)
   if o.token_ttl then a[#a + 1] = "--token-ttl"; a[#a + 1] = tostring(o.token_ttl) end
   if o.channel_ttl then a[#a + 1] = "--channel-ttl"; a[#a + 1] = tostring(o.channel_ttl) end
   if o.heartbeat_ms then a[#a + 1] = "--heartbeat-ms"; a[#a + 1] = tostring(o.heartbeat_ms) end
+  if o.max_channels then a[#a + 1] = "--max-channels"; a[#a + 1] = tostring(o.max_channels) end
+  if o.channel_ends_with_token then a[#a + 1] = "--channel-ends-with-token" end
   if o.tls then
     local _, cert, key = _M.certs()
     cert, key = o.cert or cert, o.key or key
