@@ -131,7 +131,8 @@ DEB_PKGS := build-essential pkg-config lua5.4 liblua5.4-dev lua-busted luarocks 
 	lua-check libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libcurl4-openssl-dev \
 	libssl-dev libjansson-dev luajit2 libluajit2-5.1-dev valgrind clang libclang-rt-14-dev \
 	cppcheck openssl curl python3 prometheus tinyproxy lua-luv lua-cqueues \
-	nginx libnginx-mod-http-lua lua-resty-core redis-server libhiredis-dev zip unzip
+	nginx libnginx-mod-http-lua lua-resty-core redis-server libhiredis-dev zip unzip \
+	python3-websockets cmake
 # Node.js (for the emulator's conformance test with Genesys's JS SDK) comes from Debian only when
 # no node/npm is on the PATH: some images ship NodeSource's nodejs, which conflicts with Debian's npm.
 NODE_PKGS := $(if $(shell command -v node),,nodejs) $(if $(shell command -v npm),,npm)
@@ -302,3 +303,36 @@ install: module
 
 clean:
 	rm -rf build
+
+# ---------------------------------------------------------------------------------------------
+# The other libwebsockets line (issue 24 item 5): Debian 12 ships 4.1.6, Ubuntu 24.04 LTS 4.3.3
+# (Debian 13 4.3.5). `make deps-lws433` builds 4.3.3 from ../shared/deps (DEPS_SRC; its README)
+# into build/lws-4.3.3 (never into the repository), with the libuv event loop linked in;
+# `make test-lws433` builds the module against it into build/lua5.4-lws433 and runs the C tests
+# and the specs of the connection (LWS433_SPECS: the client specs, the hostile gateway, the TLS
+# matrix, proxies, foreign servers) with it. CI runs it as one leg (.ci/run).
+DEPS_SRC ?= $(firstword $(wildcard $(abspath ../shared/deps) $(abspath ../../shared/deps)) \
+	$(abspath ../shared/deps))
+LWS433 := $(abspath build/lws-4.3.3)
+LWS433_ENV := PKG_CONFIG_PATH=$(LWS433)/lib/pkgconfig LD_LIBRARY_PATH=$(LWS433)/lib
+LWS433_SPECS ?= $(wildcard spec/integration/client_*_spec.lua) spec/integration/hostile_spec.lua \
+	spec/integration/foreign_servers_spec.lua
+.PHONY: deps-lws433 test-lws433
+deps-lws433: $(LWS433)/lib/pkgconfig/libwebsockets.pc
+$(LWS433)/lib/pkgconfig/libwebsockets.pc:
+	@test -f $(DEPS_SRC)/libwebsockets-4.3.3.tar.gz || \
+	  { echo "make deps-lws433: $(DEPS_SRC)/libwebsockets-4.3.3.tar.gz not found (DEPS_SRC=...)"; exit 1; }
+	@command -v cmake >/dev/null || { echo "make deps-lws433: cmake is needed (apt-get install cmake)"; exit 1; }
+	rm -rf $(LWS433)/src $(LWS433)/obj && mkdir -p $(LWS433)/src
+	tar xzf $(DEPS_SRC)/libwebsockets-4.3.3.tar.gz -C $(LWS433)/src --strip-components=1
+	cmake -S $(LWS433)/src -B $(LWS433)/obj -DCMAKE_INSTALL_PREFIX=$(LWS433) \
+	  -DCMAKE_BUILD_TYPE=Release -DLWS_WITH_LIBUV=ON -DLWS_WITH_EVLIB_PLUGINS=OFF \
+	  -DLWS_WITHOUT_TESTAPPS=ON -DLWS_WITH_MINIMAL_EXAMPLES=OFF -DLWS_WITH_STATIC=OFF >/dev/null
+	cmake --build $(LWS433)/obj -j2 >/dev/null && cmake --install $(LWS433)/obj >/dev/null
+	rm -rf $(LWS433)/src $(LWS433)/obj
+
+test-lws433: deps-lws433 test-prep
+	@$(LWS433_ENV) pkg-config --modversion libwebsockets | grep -q '^4\.3\.' || \
+	  { echo "make test-lws433: pkg-config does not find lws 4.3"; exit 1; }
+	$(LWS433_ENV) $(MAKE) --no-print-directory LUA=lua5.4 BUILD=build/lua5.4-lws433 check \
+	  BUSTED_ARGS="$(LWS433_SPECS)"

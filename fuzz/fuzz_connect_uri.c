@@ -1,4 +1,4 @@
-/* Fuzzes the reading of a connectUri from the server (csrc/transport.c gn_url_parse), done
+/* Fuzzes the reading of a connectUri from the server (csrc/net/url.c gn_url_parse), done
  * before any of it reaches libwebsockets. Input: the connectUri. */
 #include "fuzz_util.h"
 #include "transport.h"

@@ -1,5 +1,6 @@
 /* message.c: classification of one stream message (see message.h). */
 #include "message.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -42,25 +43,6 @@ static int fast_eat(fast_t *f, char c) {
   if (f->p >= f->end || *f->p != c) return 0;
   f->p++;
   return 1;
-}
-
-/* See message.h. */
-size_t gn_utf8_seq(const unsigned char *s, const unsigned char *end) {
-  unsigned c = s[0], cp;
-  size_t n;
-  if (c >= 0xC2 && c <= 0xDF) n = 2, cp = c & 0x1F;
-  else if (c >= 0xE0 && c <= 0xEF) n = 3, cp = c & 0x0F;
-  else if (c >= 0xF0 && c <= 0xF4) n = 4, cp = c & 0x07;
-  else return 0;
-  if ((size_t)(end - s) < n) return 0;
-  for (size_t i = 1; i < n; i++) {
-    if ((s[i] & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (s[i] & 0x3F);
-  }
-  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-      (cp >= 0xD800 && cp <= 0xDFFF))
-    return 0;
-  return n;
 }
 
 /* A string after its opening quote: sets *out and *len (into the input, or into f->scratch when it

@@ -10,6 +10,8 @@
 #ifndef GN_MESSAGE_H
 #define GN_MESSAGE_H
 
+#include "utf8.h" /* gn_utf8_seq: the one UTF-8 validator (its users include this header) */
+
 #include <jansson.h>
 #include <stddef.h>
 
@@ -51,9 +53,6 @@ gn_msg_kind_t gn_msg_classify(const char *data, size_t len, int binary, gn_msg_t
 /* The tree json_loadb(data, len, 0, ...) gives, built faster, or NULL when the fast path is not
  * sure (then json_loadb decides; gn_msg_classify does so). Exposed for its differential test. */
 json_t *gn_msg_fast_parse(const char *data, size_t len);
-/* Length of the valid UTF-8 sequence at s (lead byte >= 0x80, before end), or 0: jansson's rules
- * (no overlong forms, no surrogates, at most U+10FFFF). Any thread. */
-size_t gn_utf8_seq(const unsigned char *s, const unsigned char *end);
 /* Releases what m holds. Returns nothing. Any thread. */
 void gn_msg_clear(gn_msg_t *m);
 

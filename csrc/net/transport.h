@@ -18,23 +18,12 @@
 #include <uv.h>
 
 #include "proxy.h"
+#include "url.h"
+#include "verdict.h"
 
 typedef struct gn_transport gn_transport_t;
 typedef struct gn_conn gn_conn_t;
 
-typedef struct {
-  int was_open;       /* the handshake had completed */
-  int code;           /* close code (1006 when none came) */
-  char reason[124];   /* peer's close reason, or empty */
-  const char *stage;  /* "dns", "connect", "proxy", "tls", "handshake", "open" */
-  int http_status;    /* refused handshake: the server's status, else 0 */
-  int timed_out;
-  int tls;            /* TLS or certificate failure */
-  int oversize;       /* a message over max_message */
-  int proxy;          /* the proxy failed us (unreachable, refused or dropped the tunnel) */
-  int proxy_status;   /* the proxy's answer to CONNECT when it refused the tunnel, else 0 */
-  char error[256];    /* human-readable cause (no secrets) */
-} gn_close_info_t;
 
 typedef struct {
   void (*on_open)(void *ud, gn_conn_t *c);
@@ -52,20 +41,6 @@ typedef struct {
   const gn_proxy_t *proxy;  /* NULL or without host: direct (lws's http_proxy ignored); else an
                              * HTTP CONNECT tunnel unless no_proxy exempts the URL's host */
 } gn_conn_opts_t;
-
-/* A connectUri taken apart: host (no brackets for IPv6), port (default 443/80), path ("/" when
- * none), tls (wss). */
-typedef struct {
-  char *host, *path;
-  int port, tls;
-} gn_url_t;
-
-/* Reads url (a connectUri from the server) into *u. Returns 0 (free u with gn_url_free), or -1
- * and err naming what is wrong (nothing to free). A pure function of url
- * (fuzz/fuzz_connect_uri.c). Any thread. */
-int gn_url_parse(const char *url, gn_url_t *u, char *err, size_t errlen);
-/* Frees what u holds. Returns nothing. Any thread. */
-void gn_url_free(gn_url_t *u);
 
 /* The lws context of one loop (libwebsockets on a foreign libuv loop) and its client vhosts, one
  * per (CA bundle, verify, proxy) triple, created on first use (lws keeps the proxy per vhost;

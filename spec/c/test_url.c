@@ -1,4 +1,4 @@
-/* connectUri reading (csrc/transport.c gn_url_parse): what the server sends goes into lws's
+/* connectUri reading (csrc/net/url.c gn_url_parse): what the server sends goes into lws's
  * request line and its DNS lookup, so anything but a plain ws(s) URL is refused by name. */
 #include <string.h>
 
