@@ -310,9 +310,8 @@ clean:
 # into build/lws-4.3.3 (never into the repository), with the libuv event loop linked in;
 # `make test-lws433` builds the module against it into build/lua5.4-lws433 and runs the C tests
 # and the specs of the connection (LWS433_SPECS: the client specs, the hostile gateway, the TLS
-# matrix, proxies, foreign servers) with it. CI runs it as one leg (.ci/run).
-DEPS_SRC ?= $(firstword $(wildcard $(abspath ../shared/deps) $(abspath ../../shared/deps)) \
-	$(abspath ../shared/deps))
+# matrix, proxies, foreign servers) with it. CI runs it as one leg (.ci/run). DEPS_SRC is the
+# hiredis leg's (above).
 LWS433 := $(abspath build/lws-4.3.3)
 LWS433_ENV := PKG_CONFIG_PATH=$(LWS433)/lib/pkgconfig LD_LIBRARY_PATH=$(LWS433)/lib
 LWS433_SPECS ?= $(wildcard spec/integration/client_*_spec.lua) spec/integration/hostile_spec.lua \

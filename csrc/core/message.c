@@ -45,6 +45,9 @@ static int fast_eat(fast_t *f, char c) {
   return 1;
 }
 
+/* utf8_seq: the shared validator (utf8.h), jansson's rules. */
+#define utf8_seq gn_utf8_seq
+
 /* A string after its opening quote: sets *out and *len (into the input, or into f->scratch when it
  * had escapes). Returns 0, or -1 to give up. */
 static int fast_string(fast_t *f, const char **out, size_t *len) {

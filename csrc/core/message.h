@@ -10,10 +10,10 @@
 #ifndef GN_MESSAGE_H
 #define GN_MESSAGE_H
 
-#include "utf8.h" /* gn_utf8_seq: the one UTF-8 validator (its users include this header) */
-
 #include <jansson.h>
 #include <stddef.h>
+
+#include "utf8.h"
 
 typedef enum {
   GN_MSG_EVENT = 0,      /* an event of a topic: topic, body, correlation_id */
@@ -53,6 +53,8 @@ gn_msg_kind_t gn_msg_classify(const char *data, size_t len, int binary, gn_msg_t
 /* The tree json_loadb(data, len, 0, ...) gives, built faster, or NULL when the fast path is not
  * sure (then json_loadb decides; gn_msg_classify does so). Exposed for its differential test. */
 json_t *gn_msg_fast_parse(const char *data, size_t len);
+/* gn_utf8_seq (the length of a valid UTF-8 sequence, jansson's rules) is in utf8.h, the one
+ * validator the JSON scan, the Lua decoder and the frame reader share. */
 /* Releases what m holds. Returns nothing. Any thread. */
 void gn_msg_clear(gn_msg_t *m);
 

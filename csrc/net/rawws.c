@@ -98,9 +98,9 @@ static void fail_stage(gn_conn_t *c, const char *stage, int tls, const char *fmt
 /* ---- the frames ---- */
 static int on_message(void *ud, const char *data, size_t len, int binary) {
   gn_conn_t *c = ud;
-  if (c->detached) return 1;
-  c->cbs.on_message(c->ud, c, data, len, binary);
-  return c->detached;
+  /* closed by its owner: read on to the server's close frame, deliver nothing */
+  if (!c->detached) c->cbs.on_message(c->ud, c, data, len, binary);
+  return 0;
 }
 
 static int on_control(void *ud, int opcode, const unsigned char *data, size_t len) {
@@ -373,7 +373,8 @@ int gn_tr_raw_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
     session_start(c); /* a failure is delivered and ends the socket at the next writeable */
     return 0;
   case LWS_CALLBACK_RAW_RX:
-    if (!c || c->detached || c->raw->end) return 0;
+    /* after the owner's close, only the server's answering close is looked for */
+    if (!c || c->raw->end || (c->detached && !c->raw->close_sent)) return 0;
     c->raw->up = 1;
     raw_in(c, in, len);
     return 0;
@@ -384,7 +385,7 @@ int gn_tr_raw_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
       size_t n = r->out.len - LWS_PRE;
       int m = lws_write(wsi, (unsigned char *)r->out.p + LWS_PRE, n, LWS_WRITE_RAW);
       r->out.len = LWS_PRE;
-      if (r->out.cap > 65536) gn_buf_free(&r->out);
+      gn_buf_free(&r->out); /* writes are few: an idle connection keeps no buffer */
       if (m < 0) return -1;
     }
     if (r->end) return -1;
