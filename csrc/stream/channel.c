@@ -138,18 +138,16 @@ static void final_failure(gn_channel_t *ch, const char *code, const char *msg);
 static void proxy_fields(json_t *fields, long status);
 static void put_live(gn_channel_t *ch);
 static void roll_failed(void *ud, const char *msg);
+static void conn_open_cb(void *ud, gn_conn_t *conn);
+static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t len, int binary);
+static void conn_close_cb(void *ud, gn_conn_t *conn, const gn_close_info_t *info);
+static const gn_conn_cbs_t conn_cbs = {conn_open_cb, conn_message_cb, conn_close_cb};
 
 /* Gives the rollovers' units back once none is needed: an old channel counts at the server
  * while its socket lives, so the units come back when the last draining socket is gone (and
- * our close had time to reach the server), not when B takes over. */
-static void spare_give(gn_channel_t *ch, int all) {
-  int n = gn_roll_units_due(&ch->roll, all);
-  for (; ch->env->spare && n > 0; n--) ch->env->spare(ch->env->spare_ud, 0);
-}
-
-static void spare_check(gn_channel_t *ch) { spare_give(ch, 0); }
-
-static void roll_settled(void *ud) { spare_check(ud); }
+ * our close had time to reach the server), not when B takes over (rollover.c gives those back
+ * itself when its own sockets end). */
+static void spare_check(gn_channel_t *ch) { gn_roll_give_units(&ch->roll, 0); }
 
 static void drop_channel(gn_channel_t *ch) {
   free(ch->channel_id);
@@ -398,11 +396,6 @@ static void step_subscribe(gn_channel_t *ch) {
                    json_pack("{s:s}", "error", "cannot start the subscription request"));
 }
 
-static void conn_open_cb(void *ud, gn_conn_t *conn);
-static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t len, int binary);
-static void conn_close_cb(void *ud, gn_conn_t *conn, const gn_close_info_t *info);
-static const gn_conn_cbs_t conn_cbs = {conn_open_cb, conn_message_cb, conn_close_cb};
-
 static void step_connect(gn_channel_t *ch) {
   enter(ch, GN_ST_CONNECT);
   char err[256] = "";
@@ -480,8 +473,10 @@ static void start_rollover(gn_channel_t *ch) {
   if (fresh_token(ch, TOKP_ROLL)) gn_roll_post(&ch->roll, ch->bearer.token, ch->bearer.gen, ch->bearer.expires_ms);
 }
 
-/* Channel B is open: it becomes the channel, and the old socket (if still there) is closed. */
-static void roll_open(gn_channel_t *ch) {
+/* Channel B is open (the rollover's take_over hook): it becomes the channel's live socket, and
+ * the old socket (if still there) drains, the rollover's. */
+static void roll_take_over(void *ud) {
+  gn_channel_t *ch = ud;
   gn_conn_t *old = ch->conn;
   char *old_id = ch->channel_id;
   uint64_t now = gn_now_mono_ms(), started = ch->roll.start_ms;
@@ -497,6 +492,7 @@ static void roll_open(gn_channel_t *ch) {
    * still arrives; what both deliver arrives once. */
   gn_roll_take(&ch->roll, &ch->conn, &ch->channel_id, &ch->connect_uri, &confirmed, old, old_id,
                heard_wall);
+  gn_conn_set_cbs(ch->conn, &conn_cbs, ch);
   gn_subs_adopt(&ch->subs, &confirmed);
   ch->hard_next = 0;
   gn_renew_created(&ch->renew, expires, tok_end, tok_gen);
@@ -545,34 +541,23 @@ static void roll_failed(void *ud, const char *msg) {
   fail_and_schedule(ch, GN_REASON_CLOSE, -1, "socket_closing");
 }
 
-static void conn_open_cb(void *ud, gn_conn_t *conn) {
-  gn_channel_t *ch = ud;
-  if (gn_roll_owns(&ch->roll, conn)) roll_open(ch);
-  else opened(ch);
-}
+static const gn_roll_hooks_t roll_hooks = {roll_take_over, roll_failed};
+
+/* The live socket's callbacks (a rollover's sockets have their own: rollover.c). */
+static void conn_open_cb(void *ud, gn_conn_t *conn) { opened(ud); }
 
 static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t len,
                             int binary) {
   gn_channel_t *ch = ud;
-  gn_roll_old_t *old = gn_roll_draining(&ch->roll, conn); /* a rollover's old socket */
-  const char *chan = old                             ? old->channel_id
-                     : gn_roll_owns(&ch->roll, conn) ? ch->roll.channel_id
-                                                     : chan_id(ch);
-  if (conn == ch->conn) gn_heartbeat_heard(&ch->hb);
-  else if (old) old->last_heard_wall_ms = gn_now_wall_ms();
-  if (old && gn_roll_pong(&ch->roll, conn, data, len)) { /* drained: its unit comes back */
-    spare_check(ch);
-    return;
-  }
+  const char *chan = chan_id(ch);
+  gn_heartbeat_heard(&ch->hb);
   gn_msg_t m;
   switch (gn_msg_classify(data, len, binary, &m)) {
   case GN_MSG_MALFORMED:
-    GN_COUNT(ch->env, malformed);
-    health(ch, "malformed", json_pack("{s:s, s:s, s:I}", "reason", m.reason, "error", m.error,
-                                      "size", (json_int_t)len));
+  case GN_MSG_HEARTBEAT:
+    gn_env_note(ch->env, &m, len); /* counted (malformed ones reported too) */
     break;
   case GN_MSG_CHANNEL_GONE: /* the close follows */
-    if (old) break;         /* a channel already left behind */
     ch->hard_next = 1;
     health(ch, "channel_gone", json_pack("{s:s, s:s}", "channel_id", chan_id(ch), "reason",
                                          m.reason));
@@ -583,25 +568,17 @@ static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t 
     }
     gn_renew_forget(&ch->renew);
     break;
-  case GN_MSG_HEARTBEAT:
-    GN_COUNT(ch->env, heartbeats);
-    break;
   case GN_MSG_SOCKET_CLOSING:
     /* The server will close this socket soon: open the replacement before it does. */
-    health(ch, "socket_closing", json_pack("{s:s}", "channel_id", chan ? chan : ""));
-    if (conn == ch->conn && state(ch) == GN_ST_OPEN) start_rollover(ch);
+    health(ch, "socket_closing", json_pack("{s:s}", "channel_id", chan));
+    if (state(ch) == GN_ST_OPEN) start_rollover(ch);
     break;
   case GN_MSG_EVENT:
     /* Once, even when both sockets of a rollover deliver it. */
-    if (gn_roll_seen(&ch->roll, m.correlation_id, gn_now_mono_ms(), conn)) {
+    if (gn_roll_seen(&ch->roll, m.correlation_id, gn_now_mono_ms(), conn))
       GN_COUNT(ch->env, duplicates);
-    } else if (!ch->env->tap || ch->env->tap->event(ch->env->tap->ud, &m, chan ? chan : "", data, len)) {
-      /* the channel's own count (the queue counts the client's), before the owner can see it */
-      if (ch->env->count_events) GN_COUNT(ch->env, events);
-      gn_queue_event(ch->env->queue, &m, chan ? chan : "", data, len);
-      if (old) old->events++;
-      if (conn == ch->conn) gn_flow_event(&ch->flow, conn);
-    }
+    else if (gn_env_deliver(ch->env, &m, chan, data, len))
+      gn_flow_event(&ch->flow, conn);
     break;
   }
   gn_msg_clear(&m);
@@ -609,16 +586,6 @@ static void conn_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t 
 
 static void conn_close_cb(void *ud, gn_conn_t *conn, const gn_close_info_t *info) {
   gn_channel_t *ch = ud;
-  if (gn_roll_draining(&ch->roll, conn)) { /* the server closed a rollover's old socket */
-    gn_roll_drained(&ch->roll, conn, info->code, info->code != 1006);
-    spare_check(ch);
-    return;
-  }
-  if (gn_roll_owns(&ch->roll, conn)) {
-    gn_roll_lost_conn(&ch->roll);
-    roll_failed(ch, info->error);
-    return;
-  }
   ch->conn = NULL;
   if (state(ch) == GN_ST_ROLLOVER) {
     /* The old socket went before the replacement was ready: deaf until it is. */
@@ -850,8 +817,7 @@ gn_channel_t *gn_channel_new(gn_env_t *env, char *err, size_t errlen) {
   ch->env = env;
   gn_sched_init(&ch->sched);
   gn_bearer_init(&ch->bearer, env, token_ready, ch);
-  gn_roll_init(&ch->roll, env, &conn_cbs, ch, roll_failed);
-  ch->roll.settled = roll_settled;
+  gn_roll_init(&ch->roll, env, &roll_hooks, ch);
   ch->roll.drain_ms = env->conf->renew.drain_ms;
   gn_renew_init(&ch->renew, &env->conf->renew, renew_due, ch);
   if (gn_retry_init(&ch->retry, &env->conf->backoff, err, errlen) != 0 ||
@@ -895,7 +861,7 @@ void gn_channel_start(gn_channel_t *ch) {
 static void halt(gn_channel_t *ch) {
   gn_roll_close(&ch->roll);
   gn_renew_close(&ch->renew);
-  spare_give(ch, 1);
+  gn_roll_give_units(&ch->roll, 1);
   /* The live socket ends with a close frame (the server sees it at once; an abort waits for
    * the loop's next event on that socket, which an idle one may not have for a while). */
   if (ch->conn && is_live(state(ch))) gn_conn_close(ch->conn, 1000, "client closed");
