@@ -326,7 +326,7 @@ void gn_channel_reconnect(gn_channel_t *ch) {
 void gn_channel_room(gn_channel_t *ch) { gn_flow_room(&ch->flow); }
 
 void gn_channel_spare_freed(gn_channel_t *ch) {
-  if (ch->roll_waiting && ch->conn && gn_ch_state(ch) == GN_ST_OPEN) gn_ch_start_rollover(ch);
+  if (ch->env->spare_waiting && ch->conn && gn_ch_state(ch) == GN_ST_OPEN) gn_ch_start_rollover(ch);
 }
 
 void gn_channel_spare_wanted(gn_channel_t *ch) {

@@ -15,50 +15,7 @@ static void step_subscribe(gn_channel_t *ch);
 static void step_connect(gn_channel_t *ch);
 
 /* ------------------------------------------------------------------------------------------ */
-/* the token */
-
-/* Makes the held token one with comfortable life left, from the shared cache (the token of the
- * last attempt may be near its end by the time of a subscription change or a rollover).
- * Returns 1 when it is ready; 0 when a fetch is under way (its end continues the purpose) or the
- * token could not be had (reported). */
-int gn_ch_fresh_token(gn_channel_t *ch, int purpose) {
-  if (ch->bearer.waiting) return 0;
-  gn_token_result_t r;
-  if (!gn_bearer_ask(&ch->bearer, purpose, &r)) return 0;
-  int ok = r.kind == GN_TOK_OK;
-  if (ok) gn_bearer_adopt(&ch->bearer, &r);
-  else if (purpose == TOKP_LIVE)
-    gn_ch_health(ch, "subscription", json_pack("{s:s, s:s}", "event", "failed", "error", r.error));
-  else if (ch->roll.active)
-    gn_ch_roll_failed(ch, r.error);
-  gn_token_result_clear(&r);
-  return ok;
-}
-
-/* The token a live subscription change waited for. */
-static void live_token(gn_channel_t *ch, gn_token_result_t *r) {
-  if (r->kind == GN_TOK_AGAIN) {
-    if (gn_ch_fresh_token(ch, TOKP_LIVE)) gn_ch_put_live(ch);
-  } else if (r->kind != GN_TOK_OK) {
-    gn_ch_health(ch, "subscription", json_pack("{s:s, s:s}", "event", "failed", "error", r->error));
-  } else {
-    gn_bearer_adopt(&ch->bearer, r);
-    gn_ch_put_live(ch);
-  }
-}
-
-/* The token a rollover waited for. */
-static void roll_token(gn_channel_t *ch, gn_token_result_t *r) {
-  if (r->kind == GN_TOK_AGAIN) {
-    if (gn_ch_fresh_token(ch, TOKP_ROLL))
-      gn_roll_post(&ch->roll, ch->bearer.token, ch->bearer.gen, ch->bearer.expires_ms);
-  } else if (r->kind == GN_TOK_OK) {
-    gn_bearer_adopt(&ch->bearer, r);
-    gn_roll_post(&ch->roll, ch->bearer.token, ch->bearer.gen, ch->bearer.expires_ms);
-  } else if (ch->roll.active) {
-    gn_ch_roll_failed(ch, r->error);
-  }
-}
+/* the token the attempt waits for (a live change's and a rollover's: channel_live.c) */
 
 /* The token the attempt waited for: the AUTH step's outcome. */
 static void attempt_token(gn_channel_t *ch, gn_token_result_t *r) {
@@ -105,8 +62,8 @@ static void attempt_token(gn_channel_t *ch, gn_token_result_t *r) {
 /* A token result, sent where its purpose says (the caller clears it). */
 void gn_ch_token_ready(void *ud, int purpose, gn_token_result_t *r) {
   gn_channel_t *ch = ud;
-  if (purpose == TOKP_LIVE) live_token(ch, r);
-  else if (purpose == TOKP_ROLL) roll_token(ch, r);
+  if (purpose == TOKP_LIVE) gn_ch_live_token(ch, r);
+  else if (purpose == TOKP_ROLL) gn_ch_roll_token(ch, r);
   else attempt_token(ch, r);
 }
 

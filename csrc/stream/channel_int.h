@@ -40,7 +40,6 @@ struct gn_channel {
   gn_gap_t gap;                /* the deaf interval */
   gn_renew_t renew;            /* the channel's end and its renewal (renew.h) */
   int renew_roll;              /* the rollover under way (or waiting) is a renewal */
-  int roll_waiting;            /* a socket_closing notice waits for that unit */
 };
 
 /* channel.c: the machine */
@@ -77,9 +76,6 @@ enum { TOKP_ATTEMPT = 0, TOKP_LIVE, TOKP_ROLL }; /* what a token is wanted for *
 void gn_ch_run_attempt(gn_channel_t *ch);
 /* A token result, sent where its purpose says (bearer.c's callback; the caller clears it). */
 void gn_ch_token_ready(void *ud, int purpose, gn_token_result_t *r);
-/* Makes the held token one with comfortable life left. Returns 1 when it is ready; 0 when a
- * fetch is under way (its end continues the purpose) or it could not be had (reported). */
-int gn_ch_fresh_token(gn_channel_t *ch, int purpose);
 /* Marks a failure's fields as the proxy's (stage "proxy", its refusal status when known). */
 void gn_ch_proxy_fields(json_t *fields, long status);
 /* A subscription request's answer: a success renews the channel's lifetime (renew.h). */
@@ -89,6 +85,10 @@ void gn_ch_renewed(gn_channel_t *ch, const gn_http_result_t *hr);
 
 extern const gn_conn_cbs_t gn_ch_conn_cbs;   /* the live socket's callbacks */
 extern const gn_roll_hooks_t gn_ch_roll_hooks; /* what the rollover tells the channel */
+/* The token a live subscription change waited for (gn_ch_token_ready passes it on). */
+void gn_ch_live_token(gn_channel_t *ch, gn_token_result_t *r);
+/* The token a rollover waited for (gn_ch_token_ready passes it on). */
+void gn_ch_roll_token(gn_channel_t *ch, gn_token_result_t *r);
 /* Puts the wanted topics on the live channel when the server does not hold them. */
 void gn_ch_put_live(gn_channel_t *ch);
 /* The subscription retry timer (subs.c) fired. */

@@ -17,6 +17,52 @@ static void conn_close_cb(void *ud, gn_conn_t *conn, const gn_close_info_t *info
 const gn_conn_cbs_t gn_ch_conn_cbs = {conn_open_cb, conn_message_cb, conn_close_cb};
 
 /* ------------------------------------------------------------------------------------------ */
+/* the token of a live change or a rollover (the attempt's: channel_attempt.c) */
+
+/* Makes the held token one with comfortable life left, from the shared cache (the token of the
+ * last attempt may be near its end by the time of a subscription change or a rollover).
+ * Returns 1 when it is ready; 0 when a fetch is under way (its end continues the purpose) or the
+ * token could not be had (reported). */
+static int fresh_token(gn_channel_t *ch, int purpose) {
+  if (ch->bearer.waiting) return 0;
+  gn_token_result_t r;
+  if (!gn_bearer_ask(&ch->bearer, purpose, &r)) return 0;
+  int ok = r.kind == GN_TOK_OK;
+  if (ok) gn_bearer_adopt(&ch->bearer, &r);
+  else if (purpose == TOKP_LIVE)
+    gn_ch_health(ch, "subscription", json_pack("{s:s, s:s}", "event", "failed", "error", r.error));
+  else if (ch->roll.active)
+    gn_ch_roll_failed(ch, r.error);
+  gn_token_result_clear(&r);
+  return ok;
+}
+
+/* The token a live subscription change waited for. */
+void gn_ch_live_token(gn_channel_t *ch, gn_token_result_t *r) {
+  if (r->kind == GN_TOK_AGAIN) {
+    if (fresh_token(ch, TOKP_LIVE)) gn_ch_put_live(ch);
+  } else if (r->kind != GN_TOK_OK) {
+    gn_ch_health(ch, "subscription", json_pack("{s:s, s:s}", "event", "failed", "error", r->error));
+  } else {
+    gn_bearer_adopt(&ch->bearer, r);
+    gn_ch_put_live(ch);
+  }
+}
+
+/* The token a rollover waited for. */
+void gn_ch_roll_token(gn_channel_t *ch, gn_token_result_t *r) {
+  if (r->kind == GN_TOK_AGAIN) {
+    if (fresh_token(ch, TOKP_ROLL))
+      gn_roll_post(&ch->roll, ch->bearer.token, ch->bearer.gen, ch->bearer.expires_ms);
+  } else if (r->kind == GN_TOK_OK) {
+    gn_bearer_adopt(&ch->bearer, r);
+    gn_roll_post(&ch->roll, ch->bearer.token, ch->bearer.gen, ch->bearer.expires_ms);
+  } else if (ch->roll.active) {
+    gn_ch_roll_failed(ch, r->error);
+  }
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* OPEN: the socket delivers */
 
 /* The attempt's socket is open (or a rollover's, when the old socket went first). */
@@ -24,7 +70,7 @@ static void opened(gn_channel_t *ch) {
   uint64_t now = gn_now_mono_ms();
   double latency = (double)(now - ch->attempt_start_ms);
   gn_ch_enter(ch, GN_ST_OPEN);
-  ch->in_attempt = ch->auth_retried = ch->connect_failures = ch->roll_waiting = 0;
+  ch->in_attempt = ch->auth_retried = ch->connect_failures = ch->env->spare_waiting = 0;
   ch->connection_id++;
   uint32_t attempt_no = ch->retry.bo.attempt;
   gn_gap_opened(&ch->gap, ch->env->metrics, now);
@@ -53,20 +99,20 @@ void gn_ch_start_rollover(gn_channel_t *ch) {
      * that loses nothing; if the server closes the socket first, the ordinary reconnect takes
      * over. */
     if (!ch->env->spare(ch->env->spare_ud, 1)) {
-      if (!ch->roll_waiting)
+      if (!ch->env->spare_waiting)
         gn_ch_health(ch, "rollover",
                      json_pack("{s:s, s:s, s:s, s:s}", "event", "deferred", "reason",
                                "channel_budget", "from", gn_ch_chan_id(ch), "error",
                                "the credential's spare channel is in use (by another "
                                "rollover, or the budget shrank after an eviction): "
                                "this one starts when it is given back"));
-      ch->roll_waiting = 1;
+      ch->env->spare_waiting = 1;
       gn_channel_spare_wanted(ch); /* its own old socket too */
       return;
     }
     ch->roll.unit = 1;
   }
-  ch->roll_waiting = 0;
+  ch->env->spare_waiting = 0;
   gn_roll_begin(&ch->roll);
   ch->roll.renewal = ch->renew_roll;
   gn_ch_enter(ch, GN_ST_ROLLOVER);
@@ -81,7 +127,7 @@ void gn_ch_start_rollover(gn_channel_t *ch) {
    * token for it (one fetch for every holder of the credential). */
   if (ch->env->conf->renew.rule == GN_RENEW_BOTH && gn_bearer_half_spent(&ch->bearer))
     gn_token_invalidate(ch->env->tok, ch->bearer.gen);
-  if (gn_ch_fresh_token(ch, TOKP_ROLL))
+  if (fresh_token(ch, TOKP_ROLL))
     gn_roll_post(&ch->roll, ch->bearer.token, ch->bearer.gen, ch->bearer.expires_ms);
 }
 
@@ -290,7 +336,7 @@ static void live_put_done(void *ud, const gn_http_result_t *hr) {
     break;
   case GN_SUBS_NEW_TOKEN:
     gn_bearer_refuse(&ch->bearer);
-    if (!ch->bearer.waiting && gn_ch_fresh_token(ch, TOKP_LIVE)) gn_ch_put_live(ch);
+    if (!ch->bearer.waiting && fresh_token(ch, TOKP_LIVE)) gn_ch_put_live(ch);
     break;
   case GN_SUBS_CHANNEL_GONE:
     ch->hard_next = 1;
@@ -306,7 +352,7 @@ static void live_put_done(void *ud, const gn_http_result_t *hr) {
 void gn_ch_put_live(gn_channel_t *ch) {
   if (!ch->channel_id || !gn_ch_is_live(gn_ch_state(ch))) return; /* the attempt will put them */
   if (!gn_subs_needed(&ch->subs)) return;
-  if (!gn_ch_fresh_token(ch, TOKP_LIVE)) return; /* put_live runs again when the token is in */
+  if (!fresh_token(ch, TOKP_LIVE)) return; /* put_live runs again when the token is in */
   if (gn_subs_put(&ch->subs, ch->channel_id, ch->bearer.token, live_put_done, ch) != 0)
     gn_subs_retry_later(&ch->subs, "cannot start the subscription request");
 }
@@ -325,7 +371,7 @@ void gn_ch_renew_due(void *ud, int how) {
       gn_token_invalidate(ch->env->tok, ch->bearer.gen);
     ch->renew_roll = 1;
     gn_ch_start_rollover(ch);
-    if (!ch->roll_waiting) return;
+    if (!ch->env->spare_waiting) return;
     /* No unit for B yet: resubscribe meanwhile, which is enough where channels do not end with
      * their token (the rollover follows when a unit comes back). */
   }

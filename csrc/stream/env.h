@@ -67,6 +67,8 @@ typedef struct {
   _Atomic int *stamp;
   int (*spare)(void *ud, int take);
   void *spare_ud;
+  int spare_waiting;      /* a rollover of this channel waits for the spare unit: the client
+                           * tells only such channels when it comes back. Service thread. */
   /* the credential's budget told of a channel created (GN_NOTE_CREATED), asked whether one may
    * be created now (GN_NOTE_MAY_CREATE: 1 yes, 0 no: the server's limit is below what the
    * credential holds), told of a live channel the server removed before its end
