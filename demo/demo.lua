@@ -85,6 +85,8 @@ local argv = {
   "--backoff-base-ms", "200", "--backoff-max-ms", "2000",
   -- a silent link is pinged after 1.5 s and declared dead 1 s later
   "--heartbeat-idle-ms", "1500", "--heartbeat-timeout-ms", "1000",
+  -- after each gap, the presence is read back over REST and printed as a resync line
+  "--resync", "presence",
 }
 -- The secret goes through a file only this user can read (never a command line, which `ps`
 -- shows).
@@ -116,11 +118,38 @@ local last_shown_ms, shown_since = 0, 0
 -- life (epoch) too.
 local epoch = 1
 
+local resynced = {}      -- resync lines: the state read back after a gap
 local function follow()
+  -- health first: a gap's restored item is shown before the resync lines that heal it
+  for _, line in ipairs(health_tail:lines()) do
+    local h = cjson.decode(line)
+    if type(h) == "table" and h.kind then
+      h.seen_ms = now_ms()
+      health[#health + 1] = h
+      local detail = {}
+      for _, k in ipairs { "reason", "event", "phase", "entities", "requests", "code", "latency_ms",
+                           "delay_ms", "retry_after_ms",
+                           "gap_ms", "new_channel", "error" } do
+        if h[k] ~= nil and h[k] ~= cjson.null then
+          detail[#detail + 1] = k .. "=" .. tostring(type(h[k]) == "number" and
+            ("%.0f"):format(h[k]) or h[k])
+        end
+      end
+      say(color("33", ("health %-14s %s"):format(h.kind, table.concat(detail, " "))))
+    elseif line ~= "" then
+      stray[#stray + 1] = line
+      say("stderr: " .. line)
+    end
+  end
   for _, line in ipairs(events_tail:lines()) do
     local ev = cjson.decode(line)
     local b = type(ev) == "table" and type(ev.body) == "table" and ev.body
-    if b and b.stream and b.sequence then
+    if b and type(ev.resync) == "table" then
+      resynced[#resynced + 1] = ev
+      local pd = type(b.presenceDefinition) == "table" and b.presenceDefinition.systemPresence
+      say(color("36", ("resync %s presence=%s (state read back after the gap; modifiedDate %s)")
+        :format(ev.topic, tostring(pd), tostring(b.modifiedDate))))
+    elseif b and b.stream and b.sequence then
       local k = ("%d:%d:%d"):format(epoch, b.stream, b.sequence)
       events[k] = (events[k] or 0) + 1
       local sk = ("%d:%d"):format(epoch, b.stream)
@@ -135,25 +164,6 @@ local function follow()
     elseif line ~= "" then
       stray[#stray + 1] = line
       say("stdout: " .. line)
-    end
-  end
-  for _, line in ipairs(health_tail:lines()) do
-    local h = cjson.decode(line)
-    if type(h) == "table" and h.kind then
-      h.seen_ms = now_ms()
-      health[#health + 1] = h
-      local detail = {}
-      for _, k in ipairs { "reason", "event", "code", "latency_ms", "delay_ms", "retry_after_ms",
-                           "gap_ms", "new_channel", "error" } do
-        if h[k] ~= nil and h[k] ~= cjson.null then
-          detail[#detail + 1] = k .. "=" .. tostring(type(h[k]) == "number" and
-            ("%.0f"):format(h[k]) or h[k])
-        end
-      end
-      say(color("33", ("health %-14s %s"):format(h.kind, table.concat(detail, " "))))
-    elseif line ~= "" then
-      stray[#stray + 1] = line
-      say("stderr: " .. line)
     end
   end
 end
@@ -212,6 +222,15 @@ local PHASES = {
   { name = "stall (heartbeat)", fault = function()
       admin("POST", "channels/*/stall", { ms = 5000 }) end },
   { name = "10 s outage, restart", outage_ms = 10000 },
+  { name = "presence set while deaf", resync = "Busy", fault = function()
+      -- reconnects refused for 3 s after a reset: the presence set meanwhile reaches no
+      -- socket, and comes back as a resync line once the client is connected again
+      admin("POST", "faults/handshake", { mode = "refuse", ms = 3000 })
+      admin("POST", "channels/*/reset", {})
+      sleep_ms(300)
+      admin("POST", "users/" .. TOPIC:match("^v2%.users%.([^.]+)%."), { presence = "Busy" })
+      say(color("35", "fault  presence set to Busy while the client is deaf"))
+    end },
 }
 
 local results = {}
@@ -244,6 +263,13 @@ local function run_phase(p)
   local want = p.recovered or { "restored" }
   local function recovered()
     if not (p.fault or p.outage_ms or p.renewal) then return true end
+    if p.resync then
+      local got = false
+      for _, ev in ipairs(resynced) do
+        got = got or ev.body.presenceDefinition.systemPresence == p.resync
+      end
+      if not got then return false end
+    end
     for i = h0 + 1, #health do
       local h = health[i]
       if h.kind == want[1] and (not want[2] or h.event == want[2]) then return true end
@@ -353,6 +379,13 @@ end
 if not ok then failures[#failures + 1] = tostring(err) end
 if #results < #PHASES and ok then failures[#failures + 1] = "not every phase ran" end
 if #stray > 0 then failures[#failures + 1] = #stray .. " output lines were not JSON" end
+do
+  local healed = false
+  for _, ev in ipairs(resynced) do
+    healed = healed or ev.body.presenceDefinition.systemPresence == "Busy"
+  end
+  if not healed then failures[#failures + 1] = "the presence set while deaf was not resynced" end
+end
 if rc ~= "exited" then failures[#failures + 1] = "genesys-notify did not exit on SIGTERM" end
 
 sh("rm -rf " .. shq(dir))

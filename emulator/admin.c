@@ -8,6 +8,7 @@
  */
 #include "admin.h"
 
+#include "directory.h"
 #include "events.h"
 #include "faults.h"
 #include "publish.h"
@@ -356,6 +357,11 @@ int admin_handle(const char *method, const char *path, const char *body, size_t 
 	}
 	if (get && (!strcmp(r, "publish") || !strncmp(r, "publish/", 8)))
 		return publish_get(r, answer, msg, ml);
+	if (get) {
+		int ds = dir_admin(method, r, NULL, answer, msg, ml);
+		if (ds >= 0)
+			return ds;
+	}
 	if (!post && strcmp(r, "subscriptions"))
 		return fail(msg, ml, 404, "no admin endpoint %s %s", method, path);
 	json_t *o = NULL;
@@ -368,9 +374,15 @@ int admin_handle(const char *method, const char *path, const char *body, size_t 
 		}
 	} else
 		o = json_object();
-	int st = 200, subs_st = subs_admin(post, r, o, answer, msg, ml);
+	int st = dir_admin(method, r, o, answer, msg, ml);
+	if (st >= 0) {
+		json_decref(o);
+		return st;
+	}
+	st = 200;
+	int subs_st = subs_admin(post, r, o, answer, msg, ml);
 	if (subs_st >= 0)
-		st = subs_st; /* subscriptions and permissions: subscribe.c */
+		st = subs_st; /* subscriptions and permissions/deny: subscribe.c */
 	else if (!strncmp(r, "channels/", 9))
 		st = channels_request(r, o, answer, msg, ml);
 	else if (!strcmp(r, "publish"))

@@ -12,6 +12,7 @@
 #include "http.h"
 
 #include "admin.h"
+#include "directory.h"
 #include "events.h"
 #include "log.h"
 #include "request.h"
@@ -305,6 +306,34 @@ static void channels_get(struct lws *wsi, pss_t *p, const token_t *t, const char
 	respond(wsi, p, kind, 200, json_pack("{s:o}", "entities", a));
 }
 
+/* The directory's REST endpoints (users, queues, analytics queries: directory.h). Returns 1
+ * when it answered, 0 when the path is not one of them. */
+static int handle_directory(struct lws *wsi, pss_t *p, int client)
+{
+	const int kind = KIND_REST;
+	char query[2048] = "", frag[512];
+	size_t ql = 0;
+	for (int i = 0; lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) > 0;
+	     i++) {
+		int w = snprintf(query + ql, sizeof query - ql, "%s%s", ql ? "&" : "", frag);
+		if (w < 0 || (size_t)w >= sizeof query - ql)
+			break;
+		ql += (size_t)w;
+	}
+	json_t *answer;
+	const char *code;
+	char msg[400];
+	int st = dir_rest(client, method_name(p->method), p->path, query, p->body, p->body_len,
+			  &answer, &code, msg, sizeof msg);
+	if (st < 0)
+		return 0;
+	if (st == 200)
+		respond(wsi, p, kind, 200, answer);
+	else
+		error_with(wsi, p, kind, st, code, "%s", msg);
+	return 1;
+}
+
 static void handle_rest(struct lws *wsi, pss_t *p)
 {
 	const int kind = KIND_REST;
@@ -322,11 +351,18 @@ static void handle_rest(struct lws *wsi, pss_t *p)
 		ERR(401, "Invalid login credentials.");
 		return;
 	}
+	int ra = dir_rate_take(t->value);
+	if (ra > 0) {
+		p->retry_after = ra;
+		ERR(429, "Rate limit exceeded the maximum. Retry the request in [%d] seconds", ra);
+		return;
+	}
 	char id[64];
 	const char *slash;
 	int route = rest_route(p->path, id, sizeof id, &slash);
 	if (route < 0) {
-		ERR(404, "Resource %s not found", p->path);
+		if (!handle_directory(wsi, p, t->client))
+			ERR(404, "Resource %s not found", p->path);
 		return;
 	}
 	if (route == 0) {

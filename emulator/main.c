@@ -11,6 +11,7 @@
 #include "faults.h"
 #include "http.h"
 #include "log.h"
+#include "directory.h"
 #include "publish.h"
 #include "session.h"
 #include "state.h"
@@ -387,6 +388,7 @@ int main(int argc, char **argv)
 	while (slows)
 		slow_unlink(slows);
 	publish_free();
+	dir_free();
 	channels_free();
 	subs_free();
 	tokens_free();

@@ -39,6 +39,14 @@ int gn_conf_init(gn_conf_t *c, const gn_client_cfg_t *cfg, char *err, size_t err
   c->renew.at = cfg->renew.at > 0 && cfg->renew.at < 1 ? cfg->renew.at : 0.8;
   c->renew.margin_ms = cfg->renew.margin_ms >= 0 ? cfg->renew.margin_ms : 60000;
   c->renew.drain_ms = cfg->renew.drain_ms > 0 ? cfg->renew.drain_ms : 10000;
+  c->resync_families = cfg->resync_families;
+  c->resync_budget = cfg->resync_budget > 0 ? cfg->resync_budget : 150;
+  c->resync_window_ms = cfg->resync_window_ms > 0 ? cfg->resync_window_ms : 60000;
+  /* a maintenance wave can cost every channel a rollover and a hard reconnect: 4 calls each */
+  c->resync_reserve = cfg->resync_reserve > 0 ? cfg->resync_reserve : 4 * c->channel_budget;
+  if (c->resync_reserve >= c->resync_budget) c->resync_reserve = c->resync_budget - 1;
+  c->resync_spacing_ms = cfg->resync_spacing_ms > 0 ? cfg->resync_spacing_ms
+                                                    : c->resync_window_ms / c->resync_budget;
   return 0;
 }
 

@@ -48,6 +48,13 @@ typedef struct {
   gn_proxy_t proxy;          /* HTTP proxy for REST and WebSocket (host NULL: none) */
   int channel_budget;        /* channels of the credential, one spare for rollovers (0: 20) */
   gn_renew_conf_t renew;     /* renewal before a channel's or its token's end (renew.h) */
+  /* resync (resync.h): families as bits (0: off), the token's REST budget (requests per
+   * window, the stream's included; 0: 150 a minute), units kept for the stream (reserve: 0 =
+   * 4 per channel of the channel budget), and the spacing of resync requests (0: the
+   * window spread over the budget) */
+  unsigned resync_families;
+  int resync_budget, resync_reserve;
+  long resync_window_ms, resync_spacing_ms;
 } gn_client_cfg_t;
 
 /* The client's copy: owned strings, defaults filled in, api_base without trailing slashes. */
@@ -63,6 +70,9 @@ typedef struct {
   gn_proxy_t proxy;
   int channel_budget;
   gn_renew_conf_t renew;
+  unsigned resync_families;
+  int resync_budget, resync_reserve;
+  long resync_window_ms, resync_spacing_ms;
 } gn_conf_t;
 
 /* Fills c from cfg. Returns 0, or -1 and err (out of memory; c is then freed). Any thread. */

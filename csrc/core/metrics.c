@@ -75,6 +75,13 @@ void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *o) {
   o->renewals = m->renewals;
   o->renewal_rollovers = m->renewal_rollovers;
   o->evictions = m->evictions;
+  o->resync_runs = m->resync_runs;
+  o->resync_entities = m->resync_entities;
+  o->resync_requests = m->resync_requests;
+  o->resync_stale = m->resync_stale;
+  o->resync_forbidden = m->resync_forbidden;
+  o->resync_rate_limited = m->resync_rate_limited;
+  o->resync_failed = m->resync_failed;
   o->lat_count = m->lat_count;
   o->lat_sum = m->lat_sum;
   o->lat_max = m->lat_max;
@@ -119,6 +126,13 @@ char *gn_metrics_prometheus(const gn_metrics_snapshot_t *s, const char *state, c
   HEAD("paused_seconds_total", "counter", "Seconds reading was stopped for a full queue.");
   L("genesys_notify_paused_seconds_total{client=\"%s\"} %.3f\n", cl, s->paused_ms / 1000.0);
   COUNTER("tls_resumed", s->tls_resumed, "Connections whose TLS session was resumed.");
+  COUNTER("resync_runs", s->resync_runs, "Resyncs started after deaf intervals.");
+  COUNTER("resync_entities", s->resync_entities, "Resync items delivered (one per entity).");
+  COUNTER("resync_requests", s->resync_requests, "REST requests made by resyncs.");
+  COUNTER("resync_stale", s->resync_stale, "Snapshots dropped: a newer event was delivered first.");
+  COUNTER("resync_forbidden", s->resync_forbidden, "Resync families skipped after a 403.");
+  COUNTER("resync_rate_limited", s->resync_rate_limited, "Resync requests answered 429.");
+  COUNTER("resync_failed", s->resync_failed, "Resyncs that gave up after repeated failures.");
   COUNTER("heartbeats", s->heartbeats, "Heartbeat messages received on the stream.");
   COUNTER("malformed", s->malformed, "Frames that were not a JSON object.");
   COUNTER("disconnects", s->disconnects, "Live connections that ended.");

@@ -36,6 +36,10 @@ typedef struct {
   uint64_t sched_by_reason[GN_METRICS_REASONS]; /* triggers by reason, schedule.h's order */
   uint64_t token_requests;
   uint64_t wake_peers, wake_refused; /* the wake socket's peers now; connections it refused */
+  /* resync (resync.h): runs started, entities delivered, requests made, snapshots dropped as
+   * older than a delivered event, families refused (403), 429s, runs that failed */
+  uint64_t resync_runs, resync_entities, resync_requests, resync_stale, resync_forbidden,
+      resync_rate_limited, resync_failed;
 } gn_metrics_snapshot_t;
 
 /* The trigger reasons' names, in schedule.h's gn_reason_t order. */
@@ -60,6 +64,8 @@ typedef struct {
   uint64_t started_ms, open_since_ms;
   double deaf_ms;
   uint64_t topics_wanted, topics_confirmed;
+  uint64_t resync_runs, resync_entities, resync_requests, resync_stale, resync_forbidden,
+      resync_rate_limited, resync_failed;
   int subscriptions_synced;
 } gn_metrics_t;
 

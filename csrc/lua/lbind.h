@@ -51,5 +51,10 @@ int lgn_open_backoff(lua_State *L);
 int lgn_open_client(lua_State *L);
 int lgn_open_consumer(lua_State *L); /* lbind_consumer.c: notify.consumer */
 int lgn_open_json(lua_State *L); /* lbind_json.c: core.json_decode_text */
+/* lbind_resync.c: reads the normalized table at idx's resync_* fields into cfg (which must be a
+ * gn_client_cfg_t). Returns 0, or -1 with the error message pushed. */
+int lgn_resync_config(lua_State *L, int idx, void *cfg);
+/* Sets the resync counters of snapshot s (a gn_metrics_snapshot_t) in the table on top. */
+void lgn_resync_metrics(lua_State *L, const void *s);
 
 #endif

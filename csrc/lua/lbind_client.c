@@ -365,7 +365,7 @@ static int poll_items(lua_State *L, lclient_t *u, int timeout_ms) {
       gn_item_free(it);
       n++;
     } else {
-      const char *which = it->type == GN_ITEM_EVENT ? "on_event" : "on_health";
+      const char *which = GN_ITEM_IS_EVENTLIKE(it->type) ? "on_event" : "on_health";
       lua_getfield(L, uv, which);
       if (!lua_isfunction(L, -1)) {
         lua_pop(L, 1);
@@ -424,6 +424,7 @@ static int drain_append(lua_State *L) {
   lua_pushboolean(L, raw_only != 0);
   lua_call(L, 2, 1);
   if (it->type == GN_ITEM_EVENT) lua_pushliteral(L, "event");
+  else if (it->type == GN_ITEM_RESYNC) lua_pushliteral(L, "resync");
   else lua_pushliteral(L, "health");
   lua_setfield(L, -2, "item");
   lua_rawseti(L, 2, (int)n + 1);
@@ -893,6 +894,7 @@ static int l_metrics(lua_State *L) {
   setint(L, "pauses", s.pauses);
   setnum(L, "paused_ms", s.paused_ms);
   setint(L, "tls_resumed", s.tls_resumed);
+  lgn_resync_metrics(L, &s); /* lbind_resync.c */
   setint(L, "queued_events", s.queued_events);
   setint(L, "queued_bytes", s.queued_bytes);
   setint(L, "topics_wanted", s.topics_wanted);
@@ -1191,6 +1193,7 @@ static int l_client_new(lua_State *L) {
   cfg.renew.at = opt_number(L, 1, "renew_at", 0.8, 0.1, 0.95);
   cfg.renew.margin_ms = (long)opt_number(L, 1, "renew_margin_ms", 60000, 0, 86400e3);
   cfg.renew.drain_ms = (long)opt_number(L, 1, "renew_drain_ms", 10000, 100, 600e3);
+  if (lgn_resync_config(L, 1, &cfg) != 0) return lua_error(L); /* lbind_resync.c */
   lua_getfield(L, 1, "backoff");
   read_backoff(L, lua_gettop(L), &cfg.backoff);
   lua_pop(L, 1);

@@ -5,6 +5,7 @@
  */
 #include "client.h"
 #include "channel.h"
+#include "resync.h"
 #include "oauth.h"
 #include "pool.h"
 #include "service.h"
@@ -53,6 +54,7 @@ struct gn_client {
   int pool_started;         /* pool_start ran (service thread) */
   int gate_open;            /* gated: the layer above lets the pool run now (service thread) */
   gn_client_gate_t gate;    /* a layer above (the fleet) decides when the pool runs */
+  gn_resync_t *resync;      /* resync = ...: gaps healed over REST (resync.h), or NULL */
   _Atomic int started;
   _Atomic int closing;
   /* subscribe/unsubscribe calls posted and applied: until they agree the subscriptions do not
@@ -194,6 +196,7 @@ static gn_slot_t *slot_get(gn_client_t *c, int i) {
   s->env.spare_ud = c;
   gn_slot_t *s0 = slot_at(c, 0);
   if (s0) s->env.tap = s0->env.tap; /* the gate's (gn_client_set_gate) */
+  gn_resync_wire(c->resync, &s->env);
   atomic_store(&s->env.state, GN_ST_IDLE);
   atomic_store(&c->slots[i], s);
   return s;
@@ -474,6 +477,7 @@ void gn_client_park(gn_client_t *c) {
 
 static void task_start(gn_service_t *svc, void *arg) {
   gn_client_t *c = arg;
+  gn_resync_start(c->resync);
   if (c->gate.start) { /* standby until the gate opens */
     gn_channel_park(slot_at(c, 0)->ch);
     c->gate.start(c->gate.ud);
@@ -501,6 +505,7 @@ static void task_close(gn_service_t *svc, void *arg) {
   gn_client_t *c = arg;
   if (c->gate.stop) c->gate.stop(c->gate.ud);
   pool_stop(c);
+  gn_resync_stop(c->resync);
   gn_queue_detach(&c->queue);
 }
 
@@ -612,6 +617,7 @@ gn_client_t *gn_client_new(const gn_client_cfg_t *cfg, gn_service_t *svc, char *
   if (gn_queue_init(&c->queue, c->conf.queue_limit, c->conf.queue_bytes, &c->metrics, err,
                     errlen) != 0) goto fail;
   c->queue_ready = 1;
+  if (gn_resync_make(&c->resync, &c->conf, &c->env, err, errlen) != 0) goto fail;
   gn_queue_set_room_cb(&c->queue, queue_room, c);
   c->env.conf = &c->conf;
   c->env.queue = &c->queue;
@@ -812,6 +818,7 @@ void gn_client_free(gn_client_t *c) {
   }
   gn_token_entry_release(c->env.tok);
   if (c->gate.free) c->gate.free(c->gate.ud);
+  gn_resync_free(c->resync);
   gn_budget_release(c->budget);
   for (int i = 0; i < GN_POOL_MAX; i++) {
     gn_slot_t *s = slot_at(c, i);

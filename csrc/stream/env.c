@@ -70,15 +70,22 @@ void gn_env_health(gn_env_t *env, const char *kind, json_t *fields) {
    * close reason, a 404 notice, a library's message quoting the server) is shown scrubbed. */
   if (fields) scrub_tree(env, fields, 0);
   /* a deaf interval ("restored", "gap") reaches the tap too: a fleet's consumers get it */
-  json_t *from = json_object_get(fields, "deaf_from_ms");
-  json_t *to = json_object_get(fields, "deaf_to_ms");
-  if (env->tap && env->tap->deaf && json_is_number(from) && json_is_number(to))
-    env->tap->deaf(env->tap->ud, kind, json_number_value(from), json_number_value(to));
+  json_t *jf = json_object_get(fields, "deaf_from_ms"), *jt = json_object_get(fields, "deaf_to_ms");
+  if (env->tap && env->tap->deaf && json_is_number(jf) && json_is_number(jt))
+    env->tap->deaf(env->tap->ud, kind, json_number_value(jf), json_number_value(jt));
   if (env->stamp && atomic_load(env->stamp)) {
     if (!fields) fields = json_object();
     if (fields) json_object_set_new(fields, "channel", json_integer(env->index + 1));
   }
+  double from = -1, to = -1;
+  if (env->deaf && json_is_number(jf) && json_is_number(jt) &&
+      (!strcmp(kind, "restored") || !strcmp(kind, "gap"))) {
+    from = json_number_value(jf);
+    to = json_number_value(jt);
+  }
   gn_queue_health(env->queue, kind, gn_state_name(atomic_load(&env->state)), fields);
+  /* after the health item: the application reads the gap before what heals it */
+  if (from >= 0 && to >= from) env->deaf(env->resync_ud, env, from, to);
 }
 
 gn_conn_t *gn_env_open_conn(gn_env_t *env, const char *url, const gn_conn_cbs_t *cbs, void *ud,
@@ -100,6 +107,7 @@ int gn_env_deliver(gn_env_t *env, const gn_msg_t *m, const char *channel_id, con
   if (env->tap && !env->tap->event(env->tap->ud, m, channel_id, raw, len)) return 0;
   /* the channel's own count (the queue counts the client's), before the owner can see it */
   if (env->count_events) GN_COUNT(env, events);
+  if (env->seen) env->seen(env->resync_ud, m); /* resync.h */
   gn_queue_event(env->queue, m, channel_id, raw, len);
   return 1;
 }

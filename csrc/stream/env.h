@@ -51,7 +51,8 @@ typedef struct {
 
 enum { GN_NOTE_CREATED = 0, GN_NOTE_MAY_CREATE, GN_NOTE_EVICTED };
 
-typedef struct {
+typedef struct gn_env gn_env_t;
+struct gn_env {
   const gn_conf_t *conf;
   gn_service_t *svc;
   gn_token_entry_t *tok;  /* shared per credential across the process */
@@ -76,7 +77,12 @@ typedef struct {
   int (*budget_note)(void *ud, int what, const char *channel_id);
   int count_events;       /* count events in metrics too (the queue counts them elsewhere) */
   const gn_tap_t *tap;    /* NULL: none */
-} gn_env_t;
+  /* Resync (resync.h), NULL when off: deaf gets each deaf interval this env reports (health
+   * "restored" or "gap", wall-clock ms), seen each event before it is queued. Service thread. */
+  void (*deaf)(void *ud, gn_env_t *env, double from_ms, double to_ms);
+  void (*seen)(void *ud, const gn_msg_t *m);
+  void *resync_ud;
+};
 
 /* Queues health item kind with fields (stolen, may be NULL) stamped with the current state.
  * Returns nothing. Service thread. */

@@ -148,7 +148,7 @@ void gn_queue_push(gn_queue_t *q, gn_item_t *it) {
     gn_item_free(it);
     return;
   }
-  int event = it->type == GN_ITEM_EVENT;
+  int event = GN_ITEM_IS_EVENTLIKE(it->type);
   if (event) {
     /* One event always fits when no other waits: a larger one than the byte limit is not
      * refused for good. */
@@ -189,7 +189,7 @@ void gn_queue_add(gn_queue_t *q, gn_item_type_t type, json_t *data, uint64_t seq
   gn_item_t *it = calloc(1, sizeof *it);
   if (!it) {
     json_decref(data);
-    gn_queue_drop(q, type == GN_ITEM_EVENT);
+    gn_queue_drop(q, GN_ITEM_IS_EVENTLIKE(type));
     return;
   }
   it->type = type;
@@ -313,7 +313,7 @@ static gn_item_t *pop_locked(gn_queue_t *q, const char *state, int *room) {
     it = q->head;
     q->head = it->next;
     if (!q->head) q->tail = NULL;
-    if (it->type == GN_ITEM_EVENT) {
+    if (GN_ITEM_IS_EVENTLIKE(it->type)) {
       q->events--;
       q->bytes -= it->cost;
       /* half empty: the paused producer may read again (it refills the other half while the

@@ -32,7 +32,17 @@
 
 /* GN_ITEM_POLICY: an attempt record for the operator's policy hook; answered with
  * gn_client_policy_answer(c, item->seq, delay). */
-typedef enum { GN_ITEM_EVENT = 1, GN_ITEM_HEALTH = 2, GN_ITEM_POLICY = 3 } gn_item_type_t;
+/* GN_ITEM_RESYNC: an entity's state read back after a gap (resync.h), data = the item's fields
+ * (topic, body, resync, family, deaf_from_ms, deaf_to_ms, read_ms, newer_than); bounded and
+ * reported like an event. */
+typedef enum {
+  GN_ITEM_EVENT = 1,
+  GN_ITEM_HEALTH = 2,
+  GN_ITEM_POLICY = 3,
+  GN_ITEM_RESYNC = 4
+} gn_item_type_t;
+/* Items bounded as events (queue_limit, queue_bytes): events and resync items. */
+#define GN_ITEM_IS_EVENTLIKE(t) ((t) == GN_ITEM_EVENT || (t) == GN_ITEM_RESYNC)
 
 #define GN_HEALTH_LIMIT 1024 /* health and policy items waiting before new ones are dropped */
 

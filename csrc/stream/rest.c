@@ -1,5 +1,6 @@
 /* rest.c: notifications REST calls and their answers (see rest.h). */
 #include "rest.h"
+#include "ratebudget.h"
 #include "gn_util.h"
 
 #include <jansson.h>
@@ -32,6 +33,7 @@ static gn_http_req_t *call(gn_http_t *h, const gn_conf_t *conf, const char *toke
   o.max_body = 4u << 20;
   char err[200];
   gn_http_req_t *r = gn_http_start(h, &o, cb, ud, err, sizeof err);
+  if (r) gn_rate_note(token); /* the stream's calls count in the token's budget (ratebudget.h) */
   memset(auth, 0, sizeof auth); /* the token does not linger on the stack */
   return r;
 }

@@ -10,7 +10,7 @@
 -- normalized table to the C core (genesys.notify.core). The client object itself is C.
 local core = require "genesys.notify.core"
 
-local type, pairs, ipairs, tostring, error, pcall = type, pairs, ipairs, tostring, error, pcall
+local type, pairs, ipairs, tostring, error, pcall, next = type, pairs, ipairs, tostring, error, pcall, next
 local os_getenv, string_format, io_open = os.getenv, string.format, io.open
 local table_concat, table_sort = table.concat, table.sort
 local topic_error = core.topic_error
@@ -160,8 +160,41 @@ local ALLOWED = {
   overflow = true, pause_max_ms = true,
   max_message_size = true, on_event = true, on_health = true, name = true, context = true,
   audit = true, policy = true, proxy = true, no_proxy = true, channel_budget = true,
-  redis = true, renew = true,
+  redis = true, renew = true, resync = true,
 }
+
+-- ---- resync (docs/resync.md) ---------------------------------------------------------------
+-- resync = true | { "presence", "routing_status", ... } | { families = true | {...},
+--   budget = 150, window_ms = 60000, spacing_ms = ..., reserve = ... }. Family names are
+-- checked in C against the one table of families (the error names the field).
+local function resync_config(r, out)
+  if r == false then return end
+  local fams = r
+  if type(r) == "table" and (r.families ~= nil or next(r) == nil or type(next(r)) == "string") then
+    check_keys(r, { families = true, budget = true, window_ms = true, spacing_ms = true,
+      reserve = true }, "resync.")
+    fams = r.families == nil and true or r.families
+    out.resync_budget = opt_int(r, "budget", "resync.budget", 2, 100000)
+    out.resync_window_ms = opt_ms(r, "window_ms", "resync.window_ms", 1000, 3600000)
+    out.resync_spacing_ms = opt_ms(r, "spacing_ms", "resync.spacing_ms", 1, 600000)
+    out.resync_reserve = opt_int(r, "reserve", "resync.reserve", 1, 100000)
+  end
+  if fams == true then
+    out.resync_families = "all"
+  elseif type(fams) == "string" and fams ~= "" and not fams:find(",", 1, true) then
+    out.resync_families = fams
+  elseif type(fams) == "table" and #fams > 0 then
+    for i = 1, #fams do
+      if type(fams[i]) ~= "string" or fams[i] == "" or fams[i]:find(",", 1, true) then
+        fail("resync[" .. i .. "]", "a family name", describe(fams[i]))
+      end
+    end
+    out.resync_families = table_concat(fams, ",")
+  else
+    fail("resync", "true, a family name, a list of family names or a table {families = ...}",
+      describe(fams))
+  end
+end
 
 -- ---- redis (a fleet member: see the README, "Running a fleet") ----------------------------
 local REDIS_ALLOWED = { url = true, key = true, lease_ms = true, margin_ms = true, maxlen = true,
@@ -595,6 +628,7 @@ function _M.config(cfg)
   end
   proxy_config(cfg, out)
   if cfg.redis ~= nil then redis_config(cfg.redis, out) end
+  if cfg.resync ~= nil then resync_config(cfg.resync, out) end
   if cfg.context ~= nil then
     if not core.is_context(cfg.context) then
       fail("context", "a context from notify.context()", describe(cfg.context))

@@ -399,6 +399,28 @@ describe("genesys-notify command line", function()
     assert.is_nil(read_file(d2 .. "/tty"):find("\27[K", 1, true))
   end)
 
+  it("--resync prints the state read back after a gap as lines marked resync", function()
+    local topic = "v2.users.cliresync.presence"
+    emu:admin("POST", "users/cliresync", { presence = "Available" })
+    local cli = spawn(args { "--topic", topic, "--health", "json", "--resync", "presence" }, env)
+    defer(function() cli:cleanup() end)
+    assert.truthy(wait_for(function() return #cli:health("connected") > 0 end), cli:err())
+    emu:admin("POST", "faults/handshake", { mode = "refuse", ms = 800 })
+    emu:admin("POST", "channels/" .. live_channel(topic) .. "/reset", {})
+    emu:admin("POST", "users/cliresync", { presence = "Busy" })
+    local line = wait_for(function()
+      for _, ev in ipairs(cli:events()) do if ev.resync then return ev end end
+    end, 20000)
+    assert.truthy(line, cli:out() .. cli:err())
+    assert.equals(topic, line.topic)
+    assert.equals("Busy", line.body.presenceDefinition.systemPresence)
+    assert.equals("presence", line.resync.family)
+    local restored = cli:health("restored")[1]
+    assert.equals(math.floor(restored.deaf_from_ms), line.resync.deaf_from_ms)
+    local rc = run(args { "--topic", topic, "--resync", "nope", "--duration", "1" }, env)
+    assert.equals(2, rc)
+  end)
+
   it("the library's audit option offers the seed lines too", function()
     local ctx = { connection_id = 7, success_rate = 0.75 }
     assert.equals("AUDIT|RECONNECT_ATTEMPT|connId=3|attempt=2|delayMs=327",

@@ -471,3 +471,46 @@ describe("a fleet whose holder needs a pool of channels", function()
     print(("\n  %d events, %d lost inside markers"):format(#st.times, lost))
   end)
 end)
+
+describe("a fleet holder's resync", function()
+  local r, emu, holder, fan
+  setup(function()
+    r = redis.start()
+    emu = emulator.start { tls = true }
+    emu:admin("POST", "users/fleet", { presence = "Available" })
+    local key = KEY .. ":resync"
+    fan = { spawn("fanout", { FLEET_REDIS = r.url, FLEET_KEY = key }),
+            spawn("fanout", { FLEET_REDIS = r.url, FLEET_KEY = key }) }
+    for _, c in ipairs(fan) do
+      assert(wait_for(function() return c:out():find("S started") end, 10000))
+    end
+    emulator.sleep(0.3)
+    holder = spawn("holder", { FLEET_EMU_PORT = string.format("%d", emu.port),
+      FLEET_CA = emu.ca_file, FLEET_TOPIC = TOPIC, FLEET_REDIS = r.url, FLEET_KEY = key,
+      FLEET_LEASE_MS = string.format("%d", LEASE_MS), FLEET_RESYNC = "presence" })
+  end)
+  teardown(function()
+    for _, n in ipairs { holder, fan and fan[1], fan and fan[2] } do
+      if n then
+        n:stop()
+        assert.not_matches("Sanitizer", n:err())
+        assert.not_matches("runtime error", n:err())
+      end
+    end
+    if emu then emu:stop() end
+    if r then r:stop() end
+  end)
+
+  it("reaches every consumer through the stream, like events", function()
+    expect(function() return holder:lease() == "holder" and holder:out():find("H connected") end,
+      10000, "the holder connected")
+    emu:admin("POST", "faults/handshake", { mode = "refuse", ms = 800 })
+    emu:admin("POST", "channels/*/reset", {})
+    expect(function() return holder:out():find("H disconnected") end, 10000, "the gap")
+    emu:admin("POST", "users/fleet", { presence = "Busy" })
+    for _, c in ipairs(fan) do
+      expect(function() return c:out():find("Y " .. TOPIC .. " Busy", 1, true) end, 20000,
+        "the resync item at a consumer")
+    end
+  end)
+end)

@@ -146,6 +146,31 @@ describe("genesys.notify.resty in nginx", function()
     assert.equals(0, hh.ring.write_failures)
   end)
 
+  it("resync: the state read back after a gap reaches every worker through the ring", function()
+    emu:admin("POST", "users/ngx1", { presence = "Available" })
+    local ng = start(emu, { GN_RESYNC = "presence" })
+    finally(function() ng:stop() end)
+    assert.truthy(health(ng), "no worker connected: " .. ng:log())
+    local a, wa = stream_on(ng, 60, function() return true end)
+    local b = stream_on(ng, 60, function(w) return w ~= wa end)
+    emu:admin("POST", "faults/handshake", { mode = "refuse", ms = 800 })
+    assert.equals(200, (emu:admin("POST", "channels/*/reset", {})))
+    nginx.wait_until(function() return ng:health().state ~= "open" end, 5)
+    emu:admin("POST", "users/ngx1", { presence = "Busy" })
+    for _, s in ipairs { a, b } do
+      local recs = s:wait_for(function(r)
+        for _, x in ipairs(r) do if x.item == "event" and x.resync then return true end end
+      end, 20)
+      assert.truthy(recs, "no resync item on a worker's stream: " .. s:text())
+      local got
+      for _, x in ipairs(recs) do if x.resync then got = x end end
+      assert.equals(TOPIC, got.topic)
+      local msg = cjson.decode(got.raw)
+      assert.equals("Busy", msg.eventBody.presenceDefinition.systemPresence)
+      assert.equals("presence", msg.resync.family)
+    end
+  end)
+
   it("RST, socket_closing and channel expiry: events go on, each gap reported", function()
     local ng = start(emu)
     finally(function() ng:stop() end)

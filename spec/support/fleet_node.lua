@@ -51,6 +51,7 @@ if role == "holder" then
               lease_ms = tonumber(os.getenv("FLEET_LEASE_MS")) },
     on_event = function(ev) out:write("L ", string.format("%d", ev.received_ms), "\n") end,
     on_health = on_health,
+    resync = os.getenv("FLEET_RESYNC"), -- a family name, or nil: off
   }
 else
   obj = notify.consumer {
@@ -63,6 +64,11 @@ else
         raised = true
         out:write("R ", ev.id, "\n")
         error("a handler that fails once")
+      end
+      if type(ev.raw) == "string" and ev.raw:find('"resync":{', 1, true) then
+        -- a holder's resync item, through the stream: "Y <topic> <systemPresence>"
+        local pd = type(ev.body) == "table" and ev.body.presenceDefinition
+        out:write("Y ", ev.topic, " ", tostring(pd and pd.systemPresence), "\n")
       end
       local b = type(ev.body) == "table" and ev.body or {}
       out:write("E ", ev.correlation_id, " ", string.format("%d", ev.fence), " ", ev.id,

@@ -668,6 +668,14 @@ local function put_item(h, it)
     ring_put(it)
     return
   end
+  if it.item == "resync" then
+    -- the state read back after a gap (resync = ...): every worker gets it as an event marked
+    -- resync; rare, so as a "j" record; in fleet mode it comes through the Redis Stream
+    if h.consumer then return end
+    ring_put_json("j", { item = "event", topic = it.topic, channel_id = it.channel_id,
+      received_ms = it.received_ms, raw = it.raw, resync = true })
+    return
+  end
   if it.item == "event" then
     local rms = it.received_ms
     if rms and rms > (h.last_ms or 0) then h.last_ms = rms end

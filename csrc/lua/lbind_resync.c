@@ -1,0 +1,61 @@
+/* lbind_resync.c: the resync part of a client's configuration, as notify.lua normalized it
+ * (resync_families: a comma-separated list of family names; resync_budget,
+ * resync_window_ms, resync_spacing_ms, resync_reserve: numbers), read into the core's
+ * settings. notify.lua checks types and ranges; the family names are checked here, against
+ * the one table of families (resync_families.c), naming the field. */
+#include "conf.h"
+#include "lbind.h"
+#include "metrics.h"
+#include "resync_families.h"
+
+#include <lauxlib.h>
+
+static double num(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
+  lua_pop(L, 1);
+  return v;
+}
+
+int lgn_resync_config(lua_State *L, int idx, void *cfgp) {
+  gn_client_cfg_t *cfg = cfgp;
+  idx = lua_absindex(L, idx);
+  lua_getfield(L, idx, "resync_families");
+  const char *list = lua_tostring(L, -1);
+  if (list) {
+    char bad[64];
+    cfg->resync_families = gn_rs_parse_list(list, bad, sizeof bad);
+    if (!cfg->resync_families) {
+      lua_pop(L, 1);
+      lua_pushfstring(L, "genesys.notify: resync: expected true or a list of families (%s), "
+                         "got \"%s\"", gn_rs_names(), bad);
+      return -1;
+    }
+  }
+  lua_pop(L, 1);
+  cfg->resync_budget = (int)num(L, idx, "resync_budget");
+  cfg->resync_reserve = (int)num(L, idx, "resync_reserve");
+  cfg->resync_window_ms = (long)num(L, idx, "resync_window_ms");
+  cfg->resync_spacing_ms = (long)num(L, idx, "resync_spacing_ms");
+  return 0;
+}
+
+static void setu(lua_State *L, const char *k, uint64_t v) {
+#if LUA_VERSION_NUM >= 503
+  lua_pushinteger(L, (lua_Integer)v);
+#else
+  lua_pushnumber(L, (lua_Number)v);
+#endif
+  lua_setfield(L, -2, k);
+}
+
+void lgn_resync_metrics(lua_State *L, const void *sp) {
+  const gn_metrics_snapshot_t *s = sp;
+  setu(L, "resync_runs", s->resync_runs);
+  setu(L, "resync_entities", s->resync_entities);
+  setu(L, "resync_requests", s->resync_requests);
+  setu(L, "resync_stale", s->resync_stale);
+  setu(L, "resync_forbidden", s->resync_forbidden);
+  setu(L, "resync_rate_limited", s->resync_rate_limited);
+  setu(L, "resync_failed", s->resync_failed);
+}
