@@ -110,7 +110,11 @@ describe("genesys.notify client: tokens and auth faults", function()
     local emu2 = emulator.start { tls = true, token_ttl = 2 }
     finally(function() emu2:stop() end)
     local rec = wait.recorder()
-    local client = notify.new(wait.config(emu2, rec, { topics = { TOPIC } }))
+    -- renew.rule "channel": this spec counts the token refreshes a subscription change needs;
+    -- under the default rule ("both") a channel made with a 2 s token is also moved to a new one
+    -- every second, each with a token of its own (client_renew_spec counts those).
+    local client = notify.new(wait.config(emu2, rec, { topics = { TOPIC },
+      renew = { rule = "channel" } }))
     finally(function() client:close() end)
     client:start()
     assert.truthy(wait.until_(client, function() return rec.count("connected") > 0 end, 10000))
