@@ -265,6 +265,11 @@ int gn_conn_send_text(gn_conn_t *c, const char *text, size_t len) {
   return 0;
 }
 
+void gn_conn_set_cbs(gn_conn_t *c, const gn_conn_cbs_t *cbs, void *ud) {
+  c->cbs = *cbs;
+  c->ud = ud;
+}
+
 void gn_conn_close(gn_conn_t *c, int code, const char *reason) {
   if (!c) return;
   c->detached = 1;

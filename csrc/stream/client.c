@@ -107,7 +107,8 @@ void gn_cl_task_poke(gn_service_t *svc, void *arg) {
   if (atomic_load(&c->closing)) return;
   for (int i = 0; i < GN_POOL_MAX; i++) { /* rollovers waiting for the spare unit */
     gn_slot_t *s = gn_cl_slot_at(c, i);
-    if (s && s->ch && atomic_load(&s->running)) gn_channel_spare_freed(s->ch);
+    if (s && s->ch && atomic_load(&s->running) && s->env.spare_waiting)
+      gn_channel_spare_freed(s->ch);
   }
   if (!c->pending.n) return;
   int changed[GN_POOL_MAX] = {0};
