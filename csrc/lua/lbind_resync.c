@@ -40,22 +40,13 @@ int lgn_resync_config(lua_State *L, int idx, void *cfgp) {
   return 0;
 }
 
-static void setu(lua_State *L, const char *k, uint64_t v) {
-#if LUA_VERSION_NUM >= 503
-  lua_pushinteger(L, (lua_Integer)v);
-#else
-  lua_pushnumber(L, (lua_Number)v);
-#endif
-  lua_setfield(L, -2, k);
-}
-
 void lgn_resync_metrics(lua_State *L, const void *sp) {
   const gn_metrics_snapshot_t *s = sp;
-  setu(L, "resync_runs", s->resync_runs);
-  setu(L, "resync_entities", s->resync_entities);
-  setu(L, "resync_requests", s->resync_requests);
-  setu(L, "resync_stale", s->resync_stale);
-  setu(L, "resync_forbidden", s->resync_forbidden);
-  setu(L, "resync_rate_limited", s->resync_rate_limited);
-  setu(L, "resync_failed", s->resync_failed);
+  lgn_setint(L, "resync_runs", s->resync_runs);
+  lgn_setint(L, "resync_entities", s->resync_entities);
+  lgn_setint(L, "resync_requests", s->resync_requests);
+  lgn_setint(L, "resync_stale", s->resync_stale);
+  lgn_setint(L, "resync_forbidden", s->resync_forbidden);
+  lgn_setint(L, "resync_rate_limited", s->resync_rate_limited);
+  lgn_setint(L, "resync_failed", s->resync_failed);
 }
