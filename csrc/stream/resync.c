@@ -388,7 +388,7 @@ static void answered(void *ud, const gn_http_result_t *hr) {
                      emit, r) == 0) {
       r->failures = 0;
       gn_backoff_succeeded(&r->bo, now);
-      if (more) r->page++;
+      if (more) r->page = more;
       else free_batch(r);
       kick(r, (double)c->resync_spacing_ms);
       return;
