@@ -467,6 +467,13 @@ void gn_client_resume(gn_client_t *c) {
   }
 }
 
+void gn_client_resync_gap(gn_client_t *c, double from_ms, double to_ms) {
+  for (int i = 0; c->resync && i < GN_POOL_MAX; i++) {
+    gn_slot_t *s = slot_at(c, i);
+    if (s && atomic_load(&s->running)) gn_resync_env_deaf(c->resync, &s->env, from_ms, to_ms);
+  }
+}
+
 void gn_client_park(gn_client_t *c) {
   c->gate_open = 0;
   for (int i = 0; i < GN_POOL_MAX; i++) {
