@@ -600,6 +600,22 @@ static int l_gc(lua_State *L) {
   return 0;
 }
 
+/* client:resync_gap(from_ms, to_ms): every topic was deaf over that interval, a gap known
+ * above the client (a reader of nginx's ring that missed items): a resync heals it when resync
+ * is on (else nothing). Returns true, or nil and a message when the client is not running. */
+static int l_resync_gap(lua_State *L) {
+  lclient_t *u = check_open(L, 1);
+  double from = luaL_checknumber(L, 2), to = luaL_checknumber(L, 3);
+  luaL_argcheck(L, from <= to, 3, "expected to_ms >= from_ms");
+  if (gn_client_heal(u->c, from, to) != 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "the client is not running");
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int l_reconnect(lua_State *L) {
   lclient_t *u = check_open(L, 1);
   int r = gn_client_reconnect(u->c);
@@ -1303,7 +1319,8 @@ int lgn_open_client(lua_State *L) {
       {"drain", l_drain},           {"wake_socket", l_wake_socket},
       {"fd", l_fd},                 {"close", l_close},       {"reconnect", l_reconnect},
       {"subscribe", l_subscribe},   {"unsubscribe", l_unsubscribe},
-      {"state", l_state},           {"metrics", l_metrics},   {NULL, NULL}};
+      {"state", l_state},           {"metrics", l_metrics},   {"resync_gap", l_resync_gap},
+      {NULL, NULL}};
   static const luaL_Reg context_methods[] = {{"close", l_context_close}, {NULL, NULL}};
   static const luaL_Reg bell_methods[] = {{"ring", l_bell_ring},   {"path", l_bell_path},
                                           {"stats", l_bell_stats}, {"close", l_bell_close},
