@@ -216,9 +216,18 @@ $(TESTSOCK): spec/support/testsock.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LUA_CFLAGS) -shared $(LDFLAGS) -o $@ $<
 
+# A test- and bench-only Lua module (the binding's JSON-to-Lua paths side by side: the decoder's
+# spec and bench/decode_bench.lua); never installed, not in core.so.
+TESTJSON := $(BUILD)/gn_testjson.so
+TESTJSON_OBJS := $(OBJDIR)/lua/lbind_tree.o $(OBJDIR)/lua/lbind_json.o
+$(TESTJSON): spec/support/testjson.c $(TESTJSON_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LUA_CFLAGS) -shared $(LDFLAGS) -o $@ $< $(TESTJSON_OBJS) \
+	  $(shell pkg-config --libs jansson) -lm
+
 # C tests and specs for the current LUA.
 check: all test-c check-lua
-check-lua: all $(HOST_DEP) $(TESTFORK) $(TESTSOCK)
+check-lua: all $(HOST_DEP) $(TESTFORK) $(TESTSOCK) $(TESTJSON)
 	$(SPEC_ENV) $(SAN_ENV) $(BUSTED_CMD) $(BUSTED_ARGS)
 
 test-c: ctests
@@ -262,6 +271,7 @@ lint:
 	luacheck lua spec bench bin/genesys-notify
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr --suppress=missingIncludeSystem $(LAYER_INCS) csrc emulator spec/c
+	sh spec/support/filesize.sh
 
 # ---------------------------------------------------------------------------------------------
 # hiredis 1.2.0 with TLS (hiredis_ssl), from ../shared/deps (DEPS_SRC), built into

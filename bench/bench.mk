@@ -21,7 +21,7 @@ herd: $(HERD)
 # The client's own measurements (Lua, against the module of this build; see docs/design.md):
 # decoding in C vs lua-cjson, and memory/latency/throughput per client.
 .PHONY: bench-decode bench-client
-bench-decode: module
+bench-decode: module $(TESTJSON)
 	$(LUA) bench/decode_bench.lua $(BUILD)
 bench-client: all
 	GN_BINDIR=$(BINDIR) $(LUA) bench/client_bench.lua $(BUILD) 200

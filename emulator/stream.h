@@ -102,6 +102,9 @@ void conn_stall(conn_t *c, long ms);
 void conn_socket_closing(conn_t *c, long grace_ms);
 void conn_notice_gone(conn_t *c, const char *why);
 
+/* stream_write.c: SERVER_WRITEABLE of c: writes queued frames and due generated events until
+ * the socket is choked, or the close asked for. Returns 0, or -1 to end the connection. */
+int conn_writeable(conn_t *c);
 /* At exit: frees the generated events' scratch buffer; returns nothing. */
 void stream_free_scratch(void);
 

@@ -2,7 +2,53 @@
 #include "conf.h"
 #include "gn_util.h"
 
+#include <stddef.h>
 #include <stdio.h>
+
+#define GN_CONF_ROW(field, key, member, ctype, kind, def, lo, hi)                                  \
+  {field, key, offsetof(gn_client_cfg_t, member), GN_OPT_T_##ctype, GN_OPT_##kind, (double)(def), \
+   lo, hi},
+const gn_conf_opt_t gn_conf_opts[] = {GN_CONF_OPTIONS(GN_CONF_ROW)};
+#undef GN_CONF_ROW
+const size_t gn_conf_nopts = sizeof gn_conf_opts / sizeof *gn_conf_opts;
+
+/* The members are read and written through memcpy: a byte pointer cast to a double pointer is
+ * what cppcheck (rightly, for aliasing) refuses. */
+double gn_conf_opt_get(const gn_client_cfg_t *cfg, const gn_conf_opt_t *o) {
+  const char *p = (const char *)cfg + o->offset;
+  long l;
+  size_t z;
+  int i;
+  double d;
+  switch (o->ctype) {
+  case GN_OPT_T_LONG: memcpy(&l, p, sizeof l); return (double)l;
+  case GN_OPT_T_SIZE: memcpy(&z, p, sizeof z); return (double)z;
+  case GN_OPT_T_INT: memcpy(&i, p, sizeof i); return (double)i;
+  default: memcpy(&d, p, sizeof d); return d;
+  }
+}
+
+void gn_conf_opt_set(gn_client_cfg_t *cfg, const gn_conf_opt_t *o, double v) {
+  char *p = (char *)cfg + o->offset;
+  switch (o->ctype) {
+  case GN_OPT_T_LONG: {
+    long l = (long)v;
+    memcpy(p, &l, sizeof l);
+    break;
+  }
+  case GN_OPT_T_SIZE: {
+    size_t z = (size_t)v;
+    memcpy(p, &z, sizeof z);
+    break;
+  }
+  case GN_OPT_T_INT: {
+    int i = (int)v;
+    memcpy(p, &i, sizeof i);
+    break;
+  }
+  default: memcpy(p, &v, sizeof v); break;
+  }
+}
 
 int gn_conf_init(gn_conf_t *c, const gn_client_cfg_t *cfg, char *err, size_t errlen) {
   memset(c, 0, sizeof *c);
@@ -22,23 +68,21 @@ int gn_conf_init(gn_conf_t *c, const gn_client_cfg_t *cfg, char *err, size_t err
   size_t bl = strlen(c->api_base);
   while (bl && c->api_base[bl - 1] == '/') c->api_base[--bl] = 0;
   c->verify = cfg->verify;
-  c->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 10000;
-  c->handshake_timeout_ms = cfg->handshake_timeout_ms > 0 ? cfg->handshake_timeout_ms : 10000;
-  c->http_timeout_ms = cfg->http_timeout_ms > 0 ? cfg->http_timeout_ms : 30000;
-  c->idle_ms = cfg->idle_ms > 0 ? cfg->idle_ms : 35000;
-  c->ping_timeout_ms = cfg->ping_timeout_ms > 0 ? cfg->ping_timeout_ms : 10000;
-  c->queue_limit = cfg->queue_limit ? cfg->queue_limit : 10000;
-  c->queue_bytes = cfg->queue_bytes ? cfg->queue_bytes : GN_QUEUE_BYTES_DEFAULT;
-  c->max_message = cfg->max_message ? cfg->max_message : (1u << 20);
+  /* the numeric options: a value outside its row's range (a zero from a C caller) is the
+   * default */
+  gn_client_cfg_t n = *cfg;
+  for (size_t i = 0; i < gn_conf_nopts; i++) {
+    const gn_conf_opt_t *o = &gn_conf_opts[i];
+    double v = gn_conf_opt_get(cfg, o);
+    gn_conf_opt_set(&n, o, v >= o->lo && v <= o->hi ? v : o->def);
+  }
+#define GN_CONF_COPY(field, key, member, ctype, kind, def, lo, hi) c->member = n.member;
+  GN_CONF_OPTIONS(GN_CONF_COPY) /* gn_conf_t has each option under its gn_client_cfg_t name */
+#undef GN_CONF_COPY
+  c->renew.rule = cfg->renew.rule;
   c->overflow_pause = cfg->overflow_pause;
-  c->pause_max_ms = cfg->pause_max_ms >= 0 ? cfg->pause_max_ms : 30000;
   c->backoff = cfg->backoff;
   c->has_policy = cfg->policy;
-  c->channel_budget = cfg->channel_budget >= 2 ? cfg->channel_budget : 20;
-  c->renew.rule = cfg->renew.rule;
-  c->renew.at = cfg->renew.at > 0 && cfg->renew.at < 1 ? cfg->renew.at : 0.8;
-  c->renew.margin_ms = cfg->renew.margin_ms >= 0 ? cfg->renew.margin_ms : 60000;
-  c->renew.drain_ms = cfg->renew.drain_ms > 0 ? cfg->renew.drain_ms : 10000;
   c->resync_families = cfg->resync_families;
   c->resync_budget = cfg->resync_budget > 0 ? cfg->resync_budget : 150;
   c->resync_window_ms = cfg->resync_window_ms > 0 ? cfg->resync_window_ms : 60000;

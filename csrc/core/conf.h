@@ -11,6 +11,11 @@
 #include "proxy.h"
 
 #define GN_QUEUE_BYTES_DEFAULT ((size_t)64 << 20)
+/* Defaults other layers fall back on too (transport.c, http.c: a zero in their options). */
+#define GN_CONNECT_TIMEOUT_MS_DEFAULT 10000
+#define GN_HANDSHAKE_TIMEOUT_MS_DEFAULT 10000
+#define GN_HTTP_TIMEOUT_MS_DEFAULT 30000
+#define GN_MAX_MESSAGE_DEFAULT 1048576
 
 /* Renewal of channels before their end (stream/renew.h). */
 typedef enum {
@@ -56,6 +61,56 @@ typedef struct {
   int resync_budget, resync_reserve;
   long resync_window_ms, resync_spacing_ms;
 } gn_client_cfg_t;
+
+/* ---- The numeric options: one table ----
+ * One row per numeric option of a client, read by every part that needs it: gn_conf_init (the
+ * default of a value outside its range, a zero from a C caller), the binding (lbind_new.c: the
+ * table genesys.notify normalized, by key) and genesys.notify itself (core.options: the user's
+ * field checked against its range, with the same message as before). Adding an option is one
+ * row here, its member (same name) in gn_client_cfg_t and gn_conf_t, and one opt_into() call
+ * where it sits in the user's configuration (lua/genesys/notify.lua); plus its doc row in
+ * docs/client.md and its spec.
+ *   X(field: the user's name, key: the normalized table's, member of gn_client_cfg_t, C type
+ *     (GN_OPT_T_*), kind (how the message says it: GN_OPT_MS, GN_OPT_INT, GN_OPT_BYTES,
+ *     GN_OPT_FRACTION), default, lowest, highest) */
+#define GN_CONF_OPTIONS(X)                                                                         \
+  X("timeouts.connect_ms", "connect_timeout_ms", connect_timeout_ms, LONG, MS,                     \
+    GN_CONNECT_TIMEOUT_MS_DEFAULT, 1, 3600000)                                                     \
+  X("timeouts.handshake_ms", "handshake_timeout_ms", handshake_timeout_ms, LONG, MS,               \
+    GN_HANDSHAKE_TIMEOUT_MS_DEFAULT, 1, 3600000)                                                   \
+  X("timeouts.http_ms", "http_timeout_ms", http_timeout_ms, LONG, MS, GN_HTTP_TIMEOUT_MS_DEFAULT, \
+    1, 3600000)                                                                                    \
+  X("heartbeat.idle_ms", "idle_ms", idle_ms, LONG, MS, 35000, 10, 86400000)                        \
+  X("heartbeat.ping_timeout_ms", "ping_timeout_ms", ping_timeout_ms, LONG, MS, 10000, 10,          \
+    86400000)                                                                                      \
+  X("queue_limit", "queue_limit", queue_limit, SIZE, INT, 10000, 1, 1000000000)                    \
+  X("queue_bytes", "queue_bytes", queue_bytes, SIZE, BYTES, GN_QUEUE_BYTES_DEFAULT, 65536,         \
+    1099511627776.0)                                                                               \
+  X("max_message_size", "max_message_size", max_message, SIZE, BYTES, GN_MAX_MESSAGE_DEFAULT, 256, \
+    1073741824)                                                                                    \
+  X("pause_max_ms", "pause_max_ms", pause_max_ms, LONG, MS, 30000, 0, 86400000)                    \
+  X("channel_budget", "channel_budget", channel_budget, INT, INT, 20, 2, 1000)                     \
+  X("renew.at", "renew_at", renew.at, DOUBLE, FRACTION, 0.8, 0.1, 0.95)                            \
+  X("renew.margin_ms", "renew_margin_ms", renew.margin_ms, LONG, MS, 60000, 0, 86400000)           \
+  X("renew.drain_ms", "renew_drain_ms", renew.drain_ms, LONG, MS, 10000, 100, 600000)
+
+typedef enum { GN_OPT_T_LONG, GN_OPT_T_SIZE, GN_OPT_T_INT, GN_OPT_T_DOUBLE } gn_opt_ctype_t;
+typedef enum { GN_OPT_MS, GN_OPT_INT, GN_OPT_BYTES, GN_OPT_FRACTION } gn_opt_kind_t;
+typedef struct {
+  const char *field, *key; /* the user's name ("timeouts.connect_ms"), the normalized key */
+  size_t offset;           /* of the member in gn_client_cfg_t */
+  gn_opt_ctype_t ctype;
+  gn_opt_kind_t kind;
+  double def, lo, hi;
+} gn_conf_opt_t;
+
+/* The rows of GN_CONF_OPTIONS, in order; gn_conf_nopts of them. Any thread. */
+extern const gn_conf_opt_t gn_conf_opts[];
+extern const size_t gn_conf_nopts;
+/* The option's value in cfg as a number. Any thread. */
+double gn_conf_opt_get(const gn_client_cfg_t *cfg, const gn_conf_opt_t *o);
+/* Sets the option's member of cfg to v (converted to its C type). Returns nothing. */
+void gn_conf_opt_set(gn_client_cfg_t *cfg, const gn_conf_opt_t *o, double v);
 
 /* The client's copy: owned strings, defaults filled in, api_base without trailing slashes. */
 typedef struct {

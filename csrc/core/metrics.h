@@ -80,12 +80,6 @@ void gn_metrics_add_latency(gn_metrics_t *m, double ms);
 /* Copies m's counters into *out and computes the latency percentiles. Returns nothing. Any
  * thread: locks m's mutex (the samples are sorted after it is released). */
 void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *out);
-/* Prometheus text exposition of a snapshot: every field client:metrics() has, each family with
- * # HELP and # TYPE (counters as NAME_total, the rest as gauges, the reconnect latency as a
- * summary in seconds with _sum and _count), every sample labelled client="NAME"; returns a malloc'd string the caller frees (NULL when
- * out of memory). Any thread: it reads only its arguments, not the live gn_metrics_t. */
-char *gn_metrics_prometheus(const gn_metrics_snapshot_t *s, const char *state, const char *client);
-
 /* A client with a pool of channels (client.c): client holds what the queue counts (events,
  * dropped, health, health_dropped) and its first channel's counters, chans[0..n) each other
  * channel's own. Fills *out with the client's totals: queue counts from client, the rest
@@ -95,10 +89,4 @@ char *gn_metrics_prometheus(const gn_metrics_snapshot_t *s, const char *state, c
  * thread: locks each mutex in turn. */
 void gn_metrics_snapshot_pool(gn_metrics_t *client, gn_metrics_t *const *chans, size_t n,
                               gn_metrics_snapshot_t *out);
-/* Prometheus families of a pool's channels: genesys_notify_channel_* with the labels
- * client="NAME" and channel="N" (1-based), from per[0..n) (snapshots of the channels) and
- * states[0..n). Returns a malloc'd string (NULL when out of memory). Any thread. */
-char *gn_metrics_prometheus_channels(const gn_metrics_snapshot_t *per, const char *const *states,
-                                     const int *numbers, size_t n, const char *client);
-
 #endif

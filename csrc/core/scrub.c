@@ -1,5 +1,6 @@
 /* scrub.c: server text made safe to show (see scrub.h). */
 #include "scrub.h"
+#include "utf8.h"
 
 #include <string.h>
 #include <strings.h>
@@ -9,25 +10,9 @@ void gn_secrets_add(gn_secrets_t *set, const char *s) {
   set->v[set->n++] = s;
 }
 
-/* Length of the valid UTF-8 sequence at p (at most left bytes), or 0 when it is not one
- * (overlong forms, surrogates and values over U+10FFFF are not). */
+/* Length of the valid UTF-8 sequence at p (at most left bytes), or 0 when it is not one. */
 static size_t utf8_len(const unsigned char *p, size_t left) {
-  unsigned c = p[0];
-  size_t n;
-  unsigned min;
-  if (c < 0x80) return 1;
-  if (c >= 0xc2 && c <= 0xdf) n = 2, min = 0x80;
-  else if (c >= 0xe0 && c <= 0xef) n = 3, min = 0x800;
-  else if (c >= 0xf0 && c <= 0xf4) n = 4, min = 0x10000;
-  else return 0;
-  if (n > left) return 0;
-  unsigned v = c & (0x7f >> n);
-  for (size_t i = 1; i < n; i++) {
-    if ((p[i] & 0xc0) != 0x80) return 0;
-    v = (v << 6) | (p[i] & 0x3f);
-  }
-  if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) return 0;
-  return n;
+  return p[0] < 0x80 ? 1 : gn_utf8_seq(p, p + left);
 }
 
 size_t gn_utf8_fit(const char *s, size_t len, size_t max) {

@@ -1,8 +1,11 @@
 /* topics.c: sets of topic names (see topics.h). */
 #include "topics.h"
 #include "gn_util.h"
+#include "utf8.h"
 
 #include <jansson.h>
+#include <stdio.h>
+#include <string.h>
 #include <strings.h>
 
 int gn_topics_has(const gn_topics_t *s, const char *t) {
@@ -105,4 +108,61 @@ long gn_topics_find_same(const gn_topics_t *s, const char *t) {
   for (size_t i = 0; i < s->n; i++)
     if (gn_topic_same(s->v[i], t)) return (long)i;
   return -1;
+}
+
+/* ---- topic names: what may be sent ---- */
+#define TOPIC_SHOW 48 /* bytes of a bad name shown in a message */
+
+static int topic_char_ok(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         (c != 0 && strchr("._-?&:", c) != NULL);
+}
+
+/* Appends s[0..n) at out+*w as the inside of a double-quoted string: printable ASCII as is (\"
+ * and \\ escaped), every other byte as \xHH, so no raw invalid or control byte reaches a
+ * message. */
+static void add_escaped(char *out, size_t cap, size_t *w, const char *s, size_t n) {
+  for (size_t i = 0; i < n && *w + 5 < cap; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '"' || c == '\\') {
+      out[(*w)++] = '\\';
+      out[(*w)++] = (char)c;
+    } else if (c >= 0x20 && c < 0x7F) {
+      out[(*w)++] = (char)c;
+    } else {
+      *w += (size_t)snprintf(out + *w, cap - *w, "\\x%02x", c);
+    }
+  }
+  out[*w] = 0;
+}
+
+/* See topics.h. */
+int gn_topic_complaint(const char *s, size_t n, char *out, size_t cap) {
+  char why[80];
+  size_t bad = gn_utf8_valid_prefix((const unsigned char *)s, n);
+  why[0] = 0;
+  if (bad < n) {
+    snprintf(why, sizeof why, "not valid UTF-8 at byte %zu", bad + 1);
+  } else if (n < 3 || memcmp(s, "v2.", 3) != 0) {
+    snprintf(why, sizeof why, "does not start with \"v2.\"");
+  } else if (n < 4 || n > GN_TOPIC_MAX) {
+    snprintf(why, sizeof why, "%zu bytes", n);
+  } else {
+    for (size_t i = 0; i < n && !why[0]; i++)
+      if (!topic_char_ok((unsigned char)s[i])) {
+        char c = s[i];
+        int esc = (unsigned char)c < 0x20 || (unsigned char)c >= 0x7F || c == '"' || c == '\\';
+        if (esc)
+          snprintf(why, sizeof why, "byte %zu is \\x%02x, not allowed", i + 1, (unsigned char)c);
+        else
+          snprintf(why, sizeof why, "'%c' at byte %zu is not allowed", c, i + 1);
+      }
+  }
+  if (!why[0]) return 0;
+  if (cap == 0) return 1;
+  int w0 = snprintf(out, cap, "expected " GN_TOPIC_EXPECTED ", got \"");
+  size_t w = w0 < 0 ? 0 : (size_t)w0 >= cap ? cap - 1 : (size_t)w0;
+  add_escaped(out, cap, &w, s, n > TOPIC_SHOW ? TOPIC_SHOW : n);
+  snprintf(out + w, cap - w, "%s\" (%s)", n > TOPIC_SHOW ? "..." : "", why);
+  return 1;
 }

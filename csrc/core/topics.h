@@ -40,4 +40,20 @@ int gn_topic_member_of(const char *topic, const char *composite);
 /* Returns the index of the first name of s that gn_topic_same(t), or -1. */
 long gn_topics_find_same(const gn_topics_t *s, const char *t);
 
+/* What a topic name must look like, as a configuration message says it. */
+#define GN_TOPIC_EXPECTED                                                                          \
+  "a Genesys topic name (\"v2.\" then letters, digits and . _ - ? & :, at most 200 bytes)"
+#define GN_TOPIC_MAX 200
+/* Room for any complaint gn_topic_complaint writes. */
+#define GN_TOPIC_COMPLAINT_MAX 512
+
+/* Checks a topic name before anything is sent (new{topics=}, subscribe(), unsubscribe()): the
+ * rules are Genesys's as the emulator enforces them (emulator/http.c topic_valid), UTF-8 first (a
+ * name with invalid bytes made the server refuse every later subscription request). Returns 0
+ * for a valid name; else writes into out (cap bytes, GN_TOPIC_COMPLAINT_MAX is always enough)
+ * "expected <GN_TOPIC_EXPECTED>, got \"v2.x\\xff\" (not valid UTF-8 at byte 5)", the name
+ * shown escaped (printable ASCII as is, every other byte as \xHH) and cut after 48 bytes, and
+ * returns 1. Any thread. */
+int gn_topic_complaint(const char *s, size_t n, char *out, size_t cap);
+
 #endif

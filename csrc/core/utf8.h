@@ -1,5 +1,6 @@
 /* utf8.h: the project's one UTF-8 validator (RFC 3629: no overlong forms, no surrogates, at most
- * U+10FFFF; the rules jansson applies), shared by the JSON fast path (message.c) and the
+ * U+10FFFF; the rules jansson applies), shared by the JSON scan and fast path (jscan.c,
+ * message.c), the Lua decoder (lbind_json.c), scrub.c, the topic check (topics.c) and the
  * WebSocket frame layer (wsframe.c, text messages). Inline: both call it per byte on hot paths.
  * Pure functions: any thread.
  */
@@ -49,6 +50,21 @@ static inline int gn_utf8_valid(const void *s, size_t len) {
     p += n;
   }
   return 1;
+}
+
+/* Length of the longest valid UTF-8 prefix of s[0..n): n when all of it is valid. */
+static inline size_t gn_utf8_valid_prefix(const unsigned char *s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    if (s[i] < 0x80) {
+      i++;
+      continue;
+    }
+    size_t k = gn_utf8_seq(s + i, s + n);
+    if (!k) return i;
+    i += k;
+  }
+  return n;
 }
 
 #endif

@@ -48,3 +48,31 @@ gn_lease_t *gn_fleet_join(gn_client_t *c, const gn_lease_cfg_t *cfg, char *err, 
   }
   return l;
 }
+
+/* See fleet.h. */
+int gn_fleet_prometheus(gn_buf_t *b, const gn_lease_stats_t *ls, const char *client) {
+  static const struct { const char *fam, *help; } c[] = {
+      {"lease_acquired_total", "Times this client took the fleet lease"},
+      {"lease_lost_total", "Times a renewal found the lease held by another or expired"},
+      {"lease_stepped_down_total", "Times this client parked its stream for want of a timely renewal"},
+      {"lease_renewals_total", "Lease renewals confirmed"},
+      {"lease_appended_total", "Stream entries appended to redis"},
+      {"lease_append_failed_total", "Stream appends refused or unanswered"},
+      {"lease_discarded_total", "Events withheld because the lease was not (validly) held"}};
+  uint64_t v[] = {ls->acquired, ls->lost, ls->stepped_down, ls->renewals, ls->appended,
+                  ls->append_failed, ls->discarded};
+  char num[32];
+  snprintf(num, sizeof num, "%d", ls->state == GN_LEASE_HOLDER);
+  if (gn_prom_family(b, "lease_holder", "gauge", "1 while this client holds the fleet lease",
+                     client, num))
+    return -1;
+  snprintf(num, sizeof num, "%llu", (unsigned long long)ls->fence);
+  if (gn_prom_family(b, "lease_fence", "gauge", "Fencing token of the current or last tenure",
+                     client, num))
+    return -1;
+  for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
+    snprintf(num, sizeof num, "%llu", (unsigned long long)v[i]);
+    if (gn_prom_family(b, c[i].fam, "counter", c[i].help, client, num)) return -1;
+  }
+  return 0;
+}

@@ -17,9 +17,9 @@
 #define POLL_MAX 4096
 
 typedef struct {
+  lgn_caller_t caller; /* the callback running now, for poll()/run()'s re-entry check */
   gn_consumer_t *c;
   int closed;
-  int in_callback;
   pid_t pid;
 } lconsumer_t;
 
@@ -33,81 +33,6 @@ static lconsumer_t *check_open(lua_State *L) {
                   "create it in the process that uses it", (int)u->pid);
   if (u->closed || !u->c) luaL_error(L, "genesys.notify: the consumer is closed");
   return u;
-}
-
-/* [item light userdata] -> its table */
-static int push_item(lua_State *L) {
-  gn_item_t *it = (gn_item_t *)lua_touserdata(L, 1);
-  if (it->data) {
-    lua_pushcfunction(L, lgn_push_json);
-    lua_pushlightuserdata(L, it->data);
-    lua_call(L, 1, 1);
-  } else {
-    lua_newtable(L);
-  }
-  if (it->type == GN_ITEM_EVENT) {
-    if (it->body_len) lgn_json_push(L, it->raw + it->body_off, it->body_len);
-    else lua_newtable(L);
-    lua_setfield(L, -2, "body");
-    lua_pushlstring(L, it->raw, it->rawlen);
-    lua_setfield(L, -2, "raw");
-  }
-  return 1;
-}
-
-static int traceback(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  luaL_traceback(L, L, msg ? msg : "(error object is not a string)", 1);
-  return 1;
-}
-
-/* Calls uv[which](item table). Returns 1 when it ran without raising. */
-static int call(lua_State *L, lconsumer_t *u, int uv, const char *which, gn_item_t *it) {
-  lua_getfield(L, uv, which);
-  if (!lua_isfunction(L, -1)) {
-    lua_pop(L, 1);
-    return 1;
-  }
-  lua_pushcfunction(L, traceback);
-  lua_insert(L, -2);
-  int base = lua_gettop(L) - 1;
-  lua_pushcfunction(L, push_item);
-  lua_pushlightuserdata(L, it);
-  int rc = lua_pcall(L, 1, 1, 0);
-  if (rc == 0) {
-    u->in_callback = 1;
-    rc = lua_pcall(L, 1, 0, base);
-    u->in_callback = 0;
-  } else {
-    lua_remove(L, -2); /* the callback */
-  }
-  if (rc == 0) {
-    lua_pop(L, 1); /* traceback */
-    return 1;
-  }
-  /* report as health callback_error through on_health (or stderr) */
-  const char *msg = lua_tostring(L, -1);
-  lua_getfield(L, uv, "on_health");
-  if (strcmp(which, "on_health") != 0 && lua_isfunction(L, -1)) {
-    lua_createtable(L, 0, 4);
-    lua_pushliteral(L, "callback_error");
-    lua_setfield(L, -2, "kind");
-    lua_pushnumber(L, gn_now_wall_ms());
-    lua_setfield(L, -2, "timestamp_ms");
-    lua_pushstring(L, which);
-    lua_setfield(L, -2, "callback");
-    lua_pushstring(L, msg ? msg : "?");
-    lua_setfield(L, -2, "error");
-    if (lua_pcall(L, 1, 0, 0) != 0) {
-      fprintf(stderr, "genesys.notify: consumer on_health failed: %s\n", lua_tostring(L, -1));
-      lua_pop(L, 1);
-    }
-  } else {
-    lua_pop(L, 1);
-    fprintf(stderr, "genesys.notify: consumer %s raised: %s\n", which, msg ? msg : "?");
-  }
-  lua_pop(L, 2); /* msg, traceback */
-  return 0;
 }
 
 static int poll_items(lua_State *L, lconsumer_t *u, int timeout_ms) {
@@ -127,7 +52,7 @@ static int poll_items(lua_State *L, lconsumer_t *u, int timeout_ms) {
       const char *s = json_string_value(json_object_get(it->data, "id"));
       if (s && strlen(s) < sizeof id) strcpy(id, s);
     }
-    int ok = call(L, u, uv, ev ? "on_event" : "on_health", it);
+    int ok = lgn_dispatch(L, &u->caller, uv, ev ? "on_event" : "on_health", lgn_entry_table, it) != 0;
     gn_item_free(it);
     if (ev && ok && id[0] && !u->closed) gn_consumer_ack(u->c, id);
     n++;
@@ -141,7 +66,7 @@ static int poll_items(lua_State *L, lconsumer_t *u, int timeout_ms) {
 static int l_poll(lua_State *L) {
   lconsumer_t *u = check_any(L);
   lua_Number t = luaL_optnumber(L, 2, 0);
-  if (u->in_callback) return luaL_error(L, "genesys.notify: poll() called from inside a callback");
+  if (u->caller.in_callback) return luaL_error(L, "genesys.notify: poll() called from inside a callback");
   if (u->closed || !u->c) {
     lua_pushinteger(L, 0);
     return 1;
@@ -154,7 +79,7 @@ static int l_poll(lua_State *L) {
 
 static int l_run(lua_State *L) {
   lconsumer_t *u = check_open(L);
-  if (u->in_callback) return luaL_error(L, "genesys.notify: run() called from inside a callback");
+  if (u->caller.in_callback) return luaL_error(L, "genesys.notify: run() called from inside a callback");
   while (!u->closed && u->c) poll_items(L, u, 1000);
   lua_pushliteral(L, "closed");
   return 1;
@@ -293,6 +218,7 @@ static int l_consumer_new(lua_State *L) {
   cfg.queue_limit = (size_t)num(L, "queue_limit", 10000);
   lconsumer_t *u = (lconsumer_t *)lua_newuserdata(L, sizeof *u);
   memset(u, 0, sizeof *u);
+  u->caller.what = "consumer ";
   u->pid = getpid();
   luaL_setmetatable(L, LGN_CONSUMER_MT);
   lua_createtable(L, 0, 2);

@@ -17,6 +17,7 @@
  */
 #include "lbind.h"
 #include "message.h"
+#include "utf8.h"
 
 #include <jansson.h>
 

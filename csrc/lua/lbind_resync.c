@@ -1,10 +1,13 @@
-/* lbind_resync.c: the resync part of a client's configuration, as notify.lua normalized it
+/* lbind_resync.c: the resync part of a client: its configuration, as notify.lua normalized it
  * (resync_families: a comma-separated list of family names; resync_budget,
  * resync_window_ms, resync_spacing_ms, resync_reserve: numbers), read into the core's
  * settings. notify.lua checks types and ranges; the family names are checked here, against
- * the one table of families (resync_families.c), naming the field. */
+ * the one table of families (resync_families.c), naming the field; its counters in metrics();
+ * and client:resync_gap(). */
+#include "client.h"
 #include "conf.h"
 #include "lbind.h"
+#include "lbind_client.h"
 #include "metrics.h"
 #include "resync_families.h"
 
@@ -40,22 +43,29 @@ int lgn_resync_config(lua_State *L, int idx, void *cfgp) {
   return 0;
 }
 
-static void setu(lua_State *L, const char *k, uint64_t v) {
-#if LUA_VERSION_NUM >= 503
-  lua_pushinteger(L, (lua_Integer)v);
-#else
-  lua_pushnumber(L, (lua_Number)v);
-#endif
-  lua_setfield(L, -2, k);
-}
-
 void lgn_resync_metrics(lua_State *L, const void *sp) {
   const gn_metrics_snapshot_t *s = sp;
-  setu(L, "resync_runs", s->resync_runs);
-  setu(L, "resync_entities", s->resync_entities);
-  setu(L, "resync_requests", s->resync_requests);
-  setu(L, "resync_stale", s->resync_stale);
-  setu(L, "resync_forbidden", s->resync_forbidden);
-  setu(L, "resync_rate_limited", s->resync_rate_limited);
-  setu(L, "resync_failed", s->resync_failed);
+  lgn_setint(L, "resync_runs", s->resync_runs);
+  lgn_setint(L, "resync_entities", s->resync_entities);
+  lgn_setint(L, "resync_requests", s->resync_requests);
+  lgn_setint(L, "resync_stale", s->resync_stale);
+  lgn_setint(L, "resync_forbidden", s->resync_forbidden);
+  lgn_setint(L, "resync_rate_limited", s->resync_rate_limited);
+  lgn_setint(L, "resync_failed", s->resync_failed);
+}
+
+/* client:resync_gap(from_ms, to_ms): every topic was deaf over that interval, a gap known
+ * above the client (a reader of nginx's ring that missed items): a resync heals it when resync
+ * is on (else nothing). Returns true, or nil and a message when the client is not running. */
+int lgn_client_resync_gap(lua_State *L) {
+  lclient_t *u = lgn_check_open(L, 1);
+  double from = luaL_checknumber(L, 2), to = luaL_checknumber(L, 3);
+  luaL_argcheck(L, from <= to, 3, "expected to_ms >= from_ms");
+  if (gn_client_heal(u->c, from, to) != 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "the client is not running");
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
 }

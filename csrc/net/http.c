@@ -4,6 +4,7 @@
  * the threaded one, so no call here blocks the loop.
  */
 #include "http.h"
+#include "conf.h"
 #include "gn_util.h"
 
 #include <curl/curl.h>
@@ -347,9 +348,10 @@ gn_http_req_t *gn_http_start(gn_http_t *h, const gn_http_opts_t *o, gn_http_cb c
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https,http");
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L); /* never resend credentials elsewhere */
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, o->timeout_ms > 0 ? o->timeout_ms : 30000L);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, o->timeout_ms > 0 ? o->timeout_ms : (long)GN_HTTP_TIMEOUT_MS_DEFAULT);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-                   o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 10000L);
+                   o->connect_timeout_ms > 0 ? o->connect_timeout_ms
+                                             : (long)GN_CONNECT_TIMEOUT_MS_DEFAULT);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, o->verify ? 1L : 0L);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, o->verify ? 2L : 0L);
   if (o->ca_file && *o->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, o->ca_file);

@@ -9,6 +9,7 @@
  *   here, per thread, as the fallback verdict.c uses on TLS connections only.
  */
 #include "transport_int.h"
+#include "conf.h"
 #include "scrub.h"
 
 #include <netdb.h>
@@ -207,9 +208,11 @@ gn_conn_t *gn_conn_open(gn_transport_t *t, const gn_conn_opts_t *o, const gn_con
   c->cbs = *cbs;
   c->ud = ud;
   c->verify = o->verify;
-  c->max_message = o->max_message ? o->max_message : (1u << 20);
-  c->connect_timeout_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 10000;
-  c->handshake_timeout_ms = o->handshake_timeout_ms > 0 ? o->handshake_timeout_ms : 10000;
+  c->max_message = o->max_message ? o->max_message : GN_MAX_MESSAGE_DEFAULT;
+  c->connect_timeout_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms
+                                                : GN_CONNECT_TIMEOUT_MS_DEFAULT;
+  c->handshake_timeout_ms = o->handshake_timeout_ms > 0 ? o->handshake_timeout_ms
+                                                    : GN_HANDSHAKE_TIMEOUT_MS_DEFAULT;
   c->peer_code = 0;
   if (parse_url(c, o->url, err, errlen) != 0 ||
       (o->ca_file && !(c->ca_file = gn_strdup(o->ca_file))) ||
@@ -260,6 +263,11 @@ int gn_conn_send_text(gn_conn_t *c, const char *text, size_t len) {
   if (gn_buf_add(&c->tx, &l, sizeof l) || gn_buf_add(&c->tx, text, len)) return -1;
   lws_callback_on_writable(c->wsi);
   return 0;
+}
+
+void gn_conn_set_cbs(gn_conn_t *c, const gn_conn_cbs_t *cbs, void *ud) {
+  c->cbs = *cbs;
+  c->ud = ud;
 }
 
 void gn_conn_close(gn_conn_t *c, int code, const char *reason) {

@@ -67,6 +67,11 @@ void gn_transport_free(gn_transport_t *t);
  * unusable CA bundle, out of memory), in which case no callback will run. Loop thread. */
 gn_conn_t *gn_conn_open(gn_transport_t *t, const gn_conn_opts_t *o, const gn_conn_cbs_t *cbs,
                         void *ud, char *err, size_t errlen);
+/* Gives the connection to another owner: every later callback goes to cbs with ud (also when
+ * called inside one of c's callbacks: the rest of that read goes to the new owner). A rollover
+ * hands its new socket to the channel, and the channel its old one to the rollover. Returns
+ * nothing. Loop thread. */
+void gn_conn_set_cbs(gn_conn_t *c, const gn_conn_cbs_t *cbs, void *ud);
 /* Queues a text message; returns 0, or -1 when the connection is not open. Loop thread. */
 int gn_conn_send_text(gn_conn_t *c, const char *text, size_t len);
 /* Sends a close frame with code (when open) and ends the connection; no callbacks afterwards.

@@ -101,3 +101,23 @@ gn_conn_t *gn_env_open_conn(gn_env_t *env, const char *url, const gn_conn_cbs_t 
   o.handshake_timeout_ms = c->handshake_timeout_ms;
   return gn_conn_open(gn_service_transport(env->svc), &o, cbs, ud, err, errlen);
 }
+
+int gn_env_deliver(gn_env_t *env, const gn_msg_t *m, const char *channel_id, const char *raw,
+                   size_t len) {
+  if (env->tap && !env->tap->event(env->tap->ud, m, channel_id, raw, len)) return 0;
+  /* the channel's own count (the queue counts the client's), before the owner can see it */
+  if (env->count_events) GN_COUNT(env, events);
+  if (env->seen) env->seen(env->resync_ud, m); /* resync.h */
+  gn_queue_event(env->queue, m, channel_id, raw, len);
+  return 1;
+}
+
+void gn_env_note(gn_env_t *env, const gn_msg_t *m, size_t len) {
+  if (m->kind == GN_MSG_HEARTBEAT) {
+    GN_COUNT(env, heartbeats);
+  } else if (m->kind == GN_MSG_MALFORMED) {
+    GN_COUNT(env, malformed);
+    gn_env_health(env, "malformed", json_pack("{s:s, s:s, s:I}", "reason", m->reason, "error",
+                                              m->error, "size", (json_int_t)len));
+  }
+}

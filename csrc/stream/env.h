@@ -68,6 +68,8 @@ struct gn_env {
   _Atomic int *stamp;
   int (*spare)(void *ud, int take);
   void *spare_ud;
+  int spare_waiting;      /* a rollover of this channel waits for the spare unit: the client
+                           * tells only such channels when it comes back. Service thread. */
   /* the credential's budget told of a channel created (GN_NOTE_CREATED), asked whether one may
    * be created now (GN_NOTE_MAY_CREATE: 1 yes, 0 no: the server's limit is below what the
    * credential holds), told of a live channel the server removed before its end
@@ -85,6 +87,15 @@ struct gn_env {
 /* Queues health item kind with fields (stolen, may be NULL) stamped with the current state.
  * Returns nothing. Service thread. */
 void gn_env_health(gn_env_t *env, const char *kind, json_t *fields);
+
+/* An event read on one of a channel's sockets (the live one, or a rollover's), already known to
+ * be no duplicate: shown to the tap, then queued to the owner as coming from channel_id.
+ * Returns 1 when it was queued, 0 when the tap withheld it. Service thread. */
+int gn_env_deliver(gn_env_t *env, const gn_msg_t *m, const char *channel_id, const char *raw,
+                   size_t len);
+/* A heartbeat (counted) or a malformed message of len bytes (counted and reported) read on any
+ * of a channel's sockets; other kinds are ignored. Returns nothing. Service thread. */
+void gn_env_note(gn_env_t *env, const gn_msg_t *m, size_t len);
 
 /* Opens a WebSocket to url with the client's TLS, size and timeout settings (the live
  * connection and a rollover's replacement alike), reporting to cbs with ud. Returns the

@@ -1,6 +1,7 @@
 /* rollover.c: make-before-break hand-over to a new channel (see rollover.h). */
 #include "rollover.h"
 #include "gap.h"
+#include "message.h"
 #include "oauth.h"
 #include "rest.h"
 #include "service.h"
@@ -13,13 +14,11 @@
 /* CorrelationIds are kept this long: far beyond the skew between two sockets of one client. */
 #define DEDUP_MAX_AGE_MS 5000
 
-void gn_roll_init(gn_roll_t *r, gn_env_t *env, const gn_conn_cbs_t *conn_cbs, void *ud,
-                  void (*failed)(void *ud, const char *msg)) {
+void gn_roll_init(gn_roll_t *r, gn_env_t *env, const gn_roll_hooks_t *hooks, void *ud) {
   memset(r, 0, sizeof *r);
   r->env = env;
-  r->conn_cbs = conn_cbs;
+  r->hooks = hooks;
   r->ud = ud;
-  r->failed = failed;
   gn_dedup_init(&r->dedup, DEDUP_MAX_AGE_MS);
   r->expires_wall_ms = -1;
   r->drain_ms = 10000;
@@ -44,7 +43,8 @@ static void unit_back(gn_roll_t *r, uint64_t due) {
   if (r->nunits < (int)(sizeof r->unit_due / sizeof r->unit_due[0])) r->unit_due[r->nunits++] = due;
 }
 
-int gn_roll_units_due(gn_roll_t *r, int all) {
+/* Takes the units due now (all: every unit) out of r. Returns their number. */
+static int units_due(gn_roll_t *r, int all) {
   uint64_t now = gn_now_mono_ms();
   int n = 0;
   for (int i = 0; i < r->nunits;)
@@ -63,6 +63,11 @@ int gn_roll_units_due(gn_roll_t *r, int all) {
     }
   }
   return n;
+}
+
+void gn_roll_give_units(gn_roll_t *r, int all) {
+  int n = units_due(r, all);
+  for (; r->env->spare && n > 0; n--) r->env->spare(r->env->spare_ud, 0);
 }
 
 /* Nothing overlaps any more: de-duplication runs a little longer (the new socket may still
@@ -138,8 +143,14 @@ void gn_roll_begin(gn_roll_t *r) {
 
 static void fail(gn_roll_t *r, const char *msg) {
   gn_roll_cancel(r);
-  r->failed(r->ud, msg);
+  r->hooks->failed(r->ud, msg);
 }
+
+/* The rollover's sockets: B until it is taken over, the old ones while they drain. */
+static void roll_open_cb(void *ud, gn_conn_t *conn);
+static void roll_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t len, int binary);
+static void roll_close_cb(void *ud, gn_conn_t *conn, const gn_close_info_t *info);
+static const gn_conn_cbs_t roll_cbs = {roll_open_cb, roll_message_cb, roll_close_cb};
 
 static void sub_done(void *ud, const gn_http_result_t *hr) {
   gn_roll_t *r = ud;
@@ -155,7 +166,7 @@ static void sub_done(void *ud, const gn_http_result_t *hr) {
   gn_subs_read(r->env, &r->sent, r->channel_id, hr->body, hr->body_len, "subscribed",
                &r->confirmed);
   char err[256] = "";
-  r->conn = gn_env_open_conn(r->env, r->connect_uri, r->conn_cbs, r->ud, err, sizeof err);
+  r->conn = gn_env_open_conn(r->env, r->connect_uri, &roll_cbs, r, err, sizeof err);
   if (!r->conn) fail(r, err);
   else r->b_serial = ++r->next_serial;
 }
@@ -193,9 +204,7 @@ void gn_roll_post(gn_roll_t *r, const char *token, uint64_t gen, uint64_t token_
   if (!r->req) fail(r, "cannot start the request for the new channel");
 }
 
-int gn_roll_owns(const gn_roll_t *r, const gn_conn_t *conn) { return conn && conn == r->conn; }
-
-void gn_roll_lost_conn(gn_roll_t *r) { r->conn = NULL; }
+static int owns(const gn_roll_t *r, const gn_conn_t *conn) { return conn && conn == r->conn; }
 
 static void arm_drain(gn_roll_t *r) {
   uint64_t next = 0;
@@ -265,7 +274,7 @@ static void drain_cb(uv_timer_t *t) {
     }
   arm_drain(r);
   maybe_settle(r);
-  if (r->settled) r->settled(r->ud); /* units may have come back */
+  gn_roll_give_units(r, 0); /* units may have come back */
 }
 
 void gn_roll_take(gn_roll_t *r, gn_conn_t **conn, char **channel_id, char **connect_uri,
@@ -295,6 +304,7 @@ void gn_roll_take(gn_roll_t *r, gn_conn_t **conn, char **channel_id, char **conn
     }
     gn_roll_old_t *o = &r->old[slot];
     o->conn = old;
+    gn_conn_set_cbs(old, &roll_cbs, r); /* the old socket is the rollover's now */
     o->channel_id = gn_strdup(old_id ? old_id : "");
     o->until_ms = gn_now_mono_ms() + (r->renewal ? (uint64_t)r->drain_ms : GN_ROLL_DRAIN_MS);
     o->last_heard_wall_ms = old_last_heard_wall_ms;
@@ -322,23 +332,20 @@ void gn_roll_take(gn_roll_t *r, gn_conn_t **conn, char **channel_id, char **conn
   gn_roll_cancel(r);
 }
 
-gn_roll_old_t *gn_roll_draining(gn_roll_t *r, const gn_conn_t *conn) {
+/* Returns the draining entry of conn, or NULL. */
+static gn_roll_old_t *draining_of(gn_roll_t *r, const gn_conn_t *conn) {
   for (int i = 0; conn && i < GN_ROLL_DRAIN_MAX; i++)
     if (r->old[i].conn == conn) return &r->old[i];
   return NULL;
 }
 
-void gn_roll_drained(gn_roll_t *r, gn_conn_t *conn, int code, int clean) {
-  gn_roll_old_t *o = gn_roll_draining(r, conn);
-  if (!o) return;
-  report_drained(r, o, code, clean);
-  arm_drain(r);
-  maybe_settle(r);
-}
-
-int gn_roll_pong(gn_roll_t *r, gn_conn_t *conn, const char *data, size_t len) {
-  gn_roll_old_t *o = gn_roll_draining(r, conn);
-  if (!o || !o->pinged || len > 512) return 0;
+/* A message on a draining socket o: when this is the pong to the ping sent on it after its
+ * topics came off, everything the server had written to it is in (proven). A renewal's old
+ * socket, or any while the spare unit is wanted (gn_roll_release), is then closed (no gap) and
+ * forgotten; a socket_closing's is otherwise read until the server closes it. Returns 1 when
+ * it was closed, else 0. */
+static int pong(gn_roll_t *r, gn_roll_old_t *o, gn_conn_t *conn, const char *data, size_t len) {
+  if (!o->pinged || len > 512) return 0;
   json_t *j = json_loadb(data, len, 0, NULL);
   const char *topic = json_string_value(json_object_get(j, "topicName"));
   const char *msg = json_string_value(json_object_get(json_object_get(j, "eventBody"), "message"));
@@ -378,8 +385,8 @@ int gn_roll_seen(gn_roll_t *r, const char *id, uint64_t now_ms, const gn_conn_t 
     if (r->dedup.cap) gn_dedup_clear(&r->dedup); /* the overlap is over: give the memory back */
     return 0;
   }
-  const gn_roll_old_t *self = gn_roll_draining(r, conn);
-  uint32_t src = self ? self->serial : gn_roll_owns(r, conn) ? r->b_serial : r->live_serial;
+  const gn_roll_old_t *self = draining_of(r, conn);
+  uint32_t src = self ? self->serial : owns(r, conn) ? r->b_serial : r->live_serial;
   uint32_t first = 0;
   uint64_t overflows = r->dedup.overflows;
   int seen = gn_dedup_check_src(&r->dedup, id, now_ms, src, &first) == 1;
@@ -399,4 +406,63 @@ int gn_roll_seen(gn_roll_t *r, const char *id, uint64_t now_ms, const gn_conn_t 
                   json_pack("{s:s, s:s}", "event", "dedup_overflow", "error",
                             "too many unmatched CorrelationIds: de-duplication restarted"));
   return seen;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* the rollover's sockets */
+
+/* B is open: the channel takes it over (and hands the old live socket back to us). */
+static void roll_open_cb(void *ud, gn_conn_t *conn) {
+  gn_roll_t *r = ud;
+  if (owns(r, conn)) r->hooks->take_over(r->ud);
+}
+
+/* A message on a draining socket (or on B before the take-over, which the transport never
+ * delivers: B is taken over inside its open). */
+static void roll_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t len,
+                            int binary) {
+  gn_roll_t *r = ud;
+  gn_roll_old_t *o = draining_of(r, conn);
+  const char *chan = o ? o->channel_id : r->channel_id ? r->channel_id : "";
+  if (o) {
+    o->last_heard_wall_ms = gn_now_wall_ms();
+    if (pong(r, o, conn, data, len)) { /* drained: its unit comes back */
+      gn_roll_give_units(r, 0);
+      return;
+    }
+  }
+  gn_msg_t m;
+  switch (gn_msg_classify(data, len, binary, &m)) {
+  case GN_MSG_CHANNEL_GONE: /* a channel already left behind */
+    break;
+  case GN_MSG_SOCKET_CLOSING:
+    gn_env_health(r->env, "socket_closing", json_pack("{s:s}", "channel_id", chan));
+    break;
+  case GN_MSG_EVENT:
+    /* Once, even when both sockets deliver it. */
+    if (gn_roll_seen(r, m.correlation_id, gn_now_mono_ms(), conn)) GN_COUNT(r->env, duplicates);
+    else if (gn_env_deliver(r->env, &m, chan, data, len) && o) o->events++;
+    break;
+  default: /* heartbeats counted, malformed messages reported */
+    gn_env_note(r->env, &m, len);
+    break;
+  }
+  gn_msg_clear(&m);
+}
+
+/* B ended before it was taken over (a failure), or the server closed a draining socket (or it
+ * was lost: info). */
+static void roll_close_cb(void *ud, gn_conn_t *conn, const gn_close_info_t *info) {
+  gn_roll_t *r = ud;
+  if (owns(r, conn)) {
+    r->conn = NULL;
+    fail(r, info->error);
+    return;
+  }
+  gn_roll_old_t *o = draining_of(r, conn);
+  if (!o) return;
+  report_drained(r, o, info->code, info->code != 1006);
+  arm_drain(r);
+  maybe_settle(r);
+  gn_roll_give_units(r, 0);
 }

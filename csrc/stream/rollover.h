@@ -1,12 +1,18 @@
-/* rollover.h: make-before-break hand-over to a new channel (Genesys's socket_closing notice).
+/* rollover.h: make-before-break hand-over to a new channel (Genesys's socket_closing notice, or
+ * a renewal before a channel's or its token's end: renew.h).
  *
  * While the old socket still delivers, the rollover creates channel B, puts every wanted topic
- * on it and opens its WebSocket with the channel's own connection callbacks; when B opens, the
- * channel takes it (gn_roll_take) and the old socket is kept *draining*: read until the server
- * closes it (Genesys closes it about a minute after the notice) or GN_ROLL_DRAIN_MS pass, so
- * what the server had already written to it is not thrown away. From the notice until the
- * draining ends (and a few seconds after), every event's CorrelationId goes through a dedup set
- * (dedup.h): the copy that arrives second, on either socket, is dropped.
+ * on it and opens its WebSocket. The rollover owns its sockets: B's until it opens, and each old
+ * socket while it drains; their connection callbacks are the rollover's, and the channel is
+ * told through two hooks only: take_over (B is open: the channel takes it with gn_roll_take,
+ * which hands the old live socket to the rollover) and failed (B could not be made). The old
+ * socket is kept *draining*: read until the server closes it (Genesys closes it about a minute
+ * after the notice) or GN_ROLL_DRAIN_MS pass, so what the server had already written to it is
+ * not thrown away; its events reach the owner through env (gn_env_deliver) like the live
+ * socket's. From the notice until the draining ends (and a few seconds after), every event's
+ * CorrelationId goes through a dedup set (dedup.h): the copy that arrives second, on either
+ * socket, is dropped. The budget units a rollover holds go back to env->spare by the rollover
+ * itself, once the old channel's socket is gone.
  *
  * A failure while B is prepared calls failed(ud, message) once; the rollover is then idle.
  * A draining socket that ends without the server's close frame (lost, or cut short by us) may
@@ -55,12 +61,18 @@ typedef struct {
   uint64_t flow;              /* events seen since its notice, on it or (first copies) later */
 } gn_roll_old_t;
 
+/* What the rollover tells its channel (with ud). Service thread. */
+typedef struct {
+  /* B is open: the channel takes it (gn_roll_take) and gives it its own callbacks */
+  void (*take_over)(void *ud);
+  /* B could not be made (msg says why); the rollover is idle again */
+  void (*failed)(void *ud, const char *msg);
+} gn_roll_hooks_t;
+
 typedef struct {
   gn_env_t *env;
-  const gn_conn_cbs_t *conn_cbs; /* B's and the old sockets' callbacks: the channel's */
+  const gn_roll_hooks_t *hooks;
   void *ud;
-  void (*failed)(void *ud, const char *msg);
-  void (*settled)(void *ud);     /* optional: the drain timer closed the last old socket */
 
   int active;                    /* B is being prepared */
   uint64_t start_ms;
@@ -75,7 +87,7 @@ typedef struct {
   long drain_ms;
   int release_wanted;            /* the spare unit is wanted: close old sockets once proven */
   int unit;                      /* B's unit of the budget (the caller took it): it passes to
-                                    the old socket at the hand-over and comes back (units_due)
+                                    the old socket at the hand-over and comes back (unit_due)
                                     once that socket is gone, GN_ROLL_CLOSE_SETTLE_MS later when
                                     we closed it; at once when B fails */
   uint64_t unit_due[2 * GN_ROLL_DRAIN_MAX]; /* monotonic: units that come back then */
@@ -94,9 +106,8 @@ typedef struct {
   uint64_t dedup_until_ms;       /* monotonic: de-duplication ends then (0: while busy) */
 } gn_roll_t;
 
-/* Prepares r. Returns nothing. */
-void gn_roll_init(gn_roll_t *r, gn_env_t *env, const gn_conn_cbs_t *conn_cbs, void *ud,
-                  void (*failed)(void *ud, const char *msg));
+/* Prepares r; hooks (which must outlive r) are called with ud. Returns nothing. */
+void gn_roll_init(gn_roll_t *r, gn_env_t *env, const gn_roll_hooks_t *hooks, void *ud);
 /* Creates the drain timer on loop. Returns 0, or -1 when out of memory. */
 int gn_roll_start(gn_roll_t *r, uv_loop_t *loop);
 /* Ends everything: B, the draining sockets, the timer (released on the loop), the dedup set.
@@ -109,44 +120,31 @@ void gn_roll_begin(gn_roll_t *r);
  * monotonic, 0 unknown). Returns nothing; failures go to failed(). A no-op when no rollover is
  * active or B is already under way. */
 void gn_roll_post(gn_roll_t *r, const char *token, uint64_t gen, uint64_t token_end_ms);
-/* Returns the number of budget units that came back (taken out of r: the caller gives them to
- * the budget); all: every unit r holds, at once (the channel stops or reconnects). settled()
- * runs when the drain timer finds some due. */
-int gn_roll_units_due(gn_roll_t *r, int all);
-/* A message on conn: when conn is a draining socket and this is the pong to the ping sent on it
- * after its topics came off, everything the server had written to it is in (proven). A
- * renewal's old socket, or any while the spare unit is wanted (gn_roll_release), is then
- * closed (no gap) and forgotten; a socket_closing's is otherwise read until the server closes
- * it. Returns 1 when it was closed, else 0. */
-int gn_roll_pong(gn_roll_t *r, gn_conn_t *conn, const char *data, size_t len);
+/* Gives the budget units that came back to env->spare (all: every unit r holds, at once: the
+ * channel stops or reconnects). The rollover does so itself when its own sockets end or its
+ * drain timer finds units due. Returns nothing. */
+void gn_roll_give_units(gn_roll_t *r, int all);
 /* Another rollover waits for the spare unit: old sockets are closed as soon as they are proven
- * (at once for those already proven). Returns the number closed now. */
+ * (their pong came: see unsub_done in rollover.c), at once for those already proven. Returns the
+ * number closed now. */
 int gn_roll_release(gn_roll_t *r);
 /* Abandons B (no callback); draining sockets go on. Returns nothing. */
 void gn_roll_cancel(gn_roll_t *r);
 /* Abandons B and closes the draining sockets (a reconnect or a final failure). Returns
  * nothing. */
 void gn_roll_abort_all(gn_roll_t *r);
-/* Returns 1 when conn is B's connection, else 0. */
-int gn_roll_owns(const gn_roll_t *r, const gn_conn_t *conn);
-/* B's connection ended before it was taken: forget it (the caller reports the failure).
- * Returns nothing. */
-void gn_roll_lost_conn(gn_roll_t *r);
 /* Hands B over (its connection, channel id, connectUri and confirmed topics, now the
- * caller's) and ends the preparation; old (the previous live socket, may be NULL) with its
- * channel id old_id (copied) and last message time starts draining. Returns nothing. */
+ * caller's, who gives the connection its own callbacks: gn_conn_set_cbs) and ends the
+ * preparation; old (the previous live socket, may be NULL) with its channel id old_id (copied)
+ * and last message time starts draining, now the rollover's (its callbacks too). Called from
+ * the take_over hook. Returns nothing. */
 void gn_roll_take(gn_roll_t *r, gn_conn_t **conn, char **channel_id, char **connect_uri,
                   gn_topics_t *confirmed, gn_conn_t *old, const char *old_id,
                   double old_last_heard_wall_ms);
 
-/* Returns the draining entry of conn, or NULL. */
-gn_roll_old_t *gn_roll_draining(gn_roll_t *r, const gn_conn_t *conn);
-/* A draining socket ended (the server closed it, or it was lost: info): reported, forgotten.
- * Returns nothing. */
-void gn_roll_drained(gn_roll_t *r, gn_conn_t *conn, int code, int clean);
-
 /* Returns 1 when an event with this CorrelationId was already delivered by another socket of
- * a rollover (drop it), else 0 (deliver it). conn: the socket it came on. A copy on two sockets
+ * a rollover (drop it), else 0 (deliver it). conn: the socket it came on (the live one, when the
+ * channel asks). A copy on two sockets
  * proves that they overlapped (the server wrote to both at once); a draining socket that ends
  * cleanly without such proof while events flowed is reported as a gap (see report_drained). */
 int gn_roll_seen(gn_roll_t *r, const char *correlation_id, uint64_t now_ms,

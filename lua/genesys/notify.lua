@@ -111,6 +111,24 @@ end
 
 local function opt_ms(t, k, field, lo, hi) return opt_int(t, k, field, lo, hi, "milliseconds") end
 
+-- The numeric options of a client: one table in C (csrc/core/conf.h, core.options) gives each
+-- user field its normalized key, kind, default and range. Reads t[k] (the user's field) into
+-- out[key], checked against the row's range; nil stays nil (the default is C's).
+local OPTIONS = core.options
+local function opt_into(out, t, k, field)
+  local o = assert(OPTIONS[field], field)
+  local v = t[k]
+  if o.kind == "fraction" then
+    if v ~= nil and (type(v) ~= "number" or v ~= v or v < o.lo or v > o.hi) then
+      fail(field, string_format("a fraction of the lifetime from %g to %g", o.lo, o.hi), describe(v))
+    end
+  else
+    local unit = o.kind == "ms" and "milliseconds" or o.kind == "bytes" and "bytes" or nil
+    v = opt_int(t, k, field, o.lo, o.hi, unit)
+  end
+  out[o.key] = v
+end
+
 local function domain_of(region, field)
   if REGIONS[region] then return REGIONS[region] end
   if region:find("^[%w%-]+%.[%w%.%-]+$") then return region end
@@ -538,20 +556,20 @@ function _M.config(cfg)
       fail("timeouts", "a table {connect_ms=, handshake_ms=, http_ms=}", describe(to))
     end
     check_keys(to, { connect_ms = true, handshake_ms = true, http_ms = true }, "timeouts.")
-    out.connect_timeout_ms = opt_ms(to, "connect_ms", "timeouts.connect_ms", 1, 3600000)
-    out.handshake_timeout_ms = opt_ms(to, "handshake_ms", "timeouts.handshake_ms", 1, 3600000)
-    out.http_timeout_ms = opt_ms(to, "http_ms", "timeouts.http_ms", 1, 3600000)
+    opt_into(out, to, "connect_ms", "timeouts.connect_ms")
+    opt_into(out, to, "handshake_ms", "timeouts.handshake_ms")
+    opt_into(out, to, "http_ms", "timeouts.http_ms")
   end
   local hb = cfg.heartbeat
   if hb ~= nil then
     if type(hb) ~= "table" then fail("heartbeat", "a table {idle_ms=, ping_timeout_ms=}", describe(hb)) end
     check_keys(hb, { idle_ms = true, ping_timeout_ms = true }, "heartbeat.")
-    out.idle_ms = opt_ms(hb, "idle_ms", "heartbeat.idle_ms", 10, 86400000)
-    out.ping_timeout_ms = opt_ms(hb, "ping_timeout_ms", "heartbeat.ping_timeout_ms", 10, 86400000)
+    opt_into(out, hb, "idle_ms", "heartbeat.idle_ms")
+    opt_into(out, hb, "ping_timeout_ms", "heartbeat.ping_timeout_ms")
   end
-  out.queue_limit = opt_int(cfg, "queue_limit", "queue_limit", 1, 1000000000)
+  opt_into(out, cfg, "queue_limit", "queue_limit")
   -- channels of the credential (client id + login host) across the process, one kept spare
-  out.channel_budget = opt_int(cfg, "channel_budget", "channel_budget", 2, 1000)
+  opt_into(out, cfg, "channel_budget", "channel_budget")
   local rn = cfg.renew
   if rn ~= nil then
     -- renewal before a channel's or its token's end (docs: "Channel and token lifetimes")
@@ -563,21 +581,17 @@ function _M.config(cfg)
       fail("renew.rule", '"both", "channel" or "off"', describe(rn.rule))
     end
     out.renew_rule = rn.rule
-    if rn.at ~= nil and (type(rn.at) ~= "number" or rn.at ~= rn.at or rn.at < 0.1 or rn.at > 0.95) then
-      fail("renew.at", "a fraction of the lifetime from 0.1 to 0.95", describe(rn.at))
-    end
-    out.renew_at = rn.at
-    out.renew_margin_ms = opt_ms(rn, "margin_ms", "renew.margin_ms", 0, 86400000)
-    out.renew_drain_ms = opt_ms(rn, "drain_ms", "renew.drain_ms", 100, 600000)
+    opt_into(out, rn, "at", "renew.at")
+    opt_into(out, rn, "margin_ms", "renew.margin_ms")
+    opt_into(out, rn, "drain_ms", "renew.drain_ms")
   end
-  out.queue_bytes = opt_int(cfg, "queue_bytes", "queue_bytes", 65536, 1099511627776, "bytes")
+  opt_into(out, cfg, "queue_bytes", "queue_bytes")
   if cfg.overflow ~= nil and cfg.overflow ~= "drop" and cfg.overflow ~= "pause" then
     fail("overflow", '"drop" or "pause"', describe(cfg.overflow))
   end
   out.overflow = cfg.overflow or "pause"
-  out.pause_max_ms = opt_ms(cfg, "pause_max_ms", "pause_max_ms", 0, 86400000)
-  out.max_message_size = opt_int(cfg, "max_message_size", "max_message_size", 256, 1073741824,
-    "bytes")
+  opt_into(out, cfg, "pause_max_ms", "pause_max_ms")
+  opt_into(out, cfg, "max_message_size", "max_message_size")
   for _, k in ipairs { "on_event", "on_health", "policy" } do
     if cfg[k] ~= nil and type(cfg[k]) ~= "function" then fail(k, "a function", describe(cfg[k])) end
     out[k] = cfg[k]

@@ -1,10 +1,12 @@
 -- The Lua thread's JSON decoder (csrc/lbind_json.c, core.json_decode_text: event bodies are
 -- decoded with it at poll()/drain()) against the reference it replaced: jansson's tree converted
--- by push_json (core.json_decode). Same values, same integer/float subtypes, null as the same
+-- by push_json (json_decode of the test-only module gn_testjson,
+-- spec/support/testjson.c). Same values, same integer/float subtypes, null as the same
 -- light userdata, on Lua 5.4 and LuaJIT. What it accepts is what the service thread accepts as an
 -- event's body (fuzz/fuzz_json_lua.c checks that both ways): RFC 8259, as jansson reads it, but
 -- never a NUL byte (jansson skips one after a number or a literal; the service thread refuses it).
 local core = require "genesys.notify.core"
+local testjson = require "gn_testjson" -- build/, never installed
 
 local math_type = math.type or function() return "float" end -- 5.1/LuaJIT: numbers only
 
@@ -36,7 +38,7 @@ local function same(a, b, path)
 end
 
 local function agree(text)
-  local ref, err = core.json_decode(text)
+  local ref, err = testjson.json_decode(text)
   assert(ref ~= nil, "the reference refused " .. text .. ": " .. tostring(err))
   local ok, got = pcall(core.json_decode_text, text)
   assert(ok, "decoder raised on " .. text .. ": " .. tostring(got))

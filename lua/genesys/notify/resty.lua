@@ -38,6 +38,7 @@ local _M = { _VERSION = notify._VERSION }
 
 -- Readers decode each event's text once, with the C decoder, straight from the ring record.
 local json_decode = require("genesys.notify.core").json_decode_text
+local prometheus_family = require("genesys.notify.core").prometheus_family
 local ngx_now = ngx.now
 
 local K_LOCK = "gn:lock"        -- "pid:nonce" of the holder, with a TTL
@@ -1402,12 +1403,8 @@ function _M.prometheus()
   if not S then error("genesys.notify.resty: prometheus() before start()", 2) end
   local dict = S.dict
   local out = { dict:get(K_PROM) or "" }
-  local function metric(name, typ, help, lines)
-    out[#out + 1] = "# HELP genesys_notify_resty_" .. name .. " " .. help .. "\n"
-    out[#out + 1] = "# TYPE genesys_notify_resty_" .. name .. " " .. typ .. "\n"
-    for _, l in ipairs(lines) do
-      out[#out + 1] = "genesys_notify_resty_" .. name .. l[1] .. " " .. string_format("%d", l[2]) .. "\n"
-    end
+  local function metric(name, typ, help, lines) -- the text as the core writes every family
+    out[#out + 1] = prometheus_family("resty_" .. name, typ, help, lines)
   end
   metric("ring_writes_total", "counter", "Items written into the shared ring by stream holders.",
     { { "", counter("ring_writes") } })

@@ -1,0 +1,159 @@
+/* lbind_items.c: items as Lua tables and the callbacks that receive them, one dispatch for the
+ * client (lbind_client.c) and the fleet's consumer (lbind_consumer.c): a callback runs in
+ * protected mode with a traceback, marked as running (poll()/run() refuse to re-enter), and one
+ * that raises is reported as health "callback_error" through on_health (or stderr). The Lua
+ * thread only. */
+#include "lbind.h"
+#include "gn_util.h"
+#include "queue.h"
+
+#include <math.h>
+#include <stdio.h>
+
+/* Pushes received_ms as push_json pushes a real (whole numbers as integers on 5.4). */
+static void push_ms(lua_State *L, double d) {
+#if LUA_VERSION_NUM >= 503
+  if (d == floor(d) && fabs(d) < 9007199254740992.0) {
+    lua_pushinteger(L, (lua_Integer)d);
+    return;
+  }
+#endif
+  lua_pushnumber(L, d);
+}
+
+/* An event's body (decoded from the text the service thread validated, lbind_json.c; not with
+ * raw_only) and raw text into the table at the top. */
+static void set_body_raw(lua_State *L, const gn_item_t *it, int raw_only) {
+  if (!raw_only) {
+    if (it->body_len) lgn_json_push(L, it->raw + it->body_off, it->body_len);
+    else lua_newtable(L);
+    lua_setfield(L, -2, "body");
+  }
+  lua_pushlstring(L, it->raw, it->rawlen);
+  lua_setfield(L, -2, "raw");
+}
+
+/* See lbind.h. */
+int lgn_entry_table(lua_State *L) {
+  gn_item_t *it = (gn_item_t *)lua_touserdata(L, 1);
+  if (it->data) lgn_push_tree(L, it->data);
+  else lua_newtable(L);
+  if (it->type == GN_ITEM_EVENT) set_body_raw(L, it, 0);
+  return 1;
+}
+
+/* See lbind.h. */
+int lgn_item_table(lua_State *L) {
+  gn_item_t *it = (gn_item_t *)lua_touserdata(L, 1);
+  int raw_only = lua_toboolean(L, 2); /* drain(max, "raw"): no body decoded */
+  if (it->type == GN_ITEM_EVENT) {
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, it->topic);
+    lua_setfield(L, -2, "topic");
+    lua_pushstring(L, it->channel_id);
+    lua_setfield(L, -2, "channel_id");
+    push_ms(L, it->received_ms);
+    lua_setfield(L, -2, "received_ms");
+    if (it->correlation_id) {
+      lua_pushstring(L, it->correlation_id);
+      lua_setfield(L, -2, "correlation_id");
+    }
+    set_body_raw(L, it, raw_only);
+    return 1;
+  }
+  if (it->data) lgn_push_tree(L, it->data);
+  else lua_newtable(L);
+  return 1;
+}
+
+int lgn_traceback(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+/* lua_pcall of the callback `which` with one argument, marked as running on u (the guard
+ * against re-entering poll()/run() from it). The mark is set only around lua_pcall, which never
+ * raises, so no error can leave it set. */
+int lgn_pcall_callback(lua_State *L, lgn_caller_t *u, const char *which, int nresults, int msgh) {
+  const char *outer = u->in_callback;
+  u->in_callback = which;
+  int rc = lua_pcall(L, 1, nresults, msgh);
+  u->in_callback = outer;
+  return rc;
+}
+
+/* Calls the callback at the stack top with the value below it... in protected mode. Expects
+ * [fn, arg] on the stack; pops them. Returns 0 or the error message left on the stack (1). */
+int lgn_call_protected(lua_State *L, lgn_caller_t *u, const char *which) {
+  lua_pushcfunction(L, lgn_traceback);
+  lua_insert(L, -3);
+  int base = lua_gettop(L) - 2;
+  int rc = lgn_pcall_callback(L, u, which, 0, base);
+  if (rc != 0) {
+    lua_remove(L, base); /* the handler; message stays */
+    return 1;
+  }
+  lua_remove(L, base);
+  return 0;
+}
+
+/* Reports a failing callback as health "callback_error" (kind, state, timestamp_ms, callback,
+ * error) through on_health, an error of on_health itself included: on_health is called once
+ * with the report. If that call fails too (or there is no on_health), the message goes to
+ * stderr: never silently dropped, and never a loop (a failing report is not reported again).
+ * Stack: [..., msg]; pops msg. */
+void lgn_report_callback_error(lua_State *L, lgn_caller_t *u, int uv, const char *which) {
+  const char *msg = lua_tostring(L, -1);
+  lua_getfield(L, uv, "on_health");
+  if (lua_isfunction(L, -1)) {
+    lua_createtable(L, 0, 5);
+    lua_pushliteral(L, "callback_error");
+    lua_setfield(L, -2, "kind");
+    if (u->state) {
+      lua_pushstring(L, u->state(u));
+      lua_setfield(L, -2, "state");
+    }
+    lua_pushnumber(L, gn_now_wall_ms());
+    lua_setfield(L, -2, "timestamp_ms");
+    lua_pushstring(L, which);
+    lua_setfield(L, -2, "callback");
+    lua_pushstring(L, msg ? msg : "?");
+    lua_setfield(L, -2, "error");
+    if (lgn_call_protected(L, u, "on_health") == 0) {
+      lua_pop(L, 1); /* msg */
+      return;
+    }
+    fprintf(stderr, "genesys.notify: %son_health failed while reporting an error: %s\n", u->what,
+            lua_tostring(L, -1));
+    lua_pop(L, 1);
+  } else {
+    lua_pop(L, 1);
+  }
+  fprintf(stderr, "genesys.notify: %s%s raised: %s\n", u->what, which, msg ? msg : "?");
+  lua_pop(L, 1);
+}
+
+/* See lbind.h. */
+int lgn_dispatch(lua_State *L, lgn_caller_t *u, int uv, const char *which, lua_CFunction push,
+                 gn_item_t *it) {
+  lua_getfield(L, uv, which);
+  if (!lua_isfunction(L, -1)) {
+    lua_pop(L, 1);
+    return 2;
+  }
+  /* Build the table in protected mode so the caller frees the item even on a memory error. */
+  lua_pushcfunction(L, push);
+  lua_pushlightuserdata(L, it);
+  if (lua_pcall(L, 1, 1, 0) != 0) {
+    lua_remove(L, -2); /* the callback */
+    lgn_report_callback_error(L, u, uv, which);
+    return 0;
+  }
+  if (lgn_call_protected(L, u, which)) {
+    lgn_report_callback_error(L, u, uv, which);
+    return 0;
+  }
+  return 1;
+}

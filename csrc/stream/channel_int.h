@@ -1,0 +1,105 @@
+/* channel_int.h: what the three files of one channel's state machine share (channel.c,
+ * channel_attempt.c, channel_live.c; see channel.c for the table). Nothing outside them includes
+ * it. Service thread only, but for gn_channel_new/free/sched.
+ */
+#ifndef GN_CHANNEL_INT_H
+#define GN_CHANNEL_INT_H
+
+#include "channel.h"
+#include "bearer.h"
+#include "flow.h"
+#include "gap.h"
+#include "heartbeat.h"
+#include "renew.h"
+#include "retry.h"
+#include "rollover.h"
+#include "subs.h"
+
+struct gn_channel {
+  gn_env_t *env;
+  gn_sched_t sched;            /* shared with the owner (atomics) */
+
+  gn_bearer_t bearer;          /* the token, and the wait for one */
+  int auth_retried;            /* one token refresh per chain of 401s */
+
+  char *channel_id, *connect_uri;
+  int hard_next;               /* the channel is gone: the next attempt creates one */
+  int connect_failures;        /* in a row on this channel's connectUri */
+  gn_subs_t subs;
+  gn_roll_t roll;
+  gn_http_req_t *req;          /* the attempt's REST call */
+  gn_conn_t *conn;             /* the live (or connecting) socket */
+  gn_heartbeat_t hb;           /* the live socket's watchdog */
+  gn_flow_t flow;              /* overflow = "pause": reading stops while the queue is full */
+
+  gn_retry_t retry;             /* BACKOFF: delay, record, timer, policy hook */
+  int in_attempt;
+  uint64_t attempt_start_ms;
+  int attempt_hard;
+  uint64_t connection_id;
+  gn_gap_t gap;                /* the deaf interval */
+  gn_renew_t renew;            /* the channel's end and its renewal (renew.h) */
+  int renew_roll;              /* the rollover under way (or waiting) is a renewal */
+};
+
+/* channel.c: the machine */
+
+/* Returns the state the owner sees. */
+gn_state_t gn_ch_state(const gn_channel_t *ch);
+/* Every change of state goes through here, held against the machine's table. */
+void gn_ch_enter(gn_channel_t *ch, gn_state_t to);
+/* Returns 1 for OPEN and ROLLOVER (a socket delivers), else 0. */
+int gn_ch_is_live(gn_state_t s);
+/* Queues a health item of the channel (fields stolen). */
+void gn_ch_health(gn_channel_t *ch, const char *kind, json_t *fields);
+/* Returns the channel's id, or "" before it has one. */
+const char *gn_ch_chan_id(const gn_channel_t *ch);
+/* Gives the rollovers' units that came back to the budget. */
+void gn_ch_spare_check(gn_channel_t *ch);
+/* Forgets the channel's id and connectUri (the next attempt makes a new channel). */
+void gn_ch_drop_channel(gn_channel_t *ch);
+/* The live connection is gone: deaf since its last message (gap.c), the watchdog stopped. */
+void gn_ch_went_deaf(gn_channel_t *ch);
+/* An attempt step failed: BACKOFF, health "failed", the cycle closed, the next scheduled. */
+void gn_ch_attempt_failed(gn_channel_t *ch, const char *reason, gn_reason_t why,
+                          double retry_after_ms, json_t *fields);
+/* A failure of the live channel: the first trigger of a cycle schedules the next attempt. */
+void gn_ch_fail_and_schedule(gn_channel_t *ch, gn_reason_t why, double retry_after_ms,
+                             const char *reason);
+/* A final failure (FAILED, health "gave_up"): everything stopped. */
+void gn_ch_final_failure(gn_channel_t *ch, const char *code, const char *msg);
+
+/* channel_attempt.c: the token and the attempt's steps */
+
+enum { TOKP_ATTEMPT = 0, TOKP_LIVE, TOKP_ROLL }; /* what a token is wanted for */
+/* Starts an attempt: hard (a new channel: AUTH) or soft (the same channel: CONNECT). */
+void gn_ch_run_attempt(gn_channel_t *ch);
+/* A token result, sent where its purpose says (bearer.c's callback; the caller clears it). */
+void gn_ch_token_ready(void *ud, int purpose, gn_token_result_t *r);
+/* Marks a failure's fields as the proxy's (stage "proxy", its refusal status when known). */
+void gn_ch_proxy_fields(json_t *fields, long status);
+/* A subscription request's answer: a success renews the channel's lifetime (renew.h). */
+void gn_ch_renewed(gn_channel_t *ch, const gn_http_result_t *hr);
+
+/* channel_live.c: the live socket, the rollover's hooks, live changes, renewal */
+
+extern const gn_conn_cbs_t gn_ch_conn_cbs;   /* the live socket's callbacks */
+extern const gn_roll_hooks_t gn_ch_roll_hooks; /* what the rollover tells the channel */
+/* The token a live subscription change waited for (gn_ch_token_ready passes it on). */
+void gn_ch_live_token(gn_channel_t *ch, gn_token_result_t *r);
+/* The token a rollover waited for (gn_ch_token_ready passes it on). */
+void gn_ch_roll_token(gn_channel_t *ch, gn_token_result_t *r);
+/* Puts the wanted topics on the live channel when the server does not hold them. */
+void gn_ch_put_live(gn_channel_t *ch);
+/* The subscription retry timer (subs.c) fired. */
+void gn_ch_subs_retry(void *ud);
+/* A socket_closing notice or a renewal: a rollover starts (or waits for the spare unit). */
+void gn_ch_start_rollover(gn_channel_t *ch);
+/* The rollover could not finish (its failed hook, or a token it could not get). */
+void gn_ch_roll_failed(void *ud, const char *msg);
+/* The heartbeat watchdog found the live link dead. */
+void gn_ch_link_dead(void *ud);
+/* The channel is due for renewal (renew.h's callback). */
+void gn_ch_renew_due(void *ud, int how);
+
+#endif
