@@ -510,7 +510,8 @@ describe("a fleet holder's resync", function()
   it("reaches every consumer through the stream, like events", function()
     expect(function() return holder:lease() == "holder" and holder:out():find("H connected") end,
       10000, "the holder connected")
-    emu:admin("POST", "faults/handshake", { mode = "refuse", ms = 800 })
+    -- refused long enough that the change below is made while the holder is deaf
+    emu:admin("POST", "faults/handshake", { mode = "refuse", ms = 2000 })
     emu:admin("POST", "channels/*/reset", {})
     expect(function() return holder:out():find("H disconnected") end, 10000, "the gap")
     emu:admin("POST", "users/fleet", { presence = "Busy" })
