@@ -4,7 +4,7 @@
  * answers and are a 404 on their own. Permissions: a station needs
  * telephony:otherStationAssociation:view, queue members routing:queueMember:view, queue
  * observations analytics:queueObservation:view, the conversation activity query
- * analytics:conversationAggregate:view; presence and routing status none.
+ * analytics:conversationAggregate:view; presence, routing status and a user's queues none.
  */
 #include "directory.h"
 
@@ -145,6 +145,8 @@ static json_t *user_json(const dir_user_t *u, const char *query)
 
 /* ---- routes ---------------------------------------------------------------------------- */
 
+static json_t *user_queues(const dir_user_t *u, const char *query);
+
 static int users_bulk(int client, const char *query, int presences, json_t **answer,
 		      const char **code, char *msg, size_t ml)
 {
@@ -200,9 +202,42 @@ static int one_user(int client, const char *id, const char *sub, const char *que
 		*answer = routing(u);
 	else if (!strcmp(sub, "/station"))
 		*answer = stations(u);
+	else if (!strcmp(sub, "/queues"))
+		*answer = user_queues(u, query);
 	else
 		return -1;
 	return 200;
+}
+
+/* GET /api/v2/users/{id}/queues (a UserQueueEntityListing of UserQueue {id, name, joined,
+ * memberCount, selfUri}); joined=true|false keeps the queues the user has joined or not. */
+static json_t *user_queues(const dir_user_t *u, const char *query)
+{
+	char *v[MAX_IDS + 2];
+	size_t nv = query_values(query, "joined", v, MAX_IDS);
+	int want = nv ? (!strcmp(v[0], "true") ? 1 : !strcmp(v[0], "false") ? 0 : -1) : -1;
+	free_values(v, nv);
+	json_t *a = json_array();
+	for (size_t i = 0; i < D.nqueues; i++) {
+		const dir_queue_t *q = &D.queues[i];
+		for (size_t k = 0; k < q->nmembers; k++) {
+			if (strcmp(q->members[k].user, u->id) ||
+			    (want >= 0 && q->members[k].joined != want))
+				continue;
+			char self[200];
+			snprintf(self, sizeof self, "/api/v2/routing/queues/%s", q->id);
+			json_array_append_new(a, json_pack("{s:s, s:s, s:b, s:i, s:s}", "id", q->id,
+							   "name", q->id, "joined",
+							   q->members[k].joined, "memberCount",
+							   (int)q->nmembers, "selfUri", self));
+			break;
+		}
+	}
+	int n = (int)json_array_size(a);
+	/* one page: the emulator's users are in few queues */
+	return json_pack("{s:o, s:i, s:i, s:i, s:i}", "entities", a, "pageSize",
+			 (int)query_long(query, "pageSize", 25),
+			 "pageNumber", 1, "total", n, "pageCount", 1);
 }
 
 static int queue_members(int client, const char *id, const char *query, json_t **answer,

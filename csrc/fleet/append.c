@@ -114,10 +114,13 @@ void gn_lease_write_gap(gn_lease_t *l) {
   l->gap_pending = 0;
   if (l->gap_from_wall < 0) return; /* a new fleet: nothing before us */
   char from[32];
-  snprintf(from, sizeof from, "%.0f", l->gap_from_wall - GN_LEASE_LATENCY_MS);
+  double from_ms = l->gap_from_wall - GN_LEASE_LATENCY_MS;
+  snprintf(from, sizeof from, "%.0f", from_ms);
   const char *fv[] = {from, "takeover"};
   write_entry(l, to, "gap", 2, fv, NULL);
   STAT_ADD(l, gaps);
+  /* the marker's interval healed for every consumer (a resync, after the marker) */
+  if (l->hooks.takeover) l->hooks.takeover(l->hooks.ud, from_ms, to);
 }
 
 void gn_lease_deaf(void *ud, const char *kind, double from_ms, double to_ms) {

@@ -4,6 +4,7 @@
 #include "backoff.h"
 #include "conf.h"
 #include "redis.h"
+#include "resync_mark.h"
 #include "service.h"
 #include "gn_util.h"
 #include "uvtimer.h"
@@ -215,6 +216,7 @@ static void handle_entry(gn_consumer_t *c, redisReply *e) {
                        "channel_id", chan ? chan : "", "received_ms",
                        num_field(f, "received_ms"), "correlation_id", cid ? cid : "", "fence",
                        (json_int_t)fv, "id", id);
+  gn_fleet_resync_fields(it->raw, rawlen, it->data); /* a holder's resync item: ev.resync */
   it->cost = sizeof *it + rawlen + 1 + 256;
   STAT_ADD(c, events, 1);
   gn_queue_push(&c->queue, it);

@@ -57,12 +57,14 @@ typedef struct gn_lease gn_lease_t;
 
 /* start(ud): the lease was taken, connect the stream; stop(ud): park it; opened(ud): -1 unless
  * the stream is open (every channel of the pool), else when it opened (wall ms, the latest
- * channel's). Service thread. */
+ * channel's); takeover(ud, from_ms, to_ms) (or NULL): the takeover marker for that interval
+ * was written (the stream may heal it). Service thread. */
 typedef struct {
   void (*start)(void *ud);
   void (*stop)(void *ud);
   double (*opened)(void *ud);
   void *ud;
+  void (*takeover)(void *ud, double from_ms, double to_ms);
 } gn_lease_hooks_t;
 
 /* A lease for the client whose env is given (health goes there; its state and metrics say when

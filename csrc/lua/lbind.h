@@ -123,6 +123,8 @@ int lgn_open_json(lua_State *L); /* lbind_json.c: core.json_decode_text */
 /* lbind_resync.c: reads the normalized table at idx's resync_* fields into cfg (which must be a
  * gn_client_cfg_t). Returns 0, or -1 with the error message pushed. */
 int lgn_resync_config(lua_State *L, int idx, void *cfg);
+/* client:resync_gap(from_ms, to_ms) (lbind_resync.c). The Lua thread. */
+int lgn_client_resync_gap(lua_State *L);
 /* Sets the resync counters of snapshot s (a gn_metrics_snapshot_t) in the table on top. */
 void lgn_resync_metrics(lua_State *L, const void *s);
 

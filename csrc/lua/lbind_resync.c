@@ -1,10 +1,13 @@
-/* lbind_resync.c: the resync part of a client's configuration, as notify.lua normalized it
+/* lbind_resync.c: the resync part of a client: its configuration, as notify.lua normalized it
  * (resync_families: a comma-separated list of family names; resync_budget,
  * resync_window_ms, resync_spacing_ms, resync_reserve: numbers), read into the core's
  * settings. notify.lua checks types and ranges; the family names are checked here, against
- * the one table of families (resync_families.c), naming the field. */
+ * the one table of families (resync_families.c), naming the field; its counters in metrics();
+ * and client:resync_gap(). */
+#include "client.h"
 #include "conf.h"
 #include "lbind.h"
+#include "lbind_client.h"
 #include "metrics.h"
 #include "resync_families.h"
 
@@ -49,4 +52,20 @@ void lgn_resync_metrics(lua_State *L, const void *sp) {
   lgn_setint(L, "resync_forbidden", s->resync_forbidden);
   lgn_setint(L, "resync_rate_limited", s->resync_rate_limited);
   lgn_setint(L, "resync_failed", s->resync_failed);
+}
+
+/* client:resync_gap(from_ms, to_ms): every topic was deaf over that interval, a gap known
+ * above the client (a reader of nginx's ring that missed items): a resync heals it when resync
+ * is on (else nothing). Returns true, or nil and a message when the client is not running. */
+int lgn_client_resync_gap(lua_State *L) {
+  lclient_t *u = lgn_check_open(L, 1);
+  double from = luaL_checknumber(L, 2), to = luaL_checknumber(L, 3);
+  luaL_argcheck(L, from <= to, 3, "expected to_ms >= from_ms");
+  if (gn_client_heal(u->c, from, to) != 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "the client is not running");
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
 }

@@ -78,9 +78,14 @@ int gn_resync_make(gn_resync_t **out, const gn_conf_t *conf, gn_env_t *env, char
   return -1;
 }
 
+void gn_resync_env_deaf(gn_resync_t *r, gn_env_t *env, double from_ms, double to_ms) {
+  if (!r) return;
+  r->henv = env; /* its state and channel number stamp the health items */
+  gn_resync_deaf(r, env->topics, from_ms, to_ms);
+}
+
 static void deaf_cb(void *ud, gn_env_t *env, double from_ms, double to_ms) {
-  ((gn_resync_t *)ud)->henv = env; /* its state and channel number stamp the health items */
-  gn_resync_deaf(ud, env->topics, from_ms, to_ms);
+  gn_resync_env_deaf(ud, env, from_ms, to_ms);
 }
 
 static void seen_cb(void *ud, const gn_msg_t *m) { gn_resync_seen(ud, m); }
@@ -388,7 +393,7 @@ static void answered(void *ud, const gn_http_result_t *hr) {
                      emit, r) == 0) {
       r->failures = 0;
       gn_backoff_succeeded(&r->bo, now);
-      if (more) r->page++;
+      if (more) r->page = more;
       else free_batch(r);
       kick(r, (double)c->resync_spacing_ms);
       return;

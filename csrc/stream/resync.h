@@ -42,6 +42,8 @@ int gn_resync_start(gn_resync_t *r);
 void gn_resync_stop(gn_resync_t *r);
 /* A channel holding topics was deaf from from_ms to to_ms (wall clock). Service thread. */
 void gn_resync_deaf(gn_resync_t *r, const gn_topics_t *topics, double from_ms, double to_ms);
+/* The same for env's topics, its health and tap stamping the items (r may be NULL: off). */
+void gn_resync_env_deaf(gn_resync_t *r, gn_env_t *env, double from_ms, double to_ms);
 /* An event about to be queued to the owner (its newer-than field is noted while a resync is
  * under way). Service thread. */
 void gn_resync_seen(gn_resync_t *r, const gn_msg_t *m);

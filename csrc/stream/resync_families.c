@@ -25,7 +25,8 @@ const gn_rs_family_t gn_rs_families[GN_RS_COUNT] = {
     {"routing_status", "v2.users.", ".routingStatus", 50, NULL, "startTime",
      "GET /api/v2/users?id=...&expand=routingStatus (50 users a call)"},
     {"activity", "v2.users.", ".activity", 50, NULL, NULL,
-     "GET /api/v2/users?id=...&expand=presence,routingStatus,outOfOffice (50 users a call)"},
+     "GET /api/v2/users?id=...&expand=presence,routingStatus,outOfOffice (50 users a call) + "
+     "GET /api/v2/users/{id}/queues?joined=true (one call per user)"},
     {"conversation_summary", "v2.users.", ".conversationsummary", 50, NULL, NULL,
      "GET /api/v2/users?id=...&expand=conversationSummary (50 users a call)"},
     {"station", "v2.users.", ".station", 50, "telephony:otherStationAssociation:view", NULL,
@@ -175,8 +176,17 @@ int gn_rs_request(int fam, const char *base, char *const *ids, size_t n, int pag
   case GN_RS_PRESENCE:
     out->url = users_url(base, "/api/v2/users/presences/purecloud/bulk", ids, n, "");
     break;
-  case GN_RS_ROUTING:
   case GN_RS_ACTIVITY:
+    if (page >= 2) { /* the queues ids[page - 2] has joined */
+      if ((size_t)page - 2 >= n) return -1;
+      size_t len = strlen(base) + strlen(ids[page - 2]) + 80;
+      if ((out->url = malloc(len)))
+        snprintf(out->url, len, "%s/api/v2/users/%s/queues?joined=true&pageSize=100", base,
+                 ids[page - 2]);
+      break;
+    }
+    /* fall through - page 1 is the users' bulk read */
+  case GN_RS_ROUTING:
   case GN_RS_SUMMARY:
   case GN_RS_STATION:
     snprintf(tail, sizeof tail, "&pageSize=%zu%s", n, expand[fam]);
@@ -250,11 +260,50 @@ static void emit_user(int fam, json_t *u, gn_rs_emit_fn emit, void *ud) {
     json_t *cs = json_object_get(u, "conversationSummary");
     if (!json_is_object(cs)) return;
     b = json_deep_copy(cs);
-  } else {
-    static const char *const f[] = {"id", "presence", "routingStatus", "outOfOffice", NULL};
-    b = pick(u, f);
   }
   if (b) emit(ud, fam, id, b, date);
+}
+
+/* The page that reads the queues of the next user from ids[k] on that the bulk read found (in
+ * acc), or 0 when none is left: then every user's item is emitted, in the order asked for. */
+static int activity_next(json_t **acc, char *const *ids, size_t n, size_t k, gn_rs_emit_fn emit,
+                         void *ud) {
+  for (; k < n; k++)
+    if (json_object_get(*acc, ids[k])) return (int)k + 2;
+  for (size_t i = 0; i < n; i++) {
+    json_t *b = json_object_get(*acc, ids[i]);
+    if (b) emit(ud, GN_RS_ACTIVITY, ids[i], json_incref(b), NULL);
+  }
+  json_decref(*acc);
+  *acc = NULL;
+  return 0;
+}
+
+/* Activity: page 1 (the users' bulk read) keeps each user's parts in *acc, then one page per
+ * user found adds "queues" (the UserQueue entities of GET /api/v2/users/{id}/queues?joined=true)
+ * before the items go out. */
+static int activity_answer(json_t *j, char *const *ids, size_t n, int page, json_t **acc,
+                           int *more, gn_rs_emit_fn emit, void *ud) {
+  size_t i;
+  json_t *e;
+  if (page == 1) {
+    if (!json_is_array(json_object_get(j, "entities"))) return -1;
+    json_decref(*acc);
+    *acc = json_object();
+    json_array_foreach(json_object_get(j, "entities"), i, e) {
+      const char *id = json_string_value(json_object_get(e, "id"));
+      static const char *const f[] = {"id", "presence", "routingStatus", "outOfOffice", NULL};
+      if (id) json_object_set_new(*acc, id, pick(e, f));
+    }
+    *more = activity_next(acc, ids, n, 0, emit, ud);
+    return 0;
+  }
+  json_t *ents = json_object_get(j, "entities");
+  json_t *b = *acc && (size_t)page - 2 < n ? json_object_get(*acc, ids[page - 2]) : NULL;
+  if (!json_is_array(ents) || !b) return -1;
+  json_object_set(b, "queues", ents);
+  *more = activity_next(acc, ids, n, (size_t)page - 1, emit, ud);
+  return 0;
 }
 
 int gn_rs_answer(int fam, const char *text, size_t len, char *const *ids, size_t n, int page,
@@ -284,8 +333,10 @@ int gn_rs_answer(int fam, const char *text, size_t len, char *const *ids, size_t
       emit(ud, fam, id, b, json_string_value(json_object_get(e, "modifiedDate")));
     }
     break;
-  case GN_RS_ROUTING:
   case GN_RS_ACTIVITY:
+    rc = activity_answer(j, ids, n, page, acc, more, emit, ud);
+    break;
+  case GN_RS_ROUTING:
   case GN_RS_SUMMARY:
   case GN_RS_STATION:
     if (!json_is_array(json_object_get(j, "entities"))) {
@@ -305,8 +356,10 @@ int gn_rs_answer(int fam, const char *text, size_t len, char *const *ids, size_t
     if (!*acc) *acc = json_array();
     json_array_extend(*acc, ents);
     json_t *pc = json_object_get(j, "pageCount");
-    *more = json_is_integer(pc) ? page < json_integer_value(pc)
-                                : json_is_string(json_object_get(j, "nextUri"));
+    *more = (json_is_integer(pc) ? page < json_integer_value(pc)
+                                 : json_is_string(json_object_get(j, "nextUri")))
+                ? page + 1
+                : 0;
     if (!*more) {
       emit(ud, fam, ids[0], json_pack("{s:O, s:I}", "entities", *acc, "total",
                                       (json_int_t)json_array_size(*acc)), NULL);

@@ -71,8 +71,9 @@ void gn_rs_req_free(gn_rs_req_t *r);
 typedef void (*gn_rs_emit_fn)(void *ud, int fam, const char *id, json_t *body, const char *date);
 
 /* Reads a 200 answer for ids[0..n) at page: emits one body per entity found (entities the
- * answer leaves out are not emitted); a paged family gathers its pages in *acc and sets *more
- * while pages remain. Returns 0, or -1 when the answer is not what the family expects. */
+ * answer leaves out are not emitted); a family read in several requests (queue members' pages,
+ * activity's per-user queues) gathers them in *acc and sets *more to the next page to ask for
+ * (0: none left). Returns 0, or -1 when the answer is not what the family expects. */
 int gn_rs_answer(int fam, const char *text, size_t len, char *const *ids, size_t n, int page,
                  json_t **acc, int *more, gn_rs_emit_fn emit, void *ud);
 

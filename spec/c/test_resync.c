@@ -137,10 +137,26 @@ static void test_answers(void) {
   const char *p1 = "{\"entities\":[{\"id\":\"u1\"}],\"pageNumber\":1,\"pageCount\":2}";
   const char *p2 = "{\"entities\":[{\"id\":\"u2\"}],\"pageNumber\":2,\"pageCount\":2}";
   CHECK(gn_rs_answer(GN_RS_QMEMBERS, p1, strlen(p1), q, 1, 1, &acc, &more, collect, &g) == 0 &&
-            more == 1 && g.n == 0, "first page");
+            more == 2 && g.n == 0, "first page: the next is page 2");
   CHECK(gn_rs_answer(GN_RS_QMEMBERS, p2, strlen(p2), q, 1, 2, &acc, &more, collect, &g) == 0 &&
             more == 0 && g.n == 1 && !acc, "last page");
   CHECK(json_integer_value(json_object_get(g.bodies[0], "total")) == 2, "both pages");
+  release(&g);
+  /* activity: the users' read, then the queues of each user it found (u2 only: page 3) */
+  const char *act = "{\"entities\":[{\"id\":\"u2\",\"routingStatus\":{\"status\":\"IDLE\"}}]}";
+  const char *uq = "{\"entities\":[{\"id\":\"q1\",\"joined\":true}],\"pageCount\":1}";
+  CHECK(gn_rs_answer(GN_RS_ACTIVITY, act, strlen(act), ids, 2, 1, &acc, &more, collect, &g) ==
+            0 && more == 3 && g.n == 0 && acc, "activity: u2's queues next");
+  gn_rs_req_t rq;
+  CHECK(gn_rs_request(GN_RS_ACTIVITY, "https://api", ids, 2, 3, &rq) == 0 &&
+            !strcmp(rq.url, "https://api/api/v2/users/u2/queues?joined=true&pageSize=100"),
+        "activity: the queues call");
+  gn_rs_req_free(&rq);
+  CHECK(gn_rs_answer(GN_RS_ACTIVITY, uq, strlen(uq), ids, 2, 3, &acc, &more, collect, &g) == 0 &&
+            more == 0 && g.n == 1 && !acc && !strcmp(g.ids[0], "u2"), "activity: one item");
+  CHECK(!strcmp(json_string_value(json_object_get(
+                    json_array_get(json_object_get(g.bodies[0], "queues"), 0), "id")), "q1") &&
+            json_object_get(g.bodies[0], "routingStatus"), "activity: parts and queues");
   release(&g);
   CHECK(gn_rs_answer(GN_RS_PRESENCE, "{}", 2, ids, 2, 1, &acc, &more, collect, &g) == -1,
         "not the family's answer");

@@ -282,6 +282,30 @@ describe("genesys.notify client: resync after gaps", function()
     assert.equals(7, #resync_items(rec))
   end)
 
+  it("activity: the users' parts and the queues each user has joined (GET /api/v2/users/{id}/queues"
+    .. "?joined=true), read after the gap", function()
+    emu:admin("POST", "users/v1", { presence = "Available", routing_status = "IDLE" })
+    emu:admin("POST", "users/v2", { presence = "Available", routing_status = "IDLE" })
+    emu:admin("POST", "queues/qa", { members = { { id = "v1" } } })
+    local client, rec = wait.start_client(emu, { resync = { "activity" } },
+      users("v", 2, { "activity" }), true)
+    finally(function() client:close() end)
+    outage(emu, client, rec, 800, function()
+      emu:admin("POST", "queues/qb", { members = { { id = "v1" }, { id = "v2", joined = false } } })
+    end)
+    assert.truthy(wait.until_(client, completed(rec), 30000))
+    local by = {}
+    for _, e in ipairs(resync_items(rec)) do by[e.topic] = e end
+    local q1 = {}
+    for _, q in ipairs(by["v2.users.v1.activity"].body.queues) do q1[#q1 + 1] = q.id end
+    table.sort(q1)
+    assert.same({ "qa", "qb" }, q1)
+    assert.same({}, by["v2.users.v2.activity"].body.queues) -- v2 has not joined qb
+    assert.equals("IDLE", by["v2.users.v2.activity"].body.routingStatus.status)
+    -- one users' read for both, one queues read per user
+    assert.equals(3, rec.last("resync").requests)
+  end)
+
   it("one resync at a time: a gap during a resync widens it instead of starting another", function()
     local topics = users("w", 120, { "presence" })
     for i = 1, 120 do emu:admin("POST", "users/w" .. i, { presence = "Available" }) end

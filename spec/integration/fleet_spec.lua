@@ -473,24 +473,30 @@ describe("a fleet whose holder needs a pool of channels", function()
 end)
 
 describe("a fleet holder's resync", function()
-  local r, emu, holder, fan
+  local r, emu, holder, second, fan
+  local key = KEY .. ":resync"
+  local function holder_env()
+    return { FLEET_EMU_PORT = string.format("%d", emu.port), FLEET_CA = emu.ca_file,
+      FLEET_TOPIC = TOPIC, FLEET_REDIS = r.url, FLEET_KEY = key,
+      FLEET_LEASE_MS = string.format("%d", LEASE_MS), FLEET_RESYNC = "presence" }
+  end
   setup(function()
     r = redis.start()
     emu = emulator.start { tls = true }
     emu:admin("POST", "users/fleet", { presence = "Available" })
-    local key = KEY .. ":resync"
+    -- two fanout consumers and a group member
     fan = { spawn("fanout", { FLEET_REDIS = r.url, FLEET_KEY = key }),
-            spawn("fanout", { FLEET_REDIS = r.url, FLEET_KEY = key }) }
+            spawn("fanout", { FLEET_REDIS = r.url, FLEET_KEY = key }),
+            spawn("group", { FLEET_REDIS = r.url, FLEET_KEY = key, FLEET_GROUP = "g",
+              FLEET_CONSUMER = "c1" }) }
     for _, c in ipairs(fan) do
       assert(wait_for(function() return c:out():find("S started") end, 10000))
     end
     emulator.sleep(0.3)
-    holder = spawn("holder", { FLEET_EMU_PORT = string.format("%d", emu.port),
-      FLEET_CA = emu.ca_file, FLEET_TOPIC = TOPIC, FLEET_REDIS = r.url, FLEET_KEY = key,
-      FLEET_LEASE_MS = string.format("%d", LEASE_MS), FLEET_RESYNC = "presence" })
+    holder = spawn("holder", holder_env())
   end)
   teardown(function()
-    for _, n in ipairs { holder, fan and fan[1], fan and fan[2] } do
+    for _, n in ipairs { holder, second, fan and fan[1], fan and fan[2], fan and fan[3] } do
       if n then
         n:stop()
         assert.not_matches("Sanitizer", n:err())
@@ -504,13 +510,37 @@ describe("a fleet holder's resync", function()
   it("reaches every consumer through the stream, like events", function()
     expect(function() return holder:lease() == "holder" and holder:out():find("H connected") end,
       10000, "the holder connected")
-    emu:admin("POST", "faults/handshake", { mode = "refuse", ms = 800 })
+    -- refused long enough that the change below is made while the holder is deaf
+    emu:admin("POST", "faults/handshake", { mode = "refuse", ms = 2000 })
     emu:admin("POST", "channels/*/reset", {})
     expect(function() return holder:out():find("H disconnected") end, 10000, "the gap")
     emu:admin("POST", "users/fleet", { presence = "Busy" })
     for _, c in ipairs(fan) do
-      expect(function() return c:out():find("Y " .. TOPIC .. " Busy", 1, true) end, 20000,
+      expect(function() return c:out():find("Y " .. TOPIC .. " Busy presence", 1, true) end, 20000,
         "the resync item at a consumer")
     end
+  end)
+
+  it("a takeover's gap is healed for every consumer: the new holder's resync items (ev.resync) " ..
+     "carry the value set during the takeover", function()
+    second = spawn("holder", holder_env()) -- never held: no channel of its own to restore
+    expect(function() return second:lease() == "candidate" end, 15000, "a second candidate")
+    local _, old_fence = holder:lease()
+    holder:signal("STOP")
+    finally(function() holder:signal("CONT") end)
+    emu:admin("POST", "users/fleet", { presence = "Meeting" }) -- no one listens for it
+    expect(function()
+      local st, fence, cst = second:lease()
+      return st == "holder" and fence > old_fence and cst == "open"
+    end, 15000, "the second candidate took over")
+    for _, c in ipairs(fan) do
+      local line = expect(function()
+        return c:out():match("Y " .. TOPIC:gsub("%.", "%%.") .. " Meeting presence (%d+) (%d+)")
+      end, 20000, "the takeover's resync item at a consumer")
+      assert.truthy(line)
+    end
+    -- the items heal the takeover marker's interval (the consumers' "restored" with takeover)
+    local from, to = fan[1]:out():match("Y " .. TOPIC:gsub("%.", "%%.") .. " Meeting presence (%d+) (%d+)")
+    assert.is_true(tonumber(to) > tonumber(from))
   end)
 end)

@@ -755,6 +755,36 @@ describe("genesys.notify.resty in nginx: reloads and bursts lose nothing", funct
     assert.equals(0, ng:health().ring.write_failures)
   end)
 
+  it("resync: a stuck worker's missed range is healed, the resync items follow it in that worker",
+    function()
+    emu:admin("POST", "users/ngx1", { presence = "Away" })
+    local ng = nginx.start { conf = count_conf(2), workers = 2,
+      env = env_for(emu, { GN_HANDLER_MODULE = "support.resty_stuck_hook", GN_RING_SIZE = "16",
+        GN_STALL_MS = "1000", GN_STUCK_S = "4", GN_RESYNC = "presence" }) }
+    finally(function() ng:stop() end)
+    local h0 = health(ng)
+    assert.truthy(h0, "no worker connected: " .. ng:log())
+    local s = stream_on(ng, 60, function(w) return w ~= h0.holder_pid end)
+    local st, j = emu:admin("POST", "publish", { topic = TOPIC, count = 200 })
+    assert.equals(200, st)
+    assert.truthy(publish_done(emu, j.stream, 200, 30))
+    -- the stuck worker reports its missed range, then gets the resync the holder ran over it
+    local recs = s:wait_for(function(r)
+      local missed
+      for i, x in ipairs(r) do
+        if x.kind == "missed" then missed = missed or i end
+        if missed and x.item == "event" and x.resync then return true end
+      end
+    end, 40)
+    assert.truthy(recs, s:text():sub(-2000))
+    local got
+    for _, x in ipairs(recs) do if x.resync then got = x end end
+    assert.equals(TOPIC, got.topic)
+    local msg = cjson.decode(got.raw)
+    assert.equals("Away", msg.eventBody.presenceDefinition.systemPresence)
+    assert.truthy(msg.resync.deaf_to_ms >= msg.resync.deaf_from_ms)
+  end)
+
   it("a dead worker's reader is dropped at once, not waited for", function()
     local ng = nginx.start { conf = count_conf(2), workers = 2,
       env = env_for(emu, { GN_HANDLER_MODULE = "support.resty_stuck_hook", GN_RING_SIZE = "16",

@@ -65,10 +65,12 @@ else
         out:write("R ", ev.id, "\n")
         error("a handler that fails once")
       end
-      if type(ev.raw) == "string" and ev.raw:find('"resync":{', 1, true) then
-        -- a holder's resync item, through the stream: "Y <topic> <systemPresence>"
+      if ev.resync then
+        -- a holder's resync item, through the stream:
+        -- "Y <topic> <systemPresence> <family> <deaf_from_ms> <deaf_to_ms>"
         local pd = type(ev.body) == "table" and ev.body.presenceDefinition
-        out:write("Y ", ev.topic, " ", tostring(pd and pd.systemPresence), "\n")
+        out:write("Y ", ev.topic, " ", tostring(pd and pd.systemPresence), " ", tostring(ev.family),
+          string.format(" %d %d", ev.deaf_from_ms or -1, ev.deaf_to_ms or -1), "\n")
       end
       local b = type(ev.body) == "table" and ev.body or {}
       out:write("E ", ev.correlation_id, " ", string.format("%d", ev.fence), " ", ev.id,

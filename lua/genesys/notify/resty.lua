@@ -51,6 +51,8 @@ local K_CNT = "gn:cnt:"         -- counters of the resty layer
 local K_RP = "gn:rp:"           -- .. slot: the pid of a worker whose reader the holder waits for
 local K_RC = "gn:rc:"           -- .. slot: that reader's cursor (the last seq it read)
 local K_EXIT = "gn:exit:"       -- .. pid: that worker is exiting (reload, quit)
+local K_HEAL = "gn:heal"        -- a list of "FROM_MS TO_MS": readers' missed ranges to resync
+local HEAL_MAX = 64             -- asks waiting at most (a resync widens over all of them)
 local K_HO = "gn:ho"            -- an exiting holder's lock value: it offers the stream
 local K_SUCC = "gn:succ"        -- the lock value of the worker taking the stream over
 local K_READY = "gn:ready"      -- the successor's lock value once its own stream is open
@@ -182,6 +184,22 @@ local function report_missed(reason, n, from_seq, to_seq)
   ngx_log(WARN, "genesys.notify.resty: worker ", S.wid, " missed ", n, " item(s) of the ring (",
     reason, ", seq ", from_seq, "..", to_seq, ")")
   deliver(h, cjson.encode(h))
+  -- resync = ...: the holder reads back the state of every topic over the range, from the last
+  -- event this worker read to now, and the ring brings the items to every worker (this one too)
+  if S.client_cfg.resync and not S.client_cfg.redis and S.dict:llen(K_HEAL) < HEAL_MAX then
+    S.dict:lpush(K_HEAL, string_format("%.0f %.0f", S.last_rms or S.started_ms, now_ms()))
+  end
+end
+
+-- The holder: a resync over each range readers asked for (report_missed).
+local function heal_missed(client)
+  for _ = 1, HEAL_MAX do
+    local v = S.dict:rpop(K_HEAL)
+    if not v then return end
+    local sp = str_find(v, " ", 1, true)
+    local from, to = tonumber(str_sub(v, 1, sp and sp - 1)), sp and tonumber(str_sub(v, sp + 1))
+    if from and to and from <= to then client:resync_gap(from, to) end
+  end
 end
 
 -- A ring slot holds one record, with the low 31 bits of its sequence number as the entry's
@@ -289,6 +307,7 @@ local function read_ring()
       if not miss_reason then miss_reason, miss_from = reason, s end
       miss_n = miss_n + 1
     else
+      if rec.received_ms then S.last_rms = rec.received_ms end
       if rec.item == "health" then
         S.last_state = rec.state or S.last_state
       elseif S.succ then
@@ -998,6 +1017,7 @@ local function hold(h)
     end
     pump(h, client)
     if h.lost then return h.lost end
+    heal_missed(client)
     t = now_ms()
     if h.status_due or t >= next_status then
       h.status_due = false
@@ -1232,7 +1252,7 @@ function _M.start(cfg)
     handover_ms = opt_int(cfg, "handover_ms", 0, 3600000, 30000),
     grace_ms = opt_int(cfg, "handover_grace_ms", 0, 60000, 500),
     bell_path = cfg.bell_path or (ngx.config.prefix() .. "logs/genesys_notify.bell"),
-    pid = ngx.worker.pid(), wid = ngx.worker.id() or 0, missed = 0,
+    pid = ngx.worker.pid(), wid = ngx.worker.id() or 0, missed = 0, started_ms = now_ms(),
     lock_sema = semaphore.new(0), reader_sema = semaphore.new(0),
   }
   if type(st.bell_path) ~= "string" or st.bell_path == "" then
