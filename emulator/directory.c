@@ -470,12 +470,29 @@ int dir_admin(const char *method, const char *r, json_t *o, json_t **answer, cha
 	}
 	if (!post)
 		return -1;
+	/* an entity id goes into topic names and JSON answers: letters, digits, '-', '_', '.' */
+	const char *id = !strncmp(r, "users/", 6)	   ? r + 6
+			 : !strncmp(r, "queues/", 7)	   ? r + 7
+			 : !strncmp(r, "conversations/", 14) ? r + 14
+							      : NULL;
+	if (id && *id && (strlen(id) > 200 || strspn(id, "abcdefghijklmnopqrstuvwxyz"
+							 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") !=
+							  strlen(id)))
+		return bad(msg, ml, "id (in the path)",
+			   "at most 200 letters, digits, '-', '_' or '.'");
+	int st = -1;
 	if (!strncmp(r, "users/", 6) && r[6])
-		return set_user(r + 6, o, answer, msg, ml);
-	if (!strncmp(r, "queues/", 7) && r[7])
-		return set_queue(r + 7, o, answer, msg, ml);
-	if (!strncmp(r, "conversations/", 14) && r[14])
-		return set_conv(r + 14, o, answer, msg, ml);
+		st = set_user(r + 6, o, answer, msg, ml);
+	else if (!strncmp(r, "queues/", 7) && r[7])
+		st = set_queue(r + 7, o, answer, msg, ml);
+	else if (!strncmp(r, "conversations/", 14) && r[14])
+		st = set_conv(r + 14, o, answer, msg, ml);
+	if (st == 200 && !*answer) {
+		snprintf(msg, ml, "out of memory");
+		return 500;
+	}
+	if (st >= 0)
+		return st;
 	if (!strcmp(r, "permissions"))
 		return set_perms(o, answer, msg, ml);
 	if (!strcmp(r, "ratelimit")) {
