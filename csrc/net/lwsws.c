@@ -28,7 +28,8 @@ void gn_tr_proxy_spec(const gn_conn_t *c, const char *host, char *out, size_t ou
  * The vhost is the proxy's by name; its address is set to ip just before the connect (lws reads
  * it there, synchronously), so a proxy name resolving to ever new addresses does not add a vhost
  * (and a TLS context with its CA store) for each. */
-int gn_tr_start_lws(gn_conn_t *c, const char *ip) {
+/* See transport_int.h. */
+struct lws_vhost *gn_tr_vhost_ready(gn_conn_t *c, const char *ip) {
   char err[256] = "";
   char proxy[600] = "";
   if (c->proxy.host) gn_tr_proxy_spec(c, c->proxy.host, proxy, sizeof proxy);
@@ -40,7 +41,7 @@ int gn_tr_start_lws(gn_conn_t *c, const char *ip) {
   gn_tr_wipe(proxy, sizeof proxy); /* may hold a password */
   if (err[0] && c->proxy.host && vh) {
     gn_tr_fail(c, "proxy", 0, "%s", err);
-    return -1;
+    return NULL;
   }
   if (!vh) {
     gn_close_info_t info = {0};
@@ -49,8 +50,14 @@ int gn_tr_start_lws(gn_conn_t *c, const char *ip) {
     info.tls = 1;
     snprintf(info.error, sizeof info.error, "%s", err);
     gn_tr_deliver_close(c, &info);
-    return -1;
+    return NULL;
   }
+  return vh;
+}
+
+int gn_tr_start_lws(gn_conn_t *c, const char *ip) {
+  struct lws_vhost *vh = gn_tr_vhost_ready(c, ip);
+  if (!vh) return -1;
   struct lws_client_connect_info ci;
   memset(&ci, 0, sizeof ci);
   ci.context = c->t->lws;

@@ -443,28 +443,8 @@ void gn_tr_raw_close(gn_conn_t *c, int code, const char *reason) {
 
 /* See transport_int.h. Like lwsws.c's start, with method RAW on a plain connection. */
 int gn_tr_start_raw(gn_conn_t *c, const char *ip) {
-  char err[256] = "", proxy[600] = "";
-  if (c->proxy.host) gn_tr_proxy_spec(c, c->proxy.host, proxy, sizeof proxy);
-  struct lws_vhost *vh = gn_tr_vhost_for(c->t, c->ca_file, c->verify, proxy, NULL, err,
-                                         sizeof err);
-  if (vh && c->proxy.host) {
-    gn_tr_proxy_spec(c, ip, proxy, sizeof proxy);
-    if (lws_set_proxy(vh, proxy) != 0) snprintf(err, sizeof err, "proxy: lws refused its setting");
-  }
-  gn_tr_wipe(proxy, sizeof proxy);
-  if (err[0] && c->proxy.host && vh) {
-    gn_tr_fail(c, "proxy", 0, "%s", err);
-    return -1;
-  }
-  if (!vh) {
-    gn_close_info_t info = {0};
-    info.code = 1006;
-    info.stage = "tls";
-    info.tls = 1;
-    snprintf(info.error, sizeof info.error, "%s", err);
-    gn_tr_deliver_close(c, &info);
-    return -1;
-  }
+  struct lws_vhost *vh = gn_tr_vhost_ready(c, ip);
+  if (!vh) return -1;
   if (!c->raw) {
     c->raw = calloc(1, sizeof *c->raw);
     if (!c->raw) {

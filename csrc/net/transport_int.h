@@ -197,6 +197,11 @@ int gn_tr_probe_start(gn_conn_t *c, const char *ip, const gn_close_info_t *info)
 void gn_tr_probe_cancel(gn_conn_t *c);
 /* Overwrites n bytes at p (a secret) in a way the compiler keeps. */
 void gn_tr_wipe(char *p, size_t n);
+/* The vhost for c's connection to ip (the target's address, or the proxy's), its proxy set (the
+ * spec wiped after, since it may hold a password). Returns it, or NULL once the failure has
+ * been reported (proxy refused: gn_tr_fail; no TLS context: a close with stage "tls"). Service
+ * thread; both transports' start (lwsws.c, rawws.c). */
+struct lws_vhost *gn_tr_vhost_ready(gn_conn_t *c, const char *ip);
 
 /* tlsctx.c */
 /* The vhost for a CA bundle (NULL: the system's), verification setting and proxy, created on
