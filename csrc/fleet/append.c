@@ -7,7 +7,8 @@
 
 /* KEYS: fence, last, stream, gaps. ARGV: 1 fence, 2 the previous write's token, 3 this write's
  * token, 4 its time (an event's receipt, a marker's end), 5 maxlen, 6 latency ms, 7 where a hole
- * starts when KEY:last is gone, 8 "event" (9...: its fields) or "gap" (9: from ms, 10: reason).
+ * starts when KEY:last is gone, 8 the watermark's new time (at most 4: the sockets' last proof
+ * of life), 9 "event" (10...: its fields) or "gap" (10: from ms, 11: reason).
  * Lands only while the fence is ours (returns 0 otherwise); a hole in our writes (KEY:last does
  * not name the previous one) becomes a marker first. Markers go to KEY:stream and to KEY:gaps
  * (every member of a consumer group reads it) with the stream entry's id (stream_id): where the
@@ -30,15 +31,15 @@ static const char APPEND[] =
     "if tok ~= ARGV[2] then\n"
     "  mark((tonumber(t) or tonumber(ARGV[7])) - tonumber(ARGV[6]), ARGV[4], 'writes_failed')\n"
     "end\n"
-    "if ARGV[8] == 'gap' then mark(ARGV[9], ARGV[4], ARGV[10])\n"
-    "else redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 9)) end\n"
-    "redis.call('SET', KEYS[2], ARGV[4] .. ' ' .. ARGV[3])\n"
+    "if ARGV[9] == 'gap' then mark(ARGV[10], ARGV[4], ARGV[11])\n"
+    "else redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 10)) end\n"
+    "redis.call('SET', KEYS[2], ARGV[8] .. ' ' .. ARGV[3])\n"
     "return 1\n";
 
 typedef struct {
   gn_lease_t *l;
   uint64_t gen;
-  double at;   /* the write's time */
+  double mark; /* the watermark it sets */
 } write_t;
 
 void gn_lease_token(const gn_lease_t *l, char *out, size_t n) {
@@ -57,7 +58,7 @@ static void write_done(void *ud, redisReply *rep) {
   write_t *w = ud;
   gn_lease_t *l = w->l;
   uint64_t gen = w->gen;
-  double at = w->at;
+  double at = w->mark;
   free(w);
   if (!l->running) return;
   if (rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1) {
@@ -78,7 +79,11 @@ static void write_done(void *ud, redisReply *rep) {
 /* Sends one write (kind "event" with nf fields, or "gap") at time at. */
 static void write_entry(gn_lease_t *l, double at, const char *kind, int nf, const char **fv,
                         const size_t *fl) {
-  char fence[24], prev[48], tok[48], at_s[32], lat[16], hint[32];
+  char fence[24], prev[48], tok[48], at_s[32], lat[16], hint[32], mark_s[32];
+  /* the watermark: the events sent before the sockets' last proof of life are in (a socket
+   * of the pool that went silent holds it back: lease_int.h) */
+  double mark = l->hooks.heard ? l->hooks.heard(l->hooks.ud) : -1;
+  if (mark < 0 || mark > at) mark = at;
   snprintf(fence, sizeof fence, "%llu", (unsigned long long)l->fence);
   gn_lease_token(l, prev, sizeof prev);
   l->seq++;
@@ -86,9 +91,11 @@ static void write_entry(gn_lease_t *l, double at, const char *kind, int nf, cons
   snprintf(at_s, sizeof at_s, "%.0f", at);
   snprintf(lat, sizeof lat, "%.0f", GN_LEASE_LATENCY_MS);
   snprintf(hint, sizeof hint, "%.0f", l->tenure_wall);
-  enum { HEAD = 15, MAXF = 16 };
-  const char *argv[HEAD + MAXF] = {"EVAL", APPEND, "4", l->k_fence, l->k_last, l->k_stream,
-                                   l->k_gaps, fence, prev, tok, at_s, l->maxlen, lat, hint, kind};
+  snprintf(mark_s, sizeof mark_s, "%.0f", mark);
+  enum { HEAD = 16, MAXF = 16 };
+  const char *argv[HEAD + MAXF] = {"EVAL", APPEND,   "4",  l->k_fence, l->k_last, l->k_stream,
+                                   l->k_gaps, fence, prev, tok,        at_s,      l->maxlen,
+                                   lat,       hint,  mark_s, kind};
   size_t lens[HEAD + MAXF];
   if (nf > MAXF) nf = MAXF;
   for (int i = 0; i < HEAD; i++) lens[i] = strlen(argv[i]);
@@ -104,7 +111,7 @@ static void write_entry(gn_lease_t *l, double at, const char *kind, int nf, cons
   }
   w->l = l;
   w->gen = l->gen;
-  w->at = at;
+  w->mark = mark;
 }
 
 void gn_lease_write_gap(gn_lease_t *l) {

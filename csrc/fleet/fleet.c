@@ -25,6 +25,7 @@ static double opened(void *ud) {
 static void takeover(void *ud, double from_ms, double to_ms) {
   gn_client_resync_gap(ud, from_ms, to_ms);
 }
+static double heard(void *ud) { return gn_client_heard(ud); }
 static void gate_start(void *ud) { gn_lease_start(ud); }
 static void gate_stop(void *ud) { gn_lease_stop(ud); }
 static void gate_free(void *ud) { gn_lease_free(ud); }
@@ -35,7 +36,7 @@ gn_lease_t *gn_fleet_lease(const gn_client_t *c) {
 }
 
 gn_lease_t *gn_fleet_join(gn_client_t *c, const gn_lease_cfg_t *cfg, char *err, size_t errlen) {
-  gn_lease_hooks_t hooks = {acquired, lost, opened, c, takeover};
+  gn_lease_hooks_t hooks = {acquired, lost, opened, c, takeover, heard};
   /* The lease watches the first channel (always there) for when the stream opened, and taps
    * every channel (the client gives later ones the same tap). */
   gn_lease_t *l = gn_lease_new(cfg, gn_client_env(c), &hooks, err, errlen);

@@ -42,7 +42,7 @@ static const char RELEASE[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
     "return 0\n";
 /* KEYS: lease, last; ARGV: value, lease_ms, the token of our latest write, the time we listened
- * until ("": not listening). 1: extended; 0: not ours any more. The watermark moves on only
+ * until (the sockets' last proof of life; "": not listening). 1: extended; 0: not ours any more. The watermark moves on only
  * while it names our latest write (every earlier hole is marked); a failure to move it (a full
  * memory) does not fail the renewal. */
 static const char RENEW[] =
@@ -283,10 +283,12 @@ static void renew(gn_lease_t *l) {
   char ms[32], tok[48], wall[32] = "";
   snprintf(ms, sizeof ms, "%.0f", l->lease_ms);
   gn_lease_token(l, tok, sizeof tok);
-  /* listening now (the stream open, its takeover marker written): the watermark may move here;
-   * the events received before were sent before this request, on the same connection */
-  if (!l->gap_pending && l->hooks.opened(l->hooks.ud) >= 0)
-    snprintf(wall, sizeof wall, "%.0f", gn_now_wall_ms());
+  /* listening now (the stream open, its takeover marker written): the watermark may move to
+   * the last proof of live sockets; the events received before were sent before this request,
+   * on the same connection */
+  double heard = l->hooks.heard ? l->hooks.heard(l->hooks.ud) : -1;
+  if (!l->gap_pending && l->hooks.opened(l->hooks.ud) >= 0 && heard >= 0)
+    snprintf(wall, sizeof wall, "%.0f", heard);
   const char *argv[] = {"EVAL", RENEW, "2", l->k_lease, l->k_last, l->value, ms, tok, wall};
   if (gn_redis_cmd(l->r, renew_done, q, 9, argv, NULL) != 0) {
     free(q);

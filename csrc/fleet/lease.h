@@ -58,13 +58,16 @@ typedef struct gn_lease gn_lease_t;
 /* start(ud): the lease was taken, connect the stream; stop(ud): park it; opened(ud): -1 unless
  * the stream is open (every channel of the pool), else when it opened (wall ms, the latest
  * channel's); takeover(ud, from_ms, to_ms) (or NULL): the takeover marker for that interval
- * was written (the stream may heal it). Service thread. */
+ * was written (the stream may heal it); heard(ud): the earliest of the channels' last messages
+ * (data, heartbeat or pong; gn_client_heard). Service thread. */
 typedef struct {
   void (*start)(void *ud);
   void (*stop)(void *ud);
   double (*opened)(void *ud);
   void *ud;
   void (*takeover)(void *ud, double from_ms, double to_ms);
+  double (*heard)(void *ud); /* the stream's last proof of a live socket (wall ms; -1: none):
+                                the watermark never passes it (lease_int.h) */
 } gn_lease_hooks_t;
 
 /* A lease for the client whose env is given (health goes there; its state and metrics say when

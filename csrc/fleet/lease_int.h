@@ -2,16 +2,22 @@
  * writes to the stream: events and gap markers) share. Not for other files. Service thread but
  * for the stats (under mu).
  *
- * The watermark. KEY:last holds "<wall ms> <fence>:<seq>": every event the holder of that fence
- * received before that time is in the stream or inside a marker there, and its writes 1..seq of
- * the tenure landed. Each write of a holder (append.c) is a script that lands only while
- * KEY:fence is still the holder's (writer-side fencing) and that first writes a marker itself
- * when KEY:last does not name the holder's previous write (some of its writes failed in between:
- * a restarted Redis, maxmemory, a lost connection); then it moves KEY:last to the write's time.
- * A renewal moves the time on (quiet periods) only while KEY:last names the holder's latest
- * write. The next holder's takeover marker starts at KEY:last's time: so every hole's start is
- * when an event was received, never a stream id (Redis stamps ids when it runs a write, which
- * after a stall is long after the event was received).
+ * The watermark. KEY:last holds "<wall ms> <fence>:<seq>": every event the server sent the holder
+ * of that fence before that time is in the stream or inside a marker there, and its writes
+ * 1..seq of the tenure landed. Each write of a holder (append.c) is a script that lands only
+ * while KEY:fence is still the holder's (writer-side fencing) and that first writes a marker
+ * itself when KEY:last does not name the holder's previous write (some of its writes failed in
+ * between: a restarted Redis, maxmemory, a lost connection); then it moves KEY:last on. A
+ * renewal moves the time on (quiet periods) only while KEY:last names the holder's latest write.
+ * The time is never later than the last proof that every socket of the stream was live (the
+ * last message each delivered, data, heartbeat or pong: hooks.heard), never the time of the
+ * write or renewal itself: a socket that died silently (half-open TCP: no FIN, no data) looks
+ * alive until idle_ms + ping_timeout_ms, and a holder killed before it notices leaves the
+ * watermark at its last message, so the next holder's marker covers the silence. A live socket
+ * is heard at least every idle_ms (a pong), Genesys's heartbeat every 30 s: that bounds what
+ * the watermark lags. The next holder's takeover marker starts at KEY:last's time: so every
+ * hole's start is when an event was received, never a stream id (Redis stamps ids when it runs
+ * a write, which after a stall is long after the event was received).
  */
 #ifndef GN_LEASE_INT_H
 #define GN_LEASE_INT_H

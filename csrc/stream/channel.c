@@ -96,6 +96,13 @@ void gn_ch_drop_channel(gn_channel_t *ch) {
   ch->channel_id = ch->connect_uri = NULL;
 }
 
+double gn_channel_heard(gn_channel_t *ch) {
+  if (!ch->hb.heard_ms) return -1;
+  double wall;
+  gn_heartbeat_last_heard(&ch->hb, &wall);
+  return wall;
+}
+
 /* The live connection is gone (whatever the cause): deaf since its last message. */
 void gn_ch_went_deaf(gn_channel_t *ch) {
   double wall;

@@ -38,6 +38,10 @@ void gn_channel_stop(gn_channel_t *ch);
  * again (the scheduler's first cycle open again first). The lease (lease.h) parks it when this
  * process stops holding the stream. Returns nothing. Service thread. */
 void gn_channel_park(gn_channel_t *ch);
+/* The last proof that its socket was live: the wall ms of the last message (data, heartbeat or
+ * pong) its live socket delivered (or it or an earlier one went deaf at), its open if none yet;
+ * -1 when it never had one. Service thread. */
+double gn_channel_heard(gn_channel_t *ch);
 /* Carries out a reconnect the owner asked for; the cycle it opened is taken over or closed.
  * Returns nothing. Service thread. */
 void gn_channel_reconnect(gn_channel_t *ch);

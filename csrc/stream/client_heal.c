@@ -1,6 +1,7 @@
 /* client_heal.c: a gap known above the client (see client.h): handed to the resync engine on
  * the service thread, from there (a fleet takeover) or posted from the owner's thread (a
- * reader of nginx's ring that missed items). */
+ * reader of nginx's ring that missed items); and until when the pool's sockets were heard
+ * (the fleet's watermark). */
 #include "client_int.h"
 
 #include <stdlib.h>
@@ -10,6 +11,17 @@ void gn_client_resync_gap(gn_client_t *c, double from_ms, double to_ms) {
     gn_slot_t *s = gn_cl_slot_at(c, i);
     if (s && atomic_load(&s->running)) gn_resync_env_deaf(c->resync, &s->env, from_ms, to_ms);
   }
+}
+
+double gn_client_heard(gn_client_t *c) {
+  double min = -1;
+  for (int i = 0; i < GN_POOL_MAX; i++) {
+    gn_slot_t *s = gn_cl_slot_at(c, i);
+    if (!s || !atomic_load(&s->running) || !s->ch) continue;
+    double h = gn_channel_heard(s->ch);
+    if (h >= 0 && (min < 0 || h < min)) min = h;
+  }
+  return min;
 }
 
 typedef struct {

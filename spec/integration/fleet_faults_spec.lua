@@ -2,8 +2,9 @@
 -- through each fault, and every event it generated reaches every fanout consumer and at least
 -- one group member, or lies inside a marker that consumer got. Faults: a Redis stall longer than
 -- the lease (DEBUG SLEEP), a Redis restarted without persistence, maxmemory reached, FLUSHALL, a
--- group handler that raised, claimed again after a takeover. And a memory policy that could
--- evict the lease is refused.
+-- holder whose socket went silent and that died before it noticed (within idle_ms +
+-- ping_timeout_ms), a group handler that raised, claimed again after a takeover. And a memory
+-- policy that could evict the lease is refused.
 local emulator = require "support.emulator"
 local redis = require "support.redis"
 local delivery = require "support.delivery"
@@ -117,6 +118,22 @@ describe("the fleet's promise through Redis faults", function()
       local code = emu:admin("POST", "channels/*/reset", {})
       assert.equals(200, code)
     end, 150)
+  end)
+
+  it("a holder whose socket went silent dies before it notices: the silence lies inside a marker", function()
+    -- a half-open link: no FIN, no data (the emulator writes nothing, heartbeats included); the
+    -- holder renews its lease all along and is killed long before idle_ms + ping_timeout_ms
+    local _, lost = through(function()
+      local h = open_holder()
+      assert.equals(200, (emu:admin("POST", "channels/*/stall", { ms = 600000 })))
+      emulator.sleep(2.5 * LEASE_MS / 1000)
+      h:kill9()
+      holders[#holders + 1] = fleet.spawn("holder", holder_env()) -- the spare for the next tests
+    end, 250)
+    assert.is_true(lost > 0, "the silence lost nothing: it did not test anything")
+    local last
+    for m in fan[1]:out():gmatch("H restored [^\n]*reason=takeover[^\n]*") do last = m end
+    print("  " .. (last or "(no takeover marker)"))
   end)
 
   it("a raised group handler's entry, claimed after a takeover, is handled (not dropped as stale)", function()
