@@ -35,7 +35,7 @@ static lconsumer_t *check_open(lua_State *L) {
   return u;
 }
 
-static int poll_items(lua_State *L, lconsumer_t *u, int timeout_ms) {
+static int poll_items(lua_State *L, lconsumer_t *u, int timeout_ms, int max) {
   gn_item_t *it = gn_consumer_pop(u->c);
   if (!it && timeout_ms != 0) {
     struct pollfd pfd = {gn_consumer_fd(u->c), POLLIN, 0};
@@ -56,7 +56,7 @@ static int poll_items(lua_State *L, lconsumer_t *u, int timeout_ms) {
     gn_item_free(it);
     if (ev && ok && id[0] && !u->closed) gn_consumer_ack(u->c, id);
     n++;
-    if (u->closed || n >= POLL_MAX) break;
+    if (u->closed || n >= max) break;
     it = gn_consumer_pop(u->c);
   }
   lua_pop(L, 1);
@@ -66,6 +66,9 @@ static int poll_items(lua_State *L, lconsumer_t *u, int timeout_ms) {
 static int l_poll(lua_State *L) {
   lconsumer_t *u = check_any(L);
   lua_Number t = luaL_optnumber(L, 2, 0);
+  /* at most max items (the rest wait in the queue; reads pause when it is half full) */
+  lua_Integer max = luaL_optinteger(L, 3, POLL_MAX);
+  if (max < 1 || max > POLL_MAX) return luaL_argerror(L, 3, "expected an integer from 1 to 4096");
   if (u->caller.in_callback) return luaL_error(L, "genesys.notify: poll() called from inside a callback");
   if (u->closed || !u->c) {
     lua_pushinteger(L, 0);
@@ -73,14 +76,14 @@ static int l_poll(lua_State *L) {
   }
   check_open(L);
   int timeout = t < 0 || t == HUGE_VAL ? -1 : t > 2147483647.0 ? 2147483647 : (int)t;
-  lua_pushinteger(L, poll_items(L, u, timeout));
+  lua_pushinteger(L, poll_items(L, u, timeout, (int)max));
   return 1;
 }
 
 static int l_run(lua_State *L) {
   lconsumer_t *u = check_open(L);
   if (u->caller.in_callback) return luaL_error(L, "genesys.notify: run() called from inside a callback");
-  while (!u->closed && u->c) poll_items(L, u, 1000);
+  while (!u->closed && u->c) poll_items(L, u, 1000, POLL_MAX);
   lua_pushliteral(L, "closed");
   return 1;
 }

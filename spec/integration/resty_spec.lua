@@ -869,4 +869,33 @@ describe("genesys.notify.resty on several machines: a Redis lease for the fleet"
     local log = stay:log() .. gone:log()
     assert.is_nil(log:find("test-secret", 1, true))
   end)
+
+  it("fleet mode, a burst of " .. BURST .. " events of 1 KB at the default settings: the stream " ..
+      "feeds the ring under back-pressure, every worker gets every one, nothing missed", function()
+    local topic = "v2.users.ngx-fleetburst.presence"
+    local ng = nginx.start { conf = count_conf(2), workers = 2,
+      env = env_for(emu, { GN_TOPICS = topic, GN_HANDLER_MODULE = "support.resty_count_hook",
+        GN_REDIS_URL = r.url, GN_REDIS_KEY = "gn:ngxburst", GN_REDIS_LEASE_MS = "5000" }) }
+    finally(function() ng:stop() end)
+    assert.truthy(health(ng), "no worker connected: " .. ng:log())
+    assert.truthy(nginx.wait_until(function() return connected_channels(emu) == 1 end, 15))
+    emulator.sleep(0.5) -- the fleet consumer reads from the stream's end
+    local st, j = emu:admin("POST", "publish", { topic = topic, count = BURST, size = 1024 })
+    assert.equals(200, st)
+    assert.truthy(publish_done(emu, j.stream, BURST, 60 + BURST / 500), "the burst was not delivered")
+    local pids = {}
+    for _, w in ipairs(ng:live_workers()) do pids[#pids + 1] = w.pid end
+    assert.equals(2, #pids)
+    local c = every_worker_got(ng, pids, BURST, 60 + BURST / 1000)
+    for _, pid in ipairs(pids) do
+      assert.equals(1, c.workers[tostring(pid)].first)
+      assert.equals(BURST, c.workers[tostring(pid)].n)
+    end
+    local h = ng:health()
+    for _, w in ipairs(h.workers) do assert.equals(0, w.missed) end
+    assert.equals(0, h.ring.write_failures)
+    assert.equals(0, h.reader_stalls)
+    assert.is_nil(c.health.missed, "missed: " .. cjson.encode(c.health))
+    assert.is_nil(c.health.restored, "a gap: " .. tostring(ng:log():match("count hook: [^\n]*")))
+  end)
 end)

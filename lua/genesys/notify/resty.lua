@@ -741,6 +741,11 @@ local function put_item(h, it)
         timestamp_ms = to }
     end
   end
+  if h.consumer then
+    -- fleet mode: the ring's room is pump_fleet's to share out
+    h.notes[#h.notes + 1] = rec
+    return
+  end
   ring_put_json("h", rec)
 end
 
@@ -751,14 +756,10 @@ local PENDING_MAX = 4096 -- items a successor takes from its client before the s
 -- thread yielding after each). Stops when the slowest reader it waits for is a ring behind
 -- (h.blocked): the client's queue then fills and overflow = "pause" stops reading the socket,
 -- so the server holds the rest. Returns the number of items written.
+local pump_fleet -- (h, client): the same in fleet mode (below)
 local function pump(h, client)
+  if h.consumer then return pump_fleet(h, client) end
   local total = 0
-  if h.consumer then
-    ring_open()
-    h.consumer:poll(0)
-    total = ring_commit()
-    if total > 0 then wake_readers(h) end
-  end
   while true do
     ring_open()
     local room = ring_room(h)
@@ -816,6 +817,58 @@ local function pump(h, client)
     local rms = t2 and tonumber(str_sub(h.last_rec, 3, t2 - 1))
     if rms and rms > (h.last_ms or 0) then h.last_ms = rms end
     h.last_rec = nil
+  end
+  heard(h, h.last_ms)
+  return total
+end
+
+-- Fleet mode: the ring is fed from the fleet's stream (the consumer), a batch at a time under
+-- the same back-pressure as the holder's own items in the other mode: while the slowest reader
+-- waited for is a ring behind, nothing more is taken from the consumer (its queue fills, and its
+-- reads of the Redis Stream pause at half of queue_limit: the stream holds the events, nothing
+-- is lost); stuck and dead readers are skipped and reported (unblock). The client's own events
+-- are in the stream already (the consumer brings them back); its health items wait in h.notes
+-- for room. Returns the number of items written.
+function pump_fleet(h, client)
+  local total = 0
+  repeat
+    local items = client:drain(BATCH, "record")
+    for i = 1, #items do put_item(h, items[i]) end
+  until #items < BATCH
+  h.last_rec = nil
+  local consumer, notes = h.consumer, h.notes
+  while true do
+    ring_open()
+    local room = ring_room(h)
+    if room < 3 then
+      unblock(h)
+      room = ring_room(h)
+    end
+    h.blocked = room < 3
+    if h.blocked then break end
+    local budget = room - 2
+    while #notes > 0 and budget > 0 do
+      ring_put_json("h", table.remove(notes, 1))
+      budget = budget - 1
+    end
+    local want = math_min(budget, BATCH)
+    local n = want > 0 and consumer:poll(0, want) or 0
+    local w = ring_commit()
+    if w > 0 then
+      wake_readers(h)
+      total = total + w
+    end
+    h.empty = #notes == 0 and n < want
+    if h.empty then break end
+    ngx.sleep(YIELD_S) -- this worker's reader and requests run between batches
+    if h.down then break end
+    if now_ms() - h.renewed_ms >= S.ttl_ms / 4 then
+      local ok, why = renew(h)
+      if not ok then
+        h.lost = why
+        break
+      end
+    end
   end
   heard(h, h.last_ms)
   return total
