@@ -115,10 +115,14 @@ static void write_entry(gn_lease_t *l, double at, const char *kind, int nf, cons
 }
 
 void gn_lease_write_gap(gn_lease_t *l) {
-  if (!l->gap_pending) return;
+  if (!l->gap_pending || l->flushing) return;
   double to = l->hooks.opened(l->hooks.ud); /* the last channel of the pool to open */
   if (to < 0) return;
   l->gap_pending = 0;
+  gn_lease_mark_takeover(l, to);
+}
+
+void gn_lease_mark_takeover(gn_lease_t *l, double to) {
   if (l->gap_from_wall < 0) return; /* a new fleet: nothing before us */
   char from[32];
   double from_ms = l->gap_from_wall - GN_LEASE_LATENCY_MS;
@@ -144,6 +148,7 @@ void gn_lease_deaf(void *ud, const char *kind, double from_ms, double to_ms) {
 
 int gn_lease_tap(void *ud, const gn_msg_t *m, const char *channel_id, const char *raw, size_t len) {
   gn_lease_t *l = ud;
+  if (gn_lease_ho_keep(l, m, channel_id, raw, len)) return 1;
   if (!l->running || l->st != GN_LEASE_HOLDER || gn_now_mono_ms() >= l->stepdown_at) {
     STAT_ADD(l, discarded);
     return 0;
@@ -154,17 +159,21 @@ int gn_lease_tap(void *ud, const gn_msg_t *m, const char *channel_id, const char
     return 0;
   }
   gn_lease_write_gap(l);
+  gn_lease_append_event(l, gn_now_wall_ms(), m->topic, channel_id, m->correlation_id, raw, len);
+  return 1;
+}
+
+void gn_lease_append_event(gn_lease_t *l, double at, const char *topic, const char *channel_id,
+                           const char *cid, const char *raw, size_t len) {
   char fence[24], recv[32];
-  double at = gn_now_wall_ms();
   snprintf(fence, sizeof fence, "%llu", (unsigned long long)l->fence);
   snprintf(recv, sizeof recv, "%.0f", at);
-  const char *fv[] = {"type",       "event",    "topic",          m->topic ? m->topic : "",
-                      "channel_id", channel_id, "received_ms",    recv,
-                      "correlation_id", m->correlation_id ? m->correlation_id : "",
+  const char *fv[] = {"type",       "event",    "topic",          topic ? topic : "",
+                      "channel_id", channel_id ? channel_id : "", "received_ms", recv,
+                      "correlation_id", cid ? cid : "",
                       "fence",      fence,      "raw",            raw};
   size_t fl[14];
   for (int i = 0; i < 13; i++) fl[i] = strlen(fv[i]);
   fl[13] = len;
   write_entry(l, at, "event", 14, fv, fl);
-  return 1;
 }

@@ -488,7 +488,10 @@ gn_consumer_t *gn_consumer_new(const gn_consumer_cfg_t *cfg, gn_service_t *svc, 
   c->queue_limit = cfg->queue_limit ? cfg->queue_limit : 10000;
   snprintf(c->block, sizeof c->block, "%.0f", c->block_ms);
   snprintf(c->count, sizeof c->count, "%zu", cfg->count ? cfg->count : (size_t)100);
-  strcpy(c->last_id, "$");
+  if (cfg->after_id && cfg->after_id[0] && strlen(cfg->after_id) < sizeof c->last_id)
+    strcpy(c->last_id, cfg->after_id); /* checked by the binding: "<ms>-<seq>" */
+  else
+    strcpy(c->last_id, "$");
   gn_backoff_policy_t p;
   gn_backoff_policy_default(&p);
   p.base_ms = 100;

@@ -39,6 +39,7 @@ typedef struct {
   double claim_idle_ms;  /* group: claim entries pending longer than this */
   size_t count;          /* entries per read */
   size_t queue_limit;    /* entries waiting for the owner (reads pause above half of it) */
+  const char *after_id;  /* fanout: start after this entry ("<ms>-<seq>"; NULL: the end) */
 } gn_consumer_cfg_t;
 
 typedef struct {

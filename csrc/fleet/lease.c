@@ -106,6 +106,7 @@ static void step_down(gn_lease_t *l, const char *event, const char *reason) {
   l->gen++;
   l->inflight = 0;
   l->gap_pending = 0;
+  gn_lease_ho_clear(l); /* what a successor kept and had not appended: the next marker's */
   set_state(l, GN_LEASE_CANDIDATE);
   if (strcmp(event, "lost") == 0) STAT_ADD(l, lost);
   else STAT_ADD(l, stepped_down);
@@ -165,7 +166,12 @@ static void acquired(gn_lease_t *l, const req_t *q, redisReply *rep) {
   set_state(l, GN_LEASE_HOLDER);
   health(l, "lease", json_pack("{s:s, s:I, s:f, s:s}", "event", "acquired", "fence",
                                (json_int_t)fence, "lease_ms", l->lease_ms, "holder", l->value));
-  l->hooks.start(l->hooks.ud);
+  if (l->successor) { /* its stream runs: what it kept goes in once the tail is read */
+    l->successor = 0;
+    l->flushing = 1;
+  } else {
+    l->hooks.start(l->hooks.ud);
+  }
   arm(l, l->lease_ms / 3);
 }
 
@@ -217,10 +223,13 @@ static void acquire_done(void *ud, redisReply *rep) {
       rep->element[0]->type == REDIS_REPLY_INTEGER) {
     acquired(l, q, rep);
     if (l->running && l->st == GN_LEASE_HOLDER) confirm_replicated(l);
+    /* after the WAIT (on the same connection): the replicas have the tenure by the answer */
+    if (l->running && l->st == GN_LEASE_HOLDER && l->flushing) gn_lease_ho_acquired(l);
   } else if (rep->type == REDIS_REPLY_ARRAY) { /* another holds it: remember its watermark */
     double t = rep->elements > 1 ? watermark_of(rep->element[1]) : -1;
     if (t > l->known_last) l->known_last = t;
-    retry_later(l);
+    if (l->successor) arm(l, 50); /* the holder hands over soon: ask again at once */
+    else retry_later(l);
   } else {
     if (rep->type == REDIS_REPLY_ERROR) redis_error(l, "acquire", rep->str);
     retry_later(l);
@@ -364,6 +373,8 @@ static void tick(gn_lease_t *l) {
       return;
     }
     gn_lease_write_gap(l);
+    gn_lease_ho_tick(l);
+    if (!l->running || l->st != GN_LEASE_HOLDER) return;
     if (l->inflight && (double)(now - l->inflight_since) > period) {
       gn_redis_drop(l->r, "no answer in time"); /* link_cb: down */
     } else if (!gn_redis_busy(l->r)) {
@@ -374,11 +385,18 @@ static void tick(gn_lease_t *l) {
     if (!l->running || l->st != GN_LEASE_HOLDER) return;
     uint64_t t = gn_now_mono_ms();
     double left = l->stepdown_at > t ? (double)(l->stepdown_at - t) : 0;
-    double next = l->gap_pending ? 20 : period;
+    double next = l->gap_pending || l->ho_to ? 20 : period;
     arm(l, left < next ? left : next);
     return;
   }
   /* candidate */
+  if (l->successor && now >= l->successor_until) { /* nobody handed over: a candidate as any */
+    l->successor = 0;
+    gn_lease_ho_clear(l);
+    l->hooks.stop(l->hooks.ud);
+    health(l, "lease", json_pack("{s:s, s:s}", "event", "successor_ended", "reason",
+                                 "no holder handed the lease over in time: the stream is parked"));
+  }
   if (l->inflight && (double)(now - l->inflight_since) > period) {
     l->inflight = 0;
     if (gn_redis_busy(l->r)) gn_redis_drop(l->r, "no answer in time"); /* link_cb: retry */
@@ -497,6 +515,7 @@ gn_lease_t *gn_lease_new(const gn_lease_cfg_t *cfg, gn_env_t *env, const gn_leas
   host[sizeof host - 1] = 0;
   snprintf(l->value, sizeof l->value, "%s:%d:%08x", host[0] ? host : "host", (int)getpid(),
            (unsigned)(gn_backoff_uniform(&l->bo) * 4294967296.0));
+  l->successor = cfg->successor;
   l->tap.event = gn_lease_tap;
   l->tap.deaf = gn_lease_deaf;
   l->tap.ud = l;
@@ -515,6 +534,10 @@ void gn_lease_start(gn_lease_t *l) {
     gn_lease_stop(l);
     return;
   }
+  if (l->successor) { /* its stream runs before it holds, for a while */
+    l->successor_until = gn_now_mono_ms() + (uint64_t)(GN_LEASE_HO_WAIT_MS + l->lease_ms);
+    l->hooks.start(l->hooks.ud);
+  }
   tick(l);
 }
 
@@ -527,6 +550,7 @@ void gn_lease_stop(gn_lease_t *l) {
   }
   l->running = 0;
   l->gen++;
+  gn_lease_ho_clear(l);
   gn_timer_close(&l->timer);
   gn_redis_free(l->r); /* pending answers come back NULL now and are ignored (running) */
   l->r = NULL;
@@ -546,6 +570,8 @@ void gn_lease_free(gn_lease_t *l) {
 }
 
 const gn_tap_t *gn_lease_tap_of(gn_lease_t *l) { return &l->tap; }
+
+const char *gn_lease_value(const gn_lease_t *l) { return l->value; }
 
 void gn_lease_stats(gn_lease_t *l, gn_lease_stats_t *out) {
   pthread_mutex_lock(&l->mu);

@@ -41,6 +41,7 @@ typedef struct {
   double margin_ms;  /* step down this long before the lease could expire (0: lease_ms/5) */
   size_t maxlen;     /* stream length kept (approximately) */
   const gn_backoff_policy_t *backoff; /* candidates' retries (NULL: derived from lease_ms) */
+  int successor;     /* a successor (handover.c): its stream runs before it holds the lease */
 } gn_lease_cfg_t;
 
 typedef enum { GN_LEASE_STOPPED = 0, GN_LEASE_CANDIDATE, GN_LEASE_HOLDER } gn_lease_state_t;
@@ -89,5 +90,24 @@ const gn_tap_t *gn_lease_tap_of(gn_lease_t *l);
 void gn_lease_stats(gn_lease_t *l, gn_lease_stats_t *out);
 /* "stopped", "candidate", "holder". Any thread. */
 const char *gn_lease_state_name(gn_lease_state_t s);
+/* This process's lease value (host:pid:random, nothing secret). Any thread. */
+const char *gn_lease_value(const gn_lease_t *l);
+
+/* Make-before-break between two processes (handover.c). A successor (cfg.successor) is a
+ * candidate whose stream runs before it holds the lease: it keeps what it receives (up to
+ * GN_LEASE_HO_MAX events, the oldest dropped and counted as discarded) and tries the lease
+ * every 50 ms; without a handover within GN_LEASE_HO_WAIT_MS + lease_ms it parks its stream
+ * and waits as any candidate (health "lease" "successor_ended"). The holder, once the successor's stream is open, hands the lease over with
+ * gn_lease_handover(successor's value): a script moves KEY:lease to the successor only while
+ * it is the holder's, and the holder parks its stream at once (health "lease" "handed_over";
+ * no release). The successor takes the lease (a new fence: any late write of the old holder
+ * fails the fence check), reads the stream's tail back from one second before the old
+ * holder's watermark, and appends what it kept from then on that is not there (by
+ * CorrelationId): the two streams' overlap once, nothing in between lost. No marker when its
+ * stream was open since before that second; else the usual takeover marker from there to its
+ * stream's opening. Posted to the service thread: returns 0, or -1 (not running). Any thread. */
+int gn_lease_handover(gn_lease_t *l, const char *to_value);
+#define GN_LEASE_HO_MAX 100000
+#define GN_LEASE_HO_WAIT_MS 30000.0 /* a successor's stream runs at most this + lease_ms */
 
 #endif

@@ -64,6 +64,14 @@ struct gn_lease {
   int replicated;            /* this tenure's lease and fence reached the replicas (Sentinel) */
   int redis_reported_down;   /* one "redis down" item per outage */
   int append_err_reported;   /* one "append failed" item until an append succeeds again */
+  /* the handover (handover.c) */
+  int successor;             /* a successor that does not hold the lease yet */
+  uint64_t successor_until;  /* monotonic ms: then it parks its stream and waits as any other */
+  int flushing;              /* it holds it: what it kept waits for the stream's tail */
+  struct gn_ho_ev *kept, *kept_tail;
+  size_t nkept;
+  char *ho_to;               /* a holder asked to hand over to this value, not yet sent */
+  double ho_asked;           /* wall ms it was asked */
   pthread_mutex_t mu;
   gn_lease_stats_t stats;
 };
@@ -89,5 +97,21 @@ void gn_lease_deaf(void *ud, const char *kind, double from_ms, double to_ms);
 void gn_lease_write_gap(gn_lease_t *l);
 /* "<fence>:<seq>" of the tenure's latest write. */
 void gn_lease_token(const gn_lease_t *l, char *out, size_t n);
+/* Appends one event received at wall ms at (the fields of a stream entry). */
+void gn_lease_append_event(gn_lease_t *l, double at, const char *topic, const char *channel_id,
+                           const char *cid, const char *raw, size_t len);
+/* Writes the takeover marker from gap_from_wall to `to` (and heals it). */
+void gn_lease_mark_takeover(gn_lease_t *l, double to);
+
+/* handover.c */
+/* A successor keeps an event (not holding yet, or flushing). Returns 1 when kept. */
+int gn_lease_ho_keep(gn_lease_t *l, const gn_msg_t *m, const char *channel_id, const char *raw,
+                     size_t len);
+/* A successor took the lease (its marker from gap_from_wall): reads the tail, then flushes. */
+void gn_lease_ho_acquired(gn_lease_t *l);
+/* Frees what is kept (and a handover not sent). */
+void gn_lease_ho_clear(gn_lease_t *l);
+/* A holder asked to hand over: sends it once its sockets were heard long enough after the ask. */
+void gn_lease_ho_tick(gn_lease_t *l);
 
 #endif

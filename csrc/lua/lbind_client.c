@@ -477,7 +477,8 @@ int lgn_open_client(lua_State *L) {
       {"fd", l_fd},                 {"close", l_close},       {"reconnect", l_reconnect},
       {"subscribe", l_subscribe},   {"unsubscribe", l_unsubscribe},
       {"state", l_state},           {"metrics", lgn_client_metrics},
-      {"resync_gap", lgn_client_resync_gap}, {NULL, NULL}};
+      {"resync_gap", lgn_client_resync_gap}, {"lease_handover", lgn_client_lease_handover},
+      {NULL, NULL}};
   lgn_register_class(L, LGN_CLIENT_MT, methods, l_gc, l_close, l_tostring);
   /* module table is at the top */
   lgn_open_context(L);

@@ -1,6 +1,7 @@
 /* lbind_client.h: what the client's binding files share: lbind_client.c (the methods, poll(),
  * drain(), topics), lbind_new.c (construction from the normalized configuration),
- * lbind_metrics.c (metrics()), lbind_context.c (contexts and bells). Only they include it. The
+ * lbind_metrics.c (metrics()), lbind_context.c (contexts and bells), lbind_fleet.c
+ * (lease_handover). Only they include it. The
  * Lua thread. */
 #ifndef GN_LBIND_CLIENT_H
 #define GN_LBIND_CLIENT_H
@@ -53,6 +54,7 @@ void lgn_register_class(lua_State *L, const char *name, const luaL_Reg *methods,
                         lua_CFunction gc, lua_CFunction close, lua_CFunction tostring);
 
 int lgn_client_metrics(lua_State *L); /* client:metrics([format]) (lbind_metrics.c) */
+int lgn_client_lease_handover(lua_State *L); /* client:lease_handover(value) (lbind_fleet.c) */
 void lgn_open_metrics(lua_State *L);   /* core.prometheus_family (lbind_metrics.c) */
 int lgn_client_new(lua_State *L);     /* core.client_new(cfg) (lbind_new.c) */
 /* Pushes core.options: the numeric options' table (conf.h) by the user's field name, each

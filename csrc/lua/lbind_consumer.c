@@ -219,6 +219,7 @@ static int l_consumer_new(lua_State *L) {
   cfg.claim_idle_ms = num(L, "claim_idle_ms", 30000);
   cfg.count = (size_t)num(L, "count", 100);
   cfg.queue_limit = (size_t)num(L, "queue_limit", 10000);
+  cfg.after_id = str(L, "after_id");
   lconsumer_t *u = (lconsumer_t *)lua_newuserdata(L, sizeof *u);
   memset(u, 0, sizeof *u);
   u->caller.what = "consumer ";

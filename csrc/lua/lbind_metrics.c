@@ -137,6 +137,8 @@ int lgn_client_metrics(lua_State *L) {
     lgn_setint(L, "gaps", ls.gaps);
     lua_pushboolean(L, ls.redis_up);
     lua_setfield(L, -2, "redis_up");
+    lua_pushstring(L, gn_lease_value(gn_fleet_lease(u->c)));
+    lua_setfield(L, -2, "value");
     lua_setfield(L, -2, "lease");
   }
   return 1;

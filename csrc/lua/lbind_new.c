@@ -157,6 +157,9 @@ int lgn_client_new(lua_State *L) {
     lc.lease_ms = opt_number(L, r, "lease_ms", 10000, 100, 3600e3);
     lc.margin_ms = opt_number(L, r, "margin_ms", 0, 0, 3600e3);
     lc.maxlen = (size_t)opt_number(L, r, "maxlen", 100000, 1, 1e12);
+    lua_getfield(L, r, "successor");
+    lc.successor = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     if (!gn_fleet_join(u->c, &lc, err, sizeof err))
       return luaL_error(L, "genesys.notify: %s", err);
   }

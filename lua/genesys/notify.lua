@@ -216,7 +216,7 @@ end
 
 -- ---- redis (a fleet member: see the README, "Running a fleet") ----------------------------
 local REDIS_ALLOWED = { url = true, key = true, lease_ms = true, margin_ms = true, maxlen = true,
-  password_file = true, tls = true, sentinel = true }
+  password_file = true, tls = true, sentinel = true, successor = true }
 local REDIS_TLS = { ca_file = true, cert_file = true, key_file = true, server_name = true }
 local REDIS_SENTINEL = { master = true, addrs = true, user = true, password = true,
   password_file = true, min_replicas = true }
@@ -282,6 +282,11 @@ local function redis_config(r, out)
     fail("redis.margin_ms", "less than half of lease_ms", describe(o.margin_ms))
   end
   o.maxlen = opt_int(r, "maxlen", "redis.maxlen", 1, 1e12)
+  -- a successor's stream runs before it holds the lease (a holder hands it over: docs/fleet.md)
+  if r.successor ~= nil and type(r.successor) ~= "boolean" then
+    fail("redis.successor", "a boolean", describe(r.successor))
+  end
+  o.successor = r.successor or nil
   out.redis = o
 end
 
@@ -743,7 +748,7 @@ end
 -- with start/poll/run/fd/close/metrics like a client.
 local CONSUMER_ALLOWED = { redis = true, mode = true, group = true, consumer = true,
   claim_idle_ms = true, block_ms = true, count = true, queue_limit = true, on_event = true,
-  on_health = true }
+  on_health = true, after_id = true }
 function _M.consumer(cfg)
   local ok, norm = pcall(function()
     if type(cfg) ~= "table" then fail("consumer", "a table", describe(cfg)) end
@@ -766,6 +771,11 @@ function _M.consumer(cfg)
     o.block_ms = opt_ms(cfg, "block_ms", "block_ms", 10, 60000)
     o.count = opt_int(cfg, "count", "count", 1, 100000)
     o.queue_limit = opt_int(cfg, "queue_limit", "queue_limit", 2, 1e9)
+    -- fanout: start after this stream entry (ev.id of the last one handled) instead of the end
+    o.after_id = opt_string(cfg, "after_id", "after_id")
+    if o.after_id and (o.mode ~= "fanout" or not o.after_id:match("^%d+%-%d+$") or #o.after_id > 60) then
+      fail("after_id", 'a stream entry id "<ms>-<seq>" (mode = "fanout")', describe(o.after_id))
+    end
     for _, k in ipairs { "on_event", "on_health" } do
       if cfg[k] ~= nil and type(cfg[k]) ~= "function" then fail(k, "a function", describe(cfg[k])) end
       o[k] = cfg[k]

@@ -136,6 +136,49 @@ describe("the fleet's promise through Redis faults", function()
     print("  " .. (last or "(no takeover marker)"))
   end)
 
+  it("a holder hands the lease over to a successor (make-before-break): no marker, every event once", function()
+    local h = expect(open_holder, 15000, "a holder")
+    local env = holder_env()
+    env.FLEET_SUCCESSOR = "1"
+    local succ = fleet.spawn("holder", env)
+    holders[#holders + 1] = succ
+    expect(function() return succ:out():find("H connected", 1, true) and succ:value() end, 15000,
+      "the successor's stream open while it does not hold the lease")
+    assert.equals("candidate", (succ:lease()))
+    local before = {}
+    for i, n in ipairs(fan) do before[i] = #n:markers() end
+    local count = 150 * SLOW
+    local stream = delivery.publish(emu, TOPIC, count, RATE)
+    expect(function() return got(fan[1], stream, 20) end, 10000, "events before the handover")
+    local _, fence = h:lease()
+    h:handover(succ)
+    expect(function()
+      local st, f = succ:lease()
+      return st == "holder" and f > fence
+    end, 10000, "the successor holds the lease")
+    assert.truthy(h:out():find("H lease event=handed_over", 1, true), h:out():sub(-1500))
+    expect(function()
+      local _, st = emu:admin("GET", ("publish/%d"):format(stream))
+      return st.done
+    end, 60000, "the publish stream ended")
+    expect(function()
+      return got(fan[1], stream, count) and got(fan[2], stream, count)
+    end, 20000, "the last event reached the fanout consumers")
+    emulator.sleep(0.3)
+    for i, n in ipairs(fan) do
+      local seen = {}
+      for _, e in ipairs(n:events()) do
+        if e.stream == stream then seen[e.seq] = (seen[e.seq] or 0) + 1 end
+      end
+      for q = 1, count do assert.equals(1, seen[q], ("fanout %d: event %d"):format(i, q)) end
+      assert.equals(before[i], #n:markers(), "a marker: " .. n:out():gsub("E [^\n]*\n", ""))
+    end
+    local _, st = emu:admin("GET", ("publish/%d/times"):format(stream))
+    fleet.check_promise(st.times, stream, fan, grp)
+    print("  " .. (succ:out():match("H lease [^\n]*event=took_over[^\n]*") or "(no took_over)"))
+    h:stop()
+  end)
+
   it("a raised group handler's entry, claimed after a takeover, is handled (not dropped as stale)", function()
     local c = fleet.spawn("group", consumer_env { FLEET_GROUP = "g9", FLEET_CONSUMER = "once",
       FLEET_RAISE_ONCE = "1", FLEET_CLAIM_MS = string.format("%d", 3 * LEASE_MS) })

@@ -870,6 +870,87 @@ describe("genesys.notify.resty on several machines: a Redis lease for the fleet"
     assert.is_nil(log:find("test-secret", 1, true))
   end)
 
+  -- the log's lines of the resty layer and the library, events aside
+  local function notices(ng)
+    local out = {}
+    for line in ng:log():gmatch("[^\n]+") do
+      if line:find("genesys.notify", 1, true) and not line:find(" event ", 1, true) and
+          not line:find("token event", 1, true) and not line:find("subscription ", 1, true) then
+        out[#out + 1] = line
+      end
+    end
+    return table.concat(out, "\n"):sub(-8000)
+  end
+
+  it("fleet mode, reloads under a steady stream: the lease and the ring's feed are handed over, " ..
+      "every event once in every worker and in the fleet's stream, no marker, nothing missed", function()
+    local fleet = require "support.fleet"
+    local topic = "v2.users.ngx-fleetreload.presence"
+    local key = "gn:ngxreload"
+    local fan = fleet.spawn("fanout", { FLEET_REDIS = r.url, FLEET_KEY = key })
+    finally(function()
+      fleet.stop_all()
+      fleet.cleanup()
+    end)
+    assert(fan:started())
+    local ng = nginx.start { conf = count_conf(2), workers = 2,
+      env = env_for(emu, { GN_TOPICS = topic, GN_HANDLER_MODULE = "support.resty_count_hook",
+        GN_REDIS_URL = r.url, GN_REDIS_KEY = key, GN_REDIS_LEASE_MS = "2000" }) }
+    finally(function() ng:stop() end)
+    assert.truthy(health(ng), "no worker connected: " .. ng:log())
+    assert.truthy(nginx.wait_until(function() return connected_channels(emu) == 1 end, 15))
+    emulator.sleep(0.5) -- the fleet consumers read from the stream's end
+    local total = 300
+    local st, j = emu:admin("POST", "publish", { topic = topic, count = total, rate = 30 })
+    assert.equals(200, st)
+    emulator.sleep(1)
+    local reloads = 0
+    for _ = 1, 3 do
+      local old = {}
+      for _, w in ipairs(ng:workers()) do old[w.pid] = true end
+      ng:reload()
+      reloads = reloads + 1
+      assert.truthy(nginx.wait_until(function()
+        for pid in pairs(old) do if nginx.alive(pid) then return false end end
+        local fresh = 0
+        for _, w in ipairs(ng:live_workers()) do if not old[w.pid] then fresh = fresh + 1 end end
+        return fresh == 2
+      end, 20), "the reload did not complete: " .. notices(ng))
+      emulator.sleep(1)
+    end
+    assert.truthy(publish_done(emu, j.stream, total, 30), "the publish stream did not finish")
+    local pids = {}
+    for _, w in ipairs(ng:live_workers()) do pids[#pids + 1] = w.pid end
+    local c = every_worker_got(ng, pids, total, 20)
+    local covered = {}
+    for _, w in pairs(c.workers) do
+      for q = w.first, w.last do covered[q] = true end
+    end
+    for q = 1, total do assert.truthy(covered[q], "event " .. q .. " reached no worker") end
+    -- the fleet's stream itself: every event once (a fanout consumer outside nginx)
+    local seen = {}
+    assert.truthy(nginx.wait_until(function()
+      seen = {}
+      for _, e in ipairs(fan:events()) do
+        if e.stream == j.stream then seen[e.seq] = (seen[e.seq] or 0) + 1 end
+      end
+      return seen[total]
+    end, 10), "the fanout consumer did not get the last event")
+    for q = 1, total do
+      assert.equals(1, seen[q], "event " .. q .. " in the fleet's stream: " ..
+        fan:out():gsub("E [^\n]*\n", "") .. notices(ng))
+    end
+    assert.equals(0, #fan:markers(), "a marker in the fleet's stream: " .. fan:out():gsub("E [^\n]*\n", ""))
+    local h = ng:health()
+    assert.equals(reloads, h.handovers, notices(ng))
+    assert.equals(0, h.takeovers)
+    assert.equals(0, h.ring.write_failures)
+    assert.is_nil(c.health.missed, "missed: " .. cjson.encode(c.health))
+    assert.is_nil(c.health.restored, "a gap: " .. tostring(ng:log():match("count hook: [^\n]*")))
+    assert.truthy((c.health.handover or 0) >= reloads, cjson.encode(c.health))
+    assert.truthy(nginx.wait_until(function() return connected_channels(emu) == 1 end, 10))
+  end)
+
   it("fleet mode, a burst of " .. BURST .. " events of 1 KB at the default settings: the stream " ..
       "feeds the ring under back-pressure, every worker gets every one, nothing missed", function()
     local topic = "v2.users.ngx-fleetburst.presence"

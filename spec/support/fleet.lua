@@ -105,8 +105,18 @@ end
 -- The lease state the node last printed ("holder"/"candidate"), its fence, its client state.
 function Node:lease()
   local st, fence, cst
-  for a, b, c in self:out():gmatch("M (%a+) (%d+) (%a+)\n") do st, fence, cst = a, tonumber(b), c end
+  for a, b, c in self:out():gmatch("M (%a+) (%d+) (%a+)[^\n]*\n") do st, fence, cst = a, tonumber(b), c end
   return st, fence, cst
+end
+-- Its lease value (host:pid:random), once printed.
+function Node:value()
+  return self:out():match("M %a+ %d+ %a+ (%S+)\n")
+end
+-- Hands its lease over to the node `to` (client:lease_handover).
+function Node:handover(to)
+  local f = assert(io.open(self.dir .. "/stop.handover", "wb"))
+  f:write(assert(to:value(), "the successor printed no lease value"), "\n")
+  f:close()
 end
 function Node:count(pat)
   local n = 0

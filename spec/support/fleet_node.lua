@@ -4,7 +4,9 @@
 -- goes to stdout as one line ("E <correlation id> <fence> <id> [<stream> <sequence>]" for an
 -- event, with the emulator's publish stream and sequence when it has them, "H <kind> key=value ..."),
 -- flushed at once, so the spec can read what happened even after a kill -9. Exits 0 on SIGTERM
--- (the stop file) after closing.
+-- (the stop file) after closing. A holder prints "M <lease state> <fence> <state> <lease value>"
+-- every 100 ms, and hands its lease over to the value in the file FLEET_STOP.handover when the
+-- spec writes one; FLEET_SUCCESSOR=1 makes it a lease successor.
 local notify = require "genesys.notify"
 
 local role = os.getenv("FLEET_ROLE")
@@ -48,7 +50,8 @@ if role == "holder" then
     backoff = { base_ms = 50, max_ms = 400, multiplier = 2, jitter = "none", reset_after_ms = 200 },
     topics = topics,
     redis = { url = os.getenv("FLEET_REDIS"), key = os.getenv("FLEET_KEY"),
-              lease_ms = tonumber(os.getenv("FLEET_LEASE_MS")) },
+              lease_ms = tonumber(os.getenv("FLEET_LEASE_MS")),
+              successor = os.getenv("FLEET_SUCCESSOR") == "1" or nil },
     on_event = function(ev) out:write("L ", string.format("%d", ev.received_ms), "\n") end,
     on_health = on_health,
     resync = os.getenv("FLEET_RESYNC"), -- a family name, or nil: off
@@ -88,7 +91,17 @@ while not exists(stop_file) do
   if role == "holder" and notify.now_ms() - last_metrics > 100 then
     last_metrics = notify.now_ms()
     local m = obj:metrics()
-    out:write("M ", m.lease.state, " ", string.format("%d", m.lease.fence), " ", m.state, "\n")
+    out:write("M ", m.lease.state, " ", string.format("%d", m.lease.fence), " ", m.state, " ",
+      m.lease.value, "\n")
+  end
+  -- FLEET_STOP.handover holds a successor's lease value: hand the lease over to it
+  local hf = role == "holder" and io.open(stop_file .. ".handover", "rb")
+  if hf then
+    local to = hf:read("*l")
+    hf:close()
+    os.remove(stop_file .. ".handover")
+    local ok, err = obj:lease_handover(to)
+    out:write("O ", tostring(ok), " ", tostring(err), "\n")
   end
 end
 obj:close()

@@ -20,7 +20,8 @@
 -- Nodes on several machines: give redis = { url, key, lease_ms } (README, "Running a fleet").
 -- The dict lock still picks one worker per nginx; that worker's client streams only while it
 -- holds the Redis lease (one holder for the whole fleet) and appends to the fleet's Redis
--- Stream, and the same worker feeds this nginx's ring from that stream (a fanout consumer).
+-- Stream, and the same worker feeds this nginx's ring from that stream (a fanout consumer). A
+-- reload hands both over make-before-break (handover_fleet, succeed_fleet).
 local notify = require "genesys.notify"
 local cjson = require "cjson.safe"
 local semaphore = require "ngx.semaphore"
@@ -56,6 +57,10 @@ local HEAL_MAX = 64             -- asks waiting at most (a resync widens over al
 local K_HO = "gn:ho"            -- an exiting holder's lock value: it offers the stream
 local K_SUCC = "gn:succ"        -- the lock value of the worker taking the stream over
 local K_READY = "gn:ready"      -- the successor's lock value once its own stream is open
+local K_LVAL = "gn:lval"        -- fleet mode: the successor's lease value (its stream is open)
+local K_HOF = "gn:hof"          -- fleet mode: "1" when the exiting holder holds the fleet lease
+local K_XCUR = "gn:xcur"        -- the lowest cursor of a worker that just exited (a reload)
+local K_FPOS = "gn:fpos"        -- fleet mode: "<redis key> <stream id>" of the last entry in the ring
 
 local RESTY_FIELDS = {
   dict = true, lock_ttl_ms = true, ring_size = true, bell_path = true, follower_limit = true,
@@ -541,6 +546,7 @@ local function renew(h)
 end
 
 local gone -- (h, r, head, t): a reader whose worker died, reported (below)
+local start_cursor -- (dict): where a new worker's reader starts (below)
 
 -- How many items may be written now without overwriting one a reader the holder waits for has
 -- not read. Every registered reader is waited for while its cursor moves; h.readers keeps, per
@@ -650,12 +656,20 @@ end
 -- Fleet mode (redis = {...}): the ring is fed from the fleet's Redis Stream (a fanout consumer
 -- in the worker holding the dict lock of each nginx), so every node's workers get every event
 -- whichever node holds the Redis lease; this node's client only appends to that stream.
-local function fleet_consumer()
+-- It starts after the last entry an earlier holder of the dict lock wrote into the ring
+-- (K_FPOS, written per batch: pump_fleet), so a change of holder (a reload, a kill -9, a stolen
+-- lock) neither skips nor repeats an entry: the stream held them meanwhile.
+local function fleet_consumer(h)
   local r = S.client_cfg.redis
+  local pos = S.dict:get(K_FPOS)
+  local key, after = (pos or ""):match("^(.*) (%d+%-%d+)$")
+  if key ~= r.key then after = nil end
+  h.fkey = r.key
   return notify.consumer { redis = { url = r.url, key = r.key, password_file = r.password_file,
-      tls = r.tls, sentinel = r.sentinel }, mode = "fanout", block_ms = 200,
+      tls = r.tls, sentinel = r.sentinel }, mode = "fanout", block_ms = 200, after_id = after,
     on_event = function(ev)
       ring_put_event(ev.topic, ev.channel_id, ev.received_ms, ev.correlation_id, ev.raw, ev.fence)
+      h.fpos = ev.id
     end,
     on_health = function(it)
       local rec = {}
@@ -663,6 +677,7 @@ local function fleet_consumer()
       rec.item = "health"
       ngx_log(INFO, "genesys.notify.resty: fleet stream: ", notify.format(it))
       ring_put_json("h", rec)
+      if it.id then h.fpos = it.id end
     end }
 end
 
@@ -831,6 +846,10 @@ end
 -- for room. Returns the number of items written.
 function pump_fleet(h, client)
   local total = 0
+  if h.pending then -- a successor's: what its client gave before it held the dict lock
+    for i = h.pi or 1, #h.pending do put_item(h, h.pending[i]) end
+    h.pending = nil
+  end
   repeat
     local items = client:drain(BATCH, "record")
     for i = 1, #items do put_item(h, items[i]) end
@@ -854,6 +873,11 @@ function pump_fleet(h, client)
     local want = math_min(budget, BATCH)
     local n = want > 0 and consumer:poll(0, want) or 0
     local w = ring_commit()
+    if h.fpos then
+      -- where the next holder's consumer starts (the ring has everything up to here)
+      S.dict:safe_set(K_FPOS, h.fkey .. " " .. h.fpos)
+      h.fpos = nil
+    end
     if w > 0 then
       wake_readers(h)
       total = total + w
@@ -912,9 +936,26 @@ local function new_bell(h)
 end
 
 -- Creates and starts the client (and, for a holder, the bell). Returns nil, or why not.
+local function open_consumer(h)
+  local cok, consumer = pcall(fleet_consumer, h)
+  if not cok then
+    ngx_log(ERR, "genesys.notify.resty: the fleet stream consumer: ", tostring(consumer))
+    return "the fleet stream consumer could not be created"
+  end
+  h.consumer = consumer
+  consumer:start()
+end
+
 local function open_client(h, with_bell)
   local cfg = {}
   for k, v in pairs(S.client_cfg) do cfg[k] = v end
+  if cfg.redis and h.lease_successor then
+    -- its stream runs before it holds the fleet lease, which the exiting holder hands over
+    local r = {}
+    for k, v in pairs(cfg.redis) do r[k] = v end
+    r.successor = true
+    cfg.redis = r
+  end
   local ok, client = pcall(notify.new, cfg)
   if not ok then
     ngx_log(ERR, "genesys.notify.resty: creating the client: ", tostring(client))
@@ -926,14 +967,12 @@ local function open_client(h, with_bell)
   h.client = client
   if S.client_cfg.redis then
     -- fleet mode: the takeover gap comes from the Redis Stream's marker (every node gets it)
+    -- (a successor opens its consumer once it holds the dict lock: the ring has one feed)
     h.takeover_from = nil
-    local cok, consumer = pcall(fleet_consumer)
-    if not cok then
-      ngx_log(ERR, "genesys.notify.resty: the fleet stream consumer: ", tostring(consumer))
-      return "the fleet stream consumer could not be created"
+    if not h.successor then
+      local why = open_consumer(h)
+      if why then return why end
     end
-    h.consumer = consumer
-    consumer:start()
   end
   if with_bell then new_bell(h) end
   client:start()
@@ -1000,7 +1039,9 @@ end
 -- what its client still holds, closes it and passes the lock on. The successor skips what both
 -- streams delivered (by CorrelationId, from what its worker's reader read). Returns a reason to
 -- stop, or nil to go on.
+local handover_fleet -- (h, t): the same in fleet mode (below)
 local function handover_step(h, t)
+  if h.consumer then return handover_fleet(h, t) end
   local dict, ho = S.dict, h.handover
   dict:safe_set(K_HO, h.value, (S.handover_ms + S.ttl_ms) / 1000)
   local succ = dict:get(K_SUCC)
@@ -1040,6 +1081,68 @@ local function handover_step(h, t)
   return nil
 end
 
+-- Fleet mode: the ring's feed goes over at the stream position (K_FPOS: nothing skipped,
+-- nothing twice), so only the fleet lease needs make-before-break, when this worker's client
+-- holds it: the successor's client is then a lease successor (redis.successor: its stream runs
+-- and it keeps what it receives) and says when its stream is open (K_READY, its lease value in
+-- K_LVAL); this client hands the lease over (client:lease_handover) and parks; the successor
+-- takes the lease, appends what it kept that the fleet's stream does not have (lease.h), and
+-- takes the dict lock. Returns a reason to stop, or nil to go on.
+function handover_fleet(h, t)
+  local dict, ho = S.dict, h.handover
+  dict:safe_set(K_HO, h.value, (S.handover_ms + S.ttl_ms) / 1000)
+  local lease = h.client:metrics().lease or {}
+  local holding = lease.state == "holder"
+  local succ = dict:get(K_SUCC)
+  if not succ then
+    if t - (ho.checked or 0) >= 100 then
+      ho.checked = t
+      if not newer_workers() then
+        dict:delete(K_HO)
+        return "the worker is exiting"
+      end
+    end
+  elseif holding then
+    if not ho.sent and dict:get(K_READY) == succ then
+      local to = dict:get(K_LVAL)
+      if to then
+        ho.sent = t
+        local ok, err = h.client:lease_handover(to)
+        if not ok then ngx_log(ERR, "genesys.notify.resty: the lease handover: ", tostring(err)) end
+      end
+    end
+    -- the lease moves in a round trip to redis; a handover that failed (reported by the client)
+    -- ends as a release (the successor takes the lease over with a marker)
+    if ho.sent and t - ho.sent >= 5000 then
+      dict:delete(K_HO)
+      return "the worker is exiting (the fleet lease did not move to the successor)"
+    end
+  end
+  if succ and not holding then
+    -- handed over (or never held here): the ring's feed goes to the successor
+    pump(h, h.client)
+    h.consumer:close()
+    write_status(h, h.client)
+    h.client:close()
+    h.closed = true
+    dict:delete(K_HO)
+    dict:delete(K_READY)
+    dict:delete(K_LVAL)
+    local ok, err = dict:safe_set(K_LOCK, succ, S.ttl_ms / 1000)
+    if not ok then
+      dict:delete(K_LOCK)
+      return "the worker is exiting (the lock could not be passed on: " .. tostring(err) .. ")"
+    end
+    count("handovers")
+    return "the worker is exiting: handed the stream over to " .. succ
+  end
+  if t - ho.started > S.handover_ms then
+    dict:delete(K_HO)
+    return "the worker is exiting (no worker took the stream over within handover_ms)"
+  end
+  return nil
+end
+
 local function hold(h)
   h.was_holder = true
   if not h.client then
@@ -1056,9 +1159,17 @@ local function hold(h)
       local rok, why = renew(h)
       if not rok then return why end
     end
-    if (S.exiting or ngx.worker.exiting()) and not h.handover then
-      if S.client_cfg.redis then return "the worker is exiting" end
+    -- (a successor whose client is about to take the fleet lease over, handed to it just now,
+    -- hands it on once it has it)
+    local settling = h.lease_successor and h.consumer and t - (h.fed_since or 0) < 5000 and
+      (client:metrics().lease or {}).state ~= "holder"
+    if (S.exiting or ngx.worker.exiting()) and not h.handover and not settling then
       h.handover = { started = t }
+      if h.consumer then -- fleet mode: whether the successor must be a lease successor, first
+        local lease = client:metrics().lease or {}
+        h.handover.holding = lease.state == "holder"
+        S.dict:safe_set(K_HOF, h.handover.holding and "1" or "0", (S.handover_ms + S.ttl_ms) / 1000)
+      end
       S.dict:safe_set(K_HO, h.value, (S.handover_ms + S.ttl_ms) / 1000)
       if h.bell then pcall(h.bell.ring, h.bell) end -- the other workers' readers look at once
       ngx_log(NOTICE, "genesys.notify.resty: worker ", S.wid, " (pid ", S.pid, ") exits: it ",
@@ -1117,15 +1228,18 @@ end
 
 -- A worker of the new generation offers to take the stream over from an exiting holder.
 local function try_succeed()
-  if S.exiting or ngx.worker.exiting() or S.client_cfg.redis then return nil end
+  if S.exiting or ngx.worker.exiting() then return nil end
   local dict = S.dict
   local ho = dict:get(K_HO)
   if not ho or ho ~= dict:get(K_LOCK) then return nil end
   local value = lock_value()
   if not dict:safe_add(K_SUCC, value, S.ttl_ms / 1000) then return nil end
   dict:delete(K_READY)
+  dict:delete(K_LVAL)
   local h = new_holder(value)
   h.successor = true
+  -- fleet mode: a lease successor only when the exiting holder holds the fleet lease
+  h.lease_successor = S.client_cfg.redis and dict:get(K_HOF) == "1" or nil
   h.previous = tonumber(ho:match("^(%d+):"))
   h.pending, h.pi = {}, 1
   S.succ = { seen = {} } -- this worker's reader collects what the old holder writes from now
@@ -1133,6 +1247,31 @@ local function try_succeed()
   ngx_log(NOTICE, "genesys.notify.resty: worker ", S.wid, " (pid ", S.pid,
     ") opens a stream to take over from the exiting holder ", ho)
   return h
+end
+
+-- Fleet mode, the dict lock is ours: the ring's feed starts where the previous holder's ended
+-- (K_FPOS); this worker's client took the fleet lease over (a lease successor appends what it
+-- kept: lease.h), or competes for it as any candidate.
+local function succeed_fleet(h)
+  local dict = S.dict
+  S.succ = nil
+  h.renewed_ms = now_ms()
+  h.fed_since = h.renewed_ms
+  dict:delete(K_SUCC)
+  dict:delete(K_HOF)
+  local why = open_consumer(h)
+  if why then return why end
+  S.holder = h
+  new_bell(h)
+  if h.ready then
+    count("handovers_taken")
+    h.notes[#h.notes + 1] = { item = "health", kind = "handover", state = "open",
+      holder_pid = S.pid, previous_holder = h.previous, gap_ms = 0,
+      timestamp_ms = math_floor(now_ms()) }
+  end
+  ngx_log(NOTICE, "genesys.notify.resty: worker ", S.wid, " (pid ", S.pid,
+    ") feeds the ring from the fleet's stream (", h.ready and "handover" or "takeover", ")")
+  return nil
 end
 
 -- The successor: opens its stream while the old holder still writes, takes what it delivers
@@ -1155,7 +1294,7 @@ local function succeed(h)
     if not lock or ho ~= lock then
       -- the old holder went without passing the lock on (quit, handover_ms, a crash)
       if dict:safe_add(K_LOCK, h.value, S.ttl_ms / 1000) then
-        if not h.ready then
+        if not h.ready and not S.client_cfg.redis then
           h.takeover_from = dict:get(K_HEARD)
           if h.takeover_from then count("takeovers") end
         end
@@ -1168,9 +1307,17 @@ local function succeed(h)
       local items = client:drain(math_min(BATCH, PENDING_MAX - waiting), "record")
       for i = 1, #items do
         local it = items[i]
-        h.pending[#h.pending + 1] = it
+        -- (fleet mode: its events reach the ring through the fleet's stream, not from here)
+        if not S.client_cfg.redis or (type(it) == "table" and it.item ~= "event" and
+            it.item ~= "resync") then
+          h.pending[#h.pending + 1] = it
+        end
         if type(it) == "table" and it.kind == "connected" and not h.ready then
           h.ready = true
+          if S.client_cfg.redis then
+            local m = client:metrics()
+            dict:safe_set(K_LVAL, m.lease and m.lease.value or "", S.ttl_ms / 1000)
+          end
           dict:safe_set(K_READY, h.value, S.ttl_ms / 1000)
           ngx_log(NOTICE, "genesys.notify.resty: worker ", S.wid, " (pid ", S.pid,
             ") has its stream open; the exiting holder passes the lock on")
@@ -1179,6 +1326,7 @@ local function succeed(h)
     end
     h.wake:wait(0.01)
   end
+  if S.client_cfg.redis then return succeed_fleet(h) end
   -- the lock is ours: what the previous holder wrote since this successor started is taken
   -- from the ring here (besides what this worker's reader saw, when it still reads), so that
   -- what both streams delivered is written once
@@ -1254,12 +1402,33 @@ local function on_exit(premature)
   end
   S.exiting = true
   S.dict:safe_set(K_EXIT .. S.pid, true, 600)
+  if S.slot then -- what it did not read, the new generation's workers read (start_cursor)
+    local x = S.dict:get(K_XCUR)
+    if not x or S.cursor < x then S.dict:safe_set(K_XCUR, S.cursor, 5) end
+  end
   unregister_reader()
   local h = S.holder
   if h and h.wake then h.wake:post(1) end
   for f in pairs(followers) do f.sema:post(1) end
   S.lock_sema:post(1)
   S.reader_sema:post(1)
+end
+
+-- Where a new worker's reader starts: the ring's head, or, in a reload, where the old
+-- generation's readers are (still reading, or just exited: K_XCUR): nginx starts the new workers
+-- and tells the old ones to quit without waiting for either, so what was written between an
+-- old reader's last read and the new one's start would reach no worker. A reader far behind (a
+-- stuck one, skipped by the holder) is not followed.
+function start_cursor(dict)
+  local head = dict:get(K_SEQ) or 0
+  local from, floor = head, head - math_floor(S.ring_size / 2)
+  local x = dict:get(K_XCUR)
+  if x and x >= floor and x < from then from = x end
+  for i = 0, S.nslots - 1 do
+    local c = dict:get(K_RP .. i) and dict:get(K_RC .. i)
+    if c and c >= floor and c < from then from = c end
+  end
+  return from
 end
 
 -- ---- the public API ---------------------------------------------------------------------
@@ -1321,9 +1490,9 @@ function _M.start(cfg)
     error("genesys.notify.resty: the shared dict " .. cfg.dict .. " has no room for the ring " ..
       "counter: " .. tostring(err), 2)
   end
-  S.cursor = dict:get(K_SEQ) or 0
   -- every generation's workers (a reload runs two at once, more for reloads in a row)
   S.nslots = math_max(16, 4 * ngx.worker.count())
+  S.cursor = start_cursor(dict)
   register_reader()
   for _, t in ipairs { { 0, reader }, { 0, lock_loop }, { 3600, on_exit } } do
     local tok, terr = ngx.timer.at(t[1], t[2])
