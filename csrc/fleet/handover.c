@@ -181,8 +181,10 @@ static void tail_done(void *ud, redisReply *rep) {
       }
     }
   }
-  /* a full page whose oldest entry may still be in the overlap: the page before it */
-  if (oldest && rep->elements == (size_t)atoi(TAIL_PAGE) && ++t->rounds < TAIL_ROUNDS &&
+  /* a full page whose oldest entry may still be in the overlap: the page before it (a new
+   * fleet has no watermark: one page) */
+  if (oldest && l->gap_from_wall >= 0 && rep->elements == (size_t)atoi(TAIL_PAGE) &&
+      ++t->rounds < TAIL_ROUNDS &&
       (oldest_at < 0 || oldest_at >= from - GN_LEASE_LATENCY_MS)) {
     char end[96];
     snprintf(end, sizeof end, "(%s", oldest);

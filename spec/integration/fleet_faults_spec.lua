@@ -129,7 +129,7 @@ describe("the fleet's promise through Redis faults", function()
       emulator.sleep(2.5 * LEASE_MS / 1000)
       h:kill9()
       holders[#holders + 1] = fleet.spawn("holder", holder_env()) -- the spare for the next tests
-    end, 250)
+    end, 150)
     assert.is_true(lost > 0, "the silence lost nothing: it did not test anything")
     local last
     for m in fan[1]:out():gmatch("H restored [^\n]*reason=takeover[^\n]*") do last = m end
@@ -147,7 +147,7 @@ describe("the fleet's promise through Redis faults", function()
     assert.equals("candidate", (succ:lease()))
     local before = {}
     for i, n in ipairs(fan) do before[i] = #n:markers() end
-    local count = 150 * SLOW
+    local count = 100 * SLOW
     local stream = delivery.publish(emu, TOPIC, count, RATE)
     expect(function() return got(fan[1], stream, 20) end, 10000, "events before the handover")
     local _, fence = h:lease()
