@@ -136,7 +136,8 @@ describe("the fleet's promise through Redis faults", function()
     print("  " .. (last or "(no takeover marker)"))
   end)
 
-  it("a holder hands the lease over to a successor (make-before-break): no marker, every event once", function()
+  it("a holder hands the lease over to a successor (make-before-break): no marker, every event once",
+    function()
     local h = expect(open_holder, 15000, "a holder")
     local env = holder_env()
     env.FLEET_SUCCESSOR = "1"
