@@ -704,17 +704,23 @@ local gone -- (h, r, head, t): a reader whose worker died, reported (below)
 -- How many items may be written now without overwriting one a reader the holder waits for has
 -- not read. Every registered reader is waited for while its cursor moves; h.readers keeps, per
 -- slot, the cursor seen last and when it last moved.
+local rp_keys, rc_keys = {}, {} -- the reader slots' keys, made once (ring_room runs per batch)
 local function ring_room(h)
   local dict, t = S.dict, now_ms()
   local head = S.wbase + S.wn
   local min
   local readers = h.readers
   for i = 0, S.nslots - 1 do
-    local pid = dict:get(K_RP .. i)
+    local kp = rp_keys[i]
+    if not kp then
+      kp = K_RP .. i
+      rp_keys[i], rc_keys[i] = kp, K_RC .. i
+    end
+    local pid = dict:get(kp)
     if not pid then
       readers[i] = nil
     else
-      local cur = dict:get(K_RC .. i) or head
+      local cur = dict:get(rc_keys[i]) or head
       local r = readers[i]
       if not r or r.pid ~= pid then
         if r and r.cur < head and not pid_alive(r.pid) then
