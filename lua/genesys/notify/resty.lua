@@ -39,7 +39,14 @@ local _M = { _VERSION = notify._VERSION }
 -- Readers decode each event's text once, with the C decoder, straight from the ring record.
 local json_decode = require("genesys.notify.core").json_decode_text
 local prometheus_family = require("genesys.notify.core").prometheus_family
+-- ngx.now() as the C function itself: resty.core's Lua wrapper (tonumber of an FFI call) got
+-- blacklisted by LuaJIT during a burst, and with it the reader's loop that called it, which
+-- then ran in the interpreter.
 local ngx_now = ngx.now
+do
+  local ok, f = pcall(function() return require("ffi").C.ngx_http_lua_ffi_now end)
+  if ok and f then ngx_now = f end
+end
 
 local K_LOCK = "gn:lock"        -- "pid:nonce" of the holder, with a TTL
 local K_SEQ = "gn:seq"          -- the last sequence number written into the ring
@@ -116,13 +123,23 @@ end
 
 -- ---- delivery inside a worker ---------------------------------------------------------------
 
+local function handler_failed(what, err)
+  count("handler_errors:" .. S.wid)
+  ngx_log(ERR, "genesys.notify.resty: a ", what, " handler raised: ", tostring(err))
+end
+
+-- (One handler, the common case, without the loop: LuaJIT aborted the reader's traces on a loop
+-- of one turn, "leaving loop in root trace".)
 local function run_handlers(list, arg, what)
-  for i = 1, #list do
+  local n = #list
+  if n == 1 then
+    local ok, err = pcall(list[1], arg)
+    if not ok then handler_failed(what, err) end
+    return
+  end
+  for i = 1, n do
     local ok, err = pcall(list[i], arg)
-    if not ok then
-      count("handler_errors:" .. S.wid)
-      ngx_log(ERR, "genesys.notify.resty: a ", what, " handler raised: ", tostring(err))
-    end
+    if not ok then handler_failed(what, err) end
   end
 end
 
