@@ -19,7 +19,7 @@
 --        BENCH_RING (resty's ring_size; default: the module's), BENCH_DICT (its dict, 4m),
 --        BENCH_PERF (a folder: `perf record -g` of the nginx workers during each resty and peer
 --        burst, into FOLDER/KEY-SIZE-RUN.data; read with perf report -i), BENCH_JITP (a folder:
---        LuaJIT's profiler in every nginx worker, FOLDER/p-PID.txt)
+--        LuaJIT's profiler in every nginx worker, FOLDER/p-PID.txt; BENCH_JITP_MODE its mode)
 package.path = "spec/?.lua;lua/?.lua;" .. package.path
 local emulator = require "support.emulator"
 local nginx = require "support.nginx"
@@ -143,7 +143,8 @@ http {
   lua_ssl_verify_depth 3;
   init_worker_by_lua_block {
     require("resty_burst_ngx").init_worker { mode = "@MODE@", port = @PORT@, ca = "@CA@",
-      topic = "@TOPIC@", count = @COUNT@, ring_size = @RING@, jitp = @JITP@ }
+      topic = "@TOPIC@", count = @COUNT@, ring_size = @RING@, jitp = @JITP@,
+      jitp_mode = @JITPMODE@ }
   }
   server {
     listen 127.0.0.1:8080;
@@ -159,7 +160,9 @@ local function in_nginx(key, mode, workers)
   local conf = CONF:gsub("@(%u+)@", { WORKERS = tostring(workers), ROOT = ROOT, WSLIB = WSLIB,
     CA = CA, MODE = mode, PORT = tostring(emu.port), TOPIC = t, COUNT = tostring(EVENTS),
     RING = os.getenv("BENCH_RING") or "nil", DICT = os.getenv("BENCH_DICT") or "4m",
-    JITP = os.getenv("BENCH_JITP") and string.format("%q", os.getenv("BENCH_JITP")) or "nil" })
+    JITP = os.getenv("BENCH_JITP") and string.format("%q", os.getenv("BENCH_JITP")) or "nil",
+    JITPMODE = os.getenv("BENCH_JITP_MODE") and string.format("%q", os.getenv("BENCH_JITP_MODE")) or
+      "nil" })
   local ng = nginx.start { conf = conf, workers = workers }
   local ok, err = pcall(function()
     local function state()
