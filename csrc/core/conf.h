@@ -17,7 +17,7 @@
 #define GN_HTTP_TIMEOUT_MS_DEFAULT 30000
 #define GN_MAX_MESSAGE_DEFAULT 1048576
 
-/* Renewal of channels before their end (stream/renew.h). */
+/* Renewal of channels before their end (the renewal: stream/channel_int.h). */
 typedef enum {
   GN_RENEW_BOTH = 0, /* default: a channel may end at its expires or with its creating token */
   GN_RENEW_CHANNEL,  /* only at its expires (the official rule): resubscribing always suffices */
@@ -52,7 +52,7 @@ typedef struct {
   int policy;                /* an operator policy hook will answer GN_ITEM_POLICY items */
   gn_proxy_t proxy;          /* HTTP proxy for REST and WebSocket (host NULL: none) */
   int channel_budget;        /* channels of the credential, one spare for rollovers (0: 20) */
-  gn_renew_conf_t renew;     /* renewal before a channel's or its token's end (renew.h) */
+  gn_renew_conf_t renew;     /* renewal before a channel's or its token's end (stream/channel_int.h) */
   /* resync (resync.h): families as bits (0: off), the token's REST budget (requests per
    * window, the stream's included; 0: 150 a minute), units kept for the stream (reserve: 0 =
    * 4 per channel of the channel budget), and the spacing of resync requests (0: the
