@@ -55,15 +55,17 @@ void lgn_resync_metrics(lua_State *L, const void *sp) {
 }
 
 /* client:resync_gap(from_ms, to_ms): every topic was deaf over that interval, a gap known
- * above the client (a reader of nginx's ring that missed items): a resync heals it when resync
- * is on (else nothing). Returns true, or nil and a message when the client is not running. */
+ * above the client (a reader of nginx's ring that missed items): a resync heals it. Returns
+ * true; nil, "resync is off" when the client has no resync (nothing heals it); nil and a
+ * message when the client is not running. */
 int lgn_client_resync_gap(lua_State *L) {
   lclient_t *u = lgn_check_open(L, 1);
   double from = luaL_checknumber(L, 2), to = luaL_checknumber(L, 3);
   luaL_argcheck(L, from <= to, 3, "expected to_ms >= from_ms");
-  if (gn_client_heal(u->c, from, to) != 0) {
+  int rc = gn_client_heal(u->c, from, to);
+  if (rc != 0) {
     lua_pushnil(L);
-    lua_pushliteral(L, "the client is not running");
+    lua_pushstring(L, rc == -2 ? "resync is off" : "the client is not running");
     return 2;
   }
   lua_pushboolean(L, 1);
