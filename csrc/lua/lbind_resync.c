@@ -1,9 +1,7 @@
-/* lbind_resync.c: the resync part of a client: its configuration, as notify.lua normalized it
- * (resync_families: a comma-separated list of family names; resync_budget,
- * resync_window_ms, resync_spacing_ms, resync_reserve: numbers), read into the core's
- * settings. notify.lua checks types and ranges; the family names are checked here, against
- * the one table of families (resync_families.c), naming the field; its counters in metrics();
- * and client:resync_gap(). */
+/* lbind_resync.c: the resync part of a client: its families, as notify.lua normalized them
+ * (resync_families: a comma-separated list of family names), checked here against the one
+ * table of families (resync_families.c), naming the field (resync's numbers are rows of the
+ * table of options: conf.h); its counters in metrics(); and client:resync_gap(). */
 #include "client.h"
 #include "conf.h"
 #include "lbind.h"
@@ -12,13 +10,6 @@
 #include "resync_families.h"
 
 #include <lauxlib.h>
-
-static double num(lua_State *L, int t, const char *k) {
-  lua_getfield(L, t, k);
-  double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
-  lua_pop(L, 1);
-  return v;
-}
 
 int lgn_resync_config(lua_State *L, int idx, void *cfgp) {
   gn_client_cfg_t *cfg = cfgp;
@@ -36,10 +27,6 @@ int lgn_resync_config(lua_State *L, int idx, void *cfgp) {
     }
   }
   lua_pop(L, 1);
-  cfg->resync_budget = (int)num(L, idx, "resync_budget");
-  cfg->resync_reserve = (int)num(L, idx, "resync_reserve");
-  cfg->resync_window_ms = (long)num(L, idx, "resync_window_ms");
-  cfg->resync_spacing_ms = (long)num(L, idx, "resync_spacing_ms");
   return 0;
 }
 
