@@ -59,9 +59,9 @@ void gn_client_park(gn_client_t *c);
  * the layer above knows of (a fleet takeover): a resync heals it when resync is on, its items
  * passing the channels' tap. Returns nothing. Service thread. */
 void gn_client_resync_gap(gn_client_t *c, double from_ms, double to_ms);
-/* The same from the owner's thread (client_heal.c: posted to the service thread). Returns 0,
- * or -1 when the client is not running (not started, closed, another process's) or memory ran
- * out. */
+/* The same from the owner's thread (client_heal.c: posted to the service thread). Returns 0;
+ * -2 when resync is off (nothing would heal the gap); -1 when the client is not running (not
+ * started, closed, another process's) or memory ran out. */
 int gn_client_heal(gn_client_t *c, double from_ms, double to_ms);
 /* The first channel's env (its state, metrics and the owner's queue), for the gate's health
  * items and for when the stream opened. Valid for the client's life. Any thread. */
