@@ -4,15 +4,22 @@
 --     decoded), Lua 5.4 and LuaJIT, one process each;
 --   resty: genesys.notify.resty in nginx with 2 workers at the default settings (ring_size
 --     1024, a 4m dict), a subscribe handler in every worker (the body decoded by the module);
+--   resty1: the same with 1 worker (the holder and its own reader), BENCH_ONLY=...,resty1;
 --   peer: lua-resty-websocket + lua-cjson in one nginx worker (bench/resty_burst_ngx.lua).
 -- events/s: BENCH_EVENTS / (first to last event) in each process or worker; CPU µs per event:
--- utime+stime of every thread of the process (resty: of both workers together) over the burst.
--- One table of medians (min-max) over BENCH_RUNS runs, each run every client once, one at a time;
--- ratios per run against the plain client of the same run.
+-- utime+stime of every thread of the process (resty: of its workers together, and of each
+-- worker) over the burst, and the emulator's. One table of medians (min-max) over BENCH_RUNS
+-- runs, each run every client once, alone, one after another against one emulator; ratios per
+-- run against the plain client and the peer of the same run; then, per path, the rate the
+-- machine's cores allow at the CPU per event measured (client + emulator), since on a small
+-- machine every path shares the cores with the emulator and, in nginx, with its other workers.
 --
 --   lua5.4 bench/resty_burst.lua BINDIR    (from the checkout; make bench-resty does it)
 --   env: BENCH_RUNS (3), BENCH_EVENTS (100000), BENCH_ONLY (comma-separated row keys),
---        BENCH_RING (resty's ring_size; default: the module's), BENCH_DICT (its dict, 4m)
+--        BENCH_RING (resty's ring_size; default: the module's), BENCH_DICT (its dict, 4m),
+--        BENCH_PERF (a folder: `perf record -g` of the nginx workers during each resty and peer
+--        burst, into FOLDER/KEY-SIZE-RUN.data; read with perf report -i), BENCH_JITP (a folder:
+--        LuaJIT's profiler in every nginx worker, FOLDER/p-PID.txt; BENCH_JITP_MODE its mode)
 package.path = "spec/?.lua;lua/?.lua;" .. package.path
 local emulator = require "support.emulator"
 local nginx = require "support.nginx"
@@ -21,6 +28,8 @@ local cjson = require "cjson.safe"
 local RUNS = tonumber(os.getenv("BENCH_RUNS")) or 3
 local EVENTS = tonumber(os.getenv("BENCH_EVENTS")) or 100000
 local ONLY = os.getenv("BENCH_ONLY")
+local PERF = os.getenv("BENCH_PERF")
+local run_no = 0
 local TCK = 100
 local ROOT = (io.popen("pwd"):read("*l"))
 local WSLIB = ROOT .. "/build/lua-resty-websocket-3aef1aa/lib"
@@ -100,14 +109,15 @@ local function plain(key, cmd)
   local ok, err = pcall(function()
     assert(line("open", 1), "no open: " .. (read(out) or ""))
     for k, size in ipairs { 1024, 400 } do
-      local c0 = ticks { pid }
+      local c0, e0 = ticks { pid }, ticks { emu.pid }
       publish(t, size)
       local l = assert(line("done", k), "no done")
-      local c1 = ticks { pid }
+      local c1, e1 = ticks { pid }, ticks { emu.pid }
       local n, good, ms = l:match("^done (%d+) (%d) ([%d.]+)")
       assert(tonumber(n) == EVENTS and good == "1", "loss or reorder: " .. l)
       put(key, "eps" .. size, EVENTS / tonumber(ms) * 1000)
       put(key, "cpu" .. size, (c1 - c0) * 1e6 / TCK / EVENTS)
+      put(key, "emu" .. size, (e1 - e0) * 1e6 / TCK / EVENTS)
     end
   end)
   os.execute("kill " .. pid .. " 2>/dev/null; sleep 0.2; kill -9 " .. pid .. " 2>/dev/null")
@@ -133,7 +143,8 @@ http {
   lua_ssl_verify_depth 3;
   init_worker_by_lua_block {
     require("resty_burst_ngx").init_worker { mode = "@MODE@", port = @PORT@, ca = "@CA@",
-      topic = "@TOPIC@", count = @COUNT@, ring_size = @RING@ }
+      topic = "@TOPIC@", count = @COUNT@, ring_size = @RING@, jitp = @JITP@,
+      jitp_mode = @JITPMODE@ }
   }
   server {
     listen 127.0.0.1:8080;
@@ -148,7 +159,10 @@ local function in_nginx(key, mode, workers)
   local t = topic()
   local conf = CONF:gsub("@(%u+)@", { WORKERS = tostring(workers), ROOT = ROOT, WSLIB = WSLIB,
     CA = CA, MODE = mode, PORT = tostring(emu.port), TOPIC = t, COUNT = tostring(EVENTS),
-    RING = os.getenv("BENCH_RING") or "nil", DICT = os.getenv("BENCH_DICT") or "4m" })
+    RING = os.getenv("BENCH_RING") or "nil", DICT = os.getenv("BENCH_DICT") or "4m",
+    JITP = os.getenv("BENCH_JITP") and string.format("%q", os.getenv("BENCH_JITP")) or "nil",
+    JITPMODE = os.getenv("BENCH_JITP_MODE") and string.format("%q", os.getenv("BENCH_JITP_MODE")) or
+      "nil" })
   local ng = nginx.start { conf = conf, workers = workers }
   local ok, err = pcall(function()
     local function state()
@@ -162,8 +176,18 @@ local function in_nginx(key, mode, workers)
     sleep(1)
     local pids = {}
     for _, w in ipairs(ng:live_workers()) do pids[#pids + 1] = w.pid end
+    local holder0 = state().holder_pid
     for k, size in ipairs { 1024, 400 } do
-      local c0 = ticks(pids)
+      local perf
+      if PERF then
+        os.execute("mkdir -p " .. shq(PERF))
+        perf = tonumber(capture("perf record -q -g -p " .. table.concat(pids, ",") .. " -o " ..
+          shq(PERF .. "/" .. key .. "-" .. size .. "-" .. run_no .. ".data") ..
+          " >/dev/null 2>&1 </dev/null & echo $!"):match("%d+"))
+        sleep(0.5)
+      end
+      local c0, w0, e0 = ticks(pids), {}, ticks { emu.pid }
+      for _, pid in ipairs(pids) do w0[pid] = ticks { pid } end
       publish(t, size)
       local s = wait_until(function()
         local x = state()
@@ -176,7 +200,15 @@ local function in_nginx(key, mode, workers)
         return n == (mode == "peer" and 1 or #pids) and x
       end, 300)
       assert(s, "the burst did not reach every worker: " .. ng:log():sub(-2000))
-      local c1 = ticks(pids)
+      local c1, e1 = ticks(pids), ticks { emu.pid }
+      if perf then os.execute("kill -INT " .. perf .. "; sleep 1") end
+      if mode == "resty" then
+        assert(s.holder_pid == holder0, "the holder changed during the burst")
+        for _, pid in ipairs(pids) do
+          put(key .. (pid == s.holder_pid and "holder" or "other"), "cpu" .. size,
+            (ticks { pid } - w0[pid]) * 1e6 / TCK / EVENTS)
+        end
+      end
       local worst
       for _, pid in ipairs(pids) do
         local d = s["done:" .. pid .. ":" .. k]
@@ -197,31 +229,43 @@ local function in_nginx(key, mode, workers)
       end
       put(key, "eps" .. size, worst)
       put(key, "cpu" .. size, (c1 - c0) * 1e6 / TCK / EVENTS)
+      put(key, "emu" .. size, (e1 - e0) * 1e6 / TCK / EVENTS)
     end
   end)
   ng:stop()
   if not ok then io.stderr:write("FAILED " .. key .. ": " .. tostring(err) .. "\n") end
 end
 
+local NCPU = tonumber(capture("nproc")) or 1
+local loads = {}
+local function loadavg() return (read("/proc/loadavg") or "?"):match("^(%S+)") end
+local t_start = capture("date -u +%H:%M")
 for run = 1, RUNS do
+  run_no = run
+  loads[#loads + 1] = loadavg()
   io.stderr:write("run " .. run .. " of " .. RUNS .. "\n")
   if want("plain54") then plain("plain54", "lua5.4 bench/peers/gn_client.lua build/lua5.4") end
   if want("plainjit") then plain("plainjit", "luajit bench/peers/gn_client.lua build/luajit") end
   if want("resty") then in_nginx("resty", "resty", 2) end
+  if want("resty1") then in_nginx("resty1", "resty", 1) end
   if want("peer") then in_nginx("peer", "peer", 1) end
   -- ratios within this run
   local function last(key, m) local l = res[key] and res[key][m]; return l and l[#l] end
-  for _, ref in ipairs { "plain54", "plainjit" } do
-    for _, size in ipairs { 1024, 400 } do
-      local pe, pc = last(ref, "eps" .. size), last(ref, "cpu" .. size)
-      local re, rc = last("resty", "eps" .. size), last("resty", "cpu" .. size)
-      if pe and re then
-        put("ratio_" .. ref, "eps" .. size, re / pe)
-        put("ratio_" .. ref, "cpu" .. size, rc / pc)
+  for _, ref in ipairs { "plain54", "plainjit", "peer" } do
+    for _, r in ipairs { "resty", "resty1" } do
+      for _, size in ipairs { 1024, 400 } do
+        local pe, pc = last(ref, "eps" .. size), last(ref, "cpu" .. size)
+        local re, rc = last(r, "eps" .. size), last(r, "cpu" .. size)
+        if pe and re then
+          put("ratio_" .. r .. "_" .. ref, "eps" .. size, re / pe)
+          put("ratio_" .. r .. "_" .. ref, "cpu" .. size, rc / pc)
+        end
       end
     end
   end
 end
+loads[#loads + 1] = loadavg()
+local t_end = capture("date -u +%H:%M")
 emu:stop()
 os.execute("rm -rf " .. shq(dir))
 
@@ -239,13 +283,16 @@ local function cell(key, m, fmt)
   return string.format(fmt .. " (" .. fmt .. "-" .. fmt .. ")", v, lo, hi)
 end
 print(string.format("\nA burst of %d events, %d run(s), medians (min-max); events/s first to last event; " ..
-  "CPU: every thread, resty: both workers together", EVENTS, RUNS))
+  "CPU: every thread, resty: its workers together; %s-%s UTC, %d cores, load average (1 min) at " ..
+  "each run's start and at the end: %s", EVENTS, RUNS, t_start:gsub("%s", ""), t_end:gsub("%s", ""),
+  NCPU, table.concat(loads, ", ")))
 print("| path | 1 KB events/s | CPU µs/event | 400 B events/s | CPU µs/event |")
 print("|---|---:|---:|---:|---:|")
 local rows = {
   { "plain54", "plain client, Lua 5.4" }, { "plainjit", "plain client, LuaJIT" },
   { "restyholder", "resty, holder worker" }, { "restyother", "resty, other worker" },
   { "resty", "resty, slower worker / both workers' CPU" },
+  { "resty1", "resty, 1 worker (holder and reader)" },
   { "peer", "lua-resty-websocket + cjson, one worker" },
 }
 for _, r in ipairs(rows) do
@@ -254,11 +301,32 @@ for _, r in ipairs(rows) do
       cell(r[1], "cpu1024", "%.1f"), cell(r[1], "eps400", "%.0f"), cell(r[1], "cpu400", "%.1f")))
   end
 end
-for _, ref in ipairs { "plain54", "plainjit" } do
-  local k = "ratio_" .. ref
-  if res[k] then
-    print(string.format("| resty / %s (per run) | %sx | %sx | %sx | %sx |", ref,
-      cell(k, "eps1024", "%.2f"), cell(k, "cpu1024", "%.2f"), cell(k, "eps400", "%.2f"),
-      cell(k, "cpu400", "%.2f")))
+for _, r in ipairs { "resty", "resty1" } do
+  for _, ref in ipairs { "plain54", "plainjit", "peer" } do
+    local k = "ratio_" .. r .. "_" .. ref
+    if res[k] then
+      print(string.format("| %s / %s (per run) | %sx | %sx | %sx | %sx |", r, ref,
+        cell(k, "eps1024", "%.2f"), cell(k, "cpu1024", "%.2f"), cell(k, "eps400", "%.2f"),
+        cell(k, "cpu400", "%.2f")))
+    end
+  end
+end
+-- What the cores allow: every event costs the client's CPU and the emulator's; on NCPU cores
+-- no path can go faster than NCPU / (both), whatever it does with its time.
+print(string.format("\nCPU per event of the client and the emulator together, and the rate %d " ..
+  "cores allow at that cost (NCPU s / (client + emulator) µs), medians:", NCPU))
+print("| path | 1 KB client + emulator µs | allows events/s | 400 B client + emulator µs | allows events/s |")
+print("|---|---:|---:|---:|---:|")
+for _, r in ipairs(rows) do
+  local l = res[r[1]]
+  if l and l.emu1024 then
+    local function both(size)
+      local c, e = med(l["cpu" .. size]), med(l["emu" .. size])
+      if not c or not e then return "-", "-" end
+      return string.format("%.1f + %.1f", c, e), string.format("%.0f", NCPU * 1e6 / (c + e))
+    end
+    local a, b = both(1024)
+    local c, d = both(400)
+    print(string.format("| %s | %s | %s | %s | %s |", r[2], a, b, c, d))
   end
 end

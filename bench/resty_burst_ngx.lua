@@ -95,6 +95,14 @@ end
 --- init_worker_by_lua: o = { mode = "resty" | "peer", port, ca, topic, count, ring_size }
 function _M.init_worker(o)
   O, D = o, ngx.shared.bench
+  if o.jitp then
+    -- BENCH_JITP (a folder): LuaJIT's own profiler per worker, for 25 s, into FOLDER/p-PID.txt
+    -- (BENCH_JITP_MODE: jit.p's mode, "v" for the share of each VM state: GC, compiled, C...)
+    -- (jit.p: the Lua lines and the C functions they call, which perf cannot name in LuaJIT)
+    local pid = ngx.worker.pid()
+    require("jit.p").start(o.jitp_mode or "Fl3i1m1", o.jitp .. "/p-" .. pid .. ".txt")
+    ngx.timer.at(25, function() require("jit.p").stop() end)
+  end
   if o.mode == "resty" then
     local resty = require "genesys.notify.resty"
     resty.start { dict = "genesys_notify",

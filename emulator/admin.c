@@ -11,6 +11,7 @@
 #include "directory.h"
 #include "events.h"
 #include "faults.h"
+#include "permissions.h"
 #include "publish.h"
 #include "request.h"
 #include "state.h"
@@ -359,6 +360,8 @@ int admin_handle(const char *method, const char *path, const char *body, size_t 
 		return publish_get(r, answer, msg, ml);
 	if (get) {
 		int ds = dir_admin(method, r, NULL, answer, msg, ml);
+		if (ds < 0)
+			ds = perm_admin(0, r, NULL, answer, msg, ml); /* GET permissions */
 		if (ds >= 0)
 			return ds;
 	}
@@ -381,8 +384,11 @@ int admin_handle(const char *method, const char *path, const char *body, size_t 
 	}
 	st = 200;
 	int subs_st = subs_admin(post, r, o, answer, msg, ml);
+	int perm_st = subs_st >= 0 ? -1 : perm_admin(post, r, o, answer, msg, ml);
 	if (subs_st >= 0)
-		st = subs_st; /* subscriptions and permissions/deny: subscribe.c */
+		st = subs_st; /* subscriptions: subscribe.c */
+	else if (perm_st >= 0)
+		st = perm_st; /* permissions, permissions/deny, permissions/clear: permissions.c */
 	else if (!strncmp(r, "channels/", 9))
 		st = channels_request(r, o, answer, msg, ml);
 	else if (!strcmp(r, "publish"))

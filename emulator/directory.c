@@ -1,6 +1,6 @@
 /*
- * genesys-notify-emulator: the directory's state, its admin API, the per-client permissions
- * and the per-token rate limit (see directory.h). Every change made through the admin API is
+ * genesys-notify-emulator: the directory's state, its admin API and the per-token rate limit
+ * (the permissions its REST reads check: permissions.h) (see directory.h). Every change made through the admin API is
  * published as the event Genesys sends for it, on its topic, with the time it was made
  * (modifiedDate, startTime) as the REST answers show it afterwards.
  */
@@ -312,63 +312,7 @@ static int set_conv(const char *id, json_t *o, json_t **answer, char *msg, size_
 	return 200;
 }
 
-/* ---- permissions and rate limit -------------------------------------------------------- */
-
-static struct {
-	char ***perms;                      /* per client: NULL-terminated denied permissions */
-	int n;
-} P;
-
-int dir_denied(int client, const char *perm)
-{
-	if (client < 0 || client >= P.n || !P.perms[client])
-		return 0;
-	for (char **d = P.perms[client]; *d; d++)
-		if (!strcmp(*d, perm))
-			return 1;
-	return 0;
-}
-
-static void free_list(char **l)
-{
-	for (char **d = l; d && *d; d++)
-		free(*d);
-	free(l);
-}
-
-static int set_perms(json_t *o, json_t **answer, char *msg, size_t ml)
-{
-	const char *cid = json_string_value(json_object_get(o, "client_id"));
-	json_t *deny = json_object_get(o, "deny");
-	int client = -1;
-	for (int i = 0; cid && i < E.cfg.nclients; i++)
-		if (!strcmp(E.cfg.clients[i].id, cid))
-			client = i;
-	if (client < 0)
-		return bad(msg, ml, "client_id", "the id of a --client");
-	if (!json_is_array(deny))
-		return bad(msg, ml, "deny", "an array of permissions");
-	if (!P.perms) {
-		P.perms = calloc((size_t)E.cfg.nclients, sizeof *P.perms);
-		if (!P.perms)
-			return 500;
-		P.n = E.cfg.nclients;
-	}
-	char **l = calloc(json_array_size(deny) + 1, sizeof *l);
-	size_t i;
-	json_t *e;
-	json_array_foreach(deny, i, e) {
-		if (!json_is_string(e)) {
-			free_list(l);
-			return bad(msg, ml, "deny[]", "a permission string");
-		}
-		l[i] = strdup(json_string_value(e));
-	}
-	free_list(P.perms[client]);
-	P.perms[client] = l;
-	*answer = json_pack("{s:s, s:O}", "client_id", cid, "deny", deny);
-	return 200;
-}
+/* ---- rate limit (the permissions: permissions.c) --------------------------------------- */
 
 /* Per token: the times of its requests within the window (a ring would do; a moving array is
  * enough for the emulator), its peak within any window, and what was refused. */
@@ -493,8 +437,6 @@ int dir_admin(const char *method, const char *r, json_t *o, json_t **answer, cha
 	}
 	if (st >= 0)
 		return st;
-	if (!strcmp(r, "permissions"))
-		return set_perms(o, answer, msg, ml);
 	if (!strcmp(r, "ratelimit")) {
 		json_t *pw = json_object_get(o, "per_window"), *w = json_object_get(o, "window_ms");
 		if (pw && (!json_is_integer(pw) || json_integer_value(pw) < 0))
@@ -537,10 +479,5 @@ void dir_free(void)
 	free(D.queues);
 	free(D.convs);
 	memset(&D, 0, sizeof D);
-	for (int i = 0; i < P.n; i++)
-		free_list(P.perms[i]);
-	free(P.perms);
-	P.perms = NULL;
-	P.n = 0;
 	rate_reset();
 }

@@ -33,7 +33,7 @@ int dir_rest(int client, const char *method, const char *path, const char *query
  *   GET  users/{id}
  *   POST queues/{id}       {members: [{id, joined}], remove: [id], observations: {metric: n}}
  *   POST conversations/{id} {user, queue, media, state: "active"|"ended"}
- *   POST permissions       {client_id, deny: [permission, ...]}
+ *   (the permissions its REST reads check: permissions.h, its own admin endpoints)
  *   POST ratelimit         {per_window, window_ms}  (0: no limit)
  *   GET  ratelimit         per token: requests, peak in any window, limited */
 int dir_admin(const char *method, const char *r, json_t *o, json_t **answer, char *msg,

@@ -9,6 +9,7 @@
 #include "directory.h"
 
 #include "dirstate.h"
+#include "permissions.h"
 #include "state.h"
 
 #include <stdio.h>
@@ -72,7 +73,7 @@ static long query_long(const char *query, const char *key, long def)
 
 static int forbidden(int client, const char *perm, const char **code, char *msg, size_t ml)
 {
-	if (!dir_denied(client, perm))
+	if (!perm_denied(client, perm))
 		return 0;
 	*code = "missing.any.permissions";
 	snprintf(msg, ml, "Unable to perform the requested action. You are missing the following "

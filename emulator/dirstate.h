@@ -53,8 +53,6 @@ extern dir_t D;
 /* The user or queue with this id, or NULL. */
 dir_user_t *dir_user(const char *id);
 dir_queue_t *dir_queue(const char *id);
-/* Returns 1 when OAuth client (index) lacks permission perm, else 0. */
-int dir_denied(int client, const char *perm);
 /* The presence definition id the emulator gives a system presence. */
 const char *dir_presence_id(const char *system_presence);
 

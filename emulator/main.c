@@ -11,6 +11,7 @@
 #include "faults.h"
 #include "http.h"
 #include "log.h"
+#include "permissions.h"
 #include "directory.h"
 #include "publish.h"
 #include "session.h"
@@ -390,7 +391,7 @@ int main(int argc, char **argv)
 	publish_free();
 	dir_free();
 	channels_free();
-	subs_free();
+	perm_free();
 	tokens_free();
 	json_decref(E.token_answer); /* a token fault left set */
 	E.token_answer = NULL;

@@ -3,12 +3,14 @@
  *
  * A channel keeps two lists: ch->topics, what it holds as the client asked for it (a composite
  * stays one entry, as it counts once toward the 1,000), and ch->deliver, the individual topics
- * whose events it receives (a composite's permitted members). Permission rules are checked when
- * a topic is subscribed, as a server that knows the caller's grants at that moment would.
+ * whose events it receives (a composite's permitted members). The permission rules
+ * (permissions.h) are checked when a topic is subscribed, as a server that knows the caller's
+ * grants at that moment would.
  */
 #include "subscribe.h"
 
 #include "events.h"
+#include "permissions.h"
 #include "request.h"
 
 #include <ctype.h>
@@ -17,20 +19,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define MAX_RULES 64
 #define MAX_MEMBERS 64
-
-/* A denied permission: the topics matching pattern (segments split at '.', '*' matches one
- * segment, letters in any case) fail their check for one OAuth client (or every client). */
-typedef struct {
-	int client;             /* index into E.cfg.clients, -1: every client */
-	char *pattern;
-	json_t *missing;        /* missingPermissions: an array of strings */
-	char *reason;           /* rejectionReason */
-} rule_t;
-
-static rule_t rules[MAX_RULES];
-static int nrules;
 
 enum { INVALID_ERROR, INVALID_OMIT, INVALID_REJECTED };
 static int invalid_mode = INVALID_ERROR;
@@ -74,34 +63,6 @@ static void free_names(char **v, size_t n)
 		free(v[i]);
 }
 
-/* 1 when topic matches pattern segment by segment ('*' any one segment), in any case. */
-static int pattern_match(const char *pat, const char *topic)
-{
-	while (*pat && *topic) {
-		size_t pl = strcspn(pat, "."), tl = strcspn(topic, ".");
-		if (!(pl == 1 && *pat == '*') && (pl != tl || strncasecmp(pat, topic, pl)))
-			return 0;
-		pat += pl;
-		topic += tl;
-		if (*pat != *topic)
-			return 0;
-		if (*pat) {
-			pat++;
-			topic++;
-		}
-	}
-	return !*pat && !*topic;
-}
-
-/* The rule that denies topic (an individual name) to client, or NULL. */
-static const rule_t *denied(int client, const char *topic)
-{
-	for (int i = 0; i < nrules; i++)
-		if ((rules[i].client < 0 || rules[i].client == client) &&
-		    pattern_match(rules[i].pattern, topic))
-			return &rules[i];
-	return NULL;
-}
 
 static json_t *rejected_entry(const char *id, const char *reason, json_t *missing)
 {
@@ -222,9 +183,9 @@ int subs_request(channel_t *ch, const char *body, size_t len, int add, int ignor
 		}
 		char *m[MAX_MEMBERS];
 		size_t nm = members(t, m, MAX_MEMBERS), ok = 0;
-		const rule_t *r = NULL;
+		const perm_rule_t *r = NULL;
 		for (size_t k = 0; k < nm; k++) {
-			const rule_t *mr = denied(ch->client, m[k]);
+			const perm_rule_t *mr = perm_topic_denied(ch->client, m[k]);
 			if (mr) {
 				r = mr;
 				json_array_append_new(ents, rejected_entry(m[k], mr->reason,
@@ -232,7 +193,7 @@ int subs_request(channel_t *ch, const char *body, size_t len, int add, int ignor
 			} else
 				ok++;
 		}
-		if (!nm && !(r = denied(ch->client, t)))
+		if (!nm && !(r = perm_topic_denied(ch->client, t)))
 			ok = 1;
 		if (r && !refusal)
 			refusal = json_pack("{s:s,s:O}", "topic", t, "missing", r->missing);
@@ -246,7 +207,7 @@ int subs_request(channel_t *ch, const char *body, size_t len, int add, int ignor
 			if (!nm)
 				deliver_add(&deliver, &nd, &dcap, t);
 			for (size_t k = 0; k < nm; k++)
-				if (!denied(ch->client, m[k]))
+				if (!perm_topic_denied(ch->client, m[k]))
 					deliver_add(&deliver, &nd, &dcap, m[k]);
 		}
 		free_names(m, nm);
@@ -302,64 +263,6 @@ static const char *invalid_mode_name(void)
 	       invalid_mode == INVALID_REJECTED ? "rejected" : "error";
 }
 
-/* POST permissions/deny: {"topic": pattern, "client_id": id (default every client),
- * "missing": [permissions], "reason": text}. */
-static int deny(json_t *o, json_t **answer, char *msg, size_t ml)
-{
-	json_t *pat = json_object_get(o, "topic"), *cid = json_object_get(o, "client_id");
-	json_t *miss = json_object_get(o, "missing"), *why = json_object_get(o, "reason");
-	if (!json_is_string(pat) || !json_string_length(pat) || json_string_length(pat) > 200)
-		return fail(msg, ml, 400, "field \"topic\": expected a topic pattern (segments "
-			    "split at '.', '*' matching one segment), at most 200 characters");
-	int client = -1;
-	if (cid) {
-		for (int i = 0; json_is_string(cid) && i < E.cfg.nclients; i++)
-			if (!strcmp(E.cfg.clients[i].id, json_string_value(cid)))
-				client = i;
-		if (client < 0)
-			return fail(msg, ml, 400, "field \"client_id\": expected the id of one of "
-				    "the emulator's OAuth clients (--client)");
-	}
-	if (miss) {
-		size_t i;
-		json_t *e;
-		int ok = json_is_array(miss) && json_array_size(miss) > 0;
-		json_array_foreach(miss, i, e) ok &= json_is_string(e);
-		if (!ok)
-			return fail(msg, ml, 400, "field \"missing\": expected a non-empty array of "
-				    "permission names");
-	}
-	if (why && !json_is_string(why))
-		return fail(msg, ml, 400, "field \"reason\": expected a string");
-	if (nrules == MAX_RULES)
-		return fail(msg, ml, 409, "too many permission rules (64): clear them first");
-	rule_t *r = &rules[nrules];
-	r->client = client;
-	r->pattern = strdup(json_string_value(pat));
-	r->missing = miss ? json_incref(miss) : json_pack("[s]", "emulator:topic:view");
-	r->reason = strdup(why ? json_string_value(why) :
-			   "The client lacks the permissions this topic requires");
-	if (!r->pattern || !r->missing || !r->reason) {
-		free(r->pattern);
-		free(r->reason);
-		json_decref(r->missing);
-		return fail(msg, ml, 500, "out of memory");
-	}
-	nrules++;
-	*answer = json_pack("{s:i}", "rules", nrules);
-	return 200;
-}
-
-void subs_free(void)
-{
-	for (int i = 0; i < nrules; i++) {
-		free(rules[i].pattern);
-		free(rules[i].reason);
-		json_decref(rules[i].missing);
-	}
-	nrules = 0;
-}
-
 int subs_set_invalid_mode(const char *mode)
 {
 	if (!strcmp(mode, "error"))
@@ -377,7 +280,7 @@ int subs_admin(int post, const char *r, json_t *o, json_t **answer, char *msg, s
 {
 	if (!post && !strcmp(r, "subscriptions")) {
 		*answer = json_pack("{s:o,s:s,s:i}", "channels", channels_json(), "invalid_topics",
-				    invalid_mode_name(), "permission_rules", nrules);
+				    invalid_mode_name(), "permission_rules", perm_count());
 		return 200;
 	}
 	if (post && !strcmp(r, "subscriptions/config")) {
@@ -386,14 +289,6 @@ int subs_admin(int post, const char *r, json_t *o, json_t **answer, char *msg, s
 			return fail(msg, ml, 400, "field \"invalid_topics\": expected \"error\", "
 				    "\"omit\" or \"rejected\"");
 		*answer = json_pack("{s:s}", "invalid_topics", invalid_mode_name());
-		return 200;
-	}
-	if (post && !strcmp(r, "permissions/deny"))
-		return deny(o, answer, msg, ml);
-	if (post && !strcmp(r, "permissions/clear")) {
-		int n = nrules;
-		subs_free();
-		*answer = json_pack("{s:i}", "cleared", n);
 		return 200;
 	}
 	return -1;

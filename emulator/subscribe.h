@@ -2,7 +2,7 @@
  * genesys-notify-emulator: what a channel's subscriptions answer says, as Genesys sends it.
  *
  * A PUT or POST of topics is read (request.h), each topic checked against the permission rules
- * the admin API set (POST /__emulator/permissions/deny), and answered the way the official
+ * the admin API set (permissions.h: POST /__emulator/permissions/deny), and answered the way the official
  * sources say (../shared/design/GENESYS.md): with ignoreErrors=true a topic that fails its
  * permission check comes back as its own entry {"state": "Rejected", "rejectionReason",
  * "missingPermissions"}; a composite topic (v2.users.{id}?presence&routingStatus) whose member
@@ -39,8 +39,8 @@ json_t *subs_listing(const channel_t *ch);
 void subs_clear(channel_t *ch);
 
 /* The admin endpoints under /__emulator/: GET subscriptions (per channel: topics, the
- * individual topics delivered, subscription requests), POST subscriptions/config,
- * POST permissions/deny, POST permissions/clear. Returns 200 with *answer, or a status with
+ * individual topics delivered, subscription requests; the number of permission rules),
+ * POST subscriptions/config (the permission rules' endpoints: permissions.h). Returns 200 with *answer, or a status with
  * msg; -1 when r is none of them. */
 int subs_admin(int post, const char *r, json_t *o, json_t **answer, char *msg, size_t ml);
 /* The "subscriptions" fault (admin API and --fault): {"mode": "omit"|"case", "topic":
@@ -52,7 +52,5 @@ void subs_faults_clear(void);
 /* Sets how invalid topic names are answered: "error", "omit" or "rejected". Returns 0, or -1
  * for another name. */
 int subs_set_invalid_mode(const char *mode);
-/* Frees the permission rules (at exit). Returns nothing. */
-void subs_free(void);
 
 #endif

@@ -1,6 +1,7 @@
 /* message.c: classification of one stream message (see message.h). */
 #include "message.h"
 #include "jscan.h"
+#include "jsonesc.h"
 #include "utf8.h"
 
 #include <errno.h>
@@ -64,18 +65,8 @@ static int fast_string(fast_t *f, const char **out, size_t *len) {
     if (*q == '"') break;
     /* a backslash: copy what came before into scratch, then the unescaped byte */
     if (q + 1 >= f->end) return -1;
-    char c;
-    switch (q[1]) {
-    case '"': c = '"'; break;
-    case '\\': c = '\\'; break;
-    case '/': c = '/'; break;
-    case 'b': c = '\b'; break;
-    case 'f': c = '\f'; break;
-    case 'n': c = '\n'; break;
-    case 'r': c = '\r'; break;
-    case 't': c = '\t'; break;
-    default: return -1; /* \u and anything else: jansson's */
-    }
+    int c = gn_json_escape(q[1]);
+    if (c < 0) return -1; /* \u and anything else: jansson's */
     size_t seg = (size_t)(q - start);
     if (used + seg + 1 > f->cap) {
       size_t cap = (used + seg + 1) * 2 + 64;
@@ -86,7 +77,7 @@ static int fast_string(fast_t *f, const char **out, size_t *len) {
     }
     memcpy(f->scratch + used, start, seg);
     used += seg;
-    f->scratch[used++] = c;
+    f->scratch[used++] = (char)c;
     escaped = 1;
     q += 2;
     start = q;
@@ -249,14 +240,8 @@ static const char *keep(gn_msg_t *m, const gn_jspan_t *v) {
   for (size_t i = 0; i < v->n; i++) {
     char c = v->p[i];
     if (c == '\\' && i + 1 < v->n) {
-      switch (v->p[++i]) {
-      case 'b': c = '\b'; break;
-      case 'f': c = '\f'; break;
-      case 'n': c = '\n'; break;
-      case 'r': c = '\r'; break;
-      case 't': c = '\t'; break;
-      default: c = v->p[i]; break; /* " \ / */
-      }
+      int e = gn_json_escape((unsigned char)v->p[++i]);
+      c = e < 0 ? v->p[i] : (char)e;
     }
     d[o++] = c;
   }

@@ -21,7 +21,7 @@ typedef struct {
   uint64_t pauses;          /* overflow = "pause": times reading stopped for a full queue */
   double paused_ms;         /* total time reading was stopped (the current pause included) */
   uint64_t tls_resumed;     /* connections whose TLS session was resumed (no full handshake) */
-  uint64_t renewals, renewal_rollovers, evictions; /* renew.h: resubscribed, moved, evicted */
+  uint64_t renewals, renewal_rollovers, evictions; /* the renewal (stream/channel_int.h): resubscribed, moved, evicted */
   uint64_t queued_events, queued_bytes; /* events waiting for the owner, their estimated bytes */
   double lat_p50, lat_p90, lat_p99, lat_max; /* ms; -1 when no sample yet */
   uint64_t lat_count;

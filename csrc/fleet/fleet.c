@@ -77,3 +77,11 @@ int gn_fleet_prometheus(gn_buf_t *b, const gn_lease_stats_t *ls, const char *cli
   }
   return 0;
 }
+
+#define GN_LEASE_ROW(...) GN_CONF_ROW_OF(gn_lease_cfg_t, __VA_ARGS__)
+const gn_conf_opt_t gn_lease_opts[] = {GN_LEASE_OPTIONS(GN_LEASE_ROW)};
+#undef GN_LEASE_ROW
+#define GN_LEASE_CHECK(...) GN_CONF_CHECK_OF(gn_lease_cfg_t, __VA_ARGS__)
+GN_LEASE_OPTIONS(GN_LEASE_CHECK)
+#undef GN_LEASE_CHECK
+const size_t gn_lease_nopts = sizeof gn_lease_opts / sizeof *gn_lease_opts;

@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "backoff.h"
+#include "conf.h"
 #include "redis.h"
 #include "env.h"
 
@@ -43,6 +44,26 @@ typedef struct {
   const gn_backoff_policy_t *backoff; /* candidates' retries (NULL: derived from lease_ms) */
   int successor;     /* a successor (handover.c): its stream runs before it holds the lease */
 } gn_lease_cfg_t;
+
+/* The fleet's options of a client (redis = {...}): rows of the one table of options (conf.h,
+ * GN_CONF_OPTIONS: the same columns), read by genesys.notify (core.options) and the binding
+ * from the normalized redis table by key; documented in docs/fleet.md. redis.key is also
+ * required (genesys.notify says so); the connection fields (url, password_file, tls,
+ * sentinel) are parsed by one parser (redis_conf.c) and are not rows. */
+#define GN_LEASE_OPTIONS(X)                                                                        \
+  X("redis.key", "key", key, STR, STRING, 0, 0, 0, "", "the fleet's base key")                    \
+  X("redis.lease_ms", "lease_ms", lease_ms, DOUBLE, MS, 10000, 100, 3600000, "",                  \
+    "the lease's time to live")                                                                   \
+  X("redis.margin_ms", "margin_ms", margin_ms, DOUBLE, MS, 0, 1, 1800000, "",                     \
+    "step down this long before the lease could expire (default: lease_ms/5)")                          \
+  X("redis.maxlen", "maxlen", maxlen, SIZE, INT, 100000, 1, 1e12, "",                             \
+    "stream entries kept (approximately)")                                                        \
+  X("redis.successor", "successor", successor, BOOL, FLAG, 0, 0, 1, "",                           \
+    "a successor: the stream runs before the lease is held, until a holder hands it over")
+
+/* The rows of GN_LEASE_OPTIONS, in order; gn_lease_nopts of them. Any thread. */
+extern const gn_conf_opt_t gn_lease_opts[];
+extern const size_t gn_lease_nopts;
 
 typedef enum { GN_LEASE_STOPPED = 0, GN_LEASE_CANDIDATE, GN_LEASE_HOLDER } gn_lease_state_t;
 

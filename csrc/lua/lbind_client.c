@@ -215,6 +215,7 @@ static int l_drain(lua_State *L) {
   if (u->closed || !u->c) return 1;
   lua_getuservalue(L, 1); /* 3 */
   int uv = 3;
+  lua_pushcfunction(L, drain_append); /* 4: made once, not per item */
   int n = 0;
   while (n < max && !u->closed) {
     gn_item_t *it = gn_client_pop(u->c);
@@ -225,7 +226,7 @@ static int l_drain(lua_State *L) {
       gn_item_free(it);
       continue;
     }
-    lua_pushcfunction(L, drain_append);
+    lua_pushvalue(L, 4);
     lua_pushlightuserdata(L, it);
     lua_pushvalue(L, 2);
     lua_pushinteger(L, n);

@@ -16,6 +16,7 @@
  * thread refuses it, and so does this).
  */
 #include "lbind.h"
+#include "jsonesc.h"
 #include "message.h"
 #include "utf8.h"
 
@@ -109,18 +110,8 @@ static void string(lua_State *L, dec_t *d) {
     if (*q != '\\' || q + 1 >= d->end) bad(L); /* a raw control character, or a cut escape */
     if (!buffered) luaL_buffinit(L, &b), buffered = 1;
     luaL_addlstring(&b, (const char *)s, (size_t)(q - s));
-    char c;
     d->p = q + 2;
-    switch (q[1]) {
-    case '"': c = '"'; break;
-    case '\\': c = '\\'; break;
-    case '/': c = '/'; break;
-    case 'b': c = '\b'; break;
-    case 'f': c = '\f'; break;
-    case 'n': c = '\n'; break;
-    case 'r': c = '\r'; break;
-    case 't': c = '\t'; break;
-    case 'u': {
+    if (q[1] == 'u') {
       unsigned cp = hex4(L, d);
       if (cp >= 0xD800 && cp <= 0xDBFF) { /* a pair: the low half must follow */
         if (d->end - d->p < 6 || d->p[0] != '\\' || d->p[1] != 'u') bad(L);
@@ -135,9 +126,9 @@ static void string(lua_State *L, dec_t *d) {
       s = q = d->p;
       continue;
     }
-    default: bad(L); return;
-    }
-    luaL_addchar(&b, c);
+    int c = gn_json_escape(q[1]);
+    if (c < 0) bad(L);
+    luaL_addchar(&b, (char)c);
     s = q = d->p;
   }
   if (buffered) {

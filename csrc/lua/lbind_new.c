@@ -33,6 +33,30 @@ static double opt_number(lua_State *L, int t, const char *k, double def, double 
   return v;
 }
 
+/* Reads the rows of a table of options (conf.h) from the normalized table at t, by key, into
+ * the struct at base: an absent key is the row's default (a string: NULL). */
+static void read_rows(lua_State *L, int t, const gn_conf_opt_t *rows, size_t n, void *base) {
+  for (size_t i = 0; i < n; i++) {
+    const gn_conf_opt_t *o = &rows[i];
+    switch (o->ctype) {
+    case GN_OPT_T_STR: gn_conf_opt_set_str(base, o, opt_string(L, t, o->key, 0)); break;
+    case GN_OPT_T_BOOL:
+      lua_getfield(L, t, o->key);
+      gn_conf_opt_set(base, o, lua_isnil(L, -1) ? o->def : lua_toboolean(L, -1));
+      lua_pop(L, 1);
+      break;
+    case GN_OPT_T_ENUM: {
+      const char *v = opt_string(L, t, o->key, 0);
+      int c = v ? gn_conf_opt_choice(o, v) : (int)o->def;
+      if (c < 0) luaL_error(L, "genesys.notify: %s: expected one of %s, got %s", o->field, o->choices, v);
+      gn_conf_opt_set(base, o, c);
+      break;
+    }
+    default: gn_conf_opt_set(base, o, opt_number(L, t, o->key, o->def, o->lo, o->hi)); break;
+    }
+  }
+}
+
 static int backoff_protected(lua_State *L) {
   lgn_backoff_policy_from_table(L, 1, (gn_backoff_policy_t *)lua_touserdata(L, 2));
   return 0;
@@ -64,31 +88,14 @@ int lgn_client_new(lua_State *L) {
   cfg.api_base = opt_string(L, 1, "api_base", 1);
   cfg.client_id = opt_string(L, 1, "client_id", 1);
   cfg.client_secret = opt_string(L, 1, "client_secret", 1);
-  cfg.ca_file = opt_string(L, 1, "ca_file", 0);
-  cfg.name = opt_string(L, 1, "name", 0);
-  lua_getfield(L, 1, "verify");
-  cfg.verify = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
-  lua_pop(L, 1);
   /* the proxy, taken apart by genesys.notify (proxy_host NULL: none) */
   cfg.proxy.host = (char *)opt_string(L, 1, "proxy_host", 0);
   cfg.proxy.port = (int)opt_number(L, 1, "proxy_port", 0, 0, 65535);
   cfg.proxy.user = (char *)opt_string(L, 1, "proxy_user", 0);
   cfg.proxy.pass = (char *)opt_string(L, 1, "proxy_pass", 0);
   cfg.proxy.no_proxy = (char *)opt_string(L, 1, "no_proxy", 0);
-  for (size_t i = 0; i < gn_conf_nopts; i++) { /* the numeric options' table (conf.h) */
-    const gn_conf_opt_t *o = &gn_conf_opts[i];
-    gn_conf_opt_set(&cfg, o, opt_number(L, 1, o->key, o->def, o->lo, o->hi));
-  }
-  if (lgn_resync_config(L, 1, &cfg) != 0) return lua_error(L); /* lbind_resync.c */
-  lua_getfield(L, 1, "overflow");
-  cfg.overflow_pause = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "pause") == 0;
-  lua_pop(L, 1);
-  lua_getfield(L, 1, "renew_rule");
-  const char *rule = lua_tostring(L, -1);
-  cfg.renew.rule = !rule || !strcmp(rule, "both") ? GN_RENEW_BOTH
-                   : !strcmp(rule, "channel")    ? GN_RENEW_CHANNEL
-                                                 : GN_RENEW_OFF;
-  lua_pop(L, 1);
+  read_rows(L, 1, gn_conf_opts, gn_conf_nopts, &cfg); /* the table of options (conf.h) */
+  if (lgn_resync_config(L, 1, &cfg) != 0) return lua_error(L); /* lbind_resync.c: families */
   lua_getfield(L, 1, "backoff");
   read_backoff(L, lua_gettop(L), &cfg.backoff);
   lua_pop(L, 1);
@@ -153,13 +160,7 @@ int lgn_client_new(lua_State *L) {
     gn_lease_cfg_t lc;
     memset(&lc, 0, sizeof lc);
     lgn_redis_opts(L, r, &lc.redis);
-    lc.key = opt_string(L, r, "key", 0);
-    lc.lease_ms = opt_number(L, r, "lease_ms", 10000, 100, 3600e3);
-    lc.margin_ms = opt_number(L, r, "margin_ms", 0, 0, 3600e3);
-    lc.maxlen = (size_t)opt_number(L, r, "maxlen", 100000, 1, 1e12);
-    lua_getfield(L, r, "successor");
-    lc.successor = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    read_rows(L, r, gn_lease_opts, gn_lease_nopts, &lc); /* the fleet's rows (lease.h) */
     if (!gn_fleet_join(u->c, &lc, err, sizeof err))
       return luaL_error(L, "genesys.notify: %s", err);
   }
@@ -170,22 +171,53 @@ int lgn_client_new(lua_State *L) {
 /* core.now_ms(): monotonic milliseconds (tests and benchmarks time with it). */
 
 /* See lbind_client.h. */
-void lgn_push_options(lua_State *L) {
-  static const char *const kinds[] = {"ms", "int", "bytes", "fraction"};
-  lua_createtable(L, 0, (int)gn_conf_nopts);
-  for (size_t i = 0; i < gn_conf_nopts; i++) {
-    const gn_conf_opt_t *o = &gn_conf_opts[i];
-    lua_createtable(L, 0, 5);
+static void push_rows(lua_State *L, const gn_conf_opt_t *rows, size_t n, const char *docfile,
+                      int *index) {
+  static const char *const kinds[] = {"ms",     "int",    "bytes",   "fraction", "flag",
+                                      "choice", "string", "pemfile", "label"};
+  static const char *const types[] = {"long", "size", "int", "double", "bool", "string", "enum"};
+  for (size_t i = 0; i < n; i++) {
+    const gn_conf_opt_t *o = &rows[i];
+    lua_createtable(L, 0, 10);
     lua_pushstring(L, o->key);
     lua_setfield(L, -2, "key");
     lua_pushstring(L, kinds[o->kind]);
     lua_setfield(L, -2, "kind");
-    lgn_push_number(L, o->def);
+    lua_pushstring(L, types[o->ctype]);
+    lua_setfield(L, -2, "type");
+    if (o->ctype == GN_OPT_T_ENUM) {
+      /* the default as the user writes it */
+      const char *c = o->choices;
+      for (int k = 0; k < (int)o->def && strchr(c, '|'); k++) c = strchr(c, '|') + 1;
+      const char *bar = strchr(c, '|');
+      lua_pushlstring(L, c, bar ? (size_t)(bar - c) : strlen(c));
+    } else if (o->ctype == GN_OPT_T_BOOL) {
+      lua_pushboolean(L, o->def != 0);
+    } else if (o->ctype == GN_OPT_T_STR) {
+      lua_pushnil(L);
+    } else {
+      lgn_push_number(L, o->def);
+    }
     lua_setfield(L, -2, "default");
     lgn_push_number(L, o->lo);
     lua_setfield(L, -2, "lo");
     lgn_push_number(L, o->hi);
     lua_setfield(L, -2, "hi");
+    lua_pushstring(L, o->choices);
+    lua_setfield(L, -2, "choices");
+    lua_pushstring(L, o->doc);
+    lua_setfield(L, -2, "doc");
+    lua_pushstring(L, docfile);
+    lua_setfield(L, -2, "docfile");
+    lua_pushinteger(L, ++*index);
+    lua_setfield(L, -2, "index");
     lua_setfield(L, -2, o->field);
   }
+}
+
+void lgn_push_options(lua_State *L) {
+  int index = 0;
+  lua_createtable(L, 0, (int)(gn_conf_nopts + gn_lease_nopts));
+  push_rows(L, gn_conf_opts, gn_conf_nopts, "client", &index);
+  push_rows(L, gn_lease_opts, gn_lease_nopts, "fleet", &index);
 }

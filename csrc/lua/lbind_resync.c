@@ -1,9 +1,7 @@
-/* lbind_resync.c: the resync part of a client: its configuration, as notify.lua normalized it
- * (resync_families: a comma-separated list of family names; resync_budget,
- * resync_window_ms, resync_spacing_ms, resync_reserve: numbers), read into the core's
- * settings. notify.lua checks types and ranges; the family names are checked here, against
- * the one table of families (resync_families.c), naming the field; its counters in metrics();
- * and client:resync_gap(). */
+/* lbind_resync.c: the resync part of a client: its families, as notify.lua normalized them
+ * (resync_families: a comma-separated list of family names), checked here against the one
+ * table of families (resync_families.c), naming the field (resync's numbers are rows of the
+ * table of options: conf.h); its counters in metrics(); and client:resync_gap(). */
 #include "client.h"
 #include "conf.h"
 #include "lbind.h"
@@ -12,13 +10,6 @@
 #include "resync_families.h"
 
 #include <lauxlib.h>
-
-static double num(lua_State *L, int t, const char *k) {
-  lua_getfield(L, t, k);
-  double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
-  lua_pop(L, 1);
-  return v;
-}
 
 int lgn_resync_config(lua_State *L, int idx, void *cfgp) {
   gn_client_cfg_t *cfg = cfgp;
@@ -36,10 +27,6 @@ int lgn_resync_config(lua_State *L, int idx, void *cfgp) {
     }
   }
   lua_pop(L, 1);
-  cfg->resync_budget = (int)num(L, idx, "resync_budget");
-  cfg->resync_reserve = (int)num(L, idx, "resync_reserve");
-  cfg->resync_window_ms = (long)num(L, idx, "resync_window_ms");
-  cfg->resync_spacing_ms = (long)num(L, idx, "resync_spacing_ms");
   return 0;
 }
 
@@ -55,15 +42,17 @@ void lgn_resync_metrics(lua_State *L, const void *sp) {
 }
 
 /* client:resync_gap(from_ms, to_ms): every topic was deaf over that interval, a gap known
- * above the client (a reader of nginx's ring that missed items): a resync heals it when resync
- * is on (else nothing). Returns true, or nil and a message when the client is not running. */
+ * above the client (a reader of nginx's ring that missed items): a resync heals it. Returns
+ * true; nil, "resync is off" when the client has no resync (nothing heals it); nil and a
+ * message when the client is not running. */
 int lgn_client_resync_gap(lua_State *L) {
   lclient_t *u = lgn_check_open(L, 1);
   double from = luaL_checknumber(L, 2), to = luaL_checknumber(L, 3);
   luaL_argcheck(L, from <= to, 3, "expected to_ms >= from_ms");
-  if (gn_client_heal(u->c, from, to) != 0) {
+  int rc = gn_client_heal(u->c, from, to);
+  if (rc != 0) {
     lua_pushnil(L);
-    lua_pushliteral(L, "the client is not running");
+    lua_pushstring(L, rc == -2 ? "resync is off" : "the client is not running");
     return 2;
   }
   lua_pushboolean(L, 1);

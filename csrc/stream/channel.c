@@ -25,7 +25,7 @@
  * cycle schedules the attempt; the attempt's outcome closes the cycle (gn_sched_complete). The
  * initial connection is the first cycle, so a reconnect() during it is folded into it.
  *
- * The token (bearer.c): what it is wanted for (the attempt, a live subscription change, a
+ * The token (the bearer: oauth.c): what it is wanted for (the attempt, a live subscription change, a
  * rollover) decides where the answer goes (gn_ch_token_ready).
  *
  * The machine is in three files: this one (the table and enter(), BACKOFF and the failures,

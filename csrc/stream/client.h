@@ -59,14 +59,14 @@ void gn_client_park(gn_client_t *c);
  * the layer above knows of (a fleet takeover): a resync heals it when resync is on, its items
  * passing the channels' tap. Returns nothing. Service thread. */
 void gn_client_resync_gap(gn_client_t *c, double from_ms, double to_ms);
+/* The same from the owner's thread (client_heal.c: posted to the service thread). Returns 0;
+ * -2 when resync is off (nothing would heal the gap); -1 when the client is not running (not
+ * started, closed, another process's) or memory ran out. */
+int gn_client_heal(gn_client_t *c, double from_ms, double to_ms);
 /* The earliest of the pool's channels' last proofs of a live socket (gn_channel_heard): every
  * event the server sent before it was received. -1 when no channel had a socket. Service
  * thread (client_heal.c). */
 double gn_client_heard(gn_client_t *c);
-/* The same from the owner's thread (client_heal.c: posted to the service thread). Returns 0,
- * or -1 when the client is not running (not started, closed, another process's) or memory ran
- * out. */
-int gn_client_heal(gn_client_t *c, double from_ms, double to_ms);
 /* The first channel's env (its state, metrics and the owner's queue), for the gate's health
  * items and for when the stream opened. Valid for the client's life. Any thread. */
 gn_env_t *gn_client_env(gn_client_t *c);

@@ -37,6 +37,7 @@ static void heal_task(gn_service_t *svc, void *arg) {
 }
 
 int gn_client_heal(gn_client_t *c, double from_ms, double to_ms) {
+  if (!c->resync) return -2; /* resync is off: nothing would heal it */
   if (gn_client_forked(c) || !atomic_load(&c->started) || atomic_load(&c->closing)) return -1;
   heal_t *h = malloc(sizeof *h);
   if (!h) return -1;

@@ -8,9 +8,9 @@
  * pending: health "resync" "completed".
  */
 #include "resync.h"
-#include "bearer.h"
+#include "oauth.h"
 #include "http.h"
-#include "ratebudget.h"
+#include "rest.h"
 #include "gn_util.h"
 #include "resync_families.h"
 #include "service.h"

@@ -5,7 +5,7 @@
  * and the time the state was read.
  *
  * One resync at a time per client: a gap during a resync adds its topics and widens the
- * interval. Requests go one at a time, spaced, within the token's budget (ratebudget.h) after the
+ * interval. Requests go one at a time, spaced, within the token's budget (rest.h) after the
  * stream's own calls; a 429 waits its Retry-After; a 403 is reported once and its family
  * skipped from then on; other failures retry through the backoff engine, and end the resync
  * (health "resync" "failed") after a few. A snapshot older than an event already delivered for

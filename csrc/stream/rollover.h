@@ -1,5 +1,5 @@
 /* rollover.h: make-before-break hand-over to a new channel (Genesys's socket_closing notice, or
- * a renewal before a channel's or its token's end: renew.h).
+ * a renewal before a channel's or its token's end: the renewal: channel_int.h).
  *
  * While the old socket still delivers, the rollover creates channel B, puts every wanted topic
  * on it and opens its WebSocket. The rollover owns its sockets: B's until it opens, and each old
@@ -82,7 +82,7 @@ typedef struct {
   gn_conn_t *conn;
   char *channel_id, *connect_uri;
   gn_topics_t sent, confirmed;   /* B's subscriptions: asked for, then held */
-  int renewal;                   /* a renewal (renew.h), not a socket_closing notice: nobody
+  int renewal;                   /* a renewal (the renewal: channel_int.h), not a socket_closing notice: nobody
                                     closes the old socket but us, after drain_ms at most */
   long drain_ms;
   int release_wanted;            /* the spare unit is wanted: close old sockets once proven */

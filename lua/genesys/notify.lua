@@ -111,22 +111,79 @@ end
 
 local function opt_ms(t, k, field, lo, hi) return opt_int(t, k, field, lo, hi, "milliseconds") end
 
--- The numeric options of a client: one table in C (csrc/core/conf.h, core.options) gives each
--- user field its normalized key, kind, default and range. Reads t[k] (the user's field) into
--- out[key], checked against the row's range; nil stays nil (the default is C's).
+-- The options of a client: one table in C (GN_CONF_OPTIONS in csrc/core/conf.h, the fleet's
+-- GN_LEASE_OPTIONS in csrc/fleet/lease.h; core.options) gives each user field (its dotted path)
+-- its normalized key, kind, default, range or choices. A row is checked here by its kind and
+-- put in the normalized table under its key (nil stays nil: the default is C's); a table of
+-- options accepts its rows' names (and the fields that are not rows: keys_under's extra).
 local OPTIONS = core.options
-local function opt_into(out, t, k, field)
-  local o = assert(OPTIONS[field], field)
-  local v = t[k]
-  if o.kind == "fraction" then
-    if v ~= nil and (type(v) ~= "number" or v ~= v or v < o.lo or v > o.hi) then
+local ROWS = {}
+for field, o in pairs(OPTIONS) do
+  o.field = field
+  ROWS[o.index] = o
+end
+_M.options = OPTIONS
+
+-- '"a", "b" or "c"' from "a|b|c"
+local function quote_list(choices)
+  local q = {}
+  for c in choices:gmatch("[^|]+") do q[#q + 1] = string_format("%q", c) end
+  if #q == 1 then return q[1] end
+  return table_concat(q, ", ", 1, #q - 1) .. " or " .. q[#q]
+end
+
+-- v (not nil) checked as row o says; returns the normalized value or fails naming the field.
+local function opt_check(o, v)
+  local field, kind = o.field, o.kind
+  if kind == "fraction" then
+    if type(v) ~= "number" or v ~= v or v < o.lo or v > o.hi then
       fail(field, string_format("a fraction of the lifetime from %g to %g", o.lo, o.hi), describe(v))
     end
-  else
-    local unit = o.kind == "ms" and "milliseconds" or o.kind == "bytes" and "bytes" or nil
-    v = opt_int(t, k, field, o.lo, o.hi, unit)
+    return v
+  elseif kind == "ms" or kind == "int" or kind == "bytes" then
+    local unit = kind == "ms" and "milliseconds" or kind == "bytes" and "bytes" or nil
+    return opt_int({ v }, 1, field, o.lo, o.hi, unit)
+  elseif kind == "flag" then
+    if type(v) ~= "boolean" then fail(field, "a boolean", describe(v)) end
+    return v
+  elseif kind == "choice" then
+    for c in o.choices:gmatch("[^|]+") do
+      if v == c then return v end
+    end
+    fail(field, quote_list(o.choices), describe(v))
   end
-  out[o.key] = v
+  v = opt_string({ v }, 1, field) -- string, pemfile, label
+  if kind == "pemfile" then
+    local fh = io_open(v, "r")
+    if not fh then fail(field, "a readable PEM file", describe(v) .. " (cannot be opened)") end
+    fh:close()
+  elseif kind == "label" and v:find('["\\\n]') then
+    fail(field, "a label without quotes, backslashes or newlines", describe(v))
+  end
+  return v
+end
+
+-- Every row directly under prefix ("" for the top level, "renew.", ...) read from t (the
+-- user's table at that path) into out[key], in the table's order.
+local function rows_into(out, t, prefix)
+  for _, o in ipairs(ROWS) do
+    local f = o.field
+    if f:sub(1, #prefix) == prefix and not f:find(".", #prefix + 1, true) then
+      local v = t[f:sub(#prefix + 1)]
+      if v ~= nil then out[o.key] = opt_check(o, v) end
+    end
+  end
+end
+
+-- The fields a table of options at prefix accepts: its rows' names (a nested table's name at
+-- the top level), and extra (a set: what is not a row there).
+local function keys_under(prefix, extra)
+  local k = {}
+  for n in pairs(extra or {}) do k[n] = true end
+  for _, o in ipairs(ROWS) do
+    if o.field:sub(1, #prefix) == prefix then k[o.field:sub(#prefix + 1):match("^[^.]+")] = true end
+  end
+  return k
 end
 
 local function domain_of(region, field)
@@ -172,14 +229,12 @@ local function gateway_urls(g)
   return join(join(base, g.path_params_login), "oauth/token"), join(base, g.path_params_api)
 end
 
-local ALLOWED = {
+-- The top level: the rows' names (and their tables') and what is not a row.
+local ALLOWED = keys_under("", {
   region = true, gateway = true, client_id = true, client_secret = true, topics = true,
-  backoff = true, tls = true, timeouts = true, heartbeat = true, queue_limit = true, queue_bytes = true,
-  overflow = true, pause_max_ms = true,
-  max_message_size = true, on_event = true, on_health = true, name = true, context = true,
-  audit = true, policy = true, proxy = true, no_proxy = true, channel_budget = true,
-  redis = true, renew = true, resync = true,
-}
+  backoff = true, on_event = true, on_health = true, context = true, audit = true, policy = true,
+  proxy = true, no_proxy = true, redis = true, resync = true,
+})
 
 -- ---- resync (docs/resync.md) ---------------------------------------------------------------
 -- resync = true | { "presence", "routing_status", ... } | { families = true | {...},
@@ -189,13 +244,9 @@ local function resync_config(r, out)
   if r == false then return end
   local fams = r
   if type(r) == "table" and (r.families ~= nil or next(r) == nil or type(next(r)) == "string") then
-    check_keys(r, { families = true, budget = true, window_ms = true, spacing_ms = true,
-      reserve = true }, "resync.")
+    check_keys(r, keys_under("resync.", { families = true }), "resync.")
     fams = r.families == nil and true or r.families
-    out.resync_budget = opt_int(r, "budget", "resync.budget", 2, 100000)
-    out.resync_window_ms = opt_ms(r, "window_ms", "resync.window_ms", 1000, 3600000)
-    out.resync_spacing_ms = opt_ms(r, "spacing_ms", "resync.spacing_ms", 1, 600000)
-    out.resync_reserve = opt_int(r, "reserve", "resync.reserve", 1, 100000)
+    rows_into(out, r, "resync.")
   end
   if fams == true then
     out.resync_families = "all"
@@ -215,8 +266,8 @@ local function resync_config(r, out)
 end
 
 -- ---- redis (a fleet member: see the README, "Running a fleet") ----------------------------
-local REDIS_ALLOWED = { url = true, key = true, lease_ms = true, margin_ms = true, maxlen = true,
-  password_file = true, tls = true, sentinel = true, successor = true }
+local REDIS_ALLOWED = keys_under("redis.", { url = true, password_file = true, tls = true,
+  sentinel = true })
 local REDIS_TLS = { ca_file = true, cert_file = true, key_file = true, server_name = true }
 local REDIS_SENTINEL = { master = true, addrs = true, user = true, password = true,
   password_file = true, min_replicas = true }
@@ -274,19 +325,12 @@ local function redis_config(r, out)
   end
   check_keys(r, REDIS_ALLOWED, "redis.")
   local o = redis_conn(r, {})
-  o.key = opt_string(r, "key", "redis.key")
+  rows_into(o, r, "redis.") -- key, lease_ms, margin_ms, maxlen (lease.h's rows)
   if not o.key then fail("redis.key", "a non-empty string", "nil") end
-  o.lease_ms = opt_ms(r, "lease_ms", "redis.lease_ms", 100, 3600000) or 10000
-  o.margin_ms = opt_ms(r, "margin_ms", "redis.margin_ms", 1, 1800000)
-  if o.margin_ms and o.margin_ms * 2 >= o.lease_ms then
+  local lease_ms = o.lease_ms or OPTIONS["redis.lease_ms"].default
+  if o.margin_ms and o.margin_ms * 2 >= lease_ms then
     fail("redis.margin_ms", "less than half of lease_ms", describe(o.margin_ms))
   end
-  o.maxlen = opt_int(r, "maxlen", "redis.maxlen", 1, 1e12)
-  -- a successor's stream runs before it holds the lease (a holder hands it over: docs/fleet.md)
-  if r.successor ~= nil and type(r.successor) ~= "boolean" then
-    fail("redis.successor", "a boolean", describe(r.successor))
-  end
-  o.successor = r.successor or nil
   out.redis = o
 end
 
@@ -538,65 +582,25 @@ function _M.config(cfg)
     fail("backoff", "a policy table", describe(cfg.backoff))
   end
   out.backoff = cfg.backoff -- checked field by field in C (genesys.notify.backoff's rules)
-  local tls = cfg.tls
-  out.verify = true
-  if tls ~= nil then
-    if type(tls) ~= "table" then fail("tls", "a table {ca_file=, verify=}", describe(tls)) end
-    check_keys(tls, { ca_file = true, verify = true }, "tls.")
-    if tls.ca_file ~= nil then
-      local f = opt_string(tls, "ca_file", "tls.ca_file")
-      local fh = io_open(f, "r")
-      if not fh then fail("tls.ca_file", "a readable PEM file", describe(f) .. " (cannot be opened)") end
-      fh:close()
-      out.ca_file = f
-    end
-    if tls.verify ~= nil then
-      if type(tls.verify) ~= "boolean" then fail("tls.verify", "a boolean", describe(tls.verify)) end
-      out.verify = tls.verify
+  -- the tables of options: each of their rows checked and normalized by the table of options
+  -- (tls, timeouts, heartbeat; renew: before a channel's or its token's end, docs: "Channel
+  -- and token lifetimes")
+  for _, t in ipairs {
+    { "tls", "a table {ca_file=, verify=}" },
+    { "timeouts", "a table {connect_ms=, handshake_ms=, http_ms=}" },
+    { "heartbeat", "a table {idle_ms=, ping_timeout_ms=}" },
+    { "renew", "a table {rule=, at=, margin_ms=, drain_ms=}" },
+  } do
+    local name, v = t[1], cfg[t[1]]
+    if v ~= nil then
+      if type(v) ~= "table" then fail(name, t[2], describe(v)) end
+      check_keys(v, keys_under(name .. "."), name .. ".")
+      rows_into(out, v, name .. ".")
     end
   end
-  local to = cfg.timeouts
-  if to ~= nil then
-    if type(to) ~= "table" then
-      fail("timeouts", "a table {connect_ms=, handshake_ms=, http_ms=}", describe(to))
-    end
-    check_keys(to, { connect_ms = true, handshake_ms = true, http_ms = true }, "timeouts.")
-    opt_into(out, to, "connect_ms", "timeouts.connect_ms")
-    opt_into(out, to, "handshake_ms", "timeouts.handshake_ms")
-    opt_into(out, to, "http_ms", "timeouts.http_ms")
-  end
-  local hb = cfg.heartbeat
-  if hb ~= nil then
-    if type(hb) ~= "table" then fail("heartbeat", "a table {idle_ms=, ping_timeout_ms=}", describe(hb)) end
-    check_keys(hb, { idle_ms = true, ping_timeout_ms = true }, "heartbeat.")
-    opt_into(out, hb, "idle_ms", "heartbeat.idle_ms")
-    opt_into(out, hb, "ping_timeout_ms", "heartbeat.ping_timeout_ms")
-  end
-  opt_into(out, cfg, "queue_limit", "queue_limit")
-  -- channels of the credential (client id + login host) across the process, one kept spare
-  opt_into(out, cfg, "channel_budget", "channel_budget")
-  local rn = cfg.renew
-  if rn ~= nil then
-    -- renewal before a channel's or its token's end (docs: "Channel and token lifetimes")
-    if type(rn) ~= "table" then
-      fail("renew", "a table {rule=, at=, margin_ms=, drain_ms=}", describe(rn))
-    end
-    check_keys(rn, { rule = true, at = true, margin_ms = true, drain_ms = true }, "renew.")
-    if rn.rule ~= nil and rn.rule ~= "both" and rn.rule ~= "channel" and rn.rule ~= "off" then
-      fail("renew.rule", '"both", "channel" or "off"', describe(rn.rule))
-    end
-    out.renew_rule = rn.rule
-    opt_into(out, rn, "at", "renew.at")
-    opt_into(out, rn, "margin_ms", "renew.margin_ms")
-    opt_into(out, rn, "drain_ms", "renew.drain_ms")
-  end
-  opt_into(out, cfg, "queue_bytes", "queue_bytes")
-  if cfg.overflow ~= nil and cfg.overflow ~= "drop" and cfg.overflow ~= "pause" then
-    fail("overflow", '"drop" or "pause"', describe(cfg.overflow))
-  end
-  out.overflow = cfg.overflow or "pause"
-  opt_into(out, cfg, "pause_max_ms", "pause_max_ms")
-  opt_into(out, cfg, "max_message_size", "max_message_size")
+  -- the top level's rows (queue_limit, channel_budget: channels of the credential across the
+  -- process, one kept spare; queue_bytes, overflow, pause_max_ms, max_message_size, name)
+  rows_into(out, cfg, "")
   for _, k in ipairs { "on_event", "on_health", "policy" } do
     if cfg[k] ~= nil and type(cfg[k]) ~= "function" then fail(k, "a function", describe(cfg[k])) end
     out[k] = cfg[k]
@@ -653,12 +657,6 @@ function _M.config(cfg)
       fail("context", "a context from notify.context()", describe(cfg.context))
     end
     out.context = cfg.context
-  end
-  if cfg.name ~= nil then
-    out.name = opt_string(cfg, "name", "name")
-    if out.name:find('["\\\n]') then
-      fail("name", "a label without quotes, backslashes or newlines", describe(out.name))
-    end
   end
   return out
 end

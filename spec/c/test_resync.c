@@ -1,11 +1,11 @@
 /* The resync families (csrc/stream/resync_families.c: which topics, which requests, how an answer
- * becomes one body per entity) and the per-token request window (csrc/stream/ratebudget.c):
+ * becomes one body per entity) and the per-token request window (csrc/stream/rest.c):
  * pure functions and a process-wide table, tested without a network. client_resync_spec covers
  * them end to end against the emulator. */
 #include <string.h>
 
 #include "ctest.h"
-#include "ratebudget.h"
+#include "rest.h"
 #include "resync_families.h"
 
 static void test_classify(void) {

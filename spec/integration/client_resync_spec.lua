@@ -137,6 +137,28 @@ describe("genesys.notify client: resync after gaps", function()
     assert.is_true(item.resync)
   end)
 
+  it("client:resync_gap() says plainly when resync is off, and takes the gap when it is on",
+    function()
+    local notify = require "genesys.notify"
+    local off = notify.new(wait.config(emu, nil, { topics = { "v2.users.g1.presence" } }))
+    finally(function() off:close() end)
+    local ok, err = off:resync_gap(1000, 2000)
+    assert.is_nil(ok)
+    assert.equals("resync is off", err)
+    off:start()
+    ok, err = off:resync_gap(1000, 2000) -- running, but nothing would heal the gap
+    assert.is_nil(ok)
+    assert.equals("resync is off", err)
+    local on = notify.new(wait.config(emu, nil, { resync = "presence",
+      topics = { "v2.users.g1.presence" } }))
+    finally(function() on:close() end)
+    ok, err = on:resync_gap(1000, 2000)
+    assert.is_nil(ok)
+    assert.equals("the client is not running", err)
+    on:start()
+    assert.is_true(on:resync_gap(1000, 2000))
+  end)
+
   it("a composite topic is resynced as the topics its events arrive under", function()
     emu:admin("POST", "users/k1", { presence = "Available", routing_status = "IDLE" })
     local client, rec = wait.start_client(emu, { resync = { "presence", "routing_status" } },

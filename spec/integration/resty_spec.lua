@@ -585,6 +585,15 @@ local function count_conf(workers)
           if kind then out.health[kind] = dict:get(k) end
         end
         out.stuck = dict:get("t:stuck")
+        -- the items the ring's entries hold (a slot: one record, or "b" and a count)
+        out.ring_items = 0
+        for _, k in ipairs(dict:get_keys(0)) do
+          if k:find("^gn:ring:") then
+            local v = dict:get(k) or ""
+            out.ring_items = out.ring_items +
+              (v:sub(1, 1) == "b" and tonumber(v:sub(2, 9), 16) or (v ~= "" and 1 or 0))
+          end
+        end
         ngx.say(require("cjson.safe").encode(out))
       }
     }
@@ -707,6 +716,10 @@ describe("genesys.notify.resty in nginx: reloads and bursts lose nothing", funct
       assert.equals(0, h.reader_stalls)
       assert.is_nil(c.health.missed)
       assert.is_nil(c.health.overflow, "the library dropped events: " .. ng:log():sub(-2000))
+      -- a batch's entry empties the slots of its other items: what earlier laps left there is
+      -- gone, and the ring holds at most ring_size items (the dict does not fill up with them)
+      c = counts(ng)
+      assert.truthy(c.ring_items > 0 and c.ring_items <= 1024, "ring items: " .. c.ring_items)
     end)
   end
 

@@ -8,25 +8,12 @@
 --   srv.port, srv.base          -- "ws[s]://host:port", for the emulator's connect_uri fault
 --   srv:connections()           -- one table per finished connection (scenario, conn, codes)
 --   srv:stop()
-local cjson = require "cjson.safe"
-local emulator = require "support.emulator"
-local wait = require "support.wait"
+local server = require "support.server"
 
 local _M = {}
 local mt = { __index = _M }
 
-local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local function sh(cmd)
-  local ok = os.execute("exec env -u LD_PRELOAD sh -c " .. shq(cmd))
-  return ok == true or ok == 0
-end
-local function capture(cmd)
-  local p = assert(io.popen("exec env -u LD_PRELOAD sh -c " .. shq(cmd), "r"))
-  local s = p:read("*a")
-  p:close()
-  return s
-end
-local read_file = wait.read_file
+local shq, sh = server.shq, server.sh
 
 --- The command of impl, or nil and why it cannot run here.
 function _M.command(impl)
@@ -47,54 +34,18 @@ end
 
 function _M.start(o)
   local self = setmetatable({ impl = o.impl, tls = o.tls and true or false }, mt)
-  local cmd = assert(_M.command(o.impl))
-  self.dir = capture("mktemp -d /tmp/gn-foreign.XXXXXX"):gsub("%s+$", "")
-  local args = cmd
-  for _, a in ipairs { "--port", "0", "--topic", o.topic, "--log", self.dir .. "/log" } do
-    args[#args + 1] = a
-  end
-  if self.tls then
-    local ca, cert, key = emulator.certs()
-    self.ca_file = ca
-    args[#args + 1] = "--tls"; args[#args + 1] = cert; args[#args + 1] = key
-  end
-  local parts = {}
-  for _, a in ipairs(args) do parts[#parts + 1] = shq(a) end
-  local d = self.dir
-  assert(sh(table.concat(parts, " ") .. " >" .. shq(d .. "/out") .. " 2>" .. shq(d .. "/err") ..
-    " </dev/null & echo $! >" .. shq(d .. "/pid")))
-  local deadline = emulator.now() + 15
-  local line
-  repeat
-    emulator.sleep(0.02)
-    line = (read_file(d .. "/out") or ""):match("^([^\n]*)\n")
-  until line or emulator.now() > deadline
-  self.pid = tonumber((read_file(d .. "/pid") or ""):match("%d+") or "")
-  local ready = line and cjson.decode(line)
-  if not (ready and ready.listening) then
-    if self.pid then sh("kill -9 " .. self.pid) end
-    error(o.impl .. " server did not start: " .. (read_file(d .. "/err") or ""), 2)
-  end
-  self.port = math.floor(ready.port)
+  local args = assert(_M.command(o.impl))
+  args[#args + 1] = "--port"; args[#args + 1] = "0"
+  args[#args + 1] = "--topic"; args[#args + 1] = o.topic
+  local s = server.spawn { name = o.impl .. " server", prefix = "gn-foreign", args = args,
+    tls = self.tls, start_s = 15 }
+  self.dir, self.pid, self.port, self.ca_file = s.dir, s.pid, s.port, s.ca_file
   self.base = (self.tls and "wss://localhost:" or "ws://127.0.0.1:") .. self.port
   return self
 end
 
-function _M:connections()
-  local out = {}
-  for l in (read_file(self.dir .. "/log") or ""):gmatch("[^\n]+") do
-    out[#out + 1] = cjson.decode(l) or { raw = l }
-  end
-  return out
-end
+function _M:connections() return server.lines(self.dir .. "/log") end
 
-function _M:stop()
-  if self.pid then
-    sh("kill -TERM " .. self.pid .. " 2>/dev/null")
-    self.pid = nil
-  end
-  self.stderr = read_file(self.dir .. "/err") or ""
-  sh("rm -rf " .. shq(self.dir))
-end
+function _M:stop() server.stop(self) end
 
 return _M

@@ -7,24 +7,13 @@
 --   srv:set(mode, count, flood) -- a new mode for the running server
 --   srv:requests() --> every request logged since the last set (method, path, headers, mode)
 --   srv:stop()
-local cjson = require "cjson.safe"
-local emulator = require "support.emulator"
+local server = require "support.server"
 local wait = require "support.wait"
 
 local _M = { TOKEN = "hostile-access-token-7f3a9c" }
 local mt = { __index = _M }
 
-local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local function sh(cmd)
-  local ok = os.execute("exec env -u LD_PRELOAD sh -c " .. shq(cmd))
-  return ok == true or ok == 0
-end
-local function capture(cmd)
-  local p = assert(io.popen("exec env -u LD_PRELOAD sh -c " .. shq(cmd), "r"))
-  local s = p:read("*a")
-  p:close()
-  return s
-end
+local shq, capture = server.shq, server.capture
 local read_file = wait.read_file
 
 local live = {}
@@ -33,36 +22,14 @@ function _M.start(o)
   o = o or {}
   local self = setmetatable({ mode = o.mode or "good", tls = o.tls and true or false,
     secret = o.secret or "test-secret", token = _M.TOKEN }, mt)
-  self.dir = capture("mktemp -d /tmp/gn-hostile.XXXXXX"):gsub("%s+$", "")
   local root = os.getenv("GN_ROOT") or "."
   local args = { "python3", root .. "/spec/support/hostile_server.py", "--port", "0",
-    "--mode", self.mode, "--count", tostring(o.count or 0), "--log", self.dir .. "/log",
-    "--secret", self.secret }
+    "--mode", self.mode, "--count", tostring(o.count or 0), "--secret", self.secret }
   if o.topic then args[#args + 1] = "--topic"; args[#args + 1] = o.topic end
   if o.flood then args[#args + 1] = "--flood"; args[#args + 1] = tostring(o.flood) end
-  if self.tls then
-    local ca, cert, key = emulator.certs()
-    self.ca_file = ca
-    args[#args + 1] = "--tls"; args[#args + 1] = cert; args[#args + 1] = key
-  end
-  local parts = {}
-  for _, a in ipairs(args) do parts[#parts + 1] = shq(a) end
-  local d = self.dir
-  assert(sh(table.concat(parts, " ") .. " >" .. shq(d .. "/out") .. " 2>" .. shq(d .. "/err") ..
-    " </dev/null & echo $! >" .. shq(d .. "/pid")))
-  local deadline = emulator.now() + 10
-  local line
-  repeat
-    emulator.sleep(0.02)
-    line = (read_file(d .. "/out") or ""):match("^([^\n]*)\n")
-  until line or emulator.now() > deadline
-  self.pid = tonumber((read_file(d .. "/pid") or ""):match("%d+") or "")
-  local ready = line and cjson.decode(line)
-  if not (ready and ready.listening) then
-    if self.pid then sh("kill -9 " .. self.pid) end
-    error("hostile server did not start: " .. (read_file(d .. "/err") or ""), 2)
-  end
-  self.port = math.floor(ready.port)
+  local s = server.spawn { name = "hostile server", prefix = "gn-hostile", args = args,
+    tls = self.tls, start_s = 10 }
+  self.dir, self.pid, self.port, self.ca_file = s.dir, s.pid, s.port, s.ca_file
   self.host = self.tls and "localhost" or "127.0.0.1"
   live[self.pid] = self
   return self
@@ -82,24 +49,13 @@ function _M:set(mode, count, flood)
   return self
 end
 
-function _M:requests()
-  local out = {}
-  for l in (read_file(self.dir .. "/log") or ""):gmatch("[^\n]+") do
-    out[#out + 1] = cjson.decode(l) or { raw = l }
-  end
-  return out
-end
+function _M:requests() return server.lines(self.dir .. "/log") end
 
 function _M:log_text() return read_file(self.dir .. "/log") or "" end
 
 function _M:stop()
-  if self.pid then
-    sh("kill -TERM " .. self.pid .. " 2>/dev/null")
-    live[self.pid] = nil
-    self.pid = nil
-  end
-  self.stderr = read_file(self.dir .. "/err") or ""
-  sh("rm -rf " .. shq(self.dir))
+  if self.pid then live[self.pid] = nil end
+  server.stop(self)
 end
 
 function _M.stop_all() for _, s in pairs(live) do pcall(s.stop, s) end end

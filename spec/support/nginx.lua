@@ -116,10 +116,11 @@ function _M:_launch()
   assert(self.master, "nginx: no master pid")
   -- ready: the workers run and one answers (a request served means init_worker has run; an
   -- error there is in the log and answered 500, for the specs that look for it)
+  -- an nginx that exited (a configuration refused, a port taken) ends the wait at once
   return _M.wait_until(function()
-    if read_file(p .. "/rc") then return false end
+    if read_file(p .. "/rc") then return "exited" end
     return #self:workers() >= self.nworkers and self:get("/health") ~= 0
-  end, 10)
+  end, 10) == true
 end
 
 --- Starts nginx. o.conf: the configuration text ("@PORT@" or the example's 8080 listen is

@@ -32,7 +32,7 @@ local type, pairs, ipairs, tostring, tonumber, pcall, error, setmetatable =
 local string_format, math_floor, math_random, math_min, math_max =
   string.format, math.floor, math.random, math.min, math.max
 local table_concat = table.concat
-local str_find, str_sub, str_byte = string.find, string.sub, string.byte
+local str_find, str_sub, str_byte, str_char = string.find, string.sub, string.byte, string.char
 local ngx_log, ERR, WARN, NOTICE, INFO = ngx.log, ngx.ERR, ngx.WARN, ngx.NOTICE, ngx.INFO
 
 local _M = { _VERSION = notify._VERSION }
@@ -40,7 +40,14 @@ local _M = { _VERSION = notify._VERSION }
 -- Readers decode each event's text once, with the C decoder, straight from the ring record.
 local json_decode = require("genesys.notify.core").json_decode_text
 local prometheus_family = require("genesys.notify.core").prometheus_family
+-- ngx.now() as the C function itself: resty.core's Lua wrapper (tonumber of an FFI call) got
+-- blacklisted by LuaJIT during a burst, and with it the reader's loop that called it, which
+-- then ran in the interpreter.
 local ngx_now = ngx.now
+do
+  local ok, f = pcall(function() return require("ffi").C.ngx_http_lua_ffi_now end)
+  if ok and f then ngx_now = f end
+end
 
 local K_LOCK = "gn:lock"        -- "pid:nonce" of the holder, with a TTL
 local K_SEQ = "gn:seq"          -- the last sequence number written into the ring
@@ -121,13 +128,23 @@ end
 
 -- ---- delivery inside a worker ---------------------------------------------------------------
 
+local function handler_failed(what, err)
+  count("handler_errors:" .. S.wid)
+  ngx_log(ERR, "genesys.notify.resty: a ", what, " handler raised: ", tostring(err))
+end
+
+-- (One handler, the common case, without the loop: LuaJIT aborted the reader's traces on a loop
+-- of one turn, "leaving loop in root trace".)
 local function run_handlers(list, arg, what)
-  for i = 1, #list do
+  local n = #list
+  if n == 1 then
+    local ok, err = pcall(list[1], arg)
+    if not ok then handler_failed(what, err) end
+    return
+  end
+  for i = 1, n do
     local ok, err = pcall(list[i], arg)
-    if not ok then
-      count("handler_errors:" .. S.wid)
-      ngx_log(ERR, "genesys.notify.resty: a ", what, " handler raised: ", tostring(err))
-    end
+    if not ok then handler_failed(what, err) end
   end
 end
 
@@ -207,16 +224,39 @@ local function heal_missed(client)
   end
 end
 
--- A ring slot holds one record, with the low 31 bits of its sequence number as the entry's
--- flags: "e\tRECEIVED_MS\tTOPIC\tCHANNEL_ID\tCORRELATION_ID\tBODY_AT\tBODY_LEN\nRAW" for an
+-- A record: "e\tRECEIVED_MS\tTOPIC\tCHANNEL_ID\tCORRELATION_ID\tBODY_AT\tBODY_LEN\nRAW" for an
 -- event (the message text as received, never re-encoded, and where its eventBody is in it: the
 -- holder takes it ready-made from drain(max, "record"); BODY_AT 0: not known), "h\nJSON" for a
 -- health item, "j\nJSON" for an event whose fields could not go in the header (a tab or newline
 -- in them; a fence). (Plain finds and subs only: LuaJIT compiles them, not string.match.)
+-- A ring entry holds the items seq F..F+N-1 of one batch in the slot of F (F % ring_size), with
+-- the low 31 bits of F as the entry's flags: one record as it is, or several as
+-- "b" .. N (8 hex digits) and each record after its length (4 bytes, big-endian), up to
+-- ENTRY_BYTES:
+-- one safe_set per batch for the holder and one get per batch for each reader. The slots of
+-- F+1..F+N-1 hold nothing (the holder deletes what an earlier lap left there), so a reader that
+-- is not inside an entry finds the next one in the slot of the next seq: a slot without that
+-- seq's entry is an item that could not be written, or one the ring has overwritten.
 local SEQ_MOD = 2147483648
+local ENTRY_BYTES = 32768
 -- A yield between batches: ngx.sleep(0) logs a warning on each call in an nginx without
 -- OpenResty's delayed-events patch (Debian's), so the shortest real sleep.
 local YIELD_S = 0.001
+-- The holder and its worker's reader hand each batch to each other with semaphores (a posted
+-- event: the other light thread runs at once, no timer). Such hand-offs never pass through
+-- nginx's event loop, so every SLICE_S of them a real sleep lets requests, timers and sockets in.
+local SLICE_S = 0.02
+
+-- A real sleep when this worker's light threads have run for SLICE_S without one (true then).
+local function breathe()
+  ngx.update_time()
+  local t = ngx_now()
+  if t - S.slice_s < SLICE_S then return false end
+  ngx.sleep(YIELD_S)
+  ngx.update_time()
+  S.slice_s = ngx_now()
+  return true
+end
 
 -- The dict key of seq s's slot, made once per slot (not a number formatted per event).
 local ring_keys = {}
@@ -230,9 +270,10 @@ local function ring_key(s)
   return k
 end
 
--- The header of an event record: where its tabs and its newline are (nil: not one).
-local function event_fields(v)
-  local t2 = str_find(v, "\t", 3, true)
+-- The header of an event record (starting at byte i of v, 1 when not given): where its tabs and
+-- its newline are (nil: not one).
+local function event_fields(v, i)
+  local t2 = str_find(v, "\t", (i or 1) + 2, true)
   local t3 = t2 and str_find(v, "\t", t2 + 1, true)
   local t4 = t3 and str_find(v, "\t", t3 + 1, true)
   local t5 = t4 and str_find(v, "\t", t4 + 1, true)
@@ -241,31 +282,100 @@ local function event_fields(v)
   return t2, t3, t4, t5, t6, nl
 end
 
--- The record of seq s as a table (nil: undecodable); a health record's JSON text; for an event,
--- where its body is in v (bi..bj; bi nil: not known).
-local function decode_record(v, s)
-  local kind = str_byte(v, 1)
+-- The record of seq s, bytes i..j of v, as a table (nil: undecodable); a health record's JSON
+-- text; for an event, where its body is in v (bi..bj; bi nil: not known).
+local function decode_record(v, s, i, j)
+  local kind = str_byte(v, i)
   if kind == 101 then -- "e"
-    local t2, t3, t4, t5, t6, nl = event_fields(v)
-    if not nl then return nil end
+    local t2, t3, t4, t5, t6, nl = event_fields(v, i)
+    if not nl or nl > j then return nil end
     local at = tonumber(str_sub(v, t5 + 1, t6 - 1)) or 0
     local bi, bj
     if at > 0 then
       bi = nl + at
       bj = bi + (tonumber(str_sub(v, t6 + 1, nl - 1)) or 0) - 1
+      if bj > j then return nil end
     end
     return { item = "event", seq = s, topic = str_sub(v, t2 + 1, t3 - 1),
-      channel_id = str_sub(v, t3 + 1, t4 - 1), received_ms = tonumber(str_sub(v, 3, t2 - 1)),
+      channel_id = str_sub(v, t3 + 1, t4 - 1), received_ms = tonumber(str_sub(v, i + 2, t2 - 1)),
       correlation_id = t5 > t4 + 1 and str_sub(v, t4 + 1, t5 - 1) or nil,
-      raw = str_sub(v, nl + 1) }, nil, bi, bj
+      raw = str_sub(v, nl + 1, j) }, nil, bi, bj
   elseif kind == 104 or kind == 106 then -- "h", "j"
-    local json = str_sub(v, 3)
+    local json = str_sub(v, i + 2, j)
     local rec = cjson.decode(json)
     if type(rec) ~= "table" then return nil end
     rec.seq = s
     return rec, kind == 104 and json or nil
   end
   return nil
+end
+
+-- Item s for this worker's reader: its record is bytes i..j of v; or nil and why it is missed.
+-- S.rent is the entry being read (its text, where its next record is, which seq that is, its
+-- last seq): one get per entry. S.seeking: the reader skipped into the ring (overwritten items)
+-- and looks for the next entry's start, counting what lies before it as overwritten.
+local function ring_item(s)
+  local e = S.rent
+  if e then
+    if s == e.next then
+      local v, p = e.v, e.pos
+      local b1, b2, b3, b4 = str_byte(v, p, p + 3)
+      if b4 then
+        local len = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+        e.pos, e.next = p + 4 + len, s + 1
+        if s >= e.last then S.rent = nil end
+        return v, p + 4, p + 3 + len
+      end
+    end
+    S.rent = nil
+  end
+  local dict = S.dict
+  local v, fl = dict:get(ring_key(s))
+  if v and fl == s % SEQ_MOD then
+    S.seeking = nil
+    if str_byte(v, 1) == 98 then -- "b": several records
+      local n = tonumber(str_sub(v, 2, 9), 16)
+      if not n or n < 1 then return nil, "undecodable" end
+      S.rent = { v = v, pos = 10, next = s, last = s + n - 1 }
+      return ring_item(s)
+    end
+    return v, 1, #v
+  end
+  -- not this seq's entry: an item the ring has overwritten (a later one's entry is there, or the
+  -- ring has moved a whole length past it), or one that could not be written
+  if S.seeking or (fl and (fl - s) % SEQ_MOD < SEQ_MOD / 2) or
+      s <= (dict:get(K_SEQ) or 0) - S.ring_size then
+    S.seeking = true
+    return nil, "overwritten"
+  end
+  return nil, "write_failed"
+end
+
+-- Calls fn(v, i, j) for each record of the entries from seq `from` to `to` that are still in
+-- the ring (outside any reader's cursor: the successor's look at what was written).
+local function ring_scan(from, to, fn)
+  local dict, q = S.dict, from
+  while q <= to do
+    local v, fl = dict:get(ring_key(q))
+    if v and fl == q % SEQ_MOD then
+      if str_byte(v, 1) == 98 then
+        local n, p = tonumber(str_sub(v, 2, 9), 16) or 1, 10
+        for _ = 1, n do
+          local b1, b2, b3, b4 = str_byte(v, p, p + 3)
+          if not b4 then break end
+          local len = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+          fn(v, p + 4, p + 3 + len)
+          p = p + 4 + len
+        end
+        q = q + n
+      else
+        fn(v, 1, #v)
+        q = q + 1
+      end
+    else
+      q = q + 1
+    end
+  end
 end
 
 -- This worker's reader slot: the holder never overwrites what a live reader has not read.
@@ -281,26 +391,23 @@ local function read_ring()
   local head = dict:get(K_SEQ) or 0
   if head < S.cursor then
     -- the dict was emptied (an nginx restart keeps no shm): start again from its head
-    S.cursor = head
+    S.cursor, S.rent, S.seeking = head, nil, nil
   end
   if head - S.cursor > size then
     local skip_to = head - size
     report_missed("overwritten", skip_to - S.cursor, S.cursor + 1, skip_to)
-    S.cursor = skip_to
+    S.cursor, S.rent, S.seeking = skip_to, nil, true
   end
   local miss_reason, miss_from, miss_n = nil, nil, 0
-  local since, t_pub, slice_s = 0, ngx_now(), ngx_now()
+  local since, t_pub = 0, ngx_now()
   while S.cursor < head do
     local s = S.cursor + 1
-    local v, fl = dict:get(ring_key(s))
+    local v, i, j = ring_item(s)
     local rec, json, reason, bi, bj
     if not v then
-      reason = "write_failed"
-    elseif fl ~= s % SEQ_MOD then
-      -- the slot holds another seq: a later one (overwritten) or an earlier one (this write failed)
-      reason = ((fl or 0) - s) % SEQ_MOD < SEQ_MOD / 2 and "overwritten" or "write_failed"
+      reason = i
     else
-      rec, json, bi, bj = decode_record(v, s)
+      rec, json, bi, bj = decode_record(v, s, i, j)
       if not rec then reason = "undecodable" end
     end
     if miss_reason and reason ~= miss_reason then
@@ -326,14 +433,11 @@ local function read_ring()
       publish_cursor()
       t_pub = ngx_now()
       if since >= 256 then
-        -- in the holder's worker the holder writes meanwhile; elsewhere only requests wait, and
-        -- a reader that yields too often reads slower: a 1 ms sleep per 20 ms of reading
+        -- requests wait meanwhile, and a reader that yields too often reads slower: a 1 ms
+        -- sleep per SLICE_S (in the holder's worker the holder waits for this reader to
+        -- catch up: hand_over_batch)
         since = 0
-        ngx.update_time()
-        if S.holder or ngx_now() - slice_s >= 0.02 then
-          ngx.sleep(YIELD_S)
-          slice_s = ngx_now()
-        end
+        breathe()
       end
     end
     if S.exiting then break end
@@ -445,6 +549,8 @@ local function reader(premature)
     S.reader_sema:wait(fallback)
     local ok, err = pcall(read_ring)
     if not ok then ngx_log(ERR, "genesys.notify.resty: reading the ring: ", tostring(err)) end
+    -- the holder of this worker waits for it to have read its batch (hand_over_batch)
+    if S.pass_sema:count() < 0 then S.pass_sema:post(1) end
     -- an exiting holder offers the stream: this worker's lock loop looks now, not at its tick
     if not (S.holder or S.succ) and S.dict:get(K_HO) then S.lock_sema:post(1) end
   end
@@ -456,9 +562,10 @@ end
 
 local function lock_value() return S.pid .. ":" .. S.nonce end
 
--- The holder writes in batches: ring_open() reads the head, ring_put() fills the slots after it
--- (a failed write leaves its slot to an older seq: the readers report it as write_failed, and it
--- is counted here), ring_commit() advances the counter once for the batch.
+-- The holder writes in batches: ring_open() reads the head, ring_put() adds an item to the
+-- entry being built (entry_flush writes it when it is full), ring_commit() writes the last entry
+-- and advances the counter once for the batch. An item that could not be written (its slot left
+-- without its entry: the readers report it as write_failed) is counted here.
 local function ring_open()
   local dict = S.dict
   local head = dict:get(K_SEQ)
@@ -469,30 +576,90 @@ local function ring_open()
     ngx_log(ERR, "genesys.notify.resty: the ring counter was missing")
   end
   S.wbase, S.wn, S.wfail = head, 0, 0
+  -- the entry being built: its first seq, its records (wrecs[2k]: the k-th record's length in 4
+  -- bytes, wrecs[2k+1]: the record; wrecs[1]: the header), its count and bytes
+  S.wstart, S.wcnt, S.wbytes = head + 1, 0, 0
+  S.wrecs = S.wrecs or {}
+  S.occ = S.occ or {} -- per slot: true (an entry of this holder), false (none), nil (not known)
 end
 
 local function ring_next() return S.wbase + S.wn + 1 end
 
+local function write_failed(s, err)
+  S.wfail = S.wfail + 1
+  local t = now_ms()
+  if t - (S.fail_logged or 0) > 1000 then
+    S.fail_logged = t
+    ngx_log(ERR, "genesys.notify.resty: an item could not be written into the ring (seq ", s,
+      "): ", tostring(err), "; readers report it as missed (write_failed): enlarge the ",
+      "lua_shared_dict or lower ring_size")
+  end
+end
+
+-- Writes the entry being built (seq wstart .. wstart+wcnt-1) into the slot of its first seq,
+-- and empties the slots of the others (what an earlier lap left there: every reader has read
+-- it, the room check saw to that). An entry of several that cannot be written is tried again
+-- one record per slot, so only what does not fit is lost.
+local function entry_flush()
+  local n = S.wcnt
+  if n == 0 then return end
+  local dict, size, occ, recs, first = S.dict, S.ring_size, S.occ, S.wrecs, S.wstart
+  local ok, err
+  if n == 1 then
+    ok, err = dict:safe_set(ring_key(first), recs[3], 0, first % SEQ_MOD)
+  else
+    recs[1] = "b" .. string_format("%08x", n)
+    ok, err = dict:safe_set(ring_key(first), table_concat(recs, "", 1, 2 * n + 1), 0,
+      first % SEQ_MOD)
+  end
+  if ok then
+    occ[first % size] = true
+    for q = first + 1, first + n - 1 do
+      local k = q % size
+      if occ[k] ~= false then
+        dict:delete(ring_key(q))
+        occ[k] = false
+      end
+    end
+  else
+    for m = 1, n do
+      local q = first + m - 1
+      local qok, qerr = true, err
+      if n > 1 then qok, qerr = dict:safe_set(ring_key(q), recs[2 * m + 1], 0, q % SEQ_MOD) end
+      if n > 1 and qok then
+        occ[q % size] = true
+      else
+        write_failed(q, qerr)
+        occ[q % size] = nil -- an earlier lap's entry may still be there
+      end
+    end
+  end
+  for m = 1, 2 * n + 1 do recs[m] = nil end
+  S.wstart, S.wcnt, S.wbytes = first + n, 0, 0
+end
+
 local function ring_put(payload, err)
   local s = S.wbase + S.wn + 1
   S.wn = S.wn + 1
-  local ok = false
-  if payload then ok, err = S.dict:safe_set(ring_key(s), payload, 0, s % SEQ_MOD) end
-  if not ok then
-    S.wfail = S.wfail + 1
-    local t = now_ms()
-    if t - (S.fail_logged or 0) > 1000 then
-      S.fail_logged = t
-      ngx_log(ERR, "genesys.notify.resty: an item could not be written into the ring (seq ", s,
-        "): ", tostring(err), "; readers report it as missed (write_failed): enlarge the ",
-        "lua_shared_dict or lower ring_size")
-    end
+  if not payload then
+    entry_flush()
+    write_failed(s, err)
+    S.wstart = s + 1
+    return
   end
+  local len = #payload
+  if S.wcnt > 0 and S.wbytes + len > ENTRY_BYTES then entry_flush() end
+  local n = S.wcnt + 1
+  S.wrecs[2 * n] = str_char(math_floor(len / 16777216) % 256, math_floor(len / 65536) % 256,
+    math_floor(len / 256) % 256, len % 256)
+  S.wrecs[2 * n + 1] = payload
+  S.wcnt, S.wbytes = n, S.wbytes + len + 4
 end
 
 local function ring_commit()
   local n = S.wn
   if n == 0 then return 0 end
+  entry_flush()
   local newv, err = S.dict:incr(K_SEQ, n)
   if newv ~= S.wbase + n then
     ngx_log(ERR, "genesys.notify.resty: the ring counter moved under this holder (",
@@ -525,6 +692,15 @@ local function ring_put_event(topic, ch, rms, cid, raw, fence)
   end
 end
 
+-- Between two batches the holder lets its own worker's reader read what it wrote: it waits
+-- until the reader has caught up (the reader posts pass_sema), at most YIELD_S; every SLICE_S a
+-- real sleep instead.
+local function hand_over_batch()
+  if breathe() then return end
+  if S.reader_sema:count() <= 0 then S.reader_sema:post(1) end
+  S.pass_sema:wait(YIELD_S)
+end
+
 local function wake_readers(h)
   if h.bell then pcall(h.bell.ring, h.bell) end
   if S.reader_sema:count() <= 0 then S.reader_sema:post(1) end
@@ -551,17 +727,23 @@ local start_cursor -- (dict): where a new worker's reader starts (below)
 -- How many items may be written now without overwriting one a reader the holder waits for has
 -- not read. Every registered reader is waited for while its cursor moves; h.readers keeps, per
 -- slot, the cursor seen last and when it last moved.
+local rp_keys, rc_keys = {}, {} -- the reader slots' keys, made once (ring_room runs per batch)
 local function ring_room(h)
   local dict, t = S.dict, now_ms()
   local head = S.wbase + S.wn
   local min
   local readers = h.readers
   for i = 0, S.nslots - 1 do
-    local pid = dict:get(K_RP .. i)
+    local kp = rp_keys[i]
+    if not kp then
+      kp = K_RP .. i
+      rp_keys[i], rc_keys[i] = kp, K_RC .. i
+    end
+    local pid = dict:get(kp)
     if not pid then
       readers[i] = nil
     else
-      local cur = dict:get(K_RC .. i) or head
+      local cur = dict:get(rc_keys[i]) or head
       local r = readers[i]
       if not r or r.pid ~= pid then
         if r and r.cur < head and not pid_alive(r.pid) then
@@ -809,7 +991,7 @@ local function pump(h, client)
     end
     h.empty = not h.pending and last - first + 1 < want
     if h.empty then break end
-    ngx.sleep(YIELD_S) -- this worker's reader and requests run between batches
+    hand_over_batch() -- this worker's reader (and, every SLICE_S, requests) run meanwhile
     if h.down then break end
     if now_ms() - h.renewed_ms >= S.ttl_ms / 4 then
       local ok, why = renew(h)
@@ -884,7 +1066,7 @@ function pump_fleet(h, client)
     end
     h.empty = #notes == 0 and n < want
     if h.empty then break end
-    ngx.sleep(YIELD_S) -- this worker's reader and requests run between batches
+    hand_over_batch() -- this worker's reader (and, every SLICE_S, requests) run meanwhile
     if h.down then break end
     if now_ms() - h.renewed_ms >= S.ttl_ms / 4 then
       local ok, why = renew(h)
@@ -1201,6 +1383,7 @@ local function hold(h)
 end
 
 local function new_holder(value)
+  S.occ = {} -- what another holder left in the ring is not known (entry_flush)
   return { value = value, renewed_ms = now_ms(), readers = {}, notes = {}, dups = 0,
     status = { holder_pid = S.pid, holder_worker_id = S.wid, since_ms = math_floor(now_ms()),
       state = "idle" } }
@@ -1338,13 +1521,14 @@ local function succeed(h)
       " items while this one opened its stream, more than the ring holds: events of the ",
       "overlap before seq ", from, " may be written twice")
   end
-  for q = from + 1, last do
-    local v, fl = dict:get(ring_key(q))
-    if v and fl == q % SEQ_MOD and str_byte(v, 1) == 101 then
-      local _, _, t4, t5, _, nl = event_fields(v)
-      if nl then seen[t5 > t4 + 1 and str_sub(v, t4 + 1, t5 - 1) or str_sub(v, nl + 1)] = true end
+  ring_scan(from + 1, last, function(v, i, j)
+    if str_byte(v, i) == 101 then
+      local _, _, t4, t5, _, nl = event_fields(v, i)
+      if nl and nl <= j then
+        seen[t5 > t4 + 1 and str_sub(v, t4 + 1, t5 - 1) or str_sub(v, nl + 1, j)] = true
+      end
     end
-  end
+  end)
   h.dedup = seen
   h.dedup_until = now_ms() + S.grace_ms
   S.succ = nil
@@ -1418,7 +1602,8 @@ end
 -- generation's readers are (still reading, or just exited: K_XCUR): nginx starts the new workers
 -- and tells the old ones to quit without waiting for either, so what was written between an
 -- old reader's last read and the new one's start would reach no worker. A reader far behind (a
--- stuck one, skipped by the holder) is not followed.
+-- stuck one, skipped by the holder) is not followed. A reader starts at an entry's first item
+-- (ring_item): the entry holding the item after the lowest cursor is looked for backwards.
 function start_cursor(dict)
   local head = dict:get(K_SEQ) or 0
   local from, floor = head, head - math_floor(S.ring_size / 2)
@@ -1428,7 +1613,12 @@ function start_cursor(dict)
     local c = dict:get(K_RP .. i) and dict:get(K_RC .. i)
     if c and c >= floor and c < from then from = c end
   end
-  return from
+  for q = from + 1, math_max(from + 1 - BATCH, floor + 1), -1 do
+    if q > head then break end
+    local v, fl = dict:get(ring_key(q))
+    if v and fl == q % SEQ_MOD then return q - 1 end
+  end
+  return head
 end
 
 -- ---- the public API ---------------------------------------------------------------------
@@ -1475,7 +1665,8 @@ function _M.start(cfg)
     grace_ms = opt_int(cfg, "handover_grace_ms", 0, 60000, 500),
     bell_path = cfg.bell_path or (ngx.config.prefix() .. "logs/genesys_notify.bell"),
     pid = ngx.worker.pid(), wid = ngx.worker.id() or 0, missed = 0, started_ms = now_ms(),
-    lock_sema = semaphore.new(0), reader_sema = semaphore.new(0),
+    lock_sema = semaphore.new(0), reader_sema = semaphore.new(0), pass_sema = semaphore.new(0),
+    slice_s = ngx_now(),
   }
   if type(st.bell_path) ~= "string" or st.bell_path == "" then
     fail("bell_path", "a file path for a unix socket", describe(cfg.bell_path))
