@@ -12,7 +12,7 @@
 --   env: BENCH_RUNS (3), BENCH_EVENTS (200000), BENCH_RECONNECTS (20), BENCH_IDLE (50
 --        idle connections in one process), BENCH_IDLE_S (10, seconds of idle CPU measured),
 --        BENCH_ONLY (comma-separated client keys), BENCH_OUT (keep the clients' output there),
---        BENCH_PERF (a file: `perf record -g` of each client's ~1 KB bursts, FILE-key-run.data),
+--        BENCH_PERF (a file: `perf record -g` of each client's bursts, FILE-key-size-run.data),
 --        BENCH_BASELINE (a build folder: the project from it as one more row, "gnbase"),
 --        BENCH_BASELINE_JIT (the same for LuaJIT: "gnbasejit"),
 --        BENCH_GN_BUILD (the Lua 5.4 build folder of the "gn54" row, default build/lua5.4)
@@ -174,10 +174,10 @@ local function burst_run(c, run)
     for k, size in ipairs { 1024, 400 } do
       local c0, e0 = cpu_ticks(p.pid), cpu_ticks(emu.pid)
       local perf
-      if PERF and size == 1024 then
+      if PERF then
         perf = tonumber(capture(string.format(
           "perf record -g -F 999 -p %d -o %s >/dev/null 2>&1 & echo $!",
-          p.pid, shq(PERF .. "-" .. c[1] .. "-" .. run .. ".data"))):match("%d+"))
+          p.pid, shq(PERF .. "-" .. c[1] .. "-" .. size .. "-" .. run .. ".data"))):match("%d+"))
         sleep(0.5)
       end
       local st = emu:admin("POST", "publish", { topic = topic, count = EVENTS, size = size })
@@ -194,10 +194,8 @@ local function burst_run(c, run)
       end
       local ms = tonumber(d[4])
       put(c[1], "eps" .. size, EVENTS / ms * 1000)
-      if size == 1024 then
-        put(c[1], "cpu", (c1 - c0) * 1e6 / TCK / EVENTS)
-        put(c[1], "emu", (e1 - e0) * 1e6 / TCK / EVENTS)
-      end
+      put(c[1], size == 1024 and "cpu" or "cpu" .. size, (c1 - c0) * 1e6 / TCK / EVENTS)
+      put(c[1], size == 1024 and "emu" or "emu" .. size, (e1 - e0) * 1e6 / TCK / EVENTS)
     end
     local lat = {}
     for i = 1, RECONNECTS do
@@ -330,16 +328,18 @@ end
 
 print(string.format("\n%d runs, bursts of %d events, %d resets per run, %d idle connections " ..
   "per client process; median (min-max)\n", RUNS, EVENTS, RECONNECTS, IDLE))
-print("| client | ~1 KB events/s | CPU µs/event | ~400 B events/s | reconnect p50 / p99 ms " ..
+print("| client | ~1 KB events/s | CPU µs/event | ~400 B events/s | CPU µs/event (400 B) " ..
+  "| reconnect p50 / p99 ms " ..
   "| RSS KB per idle client | idle CPU ms/s (" .. IDLE .. " clients) | failed runs " ..
-  "| emulator CPU µs/event (1 KB) |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+  "| emulator CPU µs/event (1 KB / 400 B) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for _, c in ipairs(CLIENTS) do
   local k = c[1]
-  print(string.format("| %s | %s | %s | %s | %s / %s | %s | %s | %d | %s |", c[2],
+  print(string.format("| %s | %s | %s | %s | %s | %s / %s | %s | %s | %d | %s / %s |", c[2],
     med(k, "eps1024", "%.0f"), med(k, "cpu", "%.1f"), med(k, "eps400", "%.0f"),
-    med(k, "rec50", "%.1f"), med(k, "rec99", "%.1f"), med(k, "rss", "%.0f"),
-    med(k, "idle", "%.2f"), failures[k] and #failures[k] or 0, med(k, "emu", "%.1f")))
+    med(k, "cpu400", "%.1f"), med(k, "rec50", "%.1f"), med(k, "rec99", "%.1f"),
+    med(k, "rss", "%.0f"), med(k, "idle", "%.2f"), failures[k] and #failures[k] or 0,
+    med(k, "emu", "%.1f"), med(k, "emu400", "%.1f")))
 end
 for _, c in ipairs(CLIENTS) do
   for _, f in ipairs(failures[c[1]] or {}) do print("- " .. c[2] .. " failed: " .. f) end

@@ -19,31 +19,13 @@ static void scan_ws(scan_t *s) {
     s->p++;
 }
 
-/* The first byte at or after q that is not plain printable ASCII (a quote, a backslash, a control
- * character or a byte >= 0x80), or end: eight bytes at a time. */
-#define ONES 0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
-static const unsigned char *plain_run(const unsigned char *q, const unsigned char *end) {
-  while (end - q >= 8) {
-    uint64_t w;
-    memcpy(&w, q, 8);
-    uint64_t quote = w ^ (ONES * '"'), bslash = w ^ (ONES * '\\');
-    uint64_t hit = (w | ((w - ONES * 0x20) & ~w) | ((quote - ONES) & ~quote) |
-                    ((bslash - ONES) & ~bslash)) & HIGHS;
-    if (hit) break;
-    q += 8;
-  }
-  while (q < end && *q >= 0x20 && *q < 0x80 && *q != '"' && *q != '\\') q++;
-  return q;
-}
-
 /* A string after its opening quote; leaves p after the closing one. *esc is set when it holds
  * escapes. Returns 0, or -1. */
 static int scan_string(scan_t *s, int *esc) {
   const unsigned char *q = s->p, *end = s->end;
   *esc = 0;
   for (;;) {
-    q = plain_run(q, end);
+    q = gn_json_plain_run(q, end);
     if (q >= end) return -1;
     if (*q == '"') break;
     if (*q == '\\') {

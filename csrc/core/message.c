@@ -236,6 +236,11 @@ static const char *keep(gn_msg_t *m, const gn_jspan_t *v) {
     if (!(m->heap = malloc(v->n + 1))) return NULL;
     d = m->heap;
   }
+  if (!v->esc) { /* the usual case: the text as it is */
+    memcpy(d, v->p, v->n);
+    d[v->n] = 0;
+    return d;
+  }
   size_t o = 0;
   for (size_t i = 0; i < v->n; i++) {
     char c = v->p[i];

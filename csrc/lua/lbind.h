@@ -112,6 +112,13 @@ void lgn_report_callback_error(lua_State *L, lgn_caller_t *u, int uv, const char
  * above). The item stays the caller's to free. */
 int lgn_dispatch(lua_State *L, lgn_caller_t *u, int uv, const char *which, lua_CFunction push,
                  struct gn_item *it);
+/* Delivers the events at the head of *batch to uv.on_event (tables as lgn_item_table makes
+ * them), each freed and *batch advanced past it, until an item that is not an event, max
+ * callbacks, or *closed (a callback closed the client). A table that cannot be built or a
+ * callback that raises is reported as lgn_dispatch does, and the run goes on. Without an
+ * on_event the events are freed uncounted. Returns the callbacks run. */
+int lgn_deliver_events(lua_State *L, lgn_caller_t *u, int uv, struct gn_item **batch, int max,
+                       const int *closed);
 
 /* Register each part's functions into the module table at the top of the stack. Return 0: they
  * push nothing and leave the module table at the top (the metatables go to the registry). The

@@ -110,15 +110,14 @@ static int poll_items(lua_State *L, lclient_t *u, int timeout_ms) {
   int n = 0;
   while (batch) {
     gn_item_t *it = batch;
-    batch = it->next;
-    it->next = NULL;
-    if (it->type == GN_ITEM_POLICY) {
-      run_policy(L, u, uv, it);
-      gn_item_free(it);
-      n++;
+    if (it->type == GN_ITEM_EVENT) { /* a run of events, in one protected call */
+      n += lgn_deliver_events(L, &u->caller, uv, &batch, POLL_MAX_ITEMS - n, &u->closed);
     } else {
+      batch = it->next;
+      it->next = NULL;
       const char *which = GN_ITEM_IS_EVENTLIKE(it->type) ? "on_event" : "on_health";
-      if (lgn_dispatch(L, &u->caller, uv, which, lgn_item_table, it) != 2) n++;
+      if (it->type == GN_ITEM_POLICY) run_policy(L, u, uv, it), n++;
+      else if (lgn_dispatch(L, &u->caller, uv, which, lgn_item_table, it) != 2) n++;
       gn_item_free(it);
     }
     if (u->closed || n >= POLL_MAX_ITEMS) break;

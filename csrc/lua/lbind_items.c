@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 /* Pushes received_ms as push_json pushes a real (whole numbers as integers on 5.4). */
 static void push_ms(lua_State *L, double d) {
@@ -156,4 +157,124 @@ int lgn_dispatch(lua_State *L, lgn_caller_t *u, int uv, const char *which, lua_C
     return 0;
   }
   return 1;
+}
+
+/* ---- A run of events through on_event (lgn_deliver_events) ----
+ * One protected call for the whole run instead of two per event (the table's, then the
+ * callback's): the traceback handler, the table's field names and the last topic and channel id
+ * (the same for most events) stay on the stack, so an event's table costs no field-name lookup,
+ * and a topic already seen is not hashed again. Each callback still runs in its own lua_pcall. */
+enum { R_RUN = 1, R_UV, R_MSGH, R_ONEV, R_TOPIC, R_CHAN, R_CORR, R_MS, R_BODY, R_RAW, R_LTOPIC,
+       R_LCHAN, R_TOP = R_LCHAN };
+
+typedef struct {
+  lgn_caller_t *u;
+  gn_item_t **batch;  /* the events left; the first is freed once its table is built */
+  gn_item_t *cur;     /* the event whose table is being built (the caller frees it on error) */
+  int n, max;         /* callbacks run, and the most this run may run */
+  const int *closed;  /* set when a callback closed the client: stop */
+  const char *ltopic, *lchan; /* the strings at R_LTOPIC and R_LCHAN */
+} run_t;
+
+/* The string s at slot (the same text as last time), or s pushed and kept there. */
+static void push_kept(lua_State *L, const char *s, int slot, const char **kept) {
+  if (*kept && strcmp(*kept, s) == 0) {
+    lua_pushvalue(L, slot);
+    return;
+  }
+  lua_pushstring(L, s);
+  lua_pushvalue(L, -1);
+  lua_replace(L, slot);
+  *kept = lua_tostring(L, slot);
+}
+
+/* The event's table, as lgn_item_table makes it. May raise (memory, or a body that does not
+ * decode). */
+static void event_table(lua_State *L, run_t *r, const gn_item_t *it) {
+  lua_createtable(L, 0, it->correlation_id ? 6 : 5);
+  lua_pushvalue(L, R_TOPIC);
+  push_kept(L, it->topic, R_LTOPIC, &r->ltopic);
+  lua_rawset(L, -3);
+  lua_pushvalue(L, R_CHAN);
+  push_kept(L, it->channel_id, R_LCHAN, &r->lchan);
+  lua_rawset(L, -3);
+  lua_pushvalue(L, R_MS);
+  push_ms(L, it->received_ms);
+  lua_rawset(L, -3);
+  if (it->correlation_id) {
+    lua_pushvalue(L, R_CORR);
+    lua_pushstring(L, it->correlation_id);
+    lua_rawset(L, -3);
+  }
+  lua_pushvalue(L, R_BODY);
+  if (it->body_len) lgn_json_push(L, it->raw + it->body_off, it->body_len);
+  else lua_newtable(L);
+  lua_rawset(L, -3);
+  lua_pushvalue(L, R_RAW);
+  lua_pushlstring(L, it->raw, it->rawlen);
+  lua_rawset(L, -3);
+}
+
+/* [run (light userdata), uv]: the run's events into uv.on_event, until a non-event, max, or
+ * the client closed. Raises only while building a table (r->cur says which event). */
+static int deliver_run(lua_State *L) {
+  run_t *r = lua_touserdata(L, R_RUN);
+  lua_settop(L, R_UV);
+  lua_pushcfunction(L, lgn_traceback);
+  lua_pushliteral(L, "on_event");
+  lua_pushliteral(L, "topic");
+  lua_pushliteral(L, "channel_id");
+  lua_pushliteral(L, "correlation_id");
+  lua_pushliteral(L, "received_ms");
+  lua_pushliteral(L, "body");
+  lua_pushliteral(L, "raw");
+  lua_pushnil(L);
+  lua_pushnil(L);
+  r->ltopic = r->lchan = NULL;
+  gn_item_t *it;
+  while ((it = *r->batch) && it->type == GN_ITEM_EVENT && r->n < r->max && !*r->closed) {
+    lua_pushvalue(L, R_ONEV);
+    lua_rawget(L, R_UV);
+    if (!lua_isfunction(L, -1)) { /* no callback: the event goes, uncounted (lgn_dispatch's 2) */
+      lua_pop(L, 1);
+      *r->batch = it->next;
+      gn_item_free(it);
+      continue;
+    }
+    r->cur = it;
+    event_table(L, r, it);
+    r->cur = NULL;
+    *r->batch = it->next;
+    gn_item_free(it);
+    r->n++;
+    if (lgn_pcall_callback(L, r->u, "on_event", 0, R_MSGH) != 0)
+      lgn_report_callback_error(L, r->u, R_UV, "on_event");
+    lua_settop(L, R_TOP);
+  }
+  return 0;
+}
+
+/* See lbind.h. */
+int lgn_deliver_events(lua_State *L, lgn_caller_t *u, int uv, gn_item_t **batch, int max,
+                       const int *closed) {
+  run_t r = {u, batch, NULL, 0, max, closed, NULL, NULL};
+  while (*batch && (*batch)->type == GN_ITEM_EVENT && r.n < r.max && !*closed) {
+    gn_item_t *head = *batch;
+    lua_pushcfunction(L, deliver_run);
+    lua_pushlightuserdata(L, &r);
+    lua_pushvalue(L, uv);
+    if (lua_pcall(L, 2, 0, 0) == 0) break;
+    /* Building an event's table failed (memory): reported like its callback's error, as
+     * lgn_dispatch does, and the run goes on after it. Any other failure (a report's own) has
+     * freed its event already; one before the first table (the stack's set-up) is the head's. */
+    if (!r.cur && *batch == head) r.cur = head;
+    if (r.cur) {
+      *batch = r.cur->next;
+      gn_item_free(r.cur);
+      r.cur = NULL;
+      r.n++;
+    }
+    lgn_report_callback_error(L, u, uv, "on_event");
+  }
+  return r.n;
 }

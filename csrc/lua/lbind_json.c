@@ -16,6 +16,7 @@
  * thread refuses it, and so does this).
  */
 #include "lbind.h"
+#include "jscan.h"
 #include "jsonesc.h"
 #include "message.h"
 #include "utf8.h"
@@ -32,8 +33,25 @@
  * outer container level 2 (depth 0 here). */
 #define DEPTH_MAX (JSON_PARSER_MAX_DEPTH - 2)
 
+/* Short strings repeat from one event to the next (keys, and values such as "Available"): the
+ * last one seen in each of SLOTS slots is kept, and a string found there is pushed from the cache
+ * instead of being hashed and interned again (Lua 5.4 hashes every byte of a string of up to 40).
+ * Per lua_State: a table in the registry holds the strings (which keeps them, and their bytes,
+ * where they are: neither Lua moves a string), a userdata in it where they lie. Strings of up to
+ * SHORT_MAX bytes without escapes. */
+#define SLOTS 256
+#define SHORT_MAX 40
+static const char cache_tag = 0;
+
+typedef struct {
+  const char *p[SLOTS];
+  size_t n[SLOTS];
+} cache_t;
+
 typedef struct {
   const unsigned char *p, *end;
+  int strings;    /* stack index of the cache's table */
+  cache_t *cache;
 } dec_t;
 
 static int bad(lua_State *L) {
@@ -74,22 +92,23 @@ static void put_utf8(luaL_Buffer *b, unsigned cp) {
   luaL_addlstring(b, u, n);
 }
 
-/* The first byte at or after q that is not plain printable ASCII (a quote, a backslash, a control
- * character or a byte >= 0x80), or end: eight bytes at a time. */
-#define ONES 0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
-static const unsigned char *run(const unsigned char *q, const unsigned char *end) {
-  while (end - q >= 8) {
-    uint64_t w;
-    memcpy(&w, q, 8);
-    uint64_t quote = w ^ (ONES * '"'), bslash = w ^ (ONES * '\\');
-    if ((w | ((w - ONES * 0x20) & ~w) | ((quote - ONES) & ~quote) | ((bslash - ONES) & ~bslash)) &
-        HIGHS)
-      break;
-    q += 8;
+/* s (n bytes, no escapes) pushed, from the cache when it is there. */
+static void push_plain(lua_State *L, dec_t *d, const char *s, size_t n) {
+  if (!n || n > SHORT_MAX) {
+    lua_pushlstring(L, s, n);
+    return;
   }
-  while (q < end && *q >= 0x20 && *q < 0x80 && *q != '"' && *q != '\\') q++;
-  return q;
+  const unsigned char *u = (const unsigned char *)s;
+  int slot = (int)((n * 7 + u[0] * 31u + u[n - 1] * 17u + u[n / 2]) % SLOTS);
+  if (d->cache->n[slot] == n && memcmp(d->cache->p[slot], s, n) == 0) {
+    lua_rawgeti(L, d->strings, slot + 1);
+    return;
+  }
+  lua_pushlstring(L, s, n);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, d->strings, slot + 1);
+  d->cache->p[slot] = lua_tostring(L, -1);
+  d->cache->n[slot] = n;
 }
 
 /* A string after its opening quote: pushed; p after the closing quote. */
@@ -98,7 +117,7 @@ static void string(lua_State *L, dec_t *d) {
   luaL_Buffer b;
   int buffered = 0;
   for (;;) {
-    q = run(q, d->end);
+    q = gn_json_plain_run(q, d->end);
     if (q >= d->end) bad(L);
     if (*q == '"') break;
     if (*q >= 0x80) { /* UTF-8 as the service thread checks it */
@@ -135,7 +154,7 @@ static void string(lua_State *L, dec_t *d) {
     luaL_addlstring(&b, (const char *)s, (size_t)(q - s));
     luaL_pushresult(&b);
   } else {
-    lua_pushlstring(L, (const char *)s, (size_t)(q - s));
+    push_plain(L, d, (const char *)s, (size_t)(q - s));
   }
   d->p = q + 1;
 }
@@ -216,21 +235,61 @@ static void word(lua_State *L, dec_t *d, const char *w, size_t n) {
   d->p += n;
 }
 
+/* A container's first members wait on the stack (above base: key and value each, or the
+ * elements) until its end, so its table is made at its size once, with no rehash on the way
+ * (objects of up to PENDING_MAX members, arrays of up to PENDING_MAX elements: most bodies);
+ * a larger one gets its table then, and the rest go straight in. Measured per body decoded
+ * (Lua 5.4): 11 % less for a 2 KB conversation event, 3 % for a 400 B presence event; on
+ * LuaJIT the stack moves cost as much as they save, so its tables start at 4 members as before. */
+#if LUA_VERSION_NUM >= 503
+#define PENDING_MAX 32
+#else
+#define PENDING_MAX 0
+#endif
+
+/* The table of the n members (array: elements) above base, in their order (the last of
+ * duplicate keys wins, as before), left at base + 1 instead of them. Returns base + 1. */
+static int flush(lua_State *L, int base, int n, int array) {
+  if (n == 0) {
+    lua_createtable(L, 0, array ? 0 : 4);
+    return base + 1;
+  }
+  if (array) {
+    lua_createtable(L, n, 0);
+    for (int i = 1; i <= n; i++) {
+      lua_pushvalue(L, base + i);
+      lua_rawseti(L, -2, i);
+    }
+  } else {
+    lua_createtable(L, 0, n);
+    for (int i = 1; i <= 2 * n; i += 2) {
+      lua_pushvalue(L, base + i);
+      lua_pushvalue(L, base + i + 1);
+      lua_rawset(L, -3);
+    }
+  }
+  lua_replace(L, base + 1);
+  lua_settop(L, base + 1);
+  return base + 1;
+}
+
 static void value(lua_State *L, dec_t *d, int depth) {
   ws(d);
   if (d->p >= d->end) bad(L);
   if ((*d->p == '{' || *d->p == '[') && (depth > DEPTH_MAX || !lua_checkstack(L, 4)))
     luaL_error(L, "genesys.notify: JSON nested too deeply");
   switch (*d->p) {
-  case '{':
+  case '{': {
+    int base = lua_gettop(L), n = 0, t = 0;
     d->p++;
-    lua_createtable(L, 0, 4);
     ws(d);
     if (d->p < d->end && *d->p == '}') {
       d->p++;
+      lua_createtable(L, 0, 0);
       return;
     }
     for (;;) {
+      if (!t && (n == PENDING_MAX || !lua_checkstack(L, 6))) t = flush(L, base, n, 0);
       ws(d);
       if (d->p >= d->end || *d->p != '"') bad(L);
       d->p++;
@@ -239,7 +298,8 @@ static void value(lua_State *L, dec_t *d, int depth) {
       if (d->p >= d->end || *d->p != ':') bad(L);
       d->p++;
       value(L, d, depth + 1);
-      lua_rawset(L, -3);
+      if (t) lua_rawset(L, t);
+      else n++;
       ws(d);
       if (d->p < d->end && *d->p == ',') {
         d->p++;
@@ -247,22 +307,26 @@ static void value(lua_State *L, dec_t *d, int depth) {
       }
       if (d->p < d->end && *d->p == '}') {
         d->p++;
+        if (!t) flush(L, base, n, 0);
         return;
       }
       bad(L);
     }
+  }
   case '[': {
-    int i = 0;
+    int base = lua_gettop(L), n = 0, t = 0;
     d->p++;
-    lua_createtable(L, 0, 0);
     ws(d);
     if (d->p < d->end && *d->p == ']') {
       d->p++;
+      lua_createtable(L, 0, 0);
       return;
     }
     for (;;) {
+      if (!t && (n == PENDING_MAX || !lua_checkstack(L, 5))) t = flush(L, base, n, 1);
       value(L, d, depth + 1);
-      lua_rawseti(L, -2, ++i);
+      if (t) lua_rawseti(L, t, ++n);
+      else n++;
       ws(d);
       if (d->p < d->end && *d->p == ',') {
         d->p++;
@@ -270,6 +334,7 @@ static void value(lua_State *L, dec_t *d, int depth) {
       }
       if (d->p < d->end && *d->p == ']') {
         d->p++;
+        if (!t) flush(L, base, n, 1);
         return;
       }
       bad(L);
@@ -298,10 +363,26 @@ static void value(lua_State *L, dec_t *d, int depth) {
 }
 
 void lgn_json_push(lua_State *L, const char *s, size_t len) {
-  dec_t d = {(const unsigned char *)s, (const unsigned char *)s + len};
+  lua_pushlightuserdata(L, (void *)&cache_tag);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_createtable(L, SLOTS + 1, 0);
+    cache_t *c = lua_newuserdata(L, sizeof *c);
+    memset(c, 0, sizeof *c);
+    lua_rawseti(L, -2, SLOTS + 1);
+    lua_pushlightuserdata(L, (void *)&cache_tag);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+  }
+  lua_rawgeti(L, -1, SLOTS + 1);
+  dec_t d = {(const unsigned char *)s, (const unsigned char *)s + len, lua_gettop(L) - 1,
+             lua_touserdata(L, -1)};
+  lua_pop(L, 1);
   value(L, &d, 0);
   ws(&d);
   if (d.p != d.end) bad(L);
+  lua_remove(L, d.strings);
 }
 
 /* core.json_decode_text(text [, i [, j]]): lgn_json_push on text:sub(i, j) without the copy (i

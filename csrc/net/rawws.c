@@ -37,6 +37,7 @@ void gn_tr_raw_free(gn_conn_t *c) {
   gn_tr_tls_free(c);
   gn_buf_free(&c->raw->in);
   gn_buf_free(&c->raw->out);
+  gn_buf_free(&c->raw->held);
   gn_wsf_free(&c->raw->wsf);
   free(c->raw);
   c->raw = NULL;
@@ -260,6 +261,55 @@ static int proxy_in(gn_conn_t *c, const char *in, size_t len, size_t *used) {
   return session_start(c);
 }
 
+/* A socket read holds up to 64 KB (the context's pt_serv_buf_size), far more events than
+ * overflow = "pause" lets in past the queue's limits before a pause takes effect (lws stops
+ * reading at the next turn of the loop). So plaintext goes to the frames FEED bytes at a time,
+ * as when lws read 4 KB at a time, and none once a pause is asked (c->rx_hold): wss leaves the
+ * rest in its read BIO, ws:// in r->held, for gn_tr_raw_resume. */
+#define FEED 4096
+
+static int fail_oom(gn_conn_t *c) {
+  fail_stage(c, c->raw->upgraded ? "open" : "tls", 0, "%sout of memory", "");
+  return -1;
+}
+
+/* ws:// plaintext to the frames. Returns 0, or -1 when the connection failed (delivered). */
+static int feed(gn_conn_t *c, const char *in, size_t len) {
+  gn_raw_t *r = c->raw;
+  while (len && !r->end && !c->detached) {
+    if (c->rx_hold && r->upgraded) return gn_buf_add(&r->held, in, len) == 0 ? 0 : fail_oom(c);
+    size_t n = len < FEED ? len : FEED;
+    if (ws_in(c, in, n) != 0) return -1;
+    in += n;
+    len -= n;
+  }
+  return 0;
+}
+
+/* Every record the read BIO holds, decrypted FEED bytes at a time, to the frames (until a
+ * pause is asked). Returns 0, or -1 when the connection failed (delivered). */
+static int tls_drain(gn_conn_t *c) {
+  gn_raw_t *r = c->raw;
+  char buf[FEED];
+  for (;;) {
+    if (c->rx_hold && r->upgraded) break;
+    size_t fill = 0;
+    int n = 0;
+    while (fill < sizeof buf && (n = gn_tr_tls_read(c, buf + fill, sizeof buf - fill)) > 0)
+      fill += (size_t)n;
+    if (fill && ws_in(c, buf, fill) != 0) return -1;
+    if (n < 0) { /* the server's close_notify, or TLS broke */
+      gn_tr_tls_flush(c);
+      if (!r->end) end_soon(c);
+      return 0;
+    }
+    if (n == 0 || r->end || c->detached) break;
+  }
+  gn_tr_tls_flush(c);
+  want_write(c);
+  return 0;
+}
+
 /* Bytes from the socket. Returns 0, or -1 when the connection failed (delivered). */
 static int raw_in(gn_conn_t *c, const char *in, size_t len) {
   gn_raw_t *r = c->raw;
@@ -270,11 +320,11 @@ static int raw_in(gn_conn_t *c, const char *in, size_t len) {
     len -= used;
     if (r->proxy_wait || !len) return 0;
   }
-  if (!r->ssl) return ws_in(c, in, len);
-  if (gn_tr_tls_in(c, in, len) != 0) {
-    fail_stage(c, r->upgraded ? "open" : "tls", 0, "%sout of memory", "");
-    return -1;
+  if (!r->ssl) {
+    if (r->held.len) return gn_buf_add(&r->held, in, len) == 0 ? 0 : fail_oom(c);
+    return feed(c, in, len);
   }
+  if (gn_tr_tls_in(c, in, len) != 0) return fail_oom(c);
   if (!r->tls_up) {
     char err[200] = "";
     int hs = gn_tr_tls_handshake(c, err, sizeof err);
@@ -291,25 +341,20 @@ static int raw_in(gn_conn_t *c, const char *in, size_t len) {
     c->tls_resumed = SSL_session_reused(r->ssl);
     if (session_start(c) != 0) return -1;
   }
-  /* Every record there is, read into one buffer before the frames are read: the larger the
-   * chunk, the more messages lie whole in it and go on without a copy. */
-  char buf[32768];
-  for (;;) {
-    size_t fill = 0;
-    int n = 0;
-    while (fill < sizeof buf && (n = gn_tr_tls_read(c, buf + fill, sizeof buf - fill)) > 0)
-      fill += (size_t)n;
-    if (fill && ws_in(c, buf, fill) != 0) return -1;
-    if (n < 0) { /* the server's close_notify, or TLS broke */
-      gn_tr_tls_flush(c);
-      if (!r->end) end_soon(c);
-      return 0;
-    }
-    if (n == 0 || r->end || c->detached) break;
+  return tls_drain(c);
+}
+
+void gn_tr_raw_resume(gn_conn_t *c) {
+  gn_raw_t *r = c->raw;
+  if (!r || r->end || c->rx_hold || !r->upgraded) return;
+  if (r->ssl) {
+    tls_drain(c);
+    return;
   }
-  gn_tr_tls_flush(c);
-  want_write(c);
-  return 0;
+  gn_buf_t rest = r->held;
+  r->held = (gn_buf_t){0};
+  if (rest.len) feed(c, rest.p, rest.len);
+  gn_buf_free(&rest);
 }
 
 /* The connection ended: its on_close, from what is known. */

@@ -304,13 +304,22 @@ static void pause_cb(uv_timer_t *t) {
 
 int gn_conn_tls_resumed(const gn_conn_t *c) { return c && c->tls_resumed; }
 
+/* After a pause, from a 0 ms timer (never inside the caller's own work): the frames the bulk
+ * path left unread. */
+static void resume_cb(uv_timer_t *t) {
+  gn_conn_t *c = t->data;
+  if (c->state == C_OPEN && !c->detached && !c->rx_hold) gn_tr_raw_resume(c);
+}
+
 void gn_conn_pause(gn_conn_t *c, int pause) {
   if (!c || c->state != C_OPEN || c->detached || !c->wsi || !c->timer) return;
+  c->rx_hold = pause;
   if (pause) {
     uv_timer_start(c->timer, pause_cb, 0, 0);
     return;
   }
   uv_timer_stop(c->timer); /* a pause not applied yet */
+  if (c->raw) uv_timer_start(c->timer, resume_cb, 0, 0);
   if (!c->paused) return;
   c->paused = 0;
   lws_rx_flow_control(c->wsi, 1);
@@ -346,6 +355,10 @@ gn_transport_t *gn_transport_new(uv_loop_t *loop, char *err, size_t errlen) {
   info.protocols = gn_tr_protocols;
   /* Our own timers (timeouts.connect_ms, handshake_ms) govern; lws's would cut in first. */
   info.timeout_secs = 3600;
+  /* The bulk path reads up to 64 KB per socket read (lws's default of 4 KB made a burst cost a
+   * recv and an ACK per 4 KB); rawws.c feeds the frames 4 KB at a time so a pause still stops
+   * within 4 KB. lws's own client keeps the default. One buffer per context. */
+  if (t->bulk) info.pt_serv_buf_size = 65536;
   info.gid = -1;
   info.uid = -1;
   gn_tr_last_log[0] = 0;

@@ -67,6 +67,7 @@ typedef struct gn_raw {
   gn_buf_t in;        /* the proxy's or the server's answer read so far */
   gn_wsf_t wsf;       /* the frame reader */
   gn_buf_t out;       /* bytes for the socket after LWS_PRE bytes of room */
+  gn_buf_t held;      /* ws:// plaintext a pause left unread (wss leaves it in rbio) */
   int close_sent;     /* our close frame is queued */
   int end;            /* end the socket once out is written */
 } gn_raw_t;
@@ -109,6 +110,7 @@ struct gn_conn {
   char peer_reason[124];
   int http_status;
   int paused;         /* reading is off (gn_conn_pause) */
+  int rx_hold;        /* a pause was asked: the bulk path reads no further frames */
   int tls_resumed;    /* the TLS session was resumed (no full handshake) */
   gn_raw_t *raw;      /* the bulk path's state, NULL on lws's ws client */
 };
@@ -161,6 +163,9 @@ int gn_tr_raw_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
 /* Starts a RAW connection to ip (the target's, or the proxy's). Returns 0, or -1 when c failed
  * (delivered). */
 int gn_tr_start_raw(gn_conn_t *c, const char *ip);
+/* After a pause: the frames a pause left unread (c->rx_hold) are read now. Returns nothing.
+ * Loop thread, outside lws's callbacks. */
+void gn_tr_raw_resume(gn_conn_t *c);
 /* Queues a text message on an open bulk connection. Returns 0, or -1. */
 int gn_tr_raw_send_text(gn_conn_t *c, const char *text, size_t len);
 /* Sends a close frame (open) and ends the connection once the server answers (or 2 s pass). */

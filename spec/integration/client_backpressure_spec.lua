@@ -80,6 +80,24 @@ describe("genesys.notify client: a slow consumer", function()
     assert.equals(0, client:metrics().dropped)
   end)
 
+  it("pause over ws:// too: what one socket read holds past the limits waits, nothing dropped", function()
+    -- one read takes up to 64 KB (docs/receive.md): the frames after a pause is asked are held
+    -- (wss: in the TLS read buffer, ws://: copied) and read when the queue has room again
+    local plain = emulator.start { tls = false }
+    finally(function() plain:stop() end)
+    local client, rec = start(plain, { queue_limit = 10, overflow = "pause" }, 5)
+    finally(function() client:close() end)
+    local ch = wait.channel_of(rec)
+    local N = 120
+    plain:admin("POST", "channels/" .. ch .. "/events", { count = N, topic = T, size = 500 })
+    assert.truthy(wait.until_(client, function() return #rec.events >= N end, 30000),
+      "got " .. #rec.events .. " of " .. N)
+    assert.equals(0, client:metrics().dropped)
+    assert.truthy(client:metrics().pauses >= 1, "never paused")
+    local first = rec.events[1].body.sequence
+    for i, ev in ipairs(rec.events) do assert.equals(first + i - 1, ev.body.sequence) end
+  end)
+
   it("pause with a short pause_max_ms: drops after it, counted and reported", function()
     local client, rec = start(emu, { queue_limit = 10, overflow = "pause", pause_max_ms = 50 })
     finally(function() client:close() end)

@@ -70,6 +70,27 @@ describe("the Lua thread's JSON decoder", function()
       -- arrays with nulls (holes in Lua: the null sentinel keeps them)
       '[null,1,null,[null]]',
     }
+    -- wide containers: the first 32 members wait on the stack for the table (lbind_json.c),
+    -- the rest go straight in; duplicates on both sides of that line (the last wins)
+    local members, elements = {}, {}
+    for i = 1, 100 do
+      members[i] = string.format('"k%d":%d', i % 40, i)
+      elements[i] = i % 7 == 0 and "null" or i % 5 == 0 and ('{"i":' .. i .. '}') or tostring(i)
+    end
+    for _, n in ipairs { 31, 32, 33, 64, 100 } do
+      agree("{" .. table.concat(members, ",", 1, n) .. "}")
+      agree("[" .. table.concat(elements, ",", 1, n) .. "]")
+      agree('{"a":[' .. table.concat(elements, ",", 1, n) .. '],"b":{' ..
+        table.concat(members, ",", 1, n) .. '}}')
+    end
+    -- short strings are pushed from a cache of the last one per slot (lbind_json.c): strings
+    -- of one length, first, middle and last byte share a slot and must never be mixed up
+    local same_slot = {}
+    for i = 0, 99 do same_slot[#same_slot + 1] = string.format('"x%02dxyz"', i) end
+    for _ = 1, 2 do
+      agree("[" .. table.concat(same_slot, ",") .. "]")
+      agree("{" .. table.concat(same_slot, ":1,") .. ":1}")
+    end
     for _, t in ipairs(texts) do agree(t) end
   end)
 
