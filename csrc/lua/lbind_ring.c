@@ -12,6 +12,7 @@
 #include "queue.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Writes v's decimal digits ending at end (exclusive); returns where they start. */
@@ -60,4 +61,181 @@ int lgn_push_ring_record(lua_State *L, const gn_item_t *it) {
   luaL_addlstring(&b, it->raw, it->rawlen);
   luaL_pushresult(&b);
   return 1;
+}
+
+/* ---- the readers' side: a whole ring entry decoded in one call ----
+ * An entry is one record, or "b" .. N (8 hex digits) and N records each after its length (4
+ * bytes, big-endian): resty.lua's ring_item. */
+
+/* [text (light userdata), len, whole] -> the JSON value of the text (whole: the value's
+ * eventBody field, or nil when it is not an object). Raises on what it cannot decode. */
+static int body_push(lua_State *L) {
+  const char *s = (const char *)lua_touserdata(L, 1);
+  size_t n = (size_t)lua_tointeger(L, 2);
+  lgn_json_push(L, s, n);
+  if (lua_toboolean(L, 3)) {
+    if (lua_type(L, -1) != LUA_TTABLE) return 0;
+    lua_getfield(L, -1, "eventBody");
+  }
+  return 1;
+}
+
+/* Whether p..q (exclusive) is a number as tonumber reads it (strtod; no space); *d its value. */
+static int num(const char *p, const char *q, double *d) {
+  char buf[64];
+  size_t n = (size_t)(q - p);
+  if (n == 0 || n >= sizeof buf) return 0;
+  memcpy(buf, p, n);
+  buf[n] = 0;
+  char *e;
+  *d = strtod(buf, &e);
+  return e == buf + n && !(buf[0] == ' ' || buf[0] == '\t');
+}
+
+/* A whole non-negative decimal in p..q (exclusive), or -1. */
+static long long whole(const char *p, const char *q) {
+  if (p == q || q - p > 15) return -1;
+  long long v = 0;
+  for (; p < q; p++) {
+    if (*p < '0' || *p > '9') return -1;
+    v = v * 10 + (*p - '0');
+  }
+  return v;
+}
+
+/* Pushes record r (n bytes) of seq `seq`: an event record "e\t..." as its event table (with body
+ * decoded when with_body; the function at fn does it, protected), any other record as its text
+ * (resty.lua decodes those few), false when it is malformed. Returns 1 when it was malformed. */
+static int push_record(lua_State *L, const char *r, size_t n, double seq, int with_body, int fn) {
+  if (n < 2 || r[0] != 'e' || r[1] != '\t') {
+    if (n >= 2 && (r[0] == 'h' || r[0] == 'j') && r[1] == '\n') {
+      lua_pushlstring(L, r, n);
+      return 0;
+    }
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  /* f[k] starts field k (RMS, TOPIC, CHANNEL_ID, CORRELATION_ID, BODY_AT, BODY_LEN); each
+   * ends at the tab one byte before the next, the last at the newline */
+  const char *end = r + n, *f[6], *nl;
+  f[0] = r + 2;
+  int nt = 0;
+  for (const char *q = f[0]; nt < 5; nt++) {
+    q = memchr(q, '\t', (size_t)(end - q));
+    if (!q) break;
+    f[nt + 1] = ++q;
+  }
+  if (nt < 5) goto bad;
+  nl = memchr(f[5], '\n', (size_t)(end - f[5]));
+  if (!nl) goto bad;
+  const char *raw = nl + 1;
+  size_t rawlen = (size_t)(end - raw);
+  long long at = whole(f[4], f[5] - 1), blen = whole(f[5], nl);
+  if (at < 0) at = 0; /* tonumber(...) or 0 */
+  if (blen < 0) blen = 0;
+  if (at > 0 && (unsigned long long)(at - 1 + blen) > rawlen) goto bad;
+  lua_createtable(L, 0, 10);
+  lua_pushliteral(L, "event");
+  lua_setfield(L, -2, "item");
+  lgn_push_number(L, seq);
+  lua_setfield(L, -2, "seq");
+  lua_pushlstring(L, f[1], (size_t)(f[2] - 1 - f[1]));
+  lua_setfield(L, -2, "topic");
+  lua_pushlstring(L, f[2], (size_t)(f[3] - 1 - f[2]));
+  lua_setfield(L, -2, "channel_id");
+  double rms;
+  if (num(f[0], f[1] - 1, &rms)) {
+    lgn_push_number(L, rms);
+    lua_setfield(L, -2, "received_ms");
+  }
+  if (f[4] - 1 > f[3]) {
+    lua_pushlstring(L, f[3], (size_t)(f[4] - 1 - f[3]));
+    lua_setfield(L, -2, "correlation_id");
+  }
+  lua_pushlstring(L, raw, rawlen);
+  lua_setfield(L, -2, "raw");
+  if (with_body && (at == 0 || blen > 0)) {
+    lua_pushvalue(L, fn);
+    lua_pushlightuserdata(L, (void *)(at > 0 ? raw + at - 1 : raw));
+    lua_pushinteger(L, (lua_Integer)(at > 0 ? (size_t)blen : rawlen));
+    lua_pushboolean(L, at == 0);
+    if (lua_pcall(L, 3, 1, 0) == 0)
+      lua_setfield(L, -2, "body");
+    else
+      lua_pop(L, 1); /* an undecodable body: none, as before */
+  }
+  return 0;
+bad:
+  lua_pushboolean(L, 0);
+  return 1;
+}
+
+/* core.ring_decode_entry(entry, first_seq, with_body, out) -> n, bad: out[1..n] the items of
+ * seqs first_seq .. first_seq+n-1 (event tables, other records' texts, false for a malformed
+ * record; out[n+1..] cleared up to the first nil); n 0 when the entry as a whole is malformed;
+ * bad the count of false ones. Raises only on memory. */
+static int l_ring_decode_entry(lua_State *L) {
+  size_t vlen;
+  const char *v = luaL_checklstring(L, 1, &vlen);
+  double first = luaL_checknumber(L, 2);
+  int with_body = lua_toboolean(L, 3);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  lua_settop(L, 4);
+  lua_pushcfunction(L, body_push); /* 5: pushed once, called per body */
+  long long n = 0, bad = 0;
+  if (vlen >= 1 && v[0] == 'b') {
+    unsigned long long cnt = 0;
+    int ok = vlen >= 9;
+    for (int k = 1; ok && k < 9; k++) {
+      int c = (unsigned char)v[k], d = c >= '0' && c <= '9' ? c - '0'
+                                     : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                     : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+      if (d < 0) ok = 0;
+      cnt = cnt * 16 + (unsigned)d;
+    }
+    /* every record takes at least its 4-byte length: a count the text cannot hold is no entry */
+    if (ok && cnt >= 1 && cnt <= (vlen - 9) / 4) {
+      size_t pos = 9;
+      for (unsigned long long m = 0; m < cnt; m++) {
+        if (pos + 4 <= vlen) {
+          const unsigned char *b = (const unsigned char *)v + pos;
+          size_t len = ((size_t)b[0] << 24) | ((size_t)b[1] << 16) | ((size_t)b[2] << 8) | b[3];
+          if (len <= vlen - pos - 4) {
+            bad += push_record(L, v + pos + 4, len, first + (double)m, with_body, 5);
+            pos += 4 + len;
+          } else {
+            lua_pushboolean(L, 0);
+            bad++;
+            pos = vlen;
+          }
+        } else {
+          lua_pushboolean(L, 0);
+          bad++;
+        }
+        lua_rawseti(L, 4, (int)(m + 1));
+      }
+      n = (long long)cnt;
+    }
+  } else {
+    bad += push_record(L, v, vlen, first, with_body, 5);
+    lua_rawseti(L, 4, 1);
+    n = 1;
+  }
+  for (int k = (int)n + 1;; k++) {
+    lua_rawgeti(L, 4, k);
+    int was = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (!was) break;
+    lua_pushnil(L);
+    lua_rawseti(L, 4, k);
+  }
+  lua_pushinteger(L, (lua_Integer)n);
+  lua_pushinteger(L, (lua_Integer)bad);
+  return 2;
+}
+
+int lgn_open_ring(lua_State *L) {
+  lua_pushcfunction(L, l_ring_decode_entry);
+  lua_setfield(L, -2, "ring_decode_entry");
+  return 0;
 }
