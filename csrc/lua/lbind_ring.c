@@ -8,7 +8,7 @@
  * none: the readers decode only the body; the sequence number is the dict entry's flags). A field with a tab or a newline cannot go in
  * the header: the item then comes as a table, as drain(max, "raw") gives it.
  */
-#include "lbind.h"
+#include "lbind_client.h"
 #include "queue.h"
 
 #include <stdio.h>
@@ -24,43 +24,200 @@ static char *digits(char *end, unsigned long long v) {
   return end;
 }
 
-int lgn_push_ring_record(lua_State *L, const gn_item_t *it) {
-  const char *cid = it->correlation_id ? it->correlation_id : "";
-  if (strpbrk(it->topic, "\t\n") || strpbrk(it->channel_id, "\t\n") || strpbrk(cid, "\t\n"))
+/* An event record's header "e\tMS\tTOPIC\tCHANNEL_ID\tCORRELATION_ID\tBODY_AT\tBODY_LEN\n": its
+ * numbers as text and its fields. */
+typedef struct {
+  char ms[40], body[48]; /* body: "\tBODY_AT\tBODY_LEN" */
+  int nms, nbody;
+  const char *cid;
+  size_t ntopic, nch, ncid;
+} rec_head_t;
+
+/* Fills *h for it; returns the record's length (header and raw text), or 0 when a field cannot
+ * go in the header (a tab or a newline in it). */
+static size_t rec_head(const gn_item_t *it, rec_head_t *h) {
+  h->cid = it->correlation_id ? it->correlation_id : "";
+  if (strpbrk(it->topic, "\t\n") || strpbrk(it->channel_id, "\t\n") || strpbrk(h->cid, "\t\n"))
     return 0;
   /* The numbers by hand: snprintf's "%.17g" was a tenth of the holder's time per event. A
    * whole number of ms (what the service thread stamps) as its digits, else "%.17g". */
-  char ms[40], body[48];
-  int n;
   double r = it->received_ms;
   if (r >= 0 && r < 9007199254740992.0 && r == (double)(unsigned long long)r) {
-    char *p = digits(ms + sizeof ms, (unsigned long long)r);
-    n = (int)(ms + sizeof ms - p);
-    memmove(ms, p, (size_t)n);
+    char *p = digits(h->ms + sizeof h->ms, (unsigned long long)r);
+    h->nms = (int)(h->ms + sizeof h->ms - p);
+    memmove(h->ms, p, (size_t)h->nms);
   } else {
-    n = snprintf(ms, sizeof ms, "%.17g", r);
+    h->nms = snprintf(h->ms, sizeof h->ms, "%.17g", r);
   }
-  char *e = body + sizeof body, *p = digits(e, (unsigned long long)it->body_len);
+  char *e = h->body + sizeof h->body, *p = digits(e, (unsigned long long)it->body_len);
   *--p = '\t';
   p = digits(p, (unsigned long long)it->body_off + 1);
   *--p = '\t';
-  int bn = (int)(e - p);
-  memmove(body, p, (size_t)bn);
+  h->nbody = (int)(e - p);
+  memmove(h->body, p, (size_t)h->nbody);
+  h->ntopic = strlen(it->topic);
+  h->nch = strlen(it->channel_id);
+  h->ncid = strlen(h->cid);
+  return 2 + (size_t)h->nms + 1 + h->ntopic + 1 + h->nch + 1 + h->ncid + (size_t)h->nbody + 1 +
+         it->rawlen;
+}
+
+/* Writes the record of it (rec_head's length) at dst. */
+static void rec_write(char *dst, const gn_item_t *it, const rec_head_t *h) {
+#define PUT(s, n) (memcpy(dst, (s), (n)), dst += (n))
+  PUT("e\t", 2);
+  PUT(h->ms, (size_t)h->nms);
+  *dst++ = '\t';
+  PUT(it->topic, h->ntopic);
+  *dst++ = '\t';
+  PUT(it->channel_id, h->nch);
+  *dst++ = '\t';
+  PUT(h->cid, h->ncid);
+  PUT(h->body, (size_t)h->nbody);
+  *dst++ = '\n';
+  PUT(it->raw, it->rawlen);
+#undef PUT
+}
+
+int lgn_push_ring_record(lua_State *L, const gn_item_t *it) {
+  rec_head_t h;
+  if (!rec_head(it, &h)) return 0;
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   luaL_addlstring(&b, "e\t", 2);
-  luaL_addlstring(&b, ms, (size_t)n);
+  luaL_addlstring(&b, h.ms, (size_t)h.nms);
   luaL_addchar(&b, '\t');
-  luaL_addstring(&b, it->topic);
+  luaL_addlstring(&b, it->topic, h.ntopic);
   luaL_addchar(&b, '\t');
-  luaL_addstring(&b, it->channel_id);
+  luaL_addlstring(&b, it->channel_id, h.nch);
   luaL_addchar(&b, '\t');
-  luaL_addstring(&b, cid);
-  luaL_addlstring(&b, body, (size_t)bn);
+  luaL_addlstring(&b, h.cid, h.ncid);
+  luaL_addlstring(&b, h.body, (size_t)h.nbody);
   luaL_addchar(&b, '\n');
   luaL_addlstring(&b, it->raw, it->rawlen);
   luaL_pushresult(&b);
   return 1;
+}
+
+/* ---- the holder's side: whole entries built here ---- */
+
+/* The entry being built: "b" .. N (8 hex digits) and N records each after its 4-byte length. */
+typedef struct {
+  char *p;
+  size_t len, cap;
+  unsigned n;
+  double last_ms;
+} entry_t;
+
+static void entry_put_u32(char *d, size_t v) {
+  d[0] = (char)(v >> 24 & 255);
+  d[1] = (char)(v >> 16 & 255);
+  d[2] = (char)(v >> 8 & 255);
+  d[3] = (char)(v & 255);
+}
+
+/* Pushes the entry (when it holds records) into the array at arr, at *k + 1; empties it. */
+static void entry_push(lua_State *L, entry_t *e, int arr, int *k) {
+  if (!e->n) return;
+  char hex[10];
+  snprintf(hex, sizeof hex, "b%08x", e->n);
+  memcpy(e->p, hex, 9);
+  lua_pushlstring(L, e->p, e->len);
+  lua_rawseti(L, arr, ++*k);
+  e->len = 9;
+  e->n = 0;
+}
+
+/* [box, size]: a new buffer of size bytes for the entry (a userdata: freed with the Lua state
+ * whatever raises). */
+static char *entry_buf(lua_State *L, int box, size_t size) {
+  char *p = (char *)lua_newuserdata(L, size);
+  lua_replace(L, box);
+  return p;
+}
+
+/* client:drain_entries(max, bytes) -> array, n (the items taken, policy records aside): what drain(max, "record") would give, each run of
+ * consecutive event records as one ring entry of genesys.notify.resty (lua/genesys/notify/
+ * resty.lua: "b" .. N in 8 hex digits and N records each after its 4-byte big-endian length), of
+ * at most `bytes` bytes (a record larger than that alone in its entry); array.last_ms the
+ * received_ms of the last event put in an entry. The holder writes each entry as it is: no Lua
+ * string, table or concatenation per event. Events that cannot go in a record (a tab or a newline
+ * in a field), health and resync items come as drain(max, "record") gives them, in their place;
+ * policy records are answered and not returned, health items audited, as drain() does. */
+int lgn_client_drain_entries(lua_State *L) {
+  lclient_t *u = lgn_check_here(L, 1);
+  if (u->caller.in_callback)
+    return luaL_error(L, "genesys.notify: drain_entries() called from inside a callback (%s)",
+                      u->caller.in_callback);
+  lua_Integer max = luaL_checkinteger(L, 2), bytes = luaL_checkinteger(L, 3);
+  luaL_argcheck(L, max >= 1, 2, "expected an integer from 1");
+  luaL_argcheck(L, bytes >= 64 && bytes <= (1 << 24), 3, "expected 64 to 16777216 bytes");
+  if (max > 4096) max = 4096; /* drain()'s limit per call */
+  lua_settop(L, 1);
+  lua_newtable(L); /* 2: the result */
+  if (u->closed || !u->c) {
+    lua_pushinteger(L, 0);
+    return 2;
+  }
+  lua_getuservalue(L, 1);                 /* 3 */
+  lua_pushcfunction(L, lgn_drain_append); /* 4 */
+  lua_pushnil(L);                         /* 5: the entry's buffer */
+  int uv = 3, arr = 2, k = 0, n = 0;
+  entry_t e = {NULL, 9, (size_t)bytes, 0, 0};
+  int any = 0; /* an event went into an entry: e.last_ms is its time */
+  e.p = entry_buf(L, 5, e.cap);
+  while (n < max && !u->closed) {
+    gn_item_t *it = gn_client_pop(u->c);
+    if (!it) break;
+    if (it->type == GN_ITEM_POLICY) {
+      lgn_run_policy(L, u, uv, it);
+      gn_item_free(it);
+      continue;
+    }
+    n++;
+    rec_head_t h;
+    size_t rl = it->type == GN_ITEM_EVENT ? rec_head(it, &h) : 0;
+    if (rl) {
+      if (e.n && e.len + 4 + rl > e.cap) entry_push(L, &e, arr, &k);
+      if (e.len + 4 + rl > e.cap) e.p = entry_buf(L, 5, e.cap = 9 + 4 + rl); /* a large one */
+      entry_put_u32(e.p + e.len, rl);
+      rec_write(e.p + e.len + 4, it, &h);
+      e.len += 4 + rl;
+      e.n++;
+      e.last_ms = it->received_ms;
+      any = 1;
+      gn_item_free(it);
+      if (e.cap > (size_t)bytes) { /* the large one went alone: back to the usual size */
+        entry_push(L, &e, arr, &k);
+        e.p = entry_buf(L, 5, e.cap = (size_t)bytes);
+      }
+      continue;
+    }
+    entry_push(L, &e, arr, &k);
+    lua_pushvalue(L, 4);
+    lua_pushlightuserdata(L, it);
+    lua_pushvalue(L, arr);
+    lua_pushinteger(L, k);
+    lua_pushinteger(L, 2);
+    int rc = lua_pcall(L, 4, 0, 0);
+    int health = it->type == GN_ITEM_HEALTH;
+    gn_item_free(it);
+    if (rc != 0) return lua_error(L); /* out of memory building a table */
+    k++;
+    if (health) {
+      lua_rawgeti(L, arr, k);
+      lgn_drain_audit(L, u, uv);
+      lua_pop(L, 1);
+    }
+  }
+  entry_push(L, &e, arr, &k);
+  lua_settop(L, 2);
+  if (any) {
+    lgn_push_number(L, e.last_ms);
+    lua_setfield(L, 2, "last_ms");
+  }
+  lua_pushinteger(L, n);
+  return 2;
 }
 
 /* ---- the readers' side: a whole ring entry decoded in one call ----

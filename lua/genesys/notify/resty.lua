@@ -650,6 +650,46 @@ local function ring_put(payload, err)
   S.wcnt, S.wbytes = n, S.wbytes + len + 4
 end
 
+-- An entry the client built (drain_entries: "b" .. N and N event records), written as it is
+-- into the slot of the next seq; the entry being built before it is written first. When it
+-- cannot be written, its records are tried one per slot, as entry_flush does.
+local function ring_put_entry(v)
+  entry_flush()
+  local n = tonumber(str_sub(v, 2, 9), 16) or 0
+  local dict, size, occ, first = S.dict, S.ring_size, S.occ, S.wbase + S.wn + 1
+  S.wn = S.wn + n
+  local ok, err = dict:safe_set(ring_key(first), v, 0, first % SEQ_MOD)
+  if ok then
+    occ[first % size] = true
+    for q = first + 1, first + n - 1 do
+      local k = q % size
+      if occ[k] ~= false then
+        dict:delete(ring_key(q))
+        occ[k] = false
+      end
+    end
+  else
+    local p = 10
+    for m = 1, n do
+      local q = first + m - 1
+      local b1, b2, b3, b4 = str_byte(v, p, p + 3)
+      local len = b4 and ((b1 * 256 + b2) * 256 + b3) * 256 + b4 or 0
+      local qok, qerr = false, err
+      if n > 1 and b4 then
+        qok, qerr = dict:safe_set(ring_key(q), str_sub(v, p + 4, p + 3 + len), 0, q % SEQ_MOD)
+      end
+      p = p + 4 + len
+      if qok then
+        occ[q % size] = true
+      else
+        write_failed(q, qerr)
+        occ[q % size] = nil -- an earlier lap's entry may still be there
+      end
+    end
+  end
+  S.wstart = first + n
+end
+
 local function ring_commit()
   local n = S.wn
   if n == 0 then return 0 end
@@ -849,6 +889,11 @@ end
 
 -- One item the client gave, into the current batch.
 local function put_item(h, it)
+  if type(it) == "string" and str_byte(it, 1) == 98 then
+    -- a run of events as a ring entry, ready-made by drain_entries
+    ring_put_entry(it)
+    return
+  end
   if type(it) == "string" then
     -- an event as its ring record, ready-made by drain(max, "record")
     h.last_rec = it
@@ -956,15 +1001,22 @@ local function pump(h, client)
       budget = budget - 1
     end
     local want = math_min(budget, BATCH)
-    local items, first, last
+    local items, first, last, got
     if h.pending then
       items, first = h.pending, h.pi
       last = math_min(#items, first + want - 1)
       h.pi = last + 1
       if h.pi > #items then h.pending = nil end
-    else
+      got = last - first + 1
+    elseif h.dedup or h.consumer then
       items = client:drain(want, "record")
       first, last = 1, #items
+      got = last
+    else
+      items, got = client:drain_entries(want, ENTRY_BYTES + 9)
+      first, last = 1, #items
+      local rms = items.last_ms
+      if rms and rms > (h.last_ms or 0) then h.last_ms = rms end
     end
     for i = first, last do put_item(h, items[i]) end
     local n = ring_commit()
@@ -972,7 +1024,7 @@ local function pump(h, client)
       wake_readers(h)
       total = total + n
     end
-    h.empty = not h.pending and last - first + 1 < want
+    h.empty = not h.pending and got < want
     if h.empty then break end
     hand_over_batch() -- this worker's reader (and, every SLICE_S, requests) run meanwhile
     if h.down then break end
