@@ -93,14 +93,20 @@ describe("ring_decode_entry", function()
   it("an event without a body or with one that does not decode has no body, no error", function()
     local out = {}
     local n, bad = decode(entry({ erec(1, "t", "c", "", '{"topicName":"t"}', false),
-      "e\t1\tt\tc\t\t2\t3\n{x}y", erec(1, "t", "c", "", "not json", false) }), 1, true, out)
-    assert.are.equal(3, n)
+      "e\t1\tt\tc\t\t2\t3\n{x}y", erec(1, "t", "c", "", "not json", false),
+      erec(2, "t2", "c", "", raw_of(4), true) }), 1, true, out)
+    assert.are.equal(4, n)
     assert.are.equal(0, bad)
     for k = 1, 3 do
       assert.are.equal("event", out[k].item)
       assert.is_nil(out[k].body)
     end
     assert.are.equal("not json", out[3].raw)
+    -- the records around the ones that do not decode keep theirs (the entry decoded again, each
+    -- body protected)
+    assert.are.same({ n = 4, s = "x4" }, out[4].body)
+    assert.are.equal("t2", out[4].topic)
+    assert.are.equal(4, out[4].seq)
   end)
 
   it("counts malformed records as false and goes on with the next", function()
