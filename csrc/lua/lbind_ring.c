@@ -1,12 +1,16 @@
-/* lbind_ring.c: an event as genesys.notify.resty's ring record (drain(max, "record")).
+/* lbind_ring.c: genesys.notify.resty's ring in C: an event as its record (drain(max,
+ * "record")), runs of events as whole entries (client:drain_entries, the holder), and an entry
+ * decoded into its event tables in one call (core.ring_decode_entry, the readers).
  *
  * The holder in nginx moves each event into a shared-dict ring as text and never decodes it;
  * building the record here, from the item the service thread filled, spares it a table, three
  * checks and a concatenation per event in Lua. The format is resty.lua's (decode_record):
  *   "e\tRECEIVED_MS\tTOPIC\tCHANNEL_ID\tCORRELATION_ID\tBODY_AT\tBODY_LEN\nRAW"
  * (BODY_AT: where eventBody's text starts in RAW, 1-based, and BODY_LEN its length, 0 when it has
- * none: the readers decode only the body; the sequence number is the dict entry's flags). A field with a tab or a newline cannot go in
- * the header: the item then comes as a table, as drain(max, "raw") gives it.
+ * none: the readers decode only the body; the sequence number is the dict entry's flags). A
+ * field with a tab or a newline cannot go in the header: the item then comes as a table, as
+ * drain(max, "raw") gives it. An entry is "b" .. N (8 hex digits) and N records each after its
+ * 4-byte big-endian length, or one record alone.
  */
 #include "lbind_client.h"
 #include "queue.h"
@@ -284,13 +288,6 @@ static void push_cached(lua_State *L, int cache, const char *s, size_t n) {
   lua_replace(L, cache);
 }
 
-/* t[knames[k]] = the value at the top (popped), t just below it. */
-static void set_key(lua_State *L, const dec_ctx_t *x, int k) {
-  lua_pushvalue(L, x->key + k);
-  lua_insert(L, -2);
-  lua_rawset(L, -3);
-}
-
 /* Pushes record r (n bytes) of seq `seq`: an event record "e\t..." as its event table (with body
  * decoded when with_body), any other record as its text (resty.lua decodes those few), false
  * when it is malformed. Returns 1 when it was malformed. A body that does not decode raises
@@ -325,41 +322,61 @@ static int push_record(lua_State *L, const char *r, size_t n, double seq, int wi
   if (blen < 0) blen = 0;
   if (at > 0 && (unsigned long long)(at - 1 + blen) > rawlen) goto bad;
   lua_createtable(L, 0, 10);
-  lua_pushvalue(L, x->key + K_EVENT);
-  set_key(L, x, K_ITEM);
+#define KEY(k) lua_pushvalue(L, x->key + (k))
+  KEY(K_ITEM);
+  KEY(K_EVENT);
+  lua_rawset(L, -3);
+  KEY(K_SEQ);
   lgn_push_number(L, seq);
-  set_key(L, x, K_SEQ);
+  lua_rawset(L, -3);
+  KEY(K_TOPIC);
   push_cached(L, x->topic, f[1], (size_t)(f[2] - 1 - f[1]));
-  set_key(L, x, K_TOPIC);
+  lua_rawset(L, -3);
+  KEY(K_CHANNEL);
   push_cached(L, x->channel, f[2], (size_t)(f[3] - 1 - f[2]));
-  set_key(L, x, K_CHANNEL);
+  lua_rawset(L, -3);
   long long wms = whole(f[0], f[1] - 1); /* the whole ms the holder writes, else as tonumber */
   double rms;
   if (wms >= 0 || num(f[0], f[1] - 1, &rms)) {
+    KEY(K_RMS);
     lgn_push_number(L, wms >= 0 ? (double)wms : rms);
-    set_key(L, x, K_RMS);
+    lua_rawset(L, -3);
   }
   if (f[4] - 1 > f[3]) {
+    KEY(K_CID);
     lua_pushlstring(L, f[3], (size_t)(f[4] - 1 - f[3]));
-    set_key(L, x, K_CID);
+    lua_rawset(L, -3);
   }
+  KEY(K_RAW);
   lua_pushlstring(L, raw, rawlen);
-  set_key(L, x, K_RAW);
+  lua_rawset(L, -3);
   if (with_body && (at == 0 || blen > 0)) {
-    lua_pushvalue(L, x->key + K_BODY);
-    lua_pushvalue(L, x->fn);
-    lua_pushlightuserdata(L, (void *)(at > 0 ? raw + at - 1 : raw));
-    lua_pushinteger(L, (lua_Integer)(at > 0 ? (size_t)blen : rawlen));
-    lua_pushboolean(L, at == 0);
+    const char *bs = at > 0 ? raw + at - 1 : raw;
+    size_t bn = at > 0 ? (size_t)blen : rawlen;
+    KEY(K_BODY);
     if (!x->protect) {
-      lua_call(L, 3, 1);
-      lua_rawset(L, -3);
-    } else if (lua_pcall(L, 3, 1, 0) == 0) {
+      /* no call frame per body: the whole entry is under one lua_pcall */
+      lgn_json_push(L, bs, bn);
+      if (at == 0) {
+        if (lua_type(L, -1) == LUA_TTABLE)
+          lua_getfield(L, -1, "eventBody");
+        else
+          lua_pushnil(L);
+        lua_remove(L, -2);
+      }
       lua_rawset(L, -3);
     } else {
-      lua_pop(L, 2); /* an undecodable body: none, as before */
+      lua_pushvalue(L, x->fn);
+      lua_pushlightuserdata(L, (void *)bs);
+      lua_pushinteger(L, (lua_Integer)bn);
+      lua_pushboolean(L, at == 0);
+      if (lua_pcall(L, 3, 1, 0) == 0)
+        lua_rawset(L, -3);
+      else
+        lua_pop(L, 2); /* an undecodable body: none, as before */
     }
   }
+#undef KEY
   return 0;
 bad:
   lua_pushboolean(L, 0);
