@@ -247,6 +247,25 @@ describe("client:drain()", function()
       assert.same(cjson.decode(ev.raw).eventBody, ev.body)
       assert.is_true(math.abs(ev.received_ms - os.time() * 1000) < 120000)
     end
+    -- records larger than `bytes`: each alone in its entry, and the next call as usual
+    for i = 7, 9 do
+      local st, j = emu:admin("POST", "publish", { topic = T, eventBody = { n = i } })
+      assert.equals(200, st)
+      cids[i] = j.correlationId
+    end
+    queued(client, 3)
+    local big, got3 = client:drain_entries(2, 64)
+    assert.equals(2, got3)
+    assert.equals(2, #big)
+    for k = 1, 2 do
+      assert.equals(1, (core.ring_decode_entry(big[k], 6 + k, true, out)))
+      assert.equals(cids[6 + k], out[1].correlation_id)
+      assert.equals(6 + k, out[1].body.n)
+    end
+    local last = client:drain_entries(10, 32768)
+    assert.equals(1, #last)
+    assert.equals(1, (core.ring_decode_entry(last[1], 9, true, out)))
+    assert.equals(9, out[1].body.n)
     -- nothing waits: an empty array, 0, no last_ms
     local none, z = client:drain_entries(10, 32768)
     assert.same({}, none)
