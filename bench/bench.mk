@@ -85,3 +85,10 @@ bench-peers: $(BENCH_LWS) $(EMU_BIN)
 .PHONY: bench-fleet
 bench-fleet: all
 	GN_BUILD=$(abspath $(BUILD)) GN_BINDIR=$(abspath $(BINDIR)) $(LUA) bench/fleet_takeover.lua $(FLEET_ROUNDS)
+
+# make bench-ring-decode: a resty reader's decode of ring entries without nginx, the Lua path it
+# had against core.ring_decode_entry (bench/ring_decode_bench.lua; LuaJIT, as nginx runs it).
+.PHONY: bench-ring-decode
+bench-ring-decode:
+	$(MAKE) --no-print-directory LUA=luajit module
+	luajit bench/ring_decode_bench.lua build/luajit

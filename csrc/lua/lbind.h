@@ -127,6 +127,7 @@ int lgn_open_backoff(lua_State *L);
 int lgn_open_client(lua_State *L);
 int lgn_open_consumer(lua_State *L); /* lbind_consumer.c: notify.consumer */
 int lgn_open_json(lua_State *L); /* lbind_json.c: core.json_decode_text */
+int lgn_open_ring(lua_State *L); /* lbind_ring.c: core.ring_decode_entry */
 /* lbind_resync.c: reads the normalized table at idx's resync_* fields into cfg (which must be a
  * gn_client_cfg_t). Returns 0, or -1 with the error message pushed. */
 int lgn_resync_config(lua_State *L, int idx, void *cfg);

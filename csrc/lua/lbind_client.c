@@ -55,7 +55,7 @@ lclient_t *lgn_check_open(lua_State *L, int i) {
 /* The operator's policy hook: policy(record) -> delay_ms (number), false (give up) or nil (keep
  * the engine's delay). Anything else, or an error, is reported as callback_error and the
  * engine's delay stands. */
-static void run_policy(lua_State *L, lclient_t *u, int uv, gn_item_t *it) {
+void lgn_run_policy(lua_State *L, lclient_t *u, int uv, gn_item_t *it) {
   lua_getfield(L, uv, "policy");
   if (!lua_isfunction(L, -1)) {
     lua_pop(L, 1);
@@ -116,7 +116,7 @@ static int poll_items(lua_State *L, lclient_t *u, int timeout_ms) {
       batch = it->next;
       it->next = NULL;
       const char *which = GN_ITEM_IS_EVENTLIKE(it->type) ? "on_event" : "on_health";
-      if (it->type == GN_ITEM_POLICY) run_policy(L, u, uv, it), n++;
+      if (it->type == GN_ITEM_POLICY) lgn_run_policy(L, u, uv, it), n++;
       else if (lgn_dispatch(L, &u->caller, uv, which, lgn_item_table, it) != 2) n++;
       gn_item_free(it);
     }
@@ -145,7 +145,7 @@ static void refuse_reentry(lua_State *L, lclient_t *u, const char *fn);
 
 /* Builds the array of drain() in protected mode: [it (light), array, n, raw_only] -> array with
  * the item's table appended (at n + 1). */
-static int drain_append(lua_State *L) {
+int lgn_drain_append(lua_State *L) {
   gn_item_t *it = (gn_item_t *)lua_touserdata(L, 1);
   lua_Integer n = lua_tointeger(L, 3);
   int raw_only = (int)lua_tointeger(L, 4);
@@ -169,7 +169,7 @@ static int drain_append(lua_State *L) {
 /* Writes a health item's audit line (the sink configured with audit=, stored as "audit" in the
  * user value at uv). Stack: [..., item table]; leaves it. A failing sink is reported on stderr
  * (the same last resort as a failing on_health report): drain() calls no on_health. */
-static void drain_audit(lua_State *L, lclient_t *u, int uv) {
+void lgn_drain_audit(lua_State *L, lclient_t *u, int uv) {
   lua_getfield(L, uv, "audit");
   if (!lua_isfunction(L, -1)) {
     lua_pop(L, 1);
@@ -214,14 +214,14 @@ static int l_drain(lua_State *L) {
   if (u->closed || !u->c) return 1;
   lua_getuservalue(L, 1); /* 3 */
   int uv = 3;
-  lua_pushcfunction(L, drain_append); /* 4: made once, not per item */
+  lua_pushcfunction(L, lgn_drain_append); /* 4: made once, not per item */
   int n = 0;
   while (n < max && !u->closed) {
     gn_item_t *it = gn_client_pop(u->c);
     if (!it) break;
     if (it->type == GN_ITEM_POLICY) {
       /* Answered here, not returned: the engine waits for the answer, not for the caller. */
-      run_policy(L, u, uv, it);
+      lgn_run_policy(L, u, uv, it);
       gn_item_free(it);
       continue;
     }
@@ -237,7 +237,7 @@ static int l_drain(lua_State *L) {
     n++;
     if (health) {
       lua_rawgeti(L, 2, n);
-      drain_audit(L, u, uv);
+      lgn_drain_audit(L, u, uv);
       lua_pop(L, 1);
     }
   }
@@ -473,8 +473,8 @@ void lgn_register_class(lua_State *L, const char *name, const luaL_Reg *methods,
 int lgn_open_client(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"start", l_start},           {"poll", l_poll},         {"run", l_run},
-      {"drain", l_drain},           {"wake_socket", l_wake_socket},
-      {"fd", l_fd},                 {"close", l_close},       {"reconnect", l_reconnect},
+      {"drain", l_drain},           {"drain_entries", lgn_client_drain_entries},
+      {"wake_socket", l_wake_socket}, {"fd", l_fd}, {"close", l_close}, {"reconnect", l_reconnect},
       {"subscribe", l_subscribe},   {"unsubscribe", l_unsubscribe},
       {"state", l_state},           {"metrics", lgn_client_metrics},
       {"resync_gap", lgn_client_resync_gap}, {"lease_handover", lgn_client_lease_handover},

@@ -1,8 +1,7 @@
 /* lbind_client.h: what the client's binding files share: lbind_client.c (the methods, poll(),
  * drain(), topics), lbind_new.c (construction from the normalized configuration),
  * lbind_metrics.c (metrics()), lbind_context.c (contexts and bells), lbind_fleet.c
- * (lease_handover). Only they include it. The
- * Lua thread. */
+ * (lease_handover), lbind_ring.c (drain_entries()). Only they include it. The Lua thread. */
 #ifndef GN_LBIND_CLIENT_H
 #define GN_LBIND_CLIENT_H
 
@@ -61,5 +60,15 @@ int lgn_client_new(lua_State *L);     /* core.client_new(cfg) (lbind_new.c) */
  * {key=, kind="ms"|"int"|"bytes"|"fraction", default=, lo=, hi=} (lbind_new.c). */
 void lgn_push_options(lua_State *L);
 int lgn_open_context(lua_State *L);   /* contexts and bells (lbind_context.c) */
+
+/* drain()'s parts (lbind_client.c), for drain_entries(): the policy hook answered for item it
+ * (uv: the client's user value); a lua_CFunction [it (light), array, n, raw_only] -> the item
+ * appended at n + 1 as drain(max, mode) gives it (call it protected); the audit line of the
+ * health item table at the top (left there). Return nothing. */
+void lgn_run_policy(lua_State *L, lclient_t *u, int uv, struct gn_item *it);
+int lgn_drain_append(lua_State *L);
+void lgn_drain_audit(lua_State *L, lclient_t *u, int uv);
+/* client:drain_entries(max, bytes) (lbind_ring.c). */
+int lgn_client_drain_entries(lua_State *L);
 
 #endif

@@ -10,6 +10,7 @@ int luaopen_genesys_notify_core(lua_State *L) {
   lgn_open_client(L);
   lgn_open_consumer(L);
   lgn_open_json(L);
+  lgn_open_ring(L);
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "_VERSION");
   return 1;

@@ -200,6 +200,82 @@ describe("client:drain()", function()
     assert.same({}, called)
   end)
 
+  it("drain_entries(max, bytes): runs of events as resty's ring entries, read back whole",
+    function()
+    local core = require "genesys.notify.core"
+    local cfg, called = strict_config(emu)
+    local client = notify.new(cfg)
+    finally(function() client:close() end)
+    client:start()
+    drain_until(client, function(all) return health_kind(all, "connected") end)
+    while #client:drain() > 0 do end
+    local cids = {}
+    for i = 1, 6 do
+      local st, j = emu:admin("POST", "publish", { topic = T, eventBody = { n = i } })
+      assert.equals(200, st)
+      cids[i] = j.correlationId
+    end
+    queued(client, 6)
+    -- entries of at most 700 bytes: a record or two each (an event's text is a few hundred)
+    local entries, got = client:drain_entries(4, 700)
+    assert.equals(4, got)
+    assert.truthy(#entries >= 2 and #entries <= 4, #entries)
+    local evs, out, seq = {}, {}, 1
+    for _, v in ipairs(entries) do
+      assert.is_string(v)
+      assert.truthy(#v <= 700 or tonumber(v:sub(2, 9), 16) == 1, #v)
+      local n, bad = core.ring_decode_entry(v, seq, true, out)
+      assert.equals(0, bad)
+      for k = 1, n do evs[#evs + 1] = out[k] end
+      seq = seq + n
+    end
+    local rest, got2 = client:drain_entries(10, 32768)
+    assert.equals(2, got2)
+    assert.equals(1, #rest)
+    local n = core.ring_decode_entry(rest[1], seq, true, out)
+    assert.equals(2, n)
+    for k = 1, 2 do evs[#evs + 1] = out[k] end
+    assert.equals(evs[6].received_ms, rest.last_ms)
+    assert.equals(6, #evs)
+    for i, ev in ipairs(evs) do
+      assert.equals("event", ev.item)
+      assert.equals(i, ev.seq)
+      assert.equals(T, ev.topic)
+      assert.is_truthy(ev.channel_id:match("^streaming%-"))
+      assert.equals(cids[i], ev.correlation_id)
+      assert.equals(i, ev.body.n)
+      assert.same(cjson.decode(ev.raw).eventBody, ev.body)
+      assert.is_true(math.abs(ev.received_ms - os.time() * 1000) < 120000)
+    end
+    -- records larger than `bytes`: each alone in its entry, and the next call as usual
+    for i = 7, 9 do
+      local st, j = emu:admin("POST", "publish", { topic = T, eventBody = { n = i } })
+      assert.equals(200, st)
+      cids[i] = j.correlationId
+    end
+    queued(client, 3)
+    local big, got3 = client:drain_entries(2, 64)
+    assert.equals(2, got3)
+    assert.equals(2, #big)
+    for k = 1, 2 do
+      assert.equals(1, (core.ring_decode_entry(big[k], 6 + k, true, out)))
+      assert.equals(cids[6 + k], out[1].correlation_id)
+      assert.equals(6 + k, out[1].body.n)
+    end
+    local last = client:drain_entries(10, 32768)
+    assert.equals(1, #last)
+    assert.equals(1, (core.ring_decode_entry(last[1], 9, true, out)))
+    assert.equals(9, out[1].body.n)
+    -- nothing waits: an empty array, 0, no last_ms
+    local none, z = client:drain_entries(10, 32768)
+    assert.same({}, none)
+    assert.equals(0, z)
+    for _, args in ipairs { { 0, 100 }, { 1, 10 }, { "x", 100 }, { 1, 2 ^ 30 } } do
+      assert.is_false((pcall(client.drain_entries, client, args[1], args[2])))
+    end
+    assert.same({}, called)
+  end)
+
   it("refuses a bad max by name", function()
     local client = notify.new(wait.config(emu, nil, { topics = { T } }))
     finally(function() client:close() end)

@@ -39,6 +39,7 @@ local _M = { _VERSION = notify._VERSION }
 
 -- Readers decode each event's text once, with the C decoder, straight from the ring record.
 local json_decode = require("genesys.notify.core").json_decode_text
+local ring_decode_entry = require("genesys.notify.core").ring_decode_entry
 local prometheus_family = require("genesys.notify.core").prometheus_family
 -- ngx.now() as the C function itself: resty.core's Lua wrapper (tonumber of an FFI call) got
 -- blacklisted by LuaJIT during a burst, and with it the reader's loop that called it, which
@@ -164,28 +165,26 @@ local function follower_push(rec, json)
 end
 
 -- rec: a ring record as a table; json: a health record's text (events are encoded here, and
--- only when a follower listens). Events get body (the decoded eventBody, decoded once, here,
--- from the record text v, bytes bi..bj, when given) for the handlers; followers get the record
--- and its text with the serving worker's pid.
-local function deliver(rec, json, v, bi, bj)
+-- only when a follower listens). Events get body (the decoded eventBody) for the handlers:
+-- decoded with their entry (pre: ring_decode_entry's table; body nil there: it has none, or none
+-- that decodes) when handlers listened then, else here from rec.raw; followers get the record
+-- (never its body) and its text with the serving worker's pid.
+local function deliver(rec, json, pre)
   rec.worker = S.pid
   if nfollowers > 0 then
     if json then
       json = json:sub(1, -2) .. ',"worker":' .. S.pid .. "}"
     else
+      local body = rec.body
+      rec.body = nil
       json = cjson.encode(rec)
+      rec.body = body
     end
     follower_push(rec, json)
   end
   if rec.item == "event" then
     if #handlers > 0 then
-      if v then
-        -- the body straight from the record (bi..bj), or none (bj < bi)
-        if bj >= bi then
-          local ok, body = pcall(json_decode, v, bi, bj)
-          rec.body = ok and body or nil
-        end
-      else
+      if not (pre and S.rent_body) then
         local ok, msg = pcall(json_decode, rec.raw)
         rec.body = ok and type(msg) == "table" and msg.eventBody or nil
       end
@@ -310,22 +309,19 @@ local function decode_record(v, s, i, j)
   return nil
 end
 
--- Item s for this worker's reader: its record is bytes i..j of v; or nil and why it is missed.
--- S.rent is the entry being read (its text, where its next record is, which seq that is, its
--- last seq): one get per entry. S.seeking: the reader skipped into the ring (overwritten items)
--- and looks for the next entry's start, counting what lies before it as overwritten.
+-- Item s for this worker's reader: an event's table (body decoded when handlers listen), another
+-- record's text, false (undecodable); or nil and why it is missed. S.rent is the entry being read
+-- (ring_decode_entry's items of seqs first..last; next: the one to come): one get and one C call
+-- per entry. S.seeking: the reader skipped into the ring (overwritten items) and looks for the
+-- next entry's start, counting what lies before it as overwritten.
+local rent = { items = {} }
 local function ring_item(s)
   local e = S.rent
   if e then
     if s == e.next then
-      local v, p = e.v, e.pos
-      local b1, b2, b3, b4 = str_byte(v, p, p + 3)
-      if b4 then
-        local len = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
-        e.pos, e.next = p + 4 + len, s + 1
-        if s >= e.last then S.rent = nil end
-        return v, p + 4, p + 3 + len
-      end
+      e.next = s + 1
+      if s >= e.last then S.rent = nil end
+      return e.items[s - e.first + 1]
     end
     S.rent = nil
   end
@@ -333,13 +329,12 @@ local function ring_item(s)
   local v, fl = dict:get(ring_key(s))
   if v and fl == s % SEQ_MOD then
     S.seeking = nil
-    if str_byte(v, 1) == 98 then -- "b": several records
-      local n = tonumber(str_sub(v, 2, 9), 16)
-      if not n or n < 1 then return nil, "undecodable" end
-      S.rent = { v = v, pos = 10, next = s, last = s + n - 1 }
-      return ring_item(s)
-    end
-    return v, 1, #v
+    S.rent_body = #handlers > 0
+    local n = ring_decode_entry(v, s, S.rent_body, rent.items)
+    if n < 1 then return false end
+    rent.first, rent.next, rent.last = s, s, s + n - 1
+    S.rent = rent
+    return ring_item(s)
   end
   -- not this seq's entry: an item the ring has overwritten (a later one's entry is there, or the
   -- ring has moved a whole length past it), or one that could not be written
@@ -402,13 +397,17 @@ local function read_ring()
   local since, t_pub = 0, ngx_now()
   while S.cursor < head do
     local s = S.cursor + 1
-    local v, i, j = ring_item(s)
-    local rec, json, reason, bi, bj
-    if not v then
-      reason = i
-    else
-      rec, json, bi, bj = decode_record(v, s, i, j)
+    local r, why = ring_item(s)
+    local rec, json, reason, pre
+    if r == nil then
+      reason = why
+    elseif r == false then
+      reason = "undecodable"
+    elseif type(r) == "string" then
+      rec, json = decode_record(r, s, 1, #r)
       if not rec then reason = "undecodable" end
+    else
+      rec, pre = r, true
     end
     if miss_reason and reason ~= miss_reason then
       report_missed(miss_reason, miss_n, miss_from, miss_from + miss_n - 1)
@@ -426,7 +425,7 @@ local function read_ring()
         -- a successor's worker: what the previous holder wrote, for the switch's de-duplication
         S.succ.seen[rec.correlation_id or rec.raw] = true
       end
-      deliver(rec, json, bi and v, bi, bj)
+      deliver(rec, json, pre)
     end
     since = since + 1
     if since % 64 == 0 or ngx_now() ~= t_pub then
@@ -656,6 +655,46 @@ local function ring_put(payload, err)
   S.wcnt, S.wbytes = n, S.wbytes + len + 4
 end
 
+-- An entry the client built (drain_entries: "b" .. N and N event records), written as it is
+-- into the slot of the next seq; the entry being built before it is written first. When it
+-- cannot be written, its records are tried one per slot, as entry_flush does.
+local function ring_put_entry(v)
+  entry_flush()
+  local n = tonumber(str_sub(v, 2, 9), 16) or 0
+  local dict, size, occ, first = S.dict, S.ring_size, S.occ, S.wbase + S.wn + 1
+  S.wn = S.wn + n
+  local ok, err = dict:safe_set(ring_key(first), v, 0, first % SEQ_MOD)
+  if ok then
+    occ[first % size] = true
+    for q = first + 1, first + n - 1 do
+      local k = q % size
+      if occ[k] ~= false then
+        dict:delete(ring_key(q))
+        occ[k] = false
+      end
+    end
+  else
+    local p = 10
+    for m = 1, n do
+      local q = first + m - 1
+      local b1, b2, b3, b4 = str_byte(v, p, p + 3)
+      local len = b4 and ((b1 * 256 + b2) * 256 + b3) * 256 + b4 or 0
+      local qok, qerr = false, err
+      if n > 1 and b4 then
+        qok, qerr = dict:safe_set(ring_key(q), str_sub(v, p + 4, p + 3 + len), 0, q % SEQ_MOD)
+      end
+      p = p + 4 + len
+      if qok then
+        occ[q % size] = true
+      else
+        write_failed(q, qerr)
+        occ[q % size] = nil -- an earlier lap's entry may still be there
+      end
+    end
+  end
+  S.wstart = first + n
+end
+
 local function ring_commit()
   local n = S.wn
   if n == 0 then return 0 end
@@ -865,6 +904,11 @@ end
 
 -- One item the client gave, into the current batch.
 local function put_item(h, it)
+  if type(it) == "string" and str_byte(it, 1) == 98 then
+    -- a run of events as a ring entry, ready-made by drain_entries
+    ring_put_entry(it)
+    return
+  end
   if type(it) == "string" then
     -- an event as its ring record, ready-made by drain(max, "record")
     h.last_rec = it
@@ -973,15 +1017,22 @@ local function pump(h, client)
       budget = budget - 1
     end
     local want = math_min(budget, BATCH)
-    local items, first, last
+    local items, first, last, got
     if h.pending then
       items, first = h.pending, h.pi
       last = math_min(#items, first + want - 1)
       h.pi = last + 1
       if h.pi > #items then h.pending = nil end
-    else
+      got = last - first + 1
+    elseif h.dedup or h.consumer then
       items = client:drain(want, "record")
       first, last = 1, #items
+      got = last
+    else
+      items, got = client:drain_entries(want, ENTRY_BYTES + 9)
+      first, last = 1, #items
+      local rms = items.last_ms
+      if rms and rms > (h.last_ms or 0) then h.last_ms = rms end
     end
     for i = first, last do put_item(h, items[i]) end
     local n = ring_commit()
@@ -989,7 +1040,7 @@ local function pump(h, client)
       wake_readers(h)
       total = total + n
     end
-    h.empty = not h.pending and last - first + 1 < want
+    h.empty = not h.pending and got < want
     if h.empty then break end
     hand_over_batch() -- this worker's reader (and, every SLICE_S, requests) run meanwhile
     if h.down then break end
