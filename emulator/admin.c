@@ -51,13 +51,14 @@ static json_t *stats_json(void)
 		for (size_t i = 0; i < ch->ntopics; i++)
 			json_array_append_new(topics, json_string(ch->topics[i]));
 		json_object_set_new(chs, ch->id, json_pack(
-			"{s:i,s:I,s:o,s:I,s:I,s:I,s:b,s:b,s:b,s:s,s:I}",
+			"{s:i,s:I,s:o,s:I,s:I,s:I,s:b,s:b,s:b,s:s,s:I,s:I}",
 			"connections", ch->nconns, "handshakes", (json_int_t)ch->handshakes,
 			"subscriptions", topics, "events_sent", (json_int_t)ch->events_sent,
 			"first_seq", (json_int_t)ch->first_seq, "last_seq", (json_int_t)ch->seq,
 			"connected", ch->conn != NULL, "expired", ch->expired, "evicted", ch->evicted,
 			"client_id", E.cfg.clients[ch->client].id,
-			"queued", (json_int_t)(ch->conn ? ch->conn->qlen : 0)));
+			"queued", (json_int_t)(ch->conn ? ch->conn->qlen : 0),
+			"pings", (json_int_t)ch->pings));
 	}
 	uint64_t live = 0;
 	for (channel_t *ch = E.channels; ch; ch = ch->next)

@@ -64,6 +64,30 @@ static void clear_tcp(void)
 	E.tcp_refuse_until = 0;
 }
 
+/* ---- pong ---------------------------------------------------------------------------------- */
+
+/* Pongs answered delay_ms late: with a client kept off the CPU (SIGSTOP) from its ping until past
+ * its ping timeout, the pong arrives while it cannot read. */
+static int set_pong(json_t *o, long ms, char *err, size_t errlen)
+{
+	long delay;
+	if (json_field_long(o, "delay_ms", 1, 600000, -1, &delay, err, errlen))
+		return -1;
+	if (delay < 0) {
+		snprintf(err, errlen, "field \"delay_ms\": required (1 to 600000)");
+		return -1;
+	}
+	E.pong_delay_ms = delay;
+	E.pong_delay_until = deadline_from_ms(ms);
+	return 0;
+}
+
+static void clear_pong(void)
+{
+	E.pong_delay_until = 0;
+	E.pong_delay_ms = 0;
+}
+
 /* ---- http ---------------------------------------------------------------------------------- */
 
 static int set_http(json_t *o, long ms, char *err, size_t errlen)
@@ -175,6 +199,7 @@ static const fault_def_t FAULTS[] = {
 	  "(mode slow, delay_ms)", set_handshake, clear_handshake },
 	{ "tcp", "new TCP connections accepted and closed at once (mode refuse; ms required)",
 	  set_tcp, clear_tcp },
+	{ "pong", "pongs answered delay_ms late, for ms", set_pong, clear_pong },
 	{ "http", "OAuth or REST requests (target) answered with a status, or late (delay_ms), "
 	  "for count requests or ms", set_http, clear_http },
 	{ "connect_uri", "the next count channels get a connectUri on base", set_connect_uri,

@@ -53,6 +53,7 @@ typedef struct channel {
 	int nconns;                         /* live connections (transiently 2 while displacing) */
 	uint64_t handshakes;
 	uint64_t events_sent;
+	uint64_t pings;                     /* {"message":"ping"} received on its connections */
 	uint64_t seq;                       /* last sequence number used */
 	uint64_t first_seq;
 	lws_sorted_usec_list_t sul_expire;  /* fires at expires_us (or the token's end) */
@@ -109,6 +110,8 @@ typedef struct emu {
 	/* faults */
 	int64_t hs_refuse_until, hs_slow_until, tcp_refuse_until;
 	long hs_slow_delay_ms;
+	int64_t pong_delay_until;           /* fault: pongs go out pong_delay_ms late until then */
+	long pong_delay_ms;
 	http_fault_t fault_oauth, fault_rest;
 	char connect_base[200];             /* fault: the next connect_count channels get a
 					     * connectUri on this base ("" = none) */

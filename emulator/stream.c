@@ -299,6 +299,14 @@ static void hb_stop(conn_t *c)
 
 /* ---- receive -------------------------------------------------------------------------- */
 
+/* The pong fault: the pongs held back go out now. */
+static void pong_due_cb(lws_sorted_usec_list_t *sul)
+{
+	conn_t *c = lws_container_of(sul, conn_t, sul_pong);
+	for (; c->pongs_due > 0; c->pongs_due--)
+		conn_send_text(c, PONG, sizeof PONG - 1);
+}
+
 static void handle_message(conn_t *c)
 {
 	if (c->rx_binary)
@@ -308,8 +316,15 @@ static void handle_message(conn_t *c)
 	if (!j)
 		return;     /* Genesys ignores what it does not understand */
 	json_t *m = json_object_get(j, "message");
-	if (json_is_string(m) && !strcmp(json_string_value(m), "ping"))
-		conn_send_text(c, PONG, sizeof PONG - 1);
+	if (json_is_string(m) && !strcmp(json_string_value(m), "ping")) {
+		if (c->ch)
+			c->ch->pings++;
+		if (!fault_active(E.pong_delay_until) && !c->pongs_due)
+			conn_send_text(c, PONG, sizeof PONG - 1);
+		else if (c->pongs_due++ == 0)   /* later pings wait for the first one's turn */
+			lws_sul_schedule(E.ctx, 0, &c->sul_pong, pong_due_cb,
+					 (lws_usec_t)E.pong_delay_ms * 1000);
+	}
 	json_decref(j);
 }
 
@@ -425,6 +440,7 @@ int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 		lws_sul_cancel(&c->sul_stream);
 		lws_sul_cancel(&c->sul_stall);
 		lws_sul_cancel(&c->sul_grace);
+		lws_sul_cancel(&c->sul_pong);
 		if (c->ch) {
 			if (c->ch->conn == c)
 				c->ch->conn = NULL;

@@ -56,6 +56,8 @@ struct conn {
 	lws_sorted_usec_list_t sul_stream;  /* next generated event is due */
 	lws_sorted_usec_list_t sul_stall;   /* stall ends */
 	lws_sorted_usec_list_t sul_grace;   /* socket_closing grace ends */
+	lws_sorted_usec_list_t sul_pong;    /* late pongs (the pong fault) fall due */
+	long pongs_due;                     /* pongs waiting for sul_pong */
 	int64_t stall_until_us;
 	int close_pending;                  /* close now with close_code/close_reason */
 	int close_after_drain;              /* close once the queue is empty */
