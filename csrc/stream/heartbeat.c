@@ -22,12 +22,22 @@ static void timer_cb(uv_timer_t *t) {
     static const char ping[] = "{\"message\":\"ping\"}";
     gn_conn_send_text(hb->conn, ping, sizeof ping - 1);
     hb->ping_sent = 1;
+    hb->last_turn = 0;
     hb->last_rx_ms = now; /* the ping timeout counts from here */
     arm(hb, (uint64_t)hb->ping_timeout_ms);
     return;
   }
   if (quiet < (uint64_t)hb->ping_timeout_ms) {
     arm(hb, (uint64_t)hb->ping_timeout_ms - quiet);
+    return;
+  }
+  if (!hb->last_turn) {
+    /* The deadline has passed, but libuv runs timers before it polls: when the thread was kept
+     * off the CPU past the deadline, the pong may be waiting unread in the socket. One turn of
+     * the loop reads it first (1 ms, not 0: a 0 ms timer started here can run in this same
+     * timer phase, before the poll); a message heard meanwhile clears ping_sent. */
+    hb->last_turn = 1;
+    arm(hb, 1);
     return;
   }
   /* Dead link: nothing came back, not even the pong. */

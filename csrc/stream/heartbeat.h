@@ -3,7 +3,10 @@
  * Genesys sends a heartbeat about every 30 s, but a half-open TCP link looks alive to the socket
  * for much longer. After idle_ms without any message the watchdog sends Genesys's
  * {"message":"ping"}; if nothing at all comes within ping_timeout_ms after it, the link is dead
- * and dead(ud) is called once (the socket itself is the caller's to end).
+ * and dead(ud) is called once (the socket itself is the caller's to end). "Comes" includes what
+ * already waits unread in the socket: once the deadline has passed the loop gets one more turn
+ * of I/O (a 1 ms timer; libuv runs timers before it polls) before the link is called dead, so a
+ * thread kept off the CPU past the deadline reads a pong that arrived in time.
  *
  * Service thread only.
  */
@@ -22,6 +25,7 @@ typedef struct {
   uint64_t last_rx_ms;   /* monotonic: the last message (or the ping) */
   uint64_t heard_ms;     /* monotonic: the last message (or the open), pings aside */
   int ping_sent;
+  int last_turn;         /* the deadline passed: one loop turn of I/O given before calling dead */
   int paused;            /* reading is stopped on purpose (a full queue): silence is not death */
   void (*dead)(void *ud);
   void *ud;

@@ -197,6 +197,36 @@ describe("genesys.notify client: reconnection", function()
     assert.truthy(wait.until_(client, function() return rec.count("restored") > 0 end, 10000))
   end)
 
+  it("the watchdog reads a pong that arrived while the process was stopped past the deadline", function()
+    -- libuv runs timers before it polls: a thread kept off the CPU past ping_timeout_ms, with the
+    -- pong already in the socket, must read it before calling the link dead. The emulator holds
+    -- its pong back for D ms; the whole test process is stopped (SIGSTOP) from just after the
+    -- ping until well past the deadline, so the pong arrives while it is stopped.
+    local k = wait.slow()
+    local D, T = 500 * k, 1000 * k
+    assert.equals(200, (emu:admin("POST", "faults/pong", { delay_ms = D })))
+    finally(function() emu:admin("POST", "faults/clear") end)
+    local client, rec = start_client(emu, { heartbeat = { idle_ms = 200 * k, ping_timeout_ms = T } })
+    finally(function() client:close() end)
+    local ch = wait.channel_of(rec)
+    local function pings()
+      local _, st = emu:admin("GET", "stats")
+      return st.channels[ch].pings
+    end
+    assert.truthy(wait.until_(client, function() return pings() >= 1 end, 10000), "no ping")
+    local f = assert(io.open("/proc/self/stat"))
+    local pid = assert(f:read("*l"):match("^(%d+)"))
+    f:close()
+    os.execute(string.format("sh -c 'kill -STOP %s; sleep %.3f; kill -CONT %s' &", pid,
+      (T + 1000 * k) / 1000, pid))
+    -- stopped here; once continued, give the client time to act on it
+    wait.for_ms(client, 500 * k)
+    assert.truthy(wait.until_(client, function() return pings() >= 2 end, 10000),
+      "no ping after the stop")
+    local d = rec.kinds.disconnected and rec.kinds.disconnected[1]
+    assert.equals(0, rec.count("disconnected"), d and ("disconnected: " .. tostring(d.reason)))
+  end)
+
   it("gives up by the policy: state failed, health gave_up with the reason, no more attempts", function()
     local rec = wait.recorder()
     local dead = { host = "localhost", port = 1, tls = true, ca_file = emu.ca_file }
