@@ -112,6 +112,9 @@ void lgn_report_callback_error(lua_State *L, lgn_caller_t *u, int uv, const char
  * above). The item stays the caller's to free. */
 int lgn_dispatch(lua_State *L, lgn_caller_t *u, int uv, const char *which, lua_CFunction push,
                  struct gn_item *it);
+/* close(): marks the uservalue at idx as closed (a run of events in progress stops) and gives
+ * the userdata a new empty one (the callbacks can be collected). */
+void lgn_close_uservalue(lua_State *L, int idx);
 /* Delivers the events at the head of *batch to uv.on_event (tables as lgn_item_table makes
  * them), each freed and *batch advanced past it, until an item that is not an event, max
  * callbacks, or *closed (a callback closed the client). A table that cannot be built or a

@@ -320,9 +320,7 @@ static int l_close(lua_State *L) {
   lclient_t *u = lgn_check_client(L, 1);
   if (!u->closed) {
     do_close(u);
-    /* Let the callbacks (and what they hold) be collected. */
-    lua_newtable(L);
-    lua_setuservalue(L, 1);
+    lgn_close_uservalue(L, 1); /* the callbacks (and what they hold) can be collected */
   }
   lua_pushboolean(L, 1);
   return 1;

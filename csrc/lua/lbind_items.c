@@ -164,14 +164,59 @@ int lgn_dispatch(lua_State *L, lgn_caller_t *u, int uv, const char *which, lua_C
  * callback's): the traceback handler, the table's field names and the last topic and channel id
  * (the same for most events) stay on the stack, so an event's table costs no field-name lookup,
  * and a topic already seen is not hashed again. Each callback still runs in its own lua_pcall. */
-enum { R_RUN = 1, R_UV, R_MSGH, R_ONEV, R_TOPIC, R_CHAN, R_CORR, R_MS, R_BODY, R_RAW, R_LTOPIC,
-       R_LCHAN, R_TOP = R_LCHAN };
+enum { R_RUN = 1, R_UV, R_ARR, R_LOOP, R_REPORT, R_MSGH, R_ONEV, R_TOPIC, R_CHAN, R_CORR, R_MS,
+       R_BODY, R_RAW, R_LTOPIC, R_LCHAN, R_TOP = R_LCHAN };
+
+/* On LuaJIT a C-to-Lua lua_pcall per event is slow and ends the trace: the run's tables go into
+ * an array (R_ARR), RUN_CHUNK at a time, and one compiled Lua loop (LOOP_SRC) calls on_event
+ * for each through xpcall with the same traceback handler, reading uv.on_event each time as
+ * before and reporting an error through report (lgn_report_callback_error, as before). A
+ * callback that closes the client marks the old uservalue (lgn_close_uservalue): the loop
+ * stops there, the rest is discarded as before. Lua 5.4 keeps one lua_pcall per callback. */
+#if LUA_VERSION_NUM == 501
+#define LUA_LOOP 1
+#else
+#define LUA_LOOP 0
+#endif
+enum { RUN_CHUNK = 64 };
+static const char loop_key = 0, stop_key = 0;
+static const char LOOP_SRC[] =
+  "local xpcall, type = xpcall, type\n"
+  "return function(uv, arr, k, tb, report, stop)\n"
+  "  local ran = 0\n"
+  "  for i = 1, k do\n"
+  "    local ev, f = arr[i], uv.on_event\n"
+  "    arr[i] = nil\n"
+  "    if type(f) == 'function' then\n"
+  "      ran = ran + 1\n"
+  "      local ok, err = xpcall(f, tb, ev)\n"
+  "      if not ok then report(uv, err) end\n"
+  "      if uv[stop] then\n"
+  "        for j = i + 1, k do arr[j] = nil end\n"
+  "        return ran\n"
+  "      end\n"
+  "    end\n"
+  "  end\n"
+  "  return ran\n"
+  "end\n";
+
+/* See lbind.h. */
+void lgn_close_uservalue(lua_State *L, int idx) {
+  lua_getuservalue(L, idx);
+  lua_pushlightuserdata(L, (void *)&stop_key);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_setuservalue(L, idx);
+}
 
 typedef struct {
   lgn_caller_t *u;
   gn_item_t **batch;  /* the events left; the first is freed once its table is built */
   gn_item_t *cur;     /* the event whose table is being built (the caller frees it on error) */
   int n, max;         /* callbacks run, and the most this run may run */
+  int k;              /* tables waiting in the array (LUA_LOOP) */
   const int *closed;  /* set when a callback closed the client: stop */
   const char *ltopic, *lchan; /* the strings at R_LTOPIC and R_LCHAN */
 } run_t;
@@ -217,10 +262,42 @@ static void event_table(lua_State *L, run_t *r, const gn_item_t *it) {
 
 /* [run (light userdata), uv]: the run's events into uv.on_event, until a non-event, max, or
  * the client closed. Raises only while building a table (r->cur says which event). */
+/* The k tables waiting in the array at arr (the loop, report and traceback handler above it)
+ * through the Lua loop, in protected mode (a raise there is memory's: reported). */
+static void flush(lua_State *L, run_t *r, int uv, int arr) {
+  int k = r->k;
+  r->k = 0;
+  lua_pushvalue(L, arr + 1);
+  lua_pushvalue(L, uv);
+  lua_pushvalue(L, arr);
+  lua_pushinteger(L, k);
+  lua_pushvalue(L, arr + 3);
+  lua_pushvalue(L, arr + 2);
+  lua_pushlightuserdata(L, (void *)&stop_key);
+  const char *outer = r->u->in_callback;
+  r->u->in_callback = "on_event";
+  int rc = lua_pcall(L, 6, 1, 0);
+  r->u->in_callback = outer;
+  if (rc != 0) {
+    r->n -= k;
+    lgn_report_callback_error(L, r->u, uv, "on_event");
+    return;
+  }
+  r->n -= k - (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+}
+
+/* report(uv, err) for the loop: as a callback's error is reported. */
+static int loop_report(lua_State *L) {
+  run_t *r = lua_touserdata(L, lua_upvalueindex(1));
+  lua_settop(L, 2);
+  lgn_report_callback_error(L, r->u, 1, "on_event");
+  return 0;
+}
+
 static int deliver_run(lua_State *L) {
   run_t *r = lua_touserdata(L, R_RUN);
-  lua_settop(L, R_UV);
-  lua_pushcfunction(L, lgn_traceback);
+  lua_settop(L, R_MSGH);
   lua_pushliteral(L, "on_event");
   lua_pushliteral(L, "topic");
   lua_pushliteral(L, "channel_id");
@@ -247,23 +324,60 @@ static int deliver_run(lua_State *L) {
     *r->batch = it->next;
     gn_item_free(it);
     r->n++;
-    if (lgn_pcall_callback(L, r->u, "on_event", 0, R_MSGH) != 0)
+    if (LUA_LOOP) {
+      lua_rawseti(L, R_ARR, ++r->k);
+      if (r->k == RUN_CHUNK) flush(L, r, R_UV, R_ARR);
+    } else if (lgn_pcall_callback(L, r->u, "on_event", 0, R_MSGH) != 0) {
       lgn_report_callback_error(L, r->u, R_UV, "on_event");
+    }
     lua_settop(L, R_TOP);
   }
+  if (r->k) flush(L, r, R_UV, R_ARR);
   return 0;
+}
+
+/* Pushes the array, the loop, report and the traceback handler (R_ARR..R_MSGH); nils but the
+ * handler on Lua 5.4. */
+static void push_loop(lua_State *L, run_t *r) {
+  if (!LUA_LOOP) {
+    lua_pushnil(L);
+    lua_pushnil(L);
+    lua_pushnil(L);
+    lua_pushcfunction(L, lgn_traceback);
+    return;
+  }
+  lua_createtable(L, RUN_CHUNK, 0);
+  lua_pushlightuserdata(L, (void *)&loop_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    if (luaL_loadbuffer(L, LOOP_SRC, sizeof LOOP_SRC - 1, "=genesys.notify poll") != 0) lua_error(L);
+    lua_call(L, 0, 1);
+    lua_pushlightuserdata(L, (void *)&loop_key);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+  }
+  lua_pushlightuserdata(L, r);
+  lua_pushcclosure(L, loop_report, 1);
+  lua_pushcfunction(L, lgn_traceback);
 }
 
 /* See lbind.h. */
 int lgn_deliver_events(lua_State *L, lgn_caller_t *u, int uv, gn_item_t **batch, int max,
                        const int *closed) {
-  run_t r = {u, batch, NULL, 0, max, closed, NULL, NULL};
+  run_t r = {u, batch, NULL, 0, max, 0, closed, NULL, NULL};
+  int top = lua_gettop(L);
+  push_loop(L, &r);
+  int arr = top + 1;
   while (*batch && (*batch)->type == GN_ITEM_EVENT && r.n < r.max && !*closed) {
     gn_item_t *head = *batch;
     lua_pushcfunction(L, deliver_run);
     lua_pushlightuserdata(L, &r);
     lua_pushvalue(L, uv);
-    if (lua_pcall(L, 2, 0, 0) == 0) break;
+    for (int i = 0; i < 4; i++) lua_pushvalue(L, arr + i);
+    if (lua_pcall(L, 6, 0, 0) == 0) break;
+    /* The tables built before the one that failed go first, in order (the message stays). */
+    if (r.k) flush(L, &r, uv, arr);
     /* Building an event's table failed (memory): reported like its callback's error, as
      * lgn_dispatch does, and the run goes on after it. Any other failure (a report's own) has
      * freed its event already; one before the first table (the stack's set-up) is the head's. */
@@ -276,5 +390,6 @@ int lgn_deliver_events(lua_State *L, lgn_caller_t *u, int uv, gn_item_t **batch,
     }
     lgn_report_callback_error(L, u, uv, "on_event");
   }
+  lua_settop(L, top);
   return r.n;
 }

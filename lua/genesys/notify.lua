@@ -53,11 +53,14 @@ local function describe(v)
 end
 
 local function check_keys(t, allowed, prefix)
-  local unknown = {}
+  local unknown -- made only for an error: new() leaves no garbage for a valid table
   for k in pairs(t) do
-    if not allowed[k] then unknown[#unknown + 1] = tostring(k) end
+    if not allowed[k] then
+      unknown = unknown or {}
+      unknown[#unknown + 1] = tostring(k)
+    end
   end
-  if #unknown > 0 then
+  if unknown then
     table_sort(unknown)
     local names = {}
     for k in pairs(allowed) do names[#names + 1] = k end
@@ -76,11 +79,15 @@ local function no_nul(field, v, secret)
   return v
 end
 
+local function check_string(v, field)
+  if type(v) ~= "string" or v == "" then fail(field, "a non-empty string", describe(v)) end
+  return no_nul(field, v)
+end
+
 local function opt_string(t, k, field)
   local v = t[k]
   if v == nil then return nil end
-  if type(v) ~= "string" or v == "" then fail(field, "a non-empty string", describe(v)) end
-  return no_nul(field, v)
+  return check_string(v, field)
 end
 
 -- A host name (labels of letters, digits, '-' and '_', not starting or ending with '-'), an
@@ -97,16 +104,20 @@ local function valid_host(h)
   return true
 end
 
--- t[k] when it is an integer from lo to hi (of unit, when given), nil when absent; else fails
--- naming field.
-local function opt_int(t, k, field, lo, hi, unit)
-  local v = t[k]
-  if v == nil then return nil end
+-- v when it is an integer from lo to hi (of unit, when given); else fails naming field.
+local function check_int(v, field, lo, hi, unit)
   if type(v) ~= "number" or v ~= v or v < lo or v > hi or v % 1 ~= 0 then
     fail(field, string_format("an integer %sfrom %d to %d", unit and ("number of " .. unit .. " ") or "",
       lo, hi), describe(v))
   end
   return v
+end
+
+-- t[k] as check_int takes it, nil when absent.
+local function opt_int(t, k, field, lo, hi, unit)
+  local v = t[k]
+  if v == nil then return nil end
+  return check_int(v, field, lo, hi, unit)
 end
 
 local function opt_ms(t, k, field, lo, hi) return opt_int(t, k, field, lo, hi, "milliseconds") end
@@ -142,7 +153,7 @@ local function opt_check(o, v)
     return v
   elseif kind == "ms" or kind == "int" or kind == "bytes" then
     local unit = kind == "ms" and "milliseconds" or kind == "bytes" and "bytes" or nil
-    return opt_int({ v }, 1, field, o.lo, o.hi, unit)
+    return check_int(v, field, o.lo, o.hi, unit)
   elseif kind == "flag" then
     if type(v) ~= "boolean" then fail(field, "a boolean", describe(v)) end
     return v
@@ -152,7 +163,7 @@ local function opt_check(o, v)
     end
     fail(field, quote_list(o.choices), describe(v))
   end
-  v = opt_string({ v }, 1, field) -- string, pemfile, label
+  v = check_string(v, field) -- string, pemfile, label
   if kind == "pemfile" then
     local fh = io_open(v, "r")
     if not fh then fail(field, "a readable PEM file", describe(v) .. " (cannot be opened)") end
@@ -165,13 +176,25 @@ end
 
 -- Every row directly under prefix ("" for the top level, "renew.", ...) read from t (the
 -- user's table at that path) into out[key], in the table's order.
+-- The rows directly under each prefix, as {row, name there}, listed once: new() makes no
+-- garbage walking every row (an idle client's RSS counts what its new() left for the GC).
+local ROWS_AT = {}
 local function rows_into(out, t, prefix)
-  for _, o in ipairs(ROWS) do
-    local f = o.field
-    if f:sub(1, #prefix) == prefix and not f:find(".", #prefix + 1, true) then
-      local v = t[f:sub(#prefix + 1)]
-      if v ~= nil then out[o.key] = opt_check(o, v) end
+  local at = ROWS_AT[prefix]
+  if not at then
+    at = {}
+    for _, o in ipairs(ROWS) do
+      local f = o.field
+      if f:sub(1, #prefix) == prefix and not f:find(".", #prefix + 1, true) then
+        at[#at + 1] = { o, f:sub(#prefix + 1) }
+      end
     end
+    ROWS_AT[prefix] = at
+  end
+  for i = 1, #at do
+    local o, name = at[i][1], at[i][2]
+    local v = t[name]
+    if v ~= nil then out[o.key] = opt_check(o, v) end
   end
 end
 
@@ -509,6 +532,19 @@ end
 _M.audit_line = audit_line
 
 --- Validates the user's configuration and returns the table the C core takes.
+-- The tables of options (tls, timeouts, heartbeat; renew: before a channel's or its token's
+-- end, docs: "Channel and token lifetimes"): name, what is expected, the fields it accepts, prefix.
+local OPTION_TABLES = {
+  { "tls", "a table {ca_file=, verify=}" },
+  { "timeouts", "a table {connect_ms=, handshake_ms=, http_ms=}" },
+  { "heartbeat", "a table {idle_ms=, ping_timeout_ms=}" },
+  { "renew", "a table {rule=, at=, margin_ms=, drain_ms=}" },
+}
+for _, t in ipairs(OPTION_TABLES) do
+  t[3], t[4] = keys_under(t[1] .. "."), t[1] .. "."
+end
+local CALLBACKS = { "on_event", "on_health", "policy" }
+
 function _M.config(cfg)
   if type(cfg) ~= "table" then fail("config", "a table", describe(cfg)) end
   check_keys(cfg, ALLOWED, "")
@@ -582,26 +618,20 @@ function _M.config(cfg)
     fail("backoff", "a policy table", describe(cfg.backoff))
   end
   out.backoff = cfg.backoff -- checked field by field in C (genesys.notify.backoff's rules)
-  -- the tables of options: each of their rows checked and normalized by the table of options
-  -- (tls, timeouts, heartbeat; renew: before a channel's or its token's end, docs: "Channel
-  -- and token lifetimes")
-  for _, t in ipairs {
-    { "tls", "a table {ca_file=, verify=}" },
-    { "timeouts", "a table {connect_ms=, handshake_ms=, http_ms=}" },
-    { "heartbeat", "a table {idle_ms=, ping_timeout_ms=}" },
-    { "renew", "a table {rule=, at=, margin_ms=, drain_ms=}" },
-  } do
+  -- the tables of options (OPTION_TABLES): each of their rows checked and normalized by the
+  -- table of options
+  for _, t in ipairs(OPTION_TABLES) do
     local name, v = t[1], cfg[t[1]]
     if v ~= nil then
       if type(v) ~= "table" then fail(name, t[2], describe(v)) end
-      check_keys(v, keys_under(name .. "."), name .. ".")
-      rows_into(out, v, name .. ".")
+      check_keys(v, t[3], t[4])
+      rows_into(out, v, t[4])
     end
   end
   -- the top level's rows (queue_limit, channel_budget: channels of the credential across the
   -- process, one kept spare; queue_bytes, overflow, pause_max_ms, max_message_size, name)
   rows_into(out, cfg, "")
-  for _, k in ipairs { "on_event", "on_health", "policy" } do
+  for _, k in ipairs(CALLBACKS) do
     if cfg[k] ~= nil and type(cfg[k]) ~= "function" then fail(k, "a function", describe(cfg[k])) end
     out[k] = cfg[k]
   end
