@@ -250,6 +250,7 @@ static void transfer_done(void *ud, redisReply *rep) {
 #define GN_LEASE_HO_PROOF_MS 15000.0
 void gn_lease_ho_tick(gn_lease_t *l) {
   if (!l->ho_to || l->st != GN_LEASE_HOLDER || !l->r) return;
+  if (l->wq) return; /* after the appends still waiting (TRANSFER checks the latest token) */
   double heard = l->hooks.heard ? l->hooks.heard(l->hooks.ud) : -1, now = gn_now_wall_ms();
   if (heard < l->ho_asked + GN_LEASE_LATENCY_MS && now < l->ho_asked + GN_LEASE_HO_PROOF_MS)
     return;

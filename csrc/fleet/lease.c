@@ -106,6 +106,8 @@ static void step_down(gn_lease_t *l, const char *event, const char *reason) {
   l->gen++;
   l->inflight = 0;
   l->gap_pending = 0;
+  gn_lease_wq_clear(l); /* not sent: the next holder's takeover marker covers them */
+  l->hole = 0; /* the next holder's takeover marker covers it */
   gn_lease_ho_clear(l); /* what a successor kept and had not appended: the next marker's */
   set_state(l, GN_LEASE_CANDIDATE);
   if (strcmp(event, "lost") == 0) STAT_ADD(l, lost);
@@ -270,6 +272,7 @@ static void renew_done(void *ud, redisReply *rep) {
     return;
   }
   l->inflight = 0;
+  if (rep) l->last_answer = gn_now_mono_ms();
   if (rep && rep->type == REDIS_REPLY_INTEGER) {
     if (rep->integer == 1) {
       uint64_t at = q->sent + (uint64_t)(l->lease_ms - l->margin_ms);
@@ -375,7 +378,11 @@ static void tick(gn_lease_t *l) {
     gn_lease_write_gap(l);
     gn_lease_ho_tick(l);
     if (!l->running || l->st != GN_LEASE_HOLDER) return;
-    if (l->inflight && (double)(now - l->inflight_since) > period) {
+    gn_lease_mark_hole(l);
+    /* no answer for a period: the link is dead (answers to the appends a burst queued ahead
+     * of the renewal show it is alive, only slow) */
+    if (l->inflight && (double)(now - l->inflight_since) > period &&
+        (double)(now - l->last_answer) > period) {
       gn_redis_drop(l->r, "no answer in time"); /* link_cb: down */
     } else if (!gn_redis_busy(l->r)) {
       gn_redis_connect(l->r);
@@ -444,7 +451,11 @@ static void link_cb(void *ud, int up, const char *err) {
     }
     l->policy = l->policy == 2 ? 2 : 0;
     ask_policy(l); /* a candidate's attempt waits for the answer */
-    if (l->st == GN_LEASE_HOLDER) renew(l);
+    if (l->st == GN_LEASE_HOLDER) {
+      renew(l); /* before the appends that waited */
+      gn_lease_writes_reset(l);
+      gn_lease_mark_hole(l);
+    }
     return;
   }
   l->inflight = 0;
@@ -545,12 +556,14 @@ void gn_lease_stop(gn_lease_t *l) {
   if (l->st == GN_LEASE_HOLDER) {
     l->hooks.stop(l->hooks.ud);
     /* Let go at Redis: sent now (appends still buffered go first), no answer awaited. */
+    if (l->r) gn_lease_wq_flush(l);
     const char *argv[] = {"EVAL", RELEASE, "1", l->k_lease, l->value};
     if (l->r && gn_redis_cmd(l->r, ignore_reply, NULL, 5, argv, NULL) == 0) gn_redis_flush(l->r);
   }
   l->running = 0;
   l->gen++;
   gn_lease_ho_clear(l);
+  gn_lease_wq_clear(l);
   gn_timer_close(&l->timer);
   gn_redis_free(l->r); /* pending answers come back NULL now and are ignored (running) */
   l->r = NULL;

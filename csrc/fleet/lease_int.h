@@ -64,6 +64,12 @@ struct gn_lease {
   int replicated;            /* this tenure's lease and fence reached the replicas (Sentinel) */
   int redis_reported_down;   /* one "redis down" item per outage */
   int append_err_reported;   /* one "append failed" item until an append succeeds again */
+  int hole;                  /* a write failed: its marker is still to be written */
+  size_t writes_out;         /* writes sent, not answered yet (append.c: GN_LEASE_WRITES_OUT) */
+  struct gn_wq *wq, *wq_tail; /* the writes waiting to be sent, in order */
+  size_t wq_bytes;
+  uint64_t last_answer;      /* monotonic ms of the latest answer to a write or a renewal: a
+                                renewal queued behind a burst's appends is late, not lost */
   /* the handover (handover.c) */
   int successor;             /* a successor that does not hold the lease yet */
   uint64_t successor_until;  /* monotonic ms: then it parks its stream and waits as any other */
@@ -93,6 +99,15 @@ void gn_lease_step_down(gn_lease_t *l, const char *event, const char *reason);
 int gn_lease_tap(void *ud, const gn_msg_t *m, const char *channel_id, const char *raw, size_t len);
 /* env->tap: a deaf interval of a channel while holding becomes a marker. */
 void gn_lease_deaf(void *ud, const char *kind, double from_ms, double to_ms);
+/* Sends every queued write now (before the lease is let go). Returns nothing. */
+void gn_lease_wq_flush(gn_lease_t *l);
+/* Drops the queued writes (the tenure ended; counted as failed). Returns nothing. */
+void gn_lease_wq_clear(gn_lease_t *l);
+/* A new connection: nothing unanswered; sends what waits. Returns nothing. */
+void gn_lease_writes_reset(gn_lease_t *l);
+/* Writes the marker of the writes that failed (hole) now, with no event to carry it: at once
+ * when the link is back. Returns nothing. */
+void gn_lease_mark_hole(gn_lease_t *l);
 /* Writes the takeover marker once the stream is open (gap_pending). Returns nothing. */
 void gn_lease_write_gap(gn_lease_t *l);
 /* "<fence>:<seq>" of the tenure's latest write. */

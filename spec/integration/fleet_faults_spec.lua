@@ -106,6 +106,28 @@ describe("the fleet's promise through Redis faults", function()
     end, 200)
   end)
 
+  it("the holder's link cut with its last appends unanswered, no event after them: their " ..
+      "marker comes anyway", function()
+    -- what a burst did in nginx (issue 22): appends queued behind each other, the link dropped
+    -- with them out, and the publish over, so no later append carried the hole's marker
+    expect(open_holder, 15000, "a holder with an open stream before the fault")
+    local before = #fan[1]:markers()
+    r:cli("CLIENT", "PAUSE", string.format("%d", math.floor(0.5 * LEASE_MS)), "WRITE")
+    local stream = delivery.publish(emu, TOPIC, 20, 400)
+    expect(function()
+      local _, st = emu:admin("GET", ("publish/%d"):format(stream))
+      return st.done
+    end, 10000, "the publish stream ended")
+    emulator.sleep(0.1) -- received by the holder, its appends held by the pause
+    r:cli("CLIENT", "KILL", "TYPE", "normal")
+    r:cli("CLIENT", "UNPAUSE")
+    expect(function() return #fan[1]:markers() > before and #fan[2]:markers() > before end,
+      10000, "a marker for the appends that were lost with the link")
+    local _, st = emu:admin("GET", ("publish/%d/times"):format(stream))
+    local lost = fleet.check_promise(st.times, stream, fan, grp)
+    assert.is_true(lost > 0, "the cut lost nothing: it did not test anything")
+  end)
+
   it("FLUSHALL: the lost data's hole is a marker, group members drop nothing as stale", function()
     local stale = {}
     for i, m in ipairs(grp) do stale[i] = m:count("H stale ") end
