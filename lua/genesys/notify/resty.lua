@@ -760,6 +760,22 @@ local function renew(h)
   return true
 end
 
+-- Between two batches of the holder (the plain and the fleet pump): this worker's reader (and,
+-- every SLICE_S, requests) run; the lock is renewed when a quarter of its ttl has passed.
+-- Returns false when the pump must stop (the holder is going down, or the lock was lost: h.lost).
+local function between_batches(h)
+  hand_over_batch()
+  if h.down then return false end
+  if now_ms() - h.renewed_ms >= S.ttl_ms / 4 then
+    local ok, why = renew(h)
+    if not ok then
+      h.lost = why
+      return false
+    end
+  end
+  return true
+end
+
 local gone -- (h, r, head, t): a reader whose worker died, reported (below)
 local start_cursor -- (dict): where a new worker's reader starts (below)
 
@@ -1042,15 +1058,7 @@ local function pump(h, client)
     end
     h.empty = not h.pending and got < want
     if h.empty then break end
-    hand_over_batch() -- this worker's reader (and, every SLICE_S, requests) run meanwhile
-    if h.down then break end
-    if now_ms() - h.renewed_ms >= S.ttl_ms / 4 then
-      local ok, why = renew(h)
-      if not ok then
-        h.lost = why
-        break
-      end
-    end
+    if not between_batches(h) then break end
   end
   if h.dedup and h.empty and now_ms() > h.dedup_until then
     if h.dups > 0 then
@@ -1117,15 +1125,7 @@ function pump_fleet(h, client)
     end
     h.empty = #notes == 0 and n < want
     if h.empty then break end
-    hand_over_batch() -- this worker's reader (and, every SLICE_S, requests) run meanwhile
-    if h.down then break end
-    if now_ms() - h.renewed_ms >= S.ttl_ms / 4 then
-      local ok, why = renew(h)
-      if not ok then
-        h.lost = why
-        break
-      end
-    end
+    if not between_batches(h) then break end
   end
   heard(h, h.last_ms)
   return total
