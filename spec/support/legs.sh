@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # legs.sh NAME CMD [NAME CMD ...]: runs the commands side by side and waits for all of them.
 # Every line a command prints is prefixed with "[NAME] " (whole lines only, so two legs never
-# mix inside a line). Exits 0 when every command did, else 1 after naming the legs that failed.
+# mix inside a line). Exits 0 when every command did, else 1 after naming the legs that failed
+# and printing again, at the very end, what each failed leg said about its failures (busted's
+# Failure/Error blocks, sanitizer reports, the leg's last lines): a CI log that keeps only its
+# tail still says what failed.
 #
 # The specs spend most of their time waiting on sockets and timers (a plain `make test` leg uses
 # about a third of one core), so two legs side by side on two cores take little more than the
@@ -23,7 +26,7 @@ while [ $# -gt 0 ]; do
   (
     set -o pipefail
     start=$(date +%s)
-    bash -c "$cmd" 2>&1 | sed -u "s/^/[$name] /"
+    bash -c "$cmd" 2>&1 | tee "$dir/$name.log" | sed -u "s/^/[$name] /"
     rc=$?
     echo "[$name] finished with status $rc after $(( $(date +%s) - start )) s"
     echo $rc > "$dir/$name.rc"
@@ -39,6 +42,19 @@ for name in "${names[@]}"; do
   [ "$rc" = 0 ] || failed+=("$name (status $rc)")
 done
 if [ ${#failed[@]} -gt 0 ]; then
+  for name in "${names[@]}"; do
+    rc=$(cat "$dir/$name.rc" 2>/dev/null || echo 1)
+    [ "$rc" = 0 ] && continue
+    echo "legs.sh: what the failed leg $name said about its failures:"
+    # busted's blocks run from their "Failure →"/"Error →" line to the next blank line; a
+    # sanitizer's report from its "==PID==ERROR"/"WARNING: ThreadSanitizer" line on; make's own
+    # errors and the leg's last lines close it. At most 300 lines per leg.
+    awk '/^(Failure|Error) →/ { on = 1 }
+         /^==[0-9]+==ERROR|^WARNING: ThreadSanitizer|^SUMMARY: |runtime error:|^make(\[[0-9]+\])?: \*\*\*/ { on = 2 }
+         on { print } on == 1 && /^$/ { on = 0 }' "$dir/$name.log" | head -n 250 | sed "s/^/[$name] /"
+    echo "[$name] ... its last lines:"
+    tail -n 30 "$dir/$name.log" | sed "s/^/[$name] /"
+  done
   echo "legs.sh: failed: ${failed[*]}"
   exit 1
 fi
