@@ -177,6 +177,7 @@ local function deliver(rec, json, pre)
     else
       local body = rec.body
       rec.body = nil
+      rec.raw = rec.raw -- made when first read (ring_decode_entry): into the table for the text
       json = cjson.encode(rec)
       rec.body = body
     end
