@@ -14,6 +14,9 @@
 -- machine's cores allow at the CPU per event measured (client + emulator), since on a small
 -- machine every path shares the cores with the emulator and, in nginx, with its other workers.
 --
+-- A third table splits each rate ratio into the cores each path kept busy and the ratio its CPU
+-- per event allows on equal cores.
+--
 --   lua5.4 bench/resty_burst.lua BINDIR    (from the checkout; make bench-resty does it)
 --   env: BENCH_RUNS (3), BENCH_EVENTS (100000), BENCH_ONLY (comma-separated row keys),
 --        BENCH_RING (resty's ring_size; default: the module's), BENCH_DICT (its dict, 4m),
@@ -118,6 +121,7 @@ local function plain(key, cmd)
       put(key, "eps" .. size, EVENTS / tonumber(ms) * 1000)
       put(key, "cpu" .. size, (c1 - c0) * 1e6 / TCK / EVENTS)
       put(key, "emu" .. size, (e1 - e0) * 1e6 / TCK / EVENTS)
+      put(key, "cores" .. size, EVENTS / tonumber(ms) * 1000 * (c1 - c0 + e1 - e0) / TCK / EVENTS)
     end
   end)
   os.execute("kill " .. pid .. " 2>/dev/null; sleep 0.2; kill -9 " .. pid .. " 2>/dev/null")
@@ -230,6 +234,7 @@ local function in_nginx(key, mode, workers)
       put(key, "eps" .. size, worst)
       put(key, "cpu" .. size, (c1 - c0) * 1e6 / TCK / EVENTS)
       put(key, "emu" .. size, (e1 - e0) * 1e6 / TCK / EVENTS)
+      put(key, "cores" .. size, worst * (c1 - c0 + e1 - e0) / TCK / EVENTS)
     end
   end)
   ng:stop()
@@ -259,6 +264,12 @@ for run = 1, RUNS do
         if pe and re then
           put("ratio_" .. r .. "_" .. ref, "eps" .. size, re / pe)
           put("ratio_" .. r .. "_" .. ref, "cpu" .. size, rc / pc)
+          -- the cores each used (client and emulator) over its burst, and the rate resty's CPU
+          -- per event would give on the cores ref used, as a share of ref's rate
+          local po, ro = last(ref, "cores" .. size), last(r, "cores" .. size)
+          local pm, rm = last(ref, "emu" .. size), last(r, "emu" .. size)
+          put("ratio_" .. r .. "_" .. ref, "cores" .. size, ro / po)
+          put("ratio_" .. r .. "_" .. ref, "fit" .. size, (pc + pm) / (rc + rm))
         end
       end
     end
@@ -301,16 +312,28 @@ for _, r in ipairs(rows) do
       cell(r[1], "cpu1024", "%.1f"), cell(r[1], "eps400", "%.0f"), cell(r[1], "cpu400", "%.1f")))
   end
 end
-for _, r in ipairs { "resty", "resty1" } do
-  for _, ref in ipairs { "plain54", "plainjit", "peer" } do
-    local k = "ratio_" .. r .. "_" .. ref
-    if res[k] then
-      print(string.format("| %s / %s (per run) | %sx | %sx | %sx | %sx |", r, ref,
-        cell(k, "eps1024", "%.2f"), cell(k, "cpu1024", "%.2f"), cell(k, "eps400", "%.2f"),
-        cell(k, "cpu400", "%.2f")))
+-- The per-run ratios of resty (and resty1) against each of refs: metrics a, b at both sizes.
+local function ratio_rows(refs, a, b, tail)
+  for _, r in ipairs { "resty", "resty1" } do
+    for _, ref in ipairs(refs) do
+      local k = "ratio_" .. r .. "_" .. ref
+      if res[k] and res[k][a .. 1024] then
+        print(string.format("| %s / %s%s | %sx | %sx | %sx | %sx |", r, ref, tail,
+          cell(k, a .. 1024, "%.2f"), cell(k, b .. 1024, "%.2f"), cell(k, a .. 400, "%.2f"),
+          cell(k, b .. 400, "%.2f")))
+      end
     end
   end
 end
+ratio_rows({ "plain54", "plainjit", "peer" }, "eps", "cpu", " (per run)")
+-- Where a rate ratio comes from: the cores each path kept busy (events/s x the CPU per event of
+-- the client and the emulator), and the ratio its CPU per event allows on the same cores.
+print("\nPer run against the plain client: cores used (resty / plain: events/s x (client + " ..
+  "emulator) CPU per event, each over its burst), and the events/s ratio resty's CPU per event " ..
+  "would give on the cores the plain client used ((plain + emulator) / (resty + emulator) µs):")
+print("| path | 1 KB cores used | 1 KB ratio, equal cores | 400 B cores used | 400 B ratio, equal cores |")
+print("|---|---:|---:|---:|---:|")
+ratio_rows({ "plain54", "plainjit" }, "cores", "fit", "")
 -- What the cores allow: every event costs the client's CPU and the emulator's; on NCPU cores
 -- no path can go faster than NCPU / (both), whatever it does with its time.
 print(string.format("\nCPU per event of the client and the emulator together, and the rate %d " ..

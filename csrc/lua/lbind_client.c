@@ -145,7 +145,7 @@ static void refuse_reentry(lua_State *L, lclient_t *u, const char *fn);
 
 /* Builds the array of drain() in protected mode: [it (light), array, n, raw_only] -> array with
  * the item's table appended (at n + 1). */
-int lgn_drain_append(lua_State *L) {
+static int drain_append(lua_State *L) {
   gn_item_t *it = (gn_item_t *)lua_touserdata(L, 1);
   lua_Integer n = lua_tointeger(L, 3);
   int raw_only = (int)lua_tointeger(L, 4);
@@ -169,7 +169,7 @@ int lgn_drain_append(lua_State *L) {
 /* Writes a health item's audit line (the sink configured with audit=, stored as "audit" in the
  * user value at uv). Stack: [..., item table]; leaves it. A failing sink is reported on stderr
  * (the same last resort as a failing on_health report): drain() calls no on_health. */
-void lgn_drain_audit(lua_State *L, lclient_t *u, int uv) {
+static void drain_audit(lua_State *L, lclient_t *u, int uv) {
   lua_getfield(L, uv, "audit");
   if (!lua_isfunction(L, -1)) {
     lua_pop(L, 1);
@@ -178,6 +178,34 @@ void lgn_drain_audit(lua_State *L, lclient_t *u, int uv) {
   lua_pushvalue(L, -2);
   if (lgn_call_protected(L, &u->caller, "audit")) {
     fprintf(stderr, "genesys.notify: the audit sink raised: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
+gn_item_t *lgn_drain_pop(lua_State *L, lclient_t *u, int uv) {
+  while (!u->closed) {
+    gn_item_t *it = gn_client_pop(u->c);
+    if (!it || it->type != GN_ITEM_POLICY) return it;
+    /* Answered here, not returned: the engine waits for the answer, not for the caller. */
+    lgn_run_policy(L, u, uv, it);
+    gn_item_free(it);
+  }
+  return NULL;
+}
+
+void lgn_drain_put(lua_State *L, lclient_t *u, int uv, int arr, int k, int mode, gn_item_t *it) {
+  lua_pushcfunction(L, drain_append);
+  lua_pushlightuserdata(L, it);
+  lua_pushvalue(L, arr);
+  lua_pushinteger(L, k);
+  lua_pushinteger(L, mode);
+  int rc = lua_pcall(L, 4, 0, 0);
+  int health = it->type == GN_ITEM_HEALTH;
+  gn_item_free(it);
+  if (rc != 0) lua_error(L); /* out of memory building a table */
+  if (health) {
+    lua_rawgeti(L, arr, k + 1);
+    drain_audit(L, u, uv);
     lua_pop(L, 1);
   }
 }
@@ -213,34 +241,9 @@ static int l_drain(lua_State *L) {
   lua_newtable(L); /* 2: the result */
   if (u->closed || !u->c) return 1;
   lua_getuservalue(L, 1); /* 3 */
-  int uv = 3;
-  lua_pushcfunction(L, lgn_drain_append); /* 4: made once, not per item */
-  int n = 0;
-  while (n < max && !u->closed) {
-    gn_item_t *it = gn_client_pop(u->c);
-    if (!it) break;
-    if (it->type == GN_ITEM_POLICY) {
-      /* Answered here, not returned: the engine waits for the answer, not for the caller. */
-      lgn_run_policy(L, u, uv, it);
-      gn_item_free(it);
-      continue;
-    }
-    lua_pushvalue(L, 4);
-    lua_pushlightuserdata(L, it);
-    lua_pushvalue(L, 2);
-    lua_pushinteger(L, n);
-    lua_pushinteger(L, raw_only);
-    int rc = lua_pcall(L, 4, 0, 0);
-    int health = it->type == GN_ITEM_HEALTH;
-    gn_item_free(it);
-    if (rc != 0) return lua_error(L); /* out of memory building a table */
-    n++;
-    if (health) {
-      lua_rawgeti(L, 2, n);
-      lgn_drain_audit(L, u, uv);
-      lua_pop(L, 1);
-    }
-  }
+  gn_item_t *it;
+  for (int n = 0; n < max && (it = lgn_drain_pop(L, u, 3)); n++)
+    lgn_drain_put(L, u, 3, 2, n, raw_only, it);
   lua_settop(L, 2);
   return 1;
 }

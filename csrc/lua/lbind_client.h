@@ -61,13 +61,16 @@ int lgn_client_new(lua_State *L);     /* core.client_new(cfg) (lbind_new.c) */
 void lgn_push_options(lua_State *L);
 int lgn_open_context(lua_State *L);   /* contexts and bells (lbind_context.c) */
 
-/* drain()'s parts (lbind_client.c), for drain_entries(): the policy hook answered for item it
- * (uv: the client's user value); a lua_CFunction [it (light), array, n, raw_only] -> the item
- * appended at n + 1 as drain(max, mode) gives it (call it protected); the audit line of the
- * health item table at the top (left there). Return nothing. */
+/* The policy hook answered for item it (uv: the client's user value). Returns nothing. */
 void lgn_run_policy(lua_State *L, lclient_t *u, int uv, struct gn_item *it);
-int lgn_drain_append(lua_State *L);
-void lgn_drain_audit(lua_State *L, lclient_t *u, int uv);
+/* drain()'s parts (lbind_client.c), which drain_entries() shares: lgn_drain_pop takes the next
+ * item, answering (and freeing) the policy records before it; NULL when nothing waits or the
+ * client is closed. lgn_drain_put appends it (not a policy record) to the array at stack index
+ * arr, at k + 1, as drain(max, mode) gives it (mode 0: tables, 1: "raw", 2: "record"), writes a
+ * health item's audit line, and frees it; raises only on memory. */
+struct gn_item *lgn_drain_pop(lua_State *L, lclient_t *u, int uv);
+void lgn_drain_put(lua_State *L, lclient_t *u, int uv, int arr, int k, int mode,
+                   struct gn_item *it);
 /* client:drain_entries(max, bytes) (lbind_ring.c). */
 int lgn_client_drain_entries(lua_State *L);
 

@@ -1,17 +1,18 @@
 /* bell.h: a wake-up bell on a unix-domain stream socket, served by a context's service thread.
  *
  * Peers (an OpenResty cosocket, any process that can connect to a unix socket) connect to the
- * bell's path and wait for bytes; gn_bell_ring() makes the service thread write one byte to
- * every connected peer. That is what an eventfd cannot do for ngx_lua: a cosocket can wait on a
- * unix socket, not on an eventfd. A client's wake socket (client:wake_socket()) is a bell rung by
- * its queue when items start waiting; notify.bell(path) is one the application rings itself.
+ * bell's path and wait for bytes; gn_bell_ring() writes one byte to every connected peer, from
+ * the thread that rings (the service thread accepts and closes the peers). That is what an
+ * eventfd cannot do for ngx_lua: a cosocket can wait on a unix socket, not on an eventfd. A
+ * client's wake socket (client:wake_socket()) is a bell rung by its queue when items start
+ * waiting; notify.bell(path) is one the application rings itself.
  *
  * Bounded and never blocking: at most GN_BELL_MAX_PEERS peers (one more is accepted and closed
- * at once, and counted as refused); rings are coalesced (uv_async), one byte per peer per wake-up;
- * writes are non-blocking, and a peer whose buffer is full is skipped (it already has unread
- * bytes); EPIPE never raises SIGPIPE (MSG_NOSIGNAL); what a peer sends is read and thrown away, so
- * its EOF is seen and its slot freed. A new peer gets one byte at once, so it drains whatever
- * was waiting before it connected.
+ * at once, and counted as refused); one byte per peer per ring; writes are non-blocking, and a
+ * peer whose buffer is full is skipped (it already has unread bytes); EPIPE never raises SIGPIPE
+ * (MSG_NOSIGNAL); what a peer sends is read and thrown away, so its EOF is seen and its slot
+ * freed. A new peer gets one byte at once, so it drains whatever was waiting before it
+ * connected.
  *
  * Fork: a bell belongs to the process that created it. In a child forked after it, every
  * descriptor of the bell (the listening socket, the peers') is closed at the fork (so peers see
@@ -34,7 +35,7 @@ typedef struct {
   uint64_t peers;    /* connected now */
   uint64_t accepted; /* peers accepted in all */
   uint64_t refused;  /* connections closed at once: GN_BELL_MAX_PEERS reached, or no memory */
-  uint64_t rings;    /* wake-ups served (rings coalesce) */
+  uint64_t rings;    /* rings */
   uint64_t skipped;  /* writes skipped because the peer's buffer was full */
 } gn_bell_stats_t;
 
@@ -46,8 +47,8 @@ typedef struct {
 gn_bell_t *gn_bell_new(gn_service_t *svc, const char *path, char *err, size_t errlen);
 /* The socket's path. Any thread. */
 const char *gn_bell_path(const gn_bell_t *b);
-/* Has the service thread write one byte to every peer (coalesced; never blocks). Returns
- * nothing. Any thread of the creating process, the service thread included. */
+/* Writes one byte to every peer now (never blocks: a peer whose buffer is full is skipped).
+ * Returns nothing. Any thread of the creating process, the service thread included. */
 void gn_bell_ring(gn_bell_t *b);
 /* The counters. Returns nothing. Any thread. */
 void gn_bell_stats(gn_bell_t *b, gn_bell_stats_t *out);

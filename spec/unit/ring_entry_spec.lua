@@ -65,6 +65,33 @@ describe("ring_decode_entry", function()
     end
   end)
 
+  it("makes raw when it is first read (the same string), then keeps it in the table", function()
+    local recs = {}
+    for k = 1, 3 do recs[k] = erec(k, "t", "c", "", raw_of(k), true) end
+    local out = {}
+    assert.are.equal(3, (decode(entry(recs), 7, true, out)))
+    local evs = { out[1], out[2], out[3] }
+    for k = 1, 3 do assert.is_nil(rawget(evs[k], "raw")) end
+    assert.are.equal(raw_of(2), evs[2].raw)
+    assert.are.equal(raw_of(2), rawget(evs[2], "raw"))
+    assert.is_nil(rawget(evs[3], "raw"))
+    local keys = {}
+    for key in pairs(evs[2]) do keys[key] = true end
+    assert.is_true(keys.raw)
+    assert.is_nil(evs[2].no_such_field)
+    assert.is_nil(evs[2][1])
+    -- out filled again by the next entry: the tables already given keep their own raw
+    assert.are.equal(1, (decode(erec(9, "t", "c", "", raw_of(9), true), 10, true, out)))
+    assert.are.equal(raw_of(9), out[1].raw)
+    assert.are.equal(raw_of(3), evs[3].raw)
+    assert.are.equal(raw_of(1), evs[1].raw)
+    -- a table whose seq a handler changed to one outside its entry has no raw (never another's)
+    local moved = out[1]
+    rawset(moved, "raw", nil)
+    moved.seq = 99
+    assert.is_nil(moved.raw)
+  end)
+
   it("leaves the body out when asked, and clears what a longer entry left in out", function()
     local out = { 1, 2, 3, 4, 5, 6 }
     local n = decode(entry({ erec(5, "t", "c", "", raw_of(1), true),

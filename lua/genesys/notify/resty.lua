@@ -177,6 +177,7 @@ local function deliver(rec, json, pre)
     else
       local body = rec.body
       rec.body = nil
+      rec.raw = rec.raw -- made when first read (ring_decode_entry): into the table for the text
       json = cjson.encode(rec)
       rec.body = body
     end
@@ -315,6 +316,26 @@ end
 -- per entry. S.seeking: the reader skipped into the ring (overwritten items) and looks for the
 -- next entry's start, counting what lies before it as overwritten.
 local rent = { items = {} }
+-- The entries the holder of this worker wrote in its last batch (own_v[k], first seq own_s[k]):
+-- its worker's reader, which reads the batch right after it (hand_over_batch), takes them from
+-- here instead of getting a copy from the dict (a 32 KB string per entry, which the collector
+-- then sweeps). Only the last batch's: no slot is written twice within one batch (ring_room).
+local own_s, own_v, own_n = {}, {}, 0
+local function own_clear()
+  for k = 1, own_n do own_v[k] = nil end
+  own_n = 0
+end
+local function own_entry(s)
+  for k = 1, own_n do
+    if own_s[k] == s then
+      local v = own_v[k]
+      own_v[k] = nil
+      own_s[k] = nil
+      return v, s % SEQ_MOD
+    end
+  end
+  return nil
+end
 local function ring_item(s)
   local e = S.rent
   if e then
@@ -326,7 +347,8 @@ local function ring_item(s)
     S.rent = nil
   end
   local dict = S.dict
-  local v, fl = dict:get(ring_key(s))
+  local v, fl = own_entry(s)
+  if not v then v, fl = dict:get(ring_key(s)) end
   if v and fl == s % SEQ_MOD then
     S.seeking = nil
     S.rent_body = #handlers > 0
@@ -579,6 +601,7 @@ local function ring_open()
   -- bytes, wrecs[2k+1]: the record; wrecs[1]: the header), its count and bytes
   S.wstart, S.wcnt, S.wbytes = head + 1, 0, 0
   S.wrecs = S.wrecs or {}
+  own_clear()
   S.occ = S.occ or {} -- per slot: true (an entry of this holder), false (none), nil (not known)
 end
 
@@ -665,6 +688,8 @@ local function ring_put_entry(v)
   S.wn = S.wn + n
   local ok, err = dict:safe_set(ring_key(first), v, 0, first % SEQ_MOD)
   if ok then
+    own_n = own_n + 1
+    own_s[own_n], own_v[own_n] = first, v
     occ[first % size] = true
     for q = first + 1, first + n - 1 do
       local k = q % size
@@ -1134,6 +1159,7 @@ end
 local function step_down(h, why)
   if h.down then return end
   h.down = true
+  own_clear()
   local client, bell = h.client, h.bell
   if h.consumer then h.consumer:close() end
   if client and not h.closed then
@@ -1427,7 +1453,10 @@ local function hold(h)
       end
       last_tick = t
     end
-    local wait = h.blocked and 0.002 or (h.handover and 0.02) or (h.wpath and tick / 1000 or 0.05)
+    -- blocked: a reader that moves is seen within YIELD_S (nothing tells the holder; 2 ms here
+    -- was a tenth of a 2-worker burst's time, the other worker's reader being descheduled)
+    local wait = h.blocked and YIELD_S or (h.handover and 0.02) or
+      (h.wpath and tick / 1000 or 0.05)
     wake:wait(wait)
   end
   return "stopped"
