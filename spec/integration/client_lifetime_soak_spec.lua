@@ -34,6 +34,25 @@ local function count(rec, kind, event)
   return #rec.where(kind, function(h) return event == nil or h.event == event end)
 end
 
+-- What a failed check prints: every item of the kinds that say something was lost or ended, and
+-- the health items just before each (what led to it), one line each.
+local notify = require "genesys.notify"
+local function story(rec)
+  local bad = { gap = true, restored = true, disconnected = true, channel_gone = true, budget = true }
+  local lines, shown = {}, {}
+  for i, h in ipairs(rec.health) do
+    if bad[h.kind] then
+      for j = math.max(1, i - 3), i do
+        if not shown[j] then
+          shown[j] = true
+          lines[#lines + 1] = "    " .. notify.format(rec.health[j])
+        end
+      end
+    end
+  end
+  return #lines > 0 and "\n" .. table.concat(lines, "\n", 1, math.min(#lines, 40)) or ""
+end
+
 local function run(rule_ends_with_token)
   local emu = emulator.start { tls = true, channel_ttl = CHANNEL_TTL, token_ttl = TOKEN_TTL,
                                max_channels = BUDGET, channel_ends_with_token = rule_ends_with_token,
@@ -94,11 +113,11 @@ local function run(rule_ends_with_token)
         m.duplicates, m.renewals, m.renewal_rollovers, m.rollovers, m.evictions, peak_sub,
         g.channels_connected_peak, BUDGET))
     assert.equals(0, lost, "events lost: " .. table.concat(missing, ", "))
-    assert.equals(0, count(rec, "gap"), "gap items")
-    assert.equals(0, count(rec, "restored"), "deaf intervals")
-    assert.equals(0, count(rec, "disconnected"), "disconnections")
-    assert.equals(0, count(rec, "channel_gone"), "channels ended under the client")
-    assert.equals(0, count(rec, "budget"), "budget items")
+    assert.equals(0, count(rec, "gap"), "gap items" .. story(rec))
+    assert.equals(0, count(rec, "restored"), "deaf intervals" .. story(rec))
+    assert.equals(0, count(rec, "disconnected"), "disconnections" .. story(rec))
+    assert.equals(0, count(rec, "channel_gone"), "channels ended under the client" .. story(rec))
+    assert.equals(0, count(rec, "budget"), "budget items" .. story(rec))
     assert.equals(0, m.evictions)
     assert.is_true(g.channels_connected_peak <= BUDGET, "connected peak " .. g.channels_connected_peak)
     -- renewals at most every half lifetime per channel, and one request for each

@@ -49,9 +49,17 @@ if [ ${#failed[@]} -gt 0 ]; then
     # busted's blocks run from their "Failure →"/"Error →" line to the next blank line; a
     # sanitizer's report from its "==PID==ERROR"/"WARNING: ThreadSanitizer" line on; make's own
     # errors and the leg's last lines close it. At most 300 lines per leg.
-    awk '/^(Failure|Error) →/ { on = 1 }
-         /^==[0-9]+==ERROR|^WARNING: ThreadSanitizer|^SUMMARY: |runtime error:|^make(\[[0-9]+\])?: \*\*\*/ { on = 2 }
-         on { print } on == 1 && /^$/ { on = 0 }' "$dir/$name.log" | head -n 250 | sed "s/^/[$name] /"
+    # A leg that is itself legs.sh (make test) has said it already: its own summary is shown.
+    first=$(grep -n -m1 -E '^(\[[^]]*\] )*legs\.sh: what the failed leg' "$dir/$name.log" | cut -d: -f1)
+    if [ -n "$first" ]; then
+      tail -n +"$first" "$dir/$name.log" | head -n 300 | sed "s/^/[$name] /"
+      continue
+    fi
+    # Lines a leg prefixes itself ("[lua5.4] ") are matched without the prefix.
+    awk '{ s = $0; sub(/^(\[[^]]*\] )+/, "", s) }
+         s ~ /^(Failure|Error) →/ { on = 1 }
+         s ~ /^==[0-9]+==ERROR|^WARNING: ThreadSanitizer|^SUMMARY: |runtime error:|^make(\[[0-9]+\])?: \*\*\*/ { on = 2 }
+         on { print } on == 1 && s ~ /^$/ { on = 0 }' "$dir/$name.log" | head -n 250 | sed "s/^/[$name] /"
     echo "[$name] ... its last lines:"
     tail -n 30 "$dir/$name.log" | sed "s/^/[$name] /"
   done
