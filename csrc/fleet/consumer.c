@@ -244,8 +244,18 @@ void gn_consumer_read_done(void *ud, redisReply *rep) {
     arm(c, 500);
     return;
   }
-  if (!c->scan) c->scan = 1; /* woken up: what came is read (and checked) by a script read */
-  else c->scan = gn_consumer_scan_reply(c, rep) > 0; /* nothing more: wait for it (XREAD BLOCK) */
+  if (!c->scan) {
+    c->scan = 1; /* woken up: what came is read (and checked) by a checked read */
+  } else {
+    long k = gn_consumer_scan_reply(c, rep);
+    if (k < 0) { /* not an answer this code knows (XINFO STREAM before Redis 7.0) */
+      health(c, "redis", json_pack("{s:s, s:s}", "event", "error", "error",
+                                   "unexpected answer to a read (Redis 7.0 or later needed)"));
+      arm(c, 2000);
+      return;
+    }
+    c->scan = k > 0; /* nothing more: wait for it (XREAD BLOCK) */
+  }
   read_next(c);
 }
 

@@ -3,14 +3,15 @@
  * other files. Service thread but for the stats (under mu) and the owner-side fields.
  *
  * Trimming. The holder appends with XADD MAXLEN ~ maxlen: a consumer further behind than that
- * loses entries it had not read yet. Each read is one script (consumer_trim.c) that reads after
- * the cursor (XREAD, or XREADGROUP for a group) and, in the same step, what XINFO STREAM says:
+ * loses entries it had not read yet. Each read is one step (consumer_trim.c: a MULTI/EXEC
+ * transaction for fanout, a script for a group) that reads after the cursor (XREAD, or
+ * XREADGROUP for a group) and, at the same instant, what XINFO STREAM says:
  * entries-added (how many entries the stream ever took), length, first-entry and
  * max-deleted-entry-id (XDEL only: trimming does not move it). A consumer knows the ordinal of
  * its cursor (its place among all the entries ever added); when the cursor lies before the
  * first entry still there, ordinal(first) = entries-added - length + 1 (nothing deleted after
  * the first entry), and what lies between was trimmed before it was read: exactly that many.
- * A read that blocks (XREAD BLOCK) only wakes the next script read up: an entry it returned
+ * A read that blocks (XREAD BLOCK) only wakes the next checked read up: an entry it returned
  * could follow a hole it cannot see.
  */
 #ifndef GN_CONSUMER_INT_H
@@ -49,7 +50,7 @@ struct gn_consumer {
   uint64_t read_since;
   int claiming;
   uint64_t last_claim;
-  int scan;                  /* the next read is a script read (1), or a wake-up (XREAD BLOCK) */
+  int scan;                  /* the next read is a checked read (1), or a wake-up (XREAD BLOCK) */
   char last_id[64];          /* fanout: the cursor (the last entry read); group: the group's
                                 last delivered entry, where the wake-up read starts */
   long long cur_n;           /* fanout: the cursor's ordinal in the stream (-1: not known) */
@@ -87,11 +88,11 @@ void gn_consumer_entries(gn_consumer_t *c, redisReply *list);
 void gn_consumer_read_done(void *ud, redisReply *rep);
 void gn_consumer_claim_done(void *ud, redisReply *rep);
 
-/* consumer_trim.c: the script read (fanout or group, by c->group_mode) or, when the last one
+/* consumer_trim.c: the checked read (fanout or group, by c->group_mode) or, when the last one
  * found nothing, the wake-up read. Returns gn_redis_cmd's result. */
 int gn_consumer_send_read(gn_consumer_t *c);
-/* A script read's answer: reports what was trimmed and queues the entries. Returns how many
- * entries it read (the next read is a script read when > 0), -1 when rep is not one. */
+/* A checked read's answer: reports what was trimmed and queues the entries. Returns how many
+ * entries it read (the next read is a checked read when > 0), -1 when rep is not one. */
 long gn_consumer_scan_reply(gn_consumer_t *c, redisReply *rep);
 /* XAUTOCLAIM in a script: pending entries trimmed before they were claimed again become the
  * group's marker (KEY:gaps). Returns gn_redis_cmd's result. */

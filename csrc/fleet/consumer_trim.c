@@ -1,13 +1,17 @@
-/* consumer_trim.c: a consumer's reads, each one script that reads after the cursor and checks in
- * the same step whether entries after it were trimmed (or deleted) before it read them
+/* consumer_trim.c: a consumer's reads, each one step that reads after the cursor and checks at
+ * the same instant whether entries after it were trimmed (or deleted) before it read them
  * (consumer_int.h says how). Service thread.
  *
+ * Fanout: a MULTI/EXEC transaction (XINFO STREAM, XREAD): nothing runs in between, and the
+ * entries do not go through a script's Lua values (a script with the XREAD in it cost Redis
+ * four times the CPU per entry: 5.2 against 1.2 us, measured). Group: a script, since the
+ * marker must be written in the same step as the read that moves the group past the hole.
  * Scripts go as EVAL, as the holder's appends do (append.c): Redis keeps each compiled one in
  * its cache by the text's SHA1, and an EVAL never meets an empty cache (SCRIPT FLUSH, a
  * restarted Redis, a Sentinel failover to a replica), so there is no NOSCRIPT path to get
- * wrong; the text (about 2 KB) costs one send per read, and a read takes up to `count` entries.
- * Redis 7.0 refuses BLOCK inside a script: a read that found nothing is followed by an
- * XREAD BLOCK (COUNT 1) from the cursor, which only wakes the next script read up. */
+ * wrong. Redis 7.0 refuses BLOCK inside a script (and ignores it in MULTI): a read that found
+ * nothing is followed by an XREAD BLOCK (COUNT 1) from the cursor, which only wakes the next
+ * checked read up. */
 #include "consumer_int.h"
 
 #include <stdio.h>
@@ -23,29 +27,6 @@
   "local function before(x, y) local a, b = id(x) local c, d = id(y)\n"                          \
   "  return a < c or (a == c and b < d) end\n"                                                   \
   "local function ms(x) return string.format('%.0f', x) end\n"
-
-/* Fanout. KEYS: stream. ARGV: 1 the cursor ("$": the stream's end, resolved here), 2 count,
- * 3 "1": the cursor entry's received time is wanted. Returns {cursor, entries, entries-added
- * (-1: no stream), length, first entry's id, max-deleted-entry-id, last-generated-id, the
- * cursor's received time or ""}; the consumer decides (it knows its cursor's ordinal). */
-static const char SCAN[] =
-    LIB
-    "local s, cur = KEYS[1], ARGV[1]\n"
-    "if redis.call('EXISTS', s) == 0 then\n"
-    "  if cur == '$' then cur = '0-0' end\n"
-    "  return {cur, {}, -1, 0, '0-0', '0-0', '0-0', ''}\n"
-    "end\n"
-    "local i = map(redis.call('XINFO', 'STREAM', s))\n"
-    "if cur == '$' then cur = i['last-generated-id'] end\n"
-    "local at = ''\n"
-    "if ARGV[3] == '1' then\n"
-    "  local e = redis.call('XRANGE', s, cur, cur)\n"
-    "  if e[1] then at = rx(e[1][2]) end\n"
-    "end\n"
-    "local r = redis.call('XREAD', 'COUNT', ARGV[2], 'STREAMS', s, cur)\n"
-    "local first = i['first-entry']\n"
-    "return {cur, r and r[1][2] or {}, i['entries-added'], i.length, first and first[1] or '0-0',\n"
-    "  i['max-deleted-entry-id'], i['last-generated-id'], at}\n";
 
 /* Group. KEYS: stream, gaps, cursors. ARGV: 1 group, 2 consumer, 3 count. The same check as
  * the fanout's, made here for the group as a whole (its last-delivered-id is the cursor, its
@@ -140,6 +121,8 @@ static const char CLAIM[] =
     "end\n"
     "return r\n";
 
+static void queued(void *ud, redisReply *rep) { (void)ud, (void)rep; } /* +OK, +QUEUED */
+
 int gn_consumer_send_read(gn_consumer_t *c) {
   if (!c->scan) {
     const char *argv[] = {"XREAD", "COUNT", "1", "BLOCK", c->block, "STREAMS", c->stream,
@@ -151,9 +134,23 @@ int gn_consumer_send_read(gn_consumer_t *c) {
                           c->group, c->name, c->count};
     return gn_redis_cmd(c->r, gn_consumer_read_done, c, 9, argv, NULL);
   }
-  const char *argv[] = {"EVAL", SCAN, "1", c->stream, c->last_id, c->count,
-                        c->last_rx < 0 ? "1" : "0"};
-  return gn_redis_cmd(c->r, gn_consumer_read_done, c, 7, argv, NULL);
+  /* Fanout: MULTI, XINFO STREAM, XREAD (after the cursor; "$" reads nothing: the cursor becomes
+   * the last-generated-id), the cursor's entry when its received time is not known yet (at the
+   * start: the stream's last one for "$"), EXEC. One transaction: nothing runs in between, and
+   * no entry goes through a script's Lua values (four times Redis's CPU per entry, measured). */
+  const char *multi[] = {"MULTI"}, *exec[] = {"EXEC"};
+  const char *info[] = {"XINFO", "STREAM", c->stream};
+  const char *rd[] = {"XREAD", "COUNT", c->count, "STREAMS", c->stream, c->last_id};
+  const char *last[] = {"XREVRANGE", c->stream, "+", "-", "COUNT", "1"};
+  const char *at[] = {"XRANGE", c->stream, c->last_id, c->last_id};
+  if (gn_redis_cmd(c->r, queued, NULL, 1, multi, NULL) != 0) return -1;
+  gn_redis_cmd(c->r, queued, NULL, 3, info, NULL);
+  gn_redis_cmd(c->r, queued, NULL, 6, rd, NULL);
+  if (c->last_rx < 0) {
+    if (strcmp(c->last_id, "$") == 0) gn_redis_cmd(c->r, queued, NULL, 6, last, NULL);
+    else gn_redis_cmd(c->r, queued, NULL, 4, at, NULL);
+  }
+  return gn_redis_cmd(c->r, gn_consumer_read_done, c, 1, exec, NULL);
 }
 
 int gn_consumer_send_claim(gn_consumer_t *c) {
@@ -229,23 +226,45 @@ long gn_consumer_scan_reply(gn_consumer_t *c, redisReply *rep) {
     gn_consumer_entries(c, list);
     return list->type == REDIS_REPLY_ARRAY ? (long)list->elements : 0;
   }
-  if (rep->elements < 8) return -1;
-  redisReply **el = rep->element;
-  const char *cur = str_of(el[0]);
-  list = el[1];
-  if (!cur || strlen(cur) >= sizeof c->last_id || list->type != REDIS_REPLY_ARRAY ||
-      el[2]->type != REDIS_REPLY_INTEGER || el[3]->type != REDIS_REPLY_INTEGER)
-    return -1;
-  strcpy(c->last_id, cur); /* "$" resolved */
-  long long added = el[2]->integer, len = el[3]->integer, known = -1;
-  size_t k = list->elements;
-  if (added < 0) { /* no stream (yet): everything in the one to come is after the cursor */
+  /* EXEC's answer: {XINFO STREAM (an error: no stream), XREAD, [the cursor's entry]} */
+  redisReply *info = rep->element[0], *rd = rep->element[1];
+  redisReply *at = rep->elements > 2 ? rep->element[2] : NULL;
+  if (info->type == REDIS_REPLY_ERROR) { /* no stream (yet): all of the next one is after us */
+    if (strcmp(c->last_id, "$") == 0) strcpy(c->last_id, "0-0");
     c->cur_n = 0;
     return 0;
   }
-  const char *at = str_of(el[7]);
-  if (at && at[0] && c->last_rx < 0) c->last_rx = strtod(at, NULL);
-  sid_t cursor = sid(cur), first = sid(str_of(el[4])), maxdel = sid(str_of(el[5]));
+  redisReply *added_r = NULL, *len_r = NULL, *first_e = NULL;
+  const char *lastgen = NULL, *maxdel_s = NULL;
+  for (size_t i = 0; info->type == REDIS_REPLY_ARRAY && i + 1 < info->elements; i += 2) {
+    const char *k = str_of(info->element[i]);
+    redisReply *v = info->element[i + 1];
+    if (!k) continue;
+    if (strcmp(k, "entries-added") == 0) added_r = v;
+    else if (strcmp(k, "length") == 0) len_r = v;
+    else if (strcmp(k, "first-entry") == 0) first_e = v;
+    else if (strcmp(k, "last-generated-id") == 0) lastgen = str_of(v);
+    else if (strcmp(k, "max-deleted-entry-id") == 0) maxdel_s = str_of(v);
+  }
+  if (!added_r || added_r->type != REDIS_REPLY_INTEGER || !len_r ||
+      len_r->type != REDIS_REPLY_INTEGER || !lastgen || !maxdel_s || strlen(lastgen) >= 64)
+    return -1; /* not Redis 7's XINFO STREAM */
+  list = NULL;
+  if (rd->type == REDIS_REPLY_ARRAY && rd->elements == 1 && rd->element[0]->type == REDIS_REPLY_ARRAY &&
+      rd->element[0]->elements == 2)
+    list = rd->element[0]->element[1]; /* [[stream, entries]]; nil: nothing after the cursor */
+  if (strcmp(c->last_id, "$") == 0) strcpy(c->last_id, lastgen); /* the stream's end */
+  const char *cur = c->last_id;
+  long long added = added_r->integer, len = len_r->integer, known = -1;
+  size_t k = list && list->type == REDIS_REPLY_ARRAY ? list->elements : 0;
+  if (at && at->type == REDIS_REPLY_ARRAY && at->elements && c->last_rx < 0) {
+    redisReply *e = at->element[0];
+    const char *id = e->type == REDIS_REPLY_ARRAY && e->elements ? str_of(e->element[0]) : NULL;
+    if (id && strcmp(id, cur) == 0) c->last_rx = rx_of(e);
+  }
+  const char *first_s = first_e && first_e->type == REDIS_REPLY_ARRAY && first_e->elements
+                            ? str_of(first_e->element[0]) : "0-0";
+  sid_t cursor = sid(cur), first = sid(first_s), maxdel = sid(maxdel_s);
   if (c->cur_n < 0 && zero(cursor)) c->cur_n = 0; /* before the first entry ever */
   if (c->cur_n > added) c->cur_n = 0; /* a new stream (Redis lost its data): counted afresh */
   /* nothing deleted after the first entry: the stream is the last `len` of `added` entries */
@@ -271,12 +290,11 @@ long gn_consumer_scan_reply(gn_consumer_t *c, redisReply *rep) {
   if (!whole && before(cursor, maxdel) && before(cov, maxdel)) { /* XDEL after the cursor */
     loss = 1;
     count = known = -1;
-    snprintf(c->covered, sizeof c->covered, "%s", str_of(el[5]));
+    snprintf(c->covered, sizeof c->covered, "%s", maxdel_s);
   }
   if (loss) report(c, cursor, count, list, whole ? cursor : maxdel);
   gn_consumer_entries(c, list); /* moves last_id on */
   c->cur_n = known >= 0 ? known + (long long)k : -1;
-  const char *last = str_of(el[6]);
-  if (last && strcmp(c->last_id, last) == 0) c->cur_n = added; /* at the end: known again */
+  if (strcmp(c->last_id, lastgen) == 0) c->cur_n = added; /* at the end: known again */
   return (long)k;
 }
