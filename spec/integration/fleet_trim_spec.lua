@@ -100,7 +100,8 @@ describe("a fleet consumer further behind than the stream keeps", function()
       os.execute("ps -o pid,stat,pcpu,wchan:24,cmd -p " .. sleep.pid .. "," .. sgroup[1].pid ..
         "," .. sgroup[2].pid .. " >&2")
       for _, n in ipairs(paused) do
-        io.stderr:write(("%s %d: %d events\n%s\n"):format(n.role, n.pid, #n:events(),
+        io.stderr:write(("%s %d: %d events, exit status %s\n%s\n"):format(n.role, n.pid,
+          #n:events(), fleet.read_file(n.dir .. "/rc"):gsub("%s", ""),
           n:out():gsub("E [^\n]*\n", ""):sub(-800)))
       end
     end
