@@ -315,7 +315,7 @@ static void link_cb(void *ud, int up, const char *err) {
   c->stats.redis_up = up;
   pthread_mutex_unlock(&c->mu);
   c->reading = c->claiming = c->gap_reading = 0;
-  c->scan = 1; /* a new connection starts with a script read */
+  c->scan = 1; /* a new connection starts with a checked read */
   if (up) {
     gn_backoff_succeeded(&c->bo, gn_now_mono_ms());
     if (c->reported_down) {
