@@ -284,7 +284,8 @@ DEPS_SRC ?= $(firstword $(wildcard $(abspath ../shared/deps) $(abspath ../../sha
 	$(abspath ../shared/deps))
 HIREDIS1 := build/hiredis-1.2.0
 HIREDIS1_SPECS := spec/unit/fleet_config_spec.lua spec/integration/fleet_redis_spec.lua \
-	spec/integration/fleet_sentinel_spec.lua spec/integration/fleet_spec.lua
+	spec/integration/fleet_sentinel_spec.lua spec/integration/fleet_spec.lua \
+	spec/integration/fleet_trim_spec.lua
 .PHONY: deps-hiredis test-hiredis1
 deps-hiredis: $(HIREDIS1)/lib/libhiredis_ssl.so
 $(HIREDIS1)/lib/libhiredis_ssl.so:

@@ -1,7 +1,6 @@
 /* consumer.c: the fleet stream's reader (see consumer.h). The task_* functions and every
  * callback run on the service thread; the rest on the owner's. */
-#include "consumer.h"
-#include "backoff.h"
+#include "consumer_int.h"
 #include "conf.h"
 #include "redis.h"
 #include "resync_mark.h"
@@ -16,56 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TRANSITIONS 64
-
-struct gn_consumer {
-  gn_queue_t queue;
-  gn_metrics_t metrics;
-  int queue_ready;
-  gn_service_t *svc;
-  pid_t pid;
-  gn_redis_conf_t conf;
-  char *stream, *gaps, *group, *name;
-  int group_mode;
-  char block[24], count[24];
-  double block_ms, claim_idle_ms;
-  size_t queue_limit;
-  _Atomic int started, closing;
-  /* service thread */
-  gn_redis_t *r;
-  uv_timer_t *timer;
-  gn_backoff_t bo;
-  int running;
-  int reading;               /* a read (or the group creation) is out */
-  uint64_t read_since;
-  int claiming;
-  uint64_t last_claim;
-  char last_id[64];          /* fanout: where the next XREAD starts */
-  char gap_id[64];           /* group: where the next read of KEY:gaps starts */
-  int gap_reading;
-  int group_from_start;      /* create the group at "0", not "$": connected before, so a group
-                                that is not there any more went with its stream's data (a
-                                restarted Redis, FLUSHALL) and the new stream is all new */
-  uint64_t max_fence;
-  /* group: where each fence took effect in the stream (its markers' stream_id), the latest
-   * TRANSITIONS of them: an entry is stale only when a higher fence took effect before it */
-  struct { uint64_t fence, ms, seq; } trans[TRANSITIONS];
-  int ntrans;
-  int reported_down;
-  pthread_mutex_t mu;
-  gn_consumer_stats_t stats;
-};
-
 int gn_consumer_forked(const gn_consumer_t *c) { return c->pid != getpid(); }
 
-#define STAT_ADD(c, field, n)           \
-  do {                                  \
-    pthread_mutex_lock(&(c)->mu);       \
-    (c)->stats.field += (n);            \
-    pthread_mutex_unlock(&(c)->mu);     \
-  } while (0)
-
-static void health(gn_consumer_t *c, const char *kind, json_t *fields) {
+void gn_consumer_health(gn_consumer_t *c, const char *kind, json_t *fields) {
   gn_queue_health(&c->queue, kind, c->stats.redis_up ? "open" : "connect", fields);
 }
 
@@ -74,7 +26,10 @@ static void read_next(gn_consumer_t *c);
 
 /* ---- entries ---- */
 
-static const char *field_of(redisReply *fields, const char *name, size_t *len) {
+#define health gn_consumer_health
+#define field_of gn_consumer_field
+
+const char *gn_consumer_field(redisReply *fields, const char *name, size_t *len) {
   if (!fields || fields->type != REDIS_REPLY_ARRAY) return NULL;
   for (size_t i = 0; i + 1 < fields->elements; i += 2) {
     redisReply *k = fields->element[i], *v = fields->element[i + 1];
@@ -142,12 +97,21 @@ static uint64_t newer_fence_before(gn_consumer_t *c, uint64_t fv, const char *id
 
 static void restored(gn_consumer_t *c, redisReply *f, uint64_t fv, const char *id) {
   const char *reason = field_of(f, "reason", NULL);
-  STAT_ADD(c, gaps, 1);
-  health(c, "restored", json_pack("{s:f, s:f, s:f, s:b, s:s, s:I, s:s}", "gap_ms",
-                                  num_field(f, "gap_ms"), "deaf_from_ms", num_field(f, "from_ms"),
-                                  "deaf_to_ms", num_field(f, "to_ms"), "takeover",
-                                  !reason || strcmp(reason, "takeover") == 0, "reason",
-                                  reason ? reason : "takeover", "fence", (json_int_t)fv, "id", id));
+  double count = num_field(f, "count"); /* a trimmed marker's (-1: none, or not known) */
+  json_t *h = json_pack("{s:f, s:f, s:f, s:b, s:s, s:I, s:s}", "gap_ms", num_field(f, "gap_ms"),
+                        "deaf_from_ms", num_field(f, "from_ms"), "deaf_to_ms",
+                        num_field(f, "to_ms"), "takeover", !reason || strcmp(reason, "takeover") == 0,
+                        "reason", reason ? reason : "takeover", "fence", (json_int_t)fv, "id", id);
+  if (h && count >= 0) json_object_set_new(h, "count", json_integer((json_int_t)count));
+  if (h && field_of(f, "pending", NULL)) /* pending entries of the group's, trimmed */
+    json_object_set_new(h, "pending", json_true());
+  int trimmed = reason && strcmp(reason, "trimmed") == 0;
+  pthread_mutex_lock(&c->mu);
+  c->stats.gaps++;
+  c->stats.trimmed += trimmed;
+  if (trimmed && count > 0) c->stats.trimmed_entries += (uint64_t)count;
+  pthread_mutex_unlock(&c->mu);
+  health(c, "restored", h);
 }
 
 static void handle_entry(gn_consumer_t *c, redisReply *e) {
@@ -156,8 +120,12 @@ static void handle_entry(gn_consumer_t *c, redisReply *e) {
   const char *id = e->element[0]->str;
   redisReply *f = e->element[1];
   if (!c->group_mode && strlen(id) < sizeof c->last_id) strcpy(c->last_id, id);
-  if (f->type != REDIS_REPLY_ARRAY) return; /* deleted (trimmed) while pending */
+  if (f->type != REDIS_REPLY_ARRAY) return; /* deleted while pending (Redis 6.2's XAUTOCLAIM) */
   const char *type = field_of(f, "type", NULL);
+  if (!c->group_mode) { /* where a fanout's hole would start (consumer_trim.c) */
+    double rx = num_field(f, type && strcmp(type, "gap") == 0 ? "to_ms" : "received_ms");
+    if (rx >= 0) c->last_rx = rx;
+  }
   double fence = num_field(f, "fence");
   uint64_t fv = fence > 0 ? (uint64_t)fence : 0;
   if (type && strcmp(type, "gap") == 0) {
@@ -229,6 +197,11 @@ static void handle_gap(gn_consumer_t *c, redisReply *e) {
   const char *id = e->element[0]->str;
   redisReply *f = e->element[1];
   if (strlen(id) < sizeof c->gap_id) strcpy(c->gap_id, id);
+  const char *grp = field_of(f, "group", NULL);
+  if (grp) { /* a group's trimmed entries (consumer_trim.c): that group's members report it */
+    if (strcmp(grp, c->group) == 0) restored(c, f, 0, id);
+    return;
+  }
   double fence = num_field(f, "fence");
   uint64_t fv = fence > 0 ? (uint64_t)fence : 0;
   if (fv > c->max_fence) c->max_fence = fv;
@@ -249,14 +222,14 @@ static void gaps_done(void *ud, redisReply *rep) {
   }
 }
 
-static void handle_entries(gn_consumer_t *c, redisReply *list) {
+void gn_consumer_entries(gn_consumer_t *c, redisReply *list) {
   if (!list || list->type != REDIS_REPLY_ARRAY) return;
   for (size_t i = 0; i < list->elements; i++) handle_entry(c, list->element[i]);
 }
 
 /* ---- reading ---- */
 
-static void read_done(void *ud, redisReply *rep) {
+void gn_consumer_read_done(void *ud, redisReply *rep) {
   gn_consumer_t *c = ud;
   if (!c->running) return;
   c->reading = 0;
@@ -271,14 +244,22 @@ static void read_done(void *ud, redisReply *rep) {
     arm(c, 500);
     return;
   }
-  if (rep->type == REDIS_REPLY_ARRAY) /* [[stream, entries]] */
-    for (size_t i = 0; i < rep->elements; i++)
-      if (rep->element[i]->type == REDIS_REPLY_ARRAY && rep->element[i]->elements == 2)
-        handle_entries(c, rep->element[i]->element[1]);
+  if (!c->scan) {
+    c->scan = 1; /* woken up: what came is read (and checked) by a checked read */
+  } else {
+    long k = gn_consumer_scan_reply(c, rep);
+    if (k < 0) { /* not an answer this code knows (XINFO STREAM before Redis 7.0) */
+      health(c, "redis", json_pack("{s:s, s:s}", "event", "error", "error",
+                                   "unexpected answer to a read (Redis 7.0 or later needed)"));
+      arm(c, 2000);
+      return;
+    }
+    c->scan = k > 0; /* nothing more: wait for it (XREAD BLOCK) */
+  }
   read_next(c);
 }
 
-static void claim_done(void *ud, redisReply *rep) {
+void gn_consumer_claim_done(void *ud, redisReply *rep) {
   gn_consumer_t *c = ud;
   if (!c->running) return;
   c->claiming = 0;
@@ -286,15 +267,12 @@ static void claim_done(void *ud, redisReply *rep) {
   redisReply *list = rep->element[1];
   if (list->type == REDIS_REPLY_ARRAY && list->elements) {
     STAT_ADD(c, claimed, list->elements);
-    handle_entries(c, list);
+    gn_consumer_entries(c, list);
   }
 }
 
 static void claim(gn_consumer_t *c) {
-  char idle[24];
-  snprintf(idle, sizeof idle, "%.0f", c->claim_idle_ms);
-  const char *argv[] = {"XAUTOCLAIM", c->stream, c->group, c->name, idle, "0-0", "COUNT", c->count};
-  if (gn_redis_cmd(c->r, claim_done, c, 8, argv, NULL) == 0) c->claiming = 1;
+  if (gn_consumer_send_claim(c) == 0) c->claiming = 1;
   c->last_claim = gn_now_mono_ms();
 }
 
@@ -313,17 +291,7 @@ static void read_next(gn_consumer_t *c) {
   if (c->group_mode && !c->claiming &&
       (double)(gn_now_mono_ms() - c->last_claim) >= c->claim_idle_ms / 2)
     claim(c);
-  int rc;
-  if (c->group_mode) {
-    const char *argv[] = {"XREADGROUP", "GROUP", c->group, c->name, "COUNT", c->count,
-                          "BLOCK", c->block, "STREAMS", c->stream, ">"};
-    rc = gn_redis_cmd(c->r, read_done, c, 11, argv, NULL);
-  } else {
-    const char *argv[] = {"XREAD", "COUNT", c->count, "BLOCK", c->block, "STREAMS", c->stream,
-                          c->last_id};
-    rc = gn_redis_cmd(c->r, read_done, c, 8, argv, NULL);
-  }
-  if (rc == 0) {
+  if (gn_consumer_send_read(c) == 0) {
     c->reading = 1;
     c->read_since = gn_now_mono_ms();
   }
@@ -347,6 +315,7 @@ static void link_cb(void *ud, int up, const char *err) {
   c->stats.redis_up = up;
   pthread_mutex_unlock(&c->mu);
   c->reading = c->claiming = c->gap_reading = 0;
+  c->scan = 1; /* a new connection starts with a checked read */
   if (up) {
     gn_backoff_succeeded(&c->bo, gn_now_mono_ms());
     if (c->reported_down) {
@@ -467,6 +436,12 @@ gn_consumer_t *gn_consumer_new(const gn_consumer_cfg_t *cfg, gn_service_t *svc, 
   snprintf(c->stream, n, "%s:stream", cfg->key);
   if (!(c->gaps = malloc(n))) goto oom;
   snprintf(c->gaps, n, "%s:gaps", cfg->key);
+  if (!(c->cursors = malloc(n + 4))) goto oom;
+  snprintf(c->cursors, n + 4, "%s:cursors", cfg->key);
+  c->cur_n = -1;
+  c->last_rx = -1;
+  c->scan = 1;
+  strcpy(c->covered, "0-0");
   /* markers from now on (stream ids are the server's milliseconds) */
   snprintf(c->gap_id, sizeof c->gap_id, "%.0f-0", gn_now_wall_ms());
   c->group_mode = cfg->group;
@@ -551,6 +526,7 @@ void gn_consumer_free(gn_consumer_t *c) {
   pthread_mutex_destroy(&c->mu);
   free(c->stream);
   free(c->gaps);
+  free(c->cursors);
   free(c->group);
   free(c->name);
   gn_redis_conf_clear(&c->conf);

@@ -17,6 +17,13 @@
  * member of the group reads it, before each group read, from the time it was created). A group
  * that is gone at a reconnection went with its stream's data: it is created again at the new
  * stream's first entry.
+ *
+ * Trimming (consumer_int.h): entries trimmed (or deleted) after the cursor before they were read
+ * are a marker too: health "restored" with reason "trimmed" and their count where it is known,
+ * checked in the same step as each read (one script), so neither a false marker nor a silent
+ * loss. Fanout: the consumer's own. Group: written to KEY:gaps (with the group's name) by the
+ * member whose read moved the group past the hole, and by the member whose XAUTOCLAIM found
+ * pending entries deleted: every member of that group reports it.
  */
 #ifndef GN_CONSUMER_H
 #define GN_CONSUMER_H
@@ -44,6 +51,8 @@ typedef struct {
 
 typedef struct {
   uint64_t events, stale, gaps, acked, claimed, dropped;
+  uint64_t trimmed;         /* markers of entries trimmed before they were read (in gaps too) */
+  uint64_t trimmed_entries; /* the entries they counted (a marker's count, where known) */
   uint64_t highest_fence;
   int redis_up;
 } gn_consumer_stats_t;

@@ -131,13 +131,15 @@ static int l_metrics(lua_State *L) {
   if (!u->c) return luaL_error(L, "genesys.notify: the consumer is closed");
   gn_consumer_stats_t s;
   gn_consumer_stats(u->c, &s);
-  lua_createtable(L, 0, 8);
+  lua_createtable(L, 0, 10);
   setint(L, "events", s.events);
   setint(L, "stale", s.stale);
   setint(L, "gaps", s.gaps);
   setint(L, "acked", s.acked);
   setint(L, "claimed", s.claimed);
   setint(L, "dropped", s.dropped);
+  setint(L, "trimmed", s.trimmed);
+  setint(L, "trimmed_entries", s.trimmed_entries);
   setint(L, "highest_fence", s.highest_fence);
   lua_pushboolean(L, s.redis_up);
   lua_setfield(L, -2, "redis_up");

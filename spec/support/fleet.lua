@@ -160,6 +160,16 @@ function _M.cleanup()
   for k in pairs(nodes) do nodes[k] = nil end
 end
 
+-- A spec's teardown: stops every node, checks their stderr, stops the emulator and the Redis
+-- (either may be nil), removes the nodes' folders.
+function _M.teardown(emu, r)
+  _M.stop_all()
+  _M.clean_stderr()
+  if emu then emu:stop() end
+  if r then r:stop() end
+  _M.cleanup()
+end
+
 --- The promise, with the publisher's record: every event of publish stream `stream` (times[k]:
 -- when the emulator generated event k) reached every fanout consumer and at least one member of
 -- the group, or lies inside a marker that consumer (each member, for the group) got. Returns the

@@ -51,6 +51,7 @@ if role == "holder" then
     topics = topics,
     redis = { url = os.getenv("FLEET_REDIS"), key = os.getenv("FLEET_KEY"),
               lease_ms = tonumber(os.getenv("FLEET_LEASE_MS")),
+              maxlen = tonumber(os.getenv("FLEET_MAXLEN") or ""),
               successor = os.getenv("FLEET_SUCCESSOR") == "1" or nil },
     on_event = function(ev) out:write("L ", string.format("%d", ev.received_ms), "\n") end,
     on_health = on_health,
