@@ -112,7 +112,7 @@ local function run(rule_ends_with_token)
         DURATION_S, CHANNEL_TTL, TOKEN_TTL, n * CHANNELS, per * CHANNELS, CHANNELS, waves, lost,
         m.duplicates, m.renewals, m.renewal_rollovers, m.rollovers, m.evictions, peak_sub,
         g.channels_connected_peak, BUDGET))
-    assert.equals(0, lost, "events lost: " .. table.concat(missing, ", "))
+    assert.equals(0, lost, "events lost: " .. table.concat(missing, ", ") .. story(rec))
     assert.equals(0, count(rec, "gap"), "gap items" .. story(rec))
     assert.equals(0, count(rec, "restored"), "deaf intervals" .. story(rec))
     assert.equals(0, count(rec, "disconnected"), "disconnections" .. story(rec))
