@@ -97,12 +97,18 @@ describe("a fleet consumer further behind than the stream keeps", function()
       return got({ sleep }, burst, BURST) and got(sgroup, burst, BURST)
     end, 15000)
     if not caught_up then -- what each paused node did, for the log
-      os.execute("ps -o pid,stat,pcpu,wchan:24,cmd -p " .. sleep.pid .. "," .. sgroup[1].pid ..
-        "," .. sgroup[2].pid .. " >&2")
+      -- each thread's state (T: still stopped) and where it waits; the signals pending
+      os.execute("ps -L -o pid,lwp,stat,pcpu,wchan:24,cmd -p " .. sleep.pid .. "," ..
+        sgroup[1].pid .. "," .. sgroup[2].pid .. " >&2")
       for _, n in ipairs(paused) do
-        io.stderr:write(("%s %d: %d events, exit status %s\n%s\n"):format(n.role, n.pid,
-          #n:events(), fleet.read_file(n.dir .. "/rc"):gsub("%s", ""),
-          n:out():gsub("E [^\n]*\n", ""):sub(-800)))
+        os.execute("grep -E '^(State|SigPnd|ShdPnd|SigBlk|SigIgn)' /proc/" .. n.pid ..
+          "/status >&2 2>/dev/null")
+        local _, k = seen({ n }, burst)
+        local last = n:out():match(".*\n(E [^\n]*)\n") or "none"
+        io.stderr:write(("%s %d: %d events (%d of the burst, the last: %s), exit status %s\n" ..
+          "%s\nstderr: %s\n"):format(n.role, n.pid, #n:events(), k, last,
+          fleet.read_file(n.dir .. "/rc"):gsub("%s", ""), n:out():gsub("E [^\n]*\n", ""):sub(-800),
+          n:err():sub(-800)))
       end
     end
     assert(caught_up, "the paused consumers read up to the stream's end")
