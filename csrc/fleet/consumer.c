@@ -295,6 +295,7 @@ static void read_next(gn_consumer_t *c) {
     c->reading = 1;
     c->read_since = gn_now_mono_ms();
   }
+  c->looked = 0;
   arm(c, c->block_ms + 2000); /* watchdog */
 }
 
@@ -314,7 +315,7 @@ static void link_cb(void *ud, int up, const char *err) {
   pthread_mutex_lock(&c->mu);
   c->stats.redis_up = up;
   pthread_mutex_unlock(&c->mu);
-  c->reading = c->claiming = c->gap_reading = 0;
+  c->reading = c->claiming = c->gap_reading = c->looked = 0;
   c->scan = 1; /* a new connection starts with a checked read */
   if (up) {
     gn_backoff_succeeded(&c->bo, gn_now_mono_ms());
@@ -347,6 +348,15 @@ static void link_cb(void *ud, int up, const char *err) {
   arm(c, d);
 }
 
+/* The watchdog. Before it calls the link dead it lets the loop turn once, which reads what
+ * waits in the socket (as the heartbeat's watchdog does): when this process was stopped
+ * (SIGSTOP, a paused VM) or kept off the CPU, the answer came meanwhile, but after SIGCONT
+ * libuv runs the timers before it polls. Without that turn every stop longer than the watchdog
+ * became "redis down" and a new connection, and the answer was lost with it (when it was a
+ * group's read, the entries it gave this member then waited in its pending list for
+ * claim_idle_ms). 1 ms, not
+ * 0: a 0 ms timer started here can run in this same timer phase, before the poll. */
+#define LOOK_MS 1
 static void tick(uv_timer_t *t) {
   gn_consumer_t *c = t->data;
   if (!c->running) return;
@@ -354,11 +364,18 @@ static void tick(uv_timer_t *t) {
     if (gn_redis_connect(c->r) == 0) arm(c, 5000); /* a connect that never ends */
     return;
   }
+  int late = !gn_redis_up(c->r) ||
+             (c->reading && (double)(gn_now_mono_ms() - c->read_since) > c->block_ms + 1500);
+  if (late && !c->looked) {
+    c->looked = 1;
+    arm(c, LOOK_MS);
+    return;
+  }
   if (!gn_redis_up(c->r)) {
     gn_redis_drop(c->r, "connect timed out");
     return;
   }
-  if (c->reading && (double)(gn_now_mono_ms() - c->read_since) > c->block_ms + 1500) {
+  if (late) {
     gn_redis_drop(c->r, "no answer in time");
     return;
   }

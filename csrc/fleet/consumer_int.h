@@ -48,6 +48,8 @@ struct gn_consumer {
   int running;
   int reading;               /* a read (or the group creation) is out */
   uint64_t read_since;
+  int looked;                /* the watchdog let the loop turn once (read the socket) before
+                                calling the link dead (consumer.c, tick) */
   int claiming;
   uint64_t last_claim;
   int scan;                  /* the next read is a checked read (1), or a wake-up (XREAD BLOCK) */
