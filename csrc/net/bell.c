@@ -209,14 +209,15 @@ static void lpoll_cb(uv_poll_t *h, int status, int events) {
     p->poll.data = b;
     b->peers[slot] = p;
     if (slot >= b->top) b->top = slot + 1;
+    /* Counted before its first byte: a peer woken by it also sees itself in stats(). */
+    b->npeers++;
+    atomic_fetch_add(&b->n_peers, 1);
+    atomic_fetch_add(&b->accepted, 1);
     peer_ring(b, fd); /* so it drains what waited before it came */
     pthread_mutex_unlock(&reg_mu);
-    b->npeers++;
     pthread_mutex_lock(&b->mu);
     b->pending++;
     pthread_mutex_unlock(&b->mu);
-    atomic_fetch_add(&b->n_peers, 1);
-    atomic_fetch_add(&b->accepted, 1);
     uv_poll_start(&p->poll, UV_READABLE | UV_DISCONNECT, peer_cb);
   }
 }
