@@ -38,11 +38,19 @@ typedef struct {
   size_t ntopic, nch, ncid;
 } rec_head_t;
 
+/* The length of s, or (size_t)-1 when it holds a tab or a newline (a field the header cannot
+ * hold). strlen and two memchr: strpbrk per field was a twentieth of the holder's time. */
+static size_t field_len(const char *s) {
+  size_t n = strlen(s);
+  return memchr(s, '\t', n) || memchr(s, '\n', n) ? (size_t)-1 : n;
+}
+
 /* Fills *h for it; returns the record's length (header and raw text), or 0 when a field cannot
  * go in the header (a tab or a newline in it). */
 static size_t rec_head(const gn_item_t *it, rec_head_t *h) {
   h->cid = it->correlation_id ? it->correlation_id : "";
-  if (strpbrk(it->topic, "\t\n") || strpbrk(it->channel_id, "\t\n") || strpbrk(h->cid, "\t\n"))
+  if ((h->ntopic = field_len(it->topic)) == (size_t)-1 ||
+      (h->nch = field_len(it->channel_id)) == (size_t)-1 || (h->ncid = field_len(h->cid)) == (size_t)-1)
     return 0;
   /* The numbers by hand: snprintf's "%.17g" was a tenth of the holder's time per event. A
    * whole number of ms (what the service thread stamps) as its digits, else "%.17g". */
@@ -60,9 +68,6 @@ static size_t rec_head(const gn_item_t *it, rec_head_t *h) {
   *--p = '\t';
   h->nbody = (int)(e - p);
   memmove(h->body, p, (size_t)h->nbody);
-  h->ntopic = strlen(it->topic);
-  h->nch = strlen(it->channel_id);
-  h->ncid = strlen(h->cid);
   return 2 + (size_t)h->nms + 1 + h->ntopic + 1 + h->nch + 1 + h->ncid + (size_t)h->nbody + 1 +
          it->rawlen;
 }
