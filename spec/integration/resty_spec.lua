@@ -141,6 +141,14 @@ describe("genesys.notify.resty in nginx", function()
     assert.truthy(body:find("genesys_notify_events_total{client=\"nginx\"} ", 1, true))
     assert.truthy(body:find("genesys_notify_resty_ring_writes_total ", 1, true))
     assert.truthy(body:find("genesys_notify_resty_missed_total{worker=\"1\"} 0", 1, true))
+    assert.truthy(body:find("genesys_notify_resty_ring_full_waits_total 0\n", 1, true), body)
+    assert.truthy(body:find("genesys_notify_resty_ring_full_seconds_total 0\n", 1, true), body)
+    -- promtool (Debian's prometheus package, in make deps) lints the whole text
+    local f = io.popen("env -u LD_PRELOAD promtool check metrics 2>&1 <<'EOF'\n" .. body ..
+      "EOF\necho rc=$?")
+    local lint = f:read("*a")
+    f:close()
+    assert.truthy(lint:find("rc=0", 1, true), lint)
     local hh = ng:health()
     assert.equals(h.holder_pid, hh.holder_pid)
     assert.equals(0, hh.ring.write_failures)
@@ -394,6 +402,16 @@ describe("genesys.notify.resty in nginx", function()
     assert.equals(0, h.workers[1].missed + h.workers[2].missed)
     assert.equals(0, h.ring.write_failures)
     assert.equals(0, h.reader_stalls)
+    -- the holder waited for it with a full ring, and says so: a wait ends when the holder writes
+    -- again; 200 events at 50 ms each through a ring of 16 keep it waiting for most of 10 s
+    assert.truthy(nginx.wait_until(function()
+      local r = ng:health().ring
+      return r.full_waits >= 1 and r.full_ms >= 5000
+    end, 10), cjson.encode(ng:health().ring))
+    local _, body = ng:get("/metrics")
+    local waits = tonumber(body:match("\ngenesys_notify_resty_ring_full_waits_total (%d+)\n"))
+    local secs = tonumber(body:match("\ngenesys_notify_resty_ring_full_seconds_total ([%d.]+)\n"))
+    assert.truthy(waits and waits >= 1 and secs and secs >= 5, body)
   end)
 
   it("a bad resty field in init_worker: the error in the log names it and what was expected", function()

@@ -1031,6 +1031,21 @@ local function put_item(h, it)
   ring_put_json("h", rec)
 end
 
+-- The holder waits while the slowest reader it waits for is a ring behind (h.blocked): the
+-- client's queue fills meanwhile, and with overflow = "pause" the server holds the rest. Each
+-- wait is counted when it ends (ring_full_waits) with its time (ring_full_ms): readers too slow
+-- for the bursts, or a ring too small for them, seen before a reader is a stall_ms behind.
+local function set_blocked(h, blocked)
+  if blocked then
+    h.blocked_since = h.blocked_since or now_ms()
+  elseif h.blocked_since then
+    count("ring_full_waits")
+    count("ring_full_ms", math_floor(now_ms() - h.blocked_since + 0.5))
+    h.blocked_since = nil
+  end
+  h.blocked = blocked
+end
+
 local BATCH = 256       -- items per batch: the holder yields and rings the bell after each
 local PENDING_MAX = 4096 -- items a successor takes from its client before the switch
 
@@ -1049,7 +1064,7 @@ local function pump(h, client)
       unblock(h)
       room = ring_room(h)
     end
-    h.blocked = room < 3
+    set_blocked(h, room < 3)
     if h.blocked then break end
     local budget = room - 2 -- a health item may take two slots (connected + restored)
     local notes = h.notes
@@ -1129,7 +1144,7 @@ function pump_fleet(h, client)
       unblock(h)
       room = ring_room(h)
     end
-    h.blocked = room < 3
+    set_blocked(h, room < 3)
     if h.blocked then break end
     local budget = room - 2
     while #notes > 0 and budget > 0 do
@@ -1878,7 +1893,8 @@ function _M.status()
   st.readers = readers
   st.heard_ms = dict:get(K_HEARD)
   st.ring = { head = dict:get(K_SEQ) or 0, size = S.ring_size, writes = counter("ring_writes"),
-    write_failures = counter("ring_write_failures") }
+    write_failures = counter("ring_write_failures"), full_waits = counter("ring_full_waits"),
+    full_ms = counter("ring_full_ms") }
   st.worker = { pid = S.pid, id = S.wid, cursor = S.cursor, missed = S.missed }
   local workers = {}
   for wid = 0, ngx.worker.count() - 1 do
@@ -1904,6 +1920,12 @@ function _M.prometheus()
   metric("ring_write_failures_total", "counter",
     "Items that could not be written into the ring (readers report them as missed).",
     { { "", counter("ring_write_failures") } })
+  metric("ring_full_waits_total", "counter",
+    "Times the holder waited for a reader a whole ring behind (the server held the stream meanwhile).",
+    { { "", counter("ring_full_waits") } })
+  metric("ring_full_seconds_total", "counter",
+    "Time the holder waited for readers a whole ring behind.",
+    { { "", counter("ring_full_ms") / 1000 } })
   metric("takeovers_total", "counter", "Times a worker took the stream over from another holder.",
     { { "", counter("takeovers") } })
   metric("handovers_total", "counter",
