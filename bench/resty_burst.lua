@@ -190,6 +190,7 @@ local function in_nginx(key, mode, workers)
           " >/dev/null 2>&1 </dev/null & echo $!"):match("%d+"))
         sleep(0.5)
       end
+      local before = mode == "resty" and state() or {}
       local c0, w0, e0 = ticks(pids), {}, ticks { emu.pid }
       for _, pid in ipairs(pids) do w0[pid] = ticks { pid } end
       publish(t, size)
@@ -229,7 +230,9 @@ local function in_nginx(key, mode, workers)
       assert(mode ~= "resty" or s.missed == 0, "missed: " .. tostring(s.missed))
       if mode == "resty" then
         io.stderr:write(string.format("  resty %d B: socket paused %s times, %s ms in all " ..
-          "(the status is written once a second)\n", size, tostring(s.pauses), tostring(s.paused_ms)))
+          "(the status is written once a second); the holder waited for a reader a ring behind " ..
+          "%d times, %d ms in all\n", size, tostring(s.pauses), tostring(s.paused_ms),
+          (s.full_waits or 0) - (before.full_waits or 0), (s.full_ms or 0) - (before.full_ms or 0)))
       end
       put(key, "eps" .. size, worst)
       put(key, "cpu" .. size, (c1 - c0) * 1e6 / TCK / EVENTS)

@@ -129,6 +129,7 @@ function _M.state()
     out.state, out.holder_pid = st.state, st.holder_pid
     local m = st.metrics or {}
     out.pauses, out.paused_ms, out.reader_stalls = m.pauses, m.paused_ms, st.reader_stalls
+    out.full_waits, out.full_ms = st.ring.full_waits, st.ring.full_ms
     out.missed = 0
     for _, w in ipairs(st.workers) do out.missed = out.missed + w.missed end
   end
