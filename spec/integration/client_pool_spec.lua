@@ -381,4 +381,35 @@ describe("genesys.notify client: the budget while a closed socket still counts a
     end
     assert.truthy(g.channels_connected_peak <= 3, "connected peak " .. g.channels_connected_peak)
   end)
+  it("a channel emptied by unsubscribe frees its unit for another client only once the server has seen "
+      .. "its close", function()
+    local emu = emulator.start { tls = true, max_channels = 3 }
+    finally(function() emu:stop() end)
+    local ctx = notify.context()
+    finally(function() ctx:close() end)
+    -- budget 3: a holds both usable channels, b (same credential) waits for one
+    local want = topics(1100, "empty")
+    local a, ra = wait.start_client(emu, { channel_budget = 3 }, want)
+    finally(function() a:close() end)
+    wait_pool(a, 2, 1100)
+    local b, rb = wait.start_client(emu, { channel_budget = 3, context = ctx }, topics(10, "waiting"))
+    finally(function() b:close() end)
+    assert.truthy(wait.until_({ a, b }, function()
+      return #rb.where("subscription", function(h) return h.event == "rejected" end) == 1
+    end, 10000), "b waits for the budget")
+    -- the server handles a client's close 1.2 s late; a empties its second channel, for b
+    assert.equals(200, (emu:admin("POST", "faults/close", { delay_ms = 1200 })))
+    local second = {}
+    for i = 1001, 1100 do second[#second + 1] = want[i] end
+    assert.is_true(a:unsubscribe(second))
+    assert.truthy(wait.until_({ a, b }, function()
+      local m = b:metrics()
+      return m.state == "open" and m.topics_confirmed == 10
+    end, 15000), "b got the unit")
+    local g = emu:stats().global
+    assert.truthy(g.closes_held >= 1, "the server held a close")
+    -- b's channel connected only once a's second one no longer counted: never three at once
+    assert.equals(2, g.channels_connected_peak)
+    assert.equals(0, ra.count("disconnected") + ra.count("channel_gone") + rb.count("budget"))
+  end)
 end)
