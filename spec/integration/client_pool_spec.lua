@@ -342,7 +342,7 @@ describe("genesys.notify client: the budget while a closed socket still counts a
     local ids = channel_ids(rec)
     -- one published stream on each channel (1,000 topics to a channel, in order), across both
     -- rollovers
-    local n, rate = 500, 100
+    local n, rate = 300, 100
     local streams = { delivery.publish(emu, want[1], n, rate), delivery.publish(emu, want[1001], n, rate) }
     -- the server handles a client's close 1.2 s late (below the client's 2 s close timeout)
     assert.equals(200, (emu:admin("POST", "faults/close", { delay_ms = 1200 })))

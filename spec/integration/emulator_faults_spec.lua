@@ -86,7 +86,7 @@ for _, tls in ipairs { false, true } do
 
     it("handles a client's close late (close fault): the socket held open and unanswered, the channel "
         .. "counted as connected until then", function()
-      assert.equal(200, (emu:admin("POST", "faults/close", { delay_ms = 3000 * SLOW })))
+      assert.equal(200, (emu:admin("POST", "faults/close", { delay_ms = 1500 * SLOW })))
       finally(function() emu:admin("POST", "faults/clear", {}) end)
       local held = emu:stats().global.closes_held
       local ch, p = connected(20000 * SLOW, { close_after_ms = 200 })
