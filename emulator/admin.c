@@ -32,6 +32,7 @@ static void lifetime_stats(json_t *g)
 			    json_integer((json_int_t)E.peak_connected));
 	json_object_set_new(g, "max_channels", json_integer(E.cfg.max_channels));
 	json_object_set_new(g, "subscription_requests", json_integer((json_int_t)E.sub_requests));
+	json_object_set_new(g, "closes_held", json_integer((json_int_t)E.closes_held));
 }
 
 static json_t *stats_json(void)
@@ -55,7 +56,7 @@ static json_t *stats_json(void)
 			"connections", ch->nconns, "handshakes", (json_int_t)ch->handshakes,
 			"subscriptions", topics, "events_sent", (json_int_t)ch->events_sent,
 			"first_seq", (json_int_t)ch->first_seq, "last_seq", (json_int_t)ch->seq,
-			"connected", ch->conn != NULL, "expired", ch->expired, "evicted", ch->evicted,
+			"connected", channel_connected(ch), "expired", ch->expired, "evicted", ch->evicted,
 			"client_id", E.cfg.clients[ch->client].id,
 			"queued", (json_int_t)(ch->conn ? ch->conn->qlen : 0),
 			"pings", (json_int_t)ch->pings));
@@ -79,7 +80,7 @@ static json_t *channels_list_json(void)
 	for (channel_t *ch = E.channels; ch; ch = ch->next) {
 		iso8601(exp, sizeof exp, ch->expires_wall_ms);
 		json_array_append_new(a, json_pack("{s:s,s:s,s:b,s:b,s:b,s:i,s:s}", "id", ch->id,
-			"client_id", E.cfg.clients[ch->client].id, "connected", ch->conn != NULL,
+			"client_id", E.cfg.clients[ch->client].id, "connected", channel_connected(ch),
 			"expired", ch->expired, "evicted", ch->evicted, "topics", (int)ch->ntopics,
 			"expires", exp));
 	}

@@ -88,6 +88,31 @@ static void clear_pong(void)
 	E.pong_delay_ms = 0;
 }
 
+/* ---- close -------------------------------------------------------------------------------- */
+
+/* A client's close frame handled delay_ms late (a slow or loaded server): its socket stays open
+ * and unanswered, and its channel counted as connected (the channel limit's eviction), until
+ * then; the socket then ends without a close answer. */
+static int set_close(json_t *o, long ms, char *err, size_t errlen)
+{
+	long delay;
+	if (json_field_long(o, "delay_ms", 1, 600000, -1, &delay, err, errlen))
+		return -1;
+	if (delay < 0) {
+		snprintf(err, errlen, "field \"delay_ms\": required (1 to 600000)");
+		return -1;
+	}
+	E.close_delay_ms = delay;
+	E.close_delay_until = deadline_from_ms(ms);
+	return 0;
+}
+
+static void clear_close(void)
+{
+	E.close_delay_until = 0;
+	E.close_delay_ms = 0;
+}
+
 /* ---- http ---------------------------------------------------------------------------------- */
 
 static int set_http(json_t *o, long ms, char *err, size_t errlen)
@@ -200,6 +225,8 @@ static const fault_def_t FAULTS[] = {
 	{ "tcp", "new TCP connections accepted and closed at once (mode refuse; ms required)",
 	  set_tcp, clear_tcp },
 	{ "pong", "pongs answered delay_ms late, for ms", set_pong, clear_pong },
+	{ "close", "a client's close frame handled delay_ms late (its socket held open, its channel "
+	  "counted as connected), for ms", set_close, clear_close },
 	{ "http", "OAuth or REST requests (target) answered with a status, or late (delay_ms), "
 	  "for count requests or ms", set_http, clear_http },
 	{ "connect_uri", "the next count channels get a connectUri on base", set_connect_uri,

@@ -67,7 +67,7 @@ static int is_ws_reason(enum lws_callback_reasons r)
 {
 	return r == LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION || r == LWS_CALLBACK_ESTABLISHED ||
 	       r == LWS_CALLBACK_RECEIVE || r == LWS_CALLBACK_SERVER_WRITEABLE ||
-	       r == LWS_CALLBACK_CLOSED;
+	       r == LWS_CALLBACK_CLOSED || r == LWS_CALLBACK_WS_PEER_INITIATED_CLOSE;
 }
 
 static int is_http_reason(enum lws_callback_reasons r)

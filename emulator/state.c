@@ -193,7 +193,7 @@ static void evict_for(int client)
 		live++;
 		if (!old_any || c->last_use_us < old_any->last_use_us)
 			old_any = c;
-		if (!c->conn && (!old_unconn || c->last_use_us < old_unconn->last_use_us))
+		if (!channel_connected(c) && (!old_unconn || c->last_use_us < old_unconn->last_use_us))
 			old_unconn = c;
 	}
 	if (live >= E.cfg.max_channels) {
@@ -260,6 +260,11 @@ void channel_bind_token(channel_t *ch, const token_t *t)
 		channel_set_ttl(ch);
 }
 
+int channel_connected(const channel_t *ch)
+{
+	return ch->conn != NULL || ch->holding;
+}
+
 void channels_note_peak(void)
 {
 	for (int k = 0; k < E.cfg.nclients; k++) {
@@ -267,7 +272,7 @@ void channels_note_peak(void)
 		for (channel_t *c = E.channels; c; c = c->next)
 			if (c->client == k && !c->expired) {
 				live++;
-				connected += c->conn != NULL;
+				connected += channel_connected(c);
 			}
 		if (live > E.peak_live)
 			E.peak_live = live;
@@ -278,8 +283,10 @@ void channels_note_peak(void)
 
 void channels_cancel_timers(void)
 {
-	for (channel_t *c = E.channels; c; c = c->next)
+	for (channel_t *c = E.channels; c; c = c->next) {
 		lws_sul_cancel(&c->sul_expire);
+		lws_sul_cancel(&c->sul_hold);
+	}
 }
 
 /* The connection side registers how a live connection learns its channel is gone: state sits

@@ -51,6 +51,10 @@ typedef struct channel {
 	uint64_t sub_requests;              /* subscription requests that reached it */
 	conn_t *conn;
 	int nconns;                         /* live connections (transiently 2 while displacing) */
+	/* the close fault: a connection whose client close is handled late keeps its socket here,
+	 * open and unanswered, and the channel counts as connected until hold_sul fires */
+	int holding, hold_fd;
+	lws_sorted_usec_list_t sul_hold;
 	uint64_t handshakes;
 	uint64_t events_sent;
 	uint64_t pings;                     /* {"message":"ping"} received on its connections */
@@ -112,6 +116,10 @@ typedef struct emu {
 	long hs_slow_delay_ms;
 	int64_t pong_delay_until;           /* fault: pongs go out pong_delay_ms late until then */
 	long pong_delay_ms;
+	int64_t close_delay_until;          /* fault: a client's close is handled close_delay_ms
+					     * late until then */
+	long close_delay_ms;
+	uint64_t closes_held;               /* client closes the close fault held */
 	http_fault_t fault_oauth, fault_rest;
 	char connect_base[200];             /* fault: the next connect_count channels get a
 					     * connectUri on this base ("" = none) */
@@ -163,6 +171,9 @@ void channel_expire(channel_t *ch, const char *why, int evicted);
 /* Records the token that created ch (its value and end) and, with --channel-ends-with-token,
  * moves the channel's end to the token's when that comes first; returns nothing. */
 void channel_bind_token(channel_t *ch, const token_t *t);
+/* Returns 1 when the channel counts as connected (a live connection, or one whose client close
+ * the close fault holds), else 0. */
+int channel_connected(const channel_t *ch);
 /* Updates E.peak_live and E.peak_connected from the channels of each OAuth client now; returns
  * nothing. */
 void channels_note_peak(void);

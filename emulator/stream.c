@@ -154,6 +154,47 @@ void conn_reset(conn_t *c)
 	lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
+/* The close fault's end: the held socket closes (the client sees the TCP connection end, no
+ * close answer) and the channel is no longer counted as connected. */
+static void hold_end_cb(lws_sorted_usec_list_t *sul)
+{
+	channel_t *ch = lws_container_of(sul, channel_t, sul_hold);
+	close(ch->hold_fd);
+	ch->hold_fd = -1;
+	ch->holding = 0;
+	channel_touch(ch);
+	elog("{\"event\":\"close_handled\",\"channel\":\"%s\"}", ch->id);
+}
+
+/* The close fault: the client's close frame just arrived on c. A slow server handles it
+ * E.close_delay_ms late: until then the socket stays open and unanswered and the channel counts
+ * as connected (channel_connected: the limit's eviction spares it). lws answers and closes as
+ * usual, but on /dev/null put under its descriptor (as conn_reset does); the socket itself is
+ * kept on a descriptor of our own, which nobody polls, until hold_end_cb closes it. */
+static void hold_close(conn_t *c)
+{
+	channel_t *ch = c->ch;
+	int fd = lws_get_socket_fd(c->wsi);
+	if (!ch || ch->holding || fd < 0)
+		return;
+	int kept = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (kept < 0 || nul < 0 || dup2(nul, fd) < 0) {
+		if (kept >= 0)
+			close(kept);
+		if (nul >= 0)
+			close(nul);
+		return;
+	}
+	close(nul);
+	ch->hold_fd = kept;
+	ch->holding = 1;
+	E.closes_held++;
+	lws_sul_schedule(E.ctx, 0, &ch->sul_hold, hold_end_cb, (lws_usec_t)E.close_delay_ms * 1000);
+	elog("{\"event\":\"close_held\",\"channel\":\"%s\",\"ms\":%ld}", ch->id,
+	     E.close_delay_ms);
+}
+
 static void stall_end_cb(lws_sorted_usec_list_t *sul)
 {
 	conn_t *c = lws_container_of(sul, conn_t, sul_stall);
@@ -431,6 +472,10 @@ int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 	}
 	case LWS_CALLBACK_RECEIVE:
 		return c ? conn_receive(c, in, len, wsi) : 0;
+	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+		if (c && E.close_delay_ms > 0 && fault_active(E.close_delay_until))
+			hold_close(c);
+		return 0;
 	case LWS_CALLBACK_SERVER_WRITEABLE:
 		return c ? conn_writeable(c) : 0;
 	case LWS_CALLBACK_CLOSED:

@@ -142,6 +142,12 @@ gn_budget_t *gn_budget_acquire(const char *client_id, const char *token_url) {
   return b;
 }
 
+void gn_budget_hold(gn_budget_t *b) {
+  pthread_mutex_lock(&budgets_mu);
+  b->refs++;
+  pthread_mutex_unlock(&budgets_mu);
+}
+
 void gn_budget_release(gn_budget_t *b) {
   if (!b) return;
   pthread_mutex_lock(&budgets_mu);

@@ -50,6 +50,8 @@ typedef struct gn_budget_waiter {
 /* The entry of (client_id, the host of token_url), created on first use; a reference is
  * taken. Returns it, or NULL when out of memory. Any thread. */
 gn_budget_t *gn_budget_acquire(const char *client_id, const char *token_url);
+/* Takes one more reference on b (an entry already held). Returns nothing. Any thread. */
+void gn_budget_hold(gn_budget_t *b);
 /* Drops a reference (the last one frees the entry). NULL allowed. Returns nothing. */
 void gn_budget_release(gn_budget_t *b);
 /* Takes one unit: a channel (spare = 0: within limit - 1) or a rollover's second channel

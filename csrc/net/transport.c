@@ -44,6 +44,11 @@ static void free_handle_cb(uv_handle_t *h) { free(h); }
 
 void gn_tr_conn_maybe_free(gn_conn_t *c) {
   if (!c->detached || c->gai_pending || c->in_connect || c->wsi || c->probe) return;
+  if (c->gone) { /* lws has closed the socket (or none was ever made) */
+    gn_conn_gone_cb gone = c->gone;
+    c->gone = NULL;
+    gone(c->gone_ud, c);
+  }
   if (c->timer) {
     uv_timer_stop(c->timer);
     uv_close((uv_handle_t *)c->timer, free_handle_cb);
@@ -289,6 +294,27 @@ void gn_conn_close(gn_conn_t *c, int code, const char *reason) {
   }
   c->state = C_DONE;
   gn_tr_conn_maybe_free(c);
+}
+
+void gn_conn_close_then(gn_conn_t *c, int code, const char *reason, gn_conn_gone_cb gone,
+                        void *ud) {
+  if (!c) return;
+  c->gone = gone;
+  c->gone_ud = ud;
+  gn_conn_close(c, code, reason);
+}
+
+void gn_conn_abort_then(gn_conn_t *c, gn_conn_gone_cb gone, void *ud) {
+  if (!c) return;
+  c->gone = gone;
+  c->gone_ud = ud;
+  gn_conn_abort(c);
+}
+
+void gn_conn_set_gone(gn_conn_t *c, gn_conn_gone_cb gone, void *ud) {
+  if (!c) return;
+  c->gone = gone;
+  c->gone_ud = ud;
 }
 
 /* lws 4.1.6 must not be told to stop reading from inside its receive callback: it stashes the

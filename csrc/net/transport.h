@@ -9,7 +9,8 @@
  * Callbacks: on_open once when the handshake completes; on_message per complete message
  * (fragments reassembled); on_close exactly once when the connection ends for any reason other
  * than gn_conn_close()/gn_conn_abort() by the owner. After gn_conn_close() or gn_conn_abort() no
- * callback runs; the connection frees itself when lws is done with it.
+ * callback runs but the gone callback of their _then forms; the connection frees itself when lws
+ * is done with it.
  */
 #ifndef GN_TRANSPORT_H
 #define GN_TRANSPORT_H
@@ -77,6 +78,24 @@ int gn_conn_send_text(gn_conn_t *c, const char *text, size_t len);
 /* Sends a close frame with code (when open) and ends the connection; no callbacks afterwards.
  * Returns nothing. Loop thread. */
 void gn_conn_close(gn_conn_t *c, int code, const char *reason);
+/* Called once when a connection its owner closed or aborted is over: the server answered our
+ * close frame, or the TCP connection ended (EOF, error, our or lws's close timeout of about
+ * 2 s), and the socket is closed. c is only a name then (it is freed right after). */
+typedef void (*gn_conn_gone_cb)(void *ud, gn_conn_t *c);
+/* gn_conn_close, then gone(ud, c) once the connection is over (see gn_conn_gone_cb): a server
+ * counts a socket as connected until it has seen our close, not when we send it. gone may run
+ * inside this call (a connection that was not open ends at once). Returns nothing. Loop
+ * thread. */
+void gn_conn_close_then(gn_conn_t *c, int code, const char *reason, gn_conn_gone_cb gone,
+                        void *ud);
+/* gn_conn_abort, then gone(ud, c) once the socket is closed (may run inside this call).
+ * Returns nothing. Loop thread. */
+void gn_conn_abort_then(gn_conn_t *c, gn_conn_gone_cb gone, void *ud);
+/* Sets (or, with gone NULL, forgets) the gone callback of c: before gn_conn_close or
+ * gn_conn_abort, or after them while the callback set then has not run (c lives until it
+ * would): its owner goes away first and forgets it, or hands it to another. Returns nothing.
+ * Loop thread. */
+void gn_conn_set_gone(gn_conn_t *c, gn_conn_gone_cb gone, void *ud);
 /* Returns 1 when the open connection's TLS session was resumed (an abbreviated handshake with a
  * session kept from an earlier connection to the same server name, address and port), else 0.
  * Loop thread. */

@@ -81,6 +81,8 @@ struct gn_conn {
   void *ud;
   int state;
   int detached;      /* owner closed or aborted, or on_close delivered: no more callbacks */
+  gn_conn_gone_cb gone; /* the owner's close is over (gn_conn_close_then): called at the free */
+  void *gone_ud;
   int gai_pending;
   int in_connect;    /* inside lws_client_connect_via_info or a synchronous kill: lws may
                       * close us there */
@@ -119,7 +121,8 @@ struct gn_conn {
 extern _Thread_local char gn_tr_last_log[512];
 
 /* transport.c */
-/* Frees c once nothing refers to it any more (detached, no lookup, no wsi, no probe). */
+/* Frees c once nothing refers to it any more (detached, no lookup, no wsi, no probe), its gone
+ * callback called first. */
 void gn_tr_conn_maybe_free(gn_conn_t *c);
 /* Asks lws to end c's wsi (asynchronously). */
 void gn_tr_kill_wsi(gn_conn_t *c);

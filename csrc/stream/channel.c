@@ -260,11 +260,15 @@ void gn_channel_start(gn_channel_t *ch) {
   gn_ch_run_attempt(ch);
 }
 
-/* Everything of gn_channel_stop but the final state. */
-static void halt(gn_channel_t *ch) {
+/* Everything of gn_channel_stop but the final state. unit: the channel's own unit of the
+ * budget goes with its socket, if any, to env->unit_on_gone. Returns 1 when it went. */
+static int halt(gn_channel_t *ch, int unit) {
   gn_roll_close(&ch->roll);
   gn_renew_close(&ch->renew);
   gn_roll_give_units(&ch->roll, 1);
+  /* The server counts the socket as connected until it has seen our close or abort. */
+  int handed = unit && ch->conn && ch->env->unit_on_gone;
+  if (handed) ch->env->unit_on_gone(ch->env->spare_ud, ch->conn);
   /* The live socket ends with a close frame (the server sees it at once; an abort waits for
    * the loop's next event on that socket, which an idle one may not have for a while). */
   if (ch->conn && gn_ch_is_live(gn_ch_state(ch)))
@@ -277,20 +281,24 @@ static void halt(gn_channel_t *ch) {
   gn_heartbeat_close(&ch->hb);
   gn_flow_close(&ch->flow);
   gn_bearer_stop(&ch->bearer);
+  return handed;
 }
 
-void gn_channel_stop(gn_channel_t *ch) {
-  halt(ch);
+int gn_channel_stop_unit(gn_channel_t *ch, int unit) {
+  int handed = halt(ch, unit);
   gn_ch_enter(ch, GN_ST_CLOSED);
   if (gn_sched_open(&ch->sched)) gn_sched_complete(&ch->sched, 0);
+  return handed;
 }
+
+void gn_channel_stop(gn_channel_t *ch) { gn_channel_stop_unit(ch, 0); }
 
 void gn_channel_park(gn_channel_t *ch) {
   gn_state_t st = gn_ch_state(ch);
   if (st == GN_ST_CLOSED) return;
   if (st != GN_ST_IDLE && st != GN_ST_STANDBY) {
     if (gn_ch_is_live(st)) gn_ch_went_deaf(ch);
-    halt(ch);
+    halt(ch, 0);
     ch->in_attempt = 0;
   }
   gn_ch_enter(ch, GN_ST_STANDBY);

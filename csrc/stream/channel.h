@@ -34,6 +34,11 @@ void gn_channel_start(gn_channel_t *ch);
 /* Stops everything (sockets, requests, timers, token wait): state closed, no more items.
  * Returns nothing. Service thread. */
 void gn_channel_stop(gn_channel_t *ch);
+/* gn_channel_stop for a channel that holds a unit of the budget (unit 1): when a socket of its
+ * own is still there, the unit goes with it to env->unit_on_gone (it comes back once the server
+ * has seen that socket's end, not when our close is sent). Returns 1 when the unit went so,
+ * else 0 (the caller gives it back). Service thread. */
+int gn_channel_stop_unit(gn_channel_t *ch, int unit);
 /* Parks the channel (state standby): like gn_channel_stop, but gn_channel_start may start it
  * again (the scheduler's first cycle open again first). The lease (lease.h) parks it when this
  * process stops holding the stream. Returns nothing. Service thread. */

@@ -52,6 +52,24 @@ static int spare_cb(void *ud, int take) {
   return 1;
 }
 
+/* The socket holding a unit (unit_on_gone_cb) is over: the unit is free. The budget entry, not
+ * the client, is ud: the client may be gone by now. Service thread. */
+static void unit_gone_cb(void *ud, gn_conn_t *conn) {
+  gn_budget_t *b = ud;
+  (void)conn;
+  gn_budget_give(b, NULL);
+  gn_budget_release(b);
+}
+
+/* conn, about to be closed by us, holds a unit of the budget (a channel stopped, a rollover's
+ * socket when its channel stops): the server counts it as connected until it has seen the
+ * close, so the unit comes back then (env.h). Service thread. */
+static void unit_on_gone_cb(void *ud, gn_conn_t *conn) {
+  gn_client_t *c = ud;
+  gn_budget_hold(c->budget);
+  gn_conn_set_gone(conn, unit_gone_cb, c->budget);
+}
+
 /* What the budget hears from a channel (env.h's GN_NOTE_*). An eviction of a live channel
  * right after one of the credential's creations means the server allows fewer channels than
  * the credential holds: the budget shrinks below what was held (no more churn: a channel is
@@ -120,6 +138,7 @@ gn_slot_t *gn_cl_slot_get(gn_client_t *c, int i) {
   s->env.stamp = &c->pooled;
   s->env.spare = spare_cb;
   s->env.budget_note = budget_note_cb;
+  s->env.unit_on_gone = unit_on_gone_cb;
   s->env.spare_ud = c;
   gn_slot_t *s0 = gn_cl_slot_at(c, 0);
   if (s0) s->env.tap = s0->env.tap; /* the gate's (gn_client_set_gate) */
@@ -189,9 +208,10 @@ void gn_cl_slot_stop(gn_client_t *c, int i, const char *why) {
   gn_slot_t *s = gn_cl_slot_at(c, i);
   if (!s || !s->ch) return;
   int was_running = atomic_exchange(&s->running, 0);
-  if (was_running) gn_channel_stop(s->ch);
+  /* The unit comes back once the server has seen the socket's close (handed), else now. */
+  int handed = was_running && gn_channel_stop_unit(s->ch, s->unit);
   if (strcmp(why, "closed") == 0) { /* the client's close: kept until free(), as always */
-    if (s->unit) gn_budget_give(c->budget, &c->waiter);
+    if (s->unit && !handed) gn_budget_give(c->budget, &c->waiter);
     s->unit = 0;
     return;
   }
@@ -212,8 +232,8 @@ void gn_cl_slot_stop(gn_client_t *c, int i, const char *why) {
   pthread_mutex_unlock(&s->metrics->mu);
   client_health(c, "pool", json_pack("{s:s, s:i, s:s}", "event", "closed", "channel", i + 1,
                                      "reason", why));
+  if (s->unit && !handed) gn_budget_give(c->budget, &c->waiter);
   s->unit = 0;
-  gn_budget_give(c->budget, &c->waiter);
 }
 
 /* Appends t to a set the caller knows it is not in (the index says so). Returns 0 or -1. */

@@ -70,6 +70,11 @@ struct gn_env {
   void *spare_ud;
   int spare_waiting;      /* a rollover of this channel waits for the spare unit: the client
                            * tells only such channels when it comes back. Service thread. */
+  /* conn, which we are closing or aborting (before that call), holds a unit of the budget: it
+   * comes back once the transport says conn is over (gn_conn_set_gone), even after the channel
+   * and its client are gone (the budget entry is held until then). With spare_ud. NULL: the
+   * caller gives the unit back itself. Service thread. */
+  void (*unit_on_gone)(void *ud, gn_conn_t *conn);
   /* the credential's budget told of a channel created (GN_NOTE_CREATED), asked whether one may
    * be created now (GN_NOTE_MAY_CREATE: 1 yes, 0 no: the server's limit is below what the
    * credential holds), told of a live channel the server removed before its end

@@ -38,18 +38,53 @@ static int draining(const gn_roll_t *r) {
 
 static int busy(const gn_roll_t *r) { return r->active || draining(r); }
 
-/* A unit comes back at due (monotonic). */
+/* A unit comes back at due (monotonic); r->nunits may exceed the room (GN_ROLL_UNITS) by
+ * what has no entry: those come back at the next give. */
 static void unit_back(gn_roll_t *r, uint64_t due) {
-  if (r->nunits < (int)(sizeof r->unit_due / sizeof r->unit_due[0])) r->unit_due[r->nunits++] = due;
+  if (r->nunits < GN_ROLL_UNITS) r->units[r->nunits++] = (gn_roll_unit_t){due, NULL};
+  else r->unit_overflow++;
 }
 
-/* Takes the units due now (all: every unit) out of r. Returns their number. */
+/* The transport says conn (closed or aborted by us, holding a unit) is over: the server has
+ * seen our close, or the TCP connection is gone. Its unit comes back a settle margin later (the
+ * drain timer gives it). Inside the transport's free: only r's bookkeeping and its timer. */
+static void arm_drain(gn_roll_t *r);
+static void unit_gone(void *ud, gn_conn_t *conn) {
+  gn_roll_t *r = ud;
+  for (int i = 0; i < r->nunits; i++)
+    if (r->units[i].conn == conn) {
+      r->units[i].conn = NULL;
+      r->units[i].due = gn_now_mono_ms() + GN_ROLL_CLOSE_SETTLE_MS;
+    }
+  arm_drain(r);
+}
+
+/* Ends conn (a close frame with code, or abort when code is 0); the unit it holds (unit) comes
+ * back once the transport confirms the end (unit_gone), at the latest GN_ROLL_CLOSE_WAIT_MS
+ * from now. The entry is made before the close: the transport may end conn inside it. */
+static void end_holding(gn_roll_t *r, gn_conn_t *conn, int unit, int code) {
+  if (unit && r->nunits < GN_ROLL_UNITS) {
+    r->units[r->nunits++] = (gn_roll_unit_t){gn_now_mono_ms() + GN_ROLL_CLOSE_WAIT_MS, conn};
+    if (code) gn_conn_close_then(conn, code, "rollover: drained", unit_gone, r);
+    else gn_conn_abort_then(conn, unit_gone, r);
+    return;
+  }
+  if (unit) unit_back(r, gn_now_mono_ms() + GN_ROLL_CLOSE_SETTLE_MS); /* no room: as before */
+  if (code) gn_conn_close(conn, code, "rollover: drained");
+  else gn_conn_abort(conn);
+}
+
+/* Takes the units due now (all: every unit) out of r. Returns their number. A unit whose
+ * socket's end is still awaited is due only when the bound passed (or all); its callback is
+ * forgotten (the connection still exists: its callback has not run). */
 static int units_due(gn_roll_t *r, int all) {
   uint64_t now = gn_now_mono_ms();
-  int n = 0;
+  int n = r->unit_overflow;
+  r->unit_overflow = 0;
   for (int i = 0; i < r->nunits;)
-    if (all || r->unit_due[i] <= now) {
-      r->unit_due[i] = r->unit_due[--r->nunits];
+    if (all || r->units[i].due <= now) {
+      if (r->units[i].conn) gn_conn_set_gone(r->units[i].conn, NULL, NULL);
+      r->units[i] = r->units[--r->nunits];
       n++;
     } else {
       i++;
@@ -80,12 +115,12 @@ static void maybe_settle(gn_roll_t *r) {
 }
 
 void gn_roll_cancel(gn_roll_t *r) {
-  if (r->unit) /* B is given up: its unit comes back (after our close reached the server) */
-    unit_back(r, gn_now_mono_ms() + (r->conn ? GN_ROLL_CLOSE_SETTLE_MS : 0));
+  /* B is given up: its unit comes back, once its socket (if any) is over at the server */
+  if (r->conn) end_holding(r, r->conn, r->unit, 0);
+  else if (r->unit) unit_back(r, gn_now_mono_ms());
   r->unit = 0;
   if (r->req) gn_http_cancel(r->req);
   r->req = NULL;
-  if (r->conn) gn_conn_abort(r->conn);
   r->conn = NULL;
   free(r->channel_id);
   free(r->connect_uri);
@@ -103,23 +138,28 @@ void gn_roll_cancel(gn_roll_t *r) {
 
 static void forget_old(gn_roll_old_t *o) {
   gn_roll_t *r = o->roll;
-  /* We closed it: the server may handle our close after our next request. */
-  if (r && o->unit) unit_back(r, gn_now_mono_ms() + (o->by_us ? GN_ROLL_CLOSE_SETTLE_MS : 0));
+  /* The server closed it, or it was lost (one we closed gave its unit to end_holding). */
+  if (r && o->unit) unit_back(r, gn_now_mono_ms());
   if (o->req) gn_http_cancel(o->req);
   free(o->channel_id);
   memset(o, 0, sizeof *o);
 }
 
 static void report_drained(gn_roll_t *r, gn_roll_old_t *o, int code, int clean);
-static void arm_drain(gn_roll_t *r);
+
+/* Ends a draining socket ourselves (a close frame with code, or abort when 0): its unit comes
+ * back once the server has seen the end (end_holding). Reported by the caller. */
+static void end_old(gn_roll_t *r, gn_roll_old_t *o, int code) {
+  end_holding(r, o->conn, o->unit, code);
+  o->unit = 0;
+}
 
 void gn_roll_abort_all(gn_roll_t *r) {
   gn_roll_cancel(r);
   r->live_serial = ++r->next_serial; /* the next live socket is a new one */
   for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++)
     if (r->old[i].conn) { /* cut short: reported like a socket lost while draining */
-      gn_conn_abort(r->old[i].conn);
-      r->old[i].by_us = 1;
+      end_old(r, &r->old[i], 0);
       report_drained(r, &r->old[i], 1006, 0);
     }
   arm_drain(r); /* only the settling of what was closed is left to wait for */
@@ -130,6 +170,19 @@ void gn_roll_abort_all(gn_roll_t *r) {
 void gn_roll_close(gn_roll_t *r) {
   gn_roll_abort_all(r);
   gn_timer_close(&r->drain_timer);
+  /* r goes away (or idles): no transport callback may reach it. A unit whose socket's end is
+   * awaited goes to the client, which gives it back at that end (unit_on_gone); without one it
+   * stays counted for gn_roll_give_units(r, 1). */
+  for (int i = 0; i < r->nunits;)
+    if (r->units[i].conn && r->env->unit_on_gone) {
+      r->env->unit_on_gone(r->env->spare_ud, r->units[i].conn);
+      r->units[i] = r->units[--r->nunits];
+    } else {
+      if (r->units[i].conn) gn_conn_set_gone(r->units[i].conn, NULL, NULL);
+      r->units[i].conn = NULL;
+      r->units[i].due = 0;
+      i++;
+    }
 }
 
 void gn_roll_begin(gn_roll_t *r) {
@@ -211,7 +264,7 @@ static void arm_drain(gn_roll_t *r) {
   for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++)
     if (r->old[i].conn && (!next || r->old[i].until_ms < next)) next = r->old[i].until_ms;
   for (int i = 0; i < r->nunits; i++)
-    if (!next || r->unit_due[i] < next) next = r->unit_due[i];
+    if (!next || r->units[i].due < next) next = r->units[i].due;
   if (!r->drain_timer) return;
   if (!next) {
     uv_timer_stop(r->drain_timer);
@@ -268,8 +321,7 @@ static void drain_cb(uv_timer_t *t) {
   uint64_t now = gn_now_mono_ms();
   for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++)
     if (r->old[i].conn && r->old[i].until_ms <= now) {
-      gn_conn_close(r->old[i].conn, 1000, "rollover: drained");
-      r->old[i].by_us = 1;
+      end_old(r, &r->old[i], 1000);
       report_drained(r, &r->old[i], 1000, 0);
     }
   arm_drain(r);
@@ -298,8 +350,7 @@ void gn_roll_take(gn_roll_t *r, gn_conn_t **conn, char **channel_id, char **conn
       if (r->old[i].until_ms < r->old[slot].until_ms) slot = i;
     }
     if (r->old[slot].conn) { /* the oldest of too many: it has had its time */
-      gn_conn_close(r->old[slot].conn, 1000, "rollover: drained");
-      r->old[slot].by_us = 1;
+      end_old(r, &r->old[slot], 1000);
       report_drained(r, &r->old[slot], 1000, 0);
     }
     gn_roll_old_t *o = &r->old[slot];
@@ -344,7 +395,7 @@ static gn_roll_old_t *draining_of(gn_roll_t *r, const gn_conn_t *conn) {
  * socket, or any while the spare unit is wanted (gn_roll_release), is then closed (no gap) and
  * forgotten; a socket_closing's is otherwise read until the server closes it. Returns 1 when
  * it was closed, else 0. */
-static int pong(gn_roll_t *r, gn_roll_old_t *o, gn_conn_t *conn, const char *data, size_t len) {
+static int pong(gn_roll_t *r, gn_roll_old_t *o, const char *data, size_t len) {
   if (!o->pinged || len > 512) return 0;
   json_t *j = json_loadb(data, len, 0, NULL);
   const char *topic = json_string_value(json_object_get(j, "topicName"));
@@ -355,8 +406,7 @@ static int pong(gn_roll_t *r, gn_roll_old_t *o, gn_conn_t *conn, const char *dat
   o->proven = 1;
   o->overlapped = 1; /* nothing was missed between it and its successor */
   if (!o->ours && !r->release_wanted) return 0;
-  gn_conn_close(conn, 1000, "rollover: drained");
-  o->by_us = 1;
+  end_old(r, o, 1000);
   report_drained(r, o, 1000, 1);
   arm_drain(r);
   maybe_settle(r);
@@ -368,8 +418,7 @@ int gn_roll_release(gn_roll_t *r) {
   if (busy(r)) r->release_wanted = 1;
   for (int i = 0; i < GN_ROLL_DRAIN_MAX; i++)
     if (r->old[i].conn && r->old[i].proven) {
-      gn_conn_close(r->old[i].conn, 1000, "rollover: drained");
-      r->old[i].by_us = 1;
+      end_old(r, &r->old[i], 1000);
       report_drained(r, &r->old[i], 1000, 1);
       n++;
     }
@@ -426,7 +475,7 @@ static void roll_message_cb(void *ud, gn_conn_t *conn, const char *data, size_t 
   const char *chan = o ? o->channel_id : r->channel_id ? r->channel_id : "";
   if (o) {
     o->last_heard_wall_ms = gn_now_wall_ms();
-    if (pong(r, o, conn, data, len)) { /* drained: its unit comes back */
+    if (pong(r, o, data, len)) { /* drained: its unit comes back */
       gn_roll_give_units(r, 0);
       return;
     }

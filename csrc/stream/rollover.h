@@ -12,7 +12,12 @@
  * socket's. From the notice until the draining ends (and a few seconds after), every event's
  * CorrelationId goes through a dedup set (dedup.h): the copy that arrives second, on either
  * socket, is dropped. The budget units a rollover holds go back to env->spare by the rollover
- * itself, once the old channel's socket is gone.
+ * itself, once the old channel's socket is gone: a socket we close is gone when the transport
+ * says so (the server answered our close frame, or the TCP connection ended), not when our
+ * close is sent; until then the server counts it as connected, and a channel created meanwhile
+ * past the server's limit would evict a live one. gn_roll_close takes the transport's callbacks
+ * back (no callback reaches a rollover that is gone): a unit still waiting goes to the client
+ * (env->unit_on_gone), which gives it back when its socket ends.
  *
  * A failure while B is prepared calls failed(ud, message) once; the rollover is then idle.
  * A draining socket that ends without the server's close frame (lost, or cut short by us) may
@@ -37,8 +42,20 @@
 #define GN_ROLL_DRAIN_MS 90000  /* an old socket is read at most this long after the hand-over */
 #define GN_ROLL_DRAIN_MAX 4     /* old sockets draining at once (back-to-back rollovers) */
 #define GN_ROLL_DEDUP_TAIL_MS 5000 /* de-duplication goes on this long after the last drain */
-#define GN_ROLL_CLOSE_SETTLE_MS 250  /* a socket we closed counts at the server this long more
-                                      (our close frame may reach it after our next request) */
+#define GN_ROLL_CLOSE_SETTLE_MS 250  /* a socket we closed counts at the server this long after
+                                      its end is confirmed (the server's close answer, or the
+                                      TCP connection's end): its bookkeeping may lag */
+#define GN_ROLL_CLOSE_WAIT_MS 10000  /* a unit whose socket's end is never confirmed comes back
+                                      then (the transport ends a closed socket within ~2 s) */
+#define GN_ROLL_UNITS (4 * GN_ROLL_DRAIN_MAX) /* units waiting to come back at once */
+
+/* A unit of the budget on its way back: while conn is set, that socket (closed or aborted by
+ * us) is not known to be over at the server (its gone callback will say so, or due, the bound,
+ * passes); then the unit is free at due. */
+typedef struct {
+  uint64_t due;               /* monotonic */
+  gn_conn_t *conn;
+} gn_roll_unit_t;
 
 typedef struct {
   gn_conn_t *conn;
@@ -55,7 +72,6 @@ typedef struct {
   int proven;                 /* the pong came: closing it now loses nothing */
   int ours;                   /* a renewal's: the server will not close it, we do */
   int unit;                   /* holds a unit of the budget (its rollover's) */
-  int by_us;                  /* we closed it (the server may learn it a moment later) */
   gn_http_req_t *req;         /* taking its topics off (DELETE subscriptions) */
   void *roll;                 /* its gn_roll_t */
   uint64_t flow;              /* events seen since its notice, on it or (first copies) later */
@@ -87,11 +103,14 @@ typedef struct {
   long drain_ms;
   int release_wanted;            /* the spare unit is wanted: close old sockets once proven */
   int unit;                      /* B's unit of the budget (the caller took it): it passes to
-                                    the old socket at the hand-over and comes back (unit_due)
-                                    once that socket is gone, GN_ROLL_CLOSE_SETTLE_MS later when
-                                    we closed it; at once when B fails */
-  uint64_t unit_due[2 * GN_ROLL_DRAIN_MAX]; /* monotonic: units that come back then */
+                                    the old socket at the hand-over and comes back (units)
+                                    once that socket is gone: when we closed it, once the
+                                    transport confirms its end (gn_conn_close_then) and
+                                    GN_ROLL_CLOSE_SETTLE_MS more; at once when B fails before
+                                    its socket exists */
+  gn_roll_unit_t units[GN_ROLL_UNITS]; /* units on their way back */
   int nunits;
+  int unit_overflow;             /* units back with no room in units: free at the next give */
   double expires_wall_ms;        /* B's creation answer's expires (-1: none) */
   uint64_t token_end_ms;         /* B's token's end (monotonic, 0 unknown) */
 
@@ -111,7 +130,8 @@ void gn_roll_init(gn_roll_t *r, gn_env_t *env, const gn_roll_hooks_t *hooks, voi
 /* Creates the drain timer on loop. Returns 0, or -1 when out of memory. */
 int gn_roll_start(gn_roll_t *r, uv_loop_t *loop);
 /* Ends everything: B, the draining sockets, the timer (released on the loop), the dedup set.
- * Returns nothing. */
+ * A unit whose socket's end is still awaited goes to env->unit_on_gone (without it, it waits no
+ * more); gn_roll_give_units(r, 1) gives back the others. Returns nothing. */
 void gn_roll_close(gn_roll_t *r);
 /* Marks a rollover as started (the token comes next); de-duplication starts now. Returns
  * nothing. */

@@ -108,9 +108,25 @@ static void test_threads(void) {
   gn_budget_release(keep);
 }
 
+/* A unit on its way back (a socket closing, the server not yet told) holds the entry: the unit
+ * stays counted after every client released the entry, and comes back later. */
+static void test_hold(void) {
+  gn_budget_t *b = gn_budget_acquire("hold", "https://login.example/oauth/token");
+  CHECK(gn_budget_take(b, 3, 0), "a unit");
+  gn_budget_hold(b);    /* the closing socket's */
+  gn_budget_release(b); /* the client goes */
+  gn_budget_t *c = gn_budget_acquire("hold", "https://login.example/oauth/token");
+  CHECK(c == b && gn_budget_used(c) == 1, "the entry and its unit in use outlive the client");
+  gn_budget_give(b, NULL);
+  gn_budget_release(b); /* the socket is gone */
+  CHECK(gn_budget_used(c) == 0, "the unit came back");
+  gn_budget_release(c);
+}
+
 int main(void) {
   RUN(test_index);
   RUN(test_keys);
+  RUN(test_hold);
   RUN(test_limits);
   RUN(test_threads);
   CT_END();

@@ -5,6 +5,7 @@
 local emulator = require "support.emulator"
 local wait = require "support.wait"
 local notify = require "genesys.notify"
+local delivery = require "support.delivery"
 
 local function topics(n, tag, from)
   local t = {}
@@ -316,5 +317,99 @@ describe("genesys.notify client: a pool of channels within the channel budget", 
     -- new topics fill a new channel (1 and 2 are full), not a move
     assert.is_true(client:subscribe(topics(10, "more")))
     wait_pool(client, 3, 2010)
+  end)
+end)
+
+-- A channel we closed counts at the server until the server has handled our close: its unit of
+-- the budget comes back only when the transport confirms the end (the server's close answer, or
+-- the TCP connection gone), never when our close frame is sent. The emulator's close fault makes
+-- that lag long (a slow server), and allows exactly the budget: a channel created while the
+-- closed one still counts would evict a live one (the oldest in use, since none is unconnected).
+describe("genesys.notify client: the budget while a closed socket still counts at the server", function()
+  it("a rollover waiting for the spare starts only once the server has seen the old socket's close",
+      function()
+    local trace = os.getenv("GN_SPEC_TRACE")
+    local emu = emulator.start { tls = true, max_channels = 3, args = trace and { "--log" } or nil }
+    finally(function()
+      emu:stop()
+      if trace then io.stderr:write(emu.last_out or "", emu.last_err or "") end
+    end)
+    -- budget 3: two channels of the pool and the one spare
+    local want = topics(1100, "held")
+    local client, rec = wait.start_client(emu, { channel_budget = 3 }, want)
+    finally(function() client:close() end)
+    wait_pool(client, 2, 1100)
+    local ids = channel_ids(rec)
+    -- one published stream on each channel (1,000 topics to a channel, in order), across both
+    -- rollovers
+    local n, rate = 300, 100
+    local streams = { delivery.publish(emu, want[1], n, rate), delivery.publish(emu, want[1001], n, rate) }
+    -- the server handles a client's close 1.2 s late (below the client's 2 s close timeout)
+    assert.equals(200, (emu:admin("POST", "faults/close", { delay_ms = 1200 })))
+    -- channel 1 rolls over through the spare, then channel 2 waits for it: channel 1's old socket
+    -- (proven empty by its pong) is closed for it
+    assert.equals(200, (emu:admin("POST", ("channels/%s/socket_closing"):format(ids[1]),
+      { grace_ms = 30000 })))
+    local function completed()
+      return #rec.where("rollover", function(h) return h.event == "completed" end)
+    end
+    assert.truthy(wait.until_(client, function() return completed() == 1 end, 10000), "first rollover")
+    assert.equals(200, (emu:admin("POST", ("channels/%s/socket_closing"):format(ids[2]),
+      { grace_ms = 4000 * wait.slow() })))
+    assert.truthy(wait.until_(client, function() return completed() == 2 end, 15000), "second rollover")
+    for _, s in ipairs(streams) do delivery.drain(emu, client, rec, s, 1000) end
+    local g = emu:stats().global
+    assert.truthy(g.closes_held >= 1, "the server held a close")
+    assert.truthy(#rec.where("rollover", function(h) return h.event == "deferred" end) >= 1,
+      "the second rollover waited for the spare")
+    local function story()
+      local lines = {}
+      for _, h in ipairs(rec.health) do
+        if h.kind ~= "attempt" then lines[#lines + 1] = "    " .. notify.format(h) end
+      end
+      return "\n" .. table.concat(lines, "\n", math.max(1, #lines - 30))
+    end
+    assert.equals(0, rec.count("channel_gone"), "a live channel was evicted" .. story())
+    assert.equals(0, rec.count("budget"), "the budget shrank" .. story())
+    assert.equals(0, client:metrics().evictions)
+    assert.equals(0, rec.count("restored"), "deaf intervals" .. story())
+    assert.equals(0, rec.count("gap"), "gap items" .. story())
+    for _, s in ipairs(streams) do
+      local seen = delivery.check(rec, s, n) -- no duplicate
+      local got = count_keys(seen)
+      assert.equals(n, got, ("stream %d: %d of %d events"):format(s, got, n) .. story())
+    end
+    assert.truthy(g.channels_connected_peak <= 3, "connected peak " .. g.channels_connected_peak)
+  end)
+  it("a channel emptied by unsubscribe frees its unit for another client only once the server has seen "
+      .. "its close", function()
+    local emu = emulator.start { tls = true, max_channels = 3 }
+    finally(function() emu:stop() end)
+    local ctx = notify.context()
+    finally(function() ctx:close() end)
+    -- budget 3: a holds both usable channels, b (same credential) waits for one
+    local want = topics(1100, "empty")
+    local a, ra = wait.start_client(emu, { channel_budget = 3 }, want)
+    finally(function() a:close() end)
+    wait_pool(a, 2, 1100)
+    local b, rb = wait.start_client(emu, { channel_budget = 3, context = ctx }, topics(10, "waiting"))
+    finally(function() b:close() end)
+    assert.truthy(wait.until_({ a, b }, function()
+      return #rb.where("subscription", function(h) return h.event == "rejected" end) == 1
+    end, 10000), "b waits for the budget")
+    -- the server handles a client's close 1.2 s late; a empties its second channel, for b
+    assert.equals(200, (emu:admin("POST", "faults/close", { delay_ms = 1200 })))
+    local second = {}
+    for i = 1001, 1100 do second[#second + 1] = want[i] end
+    assert.is_true(a:unsubscribe(second))
+    assert.truthy(wait.until_({ a, b }, function()
+      local m = b:metrics()
+      return m.state == "open" and m.topics_confirmed == 10
+    end, 15000), "b got the unit")
+    local g = emu:stats().global
+    assert.truthy(g.closes_held >= 1, "the server held a close")
+    -- b's channel connected only once a's second one no longer counted: never three at once
+    assert.equals(2, g.channels_connected_peak)
+    assert.equals(0, ra.count("disconnected") + ra.count("channel_gone") + rb.count("budget"))
   end)
 end)

@@ -84,6 +84,23 @@ for _, tls in ipairs { false, true } do
       end))
     end)
 
+    it("handles a client's close late (close fault): the socket held open and unanswered, the channel "
+        .. "counted as connected until then", function()
+      assert.equal(200, (emu:admin("POST", "faults/close", { delay_ms = 1500 * SLOW })))
+      finally(function() emu:admin("POST", "faults/clear", {}) end)
+      local held = emu:stats().global.closes_held
+      local ch, p = connected(20000 * SLOW, { close_after_ms = 200 })
+      -- one snapshot: the client's close arrived (held) and the channel still counts
+      assert.truthy(emulator.wait_until(function()
+        local st = emu:stats()
+        return st.global.closes_held == held + 1 and st.channels[ch.id].connected
+      end), "the close is held")
+      local r = p:result()
+      assert.equal("eof", r["end"]["end"]) -- no close answer: the socket just ends
+      assert.is_nil(r["end"].code)
+      assert.is_false(emu:stats().channels[ch.id].connected)
+    end)
+
     it("stalls: writes nothing, heartbeats included, while TCP stays open", function()
       local ch, p = connected(3000, { send = {} })
       emulator.sleep(0.5)
