@@ -241,12 +241,25 @@ tsan:
 	$(MAKE) --no-print-directory SAN=tsan LUA=lua5.4 check
 
 # The same C tests and specs under valgrind's memcheck (no sanitizer build): any error or
-# definite/indirect leak fails the run. Slow (about 50x): pass BUSTED_ARGS to pick specs.
+# definite/indirect leak fails the run. Slow (about 20-50x): pass BUSTED_ARGS to pick specs.
+# `make valgrind` = valgrind-c (the C tests), valgrind-fuzz (the fuzz corpora, fuzz/fuzz.mk) and
+# valgrind-lua (the specs); each can run alone. VALGRIND_SUPP: extra suppression files.
+VALGRIND_SUPP ?=
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full \
-	--errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect
-valgrind: all
+	--errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
+	$(addprefix --suppressions=,$(VALGRIND_SUPP))
+.PHONY: valgrind-c valgrind-lua valgrind-fuzz
+valgrind: valgrind-c valgrind-fuzz valgrind-lua
+valgrind-c: ctests
 	@set -e; for t in $(CTESTS); do echo "== valgrind $$t"; $(VALGRIND) $$t; done
-	$(SPEC_ENV) $(VALGRIND) $(LUA) $(shell command -v $(BUSTED)) --ignore-lua $(BUSTED_ARGS)
+# Without BUSTED_ARGS, the specs that load the module: not the emulator's own (its process is not
+# under valgrind), nginx's (LuaJIT only), the rock's (a packaging check) nor the soaks.
+VALGRIND_SPECS ?= spec/unit $(filter-out $(SOAK_SPECS) spec/integration/emulator_% \
+	spec/integration/resty_spec.lua spec/integration/rock_spec.lua, \
+	$(sort $(wildcard spec/integration/*_spec.lua)))
+valgrind-lua: all $(HOST_DEP) $(TESTFORK) $(TESTSOCK) $(TESTJSON)
+	$(SPEC_ENV) $(VALGRIND) $(LUA) $(shell command -v $(BUSTED)) --ignore-lua \
+	  $(or $(BUSTED_ARGS),$(VALGRIND_SPECS))
 
 # Long forms of the delivery-guarantee specs: thousands of random subscription sequences under
 # faults, a hundred rollovers back to back under a fast stream, longer stalls and blackholes,
