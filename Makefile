@@ -241,12 +241,36 @@ tsan:
 	$(MAKE) --no-print-directory SAN=tsan LUA=lua5.4 check
 
 # The same C tests and specs under valgrind's memcheck (no sanitizer build): any error or
-# definite/indirect leak fails the run. Slow (about 50x): pass BUSTED_ARGS to pick specs.
-VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full \
-	--errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect
-valgrind: all
+# definite/indirect leak fails the run. Slow (about 20-50x): pass BUSTED_ARGS to pick specs.
+# `make valgrind` = valgrind-c (the C tests), valgrind-fuzz (the fuzz corpora, fuzz/fuzz.mk) and
+# valgrind-lua (the specs); each can run alone. VALGRIND_SUPP: suppression files (for an error
+# inside a system library that our use does not cause). VALGRIND_LOGS: see below.
+VALGRIND_SUPP ?=
+VALGRIND_OPTS := -q --error-exitcode=99 --leak-check=full \
+	--errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
+	$(addprefix --suppressions=,$(abspath $(VALGRIND_SUPP)))
+VALGRIND := valgrind $(VALGRIND_OPTS)
+VALGRIND_LOGS ?= $(BUILD)/valgrind
+.PHONY: valgrind-c valgrind-lua valgrind-fuzz
+valgrind: valgrind-c valgrind-fuzz valgrind-lua
+valgrind-c: ctests
 	@set -e; for t in $(CTESTS); do echo "== valgrind $$t"; $(VALGRIND) $$t; done
-	$(SPEC_ENV) $(VALGRIND) $(LUA) $(shell command -v $(BUSTED)) --ignore-lua $(BUSTED_ARGS)
+# Without BUSTED_ARGS, the specs that load the module: not the emulator's own (its process is not
+# under valgrind), nginx's (LuaJIT only), the rock's (a packaging check) nor the soaks. The Lua
+# processes the specs start (fleet nodes, the CLI, examples) run under memcheck too
+# (spec/support/valgrind_lua.sh), each reporting to $(VALGRIND_LOGS)/<pid>.log: a log that is not
+# empty fails the run and is printed.
+VALGRIND_SPECS ?= spec/unit $(filter-out $(SOAK_SPECS) spec/integration/emulator_% \
+	spec/integration/resty_spec.lua spec/integration/rock_spec.lua, \
+	$(sort $(wildcard spec/integration/*_spec.lua)))
+valgrind-lua: all $(HOST_DEP) $(TESTFORK) $(TESTSOCK) $(TESTJSON)
+	@rm -rf $(VALGRIND_LOGS) && mkdir -p $(VALGRIND_LOGS)
+	rc=0; $(SPEC_ENV) GN_VALGRIND_LOGS=$(abspath $(VALGRIND_LOGS)) GN_VALGRIND_OPTS="$(VALGRIND_OPTS)" \
+	  $(VALGRIND) $(LUA) $(shell command -v $(BUSTED)) --ignore-lua \
+	  $(or $(BUSTED_ARGS),$(VALGRIND_SPECS)) || rc=$$?; \
+	bad=$$(find $(VALGRIND_LOGS) -name '*.log' -size +0c | sort); \
+	for f in $$bad; do echo "== valgrind, a process the specs started: $$f"; cat $$f; done; \
+	test -z "$$bad" || exit 99; exit $$rc
 
 # Long forms of the delivery-guarantee specs: thousands of random subscription sequences under
 # faults, a hundred rollovers back to back under a fast stream, longer stalls and blackholes,

@@ -78,3 +78,31 @@ fuzz: fuzz-build
 	    -artifact_prefix=$(FUZZ_DIR)/artifacts/$$t- $$run \
 	    || { echo "fuzz_$$t FAILED (input in $(FUZZ_DIR)/artifacts/)"; exit 1; }; \
 	done
+
+# The committed corpora under valgrind's memcheck (`make valgrind-fuzz`, part of `make
+# valgrind`): each target is linked with fuzz/replay.c (a main() that feeds each file once)
+# instead of libFuzzer, against this build's own objects (plain compiler, no sanitizer), and its
+# corpus runs through it under $(VALGRIND). `FUZZ_TARGETS` picks targets; json_lua needs LUA=lua5.4.
+REPLAY_DIR  := $(BUILD)/fuzz-replay
+REPLAY_ALL  := $(filter-out $(if $(filter lua5.4,$(LUA)),,json_lua),$(FUZZ_ALL))
+REPLAY_EMU_OBJS := $(filter-out $(OBJDIR)/emulator/main.o,$(EMU_OBJS))
+REPLAY_BINS := $(addprefix $(REPLAY_DIR)/fuzz_,$(REPLAY_ALL))
+$(REPLAY_DIR)/fuzz_emu_%: fuzz/fuzz_emu_%.c fuzz/replay.c fuzz/fuzz_util.h $(REPLAY_EMU_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iemulator $(LDFLAGS) -o $@ $< fuzz/replay.c $(REPLAY_EMU_OBJS) $(DEP_LIBS)
+$(REPLAY_DIR)/fuzz_json_lua: fuzz/fuzz_json_lua.c fuzz/replay.c fuzz/fuzz_util.h $(CORE_OBJS) $(BIND_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LUA_CFLAGS) $(LDFLAGS) -o $@ $< fuzz/replay.c $(BIND_OBJS) $(CORE_OBJS) \
+	  $(DEP_LIBS) $(shell pkg-config --libs lua5.4)
+$(REPLAY_DIR)/fuzz_cli_http: fuzz/fuzz_cli_http.c fuzz/replay.c fuzz/fuzz_util.h $(OBJDIR)/cli/http_parse.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< fuzz/replay.c $(OBJDIR)/cli/http_parse.o
+$(REPLAY_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/replay.c fuzz/fuzz_util.h $(CORE_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< fuzz/replay.c $(CORE_OBJS) $(DEP_LIBS)
+
+.PHONY: valgrind-fuzz
+valgrind-fuzz: $(addprefix $(REPLAY_DIR)/fuzz_,$(filter $(REPLAY_ALL),$(FUZZ_TARGETS)))
+	@set -e; for t in $(filter $(REPLAY_ALL),$(FUZZ_TARGETS)); do \
+	  echo "== valgrind fuzz_$$t: fuzz/corpus/$$t"; \
+	  $(VALGRIND) $(REPLAY_DIR)/fuzz_$$t fuzz/corpus/$$t/*; done

@@ -9,7 +9,6 @@
 -- possible.
 local emulator = require "support.emulator"
 
-local SAN = os.getenv("GN_SAN") or ""
 
 local function capture(cmd)
   local p = assert(io.popen(cmd, "r"))
@@ -20,10 +19,7 @@ end
 
 local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
-local function interpreter()
-  if SAN ~= "" then return os.getenv("GN_BINDIR") .. "/lua_host" end
-  return rawget(_G, "jit") and "luajit" or "lua5.4"
-end
+local interpreter = require("support.build").interpreter
 
 describe("a host name with several addresses", function()
   local emu, hosts

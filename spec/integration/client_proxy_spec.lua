@@ -12,15 +12,11 @@ local notify = require "genesys.notify"
 local cjson = require "cjson"
 
 local T = "v2.users.proxy.presence"
-local SAN = os.getenv("GN_SAN") or ""
 local PASSWORD = "pr0xy-S3cret-sentinel"
 
 local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
-local function interpreter()
-  if SAN ~= "" then return os.getenv("GN_BINDIR") .. "/lua_host" end
-  return rawget(_G, "jit") and "luajit" or "lua5.4"
-end
+local interpreter = require("support.build").interpreter
 
 local function count(list, value)
   local n = 0

@@ -5,17 +5,13 @@
 -- not: that case is then pending).
 local emulator = require "support.emulator"
 
-local SAN = os.getenv("GN_SAN") or ""
 local T = "v2.users.loops.presence"
 local NCLIENTS = 3
-local SLOW = SAN ~= "" and 3 or 1
+local SLOW = require("support.build").slow
 
 local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
-local function interpreter()
-  if SAN ~= "" then return os.getenv("GN_BINDIR") .. "/lua_host" end
-  return rawget(_G, "jit") and "luajit" or "lua5.4"
-end
+local interpreter = require("support.build").interpreter
 
 local function read_file(path)
   local f = io.open(path, "rb")

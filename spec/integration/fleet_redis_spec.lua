@@ -9,8 +9,7 @@ local redis = require "support.redis"
 local notify = require "genesys.notify"
 local core = require "genesys.notify.core"
 
-local SAN = os.getenv("GN_SAN") or ""
-local SLOW = SAN ~= "" and 3 or 1
+local SLOW = require("support.build").slow
 local TOPIC = "v2.users.redisprod.presence"
 local CERTS = io.popen("pwd"):read("*l") .. "/build/certs/redis"
 local PASS, APP_PASS, FILE_PASS = "pw-Xq81-top", "app-Kz27-pw", "file-Jd55-pw"
@@ -38,7 +37,7 @@ local emu
 local function pipeline(cfg, want, timeout_ms)
   keys = keys + 1
   local key = "gn:rp" .. keys
-  local rcfg, ccfg = { key = key, lease_ms = 1000 }, { key = key }
+  local rcfg, ccfg = { key = key, lease_ms = 1000 * SLOW }, { key = key }
   for k, v in pairs(cfg) do rcfg[k], ccfg[k] = v, v end
   local res = { health = {}, chealth = {}, events = 0 }
   local client = notify.new {

@@ -8,8 +8,7 @@ local emulator = require "support.emulator"
 local redis = require "support.redis"
 local notify = require "genesys.notify"
 
-local SAN = os.getenv("GN_SAN") or ""
-local SLOW = SAN ~= "" and 3 or 1
+local SLOW = require("support.build").slow
 local TOPIC = "v2.users.sentinel.presence"
 local NAME = "gnm"
 local KEY = "gn:sent"

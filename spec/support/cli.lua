@@ -13,8 +13,9 @@ local emulator = require "support.emulator"
 local cjson = require "cjson.safe"
 local notify = require "genesys.notify"
 
-local SAN = os.getenv("GN_SAN") or ""
-local SLOW = SAN ~= "" and 3 or 1
+local build = require "support.build"
+local SAN = build.san
+local SLOW = build.slow
 
 local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
@@ -33,10 +34,7 @@ local function capture(cmd)
   return s
 end
 
-local function interpreter()
-  if SAN ~= "" then return os.getenv("GN_BINDIR") .. "/lua_host" end
-  return rawget(_G, "jit") and "luajit" or "lua5.4"
-end
+local interpreter = build.interpreter
 
 local function tmpdir()
   local d = capture("mktemp -d /tmp/gn-cli.XXXXXX"):gsub("%s+$", "")

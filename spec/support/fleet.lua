@@ -8,15 +8,12 @@ local emulator = require "support.emulator"
 
 local _M = {}
 
-local SAN = os.getenv("GN_SAN") or ""
-_M.SLOW = SAN ~= "" and 3 or 1
+local build = require "support.build"
+_M.SLOW = build.slow
 
 local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 _M.shq = shq
-local function interpreter()
-  if SAN ~= "" then return os.getenv("GN_BINDIR") .. "/lua_host" end
-  return rawget(_G, "jit") and "luajit" or "lua5.4"
-end
+local interpreter = build.interpreter
 local function read_file(path)
   local f = io.open(path, "rb")
   if not f then return "" end
@@ -179,7 +176,7 @@ end
 -- it holds or wait_ms (default 15 s, 3x in sanitizer builds) has passed, then the last failure
 -- is raised.
 function _M.check_promise(times, stream, fanouts, members, wait_ms)
-  local deadline = now_ms() + (wait_ms or 15000 * (SAN ~= "" and 3 or 1))
+  local deadline = now_ms() + (wait_ms or 15000 * _M.SLOW)
   while true do
     local ok, res = pcall(_M.check_promise_now, times, stream, fanouts, members)
     if ok then return res end

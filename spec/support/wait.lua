@@ -26,20 +26,15 @@ end
 --- The resident set of a process (default this one), in KB.
 function _M.rss_kb(pid) return _M.proc_status("VmRSS", pid) end
 
+local build = require "support.build"
+
 --- True when the process runs under valgrind (its preload library is mapped).
-local function under_valgrind()
-  local f = io.open("/proc/self/maps")
-  if not f then return false end
-  local s = f:read("*a")
-  f:close()
-  return s:find("vgpreload", 1, true) ~= nil
-end
-_M.under_valgrind = under_valgrind
+function _M.under_valgrind() return build.under_valgrind end
 
 --- How many times slower than a plain build this run is (valgrind about 20x, sanitizers about
 -- 3x): fault windows, client timeouts and deadlines are multiplied by it, so the specs check the
--- same behaviour everywhere instead of the speed of the build.
-local SLOW = under_valgrind() and 20 or ((os.getenv("GN_SAN") or "") ~= "" and 3 or 1)
+-- same behaviour everywhere instead of the speed of the build (support.build).
+local SLOW = build.slow
 function _M.slow() return SLOW end
 
 local function as_list(clients)
