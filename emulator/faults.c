@@ -66,20 +66,27 @@ static void clear_tcp(void)
 
 /* ---- pong ---------------------------------------------------------------------------------- */
 
+/* The delay faults (pong, close): a required "delay_ms" (1 to 600000) kept in *delay, with its
+ * deadline ms from now in *until. */
+static int set_delay(json_t *o, long ms, long *delay, int64_t *until, char *err, size_t errlen)
+{
+	long d;
+	if (json_field_long(o, "delay_ms", 1, 600000, -1, &d, err, errlen))
+		return -1;
+	if (d < 0) {
+		snprintf(err, errlen, "field \"delay_ms\": required (1 to 600000)");
+		return -1;
+	}
+	*delay = d;
+	*until = deadline_from_ms(ms);
+	return 0;
+}
+
 /* Pongs answered delay_ms late: with a client kept off the CPU (SIGSTOP) from its ping until past
  * its ping timeout, the pong arrives while it cannot read. */
 static int set_pong(json_t *o, long ms, char *err, size_t errlen)
 {
-	long delay;
-	if (json_field_long(o, "delay_ms", 1, 600000, -1, &delay, err, errlen))
-		return -1;
-	if (delay < 0) {
-		snprintf(err, errlen, "field \"delay_ms\": required (1 to 600000)");
-		return -1;
-	}
-	E.pong_delay_ms = delay;
-	E.pong_delay_until = deadline_from_ms(ms);
-	return 0;
+	return set_delay(o, ms, &E.pong_delay_ms, &E.pong_delay_until, err, errlen);
 }
 
 static void clear_pong(void)
@@ -95,16 +102,7 @@ static void clear_pong(void)
  * then; the socket then ends without a close answer. */
 static int set_close(json_t *o, long ms, char *err, size_t errlen)
 {
-	long delay;
-	if (json_field_long(o, "delay_ms", 1, 600000, -1, &delay, err, errlen))
-		return -1;
-	if (delay < 0) {
-		snprintf(err, errlen, "field \"delay_ms\": required (1 to 600000)");
-		return -1;
-	}
-	E.close_delay_ms = delay;
-	E.close_delay_until = deadline_from_ms(ms);
-	return 0;
+	return set_delay(o, ms, &E.close_delay_ms, &E.close_delay_until, err, errlen);
 }
 
 static void clear_close(void)

@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <time.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 emu_t E;
 
@@ -321,6 +322,8 @@ void channels_free(void)
 		for (size_t i = 0; i < E.channels->ndeliver; i++)
 			free(E.channels->deliver[i]);
 		free(E.channels->deliver);
+		if (E.channels->holding) /* a close the close fault still holds */
+			close(E.channels->hold_fd);
 		free(E.channels);
 		E.channels = n;
 	}

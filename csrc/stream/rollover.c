@@ -38,8 +38,8 @@ static int draining(const gn_roll_t *r) {
 
 static int busy(const gn_roll_t *r) { return r->active || draining(r); }
 
-/* A unit comes back at due (monotonic); r->nunits may exceed the room (GN_ROLL_UNITS) by
- * what has no entry: those come back at the next give. */
+/* A unit comes back at due (monotonic); with no room left in r->units (GN_ROLL_UNITS) it is
+ * counted in r->unit_overflow and comes back at the next give. */
 static void unit_back(gn_roll_t *r, uint64_t due) {
   if (r->nunits < GN_ROLL_UNITS) r->units[r->nunits++] = (gn_roll_unit_t){due, NULL};
   else r->unit_overflow++;

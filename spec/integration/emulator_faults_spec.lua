@@ -7,7 +7,7 @@ local cjson = require "cjson.safe"
 
 local PRESENCE = "v2.users.u-faults.presence"
 -- sanitizer builds run about 3x slower: fault delays stretch with them
-local SLOW = (os.getenv("GN_SAN") or "") ~= "" and 3 or 1
+local SLOW = require("support.build").slow
 
 local function meta(r, message)
   local n = {}

@@ -6,7 +6,7 @@ local cjson = require "cjson.safe"
 
 local OTHER = "v2.users.u-other.presence"
 -- sanitizer builds run about 3x slower: waits stretch, rate bounds do not
-local SLOW = (os.getenv("GN_SAN") or "") ~= "" and 3 or 1
+local SLOW = require("support.build").slow
 
 -- Each test publishes on a topic of its own, so that no connection of an earlier test counts.
 local ntopic = 0
