@@ -1,4 +1,4 @@
-/* rawws.c: the bulk receive path: a WebSocket client of our own over an lws RAW connection.
+/* rawws.c: the connection: a WebSocket client of our own over an lws RAW connection.
  *
  * lws carries the bytes (connect, the proxy's CONNECT, poll, writes); tlsmem.c does TLS over
  * memory BIOs; wsupgrade.c writes and checks the upgrade; wsframe.c reads frames in bulk, so no
@@ -14,7 +14,7 @@
  * - lws 4.3.3 (tried) differs: RAW_CONNECTED comes twice for one connection (the second is
  *   ignored); through a proxy it comes once the TCP connection to the proxy is up, before the
  *   proxy's answer (which still arrives as the first RAW_RX); a connect that fails is reported
- *   on the vhost's first protocol (lwsws.c's callback hands it here).
+ *   on the vhost's first protocol (gn_tr_protocols holds only this one's callback).
  * - Writes: lws_callback_on_writable, one lws_write(LWS_WRITE_RAW) per RAW_WRITEABLE; lws keeps
  *   an unsent tail and drains it before the next writeable.
  * Loop thread only.
@@ -486,7 +486,8 @@ void gn_tr_raw_close(gn_conn_t *c, int code, const char *reason) {
   lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, 2);
 }
 
-/* See transport_int.h. Like lwsws.c's start, with method RAW on a plain connection. */
+/* See transport_int.h. Method RAW on a plain connection: TLS is ours (tlsmem.c). ci.host is
+ * never NULL: it carries the name for the Host header while ci.address carries the address. */
 int gn_tr_start_raw(gn_conn_t *c, const char *ip) {
   struct lws_vhost *vh = gn_tr_vhost_ready(c, ip);
   if (!vh) return -1;

@@ -1,5 +1,5 @@
-/* tlsmem.c: TLS done by the client itself over memory BIOs, on an lws RAW connection (the bulk
- * path, rawws.c).
+/* tlsmem.c: TLS done by the client itself over memory BIOs, on an lws RAW connection
+ * (rawws.c).
  *
  * Why: lws 4.1.6 cannot do TLS on a RAW client connection (the connect call fails: it starts the
  * handshake before the socket exists; RECEIVE.md fact 1). With our own SSL object the checks are

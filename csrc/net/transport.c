@@ -1,7 +1,7 @@
 /* transport.c: a client connection's lifecycle (see transport.h and transport_int.h for the
  * files that share the work).
  *
- * What lws does with a connection is in lwsws.c; why an attempt failed in verdict.c. Facts
+ * What lws does with a connection is in rawws.c; why an attempt failed in verdict.c. Facts
  * relied on here (libwebsockets 4.1.6, see ARCHITECTURE.md):
  * - lws 4.1.6 resolves names synchronously on the loop: we resolve (uv_getaddrinfo) and hand
  *   lws the address, keeping the name for SNI and certificate checks.
@@ -16,11 +16,6 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <strings.h>
-
-/* The receive path new transports take unless GN_RECEIVE says otherwise. */
-#ifndef GN_RECEIVE_BULK_DEFAULT
-#define GN_RECEIVE_BULK_DEFAULT 1
-#endif
 
 /* ---- lws log capture: the only place TLS failure reasons appear ---- */
 _Thread_local char gn_tr_last_log[512];
@@ -43,7 +38,7 @@ static void log_init(void) {
 static void free_handle_cb(uv_handle_t *h) { free(h); }
 
 void gn_tr_conn_maybe_free(gn_conn_t *c) {
-  if (!c->detached || c->gai_pending || c->in_connect || c->wsi || c->probe) return;
+  if (!c->detached || c->gai_pending || c->in_connect || c->wsi) return;
   if (c->gone) { /* lws has closed the socket (or none was ever made) */
     gn_conn_gone_cb gone = c->gone;
     c->gone = NULL;
@@ -55,8 +50,6 @@ void gn_tr_conn_maybe_free(gn_conn_t *c) {
     c->timer = NULL;
   }
   gn_tr_raw_free(c);
-  gn_buf_free(&c->rx);
-  gn_buf_free(&c->tx);
   free(c->host);
   free(c->path);
   free(c->ca_file);
@@ -95,7 +88,6 @@ void gn_tr_timer_cb(uv_timer_t *t) {
   snprintf(msg, sizeof msg, "%s timed out after %ld ms", stage,
            c->handshake_started ? c->handshake_timeout_ms : c->connect_timeout_ms);
   gn_tr_fail(c, stage, 1, "%s", msg); /* detached: lws's callbacks below deliver nothing */
-  gn_tr_probe_cancel(c);
   /* Closed now, not by an asynchronous kill: lws 4.1.6 acts on that only at its next service
    * of timers (after I/O on some other socket) and a connecting socket's own progress replaces
    * it with lws's next timeout, so an attempt given up while nothing else ran went on to TLS
@@ -109,17 +101,12 @@ void gn_tr_timer_cb(uv_timer_t *t) {
   gn_tr_conn_maybe_free(c);
 }
 
-/* The connect call of the path this transport takes (lwsws.c or rawws.c). */
-static int start(gn_conn_t *c, const char *ip) {
-  return c->t->bulk ? gn_tr_start_raw(c, ip) : gn_tr_start_lws(c, ip);
-}
-
 static void next_addr_cb(uv_timer_t *t) {
   gn_conn_t *c = t->data;
   if (c->detached || c->state != C_NEXT) return;
   uint64_t now = uv_now(c->t->loop);
   uv_timer_start(c->timer, gn_tr_timer_cb, c->deadline > now ? c->deadline - now : 1, 0);
-  start(c, c->addrs[c->next_addr++]);
+  gn_tr_start_raw(c, c->addrs[c->next_addr++]);
   gn_tr_conn_maybe_free(c);
 }
 
@@ -188,7 +175,7 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
     gn_tr_conn_maybe_free(c);
     return;
   }
-  start(c, c->addrs[c->next_addr++]);
+  gn_tr_start_raw(c, c->addrs[c->next_addr++]);
   gn_tr_conn_maybe_free(c);
 }
 
@@ -262,12 +249,8 @@ gn_conn_t *gn_conn_open(gn_transport_t *t, const gn_conn_opts_t *o, const gn_con
 }
 
 int gn_conn_send_text(gn_conn_t *c, const char *text, size_t len) {
-  if (!c || c->state != C_OPEN || c->detached || !c->wsi) return -1;
-  if (c->raw) return gn_tr_raw_send_text(c, text, len);
-  uint32_t l = (uint32_t)len;
-  if (gn_buf_add(&c->tx, &l, sizeof l) || gn_buf_add(&c->tx, text, len)) return -1;
-  lws_callback_on_writable(c->wsi);
-  return 0;
+  if (!c || c->state != C_OPEN || c->detached || !c->wsi || !c->raw) return -1;
+  return gn_tr_raw_send_text(c, text, len);
 }
 
 void gn_conn_set_cbs(gn_conn_t *c, const gn_conn_cbs_t *cbs, void *ud) {
@@ -278,20 +261,9 @@ void gn_conn_set_cbs(gn_conn_t *c, const gn_conn_cbs_t *cbs, void *ud) {
 void gn_conn_close(gn_conn_t *c, int code, const char *reason) {
   if (!c) return;
   c->detached = 1;
-  gn_tr_probe_cancel(c);
   if (c->timer) uv_timer_stop(c->timer);
-  if (c->raw) {
-    gn_tr_raw_close(c, code, reason);
-  } else if (c->state == C_OPEN && c->wsi) {
-    c->close_pending = 1;
-    c->close_code = code;
-    snprintf(c->close_reason, sizeof c->close_reason, "%s", reason ? reason : "");
-    lws_callback_on_writable(c->wsi);
-    /* If the peer never lets us write, lws's own timeout ends it. */
-    lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 2);
-  } else {
-    gn_tr_kill_wsi(c);
-  }
+  if (c->raw) gn_tr_raw_close(c, code, reason);
+  else gn_tr_kill_wsi(c);
   c->state = C_DONE;
   gn_tr_conn_maybe_free(c);
 }
@@ -330,8 +302,8 @@ static void pause_cb(uv_timer_t *t) {
 
 int gn_conn_tls_resumed(const gn_conn_t *c) { return c && c->tls_resumed; }
 
-/* After a pause, from a 0 ms timer (never inside the caller's own work): the frames the bulk
- * path left unread. */
+/* After a pause, from a 0 ms timer (never inside the caller's own work): the frames the pause
+ * left unread. */
 static void resume_cb(uv_timer_t *t) {
   gn_conn_t *c = t->data;
   if (c->state == C_OPEN && !c->detached && !c->rx_hold) gn_tr_raw_resume(c);
@@ -354,7 +326,6 @@ void gn_conn_pause(gn_conn_t *c, int pause) {
 void gn_conn_abort(gn_conn_t *c) {
   if (!c) return;
   c->detached = 1;
-  gn_tr_probe_cancel(c);
   c->state = C_DONE;
   gn_tr_kill_wsi(c);
   gn_tr_conn_maybe_free(c);
@@ -368,9 +339,6 @@ gn_transport_t *gn_transport_new(uv_loop_t *loop, char *err, size_t errlen) {
     return NULL;
   }
   t->loop = loop;
-  /* GN_RECEIVE=lws|bulk picks the receive path (docs/receive.md); the default is below. */
-  const char *rp = getenv("GN_RECEIVE");
-  t->bulk = rp ? strcmp(rp, "bulk") == 0 : GN_RECEIVE_BULK_DEFAULT;
   struct lws_context_creation_info info;
   memset(&info, 0, sizeof info);
   void *loops[1] = {loop};
@@ -381,10 +349,10 @@ gn_transport_t *gn_transport_new(uv_loop_t *loop, char *err, size_t errlen) {
   info.protocols = gn_tr_protocols;
   /* Our own timers (timeouts.connect_ms, handshake_ms) govern; lws's would cut in first. */
   info.timeout_secs = 3600;
-  /* The bulk path reads up to 64 KB per socket read (lws's default of 4 KB made a burst cost a
-   * recv and an ACK per 4 KB); rawws.c feeds the frames 4 KB at a time so a pause still stops
-   * within 4 KB. lws's own client keeps the default. One buffer per context. */
-  if (t->bulk) info.pt_serv_buf_size = 65536;
+  /* Up to 64 KB per socket read (lws's default of 4 KB made a burst cost a recv and an ACK per
+   * 4 KB); rawws.c feeds the frames 4 KB at a time so a pause still stops within 4 KB. One
+   * buffer per context. */
+  info.pt_serv_buf_size = 65536;
   info.gid = -1;
   info.uid = -1;
   gn_tr_last_log[0] = 0;

@@ -1,9 +1,11 @@
 /* transport_int.h: what the files of one transport share (not a public interface).
  *
  * transport.c   the connection's lifecycle: lookup, timers, open/close/pause/abort, the context
- * lwsws.c       libwebsockets' WebSocket client: the connect call and the protocol callback
+ * rawws.c       the connection: an lws RAW client, the upgrade and frames (core/wsupgrade.c,
+ *               core/wsframe.c) over it
+ * tlsmem.c      our TLS over memory BIOs on that connection
+ * vhost.c       the vhost a connection goes out on (TLS context, proxy); the protocol table
  * verdict.c     why a connection failed, from the facts lws gives (pure, spec/c/test_verdict.c)
- * probe.c       why the proxy refused the tunnel (asked again on a connection of ours)
  * tlsctx.c      our TLS contexts per (CA bundle, verify, proxy), and session resumption
  * url.c         a connectUri taken apart
  * Loop thread only, like transport.h.
@@ -50,11 +52,10 @@ struct gn_transport {
   struct lws_context *lws;
   vhost_ent_t *vhosts;
   int vhost_seq;
-  int bulk;           /* new connections take the bulk path (rawws.c), not lws's ws client */
 };
 
-/* A bulk-path connection's own state (rawws.c, tlsmem.c): lws carries its bytes (a RAW
- * connection), we do TLS, the upgrade and the frames. */
+/* A connection's own state (rawws.c, tlsmem.c): lws carries its bytes (a RAW connection), we
+ * do TLS, the upgrade and the frames. */
 typedef struct gn_raw {
   SSL *ssl;           /* our TLS over memory BIOs (wss), else NULL */
   BIO *rbio, *wbio;   /* network -> SSL, SSL -> network */
@@ -72,11 +73,8 @@ typedef struct gn_raw {
   int end;            /* end the socket once out is written */
 } gn_raw_t;
 
-typedef struct probe probe_t;
-
 struct gn_conn {
   gn_transport_t *t;
-  probe_t *probe;     /* asking the proxy why it refused the tunnel (see gn_tr_probe_start) */
   gn_conn_cbs_t cbs;
   void *ud;
   int state;
@@ -101,27 +99,20 @@ struct gn_conn {
   size_t max_message;
   long connect_timeout_ms, handshake_timeout_ms;
   int handshake_started;
-  gn_buf_t rx;
-  int rx_binary, rx_discard;
-  gn_buf_t tx;        /* pending text messages, each prefixed by a 4-byte length */
-  size_t tx_off;
-  int close_pending;  /* send a close frame at the next writeable */
-  int close_code;
-  char close_reason[124];
   int peer_code;
   char peer_reason[124];
   int http_status;
   int paused;         /* reading is off (gn_conn_pause) */
-  int rx_hold;        /* a pause was asked: the bulk path reads no further frames */
+  int rx_hold;        /* a pause was asked: no further frames are read */
   int tls_resumed;    /* the TLS session was resumed (no full handshake) */
-  gn_raw_t *raw;      /* the bulk path's state, NULL on lws's ws client */
+  gn_raw_t *raw;      /* the connection's own state (made by the first connect) */
 };
 
 /* The thread's latest lws error or warning line (transport.c captures lws's log). */
 extern _Thread_local char gn_tr_last_log[512];
 
 /* transport.c */
-/* Frees c once nothing refers to it any more (detached, no lookup, no wsi, no probe), its gone
+/* Frees c once nothing refers to it any more (detached, no lookup, no wsi), its gone
  * callback called first. */
 void gn_tr_conn_maybe_free(gn_conn_t *c);
 /* Asks lws to end c's wsi (asynchronously). */
@@ -135,13 +126,16 @@ void gn_tr_timer_cb(uv_timer_t *t);
 /* Schedules the next resolved address after a failed TCP connect: 1, or 0 when none is left. */
 int gn_tr_try_next_addr(gn_conn_t *c);
 
-/* lwsws.c */
+/* vhost.c */
 extern const struct lws_protocols gn_tr_protocols[];
 /* "[user:pass@]host:port" (IPv6 in brackets) of c's proxy at host, as lws_set_proxy takes it. */
 void gn_tr_proxy_spec(const gn_conn_t *c, const char *host, char *out, size_t outlen);
-/* Starts lws's connection to ip (the target's address, or the proxy's). Returns 0, or -1 when c
- * failed (delivered). */
-int gn_tr_start_lws(gn_conn_t *c, const char *ip);
+/* Overwrites n bytes at p (a secret) in a way the compiler keeps. */
+void gn_tr_wipe(char *p, size_t n);
+/* The vhost for c's connection to ip (the target's address, or the proxy's), its proxy set (the
+ * spec wiped after, since it may hold a password). Returns it, or NULL once the failure has
+ * been reported (proxy refused: gn_tr_fail; no TLS context: a close with stage "tls"). */
+struct lws_vhost *gn_tr_vhost_ready(gn_conn_t *c, const char *ip);
 
 /* Room for n more bytes at the end of r->out, whose first LWS_PRE bytes are lws's (lws_write
  * wants them in front). Returns where to write them (then add n to r->out.len), or NULL. */
@@ -159,8 +153,8 @@ static inline char *gn_tr_out_room(gn_raw_t *r, size_t n) {
   return r->out.p + base;
 }
 
-/* rawws.c: the bulk path */
-/* The RAW protocol's callback ("gn-raw" in gn_tr_protocols). */
+/* rawws.c: the connection */
+/* The RAW protocol's callback ("gn-raw", the only one in gn_tr_protocols). */
 int gn_tr_raw_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                  size_t len);
 /* Starts a RAW connection to ip (the target's, or the proxy's). Returns 0, or -1 when c failed
@@ -169,14 +163,14 @@ int gn_tr_start_raw(gn_conn_t *c, const char *ip);
 /* After a pause: the frames a pause left unread (c->rx_hold) are read now. Returns nothing.
  * Loop thread, outside lws's callbacks. */
 void gn_tr_raw_resume(gn_conn_t *c);
-/* Queues a text message on an open bulk connection. Returns 0, or -1. */
+/* Queues a text message on an open connection. Returns 0, or -1. */
 int gn_tr_raw_send_text(gn_conn_t *c, const char *text, size_t len);
 /* Sends a close frame (open) and ends the connection once the server answers (or 2 s pass). */
 void gn_tr_raw_close(gn_conn_t *c, int code, const char *reason);
-/* Frees c's bulk state. */
+/* Frees c's own state (c->raw). */
 void gn_tr_raw_free(gn_conn_t *c);
 
-/* tlsmem.c: our TLS over memory BIOs on a bulk connection */
+/* tlsmem.c: our TLS over memory BIOs on the connection */
 /* Starts TLS for c (SNI and host name check from c->host, never the address; the session kept
  * for c->host at ip and c->port offered). Returns 0, or -1 and err. */
 int gn_tr_tls_begin(gn_conn_t *c, SSL_CTX *ctx, const char *ip, char *err, size_t errlen);
@@ -196,20 +190,6 @@ void gn_tr_tls_close_notify(gn_conn_t *c);
 int gn_tr_tls_flush(gn_conn_t *c);
 /* Frees c's TLS state. */
 void gn_tr_tls_free(gn_conn_t *c);
-
-/* probe.c */
-/* Asks the proxy at ip why it refused c's tunnel, then delivers info with its status. Returns 0,
- * or -1 when it cannot start (info is the caller's to deliver). */
-int gn_tr_probe_start(gn_conn_t *c, const char *ip, const gn_close_info_t *info);
-/* Stops a probe whose answer is no longer wanted. */
-void gn_tr_probe_cancel(gn_conn_t *c);
-/* Overwrites n bytes at p (a secret) in a way the compiler keeps. */
-void gn_tr_wipe(char *p, size_t n);
-/* The vhost for c's connection to ip (the target's address, or the proxy's), its proxy set (the
- * spec wiped after, since it may hold a password). Returns it, or NULL once the failure has
- * been reported (proxy refused: gn_tr_fail; no TLS context: a close with stage "tls"). Service
- * thread; both transports' start (lwsws.c, rawws.c). */
-struct lws_vhost *gn_tr_vhost_ready(gn_conn_t *c, const char *ip);
 
 /* tlsctx.c */
 /* The vhost for a CA bundle (NULL: the system's), verification setting and proxy, created on

@@ -39,7 +39,6 @@ int gn_close_verdict(const gn_conn_failure_t *f, gn_close_info_t *info) {
   if (tunnel) {
     snprintf(info->error, sizeof info->error, "the proxy %.100s %s the tunnel to %.100s:%d",
              f->proxy_hp, strstr(msg, "h1") ? "refused" : "dropped", f->host, f->port);
-    if (strstr(msg, "h1")) rc |= GN_VERDICT_ASK_PROXY;
   } else if (info->tls && cert[0]) {
     snprintf(info->error, sizeof info->error, "TLS failure: %s", cert);
   } else if (info->tls && log[0]) {

@@ -35,8 +35,7 @@ typedef struct {
 } gn_conn_failure_t;
 
 enum {
-  GN_VERDICT_RETRY = 1,    /* an address-level failure: the next address may be tried */
-  GN_VERDICT_ASK_PROXY = 2 /* the proxy refused the tunnel: ask it for its status */
+  GN_VERDICT_RETRY = 1 /* an address-level failure: the next address may be tried */
 };
 
 /* Fills *info (code 1006, stage, the flags and a human-readable error without secrets) from f.
