@@ -57,6 +57,15 @@ local function ticks(pids)
   end
   return t
 end
+-- utime+stime of one thread (the main one when tid is the pid: the Lua thread of the plain client
+-- and of an nginx worker; the rest of a process is its service thread)
+local function thread_ticks(pid, tid)
+  local s = read("/proc/" .. pid .. "/task/" .. (tid or pid) .. "/stat")
+  if not s then return 0 end
+  local f = {}
+  for x in s:match("%) (.*)"):gmatch("%S+") do f[#f + 1] = x end
+  return tonumber(f[12]) + tonumber(f[13])
+end
 local function wait_until(fn, timeout)
   local deadline = now() + timeout
   repeat
@@ -112,10 +121,12 @@ local function plain(key, cmd)
   local ok, err = pcall(function()
     assert(line("open", 1), "no open: " .. (read(out) or ""))
     for k, size in ipairs { 1024, 400 } do
-      local c0, e0 = ticks { pid }, ticks { emu.pid }
+      local c0, e0, l0 = ticks { pid }, ticks { emu.pid }, thread_ticks(pid)
       publish(t, size)
       local l = assert(line("done", k), "no done")
-      local c1, e1 = ticks { pid }, ticks { emu.pid }
+      local c1, e1, l1 = ticks { pid }, ticks { emu.pid }, thread_ticks(pid)
+      put(key, "lua" .. size, (l1 - l0) * 1e6 / TCK / EVENTS)
+      put(key, "svc" .. size, (c1 - c0 - (l1 - l0)) * 1e6 / TCK / EVENTS)
       local n, good, ms = l:match("^done (%d+) (%d) ([%d.]+)")
       assert(tonumber(n) == EVENTS and good == "1", "loss or reorder: " .. l)
       put(key, "eps" .. size, EVENTS / tonumber(ms) * 1000)
@@ -191,8 +202,8 @@ local function in_nginx(key, mode, workers)
         sleep(0.5)
       end
       local before = mode == "resty" and state() or {}
-      local c0, w0, e0 = ticks(pids), {}, ticks { emu.pid }
-      for _, pid in ipairs(pids) do w0[pid] = ticks { pid } end
+      local c0, w0, e0, l0 = ticks(pids), {}, ticks { emu.pid }, {}
+      for _, pid in ipairs(pids) do w0[pid], l0[pid] = ticks { pid }, thread_ticks(pid) end
       publish(t, size)
       local s = wait_until(function()
         local x = state()
@@ -210,8 +221,11 @@ local function in_nginx(key, mode, workers)
       if mode == "resty" then
         assert(s.holder_pid == holder0, "the holder changed during the burst")
         for _, pid in ipairs(pids) do
-          put(key .. (pid == s.holder_pid and "holder" or "other"), "cpu" .. size,
-            (ticks { pid } - w0[pid]) * 1e6 / TCK / EVENTS)
+          local role = key .. (pid == s.holder_pid and "holder" or "other")
+          local all, lua = ticks { pid } - w0[pid], thread_ticks(pid) - l0[pid]
+          put(role, "cpu" .. size, all * 1e6 / TCK / EVENTS)
+          put(role, "lua" .. size, lua * 1e6 / TCK / EVENTS)
+          put(role, "svc" .. size, (all - lua) * 1e6 / TCK / EVENTS)
         end
       end
       local worst
@@ -353,6 +367,31 @@ for _, r in ipairs(rows) do
     end
     local a, b = both(1024)
     local c, d = both(400)
+    print(string.format("| %s | %s | %s | %s | %s |", r[2], a, b, c, d))
+  end
+end
+
+-- Where each path's CPU goes, by thread: a process's main thread runs its Lua (the plain
+-- client's on_event, an nginx worker's handlers, reader and, in the holder's worker, the holder),
+-- the rest is the service thread (receive, TLS, frames, the queue). The holder's own cost over a
+-- reader's is its Lua thread's figure less the other worker's.
+print("\nCPU µs per event by thread, medians (Lua: the process's main thread; service: the rest):")
+print("| path | 1 KB Lua thread | 1 KB service thread | 400 B Lua thread | 400 B service thread |")
+print("|---|---:|---:|---:|---:|")
+for _, r in ipairs {
+  { "plain54", "plain client, Lua 5.4" }, { "plainjit", "plain client, LuaJIT" },
+  { "restyholder", "resty, holder worker" }, { "restyother", "resty, other worker" },
+  { "resty1holder", "resty, 1 worker" },
+} do
+  local l = res[r[1]]
+  if l and l.lua1024 then
+    local function split(size)
+      local lu, sv = med(l["lua" .. size]), med(l["svc" .. size])
+      if not lu or not sv then return "-", "-" end
+      return string.format("%.2f", lu), string.format("%.2f", sv)
+    end
+    local a, b = split(1024)
+    local c, d = split(400)
     print(string.format("| %s | %s | %s | %s | %s |", r[2], a, b, c, d))
   end
 end
