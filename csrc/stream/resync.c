@@ -248,6 +248,16 @@ static void iso_ms(char *out, size_t n, double ms) {
 
 static void emit(void *ud, int fam, const char *id, json_t *body, const char *date) {
   gn_resync_t *r = ud;
+  /* The item goes to the application's thread: its body must share no value with the answer
+   * this thread frees after the call (the families pick members of it, with a reference each).
+   * jansson's reference counts do not order one thread's reads before another's free
+   * (ThreadSanitizer saw a string freed here after the Lua thread had read it). */
+  json_t *own = json_deep_copy(body);
+  json_decref(body);
+  if (!(body = own)) {
+    gn_queue_drop(r->env->queue, 1);
+    return;
+  }
   char topic[300], key[300];
   gn_rs_topic(fam, id, topic, sizeof topic);
   snprintf(key, sizeof key, "%s", topic);
