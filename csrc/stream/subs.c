@@ -165,7 +165,8 @@ static void report_rejected(gn_env_t *env, const char *channel_id, const char *t
   if (f && composite) json_object_set_new(f, "composite", json_string(composite));
   if (f && st) json_object_set_new(f, "state", json_string(st));
   if (f && rr) json_object_set_new(f, "reason", json_string(rr));
-  if (f && mp) json_object_set(f, "missing_permissions", mp);
+  /* a copy: the item goes to the application's thread, the answer is freed on this one */
+  if (f && mp) json_object_set_new(f, "missing_permissions", json_deep_copy(mp));
   gn_env_health(env, "subscription", f);
 }
 
