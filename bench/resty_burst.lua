@@ -47,24 +47,22 @@ end
 local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 local function now() return tonumber(capture("date +%s.%N")) end
 local function sleep(s) os.execute(string.format("sleep %.3f", s)) end
-local function ticks(pids)
-  local t = 0
-  for _, pid in ipairs(pids) do
-    local s = read("/proc/" .. pid .. "/stat")
-    local f = {}
-    for x in s:match("%) (.*)"):gmatch("%S+") do f[#f + 1] = x end
-    t = t + tonumber(f[12]) + tonumber(f[13])
-  end
-  return t
-end
--- utime+stime of one thread (the main one when tid is the pid: the Lua thread of the plain client
--- and of an nginx worker; the rest of a process is its service thread)
-local function thread_ticks(pid, tid)
-  local s = read("/proc/" .. pid .. "/task/" .. (tid or pid) .. "/stat")
-  if not s then return 0 end
+-- utime+stime (clock ticks) in a /proc stat file
+local function stat_ticks(path)
+  local s = assert(read(path), path .. ": the process has ended")
   local f = {}
   for x in s:match("%) (.*)"):gmatch("%S+") do f[#f + 1] = x end
   return tonumber(f[12]) + tonumber(f[13])
+end
+local function ticks(pids)
+  local t = 0
+  for _, pid in ipairs(pids) do t = t + stat_ticks("/proc/" .. pid .. "/stat") end
+  return t
+end
+-- of one thread (the main one when tid is the pid: the Lua thread of the plain client and of an
+-- nginx worker; the rest of a process is its service thread)
+local function thread_ticks(pid, tid)
+  return stat_ticks("/proc/" .. pid .. "/task/" .. (tid or pid) .. "/stat")
 end
 local function wait_until(fn, timeout)
   local deadline = now() + timeout
@@ -357,19 +355,22 @@ print(string.format("\nCPU per event of the client and the emulator together, an
   "cores allow at that cost (NCPU s / (client + emulator) µs), medians:", NCPU))
 print("| path | 1 KB client + emulator µs | allows events/s | 400 B client + emulator µs | allows events/s |")
 print("|---|---:|---:|---:|---:|")
-for _, r in ipairs(rows) do
-  local l = res[r[1]]
-  if l and l.emu1024 then
-    local function both(size)
-      local c, e = med(l["cpu" .. size]), med(l["emu" .. size])
-      if not c or not e then return "-", "-" end
-      return string.format("%.1f + %.1f", c, e), string.format("%.0f", NCPU * 1e6 / (c + e))
+-- One row per path: fn(l, size) gives the two cells of each size ("-" without data).
+local function size_rows(list, need, fn)
+  for _, r in ipairs(list) do
+    local l = res[r[1]]
+    if l and l[need] then
+      local a, b = fn(l, 1024)
+      local c, d = fn(l, 400)
+      print(string.format("| %s | %s | %s | %s | %s |", r[2], a, b, c, d))
     end
-    local a, b = both(1024)
-    local c, d = both(400)
-    print(string.format("| %s | %s | %s | %s | %s |", r[2], a, b, c, d))
   end
 end
+size_rows(rows, "emu1024", function(l, size)
+  local c, e = med(l["cpu" .. size]), med(l["emu" .. size])
+  if not c or not e then return "-", "-" end
+  return string.format("%.1f + %.1f", c, e), string.format("%.0f", NCPU * 1e6 / (c + e))
+end)
 
 -- Where each path's CPU goes, by thread: a process's main thread runs its Lua (the plain
 -- client's on_event, an nginx worker's handlers, reader and, in the holder's worker, the holder),
@@ -378,20 +379,12 @@ end
 print("\nCPU µs per event by thread, medians (Lua: the process's main thread; service: the rest):")
 print("| path | 1 KB Lua thread | 1 KB service thread | 400 B Lua thread | 400 B service thread |")
 print("|---|---:|---:|---:|---:|")
-for _, r in ipairs {
+size_rows({
   { "plain54", "plain client, Lua 5.4" }, { "plainjit", "plain client, LuaJIT" },
   { "restyholder", "resty, holder worker" }, { "restyother", "resty, other worker" },
   { "resty1holder", "resty, 1 worker" },
-} do
-  local l = res[r[1]]
-  if l and l.lua1024 then
-    local function split(size)
-      local lu, sv = med(l["lua" .. size]), med(l["svc" .. size])
-      if not lu or not sv then return "-", "-" end
-      return string.format("%.1f", lu), string.format("%.1f", sv) -- a tick is 0.1 µs per event
-    end
-    local a, b = split(1024)
-    local c, d = split(400)
-    print(string.format("| %s | %s | %s | %s | %s |", r[2], a, b, c, d))
-  end
-end
+}, "lua1024", function(l, size)
+  local lu, sv = med(l["lua" .. size]), med(l["svc" .. size])
+  if not lu or not sv then return "-", "-" end
+  return string.format("%.1f", lu), string.format("%.1f", sv) -- a tick is 0.1 µs per event
+end)
