@@ -70,6 +70,12 @@ static void req_free(gn_http_req_t *r) {
   free(r);
 }
 
+/* Whether the transfer opened a connection of its own (not one reused from the pool). */
+static int new_connects(CURL *easy) {
+  long n = 0;
+  return curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &n) == CURLE_OK && n > 0;
+}
+
 static void check_done(gn_http_t *h) {
   CURLMsg *m;
   int left;
@@ -105,6 +111,13 @@ static void check_done(gn_http_t *h) {
         } else if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_PROXY) {
           res.proxy = 1;
           snprintf(msg, sizeof msg, "cannot reach the proxy %.150s: %.100s", r->proxy_hp, detail);
+        } else if (!res.timed_out && code == 0 && new_connects(r->easy)) {
+          /* a new connection to the proxy that ended before any answer to CONNECT (closed,
+           * reset, or something that is no HTTP proxy answered): the target was never
+           * reached, so it is the proxy's failure, as the WebSocket's path reports it */
+          res.proxy = 1;
+          snprintf(msg, sizeof msg, "the proxy %.150s dropped the tunnel before answering: %.100s",
+                   r->proxy_hp, detail);
         }
       }
     }

@@ -7,6 +7,8 @@
 -- is never shown.
 local emulator = require "support.emulator"
 local tinyproxy = require "support.tinyproxy"
+local hostile = require "support.hostile"
+local ts = require "gn_testsock"
 local wait = require "support.wait"
 local notify = require "genesys.notify"
 local cjson = require "cjson"
@@ -113,17 +115,43 @@ describe("an HTTP proxy", function()
 
   it("with the proxy down the client cannot connect: failures name the proxy", function()
     local later = cleanups()
-    local px = tinyproxy.start { connect_ports = { emu.port } }
-    px:stop(true) -- its port, now closed
-    later(function() px:stop() end)
-    local client, rec = wait.start_client(emu, { proxy = px.url }, { T })
+    -- a port held bound and not listening: refused, and no test running beside can take it
+    -- (a stopped proxy's port could be, and then something else answers the CONNECT)
+    local fd, port = ts.closed_port()
+    later(function() ts.close(fd) end)
+    local client, rec = wait.start_client(emu,
+      { proxy = "http://127.0.0.1:" .. string.format("%d", port) }, { T })
     later(function() client:close() end)
     assert.truthy(wait.until_(client, function() return rec.count("failed") >= 2 end, 10000))
     assert.equals(0, rec.count("connected"))
-    local f = rec.kinds.failed[1]
-    assert.equals("proxy", f.reason)
-    assert.equals("proxy", f.stage)
-    assert.truthy(f.error:find("127.0.0.1:" .. string.format("%d", px.port), 1, true), f.error)
+    for _, f in ipairs(rec.kinds.failed) do
+      assert.equals("proxy", f.reason)
+      assert.equals("proxy", f.stage)
+      assert.truthy(f.error:find("cannot reach the proxy 127.0.0.1:" .. string.format("%d", port),
+        1, true), f.error)
+    end
+  end)
+
+  it("a proxy that closes without answering CONNECT: failures name the proxy, then recovery",
+    function()
+    local later = cleanups()
+    local h = hostile.start { mode = "tcp_drop", count = 3 } -- then it answers, but no proxy
+    later(function() h:stop() end)
+    local client, rec = wait.start_client(emu,
+      { proxy = "http://127.0.0.1:" .. string.format("%d", h.port) }, { T })
+    later(function() client:close() end)
+    assert.truthy(wait.until_(client, function() return rec.count("failed") >= 3 end, 10000))
+    assert.equals(0, rec.count("connected"))
+    for i = 1, 3 do
+      local f = rec.kinds.failed[i]
+      assert.equals("proxy", f.reason)
+      assert.equals("proxy", f.stage)
+      assert.truthy(f.error:find("the proxy 127.0.0.1:" .. string.format("%d", h.port) ..
+        " dropped the tunnel", 1, true), f.error)
+    end
+    local seen = h:requests()
+    assert.truthy(#seen >= 3, #seen)
+    assert.equals("CONNECT", seen[1].method)
   end)
 
   it("sends its credentials; wrong ones are the proxy's 401; the password is never shown", function()

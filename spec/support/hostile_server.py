@@ -51,6 +51,9 @@ MODES = {
     "subs_echo_400": "subs", "subs_utf8_400": "subs",
     # the WebSocket upgrade
     "upgrade_never": "upgrade", "upgrade_half": "upgrade", "tcp_silence": "tcp",
+    # any connection: its first request head read, then closed unanswered (a proxy that dies
+    # on CONNECT, or a port that something else holds)
+    "tcp_drop": "tcp",
     # the WebSocket, once open
     "ws_big_frame": "ws", "ws_fragments": "ws", "ws_deep_json": "ws", "ws_million_keys": "ws",
     "ws_ping_flood": "ws", "ws_close_1005": "ws", "ws_close_999": "ws", "ws_close_5000": "ws",
@@ -400,9 +403,19 @@ async def serve_ws(reader, writer, headers, path, mode):
 
 
 async def handle(reader, writer):
-    if take("tcp"):
+    mode = take("tcp")
+    if mode == "tcp_silence":
         log({"tcp": "silence"})
         await asyncio.sleep(3600)
+        writer.close()
+        return
+    if mode == "tcp_drop":
+        try:
+            method, path, headers, _ = await read_request(reader)
+            log({"method": method, "path": path, "headers": headers, "mode": mode})
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError,
+                asyncio.LimitOverrunError):
+            pass
         writer.close()
         return
     try:

@@ -9,6 +9,9 @@
  *                              (for a client's eventfd: the queue owns what it counts)
  *   ts.close(fd)
  *   ts.stale(path)          -> true: leaves a socket file at path that nobody listens on
+ *   ts.closed_port()        -> fd, port: a TCP port of 127.0.0.1 held bound and not listening
+ *                              until ts.close(fd): connections to it are refused, and no other
+ *                              process (a test running beside) can take it meanwhile
  */
 #include <errno.h>
 #include <lauxlib.h>
@@ -16,6 +19,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -80,10 +84,29 @@ static int l_stale(lua_State *L) {
   return 1;
 }
 
+static int l_closed_port(lua_State *L) {
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t n = sizeof sa;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+      getsockname(fd, (struct sockaddr *)&sa, &n) != 0) {
+    int e = errno;
+    if (fd >= 0) close(fd);
+    return luaL_error(L, "closed_port: %s", strerror(e));
+  }
+  lua_pushinteger(L, fd);
+  lua_pushinteger(L, ntohs(sa.sin_port));
+  return 2;
+}
+
 __attribute__((visibility("default"))) int luaopen_gn_testsock(lua_State *L);
 int luaopen_gn_testsock(lua_State *L) {
   static const luaL_Reg fns[] = {{"connect", l_connect}, {"wait", l_wait}, {"close", l_close},
                                  {"stale", l_stale},     {"readable", l_readable},
+                                 {"closed_port", l_closed_port},
                                  {NULL, NULL}};
   lua_newtable(L);
   luaL_setfuncs(L, fns, 0);
