@@ -90,6 +90,7 @@ void gn_metrics_snapshot(gn_metrics_t *m, gn_metrics_snapshot_t *o) {
   uint64_t now = gn_now_mono_ms();
   o->uptime_ms = m->started_ms ? (double)(now - m->started_ms) : 0;
   o->connected_ms = m->open_since_ms ? (double)(now - m->open_since_ms) : 0;
+  o->opened_wall_ms = m->open_since_ms ? m->open_since_wall_ms : 0;
   o->deaf_ms = m->deaf_ms;
   o->paused_ms = m->paused_ms + (m->paused_since_ms ? (double)(now - m->paused_since_ms) : 0);
   o->topics_wanted = m->topics_wanted;

@@ -28,6 +28,8 @@ typedef struct {
   double lat_sum;          /* ms, every latency recorded (the summary's _sum) */
   double uptime_ms;        /* since the client started */
   double connected_ms;     /* current connection's age, 0 when not open */
+  double opened_wall_ms;   /* when the current connection opened (wall clock, not rounded), 0
+                            * when not open: a deaf interval's end, exact to below a ms */
   double deaf_ms;          /* total time without a live connection since the first open */
   uint64_t topics_wanted, topics_confirmed; /* the client's topics; those the server holds */
   int subscriptions_synced;/* the server holds exactly the wanted topics, nothing in flight */
@@ -62,6 +64,7 @@ typedef struct {
   double lat_sum;
   double lat_max;
   uint64_t started_ms, open_since_ms;
+  double open_since_wall_ms; /* the same moment on the wall clock, 0 while not open */
   double deaf_ms;
   uint64_t topics_wanted, topics_confirmed;
   uint64_t resync_runs, resync_entities, resync_requests, resync_stale, resync_forbidden,

@@ -2,6 +2,7 @@
  * markers (see lease_int.h for the watermark). Service thread. */
 #include "lease_int.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -159,10 +160,12 @@ static void write_entry(gn_lease_t *l, double at, const char *kind, int nf, cons
   gn_lease_token(l, prev, sizeof prev);
   l->seq++;
   gn_lease_token(l, tok, sizeof tok);
-  snprintf(at_s, sizeof at_s, "%.0f", at);
+  /* whole ms, each rounded the way that widens what a marker covers: its end (at) up, where a
+   * hole may start (hint, the watermark) down */
+  snprintf(at_s, sizeof at_s, "%.0f", ceil(at));
   snprintf(lat, sizeof lat, "%.0f", GN_LEASE_LATENCY_MS);
-  snprintf(hint, sizeof hint, "%.0f", l->tenure_wall);
-  snprintf(mark_s, sizeof mark_s, "%.0f", mark);
+  snprintf(hint, sizeof hint, "%.0f", floor(l->tenure_wall));
+  snprintf(mark_s, sizeof mark_s, "%.0f", floor(mark));
   enum { HEAD = 16, MAXF = 16 };
   const char *argv[HEAD + MAXF] = {"EVAL", APPEND,   "4",  l->k_fence, l->k_last, l->k_stream,
                                    l->k_gaps, fence, prev, tok,        at_s,      l->maxlen,
@@ -236,7 +239,7 @@ void gn_lease_mark_takeover(gn_lease_t *l, double to) {
   if (l->gap_from_wall < 0) return; /* a new fleet: nothing before us */
   char from[32];
   double from_ms = l->gap_from_wall - GN_LEASE_LATENCY_MS;
-  snprintf(from, sizeof from, "%.0f", from_ms);
+  snprintf(from, sizeof from, "%.0f", floor(from_ms)); /* and its end up (write_entry) */
   const char *fv[] = {from, "takeover"};
   write_entry(l, to, "gap", 2, fv, NULL);
   STAT_ADD(l, gaps);
@@ -250,7 +253,7 @@ void gn_lease_deaf(void *ud, const char *kind, double from_ms, double to_ms) {
    * reports its own interval from its park) */
   if (!l->running || l->st != GN_LEASE_HOLDER || l->gap_pending) return;
   char from[32];
-  snprintf(from, sizeof from, "%.0f", from_ms);
+  snprintf(from, sizeof from, "%.0f", floor(from_ms)); /* and its end up (write_entry) */
   const char *fv[] = {from, strcmp(kind, "gap") == 0 ? "rollover" : "reconnect"};
   write_entry(l, to_ms, "gap", 2, fv, NULL);
   STAT_ADD(l, gaps);

@@ -10,14 +10,16 @@
 static void acquired(void *ud) { gn_client_resume(ud); }
 static void lost(void *ud) { gn_client_park(ud); }
 
-/* -1 unless every running channel of the client is open; else when the last of them opened. */
+/* -1 unless every running channel of the client is open; else when the last of them opened
+ * (the wall clock's stamp at the open: an age in whole ms could place it up to 1 ms early, and
+ * an event sent just before the open, lost, after the takeover marker's end). */
 static double opened(void *ud) {
   gn_client_channel_t chs[GN_POOL_MAX];
   size_t n = gn_client_channels(ud, chs, GN_POOL_MAX);
   double wall = gn_now_wall_ms(), latest = -1;
   for (size_t i = 0; i < n; i++) {
     if (chs[i].state != GN_ST_OPEN && chs[i].state != GN_ST_ROLLOVER) return -1;
-    double at = wall - chs[i].m.connected_ms;
+    double at = chs[i].m.opened_wall_ms > 0 ? chs[i].m.opened_wall_ms : wall - chs[i].m.connected_ms;
     if (at > latest) latest = at;
   }
   return latest;

@@ -5,6 +5,7 @@
 #include "lease_int.h"
 #include "service.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,7 +264,7 @@ void gn_lease_ho_tick(gn_lease_t *l) {
   char ms[32], tok[48], wall[32];
   snprintf(ms, sizeof ms, "%.0f", l->lease_ms);
   gn_lease_token(l, tok, sizeof tok);
-  snprintf(wall, sizeof wall, "%.0f", heard >= 0 ? heard : 0);
+  snprintf(wall, sizeof wall, "%.0f", heard >= 0 ? floor(heard) : 0); /* a watermark */
   const char *argv[] = {"EVAL", TRANSFER, "2", l->k_lease, l->k_last, l->value, l->ho_to, ms,
                         tok, wall};
   int rc = gn_redis_cmd(l->r, transfer_done, h, 10, argv, NULL);

@@ -247,8 +247,8 @@ static void acquire(gn_lease_t *l) {
   }
   char ms[32], wall[32], known[32] = "";
   snprintf(ms, sizeof ms, "%.0f", l->lease_ms);
-  snprintf(wall, sizeof wall, "%.0f", gn_now_wall_ms());
-  if (l->known_last > 0) snprintf(known, sizeof known, "%.0f", l->known_last);
+  snprintf(wall, sizeof wall, "%.0f", floor(gn_now_wall_ms())); /* where a hole may start */
+  if (l->known_last > 0) snprintf(known, sizeof known, "%.0f", floor(l->known_last));
   const char *argv[] = {"EVAL",   ACQUIRE, "3", l->k_lease, l->k_fence, l->k_last,
                         l->value, ms,      wall, known};
   STAT_ADD(l, attempts);
@@ -300,7 +300,7 @@ static void renew(gn_lease_t *l) {
    * on the same connection */
   double heard = l->hooks.heard ? l->hooks.heard(l->hooks.ud) : -1;
   if (!l->gap_pending && l->hooks.opened(l->hooks.ud) >= 0 && heard >= 0)
-    snprintf(wall, sizeof wall, "%.0f", heard);
+    snprintf(wall, sizeof wall, "%.0f", floor(heard)); /* a watermark: never late */
   const char *argv[] = {"EVAL", RENEW, "2", l->k_lease, l->k_last, l->value, ms, tok, wall};
   if (gn_redis_cmd(l->r, renew_done, q, 9, argv, NULL) != 0) {
     free(q);

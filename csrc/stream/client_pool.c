@@ -229,6 +229,7 @@ void gn_cl_slot_stop(gn_client_t *c, int i, const char *why) {
   pthread_mutex_lock(&s->metrics->mu);
   s->metrics->topics_wanted = s->metrics->topics_confirmed = 0;
   s->metrics->open_since_ms = 0;
+  s->metrics->open_since_wall_ms = 0;
   pthread_mutex_unlock(&s->metrics->mu);
   client_health(c, "pool", json_pack("{s:s, s:i, s:s}", "event", "closed", "channel", i + 1,
                                      "reason", why));

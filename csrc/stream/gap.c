@@ -6,6 +6,7 @@ void gn_gap_not_open(gn_gap_t *g, gn_metrics_t *m) {
   if (!g->open_since_ms) return;
   pthread_mutex_lock(&m->mu);
   m->open_since_ms = 0;
+  m->open_since_wall_ms = 0;
   pthread_mutex_unlock(&m->mu);
   g->open_since_ms = 0;
 }
@@ -28,9 +29,11 @@ void gn_gap_attempt_failed(gn_gap_t *g, uint64_t attempt_start_ms) {
 
 void gn_gap_opened(gn_gap_t *g, gn_metrics_t *m, uint64_t now) {
   g->open_since_ms = now;
+  double wall = gn_now_wall_ms();
   pthread_mutex_lock(&m->mu);
   m->successes++;
   m->open_since_ms = now;
+  m->open_since_wall_ms = wall;
   if (g->down_since_ms) m->deaf_ms += (double)(now - g->down_since_ms);
   pthread_mutex_unlock(&m->mu);
 }

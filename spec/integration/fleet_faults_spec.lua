@@ -45,10 +45,10 @@ describe("the fleet's promise through Redis faults", function()
 
   -- Publishes count events at RATE/s, runs fault() once the consumers got a few, waits until
   -- the stream ended with a holder open and the last event reached everyone, checks the promise.
-  local function through(fault, count)
+  local function through(fault, count, rate)
     count = count * SLOW
     expect(open_holder, 15000, "a holder with an open stream before the fault")
-    local stream = delivery.publish(emu, TOPIC, count, RATE)
+    local stream = delivery.publish(emu, TOPIC, count, rate or RATE)
     expect(function() return got(fan[1], stream, 10) end, 10000, "events before the fault")
     fault()
     expect(function()
@@ -92,6 +92,16 @@ describe("the fleet's promise through Redis faults", function()
     end, 250)
     assert.is_true(lost > 0, "the stall lost nothing: it did not test anything")
     print("  " .. (fan[1]:out():match("H restored [^\n]*reason=takeover[^\n]*") or "(no takeover marker)"))
+  end)
+
+  it("a takeover's marker ends no earlier than the successor's stream opened (an event every ms " ..
+      "beside its edges)", function()
+    -- the edges in whole ms: the end once came from the stream's age in whole ms, up to 1.5 ms
+    -- early, and an event sent just before the open, lost, then lay outside every marker
+    local _, lost = through(function()
+      r:cli("DEBUG", "SLEEP", string.format("%.1f", 2.5 * LEASE_MS / 1000))
+    end, 6000, 1000)
+    assert.is_true(lost > 0, "the stall lost nothing: it did not test anything")
   end)
 
   it("Redis restarted without persistence: consumers get a marker for what was lost", function()
