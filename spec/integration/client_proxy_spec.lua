@@ -113,23 +113,28 @@ describe("an HTTP proxy", function()
     assert.is_true(has_connect(px, ws_target))
   end)
 
+  -- A client through the proxy at 127.0.0.1:port until n attempts failed, none connecting: each
+  -- failure is the proxy's, its error saying `says` (%s: the proxy's address).
+  local function proxy_failures(later, port, n, says)
+    local hp = "127.0.0.1:" .. string.format("%d", port)
+    local client, rec = wait.start_client(emu, { proxy = "http://" .. hp }, { T })
+    later(function() client:close() end)
+    assert.truthy(wait.until_(client, function() return rec.count("failed") >= n end, 10000))
+    assert.equals(0, rec.count("connected"))
+    for _, f in ipairs(rec.kinds.failed) do
+      assert.equals("proxy", f.reason)
+      assert.equals("proxy", f.stage)
+      assert.truthy(f.error:find(says:format(hp), 1, true), f.error)
+    end
+  end
+
   it("with the proxy down the client cannot connect: failures name the proxy", function()
     local later = cleanups()
     -- a port held bound and not listening: refused, and no test running beside can take it
     -- (a stopped proxy's port could be, and then something else answers the CONNECT)
     local fd, port = ts.closed_port()
     later(function() ts.close(fd) end)
-    local client, rec = wait.start_client(emu,
-      { proxy = "http://127.0.0.1:" .. string.format("%d", port) }, { T })
-    later(function() client:close() end)
-    assert.truthy(wait.until_(client, function() return rec.count("failed") >= 2 end, 10000))
-    assert.equals(0, rec.count("connected"))
-    for _, f in ipairs(rec.kinds.failed) do
-      assert.equals("proxy", f.reason)
-      assert.equals("proxy", f.stage)
-      assert.truthy(f.error:find("cannot reach the proxy 127.0.0.1:" .. string.format("%d", port),
-        1, true), f.error)
-    end
+    proxy_failures(later, port, 2, "cannot reach the proxy %s")
   end)
 
   it("a proxy that closes without answering CONNECT: every failure names the proxy",
@@ -137,17 +142,7 @@ describe("an HTTP proxy", function()
     local later = cleanups()
     local h = hostile.start { mode = "tcp_drop", count = 0 } -- every connection
     later(function() h:stop() end)
-    local client, rec = wait.start_client(emu,
-      { proxy = "http://127.0.0.1:" .. string.format("%d", h.port) }, { T })
-    later(function() client:close() end)
-    assert.truthy(wait.until_(client, function() return rec.count("failed") >= 3 end, 10000))
-    assert.equals(0, rec.count("connected"))
-    for _, f in ipairs(rec.kinds.failed) do
-      assert.equals("proxy", f.reason)
-      assert.equals("proxy", f.stage)
-      assert.truthy(f.error:find("the proxy 127.0.0.1:" .. string.format("%d", h.port) ..
-        " dropped the tunnel", 1, true), f.error)
-    end
+    proxy_failures(later, h.port, 3, "the proxy %s dropped the tunnel")
     local seen = h:requests()
     assert.truthy(#seen >= 3, #seen)
     assert.equals("CONNECT", seen[1].method)
