@@ -19,7 +19,8 @@ static double opened(void *ud) {
   double wall = gn_now_wall_ms(), latest = -1;
   for (size_t i = 0; i < n; i++) {
     if (chs[i].state != GN_ST_OPEN && chs[i].state != GN_ST_ROLLOVER) return -1;
-    double at = chs[i].m.opened_wall_ms > 0 ? chs[i].m.opened_wall_ms : wall - chs[i].m.connected_ms;
+    /* 0: its metrics do not show it open yet, so it opened no earlier than now */
+    double at = chs[i].m.opened_wall_ms > 0 ? chs[i].m.opened_wall_ms : wall;
     if (at > latest) latest = at;
   }
   return latest;

@@ -82,6 +82,11 @@ def take(endpoint):
 
 # ---- HTTP ------------------------------------------------------------------------------------
 
+# What a request that cannot be read raises: the peer gone, or a head that is no HTTP.
+BAD_READ = (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError,
+            asyncio.LimitOverrunError)
+
+
 async def read_request(reader):
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
@@ -413,8 +418,7 @@ async def handle(reader, writer):
         try:
             method, path, headers, _ = await read_request(reader)
             log({"method": method, "path": path, "headers": headers, "mode": mode})
-        except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError,
-                asyncio.LimitOverrunError):
+        except BAD_READ:
             pass
         writer.close()
         return
@@ -422,8 +426,7 @@ async def handle(reader, writer):
         while True:
             try:
                 method, path, headers, body = await read_request(reader)
-            except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError,
-                    asyncio.LimitOverrunError):
+            except BAD_READ:
                 return
             entry = {"method": method, "path": path, "headers": headers}
             keep = True
