@@ -44,6 +44,13 @@ static inline uint64_t gn_now_mono_ms(void) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
+/* Returns the monotonic clock (CLOCK_MONOTONIC) in milliseconds with their fraction (to the
+ * nanosecond), for intervals of a few ms such as a reconnect. */
+static inline double gn_now_mono_msf(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
 /* Returns the wall clock (CLOCK_REALTIME) in whole milliseconds since the Unix epoch, for dates
  * such as an HTTP Retry-After date. */
 static inline double gn_now_wall_ms(void) {

@@ -56,6 +56,11 @@ describe("genesys.notify client: connect and receive", function()
     assert.equals(1, m.successes)
     assert.equals("open", m.state)
     assert.equals(1, m.latency_ms.count)
+    -- the connect's latency to the µs (a LAN reconnect is 1-3 ms: whole ms cannot tell them
+    -- apart); a whole number of ms from a ns clock is a one-in-a-million chance
+    local lat = rec.kinds.connected[1].latency_ms
+    assert.is_true(lat > 0 and lat % 1 ~= 0, "latency_ms " .. tostring(lat) .. " is whole ms")
+    assert.is_true(math.abs(m.latency_ms.max - lat) < 1e-6, "the metrics' sample is the same")
   end)
 
   it("poll() returns how many callbacks ran; fd() is readable only while items wait", function()
