@@ -18,7 +18,7 @@ local function out(s) io.stdout:write(s, "\n"); io.stdout:flush() end
 
 local function client(t, counting, on_ev)
   local n, bad, first = 0, false, 0
-  local closed_at
+  local was_closed
   local st = {}
   local c = notify.new {
     gateway = { host = host, port = tonumber(port), protocol = "https" },
@@ -47,13 +47,13 @@ local function client(t, counting, on_ev)
     -- timing their arrival in this thread counts when the scheduler runs it: two items that
     -- arrive together looked like a 12 µs reconnect.)
     on_health = function(h)
-      if h.kind == "disconnected" then closed_at = true
+      if h.kind == "disconnected" then was_closed = true
       elseif h.kind == "connected" then
         st.channel = h.channel_id
-        if closed_at then
+        if was_closed then
           out(string.format("reconnect %.3f %s", h.latency_ms, h.channel_id))
         end
-        closed_at = nil
+        was_closed = nil
       elseif h.kind == "overflow" or h.kind == "gave_up" then
         out("error " .. notify.format(h))
       end

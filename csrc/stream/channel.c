@@ -178,7 +178,7 @@ void gn_ch_attempt_failed(gn_channel_t *ch, const char *reason, gn_reason_t why,
                            double retry_after_ms, json_t *fields) {
   cancel_attempt_io(ch);
   ch->in_attempt = 0;
-  gn_gap_attempt_failed(&ch->gap, ch->attempt_start_ms);
+  gn_gap_attempt_failed(&ch->gap, (uint64_t)ch->attempt_start_ms);
   if (!fields) fields = json_object();
   if (fields) {
     json_object_set_new(fields, "reason", json_string(reason));

@@ -72,8 +72,7 @@ void gn_ch_token_ready(void *ud, int purpose, gn_token_result_t *r) {
 
 void gn_ch_run_attempt(gn_channel_t *ch) {
   ch->in_attempt = 1;
-  ch->attempt_start_ms = gn_now_mono_ms();
-  ch->attempt_start_f = gn_now_mono_msf();
+  ch->attempt_start_ms = gn_now_mono_msf();
   ch->attempt_hard = ch->hard_next || !ch->channel_id;
   GN_COUNT(ch->env, attempts);
   if (ch->attempt_hard) {

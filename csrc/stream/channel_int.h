@@ -100,8 +100,7 @@ struct gn_channel {
 
   gn_retry_t retry;             /* BACKOFF: delay, record, timer, policy hook */
   int in_attempt;
-  uint64_t attempt_start_ms;
-  double attempt_start_f;    /* the same, to the ns: the connected item's latency_ms */
+  double attempt_start_ms;      /* monotonic, to the ns: connected's latency_ms is a few ms */
   int attempt_hard;
   uint64_t connection_id;
   gn_gap_t gap;                /* the deaf interval */

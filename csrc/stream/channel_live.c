@@ -70,8 +70,7 @@ void gn_ch_roll_token(gn_channel_t *ch, gn_token_result_t *r) {
 static void opened(gn_channel_t *ch) {
   uint64_t now = gn_now_mono_ms();
   /* to the µs: a reconnect on a LAN takes a few ms, which whole ms cannot tell apart */
-  double latency = gn_now_mono_msf() - ch->attempt_start_f;
-  if (!(latency >= 0)) latency = (double)(now - ch->attempt_start_ms);
+  double latency = gn_now_mono_msf() - ch->attempt_start_ms;
   gn_ch_enter(ch, GN_ST_OPEN);
   ch->in_attempt = ch->auth_retried = ch->connect_failures = ch->env->spare_waiting = 0;
   ch->connection_id++;
@@ -178,8 +177,7 @@ static void roll_take_over(void *ud) {
     return;
   }
   /* The old socket had already gone: this is a reconnect like any other. */
-  ch->attempt_start_ms = started;
-  ch->attempt_start_f = (double)started;
+  ch->attempt_start_ms = (double)started;
   ch->attempt_hard = 1;
   GN_COUNT(ch->env, attempts);
   GN_COUNT(ch->env, rollovers);
