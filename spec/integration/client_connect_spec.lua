@@ -56,11 +56,24 @@ describe("genesys.notify client: connect and receive", function()
     assert.equals(1, m.successes)
     assert.equals("open", m.state)
     assert.equals(1, m.latency_ms.count)
-    -- the connect's latency to the µs (a LAN reconnect is 1-3 ms: whole ms cannot tell them
-    -- apart); a whole number of ms from a ns clock is a one-in-a-million chance
     local lat = rec.kinds.connected[1].latency_ms
-    assert.is_true(lat > 0 and lat % 1 ~= 0, "latency_ms " .. tostring(lat) .. " is whole ms")
-    assert.is_true(math.abs(m.latency_ms.max - lat) < 1e-6, "the metrics' sample is the same")
+    assert.is_true(lat > 0)
+    assert.is_true(math.abs(m.latency_ms.max - lat) < 1e-9, "the metrics' sample is the same")
+    -- The connect's latency to the µs: a multiple of 0.001 ms (2.137, not the clock's
+    -- 2.136999874), and not whole ms (a LAN reconnect is 1-3 ms: whole ms cannot tell them
+    -- apart). A whole number of ms to the µs is a one-in-a-thousand chance, so while the latest
+    -- is whole, up to three connects are looked at.
+    local lats = { lat }
+    while #lats < 3 and lats[#lats] % 1 == 0 do
+      client:reconnect()
+      assert.truthy(wait.until_(client, function() return rec.count("connected") > #lats end, 5000))
+      lats[#lats + 1] = rec.kinds.connected[#lats + 1].latency_ms
+    end
+    for _, l in ipairs(lats) do
+      local us = l * 1000
+      assert.is_true(math.abs(us - math.floor(us + 0.5)) < 1e-6, "latency_ms " .. l .. " is not to the µs")
+    end
+    assert.is_true(lats[#lats] % 1 ~= 0, "latency_ms " .. tostring(lats[#lats]) .. " is whole ms")
   end)
 
   it("poll() returns how many callbacks ran; fd() is readable only while items wait", function()
