@@ -564,7 +564,14 @@ local function reader(premature)
   if premature then return end
   local fallback = S.fallback_ms / 1000
   local child = ngx.thread.spawn(watch, function()
-    return bell_exists() and S.bell_path or nil
+    if not bell_exists() then return nil end
+    -- A holder killed (kill -9, a crash) leaves its socket file behind, and nginx logs each
+    -- refused connect to it at level error: no knock while the lock names a dead worker or
+    -- nobody (the next holder makes the socket anew once it holds the lock).
+    local lock = S.dict:get(K_LOCK)
+    local pid = lock and tonumber(tostring(lock):match("^(%d+):"))
+    if not pid or (pid ~= S.pid and not pid_alive(pid)) then return nil end
+    return S.bell_path
   end, S.reader_sema, fallback)
   while not (S.exiting or ngx.worker.exiting()) do
     S.reader_sema:wait(fallback)
