@@ -403,15 +403,17 @@ void gn_bell_stats(gn_bell_t *b, gn_bell_stats_t *out) {
 
 void gn_bell_free(gn_bell_t *b) {
   if (!b || gn_bell_forked(b)) return; /* the child's copies were closed at the fork */
-  if (gn_service_post(b->svc, close_task, b) != 0) return; /* out of memory: left to the loop */
-  pthread_mutex_lock(&b->mu);
-  while (!b->done) pthread_cond_wait(&b->cv, &b->mu);
-  pthread_mutex_unlock(&b->mu);
-  /* Remove the socket file only if it is still ours (not a newer bell's at the same path). */
+  /* The socket file goes first, and only if it is still ours (not a newer bell's at the same
+   * path): a peer that sees its connection close then finds no file, rather than one whose
+   * listener is gone (a refused connect, which nginx logs at level error). */
   struct stat st;
   if (lstat(b->path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == b->dev &&
       st.st_ino == b->ino)
     unlink(b->path);
+  if (gn_service_post(b->svc, close_task, b) != 0) return; /* out of memory: left to the loop */
+  pthread_mutex_lock(&b->mu);
+  while (!b->done) pthread_cond_wait(&b->cv, &b->mu);
+  pthread_mutex_unlock(&b->mu);
   if (b->dir[0]) rmdir(b->dir);
   pthread_mutex_lock(&reg_mu);
   reg_remove(b);
