@@ -216,8 +216,11 @@ describe("a hostile gateway", function()
         -- read while the application polled: items from here on came while it did not
         local h0, e0 = #rec.health, #rec.events
         local rss0 = rss_kb()
-        -- no poll while the server sends 400,000 frames of 16 bytes (about 7 MB on the wire)
-        local deadline = wait.now_ms() + 6000 * wait.slow()
+        -- no poll while the server sends 400,000 frames of 16 bytes (about 7 MB on the wire).
+        -- The deadline only guards against a hang: on 2 cores the flood took 1.0 s in the plain
+        -- build, 3.6 s under ASan and 18.7-19.1 s under TSan (its cost on every lock of the
+        -- frame path), past the 18 s that 6 s x build.slow gave it.
+        local deadline = wait.now_ms() + 20000 * wait.slow()
         local done
         repeat
           emulator.sleep(0.2)
