@@ -513,6 +513,17 @@ local function watch(path_of, sema, max_retry_s)
   end
 end
 
+-- A holder killed outright leaves its bell's socket file behind. The worker that takes the lock
+-- removes it at once, so that while it makes its client and bell the readers (the lock names a
+-- live worker now) find no file rather than one that refuses them, a line at level error in
+-- nginx's log. Only a socket goes: opening one fails with ENXIO (anything else at that path is
+-- left for the bell to refuse, naming it).
+local function remove_stale_bell()
+  local f, err = io.open(S.bell_path, "rb")
+  if f then f:close() return end
+  if err and err:find("No such device or address", 1, true) then os.remove(S.bell_path) end
+end
+
 local function pid_alive(pid)
   local f = io.open("/proc/" .. pid .. "/stat", "rb")
   if not f then return false end
@@ -1496,6 +1507,7 @@ local function try_take()
   local value = lock_value()
   local ok = dict:safe_add(K_LOCK, value, S.ttl_ms / 1000)
   if not ok then return nil end
+  remove_stale_bell()
   local h = new_holder(value)
   local prev = dict:get(K_HEARD)
   local prev_status = cjson.decode(dict:get(K_STATUS) or "")
