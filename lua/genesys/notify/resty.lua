@@ -471,11 +471,15 @@ end
 -- Whether the bell's socket file is there (nginx logs a failed connect at level crit, so the
 -- reader does not try while no holder has made it): opening a socket fails with ENXIO, a
 -- missing file with ENOENT.
-local function bell_exists()
+local function bell_file()
   local f, err = io.open(S.bell_path, "rb")
-  if f then f:close() return true end
-  return not (err and err:find("No such file", 1, true))
+  if f then f:close() return "other" end
+  err = err or ""
+  if err:find("No such file", 1, true) then return "none" end
+  if err:find("No such device or address", 1, true) then return "socket" end
+  return "other"
 end
+local function bell_exists() return bell_file() ~= "none" end
 
 -- A light thread that stays connected to a unix socket (path_of() gives its path, or nil while
 -- there is none) and posts `sema` when bytes arrive or the peer goes; reconnects with a backoff
@@ -513,15 +517,15 @@ local function watch(path_of, sema, max_retry_s)
   end
 end
 
--- A holder killed outright leaves its bell's socket file behind. The worker that takes the lock
--- removes it at once, so that while it makes its client and bell the readers (the lock names a
--- live worker now) find no file rather than one that refuses them, a line at level error in
--- nginx's log. Only a socket goes: opening one fails with ENXIO (anything else at that path is
--- left for the bell to refuse, naming it).
-local function remove_stale_bell()
-  local f, err = io.open(S.bell_path, "rb")
-  if f then f:close() return end
-  if err and err:find("No such device or address", 1, true) then os.remove(S.bell_path) end
+-- Takes the lock when nobody holds it. A holder killed outright left its bell's socket file
+-- behind: removed at once, so that while this worker makes its client and bell the readers (the
+-- lock names a live worker now) find no file rather than one that refuses them, a line at level
+-- error in nginx's log. Only a socket goes (anything else there is left for the bell to refuse,
+-- naming it). Returns whether the lock is this worker's.
+local function take_lock(value)
+  if not S.dict:safe_add(K_LOCK, value, S.ttl_ms / 1000) then return false end
+  if bell_file() == "socket" then os.remove(S.bell_path) end
+  return true
 end
 
 local function pid_alive(pid)
@@ -1505,9 +1509,7 @@ end
 local function try_take()
   local dict = S.dict
   local value = lock_value()
-  local ok = dict:safe_add(K_LOCK, value, S.ttl_ms / 1000)
-  if not ok then return nil end
-  remove_stale_bell()
+  if not take_lock(value) then return nil end
   local h = new_holder(value)
   local prev = dict:get(K_HEARD)
   local prev_status = cjson.decode(dict:get(K_STATUS) or "")
@@ -1590,7 +1592,7 @@ local function succeed(h)
     local ho = dict:get(K_HO)
     if not lock or ho ~= lock then
       -- the old holder went without passing the lock on (quit, handover_ms, a crash)
-      if dict:safe_add(K_LOCK, h.value, S.ttl_ms / 1000) then
+      if take_lock(h.value) then
         if not h.ready and not S.client_cfg.redis then
           h.takeover_from = dict:get(K_HEARD)
           if h.takeover_from then count("takeovers") end
