@@ -756,6 +756,63 @@ describe("genesys.notify.resty in nginx: reloads and bursts lose nothing", funct
     end)
   end
 
+  -- A reload's handover cut short: the exiting holder is killed after its successor's stream is
+  -- open but before it passes the lock on. The successor has had every event since its stream
+  -- opened, so it takes the stream over when the dead holder's lock runs out, with no gap.
+  it("the old holder killed in the middle of a reload's handover: the successor takes the " ..
+      "stream over, no gap, nothing lost or doubled", function()
+    local topic = "v2.users.ngx-hokill.presence"
+    -- a long grace after the successor is ready: the old holder is still in its handover when
+    -- it is killed
+    local conf = count_conf(2):gsub('cfg%.stall_ms = [^\n]*', function(l)
+      return l .. "\n    cfg.handover_grace_ms = 20000"
+    end, 1)
+    local ng = nginx.start { conf = conf, workers = 2,
+      env = env_for(emu, { GN_TOPICS = topic, GN_HANDLER_MODULE = "support.resty_count_hook" }) }
+    finally(function() ng:stop() end)
+    local h0 = health(ng)
+    assert.truthy(h0, "no worker connected: " .. ng:log())
+    local old = h0.holder_pid
+    local total = 300
+    local st, j = emu:admin("POST", "publish", { topic = topic, count = total, rate = 30 })
+    assert.equals(200, st)
+    emulator.sleep(1)
+    ng:reload()
+    assert.truthy(nginx.wait_until(function()
+      return ng:log():find("has its stream open; the exiting holder passes the lock on", 1, true)
+    end, 20), "no successor opened its stream: " .. ng:log():sub(-3000))
+    -- what the old stream got before the successor's opened is in the ring by now
+    emulator.sleep(1)
+    assert.is_nil(ng:log():find("handed the stream over", 1, true), "the handover was not cut short")
+    assert.truthy(nginx.alive(old))
+    ng:kill_worker(old)
+    assert.truthy(nginx.wait_until(function()
+      return ng:log():find("holds the Genesys stream (handover, no gap)", 1, true)
+    end, TTL_MS / 1000 + 10), "the successor did not take the stream: " .. ng:log():sub(-3000))
+    assert.truthy(publish_done(emu, j.stream, total, 30), "the publish stream did not finish")
+    local pids = {}
+    for _, w in ipairs(ng:live_workers()) do pids[#pids + 1] = w.pid end
+    assert.equals(2, #pids)
+    local c = every_worker_got(ng, pids, total, 20)
+    local covered = {}
+    for _, w in pairs(c.workers) do
+      for q = w.first, w.last do covered[q] = true end
+    end
+    for q = 1, total do assert.truthy(covered[q], "event " .. q .. " reached no worker") end
+    local h = ng:health()
+    assert.truthy(h.holder_pid == pids[1] or h.holder_pid == pids[2], cjson.encode(h))
+    assert.equals(0, h.takeovers, cjson.encode(h))
+    assert.equals(0, h.handovers) -- the old holder never passed the lock on
+    assert.equals(0, h.ring.write_failures)
+    assert.is_nil(c.health.missed, "missed: " .. cjson.encode(c.health))
+    assert.is_nil(c.health.restored, "a deaf interval: " .. tostring(ng:log():match("count hook: [^\n]*")))
+    assert.truthy((c.health.handover or 0) >= 2, cjson.encode(c.health)) -- one in each new worker
+    assert.truthy(nginx.wait_until(function() return connected_channels(emu) == 1 end, 10))
+    -- the dead holder's bell file: removed by the successor, never knocked on
+    local knock = bell_knock(ng:log())
+    assert.is_nil(knock, knock)
+  end)
+
   it("a stuck worker is skipped after stall_ms and reported; it reports what it lost", function()
     local ng = nginx.start { conf = count_conf(2), workers = 2,
       env = env_for(emu, { GN_HANDLER_MODULE = "support.resty_stuck_hook", GN_RING_SIZE = "16",
