@@ -341,7 +341,9 @@ describe("genesys-notify command line", function()
     -- a reset (attempt, success), then a refused handshake (fail) before the next success
     emu:admin("POST", "channels/" .. live_channel(TA) .. "/reset", {})
     assert.truthy(wait_for(function() return #cli:health("connected") > 1 end), cli:err())
-    emu:admin("POST", "faults/handshake", { mode = "refuse", ms = 300 * SLOW })
+    -- a window long enough that the reset's first attempt falls inside it on a loaded machine (at
+    -- 300 ms a run with the cores oversubscribed connected after the window: no RECONNECT_FAIL)
+    emu:admin("POST", "faults/handshake", { mode = "refuse", ms = 1500 * SLOW })
     emu:admin("POST", "channels/" .. live_channel(TA) .. "/reset", {})
     assert.truthy(wait_for(function() return #cli:health("connected") > 2 end), cli:err())
     cli:signal("TERM")
