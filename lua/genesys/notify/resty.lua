@@ -528,12 +528,20 @@ local function take_lock(value)
   return true
 end
 
+-- Whether pid is a live process: not gone, not a zombie, and not exiting. A process killed
+-- outright (kill -9) closes its sockets while it exits, before it is a zombie: a reader whose
+-- connection to that holder's bell just ended would otherwise reconnect at once, see it alive,
+-- and be refused (a line at level error in nginx's log). The kernel sets PF_EXITING (0x4 in
+-- /proc/PID/stat's flags, its 9th field) as the exit starts, before the files close.
 local function pid_alive(pid)
   local f = io.open("/proc/" .. pid .. "/stat", "rb")
   if not f then return false end
   local st = f:read("*a") or ""
   f:close()
-  return not st:match("^%d+ %b() [ZX]")
+  local state, flags = st:match("^%d+ %b() (%a) %S+ %S+ %S+ %S+ %S+ (%d+)")
+  if not state then return not st:match("^%d+ %b() [ZX]") end
+  if state == "Z" or state == "X" then return false end
+  return math_floor(tonumber(flags) / 4) % 2 == 0
 end
 
 local function unregister_reader()
