@@ -666,6 +666,23 @@ local function publish_done(emu, stream, n, timeout)
   end, timeout)
 end
 
+-- After a publish stream of `total` events through reloads or a holder change: every live
+-- worker got its events once and in order up to the last, and the workers' ranges (old
+-- generations' included) cover 1..total, so every event reached some worker. Returns the
+-- counts and the live workers' pids.
+local function all_reached(ng, emu, stream, total)
+  assert.truthy(publish_done(emu, stream, total, 30), "the publish stream did not finish")
+  local pids = {}
+  for _, w in ipairs(ng:live_workers()) do pids[#pids + 1] = w.pid end
+  local c = every_worker_got(ng, pids, total, 20)
+  local covered = {}
+  for _, w in pairs(c.workers) do
+    for q = w.first, w.last do covered[q] = true end
+  end
+  for q = 1, total do assert.truthy(covered[q], "event " .. q .. " reached no worker") end
+  return c, pids
+end
+
 local BURST = tonumber(os.getenv("GN_RESTY_BURST") or "") or 20000
 
 describe("genesys.notify.resty in nginx: reloads and bursts lose nothing", function()
@@ -700,17 +717,7 @@ describe("genesys.notify.resty in nginx: reloads and bursts lose nothing", funct
         end, 20), "the reload did not complete: " .. ng:log():sub(-3000))
         emulator.sleep(1)
       end
-      assert.truthy(publish_done(emu, j.stream, total, 30), "the publish stream did not finish")
-      local pids = {}
-      for _, w in ipairs(ng:live_workers()) do pids[#pids + 1] = w.pid end
-      local c = every_worker_got(ng, pids, total, 20)
-      -- every event reached some worker: the workers' ranges, old generations' included, cover
-      -- 1..total
-      local covered = {}
-      for _, w in pairs(c.workers) do
-        for q = w.first, w.last do covered[q] = true end
-      end
-      for q = 1, total do assert.truthy(covered[q], "event " .. q .. " reached no worker") end
+      local c = all_reached(ng, emu, j.stream, total)
       local h = ng:health()
       assert.equals(reloads, h.handovers, cjson.encode(h))
       assert.equals(0, h.takeovers)
@@ -789,16 +796,8 @@ describe("genesys.notify.resty in nginx: reloads and bursts lose nothing", funct
     assert.truthy(nginx.wait_until(function()
       return ng:log():find("holds the Genesys stream (handover, no gap)", 1, true)
     end, TTL_MS / 1000 + 10), "the successor did not take the stream: " .. ng:log():sub(-3000))
-    assert.truthy(publish_done(emu, j.stream, total, 30), "the publish stream did not finish")
-    local pids = {}
-    for _, w in ipairs(ng:live_workers()) do pids[#pids + 1] = w.pid end
+    local c, pids = all_reached(ng, emu, j.stream, total)
     assert.equals(2, #pids)
-    local c = every_worker_got(ng, pids, total, 20)
-    local covered = {}
-    for _, w in pairs(c.workers) do
-      for q = w.first, w.last do covered[q] = true end
-    end
-    for q = 1, total do assert.truthy(covered[q], "event " .. q .. " reached no worker") end
     local h = ng:health()
     assert.truthy(h.holder_pid == pids[1] or h.holder_pid == pids[2], cjson.encode(h))
     assert.equals(0, h.takeovers, cjson.encode(h))
