@@ -1020,15 +1020,7 @@ describe("genesys.notify.resty on several machines: a Redis lease for the fleet"
       end, 20), "the reload did not complete: " .. notices(ng))
       emulator.sleep(1)
     end
-    assert.truthy(publish_done(emu, j.stream, total, 30), "the publish stream did not finish")
-    local pids = {}
-    for _, w in ipairs(ng:live_workers()) do pids[#pids + 1] = w.pid end
-    local c = every_worker_got(ng, pids, total, 20)
-    local covered = {}
-    for _, w in pairs(c.workers) do
-      for q = w.first, w.last do covered[q] = true end
-    end
-    for q = 1, total do assert.truthy(covered[q], "event " .. q .. " reached no worker") end
+    local c = all_reached(ng, emu, j.stream, total)
     -- the fleet's stream itself: every event once (a fanout consumer outside nginx)
     local seen = {}
     assert.truthy(nginx.wait_until(function()
