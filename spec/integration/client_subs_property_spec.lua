@@ -32,6 +32,14 @@ describe("subscription changes (property)", function()
       finally(function() client:close() end)
       local want, ops, faults, reconnects, expiries = {}, 0, 0, 0, 0
       local delay_fault = true -- dropped if this emulator has no delay fault
+      local function connected_last()
+        for i = #rec.health, 1, -1 do
+          local k = rec.health[i].kind
+          if k == "connected" then return true end
+          if k == "disconnected" or k == "channel_gone" then return false end
+        end
+        return false
+      end
       local function where(r)
         -- what the client last said about its subscriptions, to read a failure without a rerun
         local tail = {}
@@ -74,9 +82,14 @@ describe("subscription changes (property)", function()
           end
           client:poll(math.random(0, 3))
         end
+        -- The channel read below is the one the last "connected" item names. The state is
+        -- open a moment before that item reaches this thread: after an expiry the new channel
+        -- can be open and synced while the last item delivered still names the old channel,
+        -- which holds the set from before. Settled means the stream's last word here is
+        -- "connected" (nothing since of a channel gone or a socket closed).
         local settled = wait.until_(client, function()
           local m = client:metrics()
-          return client:state() == "open" and m.subscriptions_synced
+          return client:state() == "open" and m.subscriptions_synced and connected_last()
         end, 20000)
         assert(settled, "did not settle: " .. where(r))
         local held = emu:stats().channels[wait.channel_of(rec)].subscriptions
