@@ -80,7 +80,7 @@ CLI_MODULE := $(BUILD)/genesys/notify/cli.so
 
 CTESTS := $(patsubst spec/c/%.c,$(BINDIR)/%,$(wildcard spec/c/test_*.c))
 
-.PHONY: all module ctests deps demo test test-c test-lua check check-lua asan tsan sanitize test-prep valgrind soak lint install clean certs bench fuzz
+.PHONY: all module ctests deps demo test test-c test-lua check check-lua asan tsan sanitize san-build san-part spec-seconds test-prep valgrind soak lint install clean certs bench fuzz
 all: module ctests
 module: $(MODULE) $(CLI_MODULE)
 ctests: $(CTESTS)
@@ -181,8 +181,38 @@ test: deps test-prep
 	  luajit "GN_SOAK_RECONNECTS=$${GN_SOAK_RECONNECTS:-27} GN_PROP_ROUNDS=$${GN_PROP_ROUNDS:-100} \
 	    $(MAKE) --no-print-directory LUA=luajit BUSTED_ARGS='--exclude-pattern=^emulator_' check-lua"
 
+# `make sanitize`: the two builds side by side, then each build's C tests and specs in SAN_PARTS
+# parts (spec/support/shard.lua, balanced by spec/support/spec_seconds.txt), SAN_LEGS parts at a
+# time (spec/support/legs.sh). The long spec files mostly wait on timers, so three parts on two
+# cores take about a third of the time of the two whole runs side by side.
+SAN_PARTS ?= 3
+SAN_LEGS ?= 3
 sanitize: deps test-prep
-	@$(LEGS) asan "$(MAKE) --no-print-directory asan" tsan "$(MAKE) --no-print-directory tsan"
+	@$(LEGS) asan-build "$(MAKE) --no-print-directory SAN=asan LUA=lua5.4 san-build" \
+	  tsan-build "$(MAKE) --no-print-directory SAN=tsan LUA=lua5.4 san-build"
+	@LEGS_MAX=$(SAN_LEGS) $(LEGS) $(foreach s,tsan asan,$(foreach k,$(shell seq $(SAN_PARTS)),\
+	  $(s)$(k) "$(MAKE) --no-print-directory SAN=$(s) LUA=lua5.4 SAN_PART=$(k) san-part"))
+
+# One build's part of make sanitize: built before (san-build), so parts of the same build never
+# build side by side; part 1 also runs the C tests.
+san-build: all ctests $(HOST_DEP) $(TESTFORK) $(TESTSOCK) $(TESTJSON)
+san-part: san-build
+	@if [ "$(SAN_PART)" = 1 ]; then $(MAKE) --no-print-directory test-c; fi
+	$(SPEC_ENV) $(SAN_ENV) $(BUSTED_CMD) $$(lua5.4 spec/support/shard.lua $(SAN_PART) $(SAN_PARTS))
+
+# Writes spec/support/spec_seconds.txt, how long each spec file takes in the TSan build (and the
+# C tests), by which make sanitize balances its parts. About 20 minutes; run it when spec files
+# are added or have grown much longer.
+spec-seconds:
+	@$(MAKE) --no-print-directory SAN=tsan LUA=lua5.4 san-build
+	@rm -f $(abspath build)/spec-seconds.txt
+	@s=$$(date +%s.%N); $(MAKE) --no-print-directory SAN=tsan LUA=lua5.4 test-c >/dev/null; \
+	  awk -v s=$$s -v e=$$(date +%s.%N) 'BEGIN { printf "%.1f test-c\n", e - s }' \
+	  > $(abspath build)/spec-seconds.txt
+	$(MAKE) --no-print-directory SAN=tsan LUA=lua5.4 check-lua \
+	  GN_TIMING_OUT=$(abspath build)/spec-seconds.txt BUSTED_ARGS="-o spec/support/timing_output.lua"
+	@{ sed -n '/^#/p' spec/support/spec_seconds.txt; sort -k2 $(abspath build)/spec-seconds.txt; } \
+	  > spec/support/spec_seconds.txt.new && mv spec/support/spec_seconds.txt.new spec/support/spec_seconds.txt
 
 # What legs running side by side share is made once, before they start: the emulator's test
 # certificates and the TLS matrix's.

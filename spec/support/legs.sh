@@ -10,6 +10,9 @@
 # about a third of one core), so two legs side by side on two cores take little more than the
 # longer one. Each leg builds into its own folder (build/$(LUA)[-$(SAN)]); what the legs share
 # (test certificates) is made before they start.
+#
+# LEGS_MAX=N runs at most N legs at a time: the next one starts, in the order given, when one
+# ends (make sanitize: four parts, three at a time).
 set -u
 if [ $# -lt 2 ] || [ $(($# % 2)) -ne 0 ]; then
   echo "usage: legs.sh NAME CMD [NAME CMD ...]" >&2
@@ -19,9 +22,14 @@ dir=$(mktemp -d /tmp/gn-legs.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 names=()
 pids=()
+# Ctrl-C or a CI timeout: take the legs (and what they started) down too.
+trap 'trap - INT TERM; kill 0; exit 130' INT TERM
+max=${LEGS_MAX:-0}
 while [ $# -gt 0 ]; do
   name=$1 cmd=$2
   shift 2
+  # a leg's status is in its .rc file: what `wait -n` returns is not needed
+  while [ "$max" -gt 0 ] && [ "$(jobs -rp | wc -l)" -ge "$max" ]; do wait -n; done
   names+=("$name")
   (
     set -o pipefail
@@ -33,9 +41,7 @@ while [ $# -gt 0 ]; do
   ) &
   pids+=($!)
 done
-# Ctrl-C or a CI timeout: take the legs (and what they started) down too.
-trap 'trap - INT TERM; kill 0; exit 130' INT TERM
-wait "${pids[@]}"
+wait "${pids[@]}" 2>/dev/null # legs already reaped by `wait -n` are not children any more
 failed=()
 for name in "${names[@]}"; do
   rc=$(cat "$dir/$name.rc" 2>/dev/null || echo 1)
