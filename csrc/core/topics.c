@@ -8,14 +8,47 @@
 #include <string.h>
 #include <strings.h>
 
-int gn_topics_has(const gn_topics_t *s, const char *t) {
-  for (size_t i = 0; i < s->n; i++)
-    if (strcmp(s->v[i], t) == 0) return 1;
-  return 0;
+/* FNV-1a: names differ in their last bytes as often as in their first. */
+static uint32_t name_hash(const char *t) {
+  uint32_t h = 2166136261u;
+  for (const unsigned char *p = (const unsigned char *)t; *p; p++) h = (h ^ *p) * 16777619u;
+  return h;
 }
 
-int gn_topics_add(gn_topics_t *s, const char *t) {
-  if (gn_topics_has(s, t)) return 0;
+/* The slot of t in the index, or of the empty slot where it would go. */
+static size_t ix_slot(const gn_topics_t *s, const char *t) {
+  size_t mask = s->ixcap - 1, p = name_hash(t) & mask;
+  while (s->ix[p] && strcmp(s->v[s->ix[p] - 1], t) != 0) p = (p + 1) & mask;
+  return p;
+}
+
+/* Builds the index for n names (dropped below GN_TOPICS_IX_MIN). Without memory the set goes
+ * on without one: lookups are linear, as they were. */
+void gn_topics_reindex(gn_topics_t *s) {
+  free(s->ix);
+  s->ix = NULL;
+  s->ixcap = 0;
+  if (s->n < GN_TOPICS_IX_MIN) return;
+  size_t cap = 32;
+  while (cap < 2 * (s->n + 1)) cap *= 2;
+  if (!(s->ix = calloc(cap, sizeof *s->ix))) return;
+  s->ixcap = cap;
+  for (size_t i = 0; i < s->n; i++) s->ix[ix_slot(s, s->v[i])] = (uint32_t)(i + 1);
+}
+
+long gn_topics_index_of(const gn_topics_t *s, const char *t) {
+  if (s->ix) {
+    uint32_t e = s->ix[ix_slot(s, t)];
+    return e ? (long)e - 1 : -1;
+  }
+  for (size_t i = 0; i < s->n; i++)
+    if (strcmp(s->v[i], t) == 0) return (long)i;
+  return -1;
+}
+
+int gn_topics_has(const gn_topics_t *s, const char *t) { return gn_topics_index_of(s, t) >= 0; }
+
+int gn_topics_push(gn_topics_t *s, const char *t) {
   if (s->n == s->cap) {
     size_t cap = s->cap ? s->cap * 2 : 8;
     char **nv = realloc(s->v, cap * sizeof *nv);
@@ -25,29 +58,60 @@ int gn_topics_add(gn_topics_t *s, const char *t) {
   }
   if (!(s->v[s->n] = gn_strdup(t))) return -1;
   s->n++;
-  return 1;
+  if (s->ix && 2 * (s->n + 1) <= s->ixcap) s->ix[ix_slot(s, t)] = (uint32_t)s->n;
+  else if (s->n >= GN_TOPICS_IX_MIN) gn_topics_reindex(s); /* first built, or grown */
+  return 0;
+}
+
+int gn_topics_add(gn_topics_t *s, const char *t) {
+  if (gn_topics_has(s, t)) return 0;
+  return gn_topics_push(s, t) == 0 ? 1 : -1;
+}
+
+/* Empties slot p of the index, moving later names of its run back (linear probing's deletion:
+ * no name is left behind an empty slot it probed past). */
+static void ix_remove(gn_topics_t *s, size_t p) {
+  size_t mask = s->ixcap - 1, q = p;
+  s->ix[p] = 0;
+  for (;;) {
+    q = (q + 1) & mask;
+    if (!s->ix[q]) return;
+    size_t home = name_hash(s->v[s->ix[q] - 1]) & mask;
+    /* the name at q may fill p when its home is not within (p, q] cyclically */
+    if ((q > p) ? (home <= p || home > q) : (home <= p && home > q)) {
+      s->ix[p] = s->ix[q];
+      s->ix[q] = 0;
+      p = q;
+    }
+  }
 }
 
 int gn_topics_del(gn_topics_t *s, const char *t) {
-  for (size_t i = 0; i < s->n; i++)
-    if (strcmp(s->v[i], t) == 0) {
-      free(s->v[i]);
-      s->v[i] = s->v[--s->n];
-      return 1;
-    }
-  return 0;
+  long i = gn_topics_index_of(s, t);
+  if (i < 0) return 0;
+  size_t last = s->n - 1;
+  if (s->ix) {
+    ix_remove(s, ix_slot(s, t));
+    if ((size_t)i != last) s->ix[ix_slot(s, s->v[last])] = (uint32_t)(i + 1);
+  }
+  free(s->v[i]);
+  s->v[i] = s->v[last];
+  s->n--;
+  if (s->ix && s->n < GN_TOPICS_IX_MIN / 2) gn_topics_reindex(s); /* small again: dropped */
+  return 1;
 }
 
 void gn_topics_free(gn_topics_t *s) {
   for (size_t i = 0; i < s->n; i++) free(s->v[i]);
   free(s->v);
+  free(s->ix);
   memset(s, 0, sizeof *s);
 }
 
 int gn_topics_copy(gn_topics_t *dst, const gn_topics_t *src) {
   gn_topics_t n = {0};
   for (size_t i = 0; i < src->n; i++)
-    if (gn_topics_add(&n, src->v[i]) < 0) {
+    if (gn_topics_push(&n, src->v[i]) < 0) { /* a set holds each name once */
       gn_topics_free(&n);
       return -1;
     }

@@ -238,18 +238,7 @@ void gn_cl_slot_stop(gn_client_t *c, int i, const char *why) {
 }
 
 /* Appends t to a set the caller knows it is not in (the index says so). Returns 0 or -1. */
-int gn_cl_push_topic(gn_topics_t *set, const char *t) {
-  if (set->n == set->cap) {
-    size_t cap = set->cap ? set->cap * 2 : 8;
-    char **nv = realloc(set->v, cap * sizeof *nv);
-    if (!nv) return -1;
-    set->v = nv;
-    set->cap = cap;
-  }
-  if (!(set->v[set->n] = gn_strdup(t))) return -1;
-  set->n++;
-  return 0;
-}
+int gn_cl_push_topic(gn_topics_t *set, const char *t) { return gn_topics_push(set, t); }
 
 /* Wants t: a topic not wanted yet waits in pending for pool_fill. Returns 1 when it is new. */
 int gn_cl_pool_want(gn_client_t *c, const char *t) {
@@ -299,6 +288,7 @@ void gn_cl_pool_fill(gn_client_t *c, int *changed, int wanted) {
     placed++;
   }
   c->pending.n = k;
+  gn_topics_reindex(&c->pending); /* what was placed left it */
   atomic_store(&c->npending, k);
   /* Slot 0 runs even without topics (a client that subscribes later), as a lone channel did. */
   gn_slot_t *s0 = gn_cl_slot_at(c, 0);
