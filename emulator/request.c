@@ -3,6 +3,7 @@
  */
 #include "request.h"
 
+#include "ciset.h"
 #include "events.h"
 
 #include <ctype.h>
@@ -106,6 +107,8 @@ int topics_from_body(const char *body, size_t len, char *const *existing, size_t
 	}
 	for (size_t i = 0; i < nexisting; i++)
 		list[n++] = strdup(existing[i]);
+	ciset_t seen = {0}; /* list's index: a request of 1,000 names is not 1,000 scans */
+	ciset_build(&seen, list, n);
 	size_t idx;
 	json_t *e;
 	const char *bad = NULL;
@@ -122,12 +125,19 @@ int topics_from_body(const char *body, size_t len, char *const *existing, size_t
 			bad = t;
 			break;
 		}
-		int dup = 0; /* Genesys's own handlers compare names in any case */
-		for (size_t k = 0; k < n && !dup; k++)
+		/* Genesys's own handlers compare names in any case */
+		long at = ciset_find(&seen, list, t);
+		int dup = at >= 0;
+		for (size_t k = 0; at == -2 && k < n && !dup; k++) /* no index: no memory for it */
 			dup = list[k] && !strcasecmp(list[k], t);
-		if (!dup)
-			list[n++] = strdup(t);
+		if (!dup) {
+			list[n] = strdup(t);
+			if (list[n])
+				ciset_insert(&seen, list, n);
+			n++;
+		}
 	}
+	ciset_free(&seen);
 	int oom = 0;
 	for (size_t k = 0; k < n; k++)
 		oom |= !list[k];

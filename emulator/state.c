@@ -224,7 +224,10 @@ channel_t *channel_create(int client)
 
 int channel_has_topic(const channel_t *ch, const char *topic)
 {
-	for (size_t i = 0; i < ch->ndeliver; i++)
+	long at = ciset_find(&ch->deliver_ix, ch->deliver, topic);
+	if (at != -2)
+		return at >= 0;
+	for (size_t i = 0; i < ch->ndeliver; i++) /* no index (out of memory) */
 		if (!strcasecmp(ch->deliver[i], topic))
 			return 1;
 	return 0;
@@ -322,6 +325,7 @@ void channels_free(void)
 		for (size_t i = 0; i < E.channels->ndeliver; i++)
 			free(E.channels->deliver[i]);
 		free(E.channels->deliver);
+		ciset_free(&E.channels->deliver_ix);
 		if (E.channels->holding) /* a close the close fault still holds */
 			close(E.channels->hold_fd);
 		free(E.channels);

@@ -15,6 +15,8 @@
 #ifndef GN_EMU_STATE_H
 #define GN_EMU_STATE_H
 
+#include "ciset.h"
+
 #include <jansson.h>
 #include <libwebsockets.h>
 #include <stdint.h>
@@ -48,6 +50,7 @@ typedef struct channel {
 	size_t ntopics;
 	char **deliver;                     /* the individual topics whose events it receives */
 	size_t ndeliver;
+	ciset_t deliver_ix;                 /* deliver's index (each event published looks it up) */
 	uint64_t sub_requests;              /* subscription requests that reached it */
 	conn_t *conn;
 	int nconns;                         /* live connections (transiently 2 while displacing) */

@@ -75,19 +75,23 @@ static json_t *rejected_entry(const char *id, const char *reason, json_t *missin
 
 /* ---- answers ---------------------------------------------------------------------------- */
 
-static void set_lists(channel_t *ch, char **topics, size_t nt, char **deliver, size_t nd)
+static void set_lists(channel_t *ch, char **topics, size_t nt, char **deliver, size_t nd,
+		      ciset_t *dix)
 {
 	subs_clear(ch);
 	ch->topics = topics;
 	ch->ntopics = nt;
 	ch->deliver = deliver;
 	ch->ndeliver = nd;
+	ch->deliver_ix = *dix;
+	memset(dix, 0, sizeof *dix);
 }
 
 void subs_clear(channel_t *ch)
 {
 	topics_list_free(ch->topics, ch->ntopics);
 	topics_list_free(ch->deliver, ch->ndeliver);
+	ciset_free(&ch->deliver_ix);
 	ch->topics = ch->deliver = NULL;
 	ch->ntopics = ch->ndeliver = 0;
 }
@@ -101,13 +105,17 @@ json_t *subs_listing(const channel_t *ch)
 	return json_pack("{s:o}", "entities", a);
 }
 
-/* Adds name to a deliver list (*v, *n entries, room for *cap) unless it is there in some
- * case; out of memory, it stays out (its events are not delivered). */
-static void deliver_add(char ***v, size_t *n, size_t *cap, const char *name)
+/* Adds name to a deliver list (*v, *n entries, room for *cap, indexed by ix) unless it is there
+ * in some case; out of memory, it stays out (its events are not delivered). */
+static void deliver_add(char ***v, size_t *n, size_t *cap, ciset_t *ix, const char *name)
 {
-	for (size_t i = 0; i < *n; i++)
-		if (!strcasecmp((*v)[i], name))
-			return;
+	long at = ciset_find(ix, *v, name);
+	if (at >= 0)
+		return;
+	if (at == -2 && *n) /* no index yet, or no memory for one */
+		for (size_t i = 0; i < *n; i++)
+			if (!strcasecmp((*v)[i], name))
+				return;
 	if (*n == *cap) {
 		size_t c = *cap ? *cap * 2 : 16;
 		char **nv = realloc(*v, c * sizeof *nv);
@@ -116,8 +124,10 @@ static void deliver_add(char ***v, size_t *n, size_t *cap, const char *name)
 		*v = nv;
 		*cap = c;
 	}
-	if (((*v)[*n] = strdup(name)))
+	if (((*v)[*n] = strdup(name))) {
+		ciset_insert(ix, *v, *n); /* without memory: scanned, as above */
 		(*n)++;
+	}
 }
 
 /* The answer fault, applied to the entity array of one answer. */
@@ -167,6 +177,7 @@ int subs_request(channel_t *ch, const char *body, size_t len, int add, int ignor
 		return st;
 	char **keep = calloc(n ? n : 1, sizeof *keep), **deliver = NULL;
 	size_t dcap = 0, nkeep = 0, nd = 0;
+	ciset_t dix = {0};
 	json_t *ents = json_array(), *refusal = NULL;
 	if (!keep || !ents) {
 		free(keep);
@@ -205,10 +216,10 @@ int subs_request(channel_t *ch, const char *body, size_t len, int add, int ignor
 			if ((keep[nkeep] = strdup(t)))
 				nkeep++;
 			if (!nm)
-				deliver_add(&deliver, &nd, &dcap, t);
+				deliver_add(&deliver, &nd, &dcap, &dix, t);
 			for (size_t k = 0; k < nm; k++)
 				if (!perm_topic_denied(ch->client, m[k]))
-					deliver_add(&deliver, &nd, &dcap, m[k]);
+					deliver_add(&deliver, &nd, &dcap, &dix, m[k]);
 		}
 		free_names(m, nm);
 	}
@@ -224,11 +235,12 @@ int subs_request(channel_t *ch, const char *body, size_t len, int add, int ignor
 		json_decref(ents);
 		topics_list_free(keep, nkeep);
 		topics_list_free(deliver, nd);
+		ciset_free(&dix);
 		*code = "missing.permissions";
 		return 403;
 	}
 	json_decref(refusal);
-	set_lists(ch, keep, nkeep, deliver, nd);
+	set_lists(ch, keep, nkeep, deliver, nd, &dix);
 	answer_fault(ents);
 	*answer = json_pack("{s:o}", "entities", ents);
 	return 200;

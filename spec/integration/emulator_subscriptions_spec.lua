@@ -49,6 +49,50 @@ describe("emulator subscription answers", function()
     return j
   end
 
+  it("a thousand names: each held once in any case, and events found by name in any case",
+    function()
+    -- the emulator indexes a channel's names (emulator/ciset.c) rather than comparing each
+    -- with all the others: the index must answer as the comparisons did
+    local _, ch = emu:rest(tok, "POST", "/channels")
+    local list = {}
+    for i = 1, 999 do list[i] = ("v2.users.u-many-%d.presence"):format(i) end
+    for i = 1, 200 do list[#list + 1] = "v2." .. list[i]:sub(4):upper() end -- the same again
+    local st, j = put(tok, ch.id, list)
+    assert.equal(200, st, cjson.encode(j))
+    assert.equal(999, #ids(j))
+    local s = admin_ok("GET", "subscriptions").channels[ch.id]
+    assert.equal(999, #s.topics)
+    assert.equal(999, #s.delivers)
+    -- added to (POST): names held in another case are not added twice (nor counted against
+    -- the 1,000)
+    local body = { { id = "v2.USERS.U-MANY-5.PRESENCE" }, { id = "v2.users.u-many-999.Presence" },
+                   { id = "v2.users.u-many-1000.presence" } }
+    st, j = emu:rest(tok, "POST", "/channels/" .. ch.id .. "/subscriptions", body)
+    assert.equal(200, st, cjson.encode(j))
+    s = admin_ok("GET", "subscriptions").channels[ch.id]
+    assert.equal(1000, #s.topics)
+    assert.equal(1000, #s.delivers)
+    local probe = emu:probe_bg { channel = ch.id, duration_ms = 3000 }
+    assert.truthy(probe:wait_open(10))
+    assert.truthy(emulator.wait_until(function()
+      return emu:stats().channels[ch.id].connected end, 10))
+    local function pub(t) return admin_ok("POST", "publish", { topic = t }).delivered end
+    assert.equal(1, pub("v2.USERS.U-MANY-777.PRESENCE"))
+    assert.equal(1, pub("v2.users.u-many-1000.presence"))
+    assert.equal(1, pub("v2.users.u-many-1.presence"))
+    assert.equal(0, pub("v2.users.u-many-1001.presence"))
+    assert.equal(0, pub("v2.users.u-many-77.presenc"))
+    local r = probe:wait_for(function(x)
+      local n = 0
+      for _, f in ipairs(x.texts) do
+        n = n + (f.msg.topicName:lower():find("^v2%.users%.u%-many") and 1 or 0)
+      end
+      return n >= 3
+    end, 10)
+    assert.truthy(r, "the probe did not get the three events")
+    probe:result(10)
+  end)
+
   it("delivers a composite topic's events under the individual names, in any case", function()
     local _, ch = emu:rest(tok, "POST", "/channels")
     local st, j = put(tok, ch.id, { COMPOSITE })
