@@ -169,8 +169,8 @@ demo: deps
 # ---------------------------------------------------------------------------------------------
 # Tests. `make test` builds for Lua 5.4 and LuaJIT and runs the C tests and the busted specs
 # under both, the two legs side by side (spec/support/legs.sh; each line says its leg).
-# `make sanitize` runs the same in the ASan/UBSan and TSan builds, also side by side (`make asan`
-# / `make tsan` run one). The long specs (the reconnect soak, the subscription property) run
+# `make sanitize` runs the same in the ASan/UBSan and TSan builds, each in parts, three parts at
+# a time (below; `make asan` / `make tsan` run one whole build). The long specs (the reconnect soak, the subscription property) run
 # their `make test` size under Lua 5.4 and a shorter one under LuaJIT: the core they drive is the
 # same, and CI must stay under 40 minutes. The emulator's own specs (emulator_*_spec.lua) drive
 # the emulator process over HTTP and WebSocket and never load the client module: they run in the
