@@ -219,9 +219,11 @@ static json_t *entry_for(const answer_ix_t *ax, json_t *ent, const char *t) {
   if (ax->ok && !strchr(t, '?')) {
     /* not a composite: the same name in any case (gn_topic_same), and no members to look for */
     char *l = lower_dup(t);
-    long k = l ? gn_topics_index_of(&ax->ids, l) : -1;
-    free(l);
-    if (l) return k >= 0 ? ax->ent[k] : NULL;
+    if (l) {
+      long k = gn_topics_index_of(&ax->ids, l);
+      free(l);
+      return k >= 0 ? ax->ent[k] : NULL;
+    }
   }
   json_array_foreach(ent, i, e) {
     const char *id = json_string_value(json_object_get(e, "id"));
