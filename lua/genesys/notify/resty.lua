@@ -69,6 +69,8 @@ local K_LVAL = "gn:lval"        -- fleet mode: the successor's lease value (its 
 local K_HOF = "gn:hof"          -- fleet mode: "1" when the exiting holder holds the fleet lease
 local K_XCUR = "gn:xcur"        -- the lowest cursor of a worker that just exited (a reload)
 local K_FPOS = "gn:fpos"        -- fleet mode: "<redis key> <stream id>" of the last entry in the ring
+local K_BELL = "gn:bell"        -- the lock value of the holder whose bell listens (readers knock
+                                -- only on a live one's: not on a file a killed holder left)
 
 local RESTY_FIELDS = {
   dict = true, lock_ttl_ms = true, ring_size = true, bell_path = true, follower_limit = true,
@@ -589,10 +591,11 @@ local function reader(premature)
   local child = ngx.thread.spawn(watch, function()
     if not bell_exists() then return nil end
     -- A holder killed (kill -9, a crash) leaves its socket file behind, and nginx logs each
-    -- refused connect to it at level error: no knock while the lock names a dead worker or
-    -- nobody (the next holder makes the socket anew once it holds the lock).
-    local lock = S.dict:get(K_LOCK)
-    local pid = lock and tonumber(tostring(lock):match("^(%d+):"))
+    -- refused connect to it at level error: no knock unless K_BELL names a live holder, which
+    -- sets it once its bell listens. Not the lock: the next holder takes the lock before it
+    -- removes the dead one's file and makes its own bell, and a knock in between was refused.
+    local owner = S.dict:get(K_BELL)
+    local pid = owner and tonumber(tostring(owner):match("^(%d+):"))
     if not pid or (pid ~= S.pid and not pid_alive(pid)) then return nil end
     return S.bell_path
   end, S.reader_sema, fallback)
@@ -1214,11 +1217,13 @@ local function step_down(h, why)
     pcall(write_status, h, client)
     client:close()
   end
+  local dict = S.dict
   if bell then
+    -- readers stop knocking before the bell goes (unless a successor's bell is the one now)
+    if dict:get(K_BELL) == h.value then dict:delete(K_BELL) end
     pcall(bell.ring, bell)
     bell:close()
   end
-  local dict = S.dict
   if dict:get(K_LOCK) == h.value then dict:delete(K_LOCK) end
   if dict:get(K_SUCC) == h.value then dict:delete(K_SUCC) end
   if S.holder == h then S.holder = nil end
@@ -1237,6 +1242,15 @@ local function new_bell(h)
     bell = nil
   end
   h.bell = bell
+  -- the readers knock once it listens (K_BELL names this holder), never on a file left by a
+  -- holder killed before: the lock alone names the next holder before its bell is made
+  if bell then
+    local ok, err = S.dict:safe_set(K_BELL, h.value)
+    if not ok then
+      ngx_log(ERR, "genesys.notify.resty: no room to name the bell (", tostring(err),
+        "): workers read the ring every ", S.fallback_ms, " ms instead")
+    end
+  end
 end
 
 -- Creates and starts the client (and, for a holder, the bell). Returns nil, or why not.
