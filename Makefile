@@ -193,27 +193,6 @@ sanitize: deps test-prep
 	@LEGS_MAX=$(SAN_LEGS) $(LEGS) $(foreach s,tsan asan,$(foreach k,$(shell seq $(SAN_PARTS)),\
 	  $(s)$(k) "$(MAKE) --no-print-directory SAN=$(s) LUA=lua5.4 SAN_PART=$(k) san-part"))
 
-# One build's part of make sanitize: built before (san-build), so parts of the same build never
-# build side by side; part 1 also runs the C tests.
-san-build: all ctests $(HOST_DEP) $(TESTFORK) $(TESTSOCK) $(TESTJSON)
-san-part: san-build
-	@if [ "$(SAN_PART)" = 1 ]; then $(MAKE) --no-print-directory test-c; fi
-	$(SPEC_ENV) $(SAN_ENV) $(BUSTED_CMD) $$(lua5.4 spec/support/shard.lua $(SAN_PART) $(SAN_PARTS))
-
-# Writes spec/support/spec_seconds.txt, how long each spec file takes in the TSan build (and the
-# C tests), by which make sanitize balances its parts. About 20 minutes; run it when spec files
-# are added or have grown much longer.
-spec-seconds:
-	@$(MAKE) --no-print-directory SAN=tsan LUA=lua5.4 san-build
-	@rm -f $(abspath build)/spec-seconds.txt
-	@s=$$(date +%s.%N); $(MAKE) --no-print-directory SAN=tsan LUA=lua5.4 test-c >/dev/null; \
-	  awk -v s=$$s -v e=$$(date +%s.%N) 'BEGIN { printf "%.1f test-c\n", e - s }' \
-	  > $(abspath build)/spec-seconds.txt
-	$(MAKE) --no-print-directory SAN=tsan LUA=lua5.4 check-lua \
-	  GN_TIMING_OUT=$(abspath build)/spec-seconds.txt BUSTED_ARGS="-o spec/support/timing_output.lua"
-	@{ sed -n '/^#/p' spec/support/spec_seconds.txt; sort -k2 $(abspath build)/spec-seconds.txt; } \
-	  > spec/support/spec_seconds.txt.new && mv spec/support/spec_seconds.txt.new spec/support/spec_seconds.txt
-
 # What legs running side by side share is made once, before they start: the emulator's test
 # certificates and the TLS matrix's.
 test-prep: certs
@@ -269,6 +248,27 @@ check-lua: all $(HOST_DEP) $(TESTFORK) $(TESTSOCK) $(TESTJSON)
 
 test-c: ctests
 	@set -e; for t in $(CTESTS); do echo "== $$t"; $(SAN_ENV) $$t; done
+
+# One build's part of make sanitize: built before (san-build), so parts of the same build never
+# build side by side; part 1 also runs the C tests.
+san-build: all ctests $(HOST_DEP) $(TESTFORK) $(TESTSOCK) $(TESTJSON)
+san-part: san-build
+	@if [ "$(SAN_PART)" = 1 ]; then $(MAKE) --no-print-directory test-c; fi
+	$(SPEC_ENV) $(SAN_ENV) $(BUSTED_CMD) $$(lua5.4 spec/support/shard.lua $(SAN_PART) $(SAN_PARTS))
+
+# Writes spec/support/spec_seconds.txt, how long each spec file takes in the TSan build (and the
+# C tests), by which make sanitize balances its parts. About 20 minutes; run it when spec files
+# are added or have grown much longer.
+spec-seconds:
+	@$(MAKE) --no-print-directory SAN=tsan LUA=lua5.4 san-build
+	@rm -f $(abspath build)/spec-seconds.txt
+	@s=$$(date +%s.%N); $(MAKE) --no-print-directory SAN=tsan LUA=lua5.4 test-c >/dev/null; \
+	  awk -v s=$$s -v e=$$(date +%s.%N) 'BEGIN { printf "%.1f test-c\n", e - s }' \
+	  > $(abspath build)/spec-seconds.txt
+	$(MAKE) --no-print-directory SAN=tsan LUA=lua5.4 check-lua \
+	  GN_TIMING_OUT=$(abspath build)/spec-seconds.txt BUSTED_ARGS="-o spec/support/timing_output.lua"
+	@{ sed -n '/^#/p' spec/support/spec_seconds.txt; sort -k2 $(abspath build)/spec-seconds.txt; } \
+	  > spec/support/spec_seconds.txt.new && mv spec/support/spec_seconds.txt.new spec/support/spec_seconds.txt
 
 asan:
 	$(MAKE) --no-print-directory SAN=asan LUA=lua5.4 check
