@@ -2,7 +2,7 @@
 -- "<seconds> <file>", to $GN_TIMING_OUT (appended). `make spec-seconds` uses it to write
 -- spec/support/spec_seconds.txt, by which spec/support/shard.lua balances make sanitize's parts.
 -- Failures are still printed (the file times of a failing run are not written over the last).
-return function(options)
+return function(_options)
   local busted = require "busted"
   local handler = require("busted.outputHandlers.base")()
   local started = {}
