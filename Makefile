@@ -170,9 +170,9 @@ demo: deps
 # Tests. `make test` builds for Lua 5.4 and LuaJIT and runs the C tests and the busted specs
 # under both, the two legs side by side (spec/support/legs.sh; each line says its leg).
 # `make sanitize` runs the same in the ASan/UBSan and TSan builds, each in parts, three parts at
-# a time (below; `make asan` / `make tsan` run one whole build). The long specs (the reconnect soak, the subscription property) run
-# their `make test` size under Lua 5.4 and a shorter one under LuaJIT: the core they drive is the
-# same, and CI must stay under 40 minutes. The emulator's own specs (emulator_*_spec.lua) drive
+# a time (below; `make asan` / `make tsan` run one whole build). The long specs (the reconnect
+# soak, the subscription property) run their `make test` size under Lua 5.4 and a shorter one
+# under LuaJIT: the core they drive is the same, and CI must stay under 40 minutes. The emulator's own specs (emulator_*_spec.lua) drive
 # the emulator process over HTTP and WebSocket and never load the client module: they run in the
 # Lua 5.4 leg and the sanitizer builds, not again under LuaJIT.
 LEGS := bash spec/support/legs.sh
@@ -183,8 +183,9 @@ test: deps test-prep
 
 # `make sanitize`: the two builds side by side, then each build's C tests and specs in SAN_PARTS
 # parts (spec/support/shard.lua, balanced by spec/support/spec_seconds.txt), SAN_LEGS parts at a
-# time (spec/support/legs.sh). The long spec files mostly wait on timers, so three parts on two
-# cores take about a third of the time of the two whole runs side by side.
+# time (spec/support/legs.sh). The long spec files mostly wait on timers, so the two cores take
+# three parts at once: about two thirds of the time of the two whole builds side by side
+# (docs/testing.md). A part fails, rather than run every spec, when shard.lua cannot list it.
 SAN_PARTS ?= 3
 SAN_LEGS ?= 3
 sanitize: deps test-prep
@@ -254,7 +255,8 @@ test-c: ctests
 san-build: all ctests $(HOST_DEP) $(TESTFORK) $(TESTSOCK) $(TESTJSON)
 san-part: san-build
 	@if [ "$(SAN_PART)" = 1 ]; then $(MAKE) --no-print-directory test-c; fi
-	$(SPEC_ENV) $(SAN_ENV) $(BUSTED_CMD) $$(lua5.4 spec/support/shard.lua $(SAN_PART) $(SAN_PARTS))
+	files=$$(lua5.4 spec/support/shard.lua $(SAN_PART) $(SAN_PARTS)) && \
+	  $(SPEC_ENV) $(SAN_ENV) $(BUSTED_CMD) $$files
 
 # Writes spec/support/spec_seconds.txt, how long each spec file takes in the TSan build (and the
 # C tests), by which make sanitize balances its parts. About 20 minutes; run it when spec files

@@ -222,7 +222,7 @@ gn_client_t *gn_client_new(const gn_client_cfg_t *cfg, gn_service_t *svc, char *
   }
   for (size_t i = 0; i < cfg->ntopics; i++) {
     if (gn_tindex_get(&c->index, cfg->topics[i]) != GN_TINDEX_ABSENT) continue;
-    if (gn_cl_push_topic(&c->pending, cfg->topics[i]) != 0 ||
+    if (gn_topics_push(&c->pending, cfg->topics[i]) != 0 ||
         gn_tindex_set(&c->index, cfg->topics[i], -1) != 0) {
       snprintf(err, errlen, "out of memory");
       goto fail;

@@ -77,8 +77,6 @@ int gn_cl_slot_new_channel(gn_client_t *c, gn_slot_t *s, char *err, size_t errle
 /* Stops slot i's channel and gives its unit back (why: "empty", "closed"); the slot is free.
  * Returns nothing. */
 void gn_cl_slot_stop(gn_client_t *c, int i, const char *why);
-/* Appends t to a set the caller knows it is not in (the index says so). Returns 0 or -1. */
-int gn_cl_push_topic(gn_topics_t *set, const char *t);
 /* Wants t: a topic not wanted yet waits in pending for pool_fill. Returns 1 when it is new. */
 int gn_cl_pool_want(gn_client_t *c, const char *t);
 /* No longer wants t (changed[slot] set for the slot it left). Returns nothing. */

@@ -237,15 +237,12 @@ void gn_cl_slot_stop(gn_client_t *c, int i, const char *why) {
   s->unit = 0;
 }
 
-/* Appends t to a set the caller knows it is not in (the index says so). Returns 0 or -1. */
-int gn_cl_push_topic(gn_topics_t *set, const char *t) { return gn_topics_push(set, t); }
-
 /* Wants t: a topic not wanted yet waits in pending for pool_fill. Returns 1 when it is new. */
 int gn_cl_pool_want(gn_client_t *c, const char *t) {
   int i = gn_tindex_get(&c->index, t);
   if (i >= 0 && !gn_topics_has(&gn_cl_slot_at(c, i)->topics, t)) i = GN_TINDEX_ABSENT; /* dropped */
   if (i != GN_TINDEX_ABSENT) return 0;
-  if (gn_cl_push_topic(&c->pending, t) != 0 || gn_tindex_set(&c->index, t, -1) != 0) return 0;
+  if (gn_topics_push(&c->pending, t) != 0 || gn_tindex_set(&c->index, t, -1) != 0) return 0;
   return 1;
 }
 

@@ -12,7 +12,7 @@
 # (test certificates) is made before they start.
 #
 # LEGS_MAX=N runs at most N legs at a time: the next one starts, in the order given, when one
-# ends (make sanitize: four parts, three at a time).
+# ends (make sanitize: six parts, three at a time).
 set -u
 if [ $# -lt 2 ] || [ $(($# % 2)) -ne 0 ]; then
   echo "usage: legs.sh NAME CMD [NAME CMD ...]" >&2

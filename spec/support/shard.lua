@@ -44,16 +44,16 @@ table.sort(files, function(a, b)
   return a < b
 end)
 
-local load, parts = {}, {}
-for k = 1, N do load[k], parts[k] = 0, {} end
-load[1] = seconds[C_TESTS] or 0
+local total, parts = {}, {}
+for k = 1, N do total[k], parts[k] = 0, {} end
+total[1] = seconds[C_TESTS] or 0
 for _, name in ipairs(files) do
   local best = 1
-  for k = 2, N do if load[k] < load[best] then best = k end end
-  load[best] = load[best] + weight(name)
+  for k = 2, N do if total[k] < total[best] then best = k end end
+  total[best] = total[best] + weight(name)
   parts[best][#parts[best] + 1] = name
 end
 table.sort(parts[K])
 io.write(table.concat(parts[K], "\n"), "\n")
 io.stderr:write(("shard.lua: part %d of %d, %d spec files, about %d s by spec_seconds.txt\n")
-  :format(K, N, #parts[K], math.floor(load[K] + 0.5)))
+  :format(K, N, #parts[K], math.floor(total[K] + 0.5)))

@@ -471,17 +471,13 @@ local function read_ring()
 end
 
 -- Whether the bell's socket file is there (nginx logs a failed connect at level crit, so the
--- reader does not try while no holder has made it): opening a socket fails with ENXIO, a
--- missing file with ENOENT.
-local function bell_file()
+-- reader does not try while there is none): opening a socket fails with ENXIO, a missing file
+-- with ENOENT.
+local function bell_exists()
   local f, err = io.open(S.bell_path, "rb")
-  if f then f:close() return "other" end
-  err = err or ""
-  if err:find("No such file", 1, true) then return "none" end
-  if err:find("No such device or address", 1, true) then return "socket" end
-  return "other"
+  if f then f:close() return true end
+  return not (err or ""):find("No such file", 1, true)
 end
-local function bell_exists() return bell_file() ~= "none" end
 
 -- A light thread that stays connected to a unix socket (path_of() gives its path, or nil while
 -- there is none) and posts `sema` when bytes arrive or the peer goes; reconnects with a backoff
@@ -519,15 +515,11 @@ local function watch(path_of, sema, max_retry_s)
   end
 end
 
--- Takes the lock when nobody holds it. A holder killed outright left its bell's socket file
--- behind: removed at once, so that while this worker makes its client and bell the readers (the
--- lock names a live worker now) find no file rather than one that refuses them, a line at level
--- error in nginx's log. Only a socket goes (anything else there is left for the bell to refuse,
--- naming it). Returns whether the lock is this worker's.
+-- Takes the lock when nobody holds it. A killed holder's bell file may still be there: readers
+-- do not knock on it (K_BELL names a dead worker) and the new bell replaces it. Returns whether
+-- the lock is this worker's.
 local function take_lock(value)
-  if not S.dict:safe_add(K_LOCK, value, S.ttl_ms / 1000) then return false end
-  if bell_file() == "socket" then os.remove(S.bell_path) end
-  return true
+  return S.dict:safe_add(K_LOCK, value, S.ttl_ms / 1000) and true or false
 end
 
 -- Whether pid is a live process: not gone, not a zombie, and not exiting. A process killed
