@@ -129,6 +129,56 @@ describe("the Lua thread's JSON decoder", function()
     for _ = 1, 2000 do agree(gen(0)) end
   end)
 
+  -- On LuaJIT a table is made at the size its place (the key it sits under) had in the body
+  -- before: shapes change from one body to the next, and a hint must never change a value.
+  it("gives the same values when a place's size changes from one body to the next", function()
+    local function ints(n)
+      local t = {}
+      for i = 1, n do t[i] = tostring(i) end
+      return "[" .. table.concat(t, ",") .. "]"
+    end
+    local function members(n, v)
+      local t = {}
+      for i = 1, n do t[i] = string.format('"m%d":%s', i, v or i) end
+      return "{" .. table.concat(t, ",") .. "}"
+    end
+    for _, n in ipairs { 0, 1, 3, 40, 2, 100, 1, 33, 32, 5, 0, 64, 1 } do
+      local list = {}
+      for i = 1, (n % 7) + 1 do list[i] = members((n + i) % 9, ints(i % 3)) end
+      local text = string.format('{"a":%s,"o":%s,"l":[%s],"n":[%s,%s]}', ints(n), members(n),
+        table.concat(list, ","), ints(n % 5), ints(n))
+      agree(text)
+      local v = core.json_decode_text(text)
+      assert.equals(n, #v.a)
+      assert.equals(n, #v.n[2])
+      local count = 0
+      for _ in pairs(v.o) do count = count + 1 end
+      assert.equals(n, count)
+    end
+  end)
+
+  it("never makes a small container large because its place was large before", function()
+    local big = {}
+    for i = 1, 1000 do big[i] = tostring(i) end
+    big = '{"a":[' .. table.concat(big, ",") .. '],"o":{' .. ('"k":1,'):rep(999) .. '"k":1}}'
+    local keep = {}
+    collectgarbage()
+    collectgarbage()
+    local before = collectgarbage("count")
+    for i = 1, 500 do -- each small body right after a large one at the same places
+      core.json_decode_text(big)
+      keep[i] = core.json_decode_text('{"a":[1],"o":{"k":2}}')
+    end
+    collectgarbage()
+    collectgarbage()
+    local per = (collectgarbage("count") - before) * 1024 / #keep
+    -- three small tables each: a few hundred bytes, even at the largest hint (HINT_MAX); a
+    -- hint of 1,000 slots would be 8 KB or more
+    assert.is_true(per < 1536, string.format("%.0f bytes per body", per))
+    assert.equals(1, #keep[500].a)
+    assert.equals(2, keep[500].o.k)
+  end)
+
   it("decodes from a byte offset (init), as the resty ring readers do", function()
     local rec = '1\te\thdr\n{"eventBody":{"a":[1,2]},"t":"x"}'
     local init = rec:find("\n", 1, true) + 1
