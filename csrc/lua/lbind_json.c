@@ -103,27 +103,30 @@ static void put_utf8(luaL_Buffer *b, unsigned cp) {
   luaL_addlstring(b, u, n);
 }
 
-/* s (n bytes, no escapes) pushed, from the cache when it is there. */
-static void push_plain(lua_State *L, dec_t *d, const char *s, size_t n) {
+/* s (n bytes, no escapes) pushed, from the cache when it is there. Returns the pushed string's
+ * bytes when that costs nothing (a short string), else NULL. */
+static const char *push_plain(lua_State *L, dec_t *d, const char *s, size_t n) {
   if (!n || n > SHORT_MAX) {
     lua_pushlstring(L, s, n);
-    return;
+    return NULL;
   }
   const unsigned char *u = (const unsigned char *)s;
   int slot = (int)((n * 7 + u[0] * 31u + u[n - 1] * 17u + u[n / 2]) % SLOTS);
   if (d->cache->n[slot] == n && memcmp(d->cache->p[slot], s, n) == 0) {
     lua_rawgeti(L, d->strings, slot + 1);
-    return;
+    return d->cache->p[slot];
   }
   lua_pushlstring(L, s, n);
   lua_pushvalue(L, -1);
   lua_rawseti(L, d->strings, slot + 1);
   d->cache->p[slot] = lua_tostring(L, -1);
   d->cache->n[slot] = n;
+  return d->cache->p[slot];
 }
 
-/* A string after its opening quote: pushed; p after the closing quote. */
-static void string(lua_State *L, dec_t *d) {
+/* A string after its opening quote: pushed; p after the closing quote. Returns push_plain's
+ * answer, NULL for a string with escapes. */
+static const char *string(lua_State *L, dec_t *d) {
   const unsigned char *s = d->p, *q = d->p;
   luaL_Buffer b;
   int buffered = 0;
@@ -165,9 +168,11 @@ static void string(lua_State *L, dec_t *d) {
     luaL_addlstring(&b, (const char *)s, (size_t)(q - s));
     luaL_pushresult(&b);
   } else {
-    push_plain(L, d, (const char *)s, (size_t)(q - s));
+    d->p = q + 1;
+    return push_plain(L, d, (const char *)s, (size_t)(q - s));
   }
   d->p = q + 1;
+  return NULL;
 }
 
 /* A number in RFC 8259's grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
@@ -252,8 +257,8 @@ static void word(lua_State *L, dec_t *d, const char *w, size_t n) {
  * a larger one gets its table then, and the rest go straight in. Measured per body decoded
  * (Lua 5.4): 11 % less for a 2 KB conversation event, 3 % for a 400 B presence event; on
  * LuaJIT the stack moves cost as much as they save, so its tables start at the size their place
- * had in the last body (HINTS above; 4 members for an object never seen): 14 % fewer instructions
- * for the 2 KB conversation body, 3 % for the presence one (callgrind, bench/decode_bench.lua's
+ * had in the last body (HINTS above; 4 members for an object never seen): 17 % fewer instructions
+ * for the 2 KB conversation body, 7 % for the presence one (callgrind, bench/decode_bench.lua's
  * texts). */
 #if LUA_VERSION_NUM >= 503
 #define PENDING_MAX 32
@@ -301,11 +306,11 @@ static void hint_put(dec_t *d, uintptr_t key, int n) {
   d->cache->hk[i] = key;
   d->cache->hn[i] = n < HINT_MAX ? n : HINT_MAX;
 }
-#define HINT_KEY(L) ((uintptr_t)lua_tostring(L, -1))
+#define HINT_KEY(L, k) ((uintptr_t)((k) ? (k) : lua_tostring(L, -1)))
 #define HINT_GET(d, key) hint_get(d, key)
 #define HINT_PUT(d, key, n) hint_put(d, key, n)
 #else
-#define HINT_KEY(L) ((uintptr_t)0)
+#define HINT_KEY(L, k) ((void)(k), (uintptr_t)0)
 #define HINT_GET(d, key) 0
 #define HINT_PUT(d, key, n) ((void)0)
 #endif
@@ -334,11 +339,11 @@ static void value(lua_State *L, dec_t *d, int depth, uintptr_t key) {
       ws(d);
       if (d->p >= d->end || *d->p != '"') bad(L);
       d->p++;
-      string(L, d);
+      const char *k = string(L, d);
       ws(d);
       if (d->p >= d->end || *d->p != ':') bad(L);
       d->p++;
-      value(L, d, depth + 1, HINT_KEY(L));
+      value(L, d, depth + 1, HINT_KEY(L, k));
       if (t) lua_rawset(L, t);
       n++;
       ws(d);
