@@ -653,7 +653,13 @@ local function every_worker_got(ng, pids, last, timeout)
     ng:log():sub(-3000))
   for _, pid in ipairs(pids) do
     local w = c.workers[tostring(pid)]
-    assert.equals(0, w.bad or 0, "worker " .. pid .. " got events out of order or twice")
+    if (w.bad or 0) > 0 then
+      local lines = {} -- the hook's own lines (support.resty_count_hook), then the resty layer's
+      for l in ng:log():gmatch("[^\n]*count hook: [^\n]*") do lines[#lines + 1] = l end
+      for l in ng:log():gmatch("[^\n]*genesys%.notify%.resty: [^\n]*") do lines[#lines + 1] = l end
+      assert.equals(0, w.bad, "worker " .. pid .. " got events out of order or twice: " ..
+        cjson.encode(w) .. "\n" .. table.concat(lines, "\n"):sub(1, 6000))
+    end
     assert.equals(w.last - w.first + 1, w.n, "worker " .. pid .. ": " .. cjson.encode(w))
   end
   return c
