@@ -164,14 +164,10 @@ static const char *string(lua_State *L, dec_t *d) {
     luaL_addchar(&b, (char)c);
     s = q = d->p;
   }
-  if (buffered) {
-    luaL_addlstring(&b, (const char *)s, (size_t)(q - s));
-    luaL_pushresult(&b);
-  } else {
-    d->p = q + 1;
-    return push_plain(L, d, (const char *)s, (size_t)(q - s));
-  }
   d->p = q + 1;
+  if (!buffered) return push_plain(L, d, (const char *)s, (size_t)(q - s));
+  luaL_addlstring(&b, (const char *)s, (size_t)(q - s));
+  luaL_pushresult(&b);
   return NULL;
 }
 

@@ -595,7 +595,7 @@ describe("genesys.notify.resty in nginx", function()
 end)
 
 -- The counting conf: the example with `workers` workers, GN_STUCK_S passed on, and /testcount
--- (what support.resty_count_hook keeps: "t:PID:n|first|last|bad", "t:h:KIND").
+-- (what support.resty_count_hook keeps: "t:PID:n|first|last|bad|badat", "t:h:KIND").
 local function count_conf(workers)
   return (CONF:gsub("worker_processes 2;", "worker_processes " .. workers .. ";", 1)
     :gsub("env GN_HANDLER_MODULE;", "env GN_HANDLER_MODULE;\nenv GN_STUCK_S;", 1)

@@ -19,21 +19,22 @@ function _M.init(resty)
   local dict = ngx.shared.genesys_notify
   local pid = ngx.worker.pid()
   local last
-  local where = {} -- publish sequence -> "ring seq/channel" it came in, for a failure's log
+  -- publish sequence -> the ring seq and the channel it came in, for a failure's log (kept as
+  -- they are: a string made per event would slow the burst specs' readers)
+  local ring_at, chan_at = {}, {}
   resty.subscribe(function(ev)
     local seq = ev.body and ev.body.sequence
     if type(seq) ~= "number" then return end
     local p = "t:" .. pid .. ":"
     if not last then dict:safe_set(p .. "first", seq) end
-    local here = tostring(ev.seq) .. "/" .. tostring(ev.channel_id)
     if last and seq ~= last + 1 then
       add(dict, p .. "bad", 1)
       dict:safe_add(p .. "badat", last .. ">" .. seq) -- the first one, for the failure's message
       -- the same ring seq twice: this reader read it again; two ring seqs: the ring has it twice
-      ngx.log(ngx.WARN, "count hook: ", last, " then ", seq, " at ", here, ", before at ",
-        tostring(where[seq]))
+      ngx.log(ngx.WARN, "count hook: ", last, " then ", seq, " at ", tostring(ev.seq), "/",
+        tostring(ev.channel_id), ", before at ", tostring(ring_at[seq]), "/", tostring(chan_at[seq]))
     end
-    where[seq] = here
+    ring_at[seq], chan_at[seq] = ev.seq, ev.channel_id
     last = seq
     dict:safe_set(p .. "last", seq)
     add(dict, p .. "n", 1)
