@@ -21,8 +21,9 @@ local function clean(cmd)
   return "exec env -u LD_PRELOAD sh -c " .. shq(cmd)
 end
 
-local function sh(cmd)
-  local ok = os.execute(clean(cmd))
+local function sh(cmd, shell)
+  local ok = os.execute(shell and ("exec env -u LD_PRELOAD " .. shell .. " -c " .. shq(cmd) ..
+    " 2>/dev/null") or clean(cmd))
   return ok == true or ok == 0
 end
 
@@ -50,6 +51,23 @@ end
 
 local function now_s() return tonumber(capture("date +%s.%N")) or os.time() end
 _M.now = now_s
+
+-- The ports come from math.random, which LuaJIT seeds the same in every process: two runs side
+-- by side (make test's two legs, make sanitize's parts) would draw the same ports, and the
+-- example listens with reuseport, so both nginx would bind one port and each spec's requests
+-- would reach either. Seeded apart here; and a port something answers on is not taken.
+do
+  local urandom = io.open("/dev/urandom", "rb")
+  local b = urandom and urandom:read(4) or ""
+  if urandom then urandom:close() end
+  local seed = math.floor(now_s() * 1000) % 1000000007
+  for i = 1, #b do seed = (seed * 256 + b:byte(i)) % 2147483647 end
+  math.randomseed(seed)
+end
+
+local function port_answers(port)
+  return sh("exec 3<>/dev/tcp/127.0.0.1/" .. port, "bash")
+end
 local function sleep(s) sh("sleep " .. string.format("%.3f", s)) end
 _M.sleep = sleep
 
@@ -133,7 +151,7 @@ function _M.start(o)
   assert(self.prefix ~= "", "mktemp failed")
   sh("chmod 755 " .. shq(self.prefix) .. " && mkdir -p " .. shq(self.prefix .. "/logs"))
   for _ = 1, 10 do
-    self.port = math.random(20000, 60000)
+    repeat self.port = math.random(20000, 60000) until not port_answers(self.port)
     local conf = o.conf:gsub("@PORT@", tostring(self.port))
       :gsub("listen 127%.0%.0%.1:8080", "listen 127.0.0.1:" .. self.port)
     write_file(self.prefix .. "/nginx.conf", conf)
