@@ -615,13 +615,37 @@ local function count_conf(workers)
           if kind then out.health[kind] = dict:get(k) end
         end
         out.stuck = dict:get("t:stuck")
-        -- the items the ring's entries hold (a slot: one record, or "b" and a count)
-        out.ring_items = 0
+        out.prefix = ngx.config.prefix()
+        -- the items the ring's entries hold (a slot: one record, or "b" and a count), and the
+        -- events it holds twice (one CorrelationId at two seqs: "CID SEQ SEQ")
+        out.ring_items, out.ring_twice = 0, {}
+        local at = {}
+        local function event(rec, seq)
+          local cid = rec:match("^e\t[^\t]*\t[^\t]*\t[^\t]*\t([^\t]+)\t")
+          if not cid then return end
+          if at[cid] and #out.ring_twice < 20 then
+            out.ring_twice[#out.ring_twice + 1] = cid .. " " .. at[cid] .. " " .. seq
+          end
+          at[cid] = seq
+        end
         for _, k in ipairs(dict:get_keys(0)) do
           if k:find("^gn:ring:") then
-            local v = dict:get(k) or ""
-            out.ring_items = out.ring_items +
-              (v:sub(1, 1) == "b" and tonumber(v:sub(2, 9), 16) or (v ~= "" and 1 or 0))
+            local v, seq = dict:get(k)
+            v = v or ""
+            if v:sub(1, 1) == "b" then
+              local n, p = tonumber(v:sub(2, 9), 16), 10
+              out.ring_items = out.ring_items + n
+              for m = 1, n do
+                local b1, b2, b3, b4 = v:byte(p, p + 3)
+                if not b4 then break end
+                local len = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+                event(v:sub(p + 4, p + 3 + len), seq .. "+" .. (m - 1))
+                p = p + 4 + len
+              end
+            elseif v ~= "" then
+              out.ring_items = out.ring_items + 1
+              event(v, seq)
+            end
           end
         end
         ngx.say(require("cjson.safe").encode(out))
@@ -634,7 +658,21 @@ end
 local function counts(ng)
   local st, body = ng:get("/testcount")
   assert.equals(200, st, body)
-  return cjson.decode(body)
+  local c = cjson.decode(body)
+  -- this spec's nginx answered (not another one on the same port: support.nginx)
+  assert.equals((ng.prefix:gsub("/+$", "")), (tostring(c.prefix):gsub("/+$", "")))
+  return c
+end
+
+-- Worker `pid` (its counts `w`) got no event out of order or twice; else the failure shows
+-- the hook's lines (support.resty_count_hook) and the resty layer's.
+local function assert_in_order(ng, pid, w)
+  if (w.bad or 0) == 0 then return end
+  local lines = {}
+  for l in ng:log():gmatch("[^\n]*count hook: [^\n]*") do lines[#lines + 1] = l end
+  for l in ng:log():gmatch("[^\n]*genesys%.notify%.resty: [^\n]*") do lines[#lines + 1] = l end
+  assert.equals(0, w.bad, "worker " .. pid .. " got events out of order or twice: " ..
+    cjson.encode(w) .. "\n" .. table.concat(lines, "\n"):sub(1, 6000))
 end
 
 -- Every worker in `pids` got the events `first`..`last` of the publish stream, each once and in
@@ -653,13 +691,7 @@ local function every_worker_got(ng, pids, last, timeout)
     ng:log():sub(-3000))
   for _, pid in ipairs(pids) do
     local w = c.workers[tostring(pid)]
-    if (w.bad or 0) > 0 then
-      local lines = {} -- the hook's own lines (support.resty_count_hook), then the resty layer's
-      for l in ng:log():gmatch("[^\n]*count hook: [^\n]*") do lines[#lines + 1] = l end
-      for l in ng:log():gmatch("[^\n]*genesys%.notify%.resty: [^\n]*") do lines[#lines + 1] = l end
-      assert.equals(0, w.bad, "worker " .. pid .. " got events out of order or twice: " ..
-        cjson.encode(w) .. "\n" .. table.concat(lines, "\n"):sub(1, 6000))
-    end
+    assert_in_order(ng, pid, w)
     assert.equals(w.last - w.first + 1, w.n, "worker " .. pid .. ": " .. cjson.encode(w))
   end
   return c
@@ -681,8 +713,11 @@ local function all_reached(ng, emu, stream, total)
   local pids = {}
   for _, w in ipairs(ng:live_workers()) do pids[#pids + 1] = w.pid end
   local c = every_worker_got(ng, pids, total, 20)
+  -- the holders wrote each event into the ring once (the handovers' overlap skipped)
+  assert.equals(0, #c.ring_twice, "the ring holds events twice: " .. cjson.encode(c.ring_twice))
   local covered = {}
-  for _, w in pairs(c.workers) do
+  for pid, w in pairs(c.workers) do
+    assert_in_order(ng, pid, w) -- the old generations' workers too: what they read, they read once
     for q = w.first, w.last do covered[q] = true end
   end
   for q = 1, total do assert.truthy(covered[q], "event " .. q .. " reached no worker") end
@@ -690,6 +725,50 @@ local function all_reached(ng, emu, stream, total)
 end
 
 local BURST = tonumber(os.getenv("GN_RESTY_BURST") or "") or 20000
+
+-- Reloads nginx three times, each once the generation before is gone (its holder handed the
+-- stream over), then a second more of the stream. Returns the generations' workers' pids, the
+-- first generation's included; says(ng) is what a failure shows.
+local function reload_thrice(ng, nw, says)
+  local gens = { {} }
+  for _, w in ipairs(ng:live_workers()) do gens[1][#gens[1] + 1] = w.pid end
+  for _ = 1, 3 do
+    local old = {}
+    for _, w in ipairs(ng:workers()) do old[w.pid] = true end
+    ng:reload()
+    local fresh
+    assert.truthy(nginx.wait_until(function()
+      for pid in pairs(old) do if nginx.alive(pid) then return false end end
+      fresh = {}
+      for _, w in ipairs(ng:live_workers()) do
+        if not old[w.pid] then fresh[#fresh + 1] = w.pid end
+      end
+      return #fresh == nw
+    end, 20), "the reload did not complete: " .. says(ng))
+    gens[#gens + 1] = fresh
+    emulator.sleep(1)
+  end
+  return gens
+end
+
+-- A new generation's readers start where the readers of the one it replaces are, not where an
+-- earlier reload's readers were (which would hand each event since to the new workers again):
+-- each generation's first event comes after every first event of the one before (a reload a
+-- second or more after the one before, under a stream of 30 events/s).
+local function assert_no_replay(c, gens)
+  for g = 2, #gens do
+    local before = 0
+    for _, pid in ipairs(gens[g - 1]) do
+      before = math.max(before, c.workers[tostring(pid)].first)
+    end
+    for _, pid in ipairs(gens[g]) do
+      local w = c.workers[tostring(pid)]
+      assert.truthy(w.first > before, "generation " .. g .. "'s worker " .. pid ..
+        " began at event " .. w.first .. ", generation " .. (g - 1) .. " at " .. before ..
+        ": " .. cjson.encode(c.workers))
+    end
+  end
+end
 
 describe("genesys.notify.resty in nginx: reloads and bursts lose nothing", function()
   local emu
@@ -708,22 +787,10 @@ describe("genesys.notify.resty in nginx: reloads and bursts lose nothing", funct
       local st, j = emu:admin("POST", "publish", { topic = topic, count = total, rate = 30 })
       assert.equals(200, st)
       emulator.sleep(1)
-      local reloads = 0
-      for _ = 1, 3 do
-        local old = {}
-        for _, w in ipairs(ng:workers()) do old[w.pid] = true end
-        ng:reload()
-        reloads = reloads + 1
-        -- the next reload once the old generation is gone (its holder handed the stream over)
-        assert.truthy(nginx.wait_until(function()
-          for pid in pairs(old) do if nginx.alive(pid) then return false end end
-          local fresh = 0
-          for _, w in ipairs(ng:live_workers()) do if not old[w.pid] then fresh = fresh + 1 end end
-          return fresh == nw
-        end, 20), "the reload did not complete: " .. ng:log():sub(-3000))
-        emulator.sleep(1)
-      end
+      local gens = reload_thrice(ng, nw, function() return ng:log():sub(-3000) end)
+      local reloads = #gens - 1
       local c = all_reached(ng, emu, j.stream, total)
+      assert_no_replay(c, gens)
       local h = ng:health()
       assert.equals(reloads, h.handovers, cjson.encode(h))
       assert.equals(0, h.takeovers)
@@ -1012,21 +1079,10 @@ describe("genesys.notify.resty on several machines: a Redis lease for the fleet"
     local st, j = emu:admin("POST", "publish", { topic = topic, count = total, rate = 30 })
     assert.equals(200, st)
     emulator.sleep(1)
-    local reloads = 0
-    for _ = 1, 3 do
-      local old = {}
-      for _, w in ipairs(ng:workers()) do old[w.pid] = true end
-      ng:reload()
-      reloads = reloads + 1
-      assert.truthy(nginx.wait_until(function()
-        for pid in pairs(old) do if nginx.alive(pid) then return false end end
-        local fresh = 0
-        for _, w in ipairs(ng:live_workers()) do if not old[w.pid] then fresh = fresh + 1 end end
-        return fresh == 2
-      end, 20), "the reload did not complete: " .. notices(ng))
-      emulator.sleep(1)
-    end
+    local gens = reload_thrice(ng, 2, notices)
+    local reloads = #gens - 1
     local c = all_reached(ng, emu, j.stream, total)
+    assert_no_replay(c, gens)
     -- the fleet's stream itself: every event once (a fanout consumer outside nginx)
     local seen = {}
     assert.truthy(nginx.wait_until(function()

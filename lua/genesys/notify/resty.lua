@@ -67,7 +67,8 @@ local K_SUCC = "gn:succ"        -- the lock value of the worker taking the strea
 local K_READY = "gn:ready"      -- the successor's lock value once its own stream is open
 local K_LVAL = "gn:lval"        -- fleet mode: the successor's lease value (its stream is open)
 local K_HOF = "gn:hof"          -- fleet mode: "1" when the exiting holder holds the fleet lease
-local K_XCUR = "gn:xcur"        -- the lowest cursor of a worker that just exited (a reload)
+local K_XC = "gn:xc:"           -- .. slot: "CURSOR UPTIME": the cursor a worker left it with as
+                                -- it exited (a reload), and when (seconds since boot)
 local K_FPOS = "gn:fpos"        -- fleet mode: "<redis key> <stream id>" of the last entry in the ring
 local K_BELL = "gn:bell"        -- the lock value of the holder whose bell listens (readers knock
                                 -- only on a live one's: not on a file a killed holder left)
@@ -536,6 +537,35 @@ local function pid_alive(pid)
   if not state then return not st:match("^%d+ %b() [ZX]") end
   if state == "Z" or state == "X" then return false end
   return math_floor(tonumber(flags) / 4) % 2 == 0
+end
+
+-- Seconds since boot (/proc/uptime: 10 ms ticks), or nil.
+local function boot_seconds()
+  local f = io.open("/proc/uptime", "rb")
+  if not f then return nil end
+  local up = tonumber((f:read("*l") or ""):match("^([%d.]+)"))
+  f:close()
+  return up
+end
+
+-- When this process was forked, in seconds since boot (/proc/self/stat's 22nd field, in ticks
+-- of USER_HZ, which Linux fixes at 100 for /proc), or nil.
+local function fork_seconds()
+  local f = io.open("/proc/self/stat", "rb")
+  if not f then return nil end
+  local st = f:read("*a") or ""
+  f:close()
+  -- the fields after the command's closing parenthesis: state is the 3rd, starttime the 22nd
+  local rest = st:match("^.*%) (.*)$")
+  local n, start = 2, nil
+  for field in (rest or ""):gmatch("%S+") do
+    n = n + 1
+    if n == 22 then
+      start = tonumber(field)
+      break
+    end
+  end
+  return start and start / 100
 end
 
 local function unregister_reader()
@@ -1717,8 +1747,7 @@ local function on_exit(premature)
   S.exiting = true
   S.dict:safe_set(K_EXIT .. S.pid, true, 600)
   if S.slot then -- what it did not read, the new generation's workers read (start_cursor)
-    local x = S.dict:get(K_XCUR)
-    if not x or S.cursor < x then S.dict:safe_set(K_XCUR, S.cursor, 5) end
+    S.dict:safe_set(K_XC .. S.slot, S.cursor .. " " .. (boot_seconds() or 0), 60)
   end
   unregister_reader()
   local h = S.holder
@@ -1729,26 +1758,48 @@ local function on_exit(premature)
 end
 
 -- Where a new worker's reader starts: the ring's head, or, in a reload, where the old
--- generation's readers are (still reading, or just exited: K_XCUR): nginx starts the new workers
+-- generation's readers are (still reading, or just exited: K_XC): nginx starts the new workers
 -- and tells the old ones to quit without waiting for either, so what was written between an
--- old reader's last read and the new one's start would reach no worker. A reader far behind (a
--- stuck one, skipped by the holder) is not followed. A reader starts at an entry's first item
--- (ring_item): the entry holding the item after the lowest cursor is looked for backwards.
+-- old reader's last read and the new one's start would reach no worker. Only the readers of
+-- the generation this one replaces: live ones, and those that exited after this worker was
+-- forked (the master tells the old workers to quit 100 ms after it forks the new ones). What an
+-- earlier reload's readers left is not followed: the generation between read it, and following
+-- it would hand every event since to this worker again. Nor a dead worker's slot (killed: it
+-- never left it), nor a reader far behind (a stuck one, skipped by the holder). A reader starts
+-- at an entry's first item (ring_item): the entry holding the item after the lowest cursor is
+-- looked for backwards.
 function start_cursor(dict)
   local head = dict:get(K_SEQ) or 0
-  local from, floor = head, head - math_floor(S.ring_size / 2)
-  local x = dict:get(K_XCUR)
-  if x and x >= floor and x < from then from = x end
+  local from, floor, whose = head, head - math_floor(S.ring_size / 2), nil
+  local forked = fork_seconds()
   for i = 0, S.nslots - 1 do
-    local c = dict:get(K_RP .. i) and dict:get(K_RC .. i)
-    if c and c >= floor and c < from then from = c end
+    local pid = dict:get(K_RP .. i)
+    local c = pid and dict:get(K_RC .. i)
+    if c and c >= floor and c < from and pid_alive(pid) then
+      from, whose = c, "the reader of pid " .. pid
+    end
+    local xc, xt = (dict:get(K_XC .. i) or ""):match("^(%d+) ([%d.]+)$")
+    xc, xt = tonumber(xc), tonumber(xt)
+    -- (2 ticks of slack: both times are in 10 ms ticks)
+    if xc and forked and xt >= forked - 0.02 and xc >= floor and xc < from then
+      from, whose = xc, "a reader that exited " .. string_format("%.2f", xt - forked) ..
+        " s after this worker was forked"
+    end
   end
+  local at = head
   for q = from + 1, math_max(from + 1 - BATCH, floor + 1), -1 do
     if q > head then break end
     local v, fl = dict:get(ring_key(q))
-    if v and fl == q % SEQ_MOD then return q - 1 end
+    if v and fl == q % SEQ_MOD then
+      at = q - 1
+      break
+    end
   end
-  return head
+  if at < head then
+    ngx_log(INFO, "genesys.notify.resty: worker ", S.wid, " (pid ", S.pid, ") reads from seq ",
+      at + 1, ", ", head - at, " item(s) behind the ring's head, where ", whose, " read")
+  end
+  return at
 end
 
 -- ---- the public API ---------------------------------------------------------------------
