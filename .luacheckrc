@@ -10,5 +10,6 @@ files["spec/support/resty_slow_hook.lua"] = { std = "max+ngx_lua" }
 files["spec/support/resty_bad_hook.lua"] = { std = "max+ngx_lua" }
 files["spec/support/resty_count_hook.lua"] = { std = "max+ngx_lua" }
 files["spec/support/resty_stuck_hook.lua"] = { std = "max+ngx_lua" }
+files["spec/support/resty_lookpause_hook.lua"] = { std = "max+ngx_lua" }
 files["bench/resty_bench.lua"] = { std = "max+ngx_lua" }
 files["bench/resty_burst_ngx.lua"] = { std = "max+ngx_lua" }

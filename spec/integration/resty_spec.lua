@@ -775,12 +775,16 @@ describe("genesys.notify.resty in nginx: reloads and bursts lose nothing", funct
   setup(function() emu = emulator.start { tls = true, heartbeat_ms = 500 } end)
   teardown(function() if emu then emu:stop() end end)
 
-  for _, nw in ipairs { 2, 4 } do
-    it(nw .. " workers, reloads under a steady stream: every event reaches every worker once, " ..
-        "no gap, nothing missed", function()
-      local topic = "v2.users.ngx-reload" .. nw .. ".presence"
+  -- (the third: each successor pauses between its look at the lock and at the old holder's
+  -- offer, so the lock is often passed on meanwhile: support.resty_lookpause_hook)
+  for _, case in ipairs { { 2, "count" }, { 4, "count" }, { 2, "lookpause" } } do
+    local nw, hook = case[1], case[2]
+    it(nw .. " workers, reloads under a steady stream" ..
+        (hook == "lookpause" and ", successors that look slowly" or "") ..
+        ": every event reaches every worker once, no gap, nothing missed", function()
+      local topic = "v2.users.ngx-reload" .. nw .. hook .. ".presence"
       local ng = nginx.start { conf = count_conf(nw), workers = nw,
-        env = env_for(emu, { GN_TOPICS = topic, GN_HANDLER_MODULE = "support.resty_count_hook" }) }
+        env = env_for(emu, { GN_TOPICS = topic, GN_HANDLER_MODULE = "support.resty_" .. hook .. "_hook" }) }
       finally(function() ng:stop() end)
       assert.truthy(health(ng), "no worker connected: " .. ng:log())
       local total = 300
@@ -1057,57 +1061,63 @@ describe("genesys.notify.resty on several machines: a Redis lease for the fleet"
     return table.concat(out, "\n"):sub(-8000)
   end
 
-  it("fleet mode, reloads under a steady stream: the lease and the ring's feed are handed over, " ..
-      "every event once in every worker and in the fleet's stream, no marker, nothing missed", function()
-    local fleet = require "support.fleet"
-    local topic = "v2.users.ngx-fleetreload.presence"
-    local key = "gn:ngxreload"
-    local fan = fleet.spawn("fanout", { FLEET_REDIS = r.url, FLEET_KEY = key })
-    finally(function()
-      fleet.stop_all()
-      fleet.cleanup()
-    end)
-    assert(fan:started())
-    local ng = nginx.start { conf = count_conf(2), workers = 2,
-      env = env_for(emu, { GN_TOPICS = topic, GN_HANDLER_MODULE = "support.resty_count_hook",
-        GN_REDIS_URL = r.url, GN_REDIS_KEY = key, GN_REDIS_LEASE_MS = "2000" }) }
-    finally(function() ng:stop() end)
-    assert.truthy(health(ng), "no worker connected: " .. ng:log())
-    assert.truthy(nginx.wait_until(function() return connected_channels(emu) == 1 end, 15))
-    emulator.sleep(0.5) -- the fleet consumers read from the stream's end
-    local total = 300
-    local st, j = emu:admin("POST", "publish", { topic = topic, count = total, rate = 30 })
-    assert.equals(200, st)
-    emulator.sleep(1)
-    local gens = reload_thrice(ng, 2, notices)
-    local reloads = #gens - 1
-    local c = all_reached(ng, emu, j.stream, total)
-    assert_no_replay(c, gens)
-    -- the fleet's stream itself: every event once (a fanout consumer outside nginx)
-    local seen = {}
-    assert.truthy(nginx.wait_until(function()
-      seen = {}
-      for _, e in ipairs(fan:events()) do
-        if e.stream == j.stream then seen[e.seq] = (seen[e.seq] or 0) + 1 end
+  -- (the second: successors that pause between their looks, as in the plain mode's specs)
+  for _, hook in ipairs { "count", "lookpause" } do
+    it("fleet mode, reloads under a steady stream" ..
+        (hook == "lookpause" and ", successors that look slowly" or "") .. ": the lease and " ..
+        "the ring's feed are handed over, every event once in every worker and in the fleet's " ..
+        "stream, no marker, nothing missed", function()
+      local fleet = require "support.fleet"
+      local topic = "v2.users.ngx-fleetreload" .. hook .. ".presence"
+      local key = "gn:ngxreload" .. hook
+      local fan = fleet.spawn("fanout", { FLEET_REDIS = r.url, FLEET_KEY = key })
+      finally(function()
+        fleet.stop_all()
+        fleet.cleanup()
+      end)
+      assert(fan:started())
+      local ng = nginx.start { conf = count_conf(2), workers = 2,
+        env = env_for(emu, { GN_TOPICS = topic,
+          GN_HANDLER_MODULE = "support.resty_" .. hook .. "_hook", GN_REDIS_URL = r.url,
+          GN_REDIS_KEY = key, GN_REDIS_LEASE_MS = "2000" }) }
+      finally(function() ng:stop() end)
+      assert.truthy(health(ng), "no worker connected: " .. ng:log())
+      assert.truthy(nginx.wait_until(function() return connected_channels(emu) == 1 end, 15))
+      emulator.sleep(0.5) -- the fleet consumers read from the stream's end
+      local total = 300
+      local st, j = emu:admin("POST", "publish", { topic = topic, count = total, rate = 30 })
+      assert.equals(200, st)
+      emulator.sleep(1)
+      local gens = reload_thrice(ng, 2, notices)
+      local reloads = #gens - 1
+      local c = all_reached(ng, emu, j.stream, total)
+      assert_no_replay(c, gens)
+      -- the fleet's stream itself: every event once (a fanout consumer outside nginx)
+      local seen = {}
+      assert.truthy(nginx.wait_until(function()
+        seen = {}
+        for _, e in ipairs(fan:events()) do
+          if e.stream == j.stream then seen[e.seq] = (seen[e.seq] or 0) + 1 end
+        end
+        return seen[total]
+      end, 10), "the fanout consumer did not get the last event")
+      for q = 1, total do
+        assert.equals(1, seen[q], "event " .. q .. " in the fleet's stream: " ..
+          fan:out():gsub("E [^\n]*\n", "") .. notices(ng))
       end
-      return seen[total]
-    end, 10), "the fanout consumer did not get the last event")
-    for q = 1, total do
-      assert.equals(1, seen[q], "event " .. q .. " in the fleet's stream: " ..
-        fan:out():gsub("E [^\n]*\n", "") .. notices(ng))
-    end
-    assert.equals(0, #fan:markers(), "a marker in the fleet's stream: " .. fan:out():gsub("E [^\n]*\n", ""))
-    local h = ng:health()
-    assert.equals(reloads, h.handovers, notices(ng))
-    assert.equals(0, h.takeovers)
-    assert.equals(0, h.ring.write_failures)
-    assert.is_nil(c.health.missed, "missed: " .. cjson.encode(c.health))
-    assert.is_nil(c.health.restored, "a gap: " .. tostring(ng:log():match("count hook: [^\n]*")))
-    assert.truthy((c.health.handover or 0) >= reloads, cjson.encode(c.health))
-    assert.truthy(nginx.wait_until(function() return connected_channels(emu) == 1 end, 10))
-    local knock = bell_knock(ng:log())
-    assert.is_nil(knock, knock)
-  end)
+      assert.equals(0, #fan:markers(), "a marker in the fleet's stream: " .. fan:out():gsub("E [^\n]*\n", ""))
+      local h = ng:health()
+      assert.equals(reloads, h.handovers, notices(ng))
+      assert.equals(0, h.takeovers)
+      assert.equals(0, h.ring.write_failures)
+      assert.is_nil(c.health.missed, "missed: " .. cjson.encode(c.health))
+      assert.is_nil(c.health.restored, "a gap: " .. tostring(ng:log():match("count hook: [^\n]*")))
+      assert.truthy((c.health.handover or 0) >= reloads, cjson.encode(c.health))
+      assert.truthy(nginx.wait_until(function() return connected_channels(emu) == 1 end, 10))
+      local knock = bell_knock(ng:log())
+      assert.is_nil(knock, knock)
+    end)
+  end
 
   it("fleet mode, a burst of " .. BURST .. " events of 1 KB at the default settings: the stream " ..
       "feeds the ring under back-pressure, every worker gets every one, nothing missed", function()

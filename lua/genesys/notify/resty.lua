@@ -857,6 +857,7 @@ local function between_batches(h)
 end
 
 local gone -- (h, r, head, t): a reader whose worker died, reported (below)
+local overlap -- (h): a successor's de-duplication of the handover's overlap (below)
 local start_cursor -- (dict): where a new worker's reader starts (below)
 
 -- How many items may be written now without overwriting one a reader the holder waits for has
@@ -998,6 +999,18 @@ local function fleet_consumer(h)
     end }
 end
 
+-- The handover's de-duplication is over (the overlap's time has passed): what it skipped is
+-- counted and logged.
+local function dedup_done(h)
+  if h.dups > 0 then
+    ngx_log(NOTICE, "genesys.notify.resty: the handover's overlap: ", h.dups,
+      " event(s) both streams delivered, written once")
+  end
+  count("handover_duplicates", h.dups)
+  h.dups = 0
+  h.dedup = nil
+end
+
 -- One item the client gave, into the current batch.
 local function put_item(h, it)
   if type(it) == "string" and str_byte(it, 1) == 98 then
@@ -1020,7 +1033,7 @@ local function put_item(h, it)
         return
       end
       local rms = tonumber(str_sub(it, 3, t2 - 1))
-      if rms and rms > h.dedup_until then h.dedup = nil end
+      if rms and rms > h.dedup_until then dedup_done(h) end
     end
     ring_put(it)
     return
@@ -1046,7 +1059,7 @@ local function put_item(h, it)
         h.dups = h.dups + 1
         return
       end
-      if rms and rms > h.dedup_until then h.dedup = nil end
+      if rms and rms > h.dedup_until then dedup_done(h) end
     end
     ring_put_event(it.topic, it.channel_id, rms, it.correlation_id, it.raw)
     return
@@ -1155,14 +1168,7 @@ local function pump(h, client)
     if h.empty then break end
     if not between_batches(h) then break end
   end
-  if h.dedup and h.empty and now_ms() > h.dedup_until then
-    if h.dups > 0 then
-      ngx_log(NOTICE, "genesys.notify.resty: the handover's overlap: ", h.dups,
-        " event(s) both streams delivered, written once")
-    end
-    count("handover_duplicates", h.dups)
-    h.dedup = nil
-  end
+  if h.dedup and h.empty and now_ms() > h.dedup_until then dedup_done(h) end
   if h.last_rec then
     local t2 = str_find(h.last_rec, "\t", 3, true)
     local rms = t2 and tonumber(str_sub(h.last_rec, 3, t2 - 1))
@@ -1232,10 +1238,23 @@ local function step_down(h, why)
   own_clear()
   local client, bell = h.client, h.bell
   if h.consumer then h.consumer:close() end
+  if h.successor and not h.was_holder then
+    -- a successor that gives up withdraws first, so that the exiting holder does not pass the
+    -- lock on to it from now on
+    if S.dict:get(K_SUCC) == h.value then S.dict:delete(K_SUCC) end
+  end
   if client and not h.closed then
     -- what the client still holds goes into the ring first (nothing dropped silently), unless
-    -- the lock is another worker's already
-    if S.dict:get(K_LOCK) == h.value then pcall(pump, h, client) end
+    -- the lock is another worker's already. A successor that had the lock passed on as it gave
+    -- up skips what the old holder wrote; in fleet mode it writes no event (the fleet's stream
+    -- feeds the ring, and the next holder's consumer starts where the old one's ended).
+    if S.dict:get(K_LOCK) == h.value then
+      local unfinished = h.successor and not h.was_holder
+      if not (unfinished and S.client_cfg.redis) then
+        if unfinished and not h.dedup then overlap(h) end
+        pcall(pump, h, client)
+      end
+    end
     pcall(write_status, h, client)
     client:close()
   end
@@ -1380,6 +1399,24 @@ end
 -- streams delivered (by CorrelationId, from what its worker's reader read). Returns a reason to
 -- stop, or nil to go on.
 local handover_fleet -- (h, t): the same in fleet mode (below)
+
+-- The exiting holder passes the lock on to the successor succ, then withdraws its offer (K_HO
+-- and the keys named): in that order, so that a successor looking meanwhile sees either the
+-- offer still standing or the lock its own, never the offer gone and the lock another's (it
+-- would give up, and the stream would go to a takeover). Returns why the holder stops.
+local function pass_lock(succ, ...)
+  local dict = S.dict
+  local ok, err = dict:safe_set(K_LOCK, succ, S.ttl_ms / 1000)
+  if not ok then dict:delete(K_LOCK) end
+  dict:delete(K_HO)
+  for i = 1, select("#", ...) do dict:delete((select(i, ...))) end
+  if not ok then
+    return "the worker is exiting (the lock could not be passed on: " .. tostring(err) .. ")"
+  end
+  count("handovers")
+  return "the worker is exiting: handed the stream over to " .. succ
+end
+
 local function handover_step(h, t)
   if h.consumer then return handover_fleet(h, t) end
   local dict, ho = S.dict, h.handover
@@ -1397,15 +1434,7 @@ local function handover_step(h, t)
     write_status(h, h.client)
     h.client:close()
     h.closed = true
-    dict:delete(K_HO)
-    dict:delete(K_READY)
-    local ok, err = dict:safe_set(K_LOCK, succ, S.ttl_ms / 1000)
-    if not ok then
-      dict:delete(K_LOCK)
-      return "the worker is exiting (the lock could not be passed on: " .. tostring(err) .. ")"
-    end
-    count("handovers")
-    return "the worker is exiting: handed the stream over to " .. succ
+    return pass_lock(succ, K_READY)
   end
   if not succ and t - (ho.checked or 0) >= 100 then
     ho.checked = t
@@ -1465,16 +1494,7 @@ function handover_fleet(h, t)
     write_status(h, h.client)
     h.client:close()
     h.closed = true
-    dict:delete(K_HO)
-    dict:delete(K_READY)
-    dict:delete(K_LVAL)
-    local ok, err = dict:safe_set(K_LOCK, succ, S.ttl_ms / 1000)
-    if not ok then
-      dict:delete(K_LOCK)
-      return "the worker is exiting (the lock could not be passed on: " .. tostring(err) .. ")"
-    end
-    count("handovers")
-    return "the worker is exiting: handed the stream over to " .. succ
+    return pass_lock(succ, K_READY, K_LVAL)
   end
   if t - ho.started > S.handover_ms then
     dict:delete(K_HO)
@@ -1617,6 +1637,31 @@ local function succeed_fleet(h)
   return nil
 end
 
+-- The lock is the successor's: what the previous holder wrote since this successor started is
+-- taken from the ring here (besides what this worker's reader saw, when it still reads), so that
+-- what both streams delivered is written once (h.dedup, put_item).
+function overlap(h)
+  local dict = S.dict
+  local seen = S.succ and S.succ.seen or {}
+  local last = dict:get(K_SEQ) or 0
+  local from = math_max(h.start_seq or last, last - S.ring_size)
+  if h.start_seq and h.start_seq < from then
+    ngx_log(WARN, "genesys.notify.resty: the previous holder wrote ", last - h.start_seq,
+      " items while this one opened its stream, more than the ring holds: events of the ",
+      "overlap before seq ", from, " may be written twice")
+  end
+  ring_scan(from + 1, last, function(v, i, j)
+    if str_byte(v, i) == 101 then
+      local _, _, t4, t5, _, nl = event_fields(v, i)
+      if nl and nl <= j then
+        seen[t5 > t4 + 1 and str_sub(v, t4 + 1, t5 - 1) or str_sub(v, nl + 1, j)] = true
+      end
+    end
+  end)
+  h.dedup = seen
+  h.dedup_until = now_ms() + S.grace_ms
+end
+
 -- The successor: opens its stream while the old holder still writes, takes what it delivers
 -- (up to PENDING_MAX; then its queue and the pause hold the rest), says when it is open, and
 -- waits for the lock. Returns nil when it holds the lock (then hold() goes on), or why not.
@@ -1643,6 +1688,8 @@ local function succeed(h)
         end
         break
       end
+      -- (or the old holder passed it on between the two looks: pass_lock)
+      if dict:get(K_LOCK) == h.value then break end
       return "another worker holds the stream"
     end
     local waiting = #h.pending - h.pi + 1
@@ -1670,27 +1717,7 @@ local function succeed(h)
     h.wake:wait(0.01)
   end
   if S.client_cfg.redis then return succeed_fleet(h) end
-  -- the lock is ours: what the previous holder wrote since this successor started is taken
-  -- from the ring here (besides what this worker's reader saw, when it still reads), so that
-  -- what both streams delivered is written once
-  local seen = S.succ and S.succ.seen or {}
-  local last = dict:get(K_SEQ) or 0
-  local from = math_max(h.start_seq or last, last - S.ring_size)
-  if h.start_seq and h.start_seq < from then
-    ngx_log(WARN, "genesys.notify.resty: the previous holder wrote ", last - h.start_seq,
-      " items while this one opened its stream, more than the ring holds: events of the ",
-      "overlap before seq ", from, " may be written twice")
-  end
-  ring_scan(from + 1, last, function(v, i, j)
-    if str_byte(v, i) == 101 then
-      local _, _, t4, t5, _, nl = event_fields(v, i)
-      if nl and nl <= j then
-        seen[t5 > t4 + 1 and str_sub(v, t4 + 1, t5 - 1) or str_sub(v, nl + 1, j)] = true
-      end
-    end
-  end)
-  h.dedup = seen
-  h.dedup_until = now_ms() + S.grace_ms
+  overlap(h)
   S.succ = nil
   h.renewed_ms = now_ms()
   dict:delete(K_SUCC)
