@@ -63,6 +63,7 @@ local K_EXIT = "gn:exit:"       -- .. pid: that worker is exiting (reload, quit)
 local K_HEAL = "gn:heal"        -- a list of "FROM_MS TO_MS": readers' missed ranges to resync
 local HEAL_MAX = 64             -- asks waiting at most (a resync widens over all of them)
 local K_HO = "gn:ho"            -- an exiting holder's lock value: it offers the stream
+local K_HOT = "gn:hot"          -- when that holder's worker was forked (seconds since boot)
 local K_SUCC = "gn:succ"        -- the lock value of the worker taking the stream over
 local K_READY = "gn:ready"      -- the successor's lock value once its own stream is open
 local K_LVAL = "gn:lval"        -- fleet mode: the successor's lease value (its stream is open)
@@ -548,10 +549,10 @@ local function boot_seconds()
   return up
 end
 
--- When this process was forked, in seconds since boot (/proc/self/stat's 22nd field, in ticks
--- of USER_HZ, which Linux fixes at 100 for /proc), or nil.
-local function fork_seconds()
-  local f = io.open("/proc/self/stat", "rb")
+-- When process pid (this one when nil) was forked, in seconds since boot (/proc/PID/stat's 22nd
+-- field, in ticks of USER_HZ, which Linux fixes at 100 for /proc), or nil.
+local function fork_seconds(pid)
+  local f = io.open("/proc/" .. (pid or "self") .. "/stat", "rb")
   if not f then return nil end
   local st = f:read("*a") or ""
   f:close()
@@ -1350,6 +1351,26 @@ local function open_client(h, with_bell)
   end
 end
 
+-- Whether one of the master's children was forked after this worker's generation (a reload:
+-- the new workers are forked 100 ms before the old ones are told to quit; a generation is
+-- forked within a few ms). Not when this worker alone was told to quit: its siblings may then
+-- take the stream over.
+local function newer_generation()
+  if not S.forked then return false end
+  local stat = io.open("/proc/self/stat", "rb")
+  local master = stat and tonumber((stat:read("*a") or ""):match("^%d+ %b() %S+ (%d+)") or "")
+  if stat then stat:close() end
+  local f = master and io.open("/proc/" .. master .. "/task/" .. master .. "/children", "rb")
+  if not f then return false end
+  local kids = f:read("*a") or ""
+  f:close()
+  for pid in kids:gmatch("%d+") do
+    local t = tonumber(pid) ~= S.pid and fork_seconds(pid)
+    if t and t > S.forked + 0.05 then return true end
+  end
+  return false
+end
+
 -- Whether a worker of a newer generation runs (a reload: nginx starts the new workers before it
 -- tells the old ones to quit), from the master's children and the exiting marks in the dict.
 local function newer_workers()
@@ -1530,6 +1551,12 @@ local function hold(h)
         h.handover.holding = lease.state == "holder"
         S.dict:safe_set(K_HOF, h.handover.holding and "1" or "0", (S.handover_ms + S.ttl_ms) / 1000)
       end
+      -- in a reload, only a worker of the new generation may take the stream over (try_succeed)
+      if newer_generation() then
+        S.dict:safe_set(K_HOT, S.forked, (S.handover_ms + S.ttl_ms) / 1000)
+      else
+        S.dict:delete(K_HOT)
+      end
       S.dict:safe_set(K_HO, h.value, (S.handover_ms + S.ttl_ms) / 1000)
       if h.bell then pcall(h.bell.ring, h.bell) end -- the other workers' readers look at once
       ngx_log(NOTICE, "genesys.notify.resty: worker ", S.wid, " (pid ", S.pid, ") exits: it ",
@@ -1595,6 +1622,12 @@ local function try_succeed()
   local dict = S.dict
   local ho = dict:get(K_HO)
   if not ho or ho ~= dict:get(K_LOCK) then return nil end
+  -- only a worker of a newer generation: nginx tells the old workers to quit one after the
+  -- other, and a sibling of the exiting holder that has not been told yet would take the stream
+  -- only to hand it on again (a channel more at Genesys). A generation is forked within a few
+  -- ms, the next one a reload later.
+  local hot = dict:get(K_HOT)
+  if hot and S.forked and S.forked < hot + 0.05 then return nil end
   local value = lock_value()
   if not dict:safe_add(K_SUCC, value, S.ttl_ms / 1000) then return nil end
   dict:delete(K_READY)
@@ -1798,7 +1831,7 @@ end
 function start_cursor(dict)
   local head = dict:get(K_SEQ) or 0
   local from, floor, whose = head, head - math_floor(S.ring_size / 2), nil
-  local forked = fork_seconds()
+  local forked = S.forked
   for i = 0, S.nslots - 1 do
     local pid = dict:get(K_RP .. i)
     local c = pid and dict:get(K_RC .. i)
@@ -1891,6 +1924,7 @@ function _M.start(cfg)
   end
   -- every generation's workers (a reload runs two at once, more for reloads in a row)
   S.nslots = math_max(16, 4 * ngx.worker.count())
+  S.forked = fork_seconds()
   S.cursor = start_cursor(dict)
   register_reader()
   for _, t in ipairs { { 0, reader }, { 0, lock_loop }, { 3600, on_exit } } do
