@@ -726,6 +726,25 @@ end
 
 local BURST = tonumber(os.getenv("GN_RESTY_BURST") or "") or 20000
 
+-- After a burst of BURST events: each of the nw live workers got all of them, from the first,
+-- once and in order, and nothing was missed or failed in the ring. Returns the counts.
+local function whole_burst(ng, nw)
+  local pids = {}
+  for _, w in ipairs(ng:live_workers()) do pids[#pids + 1] = w.pid end
+  assert.equals(nw, #pids)
+  local c = every_worker_got(ng, pids, BURST, 60 + BURST / 1000)
+  for _, pid in ipairs(pids) do
+    assert.equals(1, c.workers[tostring(pid)].first)
+    assert.equals(BURST, c.workers[tostring(pid)].n)
+  end
+  local h = ng:health()
+  for _, w in ipairs(h.workers) do assert.equals(0, w.missed) end
+  assert.equals(0, h.ring.write_failures)
+  assert.equals(0, h.reader_stalls)
+  assert.is_nil(c.health.missed, "missed: " .. cjson.encode(c.health))
+  return c
+end
+
 -- Reloads nginx three times, each once the generation before is gone (its holder handed the
 -- stream over), then a second more of the stream. Returns the generations' workers' pids, the
 -- first generation's included; says(ng) is what a failure shows.
@@ -824,19 +843,7 @@ describe("genesys.notify.resty in nginx: reloads and bursts lose nothing", funct
         assert.equals(200, st)
         assert.truthy(publish_done(emu, j.stream, BURST, 60 + BURST / 500),
           "the burst was not delivered")
-        local pids = {}
-        for _, w in ipairs(ng:live_workers()) do pids[#pids + 1] = w.pid end
-        assert.equals(nw, #pids)
-        local c = every_worker_got(ng, pids, BURST, 60 + BURST / 1000)
-        for _, pid in ipairs(pids) do
-          assert.equals(1, c.workers[tostring(pid)].first)
-          assert.equals(BURST, c.workers[tostring(pid)].n)
-        end
-        local h = ng:health()
-        for _, w in ipairs(h.workers) do assert.equals(0, w.missed) end
-        assert.equals(0, h.ring.write_failures)
-        assert.equals(0, h.reader_stalls)
-        assert.is_nil(c.health.missed)
+        local c = whole_burst(ng, nw)
         assert.is_nil(c.health.overflow, "the library dropped events: " .. ng:log():sub(-2000))
         -- a batch's entry empties the slots of its other items: what earlier laps left there is
         -- gone, and the ring holds at most ring_size items (the dict does not fill up with them)
@@ -1168,19 +1175,7 @@ describe("genesys.notify.resty on several machines: a Redis lease for the fleet"
     local st, j = emu:admin("POST", "publish", { topic = topic, count = BURST, size = 1024 })
     assert.equals(200, st)
     assert.truthy(publish_done(emu, j.stream, BURST, 60 + BURST / 500), "the burst was not delivered")
-    local pids = {}
-    for _, w in ipairs(ng:live_workers()) do pids[#pids + 1] = w.pid end
-    assert.equals(2, #pids)
-    local c = every_worker_got(ng, pids, BURST, 60 + BURST / 1000)
-    for _, pid in ipairs(pids) do
-      assert.equals(1, c.workers[tostring(pid)].first)
-      assert.equals(BURST, c.workers[tostring(pid)].n)
-    end
-    local h = ng:health()
-    for _, w in ipairs(h.workers) do assert.equals(0, w.missed) end
-    assert.equals(0, h.ring.write_failures)
-    assert.equals(0, h.reader_stalls)
-    assert.is_nil(c.health.missed, "missed: " .. cjson.encode(c.health))
+    local c = whole_burst(ng, 2)
     assert.is_nil(c.health.restored, "a gap: " .. tostring(ng:log():match("count hook: [^\n]*")))
   end)
 end)
