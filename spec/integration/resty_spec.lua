@@ -615,6 +615,7 @@ local function count_conf(workers)
           if kind then out.health[kind] = dict:get(k) end
         end
         out.stuck = dict:get("t:stuck")
+        out.lookpauses = dict:get("t:lookpauses") -- (support.resty_lookpause_hook)
         out.prefix = ngx.config.prefix()
         -- the items the ring's entries hold (a slot: one record, or "b" and a count), and the
         -- events it holds twice (one CorrelationId at two seqs: "CID SEQ SEQ")
@@ -814,6 +815,7 @@ describe("genesys.notify.resty in nginx: reloads and bursts lose nothing", funct
       local reloads = #gens - 1
       local c = all_reached(ng, emu, j.stream, total)
       assert_no_replay(c, gens)
+      if hook == "lookpause" then assert.truthy((c.lookpauses or 0) > 0, "no successor paused") end
       local h = ng:health()
       assert.equals(reloads, h.handovers, cjson.encode(h))
       -- each handover's overlap (half a second of both streams, handover_grace_ms) was skipped,
@@ -1135,6 +1137,7 @@ describe("genesys.notify.resty on several machines: a Redis lease for the fleet"
       local reloads = #gens - 1
       local c = all_reached(ng, emu, j.stream, total)
       assert_no_replay(c, gens)
+      if hook == "lookpause" then assert.truthy((c.lookpauses or 0) > 0, "no successor paused") end
       -- the fleet's stream itself: every event once (a fanout consumer outside nginx)
       local seen = {}
       assert.truthy(nginx.wait_until(function()

@@ -21,9 +21,8 @@ local function clean(cmd)
   return "exec env -u LD_PRELOAD sh -c " .. shq(cmd)
 end
 
-local function sh(cmd, shell)
-  local ok = os.execute(shell and ("exec env -u LD_PRELOAD " .. shell .. " -c " .. shq(cmd) ..
-    " 2>/dev/null") or clean(cmd))
+local function sh(cmd)
+  local ok = os.execute(clean(cmd))
   return ok == true or ok == 0
 end
 
@@ -66,7 +65,7 @@ do
 end
 
 local function port_answers(port)
-  return sh("exec 3<>/dev/tcp/127.0.0.1/" .. port, "bash")
+  return sh("bash -c 'exec 3<>/dev/tcp/127.0.0.1/" .. port .. "' 2>/dev/null")
 end
 local function sleep(s) sh("sleep " .. string.format("%.3f", s)) end
 _M.sleep = sleep

@@ -1355,15 +1355,22 @@ end
 -- the new workers are forked 100 ms before the old ones are told to quit; a generation is
 -- forked within a few ms). Not when this worker alone was told to quit: its siblings may then
 -- take the stream over.
-local function newer_generation()
-  if not S.forked then return false end
+-- The pids of nginx's master's children (this worker's parent's), as text; nil when /proc does
+-- not tell.
+local function master_children()
   local stat = io.open("/proc/self/stat", "rb")
-  local master = stat and tonumber((stat:read("*a") or ""):match("^%d+ %b() %S+ (%d+)") or "")
+  local master = stat and tonumber((stat:read("*a") or ""):match("^%d+ %b() %S+ (%d+)"))
   if stat then stat:close() end
   local f = master and io.open("/proc/" .. master .. "/task/" .. master .. "/children", "rb")
-  if not f then return false end
+  if not f then return nil end
   local kids = f:read("*a") or ""
   f:close()
+  return kids
+end
+
+local function newer_generation()
+  local kids = S.forked and master_children()
+  if not kids then return false end
   for pid in kids:gmatch("%d+") do
     local t = tonumber(pid) ~= S.pid and fork_seconds(pid)
     if t and t > S.forked + 0.05 then return true end
@@ -1374,11 +1381,8 @@ end
 -- Whether a worker of a newer generation runs (a reload: nginx starts the new workers before it
 -- tells the old ones to quit), from the master's children and the exiting marks in the dict.
 local function newer_workers()
-  local stat = io.open("/proc/self/stat", "rb")
-  local master = stat and tonumber((stat:read("*a") or ""):match("^%d+ %b() %S+ (%d+)"))
-  if stat then stat:close() end
-  local f = master and io.open("/proc/" .. master .. "/task/" .. master .. "/children", "rb")
-  if not f then
+  local kids = master_children()
+  if not kids then
     -- no children file: a reader slot of a worker that is not exiting
     for i = 0, S.nslots - 1 do
       local pid = S.dict:get(K_RP .. i)
@@ -1388,8 +1392,6 @@ local function newer_workers()
     end
     return false
   end
-  local kids = f:read("*a") or ""
-  f:close()
   local seen = {}
   for pid in kids:gmatch("%d+") do
     pid = tonumber(pid)
@@ -1840,10 +1842,10 @@ function start_cursor(dict)
     end
     local xc, xt = (dict:get(K_XC .. i) or ""):match("^(%d+) ([%d.]+)$")
     xc, xt = tonumber(xc), tonumber(xt)
-    -- (2 ticks of slack: both times are in 10 ms ticks)
-    if xc and forked and xt >= forked - 0.02 and xc >= floor and xc < from then
-      from, whose = xc, "a reader that exited " .. string_format("%.2f", xt - forked) ..
-        " s after this worker was forked"
+    -- (2 ticks of slack: both times are in 10 ms ticks; when /proc did not tell either time,
+    -- the record is followed: a few items again rather than items lost)
+    if xc and xc >= floor and xc < from and (not forked or xt == 0 or xt >= forked - 0.02) then
+      from, whose = xc, "a reader that exited as this worker started"
     end
   end
   local at = head
